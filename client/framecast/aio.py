@@ -1,0 +1,200 @@
+"""``AsyncStreamWriter``: the StreamWriter surface for asyncio code.
+
+Configuration calls (``add_audio_stream``, ``add_video_stream``, ``set_metadata``) are plain
+methods; everything that talks to the server is a coroutine. ``async with writer.open():`` works
+like StreamWriter's ``with writer.open():``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, Optional
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from .errors import FramecastError, StateError, TransportError
+from .rest import AsyncRestClient
+from .writer import StreamWriter
+from .writer_base import WriterCore, WriterState
+
+
+class _OpenAwaitable:
+    """What ``AsyncStreamWriter.open()`` returns: await it, or use it in ``async with``."""
+
+    def __init__(self, writer: "AsyncStreamWriter", option: Optional[Dict[str, str]]) -> None:
+        self._writer = writer
+        self._option = option
+
+    def __await__(self) -> Any:
+        return self._writer._open(self._option).__await__()
+
+    async def __aenter__(self) -> "AsyncStreamWriter":
+        return await self._writer._open(self._option)
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        await self._writer.__aexit__(exc_type, exc, tb)
+
+
+class AsyncStreamWriter:
+    """Asyncio twin of :class:`framecast.StreamWriter`; same arguments, same behaviour."""
+
+    add_audio_stream = StreamWriter.add_audio_stream
+    add_video_stream = StreamWriter.add_video_stream
+    set_metadata = StreamWriter.set_metadata
+
+    def __init__(
+        self,
+        dst: Any,
+        format: Optional[str] = None,
+        *,
+        server: Optional[str] = None,
+        api_key: Optional[str] = None,
+        timeout: float = 300.0,
+    ) -> None:
+        self._core = WriterCore(dst, format)
+        self._server = server
+        self._api_key = api_key
+        self._timeout = timeout
+        self._rest: Optional[AsyncRestClient] = None
+        self._ws: Optional[ClientConnection] = None
+        self._reader: Optional["asyncio.Task[None]"] = None
+        self._changed = asyncio.Event()
+        self._broken: Optional[FramecastError] = None
+
+    def open(self, option: Optional[Dict[str, str]] = None) -> _OpenAwaitable:
+        """Create the session and connect: ``await w.open()`` or ``async with w.open():``."""
+        return _OpenAwaitable(self, option)
+
+    async def _open(self, option: Optional[Dict[str, str]]) -> "AsyncStreamWriter":
+        config = self._core.session_config(option)
+        self._rest = AsyncRestClient(self._server, self._api_key)
+        try:
+            created = await self._rest.request("POST", "/v1/sessions", json=config)
+            try:
+                self._ws = await connect(
+                    created["stream_url"],
+                    additional_headers={**self._rest.headers, "Authorization": f"Bearer {created['token']}"},
+                    max_size=None,
+                    compression=None,
+                    open_timeout=30,
+                )
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                raise TransportError(f"cannot open the stream websocket {created['stream_url']}: {exc}") from exc
+        except BaseException:
+            await self._rest.aclose()
+            raise
+        self._core.opened(created)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for message in self._ws:
+                self._core.handle(message)
+                self._changed.set()
+        except ConnectionClosed:
+            pass
+        except FramecastError as exc:
+            self._broken = exc
+        except OSError as exc:
+            self._broken = TransportError(f"writing the output locally failed: {exc}")
+        finally:
+            if not self._core.done and self._broken is None:
+                self._broken = TransportError("connection to the framecast server closed unexpectedly")
+            self._changed.set()
+
+    def _check(self) -> None:
+        self._core.raise_pending()
+        if self._broken is not None and not self._core.done:
+            raise self._broken
+
+    async def write_audio_chunk(self, i: int, chunk: Any, pts: Optional[float] = None) -> None:
+        """Write (frames, channels) audio to stream ``i``."""
+        await self._write(i, chunk, pts, "audio")
+
+    async def write_video_chunk(self, i: int, chunk: Any, pts: Optional[float] = None) -> None:
+        """Write (frames, channels, height, width) uint8 video to stream ``i``."""
+        await self._write(i, chunk, pts, "video")
+
+    async def _write(self, i: int, chunk: Any, pts: Optional[float], kind: str) -> None:
+        self._check()
+        messages = self._core.chunk_messages(i, chunk, pts, kind)
+        assert self._ws is not None
+        try:
+            for header, payload in messages:
+                await self._ws.send([header, payload])
+        except ConnectionClosed as exc:
+            self._check()
+            raise TransportError(f"connection to the framecast server closed: {exc}") from exc
+        self._check()
+
+    async def _wait(self, predicate: Any, what: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        while not predicate():
+            if self._broken is not None:
+                raise self._broken
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TransportError(f"{what}: no answer from the server within {self._timeout:g} s")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+    async def flush(self) -> None:
+        """Wait until the server has encoded every chunk written so far."""
+        if self._core.state is WriterState.CONFIGURING:
+            raise StateError("cannot flush: call open() first")
+        await self._wait(lambda: self._core.flushed, "flush")
+        self._check()
+
+    async def close(self) -> None:
+        """Finish the output and wait until it is complete. Idempotent."""
+        try:
+            if self._core.begin_close():
+                assert self._ws is not None
+                try:
+                    await self._ws.send(self._core.finish_message())
+                except ConnectionClosed:
+                    pass
+                await self._wait(lambda: self._core.done, "close")
+        finally:
+            if self._ws is not None:
+                await self._ws.close()
+            if self._reader is not None:
+                await asyncio.wait([self._reader], timeout=10)
+            self._core.release()
+            if self._rest is not None:
+                await self._rest.aclose()
+                self._rest = None
+        self._check()
+
+    async def __aenter__(self) -> "AsyncStreamWriter":
+        if self._core.state is WriterState.CONFIGURING:
+            await self._open(None)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            await self.close()
+            return
+        try:
+            await self.close()
+        except FramecastError:
+            pass
+
+    @property
+    def session_id(self) -> Optional[str]:
+        return self._core.session.get("id")
+
+    @property
+    def summary(self) -> Optional[Dict[str, Any]]:
+        return self._core.summary
+
+    def __repr__(self) -> str:
+        return self._core.describe(type(self).__name__)
+

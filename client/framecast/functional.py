@@ -1,0 +1,80 @@
+"""One-call helpers: torchvision's ``write_video`` and ``capabilities()``."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from .errors import InvalidConfig
+from .rest import RestClient
+from .streams import to_numpy
+from .writer import StreamWriter
+
+_AUDIO_FORMATS = {"float32": "flt", "float64": "dbl", "int16": "s16", "int32": "s32", "int64": "s64", "uint8": "u8"}
+
+
+def write_video(
+    filename: Any,
+    video_array: Any,
+    fps: float,
+    video_codec: str = "libx264",
+    options: Optional[Dict[str, Any]] = None,
+    audio_array: Any = None,
+    audio_fps: Optional[float] = None,
+    audio_codec: Optional[str] = None,
+    audio_options: Optional[Dict[str, Any]] = None,
+    *,
+    server: Optional[str] = None,
+    api_key: Optional[str] = None,
+) -> None:
+    """Write a [T, H, W, C] uint8 video (and optional [C, N] audio) to ``filename``.
+
+    torchvision.io.write_video's signature and layout. Unlike torchvision, a fractional ``fps``
+    (29.97) is kept exactly, not rounded to an integer.
+    """
+    video = to_numpy(video_array)
+    if video.ndim != 4 or video.shape[3] not in (1, 3):
+        raise InvalidConfig(f"video_array must be [T, H, W, C] with C = 3 (or 1), got shape {tuple(video.shape)}")
+    if video.dtype != np.uint8:
+        raise InvalidConfig(f"video_array must be uint8, got {video.dtype}")
+    frames, height, width, channels = video.shape
+    writer = StreamWriter(filename, server=server, api_key=api_key)
+    writer.add_video_stream(
+        frame_rate=float(fps), width=width, height=height,
+        format="rgb24" if channels == 3 else "gray8",
+        encoder=video_codec, encoder_option=options,
+    )
+    audio = None
+    if audio_array is not None:
+        audio = to_numpy(audio_array)
+        if audio.ndim != 2:
+            raise InvalidConfig(f"audio_array must be [C, N], got shape {tuple(audio.shape)}")
+        if audio_fps is None:
+            raise InvalidConfig("audio_fps is required with audio_array")
+        fmt = _AUDIO_FORMATS.get(audio.dtype.name)
+        if fmt is None:
+            raise InvalidConfig(f"audio_array dtype {audio.dtype} is not supported; use float32 or int16")
+        writer.add_audio_stream(
+            sample_rate=int(audio_fps), num_channels=audio.shape[0], format=fmt,
+            encoder=audio_codec, encoder_option=audio_options,
+        )
+    with writer.open():
+        # [T, H, W, C] -> [T, C, H, W], in slices so the transposed copy stays small.
+        step = max(1, (64 << 20) // max(1, video[:1].nbytes))
+        for start in range(0, frames, step):
+            writer.write_video_chunk(0, np.ascontiguousarray(video[start : start + step].transpose(0, 3, 1, 2)))
+        if audio is not None:
+            writer.write_audio_chunk(1, np.ascontiguousarray(audio.T))
+
+
+def capabilities(server: Optional[str] = None, api_key: Optional[str] = None) -> Dict[str, Any]:
+    """What the server's FFmpeg can do: library versions, muxers, encoders, output protocols.
+
+    The framecast counterpart of ``torchaudio.utils.ffmpeg_utils``.
+    """
+    rest = RestClient(server, api_key)
+    try:
+        return rest.request("GET", "/v1/capabilities")
+    finally:
+        rest.close()

@@ -1,0 +1,328 @@
+"""The framecast wire format, sans I/O.
+
+Both the SDK and the server import this module; it knows nothing about sockets, asyncio or
+websockets, only how messages look as bytes. PROTOCOL.md is the human-readable twin of this file.
+
+Binary messages (all integers little-endian):
+
+    CHUNK   client -> server   one array of media for one stream
+    ACK     server -> client   every chunk up to and including ``seq`` is taken into the encoder
+    OUTPUT  server -> client   encoded bytes to write at ``offset`` of a client-side destination
+
+Every binary message starts with the same 4-byte preamble: ``b"FC"``, the version byte and the
+kind byte. Control messages (finish, errors, warnings, events, the final summary) travel as JSON
+text messages; they are rare, so their cost does not matter, and JSON keeps them readable.
+
+CHUNK layout::
+
+    offset  size      field
+    0       2         magic b"FC"
+    2       1         version (1)
+    3       1         kind (1 = CHUNK)
+    4       2         stream index (u16)
+    6       1         dtype code (u8, see DType)
+    7       1         flags (bit 0: pts present)
+    8       8         sequence number (u64)
+    16      8         pts in seconds (f64; 0.0 when absent)
+    24      1         ndim (u8, 1..8)
+    25      3         reserved, zero
+    28      4*ndim    shape (u32 each)
+    ...     pad       zero bytes up to a multiple of 8
+    hdr     n         payload: the array's bytes, C order, little-endian
+
+The payload starts 8-byte aligned so that ``np.frombuffer`` gives aligned arrays without a copy.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from .errors import ProtocolError
+
+MAGIC = b"FC"
+VERSION = 1
+MAX_NDIM = 8
+
+_PREAMBLE = struct.Struct("<2sBB")
+_CHUNK_FIXED = struct.Struct("<2sBBHBBQdB3x")  # 28 bytes
+_ACK = struct.Struct("<2sBB4xQ")  # 16 bytes
+_OUTPUT_FIXED = struct.Struct("<2sBB4xQ")  # 16 bytes, then data
+
+FLAG_HAS_PTS = 0x01
+
+
+class Kind(enum.IntEnum):
+    """The kind byte of a binary message."""
+
+    CHUNK = 1
+    ACK = 2
+    OUTPUT = 3
+
+
+class DType(enum.IntEnum):
+    """Element types a chunk may carry, with their numpy equivalents."""
+
+    UINT8 = 1
+    INT16 = 2
+    INT32 = 3
+    INT64 = 4
+    FLOAT32 = 5
+    FLOAT64 = 6
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype(_NUMPY_NAMES[self]).newbyteorder("<")
+
+    @property
+    def label(self) -> str:
+        return _NUMPY_NAMES[self]
+
+    @classmethod
+    def from_numpy(cls, dtype: Any) -> "DType":
+        dt = np.dtype(dtype)
+        for code, name in _NUMPY_NAMES.items():
+            if dt.kind == np.dtype(name).kind and dt.itemsize == np.dtype(name).itemsize:
+                return code
+        raise ProtocolError(
+            f"unsupported dtype {dt}; expected one of {', '.join(_NUMPY_NAMES.values())}"
+        )
+
+
+_NUMPY_NAMES = {
+    DType.UINT8: "uint8",
+    DType.INT16: "int16",
+    DType.INT32: "int32",
+    DType.INT64: "int64",
+    DType.FLOAT32: "float32",
+    DType.FLOAT64: "float64",
+}
+
+#: Input sample formats of audio streams (StreamWriter's ``format=``) and the dtype each expects.
+AUDIO_SAMPLE_FORMATS: Dict[str, DType] = {
+    "u8": DType.UINT8,
+    "s16": DType.INT16,
+    "s32": DType.INT32,
+    "s64": DType.INT64,
+    "flt": DType.FLOAT32,
+    "dbl": DType.FLOAT64,
+}
+
+#: Input pixel formats of video streams and their channel count; all are uint8.
+VIDEO_PIXEL_FORMATS: Dict[str, int] = {
+    "gray8": 1,
+    "rgb24": 3,
+    "bgr24": 3,
+    "rgb0": 4,
+    "bgr0": 4,
+    "yuv444p": 3,
+}
+
+
+def _header_size(ndim: int) -> int:
+    raw = _CHUNK_FIXED.size + 4 * ndim
+    return (raw + 7) & ~7
+
+
+@dataclass(frozen=True)
+class ChunkHeader:
+    """The fixed part of a CHUNK message: everything but the payload."""
+
+    stream: int
+    seq: int
+    dtype: DType
+    shape: Tuple[int, ...]
+    pts: Optional[float] = None
+
+    @property
+    def size(self) -> int:
+        """Length of the serialized header in bytes (where the payload starts)."""
+        return _header_size(len(self.shape))
+
+    @property
+    def payload_size(self) -> int:
+        """Number of payload bytes the shape and dtype call for."""
+        return math.prod(self.shape) * self.dtype.numpy.itemsize
+
+    def serialize(self) -> bytes:
+        """Return the header's bytes; append the payload to make a CHUNK message."""
+        ndim = len(self.shape)
+        if not 1 <= ndim <= MAX_NDIM:
+            raise ProtocolError(f"chunk must have 1 to {MAX_NDIM} dimensions, got {ndim}")
+        if not 0 <= self.stream <= 0xFFFF:
+            raise ProtocolError(f"stream index must be in 0..65535, got {self.stream}")
+        if not 0 <= self.seq < 2**64:
+            raise ProtocolError(f"sequence number must be in 0..2**64-1, got {self.seq}")
+        if any(not 0 <= d <= 0xFFFFFFFF for d in self.shape):
+            raise ProtocolError(f"every dimension must be in 0..2**32-1, got {self.shape}")
+        if self.pts is not None and not math.isfinite(self.pts):
+            raise ProtocolError(f"pts must be a finite number of seconds, got {self.pts}")
+        flags = FLAG_HAS_PTS if self.pts is not None else 0
+        fixed = _CHUNK_FIXED.pack(
+            MAGIC,
+            VERSION,
+            Kind.CHUNK,
+            self.stream,
+            int(self.dtype),
+            flags,
+            self.seq,
+            float(self.pts) if self.pts is not None else 0.0,
+            ndim,
+        )
+        shape = struct.pack(f"<{ndim}I", *self.shape)
+        return fixed + shape + bytes(self.size - len(fixed) - len(shape))
+
+
+def _check_preamble(data: bytes | memoryview, kind: Kind) -> None:
+    if len(data) < _PREAMBLE.size:
+        raise ProtocolError(f"message too short: {len(data)} bytes, need at least {_PREAMBLE.size}")
+    magic, version, got_kind = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic: expected {MAGIC!r}, got {bytes(magic)!r}")
+    if version != VERSION:
+        raise ProtocolError(f"unsupported protocol version {version}; this side speaks {VERSION}")
+    if got_kind != kind:
+        raise ProtocolError(f"expected a {kind.name} message (kind {int(kind)}), got kind {got_kind}")
+
+
+def parse_chunk(data: bytes | bytearray | memoryview) -> Tuple[ChunkHeader, memoryview]:
+    """Parse a CHUNK message into its header and a zero-copy view of its payload.
+
+    Raises:
+        ProtocolError: the message is truncated, malformed, or its payload length does not match
+            the shape and dtype in its header.
+    """
+    view = memoryview(data).cast("B")
+    _check_preamble(view, Kind.CHUNK)
+    if len(view) < _CHUNK_FIXED.size:
+        raise ProtocolError(
+            f"truncated chunk header: {len(view)} bytes, need at least {_CHUNK_FIXED.size}"
+        )
+    _, _, _, stream, dtype_code, flags, seq, pts, ndim = _CHUNK_FIXED.unpack_from(view)
+    try:
+        dtype = DType(dtype_code)
+    except ValueError:
+        raise ProtocolError(
+            f"unknown dtype code {dtype_code}; expected one of "
+            + ", ".join(f"{int(d)} ({d.label})" for d in DType)
+        ) from None
+    if not 1 <= ndim <= MAX_NDIM:
+        raise ProtocolError(f"chunk must have 1 to {MAX_NDIM} dimensions, got {ndim}")
+    hsize = _header_size(ndim)
+    if len(view) < hsize:
+        raise ProtocolError(f"truncated chunk header: {len(view)} bytes, need {hsize} for ndim={ndim}")
+    shape = struct.unpack_from(f"<{ndim}I", view, _CHUNK_FIXED.size)
+    if flags & ~FLAG_HAS_PTS:
+        raise ProtocolError(f"unknown flags 0x{flags:02x}")
+    has_pts = bool(flags & FLAG_HAS_PTS)
+    if has_pts and not math.isfinite(pts):
+        raise ProtocolError(f"pts must be a finite number of seconds, got {pts}")
+    header = ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(shape), pts=pts if has_pts else None)
+    payload = view[hsize:]
+    if len(payload) != header.payload_size:
+        raise ProtocolError(
+            f"payload is {len(payload)} bytes but shape {tuple(shape)} of {dtype.label} "
+            f"needs {header.payload_size}"
+        )
+    return header, payload
+
+
+def encode_chunk(stream: int, seq: int, array: np.ndarray, pts: Optional[float] = None) -> Tuple[bytes, memoryview]:
+    """Serialize ``array`` as a CHUNK: returns (header bytes, payload view).
+
+    The two parts are returned separately so that a sender can hand both to the socket without
+    joining them into a new buffer. ``array`` must be C-contiguous (no copy is made here).
+    """
+    if not array.flags.c_contiguous:
+        raise ProtocolError("array must be C-contiguous")
+    dtype = DType.from_numpy(array.dtype)
+    if array.dtype.byteorder == ">":
+        raise ProtocolError("array must be little-endian")
+    header = ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(array.shape), pts=pts)
+    return header.serialize(), memoryview(array).cast("B")
+
+
+def chunk_array(header: ChunkHeader, payload: bytes | memoryview) -> np.ndarray:
+    """View a parsed chunk's payload as a numpy array of its shape (no copy)."""
+    return np.frombuffer(payload, dtype=header.dtype.numpy).reshape(header.shape)
+
+
+def encode_ack(seq: int) -> bytes:
+    """Serialize an ACK: every chunk with a sequence number <= ``seq`` is taken."""
+    return _ACK.pack(MAGIC, VERSION, Kind.ACK, seq)
+
+
+def encode_output_header(offset: int) -> bytes:
+    """The 16-byte prefix of an OUTPUT message; the encoded bytes follow it."""
+    return _OUTPUT_FIXED.pack(MAGIC, VERSION, Kind.OUTPUT, offset)
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Every chunk up to and including ``seq`` has been taken into the encoder."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Output:
+    """Encoded bytes the client writes at ``offset`` of its destination."""
+
+    offset: int
+    data: memoryview
+
+
+def parse_server_binary(data: bytes | bytearray | memoryview) -> Ack | Output:
+    """Parse a binary message the server sent (ACK or OUTPUT)."""
+    view = memoryview(data).cast("B")
+    if len(view) < _PREAMBLE.size:
+        raise ProtocolError(f"message too short: {len(view)} bytes")
+    kind = view[3]
+    if kind == Kind.ACK:
+        _check_preamble(view, Kind.ACK)
+        if len(view) != _ACK.size:
+            raise ProtocolError(f"ACK must be {_ACK.size} bytes, got {len(view)}")
+        return Ack(_ACK.unpack_from(view)[3])
+    if kind == Kind.OUTPUT:
+        _check_preamble(view, Kind.OUTPUT)
+        if len(view) < _OUTPUT_FIXED.size:
+            raise ProtocolError(f"truncated OUTPUT header: {len(view)} bytes")
+        return Output(_OUTPUT_FIXED.unpack_from(view)[3], view[_OUTPUT_FIXED.size :])
+    _check_preamble(view, Kind.ACK)  # raises with the preamble's complaint
+    raise ProtocolError(f"unexpected message kind {kind} from server")
+
+
+# --- control messages (JSON text) -------------------------------------------------------------
+
+#: Client -> server: no more chunks; flush the encoders, write the trailer, close the output.
+FINISH = "finish"
+#: Server -> client: a chunk (or a control message) was refused; the session goes on.
+ERROR = "error"
+#: Server -> client: something worth knowing that is not an error (e.g. an unused option).
+WARNING = "warning"
+#: Server -> client: the session failed; no further chunks will be taken.
+FAILED = "failed"
+#: Server -> client: the output is complete; carries the final session summary.
+CLOSED = "closed"
+
+
+def encode_control(type_: str, **fields: Any) -> str:
+    """Serialize a control message as a JSON object with a ``type`` field."""
+    return json.dumps({"type": type_, **fields}, separators=(",", ":"))
+
+
+def parse_control(text: str) -> Dict[str, Any]:
+    """Parse a JSON control message; it must be an object with a string ``type``."""
+    try:
+        msg = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError(f"control message is not valid JSON: {exc}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError("control message must be a JSON object with a string 'type' field")
+    return msg

@@ -1,0 +1,285 @@
+"""``StreamWriter``: torchaudio's StreamWriter, with the encoding done by a framecast server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, Optional, Union
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import ClientConnection, connect
+
+from .errors import FramecastError, InvalidConfig, StateError, TransportError
+from .rest import RestClient
+from .streams import AudioStream, VideoStream
+from .writer_base import WriterCore, WriterState
+
+
+class StreamWriter:
+    """Encode audio and video chunks into a file, a file-like object, or a server-side file.
+
+    The surface is torchaudio.io.StreamWriter's: configure streams, ``open()``, write chunks,
+    ``close()``. The encoding runs on a framecast server (``server=``, else $FRAMECAST_SERVER,
+    else http://127.0.0.1:8000); for a local path or a file-like ``dst`` the encoded bytes come
+    back and land exactly where a local StreamWriter would have put them.
+
+    Args:
+        dst: a local path, a writable file-like object (``write`` required, ``seek`` used when
+            present), or ``framecast.ServerFile("dir/name.mp4")`` for a file on the server.
+        format: muxer name; default: guessed from the file name (required for file-like objects
+            without a name).
+        server: base URL of the framecast server.
+        api_key: API key for servers that require one (else $FRAMECAST_API_KEY).
+        timeout: seconds to wait for the server to acknowledge a flush or finish a close.
+
+    Errors the server reports for a chunk are raised by that write or a following one, at the
+    latest by ``close()``; nothing fails silently.
+    """
+
+    def __init__(
+        self,
+        dst: Any,
+        format: Optional[str] = None,
+        *,
+        server: Optional[str] = None,
+        api_key: Optional[str] = None,
+        timeout: float = 300.0,
+    ) -> None:
+        self._core = WriterCore(dst, format)
+        self._server = server
+        self._api_key = api_key
+        self._timeout = timeout
+        self._rest: Optional[RestClient] = None
+        self._ws: Optional[ClientConnection] = None
+        self._reader: Optional[threading.Thread] = None
+        self._lock = threading.Condition()
+        self._broken: Optional[FramecastError] = None
+
+    # -- configuration (torchaudio's signatures) -----------------------------------------------
+
+    def add_audio_stream(
+        self,
+        sample_rate: int,
+        num_channels: int,
+        format: str = "flt",
+        *,
+        encoder: Optional[str] = None,
+        encoder_option: Optional[Dict[str, Any]] = None,
+        encoder_format: Optional[str] = None,
+        encoder_sample_rate: Optional[int] = None,
+        encoder_num_channels: Optional[int] = None,
+        codec_config: Any = None,
+        filter_desc: Optional[str] = None,
+    ) -> None:
+        """Add an audio stream; chunks are (frames, num_channels) arrays of ``format``'s dtype."""
+        self._core.add_stream(
+            AudioStream(
+                sample_rate, num_channels, format, encoder, encoder_option, encoder_format,
+                encoder_sample_rate, encoder_num_channels, codec_config, filter_desc,
+            )
+        )
+
+    def add_video_stream(
+        self,
+        frame_rate: Union[float, str],
+        width: int,
+        height: int,
+        format: str = "rgb24",
+        *,
+        encoder: Optional[str] = None,
+        encoder_option: Optional[Dict[str, Any]] = None,
+        encoder_format: Optional[str] = None,
+        encoder_frame_rate: Optional[Union[float, str]] = None,
+        encoder_width: Optional[int] = None,
+        encoder_height: Optional[int] = None,
+        hw_accel: Optional[str] = None,
+        codec_config: Any = None,
+        filter_desc: Optional[str] = None,
+    ) -> None:
+        """Add a video stream; chunks are (frames, channels, height, width) uint8 arrays."""
+        if hw_accel is not None:
+            raise InvalidConfig(
+                "hw_accel is not supported: frames are encoded on the server; "
+                "choose a hardware encoder there with encoder= if it has one",
+                field="hw_accel",
+            )
+        self._core.add_stream(
+            VideoStream(
+                frame_rate, width, height, format, encoder, encoder_option, encoder_format,
+                encoder_frame_rate, encoder_width, encoder_height, codec_config, filter_desc,
+            )
+        )
+
+    def set_metadata(self, metadata: Dict[str, str]) -> None:
+        """Set container metadata (title, artist, ...); call before open()."""
+        self._core.set_metadata(metadata)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def open(self, option: Optional[Dict[str, str]] = None) -> "StreamWriter":
+        """Create the session on the server and connect to it. Returns self (a context manager).
+
+        Args:
+            option: muxer options (e.g. ``{"movflags": "frag_keyframe+empty_moov"}``).
+
+        Raises:
+            InvalidConfig: the server refused the configuration; the message names the field.
+        """
+        config = self._core.session_config(option)
+        self._rest = RestClient(self._server, self._api_key)
+        try:
+            created = self._rest.request("POST", "/v1/sessions", json=config)
+            self._ws = _connect(created["stream_url"], created["token"], self._rest.headers)
+        except BaseException:
+            self._rest.close()
+            raise
+        self._core.opened(created)
+        self._reader = threading.Thread(target=self._read, name="framecast-reader", daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            for message in self._ws:
+                with self._lock:
+                    self._core.handle(message)
+                    self._lock.notify_all()
+        except ConnectionClosed:
+            pass
+        except FramecastError as exc:
+            self._broken = exc
+        except OSError as exc:  # the user's destination refused a write
+            self._broken = TransportError(f"writing the output locally failed: {exc}")
+        finally:
+            with self._lock:
+                if not self._core.done and self._broken is None:
+                    self._broken = TransportError("connection to the framecast server closed unexpectedly")
+                self._lock.notify_all()
+
+    def _check(self) -> None:
+        with self._lock:
+            self._core.raise_pending()
+            if self._broken is not None and not self._core.done:
+                raise self._broken
+
+    def write_audio_chunk(self, i: int, chunk: Any, pts: Optional[float] = None) -> None:
+        """Write (frames, channels) audio to stream ``i``; ``pts`` in seconds overrides the time."""
+        self._write(i, chunk, pts, "audio")
+
+    def write_video_chunk(self, i: int, chunk: Any, pts: Optional[float] = None) -> None:
+        """Write (frames, channels, height, width) uint8 video to stream ``i``."""
+        self._write(i, chunk, pts, "video")
+
+    def _write(self, i: int, chunk: Any, pts: Optional[float], kind: str) -> None:
+        self._check()
+        with self._lock:
+            messages = self._core.chunk_messages(i, chunk, pts, kind)
+        assert self._ws is not None
+        try:
+            for header, payload in messages:
+                self._ws.send([header, payload])
+        except ConnectionClosed as exc:
+            self._check()
+            raise TransportError(f"connection to the framecast server closed: {exc}") from exc
+        self._check()
+
+    def flush(self) -> None:
+        """Wait until the server has encoded every chunk written so far; raise what it refused."""
+        if self._core.state is WriterState.CONFIGURING:
+            raise StateError("cannot flush: call open() first")
+        self._wait(lambda: self._core.flushed, "flush")
+        self._check()
+
+    def _wait(self, predicate: Any, what: str) -> None:
+        deadline = time.monotonic() + self._timeout
+        with self._lock:
+            while not predicate():
+                if self._broken is not None:
+                    raise self._broken
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TransportError(f"{what}: no answer from the server within {self._timeout:g} s")
+                self._lock.wait(min(remaining, 1.0))
+
+    def close(self) -> None:
+        """Finish the output (flush, trailer) and wait until it is complete. Idempotent."""
+        try:
+            if self._core.begin_close():
+                assert self._ws is not None
+                try:
+                    self._ws.send(self._core.finish_message())
+                except ConnectionClosed:
+                    pass
+                self._wait(lambda: self._core.done, "close")
+        finally:
+            self._teardown()
+        self._check()
+
+    def _teardown(self) -> None:
+        if self._ws is not None:
+            self._ws.close()
+        if self._reader is not None:
+            self._reader.join(10)
+        self._core.release()
+        if self._rest is not None:
+            self._rest.close()
+            self._rest = None
+
+    def __enter__(self) -> "StreamWriter":
+        if self._core.state is WriterState.CONFIGURING:
+            self.open()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:  # an error is already on its way out: finalize, but don't mask it
+            self.close()
+        except FramecastError:
+            pass
+
+    # -- extras -------------------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> Optional[str]:
+        """The server's id for this writer's session (None before open())."""
+        return self._core.session.get("id")
+
+    @property
+    def summary(self) -> Optional[Dict[str, Any]]:
+        """The server's final account of the session (counters per stream), after close()."""
+        return self._core.summary
+
+    def download(self, dst: Any) -> int:
+        """Copy a closed ServerFile output to ``dst`` (path or binary file object); returns bytes."""
+        if self._core.destination["type"] != "server_file":
+            raise StateError("download() is for framecast.ServerFile destinations")
+        if self._core.state is not WriterState.CLOSED:
+            raise StateError("download() needs a closed writer; call close() first")
+        rest = RestClient(self._server, self._api_key)
+        try:
+            path = f"/v1/sessions/{self.session_id}/output"
+            if hasattr(dst, "write"):
+                return rest.download(path, dst)
+            with open(dst, "wb") as f:
+                return rest.download(path, f)
+        finally:
+            rest.close()
+
+    def __repr__(self) -> str:
+        return self._core.describe(type(self).__name__)
+
+
+def _connect(url: str, token: str, headers: Dict[str, str]) -> ClientConnection:
+    try:
+        return connect(
+            url,
+            additional_headers={**headers, "Authorization": f"Bearer {token}"},
+            max_size=None,
+            compression=None,
+            open_timeout=30,
+        )
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        raise TransportError(f"cannot open the stream websocket {url}: {exc}") from exc

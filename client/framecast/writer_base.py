@@ -1,0 +1,246 @@
+"""The state of a writer, without I/O: shared by StreamWriter and AsyncStreamWriter.
+
+``WriterCore`` holds the streams, the session the server created, the sequence numbers in flight,
+and the errors the server reported; it turns user calls into CHUNK messages and server messages
+into state changes. The sync and async writers only move its messages over their sockets, the
+way httpx's Client and AsyncClient share one model.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import warnings
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from . import protocol
+from .errors import FramecastError, InvalidChunk, ProtocolError, SessionFailed, StateError
+from .streams import AudioStream, Stream, VideoStream, describe_destination, split, to_numpy
+
+
+class FramecastWarning(UserWarning):
+    """Something the server wants the user to know that is not an error (e.g. unused options)."""
+
+
+class WriterState(str, enum.Enum):
+    CONFIGURING = "configuring"  # streams may be added
+    OPEN = "open"  # the session exists; chunks may be written
+    CLOSING = "closing"  # finish sent; waiting for the last output bytes
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class LocalSink:
+    """Applies OUTPUT messages to the user's destination: a local path or a file-like object."""
+
+    def __init__(self, dst: Any) -> None:
+        self._dst = dst
+        self._file: Any = None
+        self._owned = False
+        self._pos: Optional[int] = None
+
+    def open(self) -> None:
+        if isinstance(self._dst, (str, os.PathLike)):
+            self._file = open(self._dst, "wb")
+            self._owned = True
+        else:
+            self._file = self._dst
+        self._pos = None
+
+    def write(self, offset: int, data: memoryview) -> None:
+        if self._pos != offset:
+            if self._pos is None and not hasattr(self._file, "seek"):
+                self._pos = offset  # a fresh non-seekable stream starts where the server does
+            else:
+                if not hasattr(self._file, "seek"):
+                    raise ProtocolError(
+                        f"server wrote at offset {offset} but the destination cannot seek (at {self._pos})"
+                    )
+                self._file.seek(offset)
+        view = memoryview(data)
+        while len(view):
+            written = self._file.write(view)
+            if written is None:  # io.RawIOBase may return None only when non-blocking
+                written = len(view)
+            view = view[written:]
+        self._pos = offset + len(data)
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        if self._owned:
+            self._file.close()
+        elif hasattr(self._file, "flush"):
+            self._file.flush()
+        self._file = None
+
+
+class WriterCore:
+    """Everything a writer knows and decides, with no sockets."""
+
+    def __init__(self, dst: Any, format: Optional[str]) -> None:
+        self.destination = describe_destination(dst)
+        self.format = format
+        self.streams: List[Stream] = []
+        self.metadata: Dict[str, str] = {}
+        self.state = WriterState.CONFIGURING
+        self.sink = LocalSink(dst) if self.destination["type"] == "client" else None
+        self.session: Dict[str, Any] = {}
+        self.summary: Optional[Dict[str, Any]] = None
+        self._next_seq = 0
+        self._pending: Set[int] = set()
+        self._errors: List[FramecastError] = []
+        self._failure: Optional[SessionFailed] = None
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def _require(self, *states: WriterState, action: str) -> None:
+        if self.state not in states:
+            hint = {
+                WriterState.CONFIGURING: "call open() first",
+                WriterState.CLOSED: "the writer is closed",
+                WriterState.CLOSING: "the writer is closing",
+                WriterState.FAILED: "the session has failed",
+                WriterState.OPEN: "the writer is already open",
+            }[self.state]
+            raise StateError(f"cannot {action}: {hint}")
+
+    def add_stream(self, stream: Stream) -> None:
+        self._require(WriterState.CONFIGURING, action="add a stream")
+        self.streams.append(stream)
+
+    def set_metadata(self, metadata: Dict[str, Any]) -> None:
+        self._require(WriterState.CONFIGURING, action="set metadata")
+        self.metadata = {str(k): str(v) for k, v in metadata.items()}
+
+    def session_config(self, option: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        self._require(WriterState.CONFIGURING, action="open")
+        if not self.streams:
+            raise StateError("cannot open: add at least one stream first (add_audio_stream / add_video_stream)")
+        return {
+            "destination": self.destination,
+            "format": self.format,
+            "metadata": self.metadata,
+            "options": {str(k): v for k, v in (option or {}).items()},
+            "streams": [s.to_json() for s in self.streams],
+        }
+
+    def opened(self, created: Dict[str, Any]) -> None:
+        """The server created the session (the body of POST /v1/sessions)."""
+        self.session = created
+        self.state = WriterState.OPEN
+        for message in created.get("warnings", []):
+            warnings.warn(message, FramecastWarning, stacklevel=4)
+        if self.sink is not None:
+            self.sink.open()
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.session.get("max_message_bytes", 16 * 1024 * 1024))
+
+    # -- chunks -------------------------------------------------------------------------------
+
+    def chunk_messages(
+        self, i: int, chunk: Any, pts: Optional[float], kind: str
+    ) -> List[Tuple[bytes, memoryview]]:
+        """Check a chunk and turn it into CHUNK messages (header, payload), split to fit."""
+        self.raise_pending()
+        self._require(WriterState.OPEN, action=f"write a {kind} chunk")
+        if not isinstance(i, int) or not 0 <= i < len(self.streams):
+            raise InvalidChunk(f"stream index {i!r} does not exist; this writer has streams 0..{len(self.streams) - 1}")
+        stream = self.streams[i]
+        expected_type = AudioStream if kind == "audio" else VideoStream
+        if not isinstance(stream, expected_type):
+            other = "video" if kind == "audio" else "audio"
+            raise InvalidChunk(f"stream {i} is a {other} stream; use write_{other}_chunk")
+        array = to_numpy(chunk)
+        stream.check(i, array)
+        if pts is not None:
+            pts = float(pts)
+        limit = self.max_message_bytes - 64 - 4 * array.ndim
+        messages = []
+        for offset, piece in split(array, limit):
+            piece_pts = None if pts is None else pts + offset / stream.rate
+            seq = self._next_seq
+            self._next_seq += 1
+            messages.append(protocol.encode_chunk(i, seq, piece, piece_pts))
+            self._pending.add(seq)
+        return messages
+
+    # -- server messages ----------------------------------------------------------------------
+
+    def handle(self, message: Any) -> None:
+        """Apply one websocket message from the server."""
+        if isinstance(message, str):
+            self._handle_control(protocol.parse_control(message))
+            return
+        parsed = protocol.parse_server_binary(message)
+        if isinstance(parsed, protocol.Ack):
+            self._pending = {s for s in self._pending if s > parsed.seq}
+        else:
+            if self.sink is None:
+                raise ProtocolError("server sent output bytes for a destination that lives on the server")
+            self.sink.write(parsed.offset, parsed.data)
+
+    def _handle_control(self, msg: Dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == protocol.ERROR:
+            seq = msg.get("seq")
+            if seq is not None:
+                self._pending.discard(seq)
+            self._errors.append(InvalidChunk(msg.get("message", "chunk refused"), seq=seq))
+        elif kind == protocol.WARNING:
+            warnings.warn(msg.get("message", ""), FramecastWarning, stacklevel=2)
+        elif kind == protocol.FAILED:
+            self._failure = SessionFailed(msg.get("reason", "unknown reason"))
+            self.state = WriterState.FAILED
+            self._pending.clear()
+        elif kind == protocol.CLOSED:
+            self.summary = msg.get("session")
+            self.state = WriterState.CLOSED
+        # Unknown control types are ignored: newer servers may add informational messages.
+
+    # -- progress and errors ------------------------------------------------------------------
+
+    @property
+    def flushed(self) -> bool:
+        """True when every chunk sent so far is acknowledged or refused."""
+        return not self._pending or self.done
+
+    @property
+    def done(self) -> bool:
+        return self.state in (WriterState.CLOSED, WriterState.FAILED)
+
+    def raise_pending(self) -> None:
+        """Raise the first error the server reported and that was not raised yet."""
+        if self._errors:
+            raise self._errors.pop(0)
+        if self._failure is not None:
+            raise self._failure
+
+    def begin_close(self) -> bool:
+        """Move to CLOSING; False if there is nothing to close (never opened, or done)."""
+        if self.state is WriterState.CONFIGURING:
+            self.state = WriterState.CLOSED
+            return False
+        if self.state is WriterState.OPEN:
+            self.state = WriterState.CLOSING
+            return True
+        return False
+
+    def finish_message(self) -> str:
+        return protocol.encode_control(protocol.FINISH)
+
+    def release(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+    def describe(self, cls: str) -> str:
+        dest = self.destination
+        where = dest.get("filename") or dest.get("path") or dest.get("url") or "file-like object"
+        sid = self.session.get("id")
+        return (
+            f"<{cls} {where!r} format={self.format or 'auto'} streams={len(self.streams)} "
+            f"state={self.state.value}{' session=' + sid if sid else ''}>"
+        )
+

@@ -1,0 +1,79 @@
+"""The FastAPI application: ``create_app(settings)`` wires settings, sessions, routes, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from . import ffmpeg
+from .config import Settings
+from .errors import ServerError
+from .ingest import router as ingest_router
+from .routes import router as rest_router
+from .sessions import SessionManager
+
+log = logging.getLogger(__name__)
+
+
+def _field(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts)
+
+
+def create_app(settings: Optional[Settings] = None) -> FastAPI:
+    """Build the framecast server app. Settings are injected; nothing is read at import time."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        manager = SessionManager(settings)
+        app.state.manager = manager
+        # Listing encoders and muxers takes a moment; do it once, off the event loop.
+        await asyncio.to_thread(lambda: (ffmpeg.muxers(), ffmpeg.audio_encoders(), ffmpeg.output_protocols()))
+        log.info("framecast ready; outputs under %s", settings.output_dir.resolve())
+        try:
+            yield
+        finally:
+            await manager.shutdown()
+
+    app = FastAPI(
+        title="framecast",
+        summary="Stream tensors into FFmpeg encoders: files, file-like objects, live outputs.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(rest_router)
+    app.include_router(ingest_router)
+
+    @app.exception_handler(ServerError)
+    async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        details = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors]
+        first = details[0] if details else {"field": "", "message": "invalid request"}
+        message = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
+        return JSONResponse(
+            {"error": {"code": "invalid_config", "message": message, "field": first["field"], "details": details}},
+            status_code=422,
+        )
+
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("framecast")
+    except Exception:
+        return "0+unknown"

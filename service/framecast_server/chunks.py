@@ -1,0 +1,94 @@
+"""Checking chunks against their streams and placing them on each stream's timeline.
+
+The server runs ``ChunkChecker`` on the event loop for every chunk before it goes anywhere near an
+encoder, so a wrong chunk is refused with a message naming what was expected and what came, and
+the session goes on. The encoder process runs the same ``Timeline`` arithmetic on the chunks it is
+given, so both sides agree on every pts without sending it twice.
+
+Timelines count in ticks: samples for audio, frames for video. A chunk's explicit pts (seconds)
+is rounded to the nearest tick; it may leave a gap but never go back before the end of the
+previous chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import List, Optional, Sequence
+
+from framecast.protocol import ChunkHeader
+
+from .errors import InvalidChunk
+from .plan import AudioPlan, StreamPlan, VideoPlan
+
+
+@dataclass
+class Timeline:
+    """Monotonic pts of one stream, in ticks of ``1/rate`` seconds."""
+
+    rate: Fraction
+    next_tick: int = 0
+
+    def start_of(self, count: int, pts: Optional[float]) -> int:
+        """Where a chunk of ``count`` ticks with optional ``pts`` seconds starts; raises if backwards."""
+        if pts is None:
+            return self.next_tick
+        tick = round(Fraction(pts) * self.rate)
+        if tick < self.next_tick:
+            raise InvalidChunk(
+                f"pts {pts:.6f} s (tick {tick}) goes backwards: the previous chunk ends at "
+                f"{float(self.next_tick / self.rate):.6f} s (tick {self.next_tick})"
+            )
+        return tick
+
+    def advance(self, start: int, count: int) -> None:
+        self.next_tick = start + count
+
+
+def _expected_shape(stream: StreamPlan) -> Sequence[Optional[int]]:
+    if isinstance(stream, AudioPlan):
+        return (None, stream.num_channels)
+    assert isinstance(stream, VideoPlan)
+    return (None, stream.channels, stream.height, stream.width)
+
+
+def _shape_text(shape: Sequence[Optional[int]]) -> str:
+    return "(" + ", ".join("frames" if d is None else str(d) for d in shape) + ")"
+
+
+class ChunkChecker:
+    """Validates chunk headers of one session against its streams."""
+
+    def __init__(self, streams: List[StreamPlan]) -> None:
+        self.streams = streams
+        self.timelines = [Timeline(s.rate) for s in streams]
+
+    def check(self, header: ChunkHeader) -> int:
+        """Check ``header`` and advance its stream's timeline; return the chunk's first tick.
+
+        Raises:
+            InvalidChunk: naming what was expected and what came.
+        """
+        if header.stream >= len(self.streams):
+            raise InvalidChunk(
+                f"chunk {header.seq}: stream index {header.stream} does not exist; "
+                f"this session has streams 0..{len(self.streams) - 1}"
+            )
+        stream = self.streams[header.stream]
+        where = f"chunk {header.seq} for stream {header.stream} ({stream.type})"
+        if header.dtype != stream.dtype:
+            raise InvalidChunk(
+                f"{where}: expected dtype {stream.dtype.label} (format {stream.format!r}), "
+                f"got {header.dtype.label}"
+            )
+        expected = _expected_shape(stream)
+        shape = header.shape
+        if len(shape) != len(expected) or any(e is not None and e != g for e, g in zip(expected, shape)):
+            raise InvalidChunk(f"{where}: expected shape {_shape_text(expected)}, got {tuple(shape)}")
+        timeline = self.timelines[header.stream]
+        try:
+            start = timeline.start_of(shape[0], header.pts)
+        except InvalidChunk as exc:
+            raise InvalidChunk(f"{where}: {exc}") from None
+        timeline.advance(start, shape[0])
+        return start

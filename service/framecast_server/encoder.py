@@ -1,0 +1,308 @@
+"""The PyAV side: turn arrays into frames, frames into packets, packets into an output.
+
+``OutputWriter`` owns one container and its streams. It runs inside the session's encoder process
+(``worker.py``) and never on the server's event loop. It knows the OutputPlan and the chunk arrays,
+nothing of sockets.
+
+Frame building copies each frame exactly once: straight from the client's (T, C, H, W) array into
+the AVFrame's own planes (an interleave for packed formats, a row copy for planar ones).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
+
+import av
+import numpy as np
+
+from .chunks import Timeline
+from .plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan, split_filter_chain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamStats:
+    chunks: int = 0
+    frames: int = 0
+    packets: int = 0
+    bytes: int = 0
+
+
+class SetupError(Exception):
+    """The output could not be opened; ``field`` says which part of the config is to blame."""
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _WarningCollector(logging.Handler):
+    """Collects PyAV's 'options were not used' warnings so they reach the client."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class _FilterChain:
+    """A linear filter graph between the input frames and the encoder."""
+
+    def __init__(self, source_args: Dict[str, Any], media: str, chain: List[tuple]) -> None:
+        self.graph = av.filter.Graph()
+        if media == "video":
+            nodes = [self.graph.add("buffer", **source_args)]
+        else:
+            nodes = [self.graph.add("abuffer", **source_args)]
+        for name, args in chain:
+            nodes.append(self.graph.add(name, args))
+        nodes.append(self.graph.add("buffersink" if media == "video" else "abuffersink"))
+        self.graph.link_nodes(*nodes).configure()
+
+    def push(self, frame: Optional[av.frame.Frame]) -> List[av.frame.Frame]:
+        self.graph.push(frame)
+        out = []
+        while True:
+            try:
+                out.append(self.graph.pull())
+            except (BlockingIOError, av.error.EOFError):
+                return out
+
+
+class _Stream:
+    """One output stream: builds frames from arrays, filters, encodes."""
+
+    def __init__(self, plan: StreamPlan, stream: av.stream.Stream, chain: Optional[_FilterChain]) -> None:
+        self.plan = plan
+        self.stream = stream
+        self.chain = chain
+        self.timeline = Timeline(plan.rate)
+        self.time_base = Fraction(1, 1) / plan.rate
+        self.stats = StreamStats()
+
+    def frames(self, array: np.ndarray, start: int) -> List[av.frame.Frame]:
+        raise NotImplementedError
+
+    def encode(self, frames: List[Optional[av.frame.Frame]]) -> List[av.Packet]:
+        packets = []
+        for frame in frames:
+            filtered = self.chain.push(frame) if self.chain is not None else [frame]
+            if frame is None and self.chain is not None:
+                filtered.append(None)
+            for f in filtered:
+                packets.extend(self.stream.encode(f))
+        return packets
+
+
+class _VideoStream(_Stream):
+    plan: VideoPlan
+
+    def frames(self, array: np.ndarray, start: int) -> List[av.frame.Frame]:
+        plan = self.plan
+        out = []
+        for i in range(array.shape[0]):
+            frame = av.VideoFrame(plan.width, plan.height, plan.format)
+            src = array[i]  # (C, H, W)
+            if plan.format == "yuv444p":
+                for p in range(3):
+                    _plane_rows(frame.planes[p], plan.height, plan.width)[...] = src[p]
+            else:
+                c = src.shape[0]
+                rows = _plane_rows(frame.planes[0], plan.height, plan.width * c)
+                rows.reshape(plan.height, plan.width, c)[...] = src.transpose(1, 2, 0)
+            frame.pts = start + i
+            frame.time_base = self.time_base
+            out.append(frame)
+        return out
+
+
+def _plane_rows(plane: Any, height: int, row_bytes: int) -> np.ndarray:
+    """A writable (height, row_bytes) view of a frame plane, skipping its line padding."""
+    buf = np.frombuffer(plane, dtype=np.uint8)
+    return buf[: height * plane.line_size].reshape(height, plane.line_size)[:, :row_bytes]
+
+
+class _AudioStream(_Stream):
+    plan: AudioPlan
+
+    def frames(self, array: np.ndarray, start: int) -> List[av.frame.Frame]:
+        if array.shape[0] == 0:
+            return []
+        plan = self.plan
+        frame = av.AudioFrame.from_ndarray(
+            array.reshape(1, -1), format=plan.format, layout=_layout(plan.num_channels)
+        )
+        frame.sample_rate = plan.sample_rate
+        frame.pts = start
+        frame.time_base = self.time_base
+        return [frame]
+
+
+def _layout(channels: int) -> av.AudioLayout:
+    """FFmpeg's default layout for a channel count (1 mono, 2 stereo, 6 5.1, ...)."""
+    return av.AudioLayout(f"{channels}c")
+
+
+def _apply_codec_config(ctx: Any, cfg: Dict[str, Optional[int]], options: Dict[str, str]) -> None:
+    if cfg.get("bit_rate", -1) not in (-1, None):
+        ctx.bit_rate = cfg["bit_rate"]
+    if cfg.get("compression_level", -1) not in (-1, None):
+        options.setdefault("compression_level", str(cfg["compression_level"]))
+    if cfg.get("qscale") is not None:
+        ctx.qscale = cfg["qscale"]
+    if ctx.type == "video":
+        if cfg.get("gop_size", -1) not in (-1, None):
+            ctx.gop_size = cfg["gop_size"]
+        if cfg.get("max_b_frames", -1) not in (-1, None):
+            ctx.max_b_frames = cfg["max_b_frames"]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+class OutputWriter:
+    """An open PyAV output built from an OutputPlan.
+
+    Args:
+        plan: the resolved output.
+        file: a writable file object for client-side destinations; None for files by path.
+        on_packet: called with (stream index, packet size) for each packet muxed.
+    """
+
+    def __init__(self, plan: OutputPlan, file: Optional[BinaryIO] = None) -> None:
+        self.plan = plan
+        self.warnings: List[str] = []
+        self._closed = False
+        collector = _WarningCollector()
+        av_log = logging.getLogger("av.container.output")
+        av_log.addHandler(collector)
+        try:
+            self._open(file)
+        finally:
+            av_log.removeHandler(collector)
+        self.warnings.extend(f"open options: {m}" for m in collector.messages)
+
+    def _open(self, file: Optional[BinaryIO]) -> None:
+        plan = self.plan
+        target: Union[str, BinaryIO] = plan.path if plan.target == "file" else file  # type: ignore[assignment]
+        try:
+            self.container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
+        except Exception as exc:
+            raise SetupError(f"cannot open output: {_describe(exc)}", "destination") from exc
+        try:
+            self.streams: List[_Stream] = [self._add_stream(s) for s in plan.streams]
+            self.container.metadata.update(plan.metadata)
+            try:
+                self.container.start_encoding()
+            except Exception as exc:
+                raise SetupError(
+                    f"muxer {plan.muxer!r} refused the streams: {_describe(exc)}", "format"
+                ) from exc
+        except BaseException:
+            self._abort()
+            raise
+
+    def _add_stream(self, plan: StreamPlan) -> _Stream:
+        where = f"streams.{plan.index}"
+        options = dict(plan.encoder_option)
+        try:
+            if isinstance(plan, VideoPlan):
+                stream = self.container.add_stream(plan.encoder, rate=plan.encoder_frame_rate)
+                ctx = stream.codec_context
+                ctx.width = plan.encoder_width
+                ctx.height = plan.encoder_height
+                ctx.pix_fmt = plan.encoder_format
+                ctx.time_base = 1 / plan.encoder_frame_rate
+                ctx.framerate = plan.encoder_frame_rate
+            else:
+                stream = self.container.add_stream(plan.encoder, rate=plan.encoder_sample_rate)
+                ctx = stream.codec_context
+                ctx.format = plan.encoder_format
+                ctx.layout = _layout(plan.encoder_num_channels)
+                ctx.time_base = Fraction(1, plan.encoder_sample_rate)
+            _apply_codec_config(ctx, plan.codec_config, options)
+            ctx.options = options
+        except Exception as exc:
+            raise SetupError(f"cannot configure encoder {plan.encoder!r}: {_describe(exc)}", where) from exc
+        try:
+            ctx.open()
+        except Exception as exc:
+            raise SetupError(f"encoder {plan.encoder!r} refused the settings: {_describe(exc)}", where) from exc
+        unused = dict(ctx.options or {})
+        if unused:
+            self.warnings.append(f"{where}.encoder_option: not used by {plan.encoder}: {unused}")
+        chain = None
+        if isinstance(plan, VideoPlan):
+            steps = split_filter_chain(plan.filter_desc) if plan.filter_desc else []
+            if plan.encoder_frame_rate != plan.frame_rate:
+                steps.append(("fps", str(plan.encoder_frame_rate)))
+            if steps:
+                chain = self._chain(where, "video", steps, {
+                    "video_size": f"{plan.width}x{plan.height}",
+                    "pix_fmt": str(int(av.VideoFormat(plan.format))),
+                    "time_base": str(1 / plan.frame_rate),
+                    "pixel_aspect": "1/1",
+                })
+            return _VideoStream(plan, stream, chain)
+        if plan.filter_desc:
+            chain = self._chain(where, "audio", split_filter_chain(plan.filter_desc), {
+                "sample_rate": str(plan.sample_rate),
+                "sample_fmt": plan.format,
+                "channel_layout": _layout(plan.num_channels).name,
+                "time_base": f"1/{plan.sample_rate}",
+            })
+        return _AudioStream(plan, stream, chain)
+
+    @staticmethod
+    def _chain(where: str, media: str, steps: List[tuple], source: Dict[str, Any]) -> _FilterChain:
+        try:
+            return _FilterChain(source, media, steps)
+        except Exception as exc:
+            raise SetupError(f"filter chain refused: {_describe(exc)}", where + ".filter_desc") from exc
+
+    def write(self, index: int, array: np.ndarray, pts: Optional[float]) -> None:
+        """Encode one chunk of stream ``index`` and mux its packets."""
+        stream = self.streams[index]
+        start = stream.timeline.start_of(array.shape[0], pts)
+        stream.timeline.advance(start, array.shape[0])
+        frames = stream.frames(array, start)
+        stream.stats.chunks += 1
+        stream.stats.frames += array.shape[0]
+        self._mux(stream.encode(frames))
+
+    def _mux(self, packets: List[av.Packet]) -> None:
+        for packet in packets:
+            st = self.streams[packet.stream.index].stats
+            st.packets += 1
+            st.bytes += packet.size
+        if packets:
+            self.container.mux(packets)
+
+    def close(self) -> None:
+        """Flush every encoder, write the trailer and close the output. Runs once."""
+        if self._closed:
+            return
+        try:
+            for stream in self.streams:
+                self._mux(stream.encode([None]))
+        finally:
+            self._closed = True
+            self.container.close()
+
+    def _abort(self) -> None:
+        self._closed = True
+        try:
+            self.container.close()
+        except Exception:  # the output is broken already; the original error is what matters
+            log.debug("closing a half-open output failed", exc_info=True)
+
+    def stats(self) -> List[Dict[str, int]]:
+        return [vars(s.stats).copy() for s in self.streams]

@@ -1,0 +1,81 @@
+"""Exceptions of the framecast server: one root, each carrying its HTTP status and error code.
+
+    ServerError
+    ├── InvalidConfig (ValueError)      422  a session config that cannot work; names the field
+    ├── SessionNotFound (LookupError)   404  no session with that id
+    ├── StateConflict                   409  the session's state does not allow the request
+    ├── TooManySessions                 503  the session limit is reached
+    ├── InvalidChunk (ValueError)       --   a websocket chunk does not fit its stream (session lives on)
+    └── EncoderFailed                   --   the encoder (FFmpeg) failed; the session is failed
+
+Routes never raise HTTPException themselves: ``app.py`` installs one handler that maps these
+to JSON error bodies ``{"error": {"code", "message", "field"?}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class ServerError(Exception):
+    """Root of every error the framecast server raises on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidConfig(ServerError, ValueError):
+    """The session config can't work. ``field`` is the dotted path of the culprit."""
+
+    status = 422
+    code = "invalid_config"
+
+    def __init__(self, message: str, field: Optional[str] = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.reason = message
+
+    def body(self) -> dict:
+        body = super().body()
+        if self.field:
+            body["error"]["field"] = self.field
+        return body
+
+
+class SessionNotFound(ServerError, LookupError):
+    status = 404
+    code = "session_not_found"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session with id {session_id!r}")
+        self.session_id = session_id
+
+
+class StateConflict(ServerError):
+    status = 409
+    code = "state_conflict"
+
+
+class TooManySessions(ServerError):
+    status = 503
+    code = "too_many_sessions"
+
+
+class InvalidChunk(ServerError, ValueError):
+    """A chunk refused at the websocket; the session goes on."""
+
+    status = 400
+    code = "invalid_chunk"
+
+
+class EncoderFailed(ServerError):
+    """The session's encoder failed; ``reason`` is FFmpeg's or the worker's own account."""
+
+    code = "encoder_failed"

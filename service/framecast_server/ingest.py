@@ -1,0 +1,128 @@
+"""The websocket ingest: chunks in, acks, output bytes and control messages out.
+
+One connection per session at a time, authenticated by the session's stream token in the
+``Authorization: Bearer`` header. The receive loop only moves bytes: it checks each chunk header
+and hands the message on to the session's encoder process, awaiting while that process is busy,
+which is what slows a client that writes faster than its encoder (TCP backpressure does the rest).
+A separate task sends the session's outbox to the client in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from framecast import protocol
+from framecast.errors import ProtocolError
+
+from .errors import InvalidChunk, SessionNotFound, StateConflict
+from .sessions import Session, SessionManager
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+# Close codes in the 4000-4999 range the websocket spec leaves to applications.
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_CONFLICT = 4409
+
+
+def _token(ws: WebSocket) -> str:
+    auth = ws.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+async def _send_outbox(ws: WebSocket, session: Session) -> None:
+    while True:
+        item = await session.outbox.peek()
+        if isinstance(item, bytes):
+            await ws.send_bytes(item)
+        else:
+            await ws.send_text(item)
+        session.outbox.pop()
+
+
+@router.websocket("/v1/sessions/{session_id}/stream")
+async def stream(ws: WebSocket, session_id: str) -> None:
+    manager: SessionManager = ws.app.state.manager
+    try:
+        session = manager.get(session_id)
+    except SessionNotFound as exc:
+        await ws.close(CLOSE_NOT_FOUND, exc.message[:120])
+        return
+    if not hmac.compare_digest(_token(ws).encode(), session.token.encode()):
+        await ws.close(CLOSE_UNAUTHORIZED, "missing or wrong stream token")
+        return
+    try:
+        session.attach()
+    except StateConflict as exc:
+        await ws.close(CLOSE_CONFLICT, exc.message[:120])
+        return
+    await ws.accept()
+    sender = asyncio.create_task(_send_outbox(ws, session))
+    finished = False
+    try:
+        while not finished:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("bytes")
+            if data is not None:
+                try:
+                    await session.ingest(data)
+                except InvalidChunk as exc:
+                    seq = _seq_of(data)
+                    session.outbox.put(protocol.encode_control(protocol.ERROR, seq=seq, code=exc.code, message=exc.message))
+                continue
+            finished = await _control(session, message.get("text") or "")
+        if finished:
+            # Everything the encoder produced, then the final summary, then a normal close.
+            await _drain(session, sender, session.settings.finish_timeout)
+            await ws.close(1000)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        session.detach()
+
+
+async def _drain(session: Session, sender: "asyncio.Task[None]", timeout: float) -> None:
+    """Wait (bounded) until the sender has delivered everything in the outbox."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(session.outbox) and not sender.done() and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+
+
+async def _control(session: Session, text: str) -> bool:
+    """Handle a JSON control message; True when the session is finished and the socket can close."""
+    try:
+        control = protocol.parse_control(text)
+    except ProtocolError as exc:
+        session.outbox.put(protocol.encode_control(protocol.ERROR, seq=None, code="invalid_message", message=str(exc)))
+        return False
+    if control["type"] == protocol.FINISH:
+        await session.finish()
+        return True
+    session.outbox.put(
+        protocol.encode_control(
+            protocol.ERROR, seq=None, code="invalid_message",
+            message=f"unknown control message type {control['type']!r}; expected {protocol.FINISH!r}",
+        )
+    )
+    return False
+
+
+def _seq_of(data: bytes) -> int | None:
+    """The sequence number of a chunk, if its header is intact enough to tell."""
+    try:
+        return protocol.parse_chunk(data)[0].seq
+    except ProtocolError:
+        return None

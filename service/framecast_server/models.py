@@ -1,0 +1,219 @@
+"""Pydantic models of the REST API: what clients send and what the server answers.
+
+The session config mirrors torchaudio's StreamWriter: a destination and muxer, metadata, open
+options, and streams whose fields carry StreamWriter's names (``encoder_option``,
+``encoder_format``, ``codec_config``, ``filter_desc``, ...). These models check shape and ranges;
+whether FFmpeg can actually do it is ``plan.py``'s job.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from typing import Annotated, Dict, List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CodecConfig(_Strict):
+    """Codec settings, as torchaudio's ``CodecConfig``; -1 / null means the encoder's default."""
+
+    bit_rate: int = Field(-1, ge=-1, description="Bits per second; -1 for the encoder default.")
+    compression_level: int = Field(-1, ge=-1, description="Encoder-specific compression level.")
+    qscale: Optional[int] = Field(None, description="Fixed quality scale (VBR), encoder-specific.")
+    gop_size: int = Field(-1, ge=-1, description="Frames between keyframes; -1 for the default.")
+    max_b_frames: int = Field(-1, ge=-1, description="Largest run of B-frames; -1 for the default.")
+
+
+_OPTION_VALUE = Union[str, int, float, bool]
+
+
+class AudioStreamConfig(_Strict):
+    """An audio stream: what the client writes and how it is encoded."""
+
+    type: Literal["audio"] = "audio"
+    sample_rate: int = Field(..., gt=0, le=768_000, description="Input sample rate in Hz.")
+    num_channels: int = Field(..., gt=0, le=64, description="Input channel count.")
+    format: str = Field("flt", description="Input sample format: " + ", ".join(AUDIO_SAMPLE_FORMATS))
+    encoder: Optional[str] = Field(None, description="Encoder name; default: the muxer's audio codec.")
+    encoder_option: Optional[Dict[str, _OPTION_VALUE]] = Field(None, description="Options for the encoder.")
+    encoder_format: Optional[str] = Field(None, description="Sample format the encoder gets.")
+    encoder_sample_rate: Optional[int] = Field(None, gt=0, le=768_000)
+    encoder_num_channels: Optional[int] = Field(None, gt=0, le=64)
+    codec_config: Optional[CodecConfig] = None
+    filter_desc: Optional[str] = Field(None, description="A linear FFmpeg filter chain, e.g. 'volume=0.5'.")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in AUDIO_SAMPLE_FORMATS:
+            raise ValueError(
+                f"unknown input sample format {value!r}; expected one of {', '.join(AUDIO_SAMPLE_FORMATS)}"
+            )
+        return value
+
+
+def parse_frame_rate(value: Union[float, int, str]) -> Fraction:
+    """Turn a frame rate into an exact rational.
+
+    Strings like ``"30000/1001"`` are taken as written. Floats within 0.005 of an NTSC rate
+    (``N*1000/1001`` for N in 24, 30, 48, 60, 120) mean that rate, so 29.97 is 30000/1001 exactly;
+    other floats are taken at their shortest decimal spelling (12.5 -> 25/2).
+    """
+    if isinstance(value, str):
+        if not re.fullmatch(r"\s*\d+(\.\d+)?(\s*/\s*\d+)?\s*", value):
+            raise ValueError(f"frame rate must be a number or a ratio like '30000/1001', got {value!r}")
+        rate = Fraction(value.replace(" ", ""))
+    else:
+        rate = None
+        for n in (24, 30, 48, 60, 120):
+            ntsc = Fraction(n * 1000, 1001)
+            if abs(float(value) - float(ntsc)) < 0.005 and value != n:
+                rate = ntsc
+                break
+        if rate is None:
+            rate = Fraction(repr(float(value)))
+    if rate <= 0 or rate > 1000:
+        raise ValueError(f"frame rate must be in (0, 1000], got {value!r}")
+    if rate.denominator > 1_000_000:
+        raise ValueError(f"frame rate {value!r} is not a usable rational")
+    return rate
+
+
+class VideoStreamConfig(_Strict):
+    """A video stream: what the client writes and how it is encoded."""
+
+    type: Literal["video"] = "video"
+    frame_rate: Union[float, str] = Field(..., description="Frames per second; a float or 'num/den'.")
+    width: int = Field(..., gt=0, le=16384)
+    height: int = Field(..., gt=0, le=16384)
+    format: str = Field("rgb24", description="Input pixel format: " + ", ".join(VIDEO_PIXEL_FORMATS))
+    encoder: Optional[str] = Field(None, description="Encoder name; default: the muxer's video codec.")
+    encoder_option: Optional[Dict[str, _OPTION_VALUE]] = None
+    encoder_format: Optional[str] = Field(None, description="Pixel format the encoder gets.")
+    encoder_frame_rate: Optional[Union[float, str]] = None
+    encoder_width: Optional[int] = Field(None, gt=0, le=16384)
+    encoder_height: Optional[int] = Field(None, gt=0, le=16384)
+    codec_config: Optional[CodecConfig] = None
+    filter_desc: Optional[str] = Field(None, description="A linear FFmpeg filter chain, e.g. 'hflip'.")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in VIDEO_PIXEL_FORMATS:
+            raise ValueError(
+                f"unknown input pixel format {value!r}; expected one of {', '.join(VIDEO_PIXEL_FORMATS)}"
+            )
+        return value
+
+    @field_validator("frame_rate", "encoder_frame_rate")
+    @classmethod
+    def _rational(cls, value: Union[float, str, None]) -> Union[float, str, None]:
+        if value is not None:
+            parse_frame_rate(value)
+        return value
+
+
+StreamConfig = Annotated[Union[AudioStreamConfig, VideoStreamConfig], Field(discriminator="type")]
+
+
+class ClientDestination(_Strict):
+    """The encoded bytes go back to the client, which writes them to its own file or object."""
+
+    type: Literal["client"] = "client"
+    filename: Optional[str] = Field(
+        None, max_length=4096, description="The client's file name, used only to guess the muxer."
+    )
+    seekable: bool = Field(True, description="Whether the client's destination can seek.")
+
+
+class ServerFileDestination(_Strict):
+    """A file under the server's output directory."""
+
+    type: Literal["server_file"] = "server_file"
+    path: str = Field(..., min_length=1, max_length=4096, description="Path relative to the output dir.")
+
+
+class UrlDestination(_Strict):
+    """A network output (rtmp://, udp://, ...)."""
+
+    type: Literal["url"] = "url"
+    url: str = Field(..., min_length=1, max_length=4096)
+
+
+Destination = Annotated[
+    Union[ClientDestination, ServerFileDestination, UrlDestination], Field(discriminator="type")
+]
+
+
+class SessionConfig(_Strict):
+    """Everything needed to open an output: StreamWriter's constructor, streams, metadata, open()."""
+
+    destination: Destination
+    format: Optional[str] = Field(None, description="Muxer name; default: guessed from the destination.")
+    metadata: Dict[str, str] = Field(default_factory=dict)
+    options: Dict[str, _OPTION_VALUE] = Field(
+        default_factory=dict, description="Muxer options, as StreamWriter.open(option=...)."
+    )
+    streams: List[StreamConfig] = Field(..., min_length=1, max_length=16)
+
+
+class StreamCounters(BaseModel):
+    """What one stream has seen so far."""
+
+    chunks: int = 0
+    frames: int = 0
+    packets: int = 0
+    bytes: int = 0
+    errors: int = 0
+
+
+class StreamInfo(BaseModel):
+    """A stream as resolved by the server: the defaults it filled in, and its counters."""
+
+    index: int
+    type: Literal["audio", "video"]
+    encoder: str
+    encoder_format: str
+    config: Dict[str, object]
+    counters: StreamCounters
+
+
+class SessionInfo(BaseModel):
+    """The state of a session, as GET /v1/sessions/{id} reports it."""
+
+    id: str
+    state: str
+    format: str
+    destination: Dict[str, object]
+    created_at: float
+    error: Optional[str] = None
+    warnings: List[str] = Field(default_factory=list)
+    streams: List[StreamInfo]
+    output_bytes: int = 0
+
+
+class SessionCreated(SessionInfo):
+    """The answer to POST /v1/sessions: the session plus how to stream into it."""
+
+    stream_url: str
+    token: str
+    max_message_bytes: int
+
+
+class Capabilities(BaseModel):
+    """What this server's FFmpeg can do."""
+
+    versions: Dict[str, str]
+    ffmpeg: str
+    muxers: Dict[str, str]
+    audio_encoders: Dict[str, str]
+    video_encoders: Dict[str, str]
+    protocols: List[str]
+    destinations: List[str]

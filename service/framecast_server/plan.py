@@ -1,0 +1,360 @@
+"""Turn a SessionConfig into an OutputPlan: every default filled in, every static check done.
+
+This is where StreamWriter's defaults live (encoder = the muxer's default for the media type,
+encoder format = the input format when the encoder takes it, else the encoder's first format, and
+so on) and where configs that cannot work are refused with the field to blame. The plan is a set
+of plain dataclasses, picklable, handed to the encoder process, which opens the real encoder and
+muxer; whatever FFmpeg itself still refuses there is reported as a 422 too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import av
+
+from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS, DType
+
+from . import ffmpeg
+from .errors import InvalidConfig
+from .models import (
+    AudioStreamConfig,
+    ClientDestination,
+    ServerFileDestination,
+    SessionConfig,
+    UrlDestination,
+    VideoStreamConfig,
+    parse_frame_rate,
+)
+
+
+@dataclass
+class AudioPlan:
+    index: int
+    sample_rate: int
+    num_channels: int
+    format: str  # input sample format (packed), e.g. "flt"
+    encoder: str
+    encoder_format: str
+    encoder_sample_rate: int
+    encoder_num_channels: int
+    encoder_option: Dict[str, str]
+    codec_config: Dict[str, Optional[int]]
+    filter_desc: Optional[str]
+    type: str = "audio"
+
+    @property
+    def dtype(self) -> DType:
+        return AUDIO_SAMPLE_FORMATS[self.format]
+
+    @property
+    def rate(self) -> Fraction:
+        """Ticks per second of this stream's timeline (one tick per sample)."""
+        return Fraction(self.sample_rate)
+
+    def chunk_shape_hint(self) -> str:
+        return f"(frames, {self.num_channels}) of {self.dtype.label}"
+
+
+@dataclass
+class VideoPlan:
+    index: int
+    frame_rate: Fraction
+    width: int
+    height: int
+    format: str  # input pixel format, e.g. "rgb24"
+    encoder: str
+    encoder_format: str
+    encoder_frame_rate: Fraction
+    encoder_width: int
+    encoder_height: int
+    encoder_option: Dict[str, str]
+    codec_config: Dict[str, Optional[int]]
+    filter_desc: Optional[str]
+    type: str = "video"
+
+    @property
+    def dtype(self) -> DType:
+        return DType.UINT8
+
+    @property
+    def channels(self) -> int:
+        return VIDEO_PIXEL_FORMATS[self.format]
+
+    @property
+    def rate(self) -> Fraction:
+        """Ticks per second of this stream's timeline (one tick per frame)."""
+        return self.frame_rate
+
+    def chunk_shape_hint(self) -> str:
+        return f"(frames, {self.channels}, {self.height}, {self.width}) of uint8"
+
+
+StreamPlan = Union[AudioPlan, VideoPlan]
+
+
+@dataclass
+class OutputPlan:
+    """A fully resolved output: where, which muxer, which streams."""
+
+    muxer: str
+    target: str  # "client", "file"
+    path: Optional[str] = None  # absolute path for "file"
+    seekable: bool = True  # for "client"
+    metadata: Dict[str, str] = field(default_factory=dict)
+    options: Dict[str, str] = field(default_factory=dict)
+    streams: List[StreamPlan] = field(default_factory=list)
+
+    def describe_destination(self) -> Dict[str, object]:
+        if self.target == "file":
+            return {"type": "server_file", "path": self.path}
+        return {"type": "client", "seekable": self.seekable}
+
+
+def _options(values: Optional[Dict[str, object]]) -> Dict[str, str]:
+    out = {}
+    for key, value in (values or {}).items():
+        if isinstance(value, bool):
+            value = int(value)
+        out[str(key)] = str(value)
+    return out
+
+
+def confine(output_dir: Path, relative: str, field_name: str) -> Path:
+    """Resolve ``relative`` under ``output_dir``; refuse anything that would land outside it."""
+    if "\x00" in relative:
+        raise InvalidConfig("path contains a NUL byte", field_name)
+    if os.path.isabs(relative) or relative.startswith("~"):
+        raise InvalidConfig(f"must be relative to the output directory, got {relative!r}", field_name)
+    if ".." in Path(relative).parts:
+        raise InvalidConfig(f"must not contain '..', got {relative!r}", field_name)
+    if ":" in Path(relative).parts[0]:
+        raise InvalidConfig(f"must be a plain path, not a URL or protocol, got {relative!r}", field_name)
+    root = output_dir.resolve()
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise InvalidConfig(f"{relative!r} resolves outside the output directory", field_name)
+    if target.is_dir():
+        raise InvalidConfig(f"{relative!r} is a directory", field_name)
+    return target
+
+
+def _resolve_muxer(config: SessionConfig, hint: Optional[str]) -> str:
+    if config.format is not None:
+        if config.format not in ffmpeg.muxers():
+            raise InvalidConfig(f"unknown muxer {config.format!r}; GET /v1/capabilities lists them", "format")
+        return config.format
+    if hint:
+        guessed = ffmpeg.guess_muxer(hint)
+        if guessed:
+            return guessed
+        raise InvalidConfig(
+            f"cannot guess a muxer from {os.path.basename(hint)!r}; pass format= (e.g. 'mp4')", "format"
+        )
+    raise InvalidConfig("required when the destination has no file name (e.g. a file-like object)", "format")
+
+
+def _pick_encoder(name: Optional[str], media: str, default: Optional[str], muxer: str, where: str) -> av.Codec:
+    if name is None:
+        if default is None:
+            raise InvalidConfig(f"muxer {muxer!r} has no default {media} encoder; set encoder=", where + ".encoder")
+        name = default
+    try:
+        codec = av.Codec(name, "w")
+    except Exception:
+        raise InvalidConfig(
+            f"unknown {media} encoder {name!r}; GET /v1/capabilities lists this server's encoders",
+            where + ".encoder",
+        ) from None
+    if codec.type != media:
+        raise InvalidConfig(f"{name!r} is a {codec.type} encoder, not a {media} encoder", where + ".encoder")
+    return codec
+
+
+def _pick_format(requested: Optional[str], input_format: str, supported: List[str], encoder: str, where: str) -> str:
+    if requested is not None:
+        if supported and requested not in supported:
+            raise InvalidConfig(
+                f"encoder {encoder!r} does not take {requested!r}; it takes {', '.join(supported)}",
+                where + ".encoder_format",
+            )
+        return requested
+    if not supported or input_format in supported:
+        return input_format
+    return supported[0]
+
+
+def _check_even(fmt: str, width: int, height: int, where: str) -> None:
+    name = fmt.lower()
+    if ("420" in name or name.startswith(("nv12", "nv21"))) and (width % 2 or height % 2):
+        raise InvalidConfig(
+            f"{fmt} needs an even width and height, got {width}x{height}", where
+        )
+    if ("422" in name or name.startswith(("nv16", "yuyv", "uyvy"))) and width % 2:
+        raise InvalidConfig(f"{fmt} needs an even width, got {width}", where)
+    if "411" in name and width % 4:
+        raise InvalidConfig(f"{fmt} needs a width divisible by 4, got {width}", where)
+
+
+def _codec_config(cfg: Optional[object]) -> Dict[str, Optional[int]]:
+    return cfg.model_dump() if cfg is not None else {}
+
+
+def _plan_audio(i: int, cfg: AudioStreamConfig, muxer: str, default: Optional[str]) -> AudioPlan:
+    where = f"streams.{i}"
+    codec = _pick_encoder(cfg.encoder, "audio", default, muxer, where)
+    supported = [f.name for f in (codec.audio_formats or [])]
+    # The encoder sees planar or packed data as it prefers: match the input's sample type first.
+    input_fmt = cfg.format
+    encoder_format = _pick_format(cfg.encoder_format, input_fmt, supported, codec.name, where)
+    if cfg.encoder_format is None and input_fmt not in supported and supported:
+        planar = input_fmt + "p"
+        if planar in supported:
+            encoder_format = planar
+    rate = cfg.encoder_sample_rate or cfg.sample_rate
+    rates = list(codec.audio_rates or [])
+    if rates and rate not in rates:
+        if cfg.encoder_sample_rate is not None:
+            raise InvalidConfig(
+                f"encoder {codec.name!r} does not take {rate} Hz; it takes {', '.join(map(str, sorted(rates)))}",
+                where + ".encoder_sample_rate",
+            )
+        higher = sorted(r for r in rates if r >= rate)
+        rate = higher[0] if higher else max(rates)
+    return AudioPlan(
+        index=i,
+        sample_rate=cfg.sample_rate,
+        num_channels=cfg.num_channels,
+        format=cfg.format,
+        encoder=codec.name,
+        encoder_format=encoder_format,
+        encoder_sample_rate=rate,
+        encoder_num_channels=cfg.encoder_num_channels or cfg.num_channels,
+        encoder_option=_options(cfg.encoder_option),
+        codec_config=_codec_config(cfg.codec_config),
+        filter_desc=_check_filter(cfg.filter_desc, where),
+    )
+
+
+def _plan_video(i: int, cfg: VideoStreamConfig, muxer: str, default: Optional[str]) -> VideoPlan:
+    where = f"streams.{i}"
+    codec = _pick_encoder(cfg.encoder, "video", default, muxer, where)
+    supported = [f.name for f in (codec.video_formats or [])]
+    encoder_format = _pick_format(cfg.encoder_format, cfg.format, supported, codec.name, where)
+    width = cfg.encoder_width or cfg.width
+    height = cfg.encoder_height or cfg.height
+    _check_even(encoder_format, width, height, where + (".encoder_height" if height % 2 else ".encoder_width"))
+    frame_rate = parse_frame_rate(cfg.frame_rate)
+    encoder_rate = parse_frame_rate(cfg.encoder_frame_rate) if cfg.encoder_frame_rate is not None else frame_rate
+    return VideoPlan(
+        index=i,
+        frame_rate=frame_rate,
+        width=cfg.width,
+        height=cfg.height,
+        format=cfg.format,
+        encoder=codec.name,
+        encoder_format=encoder_format,
+        encoder_frame_rate=encoder_rate,
+        encoder_width=width,
+        encoder_height=height,
+        encoder_option=_options(cfg.encoder_option),
+        codec_config=_codec_config(cfg.codec_config),
+        filter_desc=_check_filter(cfg.filter_desc, where),
+    )
+
+
+def split_filter_chain(desc: str) -> List[tuple[str, Optional[str]]]:
+    """Split a linear filter chain ``"a=x:y,b"`` into ``[("a", "x:y"), ("b", None)]``.
+
+    Only linear chains are accepted: no pad labels (``[in]``) and no ``;``-separated graphs,
+    because the stream has exactly one input and one output. Backslash escapes and single-quoted
+    strings are honoured when looking for the separating commas.
+    """
+    parts: List[str] = []
+    current: List[str] = []
+    quoted = False
+    escaped = False
+    for ch in desc:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            current.append(ch)
+            escaped = True
+        elif ch == "'":
+            current.append(ch)
+            quoted = not quoted
+        elif not quoted and ch in "[];":
+            raise ValueError("only a linear chain of filters is allowed (no labels or ';')")
+        elif not quoted and ch == ",":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if quoted:
+        raise ValueError("unbalanced quote")
+    parts.append("".join(current))
+    chain = []
+    for part in parts:
+        part = part.strip()
+        if not part:
+            raise ValueError("empty filter in chain")
+        name, sep, args = part.partition("=")
+        chain.append((name.strip(), args if sep else None))
+    return chain
+
+
+def _check_filter(desc: Optional[str], where: str) -> Optional[str]:
+    if desc is None or not desc.strip():
+        return None
+    try:
+        chain = split_filter_chain(desc)
+    except ValueError as exc:
+        raise InvalidConfig(str(exc), where + ".filter_desc") from None
+    known = av.filter.filters_available
+    for name, _ in chain:
+        if name not in known:
+            raise InvalidConfig(f"unknown filter {name!r}", where + ".filter_desc")
+    return desc
+
+
+def make_plan(config: SessionConfig, output_dir: Path) -> OutputPlan:
+    """Resolve ``config`` into an OutputPlan or raise InvalidConfig naming the field."""
+    dest = config.destination
+    if isinstance(dest, UrlDestination):
+        scheme = dest.url.split(":", 1)[0].lower() if ":" in dest.url else ""
+        raise InvalidConfig(
+            f"network outputs ({scheme or 'URL'}) are not supported by this server yet; "
+            "use a local path, a file-like object, or framecast.ServerFile",
+            "destination.url",
+        )
+    if isinstance(dest, ServerFileDestination):
+        path = confine(output_dir, dest.path, "destination.path")
+        muxer = _resolve_muxer(config, str(path))
+        plan = OutputPlan(muxer=muxer, target="file", path=str(path))
+    else:
+        assert isinstance(dest, ClientDestination)
+        muxer = _resolve_muxer(config, dest.filename)
+        plan = OutputPlan(muxer=muxer, target="client", seekable=dest.seekable)
+    default_video, default_audio = ffmpeg.muxer_defaults(muxer)
+    for i, stream in enumerate(config.streams):
+        if isinstance(stream, AudioStreamConfig):
+            plan.streams.append(_plan_audio(i, stream, muxer, default_audio))
+        else:
+            plan.streams.append(_plan_video(i, stream, muxer, default_video))
+    plan.metadata = dict(config.metadata)
+    plan.options = _options(config.options)
+    return plan
+
+
+def describe_stream(stream: StreamPlan) -> Dict[str, object]:
+    """A JSON-friendly view of a stream plan (fractions as 'num/den' strings)."""
+    out = asdict(stream)
+    for key, value in out.items():
+        if isinstance(value, Fraction):
+            out[key] = f"{value.numerator}/{value.denominator}"
+    return out

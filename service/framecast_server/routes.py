@@ -1,0 +1,91 @@
+"""REST routes: sessions, capabilities, health. Domain errors are mapped in ``app.py``."""
+
+from __future__ import annotations
+
+from typing import List
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+
+from . import ffmpeg
+from .errors import StateConflict
+from .models import Capabilities, SessionConfig, SessionCreated, SessionInfo
+from .sessions import SessionManager, SessionState
+
+router = APIRouter()
+
+
+def _manager(request: Request) -> SessionManager:
+    return request.app.state.manager
+
+
+def _stream_url(request: Request, session_id: str) -> str:
+    base = request.app.state.settings.public_url or str(request.base_url)
+    base = base.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return f"{base}/v1/sessions/{session_id}/stream"
+
+
+@router.post("/v1/sessions", status_code=201, response_model=SessionCreated, tags=["sessions"])
+async def create_session(config: SessionConfig, request: Request) -> SessionCreated:
+    """Open an output and start its encoder. Answers with where and how to stream chunks."""
+    manager = _manager(request)
+    session = await manager.create(config)
+    return SessionCreated(
+        **session.info().model_dump(),
+        stream_url=_stream_url(request, session.id),
+        token=session.token,
+        max_message_bytes=manager.settings.max_message_bytes,
+    )
+
+
+@router.get("/v1/sessions", response_model=List[SessionInfo], tags=["sessions"])
+async def list_sessions(request: Request) -> List[SessionInfo]:
+    """Every session this server knows, open or finished."""
+    return [s.info() for s in _manager(request).sessions.values()]
+
+
+@router.get("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"])
+async def get_session(session_id: str, request: Request) -> SessionInfo:
+    """State and per-stream counters of one session."""
+    return _manager(request).get(session_id).info()
+
+
+@router.delete("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"])
+async def close_session(session_id: str, request: Request) -> SessionInfo:
+    """Flush the encoders, write the trailer and close the output. Idempotent."""
+    return (await _manager(request).close(session_id)).info()
+
+
+@router.get("/v1/sessions/{session_id}/output", tags=["sessions"], response_class=FileResponse)
+async def download_output(session_id: str, request: Request) -> FileResponse:
+    """Download a closed session's server-side output file."""
+    session = _manager(request).get(session_id)
+    if session.plan.target != "file":
+        raise StateConflict(f"session {session_id} writes to its client, not to a server-side file")
+    if session.state is not SessionState.CLOSED:
+        raise StateConflict(f"session {session_id} is {session.state.value}; its output is ready once closed")
+    return FileResponse(session.plan.path, filename=session.plan.path.rsplit("/", 1)[-1])  # type: ignore[union-attr]
+
+
+@router.get("/v1/capabilities", response_model=Capabilities, tags=["server"])
+async def capabilities() -> Capabilities:
+    """What this server's FFmpeg really has: versions, muxers, encoders, output protocols."""
+    return Capabilities(
+        versions=ffmpeg.versions(),
+        ffmpeg=ffmpeg.version(),
+        muxers=ffmpeg.muxers(),
+        audio_encoders=ffmpeg.audio_encoders(),
+        video_encoders=ffmpeg.video_encoders(),
+        protocols=list(ffmpeg.output_protocols()),
+        destinations=["client", "server_file"],
+    )
+
+
+@router.get("/healthz", tags=["server"])
+async def healthz(request: Request) -> dict:
+    """Liveness: answers as long as the event loop runs."""
+    return {"status": "ok", "sessions": len(_manager(request).active())}

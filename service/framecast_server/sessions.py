@@ -1,0 +1,314 @@
+"""Sessions: one output, its encoder process, its state machine, its counters.
+
+A session moves through explicit states::
+
+    CREATED ──> STREAMING ──> FINISHING ──> CLOSED
+       │            │             │
+       └────────────┴─────────────┴──────> FAILED
+
+CREATED: the encoder process is up and its output is open. STREAMING: a client has connected.
+FINISHING: no more chunks are taken; encoders flush and the trailer is written. CLOSED: the output
+is complete. FAILED: the encoder failed or died; ``error`` says why.
+
+Everything here runs on the event loop. The only blocking calls (starting the encoder, handing it
+a chunk) go through ``asyncio.to_thread``; the encoder's answers arrive on its reader thread and
+are handed to the loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+import os
+import secrets
+import time
+from typing import Deque, Dict, List, Optional, Union
+
+from framecast import protocol
+from framecast.errors import ProtocolError
+
+from .chunks import ChunkChecker
+from .config import Settings
+from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
+from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
+from .plan import OutputPlan, describe_stream, make_plan
+from .worker import EncoderProcess, exit_text
+
+log = logging.getLogger(__name__)
+
+
+class SessionState(str, enum.Enum):
+    CREATED = "created"
+    STREAMING = "streaming"
+    FINISHING = "finishing"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+    @property
+    def done(self) -> bool:
+        return self in (SessionState.CLOSED, SessionState.FAILED)
+
+
+_ALLOWED = {
+    SessionState.CREATED: {SessionState.STREAMING, SessionState.FINISHING, SessionState.FAILED},
+    SessionState.STREAMING: {SessionState.FINISHING, SessionState.FAILED},
+    SessionState.FINISHING: {SessionState.CLOSED, SessionState.FAILED},
+    SessionState.CLOSED: set(),
+    SessionState.FAILED: set(),
+}
+
+
+class Outbox:
+    """Messages for the session's websocket client, kept in order across reconnects.
+
+    A message leaves the outbox only after it was sent, so a connection that drops mid-send
+    loses nothing the next connection can still deliver.
+    """
+
+    def __init__(self) -> None:
+        self._items: Deque[Union[bytes, str]] = collections.deque()
+        self._ready = asyncio.Event()
+
+    def put(self, item: Union[bytes, str]) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    async def peek(self) -> Union[bytes, str]:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items[0]
+
+    def pop(self) -> None:
+        self._items.popleft()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Session:
+    """One output being written, from POST /v1/sessions to CLOSED or FAILED."""
+
+    def __init__(self, session_id: str, config: SessionConfig, plan: OutputPlan, settings: Settings) -> None:
+        self.id = session_id
+        self.token = secrets.token_urlsafe(32)
+        self.config = config
+        self.plan = plan
+        self.settings = settings
+        self.created_at = time.time()
+        self.state = SessionState.CREATED
+        self.error: Optional[str] = None
+        self.warnings: List[str] = []
+        self.counters = [StreamCounters() for _ in plan.streams]
+        self.output_bytes = 0
+        self.outbox = Outbox()
+        self.connected = False
+        self.last_seq = -1
+        self._checker = ChunkChecker(plan.streams)
+        self._done = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._resume_timer: Optional[asyncio.TimerHandle] = None
+        self.encoder = EncoderProcess(plan, settings.worker_queue_chunks, self._from_worker_thread)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _move(self, new: SessionState) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise StateConflict(f"session {self.id} is {self.state.value}; it cannot become {new.value}")
+        log.info("session %s: %s -> %s", self.id, self.state.value, new.value)
+        self.state = new
+
+    def _fail(self, reason: str) -> None:
+        if self.state.done:
+            return
+        self.error = reason
+        self._move(SessionState.FAILED)
+        self.outbox.put(protocol.encode_control(protocol.FAILED, reason=reason))
+        self._done.set()
+        log.warning("session %s failed: %s", self.id, reason)
+
+    # -- setup --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the encoder process and open the output; InvalidConfig if FFmpeg refuses it."""
+        first = await asyncio.to_thread(self.encoder.start, self.settings.open_timeout)
+        if first[0] == "setup_failed":
+            _, message, field = first
+            raise InvalidConfig(message, field)
+        self.warnings.extend(first[1])
+        for warning in self.warnings:
+            self.outbox.put(protocol.encode_control(protocol.WARNING, message=warning))
+
+    # -- messages from the encoder (reader thread -> loop) ------------------------------------
+
+    def _from_worker_thread(self, message: tuple) -> None:
+        self._loop.call_soon_threadsafe(self._from_worker, message)
+
+    def _from_worker(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "out":
+            _, offset, data = message
+            self.output_bytes = max(self.output_bytes, offset + len(data))
+            self.outbox.put(protocol.encode_output_header(offset) + data)
+        elif kind == "ack":
+            _, seq, stats = message
+            self._take_stats(stats)
+            self.outbox.put(protocol.encode_ack(seq))
+        elif kind == "closed":
+            self._take_stats(message[1])
+            if self.plan.target == "file" and self.plan.path and os.path.exists(self.plan.path):
+                self.output_bytes = os.path.getsize(self.plan.path)
+            self._move(SessionState.CLOSED)
+            self.outbox.put(protocol.encode_control(protocol.CLOSED, session=self.info().model_dump()))
+            self._done.set()
+        elif kind == "failed":
+            self._fail(f"encoder error: {message[1]}")
+        elif kind == "exited":
+            if not self.state.done:
+                self._fail(f"encoder process died ({exit_text(message[1])})")
+
+    def _take_stats(self, stats: List[Dict[str, int]]) -> None:
+        for counters, st in zip(self.counters, stats):
+            counters.packets = st["packets"]
+            counters.bytes = st["bytes"]
+
+    # -- chunks and control from the client ---------------------------------------------------
+
+    async def ingest(self, message: bytes) -> None:
+        """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy.
+
+        Raises:
+            InvalidChunk: the chunk is refused; the session goes on.
+        """
+        try:
+            header, _ = protocol.parse_chunk(message)
+        except ProtocolError as exc:
+            raise InvalidChunk(f"malformed chunk: {exc}") from None
+        if self.state.done or self.state is SessionState.FINISHING:
+            raise InvalidChunk(f"chunk {header.seq}: session is {self.state.value}; no more chunks are taken")
+        if header.seq <= self.last_seq:
+            return  # a resend of something already taken: drop it
+        try:
+            self._checker.check(header)
+        except InvalidChunk:
+            if header.stream < len(self.counters):
+                self.counters[header.stream].errors += 1
+            raise
+        self.last_seq = header.seq
+        counters = self.counters[header.stream]
+        counters.chunks += 1
+        counters.frames += header.shape[0]
+        try:
+            await asyncio.to_thread(self.encoder.send, message)
+        except OSError:
+            # The encoder died; its reader thread reports why.
+            raise InvalidChunk(f"chunk {header.seq}: the encoder is gone") from None
+
+    async def finish(self) -> None:
+        """Flush, write the trailer, close. Idempotent; returns once CLOSED or FAILED."""
+        if self.state in (SessionState.CREATED, SessionState.STREAMING):
+            self._move(SessionState.FINISHING)
+            self._cancel_resume_timer()
+            try:
+                await asyncio.to_thread(self.encoder.send, protocol.encode_control(protocol.FINISH).encode())
+            except OSError:
+                pass  # already dead: the reader thread fails the session
+        try:
+            await asyncio.wait_for(self._done.wait(), self.settings.finish_timeout)
+        except asyncio.TimeoutError:
+            self.encoder.kill()
+            self._fail(f"encoder did not finish within {self.settings.finish_timeout:g} s")
+
+    # -- websocket attachment -----------------------------------------------------------------
+
+    def attach(self) -> None:
+        if self.connected:
+            raise StateConflict(f"session {self.id} already has a connected client")
+        self.connected = True
+        self._cancel_resume_timer()
+        if self.state is SessionState.CREATED:
+            self._move(SessionState.STREAMING)
+
+    def detach(self) -> None:
+        """The client went away. Unless it comes back within resume_timeout, finalize."""
+        self.connected = False
+        if not self.state.done and self.state is not SessionState.FINISHING:
+            self._resume_timer = self._loop.call_later(
+                self.settings.resume_timeout, lambda: asyncio.ensure_future(self._abandoned())
+            )
+
+    async def _abandoned(self) -> None:
+        if not self.connected and not self.state.done:
+            log.info("session %s: no client for %g s, finalizing", self.id, self.settings.resume_timeout)
+            await self.finish()
+
+    def _cancel_resume_timer(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            id=self.id,
+            state=self.state.value,
+            format=self.plan.muxer,
+            destination=self.plan.describe_destination(),
+            created_at=self.created_at,
+            error=self.error,
+            warnings=list(self.warnings),
+            streams=[
+                StreamInfo(
+                    index=i,
+                    type=s.type,  # type: ignore[arg-type]
+                    encoder=s.encoder,
+                    encoder_format=s.encoder_format,
+                    config=describe_stream(s),
+                    counters=self.counters[i],
+                )
+                for i, s in enumerate(self.plan.streams)
+            ],
+            output_bytes=self.output_bytes,
+        )
+
+
+class SessionManager:
+    """All sessions of one server. Owned by the app's lifespan."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sessions: Dict[str, Session] = {}
+        settings.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def active(self) -> List[Session]:
+        return [s for s in self.sessions.values() if not s.state.done]
+
+    async def create(self, config: SessionConfig) -> Session:
+        if len(self.active()) >= self.settings.max_sessions:
+            raise TooManySessions(f"this server runs at most {self.settings.max_sessions} sessions at once")
+        plan = make_plan(config, self.settings.output_dir)
+        if plan.path:
+            os.makedirs(os.path.dirname(plan.path), exist_ok=True)
+        session = Session(secrets.token_hex(8), config, plan, self.settings)
+        await session.start()
+        self.sessions[session.id] = session
+        log.info("session %s created: %s -> %s", session.id, plan.muxer, plan.describe_destination())
+        return session
+
+    def get(self, session_id: str) -> Session:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise SessionNotFound(session_id) from None
+
+    async def close(self, session_id: str) -> Session:
+        session = self.get(session_id)
+        await session.finish()
+        return session
+
+    async def shutdown(self) -> None:
+        """Finalize every session that is still open (server shutdown)."""
+        await asyncio.gather(*(s.finish() for s in self.active()), return_exceptions=True)

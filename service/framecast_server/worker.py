@@ -1,0 +1,221 @@
+"""One encoder process per session, and the server's handle on it.
+
+Why a process: PyAV holds the GIL while it opens a network output, writes the header and writes
+the trailer, and a crash inside FFmpeg kills whatever process it runs in. In its own process an
+encoder can hang or die without touching the event loop or any other session.
+
+The pipe between the two carries, server -> worker, the websocket CHUNK messages exactly as they
+arrived (already checked by the server) and JSON control messages (``{"type": "finish"}``);
+worker -> server, small pickled tuples:
+
+    ("ready", warnings)                     the output is open
+    ("setup_failed", message, field)        it could not be opened (becomes a 422)
+    ("out", offset, data)                   encoded bytes for a client-side destination
+    ("ack", seq, stats)                     chunk ``seq`` is encoded and muxed
+    ("failed", reason)                      encoding failed; the worker exits
+    ("closed", stats)                       trailer written, output closed; the worker exits
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Optional
+
+from framecast import protocol
+
+from .plan import OutputPlan
+
+log = logging.getLogger(__name__)
+
+
+class _PipeSink:
+    """A file object whose writes and seeks become ("out", offset, data) messages.
+
+    The muxer sees a seekable file exactly when the client's destination is seekable, so the
+    bytes written (headers patched by seeking back included) are the ones a local StreamWriter
+    would have produced.
+    """
+
+    def __init__(self, conn: Connection, seekable: bool) -> None:
+        self._conn = conn
+        self._seekable = seekable
+        self._pos = 0
+        self._size = 0
+
+    def write(self, data: Any) -> int:
+        data = bytes(data)
+        self._conn.send(("out", self._pos, data))
+        self._pos += len(data)
+        self._size = max(self._size, self._pos)
+        return len(data)
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if not self._seekable:
+            raise OSError("destination is not seekable")
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _reader(conn: Connection, inbox: "queue.Queue[Optional[bytes]]") -> None:
+    """Move messages from the pipe into the bounded inbox so receiving overlaps encoding."""
+    try:
+        while True:
+            inbox.put(conn.recv_bytes())
+    except (EOFError, OSError):
+        inbox.put(None)
+
+
+def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
+    """Entry point of an encoder process: open the output, then encode until told to finish."""
+    from .encoder import OutputWriter, SetupError  # imported here: PyAV loads in the worker
+
+    sink = _PipeSink(conn, plan.seekable) if plan.target == "client" else None
+    try:
+        writer = OutputWriter(plan, sink)  # type: ignore[arg-type]
+    except SetupError as exc:
+        conn.send(("setup_failed", str(exc), exc.field))
+        return
+    except Exception as exc:  # anything else PyAV raised while opening
+        conn.send(("setup_failed", f"cannot open output: {exc}", None))
+        return
+    conn.send(("ready", writer.warnings))
+
+    inbox: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=queue_chunks)
+    threading.Thread(target=_reader, args=(conn, inbox), daemon=True, name="pipe-reader").start()
+    try:
+        while True:
+            message = inbox.get()
+            if message is None:  # the server went away: finalize what we have
+                writer.close()
+                return
+            if message[:2] == protocol.MAGIC:
+                header, payload = protocol.parse_chunk(message)
+                writer.write(header.stream, protocol.chunk_array(header, payload), header.pts)
+                conn.send(("ack", header.seq, writer.stats()))
+                continue
+            control = json.loads(message)
+            if control.get("type") == protocol.FINISH:
+                writer.close()
+                conn.send(("closed", writer.stats()))
+                return
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        try:
+            writer.close()
+        except Exception:
+            pass
+        try:
+            conn.send(("failed", reason))
+        except OSError:
+            pass
+
+
+_context: Optional[multiprocessing.context.BaseContext] = None
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """A forkserver context that has PyAV and this module loaded already, so starts are cheap."""
+    global _context
+    if _context is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["framecast_server.worker", "framecast_server.encoder"])
+        _context = ctx
+    return _context
+
+
+class EncoderProcess:
+    """The server's handle on one encoder process.
+
+    All methods that block (``start``, ``send``) are meant to run in a thread; ``on_message``
+    is called from this handle's reader thread for every message the worker sends, and once
+    more with ``("exited", exitcode)`` when the pipe closes.
+    """
+
+    def __init__(self, plan: OutputPlan, queue_chunks: int, on_message: Callable[[tuple], None]) -> None:
+        self.plan = plan
+        self._on_message = on_message
+        self._queue_chunks = queue_chunks
+        self._conn: Optional[Connection] = None
+        self.process: Optional[multiprocessing.process.BaseProcess] = None
+        self._send_lock = threading.Lock()
+
+    def start(self, timeout: float) -> tuple:
+        """Start the process and wait for its first message: ("ready", ...) or ("setup_failed", ...)."""
+        parent, child = multiprocessing.Pipe(duplex=True)
+        self.process = _mp_context().Process(
+            target=worker_main, args=(child, self.plan, self._queue_chunks), daemon=True,
+            name="framecast-encoder",
+        )
+        self.process.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(timeout):
+            self.kill()
+            return ("setup_failed", f"encoder did not open its output within {timeout:g} s", "destination")
+        early = []  # output bytes written while opening (a header), delivered after "ready"
+        try:
+            first = parent.recv()
+            while first[0] == "out":
+                early.append(first)
+                first = parent.recv()
+        except EOFError:
+            self.process.join(5)
+            return ("setup_failed", f"encoder process exited during setup ({exit_text(self.process.exitcode)})", None)
+        if first[0] == "ready":
+            threading.Thread(target=self._read, args=(early,), daemon=True, name="encoder-reader").start()
+        else:
+            self.process.join(5)
+        return first
+
+    def _read(self, early: list) -> None:
+        assert self._conn is not None and self.process is not None
+        for message in early:
+            self._on_message(message)
+        try:
+            while True:
+                self._on_message(self._conn.recv())
+        except (EOFError, OSError):
+            pass
+        self.process.join(10)
+        self._on_message(("exited", self.process.exitcode))
+
+    def send(self, data: bytes | memoryview) -> None:
+        """Hand one message to the worker; blocks while the worker's inbox is full."""
+        assert self._conn is not None
+        with self._send_lock:
+            self._conn.send_bytes(data)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.process.pid if self.process else None
+
+
+def exit_text(code: Optional[int]) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
