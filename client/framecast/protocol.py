@@ -179,7 +179,8 @@ class ChunkHeader:
         return fixed + shape + bytes(self.size - len(fixed) - len(shape))
 
 
-def _check_preamble(data: bytes | memoryview, kind: Kind) -> None:
+def _check_preamble(data: bytes | memoryview, kind: Optional[Kind] = None) -> int:
+    """Check magic and version (and the kind, if given); return the kind byte."""
     if len(data) < _PREAMBLE.size:
         raise ProtocolError(f"message too short: {len(data)} bytes, need at least {_PREAMBLE.size}")
     magic, version, got_kind = _PREAMBLE.unpack_from(data)
@@ -187,8 +188,9 @@ def _check_preamble(data: bytes | memoryview, kind: Kind) -> None:
         raise ProtocolError(f"bad magic: expected {MAGIC!r}, got {bytes(magic)!r}")
     if version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version}; this side speaks {VERSION}")
-    if got_kind != kind:
+    if kind is not None and got_kind != kind:
         raise ProtocolError(f"expected a {kind.name} message (kind {int(kind)}), got kind {got_kind}")
+    return got_kind
 
 
 def parse_chunk(data: bytes | bytearray | memoryview) -> Tuple[ChunkHeader, memoryview]:
@@ -281,20 +283,15 @@ class Output:
 def parse_server_binary(data: bytes | bytearray | memoryview) -> Ack | Output:
     """Parse a binary message the server sent (ACK or OUTPUT)."""
     view = memoryview(data).cast("B")
-    if len(view) < _PREAMBLE.size:
-        raise ProtocolError(f"message too short: {len(view)} bytes")
-    kind = view[3]
+    kind = _check_preamble(view)
     if kind == Kind.ACK:
-        _check_preamble(view, Kind.ACK)
         if len(view) != _ACK.size:
             raise ProtocolError(f"ACK must be {_ACK.size} bytes, got {len(view)}")
         return Ack(_ACK.unpack_from(view)[3])
     if kind == Kind.OUTPUT:
-        _check_preamble(view, Kind.OUTPUT)
         if len(view) < _OUTPUT_FIXED.size:
             raise ProtocolError(f"truncated OUTPUT header: {len(view)} bytes")
         return Output(_OUTPUT_FIXED.unpack_from(view)[3], view[_OUTPUT_FIXED.size :])
-    _check_preamble(view, Kind.ACK)  # raises with the preamble's complaint
     raise ProtocolError(f"unexpected message kind {kind} from server")
 
 

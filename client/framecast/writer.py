@@ -274,12 +274,14 @@ class StreamWriter:
 
 def _connect(url: str, token: str, headers: Dict[str, str]) -> ClientConnection:
     try:
+        # connect() is meant as a context manager; entering it by hand keeps the connection
+        # open across calls, and ClientConnection.close() ends it.
         return connect(
             url,
             additional_headers={**headers, "Authorization": f"Bearer {token}"},
             max_size=None,
             compression=None,
             open_timeout=30,
-        )
+        ).__enter__()
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise TransportError(f"cannot open the stream websocket {url}: {exc}") from exc

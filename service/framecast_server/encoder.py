@@ -135,9 +135,9 @@ class _AudioStream(_Stream):
         if array.shape[0] == 0:
             return []
         plan = self.plan
-        frame = av.AudioFrame.from_ndarray(
-            array.reshape(1, -1), format=plan.format, layout=_layout(plan.num_channels)
-        )
+        # Packed samples go straight into the frame's one plane (PyAV's from_ndarray lacks s64).
+        frame = av.AudioFrame(format=plan.format, layout=_layout(plan.num_channels), samples=array.shape[0])
+        np.frombuffer(frame.planes[0], dtype=array.dtype)[: array.size] = array.reshape(-1)
         frame.sample_rate = plan.sample_rate
         frame.pts = start
         frame.time_base = self.time_base

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import io
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -18,17 +17,33 @@ from typing import Dict, List, Optional, Tuple
 import av
 
 
+def _bundled(name: str) -> ctypes.CDLL:
+    libs = Path(av.__file__).parent.parent / "av.libs"
+    candidates = sorted(libs.glob(f"{name}*.so*")) if libs.is_dir() else []
+    return ctypes.CDLL(str(candidates[0]) if candidates else f"{name}.so")
+
+
 @functools.lru_cache(maxsize=1)
 def _libavformat() -> ctypes.CDLL:
-    libs = Path(av.__file__).parent.parent / "av.libs"
-    candidates = sorted(libs.glob("libavformat*.so*")) if libs.is_dir() else []
-    path = str(candidates[0]) if candidates else "libavformat.so"
-    lib = ctypes.CDLL(path)
+    lib = _bundled("libavformat")
     lib.avio_enum_protocols.restype = ctypes.c_char_p
     lib.avio_enum_protocols.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
-    lib.av_guess_format.restype = ctypes.POINTER(ctypes.c_char_p)  # first field of AVOutputFormat: name
+    lib.av_guess_format.restype = ctypes.c_void_p  # const AVOutputFormat *; its first field is name
     lib.av_guess_format.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
+    lib.av_guess_codec.restype = ctypes.c_int  # enum AVCodecID
+    lib.av_guess_codec.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
     return lib
+
+
+@functools.lru_cache(maxsize=1)
+def _libavcodec() -> ctypes.CDLL:
+    lib = _bundled("libavcodec")
+    lib.avcodec_get_name.restype = ctypes.c_char_p
+    lib.avcodec_get_name.argtypes = [ctypes.c_int]
+    return lib
+
+
+_AVMEDIA_TYPE = {"video": 0, "audio": 1}
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,7 +65,26 @@ def guess_muxer(filename: str) -> Optional[str]:
     ptr = _libavformat().av_guess_format(None, os.fsencode(filename), None)
     if not ptr:
         return None
-    return ptr[0].decode()
+    return ctypes.cast(ptr, ctypes.POINTER(ctypes.c_char_p))[0].decode()
+
+
+def default_encoder(muxer: str, media: str, filename: Optional[str] = None) -> Optional[str]:
+    """The encoder FFmpeg's CLI would pick for ``media`` in ``muxer`` (and ``filename``).
+
+    The file name matters for muxers like image2, where ``.png`` means PNG and ``.jpg`` JPEG.
+    Returns None when the muxer has no codec of that type or this FFmpeg has no encoder for it.
+    """
+    lib = _libavformat()
+    fmt = lib.av_guess_format(muxer.encode(), None, None)
+    if not fmt:
+        return None
+    codec_id = lib.av_guess_codec(fmt, None, os.fsencode(filename) if filename else None, None, _AVMEDIA_TYPE[media])
+    if codec_id == 0:  # AV_CODEC_ID_NONE
+        return None
+    try:
+        return av.Codec(_libavcodec().avcodec_get_name(codec_id).decode(), "w").name
+    except Exception:
+        return None
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,22 +119,6 @@ def audio_encoders() -> Dict[str, str]:
 
 def video_encoders() -> Dict[str, str]:
     return _encoders()["video"]
-
-
-@functools.lru_cache(maxsize=None)
-def muxer_defaults(muxer: str) -> Tuple[Optional[str], Optional[str]]:
-    """The (video, audio) encoder names a muxer defaults to, as FFmpeg's CLI would pick them."""
-    container = av.open(io.BytesIO(), "w", format=muxer)
-    try:
-        picks = []
-        for codec_name in (container.default_video_codec, container.default_audio_codec):
-            try:
-                picks.append(av.Codec(codec_name, "w").name if codec_name != "none" else None)
-            except Exception:
-                picks.append(None)
-        return picks[0], picks[1]
-    finally:
-        container.close()
 
 
 def versions() -> Dict[str, str]:

@@ -158,6 +158,22 @@ def _resolve_muxer(config: SessionConfig, hint: Optional[str]) -> str:
     raise InvalidConfig("required when the destination has no file name (e.g. a file-like object)", "format")
 
 
+def _client_muxer(muxer: str) -> str:
+    """The muxer to use when the bytes go back to the client through a custom I/O context.
+
+    Muxers flagged AVFMT_NOFILE open files of their own and ignore the I/O context. image2 (the
+    muxer for .png, .jpg, ...) has a twin that writes to the context, image2pipe, producing the
+    same image bytes; the others (hls, segment, tee, ...) can't write to a client at all.
+    """
+    if muxer == "image2":
+        return "image2pipe"
+    if av.ContainerFormat(muxer, "w").no_file:
+        raise InvalidConfig(
+            f"muxer {muxer!r} writes files of its own and cannot send its output to the client", "format"
+        )
+    return muxer
+
+
 def _pick_encoder(name: Optional[str], media: str, default: Optional[str], muxer: str, where: str) -> av.Codec:
     if name is None:
         if default is None:
@@ -334,13 +350,16 @@ def make_plan(config: SessionConfig, output_dir: Path) -> OutputPlan:
         )
     if isinstance(dest, ServerFileDestination):
         path = confine(output_dir, dest.path, "destination.path")
-        muxer = _resolve_muxer(config, str(path))
+        filename: Optional[str] = str(path)
+        muxer = _resolve_muxer(config, filename)
         plan = OutputPlan(muxer=muxer, target="file", path=str(path))
     else:
         assert isinstance(dest, ClientDestination)
-        muxer = _resolve_muxer(config, dest.filename)
-        plan = OutputPlan(muxer=muxer, target="client", seekable=dest.seekable)
-    default_video, default_audio = ffmpeg.muxer_defaults(muxer)
+        filename = dest.filename
+        muxer = _resolve_muxer(config, filename)
+        plan = OutputPlan(muxer=_client_muxer(muxer), target="client", seekable=dest.seekable)
+    default_video = ffmpeg.default_encoder(muxer, "video", filename)
+    default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
     for i, stream in enumerate(config.streams):
         if isinstance(stream, AudioStreamConfig):
             plan.streams.append(_plan_audio(i, stream, muxer, default_audio))

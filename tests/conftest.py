@@ -1,0 +1,85 @@
+"""Shared fixtures: a real framecast server (uvicorn, in a subprocess) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterator, Optional
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`framecast serve` run exactly as a user would, on 127.0.0.1:<free port>."""
+
+    def __init__(self, output_dir: Path, env: Optional[Dict[str, str]] = None, args: tuple = ()) -> None:
+        self.port = free_port()
+        self.output_dir = output_dir
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = output_dir.parent / f"server-{self.port}.log"
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("FRAMECAST_SERVER", None)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "framecast.cli", "serve", "--port", str(self.port),
+             "--output-dir", str(output_dir), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(output_dir.parent),
+        )
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not become healthy in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the whole run; tests use their own session ids and file names."""
+    base = tmp_path_factory.mktemp("server")
+    proc = ServerProcess(base / "output")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def api(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client

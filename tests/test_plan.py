@@ -1,0 +1,173 @@
+"""Config validation, StreamWriter defaults, pts arithmetic: no server, no sockets."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+
+import pytest
+from pydantic import ValidationError
+
+from framecast.protocol import ChunkHeader, DType
+from framecast_server.chunks import ChunkChecker, Timeline
+from framecast_server.errors import InvalidChunk, InvalidConfig
+from framecast_server.models import SessionConfig, parse_frame_rate
+from framecast_server.plan import make_plan, split_filter_chain
+
+
+def config(streams, dest=None, **extra):
+    return SessionConfig.model_validate(
+        {"destination": dest or {"type": "client", "filename": "out.mp4"}, "streams": streams, **extra}
+    )
+
+
+VIDEO = {"type": "video", "frame_rate": 30, "width": 128, "height": 96}
+AUDIO = {"type": "audio", "sample_rate": 16000, "num_channels": 2}
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (29.97, Fraction(30000, 1001)),
+        (23.976, Fraction(24000, 1001)),
+        (59.94, Fraction(60000, 1001)),
+        ("30000/1001", Fraction(30000, 1001)),
+        (30, Fraction(30)),
+        (30.0, Fraction(30)),
+        (12.5, Fraction(25, 2)),
+        (1, Fraction(1)),
+        ("25", Fraction(25)),
+    ],
+)
+def test_frame_rates_are_exact_rationals(value, expected):
+    assert parse_frame_rate(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -5, "abc", "1/0x", 5000])
+def test_bad_frame_rates_are_refused(value):
+    with pytest.raises((ValueError, ZeroDivisionError)):
+        parse_frame_rate(value)
+
+
+@pytest.mark.parametrize(
+    "filename, muxer, video, audio",
+    [
+        ("out.mp4", "mp4", "libx264", "aac"),
+        ("out.mov", "mov", "libx264", "aac"),
+        ("out.mkv", "matroska", "libx264", None),
+        ("clip.webm", "webm", "libvpx-vp9", "libopus"),
+        ("a.wav", "wav", None, "pcm_s16le"),
+        ("a.mp3", "mp3", None, "libmp3lame"),
+        ("still.png", "image2pipe", "png", None),
+        ("still.jpg", "image2pipe", "mjpeg", None),
+    ],
+)
+def test_defaults_follow_the_muxer_like_streamwriter(tmp_path, filename, muxer, video, audio):
+    streams = ([VIDEO] if video else []) + ([AUDIO] if audio else [])
+    plan = make_plan(config(streams, {"type": "client", "filename": filename}), tmp_path)
+    assert plan.muxer == muxer
+    encoders = [s.encoder for s in plan.streams]
+    assert encoders == [e for e in (video, audio) if e]
+
+
+def test_encoder_formats_default_to_input_when_possible(tmp_path):
+    plan = make_plan(config([VIDEO, {**VIDEO, "format": "yuv444p"}, AUDIO]), tmp_path)
+    assert plan.streams[0].encoder_format == "yuv420p"  # libx264 takes no rgb24
+    assert plan.streams[1].encoder_format == "yuv444p"  # libx264 takes yuv444p as it is
+    assert plan.streams[2].encoder_format == "fltp"  # aac: planar float for float input
+    wav = make_plan(config([{**AUDIO, "format": "s16"}], {"type": "client", "filename": "a.wav"}), tmp_path)
+    assert wav.streams[0].encoder_format == "s16"
+
+
+def test_sample_rate_picks_a_supported_one(tmp_path):
+    plan = make_plan(config([{**AUDIO, "sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}), tmp_path)
+    assert plan.streams[0].encoder_sample_rate == 48000
+    with pytest.raises(InvalidConfig, match="does not take 96000 Hz") as err:
+        make_plan(config([{**AUDIO, "encoder_sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}), tmp_path)
+    assert err.value.field == "streams.0.encoder_sample_rate"
+
+
+@pytest.mark.parametrize(
+    "streams, dest, extra, field, message",
+    [
+        ([{**VIDEO, "encoder": "nope264"}], None, {}, "streams.0.encoder", "unknown video encoder 'nope264'"),
+        ([{**VIDEO, "encoder": "aac"}], None, {}, "streams.0.encoder", "'aac' is a audio encoder"),
+        ([{**VIDEO, "encoder_format": "rgb24"}], None, {}, "streams.0.encoder_format", "does not take 'rgb24'"),
+        ([{**VIDEO, "height": 95}], None, {}, "streams.0.encoder_height", "yuv420p needs an even width and height"),
+        ([{**VIDEO, "width": 127}], None, {}, "streams.0.encoder_width", "got 127x96"),
+        ([AUDIO], {"type": "client"}, {}, "format", "required when the destination has no file name"),
+        ([AUDIO], None, {"format": "nonsense"}, "format", "unknown muxer 'nonsense'"),
+        ([AUDIO], {"type": "client", "filename": "x.unknownext"}, {}, "format", "cannot guess a muxer"),
+        ([AUDIO], {"type": "url", "url": "rtmp://127.0.0.1/live/x"}, {}, "destination.url", "not supported"),
+        ([{**VIDEO, "filter_desc": "nosuchfilter=1"}], None, {}, "streams.0.filter_desc", "unknown filter"),
+        ([{**VIDEO, "filter_desc": "[in]hflip[out]"}], None, {}, "streams.0.filter_desc", "linear chain"),
+        ([AUDIO], {"type": "client", "filename": "a.m3u8"}, {}, "format", "writes files of its own"),
+        ([AUDIO], {"type": "server_file", "path": "../escape.wav"}, {}, "destination.path", "must not contain '..'"),
+        ([AUDIO], {"type": "server_file", "path": "/etc/x.wav"}, {}, "destination.path", "must be relative"),
+        ([AUDIO], {"type": "server_file", "path": "file:x.wav"}, {}, "destination.path", "not a URL"),
+    ],
+)
+def test_configs_that_cannot_work_name_the_field(tmp_path, streams, dest, extra, field, message):
+    with pytest.raises(InvalidConfig, match=message) as err:
+        make_plan(config(streams, dest, **extra), tmp_path)
+    assert err.value.field == field
+
+
+def test_symlinks_out_of_the_output_dir_are_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(outside, root / "link")
+    with pytest.raises(InvalidConfig, match="resolves outside the output directory"):
+        make_plan(config([AUDIO], {"type": "server_file", "path": "link/a.wav"}), root)
+    plan = make_plan(config([AUDIO], {"type": "server_file", "path": "rec/a.wav"}), root)
+    assert plan.path == str(root.resolve() / "rec" / "a.wav") and plan.muxer == "wav"
+
+
+def test_model_refuses_unknown_fields_and_formats():
+    with pytest.raises(ValidationError, match="unknown input pixel format 'rgba'"):
+        config([{**VIDEO, "format": "rgba"}])
+    with pytest.raises(ValidationError, match="unknown input sample format 's24'"):
+        config([{**AUDIO, "format": "s24"}])
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        config([{**AUDIO, "bogus": 1}])
+    with pytest.raises(ValidationError):
+        config([])
+
+
+def test_filter_chains_split_on_unquoted_commas():
+    assert split_filter_chain("hflip,scale=64:48") == [("hflip", None), ("scale", "64:48")]
+    assert split_filter_chain("drawtext=text='a,b':x=1") == [("drawtext", "text='a,b':x=1")]
+    assert split_filter_chain(r"eq=contrast=1\,2") == [("eq", r"contrast=1\,2")]
+    for bad in ("a;b", "a,,b", "'open"):
+        with pytest.raises(ValueError):
+            split_filter_chain(bad)
+
+
+def test_timeline_places_chunks_and_refuses_going_back():
+    line = Timeline(Fraction(30000, 1001))
+    assert line.start_of(10, None) == 0
+    line.advance(0, 10)
+    assert line.start_of(5, 10 * 1001 / 30000) == 10  # exactly where the last chunk ended
+    assert line.start_of(5, 1.0) == 30  # a gap is allowed
+    with pytest.raises(InvalidChunk, match="goes backwards"):
+        line.start_of(5, 0.1)
+
+
+def test_chunk_checker_names_expected_and_received(tmp_path):
+    plan = make_plan(config([VIDEO, AUDIO]), tmp_path)
+    checker = ChunkChecker(plan.streams)
+    assert checker.check(ChunkHeader(0, 0, DType.UINT8, (2, 3, 96, 128))) == 0
+    assert checker.check(ChunkHeader(0, 1, DType.UINT8, (2, 3, 96, 128))) == 2
+    cases = [
+        (ChunkHeader(5, 2, DType.UINT8, (1,)), "stream index 5 does not exist; this session has streams 0..1"),
+        (ChunkHeader(0, 2, DType.FLOAT32, (1, 3, 96, 128)), "expected dtype uint8 .* got float32"),
+        (ChunkHeader(0, 2, DType.UINT8, (1, 3, 96, 100)), r"expected shape \(frames, 3, 96, 128\), got \(1, 3, 96, 100\)"),
+        (ChunkHeader(1, 2, DType.FLOAT32, (100, 1)), r"expected shape \(frames, 2\), got \(100, 1\)"),
+        (ChunkHeader(0, 2, DType.UINT8, (1, 3, 96, 128), pts=0.0), "goes backwards"),
+    ]
+    for header, message in cases:
+        with pytest.raises(InvalidChunk, match=message):
+            checker.check(header)
+    assert checker.check(ChunkHeader(1, 3, DType.FLOAT32, (100, 2))) == 0
