@@ -87,7 +87,16 @@ class _Stream:
         self.stats = StreamStats()
 
     def frames(self, array: np.ndarray, start: int) -> List[av.frame.Frame]:
+        """Frames for a (T, ...) chunk whose first tick is ``start``."""
         raise NotImplementedError
+
+    def gap(self, end: int, start: int) -> List[av.frame.Frame]:
+        """Frames that fill the time between the previous chunk's ``end`` and ``start``.
+
+        Video needs none: a frame lasts until the next one. Audio containers like WAV have no
+        timestamps, so an explicit pts past the end is kept by writing silence up to it.
+        """
+        return []
 
     def encode(self, frames: List[Optional[av.frame.Frame]]) -> List[av.Packet]:
         packets = []
@@ -144,6 +153,14 @@ class _AudioStream(_Stream):
         return [frame]
 
 
+    def gap(self, end: int, start: int) -> List[av.frame.Frame]:
+        if start <= end:
+            return []
+        silence = np.full((start - end, self.plan.num_channels), 128 if self.plan.format == "u8" else 0,
+                          dtype=self.plan.dtype.numpy)
+        return self.frames(silence, end)
+
+
 def _layout(channels: int) -> av.AudioLayout:
     """FFmpeg's default layout for a channel count (1 mono, 2 stereo, 6 5.1, ...)."""
     return av.AudioLayout(f"{channels}c")
@@ -163,7 +180,11 @@ def _apply_codec_config(ctx: Any, cfg: Dict[str, Optional[int]], options: Dict[s
             ctx.max_b_frames = cfg["max_b_frames"]
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """FFmpeg's own words for an error where it left some (its last log line), else the error text."""
+    log_entry = getattr(exc, "log", None)
+    if isinstance(exc, av.FFmpegError) and log_entry and len(log_entry) == 3 and log_entry[2]:
+        return f"{log_entry[2].strip()} ({exc.strerror})"
     text = str(exc)
     return text if text else type(exc).__name__
 
@@ -196,7 +217,7 @@ class OutputWriter:
         try:
             self.container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
         except Exception as exc:
-            raise SetupError(f"cannot open output: {_describe(exc)}", "destination") from exc
+            raise SetupError(f"cannot open output: {describe_error(exc)}", "destination") from exc
         try:
             self.streams: List[_Stream] = [self._add_stream(s) for s in plan.streams]
             self.container.metadata.update(plan.metadata)
@@ -204,7 +225,7 @@ class OutputWriter:
                 self.container.start_encoding()
             except Exception as exc:
                 raise SetupError(
-                    f"muxer {plan.muxer!r} refused the streams: {_describe(exc)}", "format"
+                    f"muxer {plan.muxer!r} refused the streams: {describe_error(exc)}", "format"
                 ) from exc
         except BaseException:
             self._abort()
@@ -231,11 +252,11 @@ class OutputWriter:
             _apply_codec_config(ctx, plan.codec_config, options)
             ctx.options = options
         except Exception as exc:
-            raise SetupError(f"cannot configure encoder {plan.encoder!r}: {_describe(exc)}", where) from exc
+            raise SetupError(f"cannot configure encoder {plan.encoder!r}: {describe_error(exc)}", where) from exc
         try:
             ctx.open()
         except Exception as exc:
-            raise SetupError(f"encoder {plan.encoder!r} refused the settings: {_describe(exc)}", where) from exc
+            raise SetupError(f"encoder {plan.encoder!r} refused the settings: {describe_error(exc)}", where) from exc
         unused = dict(ctx.options or {})
         if unused:
             self.warnings.append(f"{where}.encoder_option: not used by {plan.encoder}: {unused}")
@@ -266,14 +287,15 @@ class OutputWriter:
         try:
             return _FilterChain(source, media, steps)
         except Exception as exc:
-            raise SetupError(f"filter chain refused: {_describe(exc)}", where + ".filter_desc") from exc
+            raise SetupError(f"filter chain refused: {describe_error(exc)}", where + ".filter_desc") from exc
 
     def write(self, index: int, array: np.ndarray, pts: Optional[float]) -> None:
         """Encode one chunk of stream ``index`` and mux its packets."""
         stream = self.streams[index]
+        previous_end = stream.timeline.next_tick
         start = stream.timeline.start_of(array.shape[0], pts)
         stream.timeline.advance(start, array.shape[0])
-        frames = stream.frames(array, start)
+        frames = stream.gap(previous_end, start) + stream.frames(array, start)
         stream.stats.chunks += 1
         stream.stats.frames += array.shape[0]
         self._mux(stream.encode(frames))

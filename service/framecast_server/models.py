@@ -197,6 +197,7 @@ class SessionInfo(BaseModel):
     warnings: List[str] = Field(default_factory=list)
     streams: List[StreamInfo]
     output_bytes: int = 0
+    encoder_pid: Optional[int] = Field(None, description="PID of the session's encoder process.")
 
 
 class SessionCreated(SessionInfo):

@@ -272,6 +272,7 @@ class Session:
                 for i, s in enumerate(self.plan.streams)
             ],
             output_bytes=self.output_bytes,
+            encoder_pid=self.encoder.pid,
         )
 
 

@@ -80,8 +80,13 @@ def _reader(conn: Connection, inbox: "queue.Queue[Optional[bytes]]") -> None:
 
 def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
     """Entry point of an encoder process: open the output, then encode until told to finish."""
-    from .encoder import OutputWriter, SetupError  # imported here: PyAV loads in the worker
+    import av.logging
 
+    from .encoder import OutputWriter, SetupError, describe_error
+
+    # FFmpeg's error lines reach Python logging (and the worker's stderr, the server's log), and
+    # PyAV attaches the last one to the exception it raises, so failures carry FFmpeg's reason.
+    av.logging.set_level(av.logging.ERROR)
     sink = _PipeSink(conn, plan.seekable) if plan.target == "client" else None
     try:
         writer = OutputWriter(plan, sink)  # type: ignore[arg-type]
@@ -89,7 +94,7 @@ def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
         conn.send(("setup_failed", str(exc), exc.field))
         return
     except Exception as exc:  # anything else PyAV raised while opening
-        conn.send(("setup_failed", f"cannot open output: {exc}", None))
+        conn.send(("setup_failed", f"cannot open output: {describe_error(exc)}", None))
         return
     conn.send(("ready", writer.warnings))
 
@@ -112,7 +117,7 @@ def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
                 conn.send(("closed", writer.stats()))
                 return
     except Exception as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = describe_error(exc)
         try:
             writer.close()
         except Exception:
