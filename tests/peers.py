@@ -102,9 +102,13 @@ class NginxRtmp:
 
     ``record_append``: nginx-rtmp truncates ``NAME.flv`` when a stream of the same name is
     published again (e.g. a publisher that reconnects after :meth:`restart`); with
-    ``record_append=True`` it appends instead, so one file holds every session of that name.
-    ``worker_shutdown_timeout`` bounds how long a graceful stop waits for publishers still
-    connected before nginx closes their connections (and so finalizes their recordings).
+    ``record_append=True`` it appends instead, so one file holds every session of that name, the
+    later ones shifted in time to follow on without a gap.
+
+    Three ways down, for three kinds of test: :meth:`stop` (graceful: waits for publishers to
+    finish), :meth:`terminate` (fast: drops publishers at once, like a server restarting under
+    them) and :meth:`kill` (like a crash). nginx-rtmp writes every FLV tag straight to the file
+    with write(2), so a recording holds everything received up to that moment in all three cases.
     """
 
     def __init__(
@@ -115,7 +119,6 @@ class NginxRtmp:
         record_append: bool = False,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
-        worker_shutdown_timeout: float = 3.0,
         bind_attempts: int = 5,
     ) -> None:
         self._owns_workdir = workdir is None
@@ -131,7 +134,6 @@ class NginxRtmp:
         self.record_append = record_append
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
-        self.worker_shutdown_timeout = worker_shutdown_timeout
         self.bind_attempts = bind_attempts
         self._fixed_port = port
         self.port: int = port or 0
@@ -233,7 +235,6 @@ worker_processes 1;
 pid {_quote(self.pid_path)};
 lock_file {_quote(self.workdir / "nginx.lock")};
 error_log {_quote(self.error_log_path)} info;
-worker_shutdown_timeout {max(1, int(round(self.worker_shutdown_timeout * 1000)))}ms;
 
 events {{
     worker_connections 256;
@@ -255,33 +256,53 @@ rtmp {{
 """
 
     def stop(self, timeout: Optional[float] = None) -> bool:
-        """Stop gracefully (SIGQUIT) so open recordings are closed; kill if that takes too long.
+        """Stop gracefully (SIGQUIT): nginx lets connected publishers finish and closes their
+        recordings (nginx-rtmp marks the FLV header's audio/video flags on close).
 
-        Returns True when nginx exited by itself within ``timeout`` (default ``stop_timeout``),
-        False when it had to be killed. Publishers still connected are disconnected by nginx
-        after ``worker_shutdown_timeout``.
+        A graceful nginx-rtmp waits for publishers for as long as they keep sending (its RTMP
+        connections ignore ``worker_shutdown_timeout``), so after ``timeout`` (default
+        ``stop_timeout``) this falls back to :meth:`terminate`, then to :meth:`kill`.
+        Returns True when nginx exited gracefully within the timeout.
         """
-        if self.proc is None:
+        if self._reap():
             return True
-        if self.proc.poll() is not None:
-            self.proc = None
-            return True
+        assert self.proc is not None
         self.proc.send_signal(signal.SIGQUIT)
         try:
             self.proc.wait(timeout=self.stop_timeout if timeout is None else timeout)
-            graceful = True
         except subprocess.TimeoutExpired:
-            graceful = False
+            self.terminate()
+            return False
+        self._kill_group()  # nothing should be left; make sure no worker outlives the master
+        return True
+
+    def terminate(self, timeout: float = 5.0) -> None:
+        """Fast shutdown (SIGTERM): nginx exits at once and publishers see their connection
+        drop (a broken pipe), as when a server restarts under them. Kills after ``timeout``.
+        """
+        if self._reap():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
         self._kill_group()
-        return graceful
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL to master and workers), like a crashed server.
 
-        Recordings open at that moment are left as written so far (FLV needs no trailer, so they
-        still decode up to the last complete tag).
+        Recordings open at that moment keep what was written so far (FLV has no index or
+        trailer, so they decode up to the last complete tag).
         """
         self._kill_group()
+
+    def _reap(self) -> bool:
+        """True (and forget the process) when nginx is not running any more."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self._kill_group()
+        return self.proc is None
 
     def _kill_group(self) -> None:
         """SIGKILL nginx's whole process group (workers too) and reap the master; bounded."""
@@ -297,17 +318,19 @@ rtmp {{
             pass
         self.proc = None
 
-    def restart(self, down_for: float = 0.0, graceful: bool = True) -> "NginxRtmp":
-        """Stop (gracefully, or :meth:`kill` when ``graceful`` is False), stay down ``down_for``
-        seconds, and start again on the same port with the same record dir.
+    def restart(self, down_for: float = 0.0, how: str = "terminate") -> "NginxRtmp":
+        """Go down, stay down ``down_for`` seconds, and start again on the same port with the
+        same record dir.
 
-        Publishers are disconnected; one that reconnects to the same name starts a new recording
-        of ``NAME.flv`` (truncating it, unless ``record_append``).
+        ``how`` is ``"terminate"`` (default: publishers are dropped at once, as by a real server
+        restart), ``"stop"`` (graceful: waits for publishers to finish first) or ``"kill"``.
+        A publisher that reconnects to the same name starts ``NAME.flv`` anew (truncating it)
+        unless ``record_append``.
         """
-        if graceful:
-            self.stop()
-        else:
-            self.kill()
+        actions = {"terminate": self.terminate, "stop": self.stop, "kill": self.kill}
+        if how not in actions:
+            raise ValueError(f"how must be one of {sorted(actions)}, not {how!r}")
+        actions[how]()
         if down_for > 0:
             time.sleep(down_for)
         return self.start()
