@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, Optional
 
 import httpx
 import pytest
@@ -26,7 +26,7 @@ def free_port() -> int:
 class ServerProcess:
     """`framecast serve` run exactly as a user would, on 127.0.0.1:<free port>."""
 
-    def __init__(self, output_dir: Path, env: Optional[Dict[str, str]] = None, args: tuple = ()) -> None:
+    def __init__(self, output_dir: Path, env: dict[str, str] | None = None, args: tuple = ()) -> None:
         self.port = free_port()
         self.output_dir = output_dir
         self.url = f"http://127.0.0.1:{self.port}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Union
 
 import av
 import numpy as np
@@ -80,7 +80,7 @@ def dominant_frequency(samples: np.ndarray, rate: int) -> float:
 Source = Union[str, Path, bytes, io.BytesIO]
 
 
-def decode(source: Source, format: Optional[str] = None) -> Dict[str, Any]:
+def decode(source: Source, format: str | None = None) -> dict[str, Any]:
     """Decode every stream of an output: codecs, sizes, frame and sample counts, content."""
     if isinstance(source, bytes):
         source = io.BytesIO(source)
@@ -88,13 +88,13 @@ def decode(source: Source, format: Optional[str] = None) -> Dict[str, Any]:
         source.seek(0)
     elif isinstance(source, Path):
         source = str(source)
-    result: Dict[str, Any] = {"streams": []}
+    result: dict[str, Any] = {"streams": []}
     with av.open(source, format=format) as container:
         result["format"] = container.format.name
         result["metadata"] = dict(container.metadata)
-        infos: List[Dict[str, Any]] = []
+        infos: list[dict[str, Any]] = []
         for stream in container.streams:
-            info: Dict[str, Any] = {"type": stream.type, "codec": stream.codec_context.codec.canonical_name}
+            info: dict[str, Any] = {"type": stream.type, "codec": stream.codec_context.codec.canonical_name}
             if stream.type == "video":
                 info.update(width=stream.codec_context.width, height=stream.codec_context.height,
                             pix_fmt=stream.codec_context.pix_fmt, frames=[],

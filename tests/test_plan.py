@@ -6,13 +6,12 @@ import os
 from fractions import Fraction
 
 import pytest
-from pydantic import ValidationError
-
 from framecast.protocol import ChunkHeader, DType
 from framecast_server.chunks import ChunkChecker, Timeline
 from framecast_server.errors import InvalidChunk, InvalidConfig
 from framecast_server.models import SessionConfig, parse_frame_rate
 from framecast_server.plan import make_plan, split_filter_chain
+from pydantic import ValidationError
 
 
 def config(streams, dest=None, **extra):
@@ -163,7 +162,8 @@ def test_chunk_checker_names_expected_and_received(tmp_path):
     cases = [
         (ChunkHeader(5, 2, DType.UINT8, (1,)), "stream index 5 does not exist; this session has streams 0..1"),
         (ChunkHeader(0, 2, DType.FLOAT32, (1, 3, 96, 128)), "expected dtype uint8 .* got float32"),
-        (ChunkHeader(0, 2, DType.UINT8, (1, 3, 96, 100)), r"expected shape \(frames, 3, 96, 128\), got \(1, 3, 96, 100\)"),
+        (ChunkHeader(0, 2, DType.UINT8, (1, 3, 96, 100)),
+         r"expected shape \(frames, 3, 96, 128\), got \(1, 3, 96, 100\)"),
         (ChunkHeader(1, 2, DType.FLOAT32, (100, 1)), r"expected shape \(frames, 2\), got \(100, 1\)"),
         (ChunkHeader(0, 2, DType.UINT8, (1, 3, 96, 128), pts=0.0), "goes backwards"),
     ]

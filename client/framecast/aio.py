@@ -8,7 +8,7 @@ like StreamWriter's ``with writer.open():``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Optional
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -22,14 +22,14 @@ from .writer_base import WriterCore, WriterState
 class _OpenAwaitable:
     """What ``AsyncStreamWriter.open()`` returns: await it, or use it in ``async with``."""
 
-    def __init__(self, writer: "AsyncStreamWriter", option: Optional[Dict[str, str]]) -> None:
+    def __init__(self, writer: AsyncStreamWriter, option: dict[str, str] | None) -> None:
         self._writer = writer
         self._option = option
 
     def __await__(self) -> Any:
         return self._writer._open(self._option).__await__()
 
-    async def __aenter__(self) -> "AsyncStreamWriter":
+    async def __aenter__(self) -> AsyncStreamWriter:
         return await self._writer._open(self._option)
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -46,27 +46,27 @@ class AsyncStreamWriter:
     def __init__(
         self,
         dst: Any,
-        format: Optional[str] = None,
+        format: str | None = None,
         *,
-        server: Optional[str] = None,
-        api_key: Optional[str] = None,
+        server: str | None = None,
+        api_key: str | None = None,
         timeout: float = 300.0,
     ) -> None:
         self._core = WriterCore(dst, format)
         self._server = server
         self._api_key = api_key
         self._timeout = timeout
-        self._rest: Optional[AsyncRestClient] = None
-        self._ws: Optional[ClientConnection] = None
-        self._reader: Optional["asyncio.Task[None]"] = None
+        self._rest: AsyncRestClient | None = None
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        self._broken: Optional[FramecastError] = None
+        self._broken: FramecastError | None = None
 
-    def open(self, option: Optional[Dict[str, str]] = None) -> _OpenAwaitable:
+    def open(self, option: dict[str, str] | None = None) -> _OpenAwaitable:
         """Create the session and connect: ``await w.open()`` or ``async with w.open():``."""
         return _OpenAwaitable(self, option)
 
-    async def _open(self, option: Optional[Dict[str, str]]) -> "AsyncStreamWriter":
+    async def _open(self, option: dict[str, str] | None) -> AsyncStreamWriter:
         config = self._core.session_config(option)
         self._rest = AsyncRestClient(self._server, self._api_key)
         try:
@@ -110,15 +110,15 @@ class AsyncStreamWriter:
         if self._broken is not None and not self._core.done:
             raise self._broken
 
-    async def write_audio_chunk(self, i: int, chunk: Any, pts: Optional[float] = None) -> None:
+    async def write_audio_chunk(self, i: int, chunk: Any, pts: float | None = None) -> None:
         """Write (frames, channels) audio to stream ``i``."""
         await self._write(i, chunk, pts, "audio")
 
-    async def write_video_chunk(self, i: int, chunk: Any, pts: Optional[float] = None) -> None:
+    async def write_video_chunk(self, i: int, chunk: Any, pts: float | None = None) -> None:
         """Write (frames, channels, height, width) uint8 video to stream ``i``."""
         await self._write(i, chunk, pts, "video")
 
-    async def _write(self, i: int, chunk: Any, pts: Optional[float], kind: str) -> None:
+    async def _write(self, i: int, chunk: Any, pts: float | None, kind: str) -> None:
         self._check()
         messages = self._core.chunk_messages(i, chunk, pts, kind)
         assert self._ws is not None
@@ -173,7 +173,7 @@ class AsyncStreamWriter:
                 self._rest = None
         self._check()
 
-    async def __aenter__(self) -> "AsyncStreamWriter":
+    async def __aenter__(self) -> AsyncStreamWriter:
         if self._core.state is WriterState.CONFIGURING:
             await self._open(None)
         return self
@@ -188,11 +188,11 @@ class AsyncStreamWriter:
             pass
 
     @property
-    def session_id(self) -> Optional[str]:
+    def session_id(self) -> str | None:
         return self._core.session.get("id")
 
     @property
-    def summary(self) -> Optional[Dict[str, Any]]:
+    def summary(self) -> dict[str, Any] | None:
         return self._core.summary
 
     def __repr__(self) -> str:

@@ -6,17 +6,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="framecast", description="Stream tensors into FFmpeg encoders.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the framecast server")
     serve.add_argument("--host", default=None, help="bind address (FRAMECAST_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (FRAMECAST_PORT, default 8000)")
-    serve.add_argument("--output-dir", type=Path, default=None, help="server-side outputs (FRAMECAST_OUTPUT_DIR, default ./output)")
+    serve.add_argument(
+        "--output-dir", type=Path, default=None, help="server-side outputs (FRAMECAST_OUTPUT_DIR, default ./output)"
+    )
 
     caps = sub.add_parser("capabilities", help="print what the server's FFmpeg can do")
     caps.add_argument("--server", default=None, help="server URL (FRAMECAST_SERVER, default http://127.0.0.1:8000)")

@@ -15,7 +15,7 @@ Every error raised because of something the server said carries the server's mes
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 
 class FramecastError(Exception):
@@ -34,7 +34,7 @@ class InvalidConfig(FramecastError, ValueError):
         detail: the server's structured error body, when the server refused it.
     """
 
-    def __init__(self, message: str, *, field: Optional[str] = None, detail: Any = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, detail: Any = None) -> None:
         super().__init__(message)
         self.field = field
         self.detail = detail
@@ -47,7 +47,7 @@ class InvalidChunk(FramecastError, ValueError):
         seq: sequence number of the refused chunk, when the server refused it.
     """
 
-    def __init__(self, message: str, *, seq: Optional[int] = None) -> None:
+    def __init__(self, message: str, *, seq: int | None = None) -> None:
         super().__init__(message)
         self.seq = seq
 
@@ -68,7 +68,7 @@ class ServerError(FramecastError):
         code: the server's machine-readable error code (``session_not_found``, ...).
     """
 
-    def __init__(self, message: str, *, status: Optional[int] = None, code: Optional[str] = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -85,6 +85,6 @@ class SessionFailed(ServerError):
         reason: the server's description of what went wrong (often FFmpeg's own words).
     """
 
-    def __init__(self, reason: str, *, code: Optional[str] = "session_failed") -> None:
+    def __init__(self, reason: str, *, code: str | None = "session_failed") -> None:
         super().__init__(f"session failed: {reason}", code=code)
         self.reason = reason

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import numpy as np
 
@@ -19,14 +19,14 @@ def write_video(
     video_array: Any,
     fps: float,
     video_codec: str = "libx264",
-    options: Optional[Dict[str, Any]] = None,
+    options: dict[str, Any] | None = None,
     audio_array: Any = None,
-    audio_fps: Optional[float] = None,
-    audio_codec: Optional[str] = None,
-    audio_options: Optional[Dict[str, Any]] = None,
+    audio_fps: float | None = None,
+    audio_codec: str | None = None,
+    audio_options: dict[str, Any] | None = None,
     *,
-    server: Optional[str] = None,
-    api_key: Optional[str] = None,
+    server: str | None = None,
+    api_key: str | None = None,
 ) -> None:
     """Write a [T, H, W, C] uint8 video (and optional [C, N] audio) to ``filename``.
 
@@ -68,13 +68,14 @@ def write_video(
             writer.write_audio_chunk(1, np.ascontiguousarray(audio.T))
 
 
-def capabilities(server: Optional[str] = None, api_key: Optional[str] = None) -> Dict[str, Any]:
+def capabilities(server: str | None = None, api_key: str | None = None) -> dict[str, Any]:
     """What the server's FFmpeg can do: library versions, muxers, encoders, output protocols.
 
     The framecast counterpart of ``torchaudio.utils.ffmpeg_utils``.
     """
     rest = RestClient(server, api_key)
     try:
-        return rest.request("GET", "/v1/capabilities")
+        caps: dict[str, Any] = rest.request("GET", "/v1/capabilities")
+        return caps
     finally:
         rest.close()

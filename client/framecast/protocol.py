@@ -40,7 +40,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +85,7 @@ class DType(enum.IntEnum):
         return _NUMPY_NAMES[self]
 
     @classmethod
-    def from_numpy(cls, dtype: Any) -> "DType":
+    def from_numpy(cls, dtype: Any) -> DType:
         dt = np.dtype(dtype)
         for code, name in _NUMPY_NAMES.items():
             if dt.kind == np.dtype(name).kind and dt.itemsize == np.dtype(name).itemsize:
@@ -105,7 +105,7 @@ _NUMPY_NAMES = {
 }
 
 #: Input sample formats of audio streams (StreamWriter's ``format=``) and the dtype each expects.
-AUDIO_SAMPLE_FORMATS: Dict[str, DType] = {
+AUDIO_SAMPLE_FORMATS: dict[str, DType] = {
     "u8": DType.UINT8,
     "s16": DType.INT16,
     "s32": DType.INT32,
@@ -115,7 +115,7 @@ AUDIO_SAMPLE_FORMATS: Dict[str, DType] = {
 }
 
 #: Input pixel formats of video streams and their channel count; all are uint8.
-VIDEO_PIXEL_FORMATS: Dict[str, int] = {
+VIDEO_PIXEL_FORMATS: dict[str, int] = {
     "gray8": 1,
     "rgb24": 3,
     "bgr24": 3,
@@ -137,8 +137,8 @@ class ChunkHeader:
     stream: int
     seq: int
     dtype: DType
-    shape: Tuple[int, ...]
-    pts: Optional[float] = None
+    shape: tuple[int, ...]
+    pts: float | None = None
 
     @property
     def size(self) -> int:
@@ -179,7 +179,7 @@ class ChunkHeader:
         return fixed + shape + bytes(self.size - len(fixed) - len(shape))
 
 
-def _check_preamble(data: bytes | memoryview, kind: Optional[Kind] = None) -> int:
+def _check_preamble(data: bytes | memoryview, kind: Kind | None = None) -> int:
     """Check magic and version (and the kind, if given); return the kind byte."""
     if len(data) < _PREAMBLE.size:
         raise ProtocolError(f"message too short: {len(data)} bytes, need at least {_PREAMBLE.size}")
@@ -190,10 +190,10 @@ def _check_preamble(data: bytes | memoryview, kind: Optional[Kind] = None) -> in
         raise ProtocolError(f"unsupported protocol version {version}; this side speaks {VERSION}")
     if kind is not None and got_kind != kind:
         raise ProtocolError(f"expected a {kind.name} message (kind {int(kind)}), got kind {got_kind}")
-    return got_kind
+    return int(got_kind)
 
 
-def parse_chunk(data: bytes | bytearray | memoryview) -> Tuple[ChunkHeader, memoryview]:
+def parse_chunk(data: bytes | bytearray | memoryview) -> tuple[ChunkHeader, memoryview]:
     """Parse a CHUNK message into its header and a zero-copy view of its payload.
 
     Raises:
@@ -235,7 +235,7 @@ def parse_chunk(data: bytes | bytearray | memoryview) -> Tuple[ChunkHeader, memo
     return header, payload
 
 
-def encode_chunk(stream: int, seq: int, array: np.ndarray, pts: Optional[float] = None) -> Tuple[bytes, memoryview]:
+def encode_chunk(stream: int, seq: int, array: np.ndarray, pts: float | None = None) -> tuple[bytes, memoryview]:
     """Serialize ``array`` as a CHUNK: returns (header bytes, payload view).
 
     The two parts are returned separately so that a sender can hand both to the socket without
@@ -247,7 +247,7 @@ def encode_chunk(stream: int, seq: int, array: np.ndarray, pts: Optional[float] 
     if array.dtype.byteorder == ">":
         raise ProtocolError("array must be little-endian")
     header = ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(array.shape), pts=pts)
-    return header.serialize(), memoryview(array).cast("B")
+    return header.serialize(), array.data.cast("B")
 
 
 def chunk_array(header: ChunkHeader, payload: bytes | memoryview) -> np.ndarray:
@@ -314,7 +314,7 @@ def encode_control(type_: str, **fields: Any) -> str:
     return json.dumps({"type": type_, **fields}, separators=(",", ":"))
 
 
-def parse_control(text: str) -> Dict[str, Any]:
+def parse_control(text: str) -> dict[str, Any]:
     """Parse a JSON control message; it must be an object with a string ``type``."""
     try:
         msg = json.loads(text)

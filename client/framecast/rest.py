@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Dict, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -13,12 +14,12 @@ from .errors import InvalidConfig, ServerError, SessionNotFound, TransportError
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
-def server_url(server: Optional[str]) -> str:
+def server_url(server: str | None) -> str:
     """``server``, else $FRAMECAST_SERVER, else http://127.0.0.1:8000 (no trailing slash)."""
     return (server or os.environ.get("FRAMECAST_SERVER") or DEFAULT_SERVER).rstrip("/")
 
 
-def auth_headers(api_key: Optional[str]) -> Dict[str, str]:
+def auth_headers(api_key: str | None) -> dict[str, str]:
     key = api_key or os.environ.get("FRAMECAST_API_KEY")
     return {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -54,7 +55,7 @@ def raise_for_error(response: httpx.Response) -> Any:
 class RestClient:
     """Blocking REST calls."""
 
-    def __init__(self, server: Optional[str] = None, api_key: Optional[str] = None, timeout: float = 60.0) -> None:
+    def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.server = server_url(server)
         self.headers = auth_headers(api_key)
         self._http = httpx.Client(base_url=self.server, headers=self.headers, timeout=timeout)
@@ -82,7 +83,7 @@ class RestClient:
 class AsyncRestClient:
     """Non-blocking REST calls for asyncio code."""
 
-    def __init__(self, server: Optional[str] = None, api_key: Optional[str] = None, timeout: float = 60.0) -> None:
+    def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.server = server_url(server)
         self.headers = auth_headers(api_key)
         self._http = httpx.AsyncClient(base_url=self.server, headers=self.headers, timeout=timeout)

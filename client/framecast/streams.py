@@ -9,8 +9,9 @@ again, authoritatively.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class CodecConfig:
 
     bit_rate: int = -1
     compression_level: int = -1
-    qscale: Optional[int] = None
+    qscale: int | None = None
     gop_size: int = -1
     max_b_frames: int = -1
 
@@ -43,7 +44,7 @@ class ServerFile:
 Destination = Union[str, "os.PathLike[str]", ServerFile, Any]
 
 
-def _codec_config(value: Any) -> Optional[Dict[str, Any]]:
+def _codec_config(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, dict):
@@ -54,7 +55,7 @@ def _codec_config(value: Any) -> Optional[Dict[str, Any]]:
     return {k: getattr(value, k) for k in ("bit_rate", "compression_level", "qscale", "gop_size", "max_b_frames")}
 
 
-def _options(value: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+def _options(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if value is None else {str(k): v for k, v in value.items()}
 
 
@@ -63,13 +64,13 @@ class AudioStream:
     sample_rate: int
     num_channels: int
     format: str = "flt"
-    encoder: Optional[str] = None
-    encoder_option: Optional[Dict[str, Any]] = None
-    encoder_format: Optional[str] = None
-    encoder_sample_rate: Optional[int] = None
-    encoder_num_channels: Optional[int] = None
+    encoder: str | None = None
+    encoder_option: dict[str, Any] | None = None
+    encoder_format: str | None = None
+    encoder_sample_rate: int | None = None
+    encoder_num_channels: int | None = None
     codec_config: Any = None
-    filter_desc: Optional[str] = None
+    filter_desc: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in AUDIO_SAMPLE_FORMATS:
@@ -78,9 +79,13 @@ class AudioStream:
                 field="format",
             )
         if int(self.sample_rate) != self.sample_rate or self.sample_rate <= 0:
-            raise InvalidConfig(f"sample_rate must be a positive integer, got {self.sample_rate!r}", field="sample_rate")
+            raise InvalidConfig(
+                f"sample_rate must be a positive integer, got {self.sample_rate!r}", field="sample_rate"
+            )
         if int(self.num_channels) != self.num_channels or self.num_channels <= 0:
-            raise InvalidConfig(f"num_channels must be a positive integer, got {self.num_channels!r}", field="num_channels")
+            raise InvalidConfig(
+                f"num_channels must be a positive integer, got {self.num_channels!r}", field="num_channels"
+            )
 
     @property
     def dtype(self) -> np.dtype:
@@ -90,7 +95,7 @@ class AudioStream:
     def rate(self) -> float:
         return float(self.sample_rate)
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "type": "audio",
             "sample_rate": int(self.sample_rate),
@@ -115,18 +120,18 @@ class AudioStream:
 
 @dataclass
 class VideoStream:
-    frame_rate: Union[float, str]
+    frame_rate: float | str
     width: int
     height: int
     format: str = "rgb24"
-    encoder: Optional[str] = None
-    encoder_option: Optional[Dict[str, Any]] = None
-    encoder_format: Optional[str] = None
-    encoder_frame_rate: Optional[Union[float, str]] = None
-    encoder_width: Optional[int] = None
-    encoder_height: Optional[int] = None
+    encoder: str | None = None
+    encoder_option: dict[str, Any] | None = None
+    encoder_format: str | None = None
+    encoder_frame_rate: float | str | None = None
+    encoder_width: int | None = None
+    encoder_height: int | None = None
     codec_config: Any = None
-    filter_desc: Optional[str] = None
+    filter_desc: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in VIDEO_PIXEL_FORMATS:
@@ -150,7 +155,7 @@ class VideoStream:
             return float(num) / float(den or 1)
         return float(self.frame_rate)
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "type": "video",
             "frame_rate": self.frame_rate if isinstance(self.frame_rate, str) else float(self.frame_rate),
@@ -204,7 +209,7 @@ def to_numpy(chunk: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def split(array: np.ndarray, max_bytes: int) -> Iterator[Tuple[int, np.ndarray]]:
+def split(array: np.ndarray, max_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
     """Split along the first axis into pieces of at most ``max_bytes``: yields (offset, piece).
 
     Raises:
@@ -223,7 +228,7 @@ def split(array: np.ndarray, max_bytes: int) -> Iterator[Tuple[int, np.ndarray]]
         yield start, array[start : start + step]
 
 
-def describe_destination(dst: Any) -> Dict[str, Any]:
+def describe_destination(dst: Any) -> dict[str, Any]:
     """The session config's ``destination`` for what the user passed as ``dst``."""
     if isinstance(dst, ServerFile):
         return {"type": "server_file", "path": dst.path}

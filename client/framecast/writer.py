@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import ClientConnection, connect
@@ -39,21 +39,21 @@ class StreamWriter:
     def __init__(
         self,
         dst: Any,
-        format: Optional[str] = None,
+        format: str | None = None,
         *,
-        server: Optional[str] = None,
-        api_key: Optional[str] = None,
+        server: str | None = None,
+        api_key: str | None = None,
         timeout: float = 300.0,
     ) -> None:
         self._core = WriterCore(dst, format)
         self._server = server
         self._api_key = api_key
         self._timeout = timeout
-        self._rest: Optional[RestClient] = None
-        self._ws: Optional[ClientConnection] = None
-        self._reader: Optional[threading.Thread] = None
+        self._rest: RestClient | None = None
+        self._ws: ClientConnection | None = None
+        self._reader: threading.Thread | None = None
         self._lock = threading.Condition()
-        self._broken: Optional[FramecastError] = None
+        self._broken: FramecastError | None = None
 
     # -- configuration (torchaudio's signatures) -----------------------------------------------
 
@@ -63,13 +63,13 @@ class StreamWriter:
         num_channels: int,
         format: str = "flt",
         *,
-        encoder: Optional[str] = None,
-        encoder_option: Optional[Dict[str, Any]] = None,
-        encoder_format: Optional[str] = None,
-        encoder_sample_rate: Optional[int] = None,
-        encoder_num_channels: Optional[int] = None,
+        encoder: str | None = None,
+        encoder_option: dict[str, Any] | None = None,
+        encoder_format: str | None = None,
+        encoder_sample_rate: int | None = None,
+        encoder_num_channels: int | None = None,
         codec_config: Any = None,
-        filter_desc: Optional[str] = None,
+        filter_desc: str | None = None,
     ) -> None:
         """Add an audio stream; chunks are (frames, num_channels) arrays of ``format``'s dtype."""
         self._core.add_stream(
@@ -81,20 +81,20 @@ class StreamWriter:
 
     def add_video_stream(
         self,
-        frame_rate: Union[float, str],
+        frame_rate: float | str,
         width: int,
         height: int,
         format: str = "rgb24",
         *,
-        encoder: Optional[str] = None,
-        encoder_option: Optional[Dict[str, Any]] = None,
-        encoder_format: Optional[str] = None,
-        encoder_frame_rate: Optional[Union[float, str]] = None,
-        encoder_width: Optional[int] = None,
-        encoder_height: Optional[int] = None,
-        hw_accel: Optional[str] = None,
+        encoder: str | None = None,
+        encoder_option: dict[str, Any] | None = None,
+        encoder_format: str | None = None,
+        encoder_frame_rate: float | str | None = None,
+        encoder_width: int | None = None,
+        encoder_height: int | None = None,
+        hw_accel: str | None = None,
         codec_config: Any = None,
-        filter_desc: Optional[str] = None,
+        filter_desc: str | None = None,
     ) -> None:
         """Add a video stream; chunks are (frames, channels, height, width) uint8 arrays."""
         if hw_accel is not None:
@@ -110,13 +110,13 @@ class StreamWriter:
             )
         )
 
-    def set_metadata(self, metadata: Dict[str, str]) -> None:
+    def set_metadata(self, metadata: dict[str, str]) -> None:
         """Set container metadata (title, artist, ...); call before open()."""
         self._core.set_metadata(metadata)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def open(self, option: Optional[Dict[str, str]] = None) -> "StreamWriter":
+    def open(self, option: dict[str, str] | None = None) -> StreamWriter:
         """Create the session on the server and connect to it. Returns self (a context manager).
 
         Args:
@@ -163,15 +163,15 @@ class StreamWriter:
             if self._broken is not None and not self._core.done:
                 raise self._broken
 
-    def write_audio_chunk(self, i: int, chunk: Any, pts: Optional[float] = None) -> None:
+    def write_audio_chunk(self, i: int, chunk: Any, pts: float | None = None) -> None:
         """Write (frames, channels) audio to stream ``i``; ``pts`` in seconds overrides the time."""
         self._write(i, chunk, pts, "audio")
 
-    def write_video_chunk(self, i: int, chunk: Any, pts: Optional[float] = None) -> None:
+    def write_video_chunk(self, i: int, chunk: Any, pts: float | None = None) -> None:
         """Write (frames, channels, height, width) uint8 video to stream ``i``."""
         self._write(i, chunk, pts, "video")
 
-    def _write(self, i: int, chunk: Any, pts: Optional[float], kind: str) -> None:
+    def _write(self, i: int, chunk: Any, pts: float | None, kind: str) -> None:
         self._check()
         with self._lock:
             messages = self._core.chunk_messages(i, chunk, pts, kind)
@@ -226,7 +226,7 @@ class StreamWriter:
             self._rest.close()
             self._rest = None
 
-    def __enter__(self) -> "StreamWriter":
+    def __enter__(self) -> StreamWriter:
         if self._core.state is WriterState.CONFIGURING:
             self.open()
         return self
@@ -243,12 +243,12 @@ class StreamWriter:
     # -- extras -------------------------------------------------------------------------------
 
     @property
-    def session_id(self) -> Optional[str]:
+    def session_id(self) -> str | None:
         """The server's id for this writer's session (None before open())."""
         return self._core.session.get("id")
 
     @property
-    def summary(self) -> Optional[Dict[str, Any]]:
+    def summary(self) -> dict[str, Any] | None:
         """The server's final account of the session (counters per stream), after close()."""
         return self._core.summary
 
@@ -272,7 +272,7 @@ class StreamWriter:
         return self._core.describe(type(self).__name__)
 
 
-def _connect(url: str, token: str, headers: Dict[str, str]) -> ClientConnection:
+def _connect(url: str, token: str, headers: dict[str, str]) -> ClientConnection:
     try:
         # connect() is meant as a context manager; entering it by hand keeps the connection
         # open across calls, and ClientConnection.close() ends it.

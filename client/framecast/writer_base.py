@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import warnings
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any
 
 from . import protocol
 from .errors import FramecastError, InvalidChunk, ProtocolError, SessionFailed, StateError
@@ -37,7 +37,7 @@ class LocalSink:
         self._dst = dst
         self._file: Any = None
         self._owned = False
-        self._pos: Optional[int] = None
+        self._pos: int | None = None
 
     def open(self) -> None:
         if isinstance(self._dst, (str, os.PathLike)):
@@ -78,19 +78,19 @@ class LocalSink:
 class WriterCore:
     """Everything a writer knows and decides, with no sockets."""
 
-    def __init__(self, dst: Any, format: Optional[str]) -> None:
+    def __init__(self, dst: Any, format: str | None) -> None:
         self.destination = describe_destination(dst)
         self.format = format
-        self.streams: List[Stream] = []
-        self.metadata: Dict[str, str] = {}
+        self.streams: list[Stream] = []
+        self.metadata: dict[str, str] = {}
         self.state = WriterState.CONFIGURING
         self.sink = LocalSink(dst) if self.destination["type"] == "client" else None
-        self.session: Dict[str, Any] = {}
-        self.summary: Optional[Dict[str, Any]] = None
+        self.session: dict[str, Any] = {}
+        self.summary: dict[str, Any] | None = None
         self._next_seq = 0
-        self._pending: Set[int] = set()
-        self._errors: List[FramecastError] = []
-        self._failure: Optional[SessionFailed] = None
+        self._pending: set[int] = set()
+        self._errors: list[FramecastError] = []
+        self._failure: SessionFailed | None = None
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -109,11 +109,11 @@ class WriterCore:
         self._require(WriterState.CONFIGURING, action="add a stream")
         self.streams.append(stream)
 
-    def set_metadata(self, metadata: Dict[str, Any]) -> None:
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
         self._require(WriterState.CONFIGURING, action="set metadata")
         self.metadata = {str(k): str(v) for k, v in metadata.items()}
 
-    def session_config(self, option: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    def session_config(self, option: dict[str, Any] | None) -> dict[str, Any]:
         self._require(WriterState.CONFIGURING, action="open")
         if not self.streams:
             raise StateError("cannot open: add at least one stream first (add_audio_stream / add_video_stream)")
@@ -125,7 +125,7 @@ class WriterCore:
             "streams": [s.to_json() for s in self.streams],
         }
 
-    def opened(self, created: Dict[str, Any]) -> None:
+    def opened(self, created: dict[str, Any]) -> None:
         """The server created the session (the body of POST /v1/sessions)."""
         self.session = created
         self.state = WriterState.OPEN
@@ -141,8 +141,8 @@ class WriterCore:
     # -- chunks -------------------------------------------------------------------------------
 
     def chunk_messages(
-        self, i: int, chunk: Any, pts: Optional[float], kind: str
-    ) -> List[Tuple[bytes, memoryview]]:
+        self, i: int, chunk: Any, pts: float | None, kind: str
+    ) -> list[tuple[bytes, memoryview]]:
         """Check a chunk and turn it into CHUNK messages (header, payload), split to fit."""
         self.raise_pending()
         self._require(WriterState.OPEN, action=f"write a {kind} chunk")
@@ -182,7 +182,7 @@ class WriterCore:
                 raise ProtocolError("server sent output bytes for a destination that lives on the server")
             self.sink.write(parsed.offset, parsed.data)
 
-    def _handle_control(self, msg: Dict[str, Any]) -> None:
+    def _handle_control(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
         if kind == protocol.ERROR:
             seq = msg.get("seq")

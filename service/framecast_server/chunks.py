@@ -12,9 +12,9 @@ previous chunk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import List, Optional, Sequence
 
 from framecast.protocol import ChunkHeader
 
@@ -29,7 +29,7 @@ class Timeline:
     rate: Fraction
     next_tick: int = 0
 
-    def start_of(self, count: int, pts: Optional[float]) -> int:
+    def start_of(self, count: int, pts: float | None) -> int:
         """Where a chunk of ``count`` ticks with optional ``pts`` seconds starts; raises if backwards."""
         if pts is None:
             return self.next_tick
@@ -45,21 +45,21 @@ class Timeline:
         self.next_tick = start + count
 
 
-def _expected_shape(stream: StreamPlan) -> Sequence[Optional[int]]:
+def _expected_shape(stream: StreamPlan) -> Sequence[int | None]:
     if isinstance(stream, AudioPlan):
         return (None, stream.num_channels)
     assert isinstance(stream, VideoPlan)
     return (None, stream.channels, stream.height, stream.width)
 
 
-def _shape_text(shape: Sequence[Optional[int]]) -> str:
+def _shape_text(shape: Sequence[int | None]) -> str:
     return "(" + ", ".join("frames" if d is None else str(d) for d in shape) + ")"
 
 
 class ChunkChecker:
     """Validates chunk headers of one session against its streams."""
 
-    def __init__(self, streams: List[StreamPlan]) -> None:
+    def __init__(self, streams: list[StreamPlan]) -> None:
         self.streams = streams
         self.timelines = [Timeline(s.rate) for s in streams]
 

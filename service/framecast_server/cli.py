@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 from .config import Settings
 
 
-def serve(host: Optional[str] = None, port: Optional[int] = None, output_dir: Optional[Path] = None) -> None:
+def serve(host: str | None = None, port: int | None = None, output_dir: Path | None = None) -> None:
     """Start the server; flags given here override the FRAMECAST_* environment."""
     import uvicorn
 

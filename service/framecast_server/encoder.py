@@ -11,9 +11,9 @@ the AVFrame's own planes (an interleave for packed formats, a row copy for plana
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Union
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -35,7 +35,7 @@ class StreamStats:
 class SetupError(Exception):
     """The output could not be opened; ``field`` says which part of the config is to blame."""
 
-    def __init__(self, message: str, field: Optional[str] = None) -> None:
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
 
@@ -45,7 +45,7 @@ class _WarningCollector(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.messages: List[str] = []
+        self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
@@ -54,7 +54,7 @@ class _WarningCollector(logging.Handler):
 class _FilterChain:
     """A linear filter graph between the input frames and the encoder."""
 
-    def __init__(self, source_args: Dict[str, Any], media: str, chain: List[tuple]) -> None:
+    def __init__(self, source_args: dict[str, Any], media: str, chain: list[tuple]) -> None:
         self.graph = av.filter.Graph()
         if media == "video":
             nodes = [self.graph.add("buffer", **source_args)]
@@ -65,7 +65,7 @@ class _FilterChain:
         nodes.append(self.graph.add("buffersink" if media == "video" else "abuffersink"))
         self.graph.link_nodes(*nodes).configure()
 
-    def push(self, frame: Optional[av.frame.Frame]) -> List[av.frame.Frame]:
+    def push(self, frame: av.frame.Frame | None) -> list[av.frame.Frame]:
         self.graph.push(frame)
         out = []
         while True:
@@ -78,7 +78,7 @@ class _FilterChain:
 class _Stream:
     """One output stream: builds frames from arrays, filters, encodes."""
 
-    def __init__(self, plan: StreamPlan, stream: av.stream.Stream, chain: Optional[_FilterChain]) -> None:
+    def __init__(self, plan: StreamPlan, stream: av.stream.Stream, chain: _FilterChain | None) -> None:
         self.plan = plan
         self.stream = stream
         self.chain = chain
@@ -86,11 +86,11 @@ class _Stream:
         self.time_base = Fraction(1, 1) / plan.rate
         self.stats = StreamStats()
 
-    def frames(self, array: np.ndarray, start: int) -> List[av.frame.Frame]:
+    def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
         """Frames for a (T, ...) chunk whose first tick is ``start``."""
         raise NotImplementedError
 
-    def gap(self, end: int, start: int) -> List[av.frame.Frame]:
+    def gap(self, end: int, start: int) -> list[av.frame.Frame]:
         """Frames that fill the time between the previous chunk's ``end`` and ``start``.
 
         Video needs none: a frame lasts until the next one. Audio containers like WAV have no
@@ -98,7 +98,7 @@ class _Stream:
         """
         return []
 
-    def encode(self, frames: List[Optional[av.frame.Frame]]) -> List[av.Packet]:
+    def encode(self, frames: list[av.frame.Frame | None]) -> list[av.Packet]:
         packets = []
         for frame in frames:
             filtered = self.chain.push(frame) if self.chain is not None else [frame]
@@ -112,7 +112,7 @@ class _Stream:
 class _VideoStream(_Stream):
     plan: VideoPlan
 
-    def frames(self, array: np.ndarray, start: int) -> List[av.frame.Frame]:
+    def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
         plan = self.plan
         out = []
         for i in range(array.shape[0]):
@@ -140,7 +140,7 @@ def _plane_rows(plane: Any, height: int, row_bytes: int) -> np.ndarray:
 class _AudioStream(_Stream):
     plan: AudioPlan
 
-    def frames(self, array: np.ndarray, start: int) -> List[av.frame.Frame]:
+    def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
         if array.shape[0] == 0:
             return []
         plan = self.plan
@@ -153,7 +153,7 @@ class _AudioStream(_Stream):
         return [frame]
 
 
-    def gap(self, end: int, start: int) -> List[av.frame.Frame]:
+    def gap(self, end: int, start: int) -> list[av.frame.Frame]:
         if start <= end:
             return []
         silence = np.full((start - end, self.plan.num_channels), 128 if self.plan.format == "u8" else 0,
@@ -166,7 +166,7 @@ def _layout(channels: int) -> av.AudioLayout:
     return av.AudioLayout(f"{channels}c")
 
 
-def _apply_codec_config(ctx: Any, cfg: Dict[str, Optional[int]], options: Dict[str, str]) -> None:
+def _apply_codec_config(ctx: Any, cfg: dict[str, int | None], options: dict[str, str]) -> None:
     if cfg.get("bit_rate", -1) not in (-1, None):
         ctx.bit_rate = cfg["bit_rate"]
     if cfg.get("compression_level", -1) not in (-1, None):
@@ -198,9 +198,9 @@ class OutputWriter:
         on_packet: called with (stream index, packet size) for each packet muxed.
     """
 
-    def __init__(self, plan: OutputPlan, file: Optional[BinaryIO] = None) -> None:
+    def __init__(self, plan: OutputPlan, file: BinaryIO | None = None) -> None:
         self.plan = plan
-        self.warnings: List[str] = []
+        self.warnings: list[str] = []
         self._closed = False
         collector = _WarningCollector()
         av_log = logging.getLogger("av.container.output")
@@ -211,15 +211,15 @@ class OutputWriter:
             av_log.removeHandler(collector)
         self.warnings.extend(f"open options: {m}" for m in collector.messages)
 
-    def _open(self, file: Optional[BinaryIO]) -> None:
+    def _open(self, file: BinaryIO | None) -> None:
         plan = self.plan
-        target: Union[str, BinaryIO] = plan.path if plan.target == "file" else file  # type: ignore[assignment]
+        target: str | BinaryIO = plan.path if plan.target == "file" else file  # type: ignore[assignment]
         try:
             self.container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
         except Exception as exc:
             raise SetupError(f"cannot open output: {describe_error(exc)}", "destination") from exc
         try:
-            self.streams: List[_Stream] = [self._add_stream(s) for s in plan.streams]
+            self.streams: list[_Stream] = [self._add_stream(s) for s in plan.streams]
             self.container.metadata.update(plan.metadata)
             try:
                 self.container.start_encoding()
@@ -283,13 +283,13 @@ class OutputWriter:
         return _AudioStream(plan, stream, chain)
 
     @staticmethod
-    def _chain(where: str, media: str, steps: List[tuple], source: Dict[str, Any]) -> _FilterChain:
+    def _chain(where: str, media: str, steps: list[tuple], source: dict[str, Any]) -> _FilterChain:
         try:
             return _FilterChain(source, media, steps)
         except Exception as exc:
             raise SetupError(f"filter chain refused: {describe_error(exc)}", where + ".filter_desc") from exc
 
-    def write(self, index: int, array: np.ndarray, pts: Optional[float]) -> None:
+    def write(self, index: int, array: np.ndarray, pts: float | None) -> None:
         """Encode one chunk of stream ``index`` and mux its packets."""
         stream = self.streams[index]
         previous_end = stream.timeline.next_tick
@@ -300,7 +300,7 @@ class OutputWriter:
         stream.stats.frames += array.shape[0]
         self._mux(stream.encode(frames))
 
-    def _mux(self, packets: List[av.Packet]) -> None:
+    def _mux(self, packets: list[av.Packet]) -> None:
         for packet in packets:
             st = self.streams[packet.stream.index].stats
             st.packets += 1
@@ -326,5 +326,5 @@ class OutputWriter:
         except Exception:  # the output is broken already; the original error is what matters
             log.debug("closing a half-open output failed", exc_info=True)
 
-    def stats(self) -> List[Dict[str, int]]:
+    def stats(self) -> list[dict[str, int]]:
         return [vars(s.stats).copy() for s in self.streams]

@@ -14,8 +14,6 @@ to JSON error bodies ``{"error": {"code", "message", "field"?}}``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 class ServerError(Exception):
     """Root of every error the framecast server raises on purpose."""
@@ -37,7 +35,7 @@ class InvalidConfig(ServerError, ValueError):
     status = 422
     code = "invalid_config"
 
-    def __init__(self, message: str, field: Optional[str] = None) -> None:
+    def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.reason = message

@@ -12,7 +12,6 @@ import ctypes
 import functools
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import av
 
@@ -47,11 +46,11 @@ _AVMEDIA_TYPE = {"video": 0, "audio": 1}
 
 
 @functools.lru_cache(maxsize=1)
-def output_protocols() -> Tuple[str, ...]:
+def output_protocols() -> tuple[str, ...]:
     """Protocols libavformat can write to (``file``, ``rtmp``, ``udp``, ...)."""
     lib = _libavformat()
     opaque = ctypes.c_void_p()
-    names: List[str] = []
+    names: list[str] = []
     while True:
         name = lib.avio_enum_protocols(ctypes.byref(opaque), 1)
         if name is None:
@@ -60,7 +59,7 @@ def output_protocols() -> Tuple[str, ...]:
     return tuple(names)
 
 
-def guess_muxer(filename: str) -> Optional[str]:
+def guess_muxer(filename: str) -> str | None:
     """The muxer FFmpeg would pick for ``filename`` (by its extension), or None."""
     ptr = _libavformat().av_guess_format(None, os.fsencode(filename), None)
     if not ptr:
@@ -68,7 +67,7 @@ def guess_muxer(filename: str) -> Optional[str]:
     return ctypes.cast(ptr, ctypes.POINTER(ctypes.c_char_p))[0].decode()
 
 
-def default_encoder(muxer: str, media: str, filename: Optional[str] = None) -> Optional[str]:
+def default_encoder(muxer: str, media: str, filename: str | None = None) -> str | None:
     """The encoder FFmpeg's CLI would pick for ``media`` in ``muxer`` (and ``filename``).
 
     The file name matters for muxers like image2, where ``.png`` means PNG and ``.jpg`` JPEG.
@@ -88,7 +87,7 @@ def default_encoder(muxer: str, media: str, filename: Optional[str] = None) -> O
 
 
 @functools.lru_cache(maxsize=1)
-def muxers() -> Dict[str, str]:
+def muxers() -> dict[str, str]:
     """Output formats: name -> long name."""
     out = {}
     for name in sorted(av.formats_available):
@@ -101,8 +100,8 @@ def muxers() -> Dict[str, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _encoders() -> Dict[str, Dict[str, str]]:
-    found: Dict[str, Dict[str, str]] = {"audio": {}, "video": {}}
+def _encoders() -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {"audio": {}, "video": {}}
     for name in sorted(av.codecs_available):
         try:
             codec = av.Codec(name, "w")
@@ -113,15 +112,15 @@ def _encoders() -> Dict[str, Dict[str, str]]:
     return found
 
 
-def audio_encoders() -> Dict[str, str]:
+def audio_encoders() -> dict[str, str]:
     return _encoders()["audio"]
 
 
-def video_encoders() -> Dict[str, str]:
+def video_encoders() -> dict[str, str]:
     return _encoders()["video"]
 
 
-def versions() -> Dict[str, str]:
+def versions() -> dict[str, str]:
     return {name: ".".join(map(str, v)) for name, v in av.library_versions.items()}
 
 

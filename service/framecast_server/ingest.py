@@ -15,7 +15,6 @@ import hmac
 import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-
 from framecast import protocol
 from framecast.errors import ProtocolError
 
@@ -50,6 +49,9 @@ async def _send_outbox(ws: WebSocket, session: Session) -> None:
 @router.websocket("/v1/sessions/{session_id}/stream")
 async def stream(ws: WebSocket, session_id: str) -> None:
     manager: SessionManager = ws.app.state.manager
+    # Refusals accept first and then close with a code and reason: a handshake refusal would
+    # reach the client as a bare HTTP 403 and lose why.
+    await ws.accept()
     try:
         session = manager.get(session_id)
     except SessionNotFound as exc:
@@ -63,7 +65,6 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     except StateConflict as exc:
         await ws.close(CLOSE_CONFLICT, exc.message[:120])
         return
-    await ws.accept()
     sender = asyncio.create_task(_send_outbox(ws, session))
     finished = False
     try:
@@ -77,7 +78,9 @@ async def stream(ws: WebSocket, session_id: str) -> None:
                     await session.ingest(data)
                 except InvalidChunk as exc:
                     seq = _seq_of(data)
-                    session.outbox.put(protocol.encode_control(protocol.ERROR, seq=seq, code=exc.code, message=exc.message))
+                    session.outbox.put(
+                        protocol.encode_control(protocol.ERROR, seq=seq, code=exc.code, message=exc.message)
+                    )
                 continue
             finished = await _control(session, message.get("text") or "")
         if finished:
@@ -93,7 +96,7 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         session.detach()
 
 
-async def _drain(session: Session, sender: "asyncio.Task[None]", timeout: float) -> None:
+async def _drain(session: Session, sender: asyncio.Task[None], timeout: float) -> None:
     """Wait (bounded) until the sender has delivered everything in the outbox."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Annotated, Dict, List, Literal, Optional, Union
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated, Literal, Union
 
 from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -26,7 +25,7 @@ class CodecConfig(_Strict):
 
     bit_rate: int = Field(-1, ge=-1, description="Bits per second; -1 for the encoder default.")
     compression_level: int = Field(-1, ge=-1, description="Encoder-specific compression level.")
-    qscale: Optional[int] = Field(None, description="Fixed quality scale (VBR), encoder-specific.")
+    qscale: int | None = Field(None, description="Fixed quality scale (VBR), encoder-specific.")
     gop_size: int = Field(-1, ge=-1, description="Frames between keyframes; -1 for the default.")
     max_b_frames: int = Field(-1, ge=-1, description="Largest run of B-frames; -1 for the default.")
 
@@ -41,13 +40,13 @@ class AudioStreamConfig(_Strict):
     sample_rate: int = Field(..., gt=0, le=768_000, description="Input sample rate in Hz.")
     num_channels: int = Field(..., gt=0, le=64, description="Input channel count.")
     format: str = Field("flt", description="Input sample format: " + ", ".join(AUDIO_SAMPLE_FORMATS))
-    encoder: Optional[str] = Field(None, description="Encoder name; default: the muxer's audio codec.")
-    encoder_option: Optional[Dict[str, _OPTION_VALUE]] = Field(None, description="Options for the encoder.")
-    encoder_format: Optional[str] = Field(None, description="Sample format the encoder gets.")
-    encoder_sample_rate: Optional[int] = Field(None, gt=0, le=768_000)
-    encoder_num_channels: Optional[int] = Field(None, gt=0, le=64)
-    codec_config: Optional[CodecConfig] = None
-    filter_desc: Optional[str] = Field(None, description="A linear FFmpeg filter chain, e.g. 'volume=0.5'.")
+    encoder: str | None = Field(None, description="Encoder name; default: the muxer's audio codec.")
+    encoder_option: dict[str, _OPTION_VALUE] | None = Field(None, description="Options for the encoder.")
+    encoder_format: str | None = Field(None, description="Sample format the encoder gets.")
+    encoder_sample_rate: int | None = Field(None, gt=0, le=768_000)
+    encoder_num_channels: int | None = Field(None, gt=0, le=64)
+    codec_config: CodecConfig | None = None
+    filter_desc: str | None = Field(None, description="A linear FFmpeg filter chain, e.g. 'volume=0.5'.")
 
     @field_validator("format")
     @classmethod
@@ -59,7 +58,7 @@ class AudioStreamConfig(_Strict):
         return value
 
 
-def parse_frame_rate(value: Union[float, int, str]) -> Fraction:
+def parse_frame_rate(value: float | int | str) -> Fraction:
     """Turn a frame rate into an exact rational.
 
     Strings like ``"30000/1001"`` are taken as written. Floats within 0.005 of an NTSC rate
@@ -90,18 +89,18 @@ class VideoStreamConfig(_Strict):
     """A video stream: what the client writes and how it is encoded."""
 
     type: Literal["video"] = "video"
-    frame_rate: Union[float, str] = Field(..., description="Frames per second; a float or 'num/den'.")
+    frame_rate: float | str = Field(..., description="Frames per second; a float or 'num/den'.")
     width: int = Field(..., gt=0, le=16384)
     height: int = Field(..., gt=0, le=16384)
     format: str = Field("rgb24", description="Input pixel format: " + ", ".join(VIDEO_PIXEL_FORMATS))
-    encoder: Optional[str] = Field(None, description="Encoder name; default: the muxer's video codec.")
-    encoder_option: Optional[Dict[str, _OPTION_VALUE]] = None
-    encoder_format: Optional[str] = Field(None, description="Pixel format the encoder gets.")
-    encoder_frame_rate: Optional[Union[float, str]] = None
-    encoder_width: Optional[int] = Field(None, gt=0, le=16384)
-    encoder_height: Optional[int] = Field(None, gt=0, le=16384)
-    codec_config: Optional[CodecConfig] = None
-    filter_desc: Optional[str] = Field(None, description="A linear FFmpeg filter chain, e.g. 'hflip'.")
+    encoder: str | None = Field(None, description="Encoder name; default: the muxer's video codec.")
+    encoder_option: dict[str, _OPTION_VALUE] | None = None
+    encoder_format: str | None = Field(None, description="Pixel format the encoder gets.")
+    encoder_frame_rate: float | str | None = None
+    encoder_width: int | None = Field(None, gt=0, le=16384)
+    encoder_height: int | None = Field(None, gt=0, le=16384)
+    codec_config: CodecConfig | None = None
+    filter_desc: str | None = Field(None, description="A linear FFmpeg filter chain, e.g. 'hflip'.")
 
     @field_validator("format")
     @classmethod
@@ -114,20 +113,20 @@ class VideoStreamConfig(_Strict):
 
     @field_validator("frame_rate", "encoder_frame_rate")
     @classmethod
-    def _rational(cls, value: Union[float, str, None]) -> Union[float, str, None]:
+    def _rational(cls, value: float | str | None) -> float | str | None:
         if value is not None:
             parse_frame_rate(value)
         return value
 
 
-StreamConfig = Annotated[Union[AudioStreamConfig, VideoStreamConfig], Field(discriminator="type")]
+StreamConfig = Annotated[AudioStreamConfig | VideoStreamConfig, Field(discriminator="type")]
 
 
 class ClientDestination(_Strict):
     """The encoded bytes go back to the client, which writes them to its own file or object."""
 
     type: Literal["client"] = "client"
-    filename: Optional[str] = Field(
+    filename: str | None = Field(
         None, max_length=4096, description="The client's file name, used only to guess the muxer."
     )
     seekable: bool = Field(True, description="Whether the client's destination can seek.")
@@ -148,7 +147,7 @@ class UrlDestination(_Strict):
 
 
 Destination = Annotated[
-    Union[ClientDestination, ServerFileDestination, UrlDestination], Field(discriminator="type")
+    ClientDestination | ServerFileDestination | UrlDestination, Field(discriminator="type")
 ]
 
 
@@ -156,12 +155,12 @@ class SessionConfig(_Strict):
     """Everything needed to open an output: StreamWriter's constructor, streams, metadata, open()."""
 
     destination: Destination
-    format: Optional[str] = Field(None, description="Muxer name; default: guessed from the destination.")
-    metadata: Dict[str, str] = Field(default_factory=dict)
-    options: Dict[str, _OPTION_VALUE] = Field(
+    format: str | None = Field(None, description="Muxer name; default: guessed from the destination.")
+    metadata: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, _OPTION_VALUE] = Field(
         default_factory=dict, description="Muxer options, as StreamWriter.open(option=...)."
     )
-    streams: List[StreamConfig] = Field(..., min_length=1, max_length=16)
+    streams: list[StreamConfig] = Field(..., min_length=1, max_length=16)
 
 
 class StreamCounters(BaseModel):
@@ -181,7 +180,7 @@ class StreamInfo(BaseModel):
     type: Literal["audio", "video"]
     encoder: str
     encoder_format: str
-    config: Dict[str, object]
+    config: dict[str, object]
     counters: StreamCounters
 
 
@@ -191,13 +190,13 @@ class SessionInfo(BaseModel):
     id: str
     state: str
     format: str
-    destination: Dict[str, object]
+    destination: dict[str, object]
     created_at: float
-    error: Optional[str] = None
-    warnings: List[str] = Field(default_factory=list)
-    streams: List[StreamInfo]
+    error: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    streams: list[StreamInfo]
     output_bytes: int = 0
-    encoder_pid: Optional[int] = Field(None, description="PID of the session's encoder process.")
+    encoder_pid: int | None = Field(None, description="PID of the session's encoder process.")
 
 
 class SessionCreated(SessionInfo):
@@ -211,10 +210,10 @@ class SessionCreated(SessionInfo):
 class Capabilities(BaseModel):
     """What this server's FFmpeg can do."""
 
-    versions: Dict[str, str]
+    versions: dict[str, str]
     ffmpeg: str
-    muxers: Dict[str, str]
-    audio_encoders: Dict[str, str]
-    video_encoders: Dict[str, str]
-    protocols: List[str]
-    destinations: List[str]
+    muxers: dict[str, str]
+    audio_encoders: dict[str, str]
+    video_encoders: dict[str, str]
+    protocols: list[str]
+    destinations: list[str]

@@ -13,10 +13,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Union
 
 import av
-
 from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS, DType
 
 from . import ffmpeg
@@ -42,9 +41,9 @@ class AudioPlan:
     encoder_format: str
     encoder_sample_rate: int
     encoder_num_channels: int
-    encoder_option: Dict[str, str]
-    codec_config: Dict[str, Optional[int]]
-    filter_desc: Optional[str]
+    encoder_option: dict[str, str]
+    codec_config: dict[str, int | None]
+    filter_desc: str | None
     type: str = "audio"
 
     @property
@@ -72,9 +71,9 @@ class VideoPlan:
     encoder_frame_rate: Fraction
     encoder_width: int
     encoder_height: int
-    encoder_option: Dict[str, str]
-    codec_config: Dict[str, Optional[int]]
-    filter_desc: Optional[str]
+    encoder_option: dict[str, str]
+    codec_config: dict[str, int | None]
+    filter_desc: str | None
     type: str = "video"
 
     @property
@@ -103,19 +102,19 @@ class OutputPlan:
 
     muxer: str
     target: str  # "client", "file"
-    path: Optional[str] = None  # absolute path for "file"
+    path: str | None = None  # absolute path for "file"
     seekable: bool = True  # for "client"
-    metadata: Dict[str, str] = field(default_factory=dict)
-    options: Dict[str, str] = field(default_factory=dict)
-    streams: List[StreamPlan] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    streams: list[StreamPlan] = field(default_factory=list)
 
-    def describe_destination(self) -> Dict[str, object]:
+    def describe_destination(self) -> dict[str, object]:
         if self.target == "file":
             return {"type": "server_file", "path": self.path}
         return {"type": "client", "seekable": self.seekable}
 
 
-def _options(values: Optional[Dict[str, object]]) -> Dict[str, str]:
+def _options(values: dict[str, object] | None) -> dict[str, str]:
     out = {}
     for key, value in (values or {}).items():
         if isinstance(value, bool):
@@ -143,7 +142,7 @@ def confine(output_dir: Path, relative: str, field_name: str) -> Path:
     return target
 
 
-def _resolve_muxer(config: SessionConfig, hint: Optional[str]) -> str:
+def _resolve_muxer(config: SessionConfig, hint: str | None) -> str:
     if config.format is not None:
         if config.format not in ffmpeg.muxers():
             raise InvalidConfig(f"unknown muxer {config.format!r}; GET /v1/capabilities lists them", "format")
@@ -174,7 +173,7 @@ def _client_muxer(muxer: str) -> str:
     return muxer
 
 
-def _pick_encoder(name: Optional[str], media: str, default: Optional[str], muxer: str, where: str) -> av.Codec:
+def _pick_encoder(name: str | None, media: str, default: str | None, muxer: str, where: str) -> av.Codec:
     if name is None:
         if default is None:
             raise InvalidConfig(f"muxer {muxer!r} has no default {media} encoder; set encoder=", where + ".encoder")
@@ -191,7 +190,7 @@ def _pick_encoder(name: Optional[str], media: str, default: Optional[str], muxer
     return codec
 
 
-def _pick_format(requested: Optional[str], input_format: str, supported: List[str], encoder: str, where: str) -> str:
+def _pick_format(requested: str | None, input_format: str, supported: list[str], encoder: str, where: str) -> str:
     if requested is not None:
         if supported and requested not in supported:
             raise InvalidConfig(
@@ -216,11 +215,11 @@ def _check_even(fmt: str, width: int, height: int, where: str) -> None:
         raise InvalidConfig(f"{fmt} needs a width divisible by 4, got {width}", where)
 
 
-def _codec_config(cfg: Optional[object]) -> Dict[str, Optional[int]]:
+def _codec_config(cfg: object | None) -> dict[str, int | None]:
     return cfg.model_dump() if cfg is not None else {}
 
 
-def _plan_audio(i: int, cfg: AudioStreamConfig, muxer: str, default: Optional[str]) -> AudioPlan:
+def _plan_audio(i: int, cfg: AudioStreamConfig, muxer: str, default: str | None) -> AudioPlan:
     where = f"streams.{i}"
     codec = _pick_encoder(cfg.encoder, "audio", default, muxer, where)
     supported = [f.name for f in (codec.audio_formats or [])]
@@ -256,7 +255,7 @@ def _plan_audio(i: int, cfg: AudioStreamConfig, muxer: str, default: Optional[st
     )
 
 
-def _plan_video(i: int, cfg: VideoStreamConfig, muxer: str, default: Optional[str]) -> VideoPlan:
+def _plan_video(i: int, cfg: VideoStreamConfig, muxer: str, default: str | None) -> VideoPlan:
     where = f"streams.{i}"
     codec = _pick_encoder(cfg.encoder, "video", default, muxer, where)
     supported = [f.name for f in (codec.video_formats or [])]
@@ -283,15 +282,15 @@ def _plan_video(i: int, cfg: VideoStreamConfig, muxer: str, default: Optional[st
     )
 
 
-def split_filter_chain(desc: str) -> List[tuple[str, Optional[str]]]:
+def split_filter_chain(desc: str) -> list[tuple[str, str | None]]:
     """Split a linear filter chain ``"a=x:y,b"`` into ``[("a", "x:y"), ("b", None)]``.
 
     Only linear chains are accepted: no pad labels (``[in]``) and no ``;``-separated graphs,
     because the stream has exactly one input and one output. Backslash escapes and single-quoted
     strings are honoured when looking for the separating commas.
     """
-    parts: List[str] = []
-    current: List[str] = []
+    parts: list[str] = []
+    current: list[str] = []
     quoted = False
     escaped = False
     for ch in desc:
@@ -324,7 +323,7 @@ def split_filter_chain(desc: str) -> List[tuple[str, Optional[str]]]:
     return chain
 
 
-def _check_filter(desc: Optional[str], where: str) -> Optional[str]:
+def _check_filter(desc: str | None, where: str) -> str | None:
     if desc is None or not desc.strip():
         return None
     try:
@@ -350,7 +349,7 @@ def make_plan(config: SessionConfig, output_dir: Path) -> OutputPlan:
         )
     if isinstance(dest, ServerFileDestination):
         path = confine(output_dir, dest.path, "destination.path")
-        filename: Optional[str] = str(path)
+        filename: str | None = str(path)
         muxer = _resolve_muxer(config, filename)
         plan = OutputPlan(muxer=muxer, target="file", path=str(path))
     else:
@@ -370,7 +369,7 @@ def make_plan(config: SessionConfig, output_dir: Path) -> OutputPlan:
     return plan
 
 
-def describe_stream(stream: StreamPlan) -> Dict[str, object]:
+def describe_stream(stream: StreamPlan) -> dict[str, object]:
     """A JSON-friendly view of a stream plan (fractions as 'num/den' strings)."""
     out = asdict(stream)
     for key, value in out.items():

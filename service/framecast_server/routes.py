@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List
-
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
@@ -42,8 +40,8 @@ async def create_session(config: SessionConfig, request: Request) -> SessionCrea
     )
 
 
-@router.get("/v1/sessions", response_model=List[SessionInfo], tags=["sessions"])
-async def list_sessions(request: Request) -> List[SessionInfo]:
+@router.get("/v1/sessions", response_model=list[SessionInfo], tags=["sessions"])
+async def list_sessions(request: Request) -> list[SessionInfo]:
     """Every session this server knows, open or finished."""
     return [s.info() for s in _manager(request).sessions.values()]
 

@@ -24,7 +24,6 @@ import logging
 import os
 import secrets
 import time
-from typing import Deque, Dict, List, Optional, Union
 
 from framecast import protocol
 from framecast.errors import ProtocolError
@@ -68,14 +67,14 @@ class Outbox:
     """
 
     def __init__(self) -> None:
-        self._items: Deque[Union[bytes, str]] = collections.deque()
+        self._items: collections.deque[bytes | str] = collections.deque()
         self._ready = asyncio.Event()
 
-    def put(self, item: Union[bytes, str]) -> None:
+    def put(self, item: bytes | str) -> None:
         self._items.append(item)
         self._ready.set()
 
-    async def peek(self) -> Union[bytes, str]:
+    async def peek(self) -> bytes | str:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
@@ -99,8 +98,8 @@ class Session:
         self.settings = settings
         self.created_at = time.time()
         self.state = SessionState.CREATED
-        self.error: Optional[str] = None
-        self.warnings: List[str] = []
+        self.error: str | None = None
+        self.warnings: list[str] = []
         self.counters = [StreamCounters() for _ in plan.streams]
         self.output_bytes = 0
         self.outbox = Outbox()
@@ -109,7 +108,7 @@ class Session:
         self._checker = ChunkChecker(plan.streams)
         self._done = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._resume_timer: Optional[asyncio.TimerHandle] = None
+        self._resume_timer: asyncio.TimerHandle | None = None
         self.encoder = EncoderProcess(plan, settings.worker_queue_chunks, self._from_worker_thread)
 
     # -- state --------------------------------------------------------------------------------
@@ -169,7 +168,7 @@ class Session:
             if not self.state.done:
                 self._fail(f"encoder process died ({exit_text(message[1])})")
 
-    def _take_stats(self, stats: List[Dict[str, int]]) -> None:
+    def _take_stats(self, stats: list[dict[str, int]]) -> None:
         for counters, st in zip(self.counters, stats):
             counters.packets = st["packets"]
             counters.bytes = st["bytes"]
@@ -281,10 +280,10 @@ class SessionManager:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.sessions: Dict[str, Session] = {}
+        self.sessions: dict[str, Session] = {}
         settings.output_dir.mkdir(parents=True, exist_ok=True)
 
-    def active(self) -> List[Session]:
+    def active(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.state.done]
 
     async def create(self, config: SessionConfig) -> Session:

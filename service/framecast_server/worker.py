@@ -24,8 +24,9 @@ import multiprocessing
 import os
 import queue
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Optional
+from typing import Any
 
 from framecast import protocol
 
@@ -69,7 +70,7 @@ class _PipeSink:
         return self._pos
 
 
-def _reader(conn: Connection, inbox: "queue.Queue[Optional[bytes]]") -> None:
+def _reader(conn: Connection, inbox: queue.Queue[bytes | None]) -> None:
     """Move messages from the pipe into the bounded inbox so receiving overlaps encoding."""
     try:
         while True:
@@ -98,7 +99,7 @@ def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
         return
     conn.send(("ready", writer.warnings))
 
-    inbox: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=queue_chunks)
+    inbox: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_chunks)
     threading.Thread(target=_reader, args=(conn, inbox), daemon=True, name="pipe-reader").start()
     try:
         while True:
@@ -128,7 +129,7 @@ def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
             pass
 
 
-_context: Optional[multiprocessing.context.BaseContext] = None
+_context: multiprocessing.context.BaseContext | None = None
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -153,8 +154,8 @@ class EncoderProcess:
         self.plan = plan
         self._on_message = on_message
         self._queue_chunks = queue_chunks
-        self._conn: Optional[Connection] = None
-        self.process: Optional[multiprocessing.process.BaseProcess] = None
+        self._conn: Connection | None = None
+        self.process: multiprocessing.process.BaseProcess | None = None
         self._send_lock = threading.Lock()
 
     def start(self, timeout: float) -> tuple:
@@ -208,11 +209,11 @@ class EncoderProcess:
             self.process.kill()
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
 
-def exit_text(code: Optional[int]) -> str:
+def exit_text(code: int | None) -> str:
     if code is None:
         return "still running"
     if code < 0:
