@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Union
 
 import av
 import numpy as np
@@ -50,12 +50,12 @@ class NginxError(RuntimeError):
     """nginx is missing, or failed to start or stop; the message carries its logs."""
 
 
-def find_nginx() -> Optional[str]:
+def find_nginx() -> str | None:
     """Path of the nginx binary, looking in /usr/sbin too since a non-root PATH often lacks it."""
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/local/nginx/sbin")
 
 
-def find_rtmp_module() -> Optional[str]:
+def find_rtmp_module() -> str | None:
     """Path of ngx_rtmp_module.so, or None when libnginx-mod-rtmp is not installed."""
     for candidate in RTMP_MODULE_CANDIDATES:
         if os.path.isfile(candidate):
@@ -93,12 +93,13 @@ class NginxRtmp:
 
     Use as a context manager (``with NginxRtmp(tmp_path) as rtmp:``), publish to
     ``rtmp.url("name")``, then :meth:`stop` (graceful, so the recording is complete) and decode
-    ``rtmp.recording("name")`` with :func:`decode_summary` (format ``"flv"``).
+    ``rtmp.recording("name")`` with :func:`decode_summary` (format ``"flv"``), or just call
+    ``rtmp.decode("name")``.
 
     nginx runs in the foreground (``daemon off``) as our child, in its own process group so that a
     forced stop can never leave a worker behind holding the port. All of its files live under
     ``workdir`` (a new temp dir when not given, removed on exit; a given one is kept):
-    ``nginx.conf``, ``error.log``, ``nginx.pid``, ``stderr.log`` and ``record/``.
+    ``nginx.conf``, ``error.log``, ``access.log``, ``nginx.pid``, ``stderr.log`` and ``record/``.
 
     ``record_append``: nginx-rtmp truncates ``NAME.flv`` when a stream of the same name is
     published again (e.g. a publisher that reconnects after :meth:`restart`); with
@@ -113,9 +114,9 @@ class NginxRtmp:
 
     def __init__(
         self,
-        workdir: Optional[Union[str, Path]] = None,
+        workdir: str | Path | None = None,
         *,
-        port: Optional[int] = None,
+        port: int | None = None,
         record_append: bool = False,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
@@ -130,6 +131,7 @@ class NginxRtmp:
         self.conf_path = self.workdir / "nginx.conf"
         self.error_log_path = self.workdir / "error.log"
         self.stderr_path = self.workdir / "stderr.log"
+        self.access_log_path = self.workdir / "access.log"
         self.pid_path = self.workdir / "nginx.pid"
         self.record_append = record_append
         self.start_timeout = start_timeout
@@ -137,7 +139,7 @@ class NginxRtmp:
         self.bind_attempts = bind_attempts
         self._fixed_port = port
         self.port: int = port or 0
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
     # -- addresses and files -------------------------------------------------------------------
 
@@ -148,6 +150,15 @@ class NginxRtmp:
     def recording(self, stream_name: str) -> Path:
         """Where nginx-rtmp records ``stream_name`` (``record_unique off``): ``<record dir>/NAME.flv``."""
         return self.record_dir / f"{stream_name}.flv"
+
+    def decode(self, stream_name: str, keep_rgb: bool = True) -> dict[str, Any]:
+        """:func:`decode_summary` of ``stream_name``'s recording; when there is none, the error
+        carries nginx's log (which says why, e.g. the record dir was not writable).
+        """
+        path = self.recording(stream_name)
+        if not path.exists():
+            raise FileNotFoundError(f"no recording of {stream_name!r} at {path}:\n{self.log()}")
+        return decode_summary(path, format="flv", keep_rgb=keep_rgb)
 
     def log(self) -> str:
         """nginx's error log and anything it printed to stderr, for failure messages."""
@@ -165,7 +176,7 @@ class NginxRtmp:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> "NginxRtmp":
+    def start(self) -> NginxRtmp:
         """Start nginx and wait until it has written its pid file and accepts TCP on the port.
 
         A port picked by us can be taken by someone else between picking and nginx binding it;
@@ -178,17 +189,19 @@ class NginxRtmp:
         if nginx is None or module is None:
             missing = "nginx" if nginx is None else "the nginx RTMP module (ngx_rtmp_module.so)"
             raise NginxError(f"{missing} is not installed; install it with: {NGINX_INSTALL_HINT}")
-        attempts = 1 if self._fixed_port or self.port else self.bind_attempts
+        port_kept = bool(self._fixed_port or self.port)
+        attempts = 1 if port_kept else self.bind_attempts
         for attempt in range(attempts):
-            if not (self._fixed_port or self.port):
+            if not port_kept:
                 self.port = _free_tcp_port()
             try:
                 self._launch(nginx, module)
                 return self
             except NginxError as error:
                 if "Address already in use" in str(error) and attempt + 1 < attempts:
-                    self.port = 0
                     continue
+                if not port_kept:
+                    self.port = 0  # a later start() picks a new port rather than this bad one
                 raise
         raise AssertionError("unreachable")
 
@@ -197,7 +210,7 @@ class NginxRtmp:
             stale.unlink(missing_ok=True)
         self.conf_path.write_text(self._config(module))
         with open(self.stderr_path, "wb") as stderr:
-            # -e: errors before the config is read go to our dir, not /var/log/nginx.
+            # -e: errors logged before our config is read go to our error.log too.
             # start_new_session: master and workers share a process group we can kill whole.
             self.proc = subprocess.Popen(
                 [nginx, "-p", str(self.workdir), "-e", str(self.error_log_path), "-c", str(self.conf_path)],
@@ -241,6 +254,8 @@ events {{
 }}
 
 rtmp {{
+    # nginx-rtmp's access log defaults to the distro's /var/log/nginx/access.log: keep it here.
+    access_log {_quote(self.access_log_path)};
     server {{
         listen 127.0.0.1:{self.port};
         chunk_size 4096;
@@ -255,7 +270,7 @@ rtmp {{
 }}
 """
 
-    def stop(self, timeout: Optional[float] = None) -> bool:
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop gracefully (SIGQUIT): nginx lets connected publishers finish and closes their
         recordings (nginx-rtmp marks the FLV header's audio/video flags on close).
 
@@ -318,7 +333,7 @@ rtmp {{
             pass
         self.proc = None
 
-    def restart(self, down_for: float = 0.0, how: str = "terminate") -> "NginxRtmp":
+    def restart(self, down_for: float = 0.0, how: str = "terminate") -> NginxRtmp:
         """Go down, stay down ``down_for`` seconds, and start again on the same port with the
         same record dir.
 
@@ -348,7 +363,7 @@ rtmp {{
             time.sleep(0.05)
         return False
 
-    def _pids(self) -> List[int]:
+    def _pids(self) -> list[int]:
         """The master's pid and its workers' (children found through /proc)."""
         if self.proc is None:
             return []
@@ -385,8 +400,12 @@ rtmp {{
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "NginxRtmp":
-        return self.start()
+    def __enter__(self) -> NginxRtmp:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # the error already carries the logs; leave no temp dir behind
+            raise
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
@@ -422,16 +441,16 @@ class UdpTsReceiver:
         self._buffer = bytearray()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self.datagrams = 0
-        self.last_arrival: Optional[float] = None
+        self.last_arrival: float | None = None
 
     @property
     def url(self) -> str:
         """Where to send: ``udp://127.0.0.1:PORT`` (add ``?pkt_size=1316`` for 7 TS packets a datagram)."""
         return f"udp://127.0.0.1:{self.port}"
 
-    def start(self) -> "UdpTsReceiver":
+    def start(self) -> UdpTsReceiver:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"udp-ts-{self.port}", daemon=True)
             self._thread.start()
@@ -449,7 +468,7 @@ class UdpTsReceiver:
     def _receive_one(self) -> bool:
         try:
             datagram = self._sock.recv(65536)
-        except (socket.timeout, BlockingIOError, InterruptedError):
+        except (TimeoutError, BlockingIOError, InterruptedError):
             return False
         except OSError:  # socket closed under us
             self._stop.set()
@@ -494,11 +513,11 @@ class UdpTsReceiver:
         with self._lock:
             return bytes(self._buffer)
 
-    def decode(self, keep_rgb: bool = True) -> Dict[str, Any]:
+    def decode(self, keep_rgb: bool = True) -> dict[str, Any]:
         """:func:`decode_summary` of the bytes received, demuxed as MPEG-TS."""
         return decode_summary(self.data(), format="mpegts", keep_rgb=keep_rgb)
 
-    def __enter__(self) -> "UdpTsReceiver":
+    def __enter__(self) -> UdpTsReceiver:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -511,7 +530,7 @@ class UdpTsReceiver:
 Source = Union[str, Path, bytes, bytearray, io.BytesIO]
 
 
-def decode_summary(source: Source, format: Optional[str] = None, keep_rgb: bool = True) -> Dict[str, Any]:
+def decode_summary(source: Source, format: str | None = None, keep_rgb: bool = True) -> dict[str, Any]:
     """Demux and decode a recording or received bytes into a summary tests can assert on.
 
     Returns ``{"format", "stream_types", "video", "audio", "rgb", "errors"}`` where ``video`` is
@@ -534,7 +553,7 @@ def decode_summary(source: Source, format: Optional[str] = None, keep_rgb: bool 
     if isinstance(source, str) and not os.path.exists(source):
         raise FileNotFoundError(f"nothing to decode: {source} does not exist")
 
-    summary: Dict[str, Any] = {"video": None, "audio": None, "rgb": [], "errors": 0}
+    summary: dict[str, Any] = {"video": None, "audio": None, "rgb": [], "errors": 0}
     with av.open(source, format=format) as container:
         summary["format"] = container.format.name
         summary["stream_types"] = [stream.type for stream in container.streams]
@@ -575,7 +594,7 @@ def decode_summary(source: Source, format: Optional[str] = None, keep_rgb: bool 
     return summary
 
 
-def rgb_frames(summary: Dict[str, Any]) -> np.ndarray:
+def rgb_frames(summary: dict[str, Any]) -> np.ndarray:
     """The summary's decoded video frames stacked as (T, H, W, 3) uint8."""
     frames = summary["rgb"]
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), dtype=np.uint8)

@@ -20,7 +20,9 @@ def writer_for(tmp_path, streams, filename="out.mkv", **extra):
         {"destination": {"type": "server_file", "path": filename}, "streams": streams, **extra}
     )
     plan = make_plan(config, tmp_path)
-    return OutputWriter(plan), plan.path
+    writer = OutputWriter(plan)
+    writer.start()
+    return writer, plan.path
 
 
 def video(**kw):
@@ -199,6 +201,7 @@ def test_bytesio_output_through_the_same_writer(tmp_path):
     )
     buf = io.BytesIO()
     w = OutputWriter(make_plan(config, tmp_path), buf)
+    w.start()
     w.write(0, patterns(15, 48, 64), None)
     w.write(1, sine(1000, 16000, 0.5, channels=2), None)
     w.close()

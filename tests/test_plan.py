@@ -97,7 +97,9 @@ def test_sample_rate_picks_a_supported_one(tmp_path):
         ([AUDIO], {"type": "client"}, {}, "format", "required when the destination has no file name"),
         ([AUDIO], None, {"format": "nonsense"}, "format", "unknown muxer 'nonsense'"),
         ([AUDIO], {"type": "client", "filename": "x.unknownext"}, {}, "format", "cannot guess a muxer"),
-        ([AUDIO], {"type": "url", "url": "rtmp://127.0.0.1/live/x"}, {}, "destination.url", "not supported"),
+        ([AUDIO], {"type": "url", "url": "srt://127.0.0.1:9000"}, {}, "destination.url", "has no srt protocol"),
+        ([AUDIO], {"type": "url", "url": "file:///etc/passwd"}, {}, "destination.url", "unsupported URL scheme"),
+        ([AUDIO], {"type": "url", "url": "rtmp:///live/x"}, {}, "destination.url", "needs a host"),
         ([{**VIDEO, "filter_desc": "nosuchfilter=1"}], None, {}, "streams.0.filter_desc", "unknown filter"),
         ([{**VIDEO, "filter_desc": "[in]hflip[out]"}], None, {}, "streams.0.filter_desc", "linear chain"),
         ([AUDIO], {"type": "client", "filename": "a.m3u8"}, {}, "format", "writes files of its own"),
@@ -171,3 +173,32 @@ def test_chunk_checker_names_expected_and_received(tmp_path):
         with pytest.raises(InvalidChunk, match=message):
             checker.check(header)
     assert checker.check(ChunkHeader(1, 3, DType.FLOAT32, (100, 2))) == 0
+
+
+def test_network_outputs_get_live_defaults(tmp_path):
+    plan = make_plan(config([VIDEO, AUDIO], {"type": "url", "url": "rtmp://127.0.0.1:1935/live/secretkey"}), tmp_path)
+    assert plan.muxer == "flv" and plan.target == "url" and plan.realtime
+    video, audio = plan.streams
+    assert (video.encoder, audio.encoder) == ("libx264", "aac")
+    assert video.codec_config["gop_size"] == 60 and video.codec_config["max_b_frames"] == 0
+    assert video.encoder_option == {"preset": "veryfast", "tune": "zerolatency"}
+    assert plan.options == {"flvflags": "no_duration_filesize"}
+    assert plan.describe_destination() == {"type": "url", "url": "rtmp://127.0.0.1:1935/live/****"}
+
+    udp = make_plan(config([{**VIDEO, "frame_rate": 29.97, "codec_config": {"gop_size": 15},
+                              "encoder_option": {"tune": "film"}}],
+                            {"type": "url", "url": "udp://127.0.0.1:5000"}, realtime=False), tmp_path)
+    assert udp.muxer == "mpegts" and udp.url == "udp://127.0.0.1:5000?pkt_size=1316" and not udp.realtime
+    assert udp.streams[0].codec_config["gop_size"] == 15  # explicit settings win
+    assert udp.streams[0].encoder_option == {"tune": "film", "preset": "veryfast"}
+    kept = make_plan(config([VIDEO], {"type": "url", "url": "udp://127.0.0.1:5000?pkt_size=188"}), tmp_path)
+    assert kept.url == "udp://127.0.0.1:5000?pkt_size=188"
+    ntsc = make_plan(config([{**VIDEO, "frame_rate": 29.97}], {"type": "url", "url": "tcp://127.0.0.1:5000"}), tmp_path)
+    assert ntsc.muxer == "mpegts" and ntsc.streams[0].codec_config["gop_size"] == 60  # ceil(2 s * 29.97)
+    forced = make_plan(config([VIDEO], {"type": "url", "url": "rtmp://h/live/x"}, format="mpegts"), tmp_path)
+    assert forced.muxer == "mpegts"
+
+
+def test_credentials_are_masked_in_descriptions(tmp_path):
+    plan = make_plan(config([VIDEO], {"type": "url", "url": "rtmp://user:pw@example.com/app/key?token=t"}), tmp_path)
+    assert plan.describe_destination()["url"] == "rtmp://example.com/app/****"

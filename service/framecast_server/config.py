@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     open_timeout: float = Field(
         30.0, gt=0, description="Seconds an encoder process may take to start and open its output."
     )
+    connect_timeout: float = Field(
+        10.0, gt=0, description="Seconds a network output may take to connect before its session fails."
+    )
     finish_timeout: float = Field(
         120.0, gt=0, description="Seconds an encoder may take to flush and write its trailer."
     )

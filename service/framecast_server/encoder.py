@@ -140,18 +140,24 @@ def _plane_rows(plane: Any, height: int, row_bytes: int) -> np.ndarray:
 class _AudioStream(_Stream):
     plan: AudioPlan
 
-    def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
-        if array.shape[0] == 0:
-            return []
-        plan = self.plan
-        # Packed samples go straight into the frame's one plane (PyAV's from_ndarray lacks s64).
-        frame = av.AudioFrame(format=plan.format, layout=_layout(plan.num_channels), samples=array.shape[0])
-        np.frombuffer(frame.planes[0], dtype=array.dtype)[: array.size] = array.reshape(-1)
-        frame.sample_rate = plan.sample_rate
-        frame.pts = start
-        frame.time_base = self.time_base
-        return [frame]
+    #: Largest frame built from a chunk; paced outputs use short frames so audio leaves smoothly
+    #: and interleaves with video within one codec frame. None: one frame per chunk.
+    max_samples: int | None = None
 
+    def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
+        plan = self.plan
+        step = self.max_samples or max(1, array.shape[0])
+        out = []
+        for offset in range(0, array.shape[0], step):
+            piece = array[offset : offset + step]
+            # Packed samples go straight into the frame's one plane (PyAV's from_ndarray lacks s64).
+            frame = av.AudioFrame(format=plan.format, layout=_layout(plan.num_channels), samples=piece.shape[0])
+            np.frombuffer(frame.planes[0], dtype=piece.dtype)[: piece.size] = piece.reshape(-1)
+            frame.sample_rate = plan.sample_rate
+            frame.pts = start + offset
+            frame.time_base = self.time_base
+            out.append(frame)
+        return out
 
     def gap(self, end: int, start: int) -> list[av.frame.Frame]:
         if start <= end:
@@ -190,30 +196,27 @@ def describe_error(exc: BaseException) -> str:
 
 
 class OutputWriter:
-    """An open PyAV output built from an OutputPlan.
+    """A PyAV output built from an OutputPlan.
+
+    Construction opens the container and the encoders (nothing is written yet); ``start()``
+    writes the header, which for a network URL is where FFmpeg connects. Chunks then go through
+    ``write()``, or through ``frames_for()`` and ``emit()`` when a pacer decides when each frame
+    leaves.
 
     Args:
         plan: the resolved output.
-        file: a writable file object for client-side destinations; None for files by path.
-        on_packet: called with (stream index, packet size) for each packet muxed.
+        file: a writable file object for client-side destinations; None for paths and URLs.
     """
 
     def __init__(self, plan: OutputPlan, file: BinaryIO | None = None) -> None:
         self.plan = plan
         self.warnings: list[str] = []
         self._closed = False
-        collector = _WarningCollector()
-        av_log = logging.getLogger("av.container.output")
-        av_log.addHandler(collector)
-        try:
-            self._open(file)
-        finally:
-            av_log.removeHandler(collector)
-        self.warnings.extend(f"open options: {m}" for m in collector.messages)
+        self._open(file)
 
     def _open(self, file: BinaryIO | None) -> None:
         plan = self.plan
-        target: str | BinaryIO = plan.path if plan.target == "file" else file  # type: ignore[assignment]
+        target = {"file": plan.path, "url": plan.url}.get(plan.target, file)
         try:
             self.container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
         except Exception as exc:
@@ -221,15 +224,29 @@ class OutputWriter:
         try:
             self.streams: list[_Stream] = [self._add_stream(s) for s in plan.streams]
             self.container.metadata.update(plan.metadata)
-            try:
-                self.container.start_encoding()
-            except Exception as exc:
-                raise SetupError(
-                    f"muxer {plan.muxer!r} refused the streams: {describe_error(exc)}", "format"
-                ) from exc
         except BaseException:
             self._abort()
             raise
+
+    def start(self) -> None:
+        """Write the header: for network outputs this connects, and may take a while or fail.
+
+        Raises:
+            SetupError: the muxer refused the streams, or the destination could not be reached.
+        """
+        collector = _WarningCollector()
+        av_log = logging.getLogger("av.container.output")
+        av_log.addHandler(collector)
+        try:
+            self.container.start_encoding()
+        except Exception as exc:
+            self._abort()
+            if self.plan.live:
+                raise SetupError(f"cannot reach the destination: {describe_error(exc)}", "destination") from exc
+            raise SetupError(f"muxer {self.plan.muxer!r} refused the streams: {describe_error(exc)}", "format") from exc
+        finally:
+            av_log.removeHandler(collector)
+        self.warnings.extend(f"open options: {m}" for m in collector.messages)
 
     def _add_stream(self, plan: StreamPlan) -> _Stream:
         where = f"streams.{plan.index}"
@@ -280,7 +297,10 @@ class OutputWriter:
                 "channel_layout": _layout(plan.num_channels).name,
                 "time_base": f"1/{plan.sample_rate}",
             })
-        return _AudioStream(plan, stream, chain)
+        audio = _AudioStream(plan, stream, chain)
+        if self.plan.realtime:
+            audio.max_samples = max(1, plan.sample_rate // 50)  # 20 ms
+        return audio
 
     @staticmethod
     def _chain(where: str, media: str, steps: list[tuple], source: dict[str, Any]) -> _FilterChain:
@@ -291,14 +311,24 @@ class OutputWriter:
 
     def write(self, index: int, array: np.ndarray, pts: float | None) -> None:
         """Encode one chunk of stream ``index`` and mux its packets."""
+        self.emit(index, self.frames_for(index, array, pts))
+
+    def frames_for(self, index: int, array: np.ndarray, pts: float | None) -> list[av.frame.Frame]:
+        """Place a chunk on its stream's timeline and build its frames (nothing encoded yet).
+
+        Each frame's ``pts * time_base`` is its media time in seconds.
+        """
         stream = self.streams[index]
         previous_end = stream.timeline.next_tick
         start = stream.timeline.start_of(array.shape[0], pts)
         stream.timeline.advance(start, array.shape[0])
-        frames = stream.gap(previous_end, start) + stream.frames(array, start)
         stream.stats.chunks += 1
         stream.stats.frames += array.shape[0]
-        self._mux(stream.encode(frames))
+        return stream.gap(previous_end, start) + stream.frames(array, start)
+
+    def emit(self, index: int, frames: list[av.frame.Frame]) -> None:
+        """Encode frames of stream ``index`` and mux the packets that come out."""
+        self._mux(self.streams[index].encode(frames))
 
     def _mux(self, packets: list[av.Packet]) -> None:
         for packet in packets:

@@ -161,6 +161,14 @@ class SessionConfig(_Strict):
         default_factory=dict, description="Muxer options, as StreamWriter.open(option=...)."
     )
     streams: list[StreamConfig] = Field(..., min_length=1, max_length=16)
+    realtime: bool | None = Field(
+        None,
+        description="Send packets at media time, as ffmpeg -re does. Default: on for network URLs, "
+        "off for files and client-side outputs.",
+    )
+    connect_timeout: float | None = Field(
+        None, gt=0, le=600, description="Seconds a network output may take to connect; default: the server's."
+    )
 
 
 class StreamCounters(BaseModel):
@@ -197,6 +205,12 @@ class SessionInfo(BaseModel):
     streams: list[StreamInfo]
     output_bytes: int = 0
     encoder_pid: int | None = Field(None, description="PID of the session's encoder process.")
+    destination_connected: bool | None = Field(
+        None, description="For network outputs: whether the destination is connected (None for files)."
+    )
+    pacing: dict[str, float] | None = Field(
+        None, description="Real-time pacing: the largest lateness of a frame, and media seconds sent."
+    )
 
 
 class SessionCreated(SessionInfo):

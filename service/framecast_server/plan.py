@@ -18,7 +18,7 @@ from typing import Union
 import av
 from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS, DType
 
-from . import ffmpeg
+from . import destinations, ffmpeg
 from .errors import InvalidConfig
 from .models import (
     AudioStreamConfig,
@@ -98,19 +98,28 @@ StreamPlan = Union[AudioPlan, VideoPlan]
 
 @dataclass
 class OutputPlan:
-    """A fully resolved output: where, which muxer, which streams."""
+    """A fully resolved output: where, which muxer, which streams, how paced."""
 
     muxer: str
-    target: str  # "client", "file"
+    target: str  # "client", "file" or "url"
     path: str | None = None  # absolute path for "file"
+    url: str | None = None  # for "url"
     seekable: bool = True  # for "client"
+    realtime: bool = False  # pace packets at media time, as ffmpeg -re
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
 
+    @property
+    def live(self) -> bool:
+        """A network output: connects after the session is created, fails by itself."""
+        return self.target == "url"
+
     def describe_destination(self) -> dict[str, object]:
         if self.target == "file":
             return {"type": "server_file", "path": self.path}
+        if self.target == "url":
+            return {"type": "url", "url": destinations.masked(self.url or "")}
         return {"type": "client", "seekable": self.seekable}
 
 
@@ -123,30 +132,13 @@ def _options(values: dict[str, object] | None) -> dict[str, str]:
     return out
 
 
-def confine(output_dir: Path, relative: str, field_name: str) -> Path:
-    """Resolve ``relative`` under ``output_dir``; refuse anything that would land outside it."""
-    if "\x00" in relative:
-        raise InvalidConfig("path contains a NUL byte", field_name)
-    if os.path.isabs(relative) or relative.startswith("~"):
-        raise InvalidConfig(f"must be relative to the output directory, got {relative!r}", field_name)
-    if ".." in Path(relative).parts:
-        raise InvalidConfig(f"must not contain '..', got {relative!r}", field_name)
-    if ":" in Path(relative).parts[0]:
-        raise InvalidConfig(f"must be a plain path, not a URL or protocol, got {relative!r}", field_name)
-    root = output_dir.resolve()
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root) or target == root:
-        raise InvalidConfig(f"{relative!r} resolves outside the output directory", field_name)
-    if target.is_dir():
-        raise InvalidConfig(f"{relative!r} is a directory", field_name)
-    return target
-
-
-def _resolve_muxer(config: SessionConfig, hint: str | None) -> str:
+def _resolve_muxer(config: SessionConfig, hint: str | None, implied: str | None = None) -> str:
     if config.format is not None:
         if config.format not in ffmpeg.muxers():
             raise InvalidConfig(f"unknown muxer {config.format!r}; GET /v1/capabilities lists them", "format")
         return config.format
+    if implied:
+        return implied
     if hint:
         guessed = ffmpeg.guess_muxer(hint)
         if guessed:
@@ -155,22 +147,6 @@ def _resolve_muxer(config: SessionConfig, hint: str | None) -> str:
             f"cannot guess a muxer from {os.path.basename(hint)!r}; pass format= (e.g. 'mp4')", "format"
         )
     raise InvalidConfig("required when the destination has no file name (e.g. a file-like object)", "format")
-
-
-def _client_muxer(muxer: str) -> str:
-    """The muxer to use when the bytes go back to the client through a custom I/O context.
-
-    Muxers flagged AVFMT_NOFILE open files of their own and ignore the I/O context. image2 (the
-    muxer for .png, .jpg, ...) has a twin that writes to the context, image2pipe, producing the
-    same image bytes; the others (hls, segment, tee, ...) can't write to a client at all.
-    """
-    if muxer == "image2":
-        return "image2pipe"
-    if av.ContainerFormat(muxer, "w").no_file:
-        raise InvalidConfig(
-            f"muxer {muxer!r} writes files of its own and cannot send its output to the client", "format"
-        )
-    return muxer
 
 
 def _pick_encoder(name: str | None, media: str, default: str | None, muxer: str, where: str) -> av.Codec:
@@ -340,32 +316,42 @@ def _check_filter(desc: str | None, where: str) -> str | None:
 def make_plan(config: SessionConfig, output_dir: Path) -> OutputPlan:
     """Resolve ``config`` into an OutputPlan or raise InvalidConfig naming the field."""
     dest = config.destination
+    filename: str | None
     if isinstance(dest, UrlDestination):
-        scheme = dest.url.split(":", 1)[0].lower() if ":" in dest.url else ""
-        raise InvalidConfig(
-            f"network outputs ({scheme or 'URL'}) are not supported by this server yet; "
-            "use a local path, a file-like object, or framecast.ServerFile",
-            "destination.url",
-        )
-    if isinstance(dest, ServerFileDestination):
-        path = confine(output_dir, dest.path, "destination.path")
-        filename: str | None = str(path)
+        url, implied = destinations.network_url(dest.url)
+        muxer = _resolve_muxer(config, None, implied)
+        plan = OutputPlan(muxer=muxer, target="url", url=url, realtime=True)
+        filename = None
+    elif isinstance(dest, ServerFileDestination):
+        path = destinations.confine(output_dir, dest.path, "destination.path")
+        filename = str(path)
         muxer = _resolve_muxer(config, filename)
         plan = OutputPlan(muxer=muxer, target="file", path=str(path))
     else:
         assert isinstance(dest, ClientDestination)
         filename = dest.filename
         muxer = _resolve_muxer(config, filename)
-        plan = OutputPlan(muxer=_client_muxer(muxer), target="client", seekable=dest.seekable)
+        plan = OutputPlan(muxer=destinations.client_muxer(muxer), target="client", seekable=dest.seekable)
+    if config.realtime is not None:
+        plan.realtime = config.realtime
     default_video = ffmpeg.default_encoder(muxer, "video", filename)
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
+    if plan.live and muxer in destinations.LIVE_ENCODERS:
+        default_video, default_audio = destinations.LIVE_ENCODERS[muxer]
     for i, stream in enumerate(config.streams):
         if isinstance(stream, AudioStreamConfig):
             plan.streams.append(_plan_audio(i, stream, muxer, default_audio))
         else:
-            plan.streams.append(_plan_video(i, stream, muxer, default_video))
+            video = _plan_video(i, stream, muxer, default_video)
+            if plan.live:
+                video.encoder_option, video.codec_config = destinations.live_video_defaults(
+                    video.encoder, video.encoder_frame_rate, video.encoder_option, video.codec_config
+                )
+            plan.streams.append(video)
     plan.metadata = dict(config.metadata)
     plan.options = _options(config.options)
+    if plan.live:
+        plan.options = destinations.live_muxer_options(muxer, plan.options)
     return plan
 
 

@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import time
+from typing import Any
 
 from framecast import protocol
 from framecast.errors import ProtocolError
@@ -105,6 +106,9 @@ class Session:
         self.outbox = Outbox()
         self.connected = False
         self.last_seq = -1
+        self.destination_connected: bool | None = False if plan.live else None
+        self.pacing: dict[str, float] | None = None
+        self._connect_timeout = config.connect_timeout or settings.connect_timeout
         self._checker = ChunkChecker(plan.streams)
         self._done = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -136,9 +140,23 @@ class Session:
         if first[0] == "setup_failed":
             _, message, field = first
             raise InvalidConfig(message, field)
-        self.warnings.extend(first[1])
-        for warning in self.warnings:
-            self.outbox.put(protocol.encode_control(protocol.WARNING, message=warning))
+        self._warn(first[1])
+        if self.plan.live:
+            self._loop.call_later(self._connect_timeout, self._connect_timed_out)
+
+    def _warn(self, warnings: list[str]) -> None:
+        for warning in warnings:
+            if warning not in self.warnings:
+                self.warnings.append(warning)
+                self.outbox.put(protocol.encode_control(protocol.WARNING, message=warning))
+
+    def _connect_timed_out(self) -> None:
+        if self.destination_connected is False and not self.state.done:
+            self.encoder.kill()
+            self._fail(
+                f"could not connect to {self.plan.describe_destination()['url']} "
+                f"within {self._connect_timeout:g} s (no answer)"
+            )
 
     # -- messages from the encoder (reader thread -> loop) ------------------------------------
 
@@ -155,6 +173,10 @@ class Session:
             _, seq, stats = message
             self._take_stats(stats)
             self.outbox.put(protocol.encode_ack(seq))
+        elif kind == "connected":
+            self.destination_connected = True
+            self._warn(message[1])
+            log.info("session %s: connected to %s", self.id, self.plan.describe_destination()["url"])
         elif kind == "closed":
             self._take_stats(message[1])
             if self.plan.target == "file" and self.plan.path and os.path.exists(self.plan.path):
@@ -168,10 +190,12 @@ class Session:
             if not self.state.done:
                 self._fail(f"encoder process died ({exit_text(message[1])})")
 
-    def _take_stats(self, stats: list[dict[str, int]]) -> None:
-        for counters, st in zip(self.counters, stats):
+    def _take_stats(self, stats: dict[str, Any]) -> None:
+        for counters, st in zip(self.counters, stats["streams"]):
             counters.packets = st["packets"]
             counters.bytes = st["bytes"]
+        if stats.get("pacing") is not None:
+            self.pacing = stats["pacing"]
 
     # -- chunks and control from the client ---------------------------------------------------
 
@@ -272,6 +296,8 @@ class Session:
             ],
             output_bytes=self.output_bytes,
             encoder_pid=self.encoder.pid,
+            destination_connected=self.destination_connected,
+            pacing=self.pacing,
         )
 
 

@@ -8,22 +8,27 @@ The pipe between the two carries, server -> worker, the websocket CHUNK messages
 arrived (already checked by the server) and JSON control messages (``{"type": "finish"}``);
 worker -> server, small pickled tuples:
 
-    ("ready", warnings)                     the output is open
+    ("ready", warnings)                     the output is open (for URLs: not yet connected)
     ("setup_failed", message, field)        it could not be opened (becomes a 422)
+    ("connected", warnings)                 a network output is connected, its header written
     ("out", offset, data)                   encoded bytes for a client-side destination
-    ("ack", seq, stats)                     chunk ``seq`` is encoded and muxed
-    ("failed", reason)                      encoding failed; the worker exits
+    ("ack", seq, stats)                     chunk ``seq`` (and all before it) is encoded and muxed
+    ("failed", reason)                      encoding or connecting failed; the worker exits
     ("closed", stats)                       trailer written, output closed; the worker exits
+
+``stats`` is ``{"streams": [per-stream counters], "pacing": {...} or None}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -88,9 +93,12 @@ def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
     # FFmpeg's error lines reach Python logging (and the worker's stderr, the server's log), and
     # PyAV attaches the last one to the exception it raises, so failures carry FFmpeg's reason.
     av.logging.set_level(av.logging.ERROR)
+
     sink = _PipeSink(conn, plan.seekable) if plan.target == "client" else None
     try:
         writer = OutputWriter(plan, sink)  # type: ignore[arg-type]
+        if not plan.live:
+            writer.start()  # files: header now, so a muxer refusal is a 422 at create time
     except SetupError as exc:
         conn.send(("setup_failed", str(exc), exc.field))
         return
@@ -102,31 +110,77 @@ def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
     inbox: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_chunks)
     threading.Thread(target=_reader, args=(conn, inbox), daemon=True, name="pipe-reader").start()
     try:
-        while True:
-            message = inbox.get()
-            if message is None:  # the server went away: finalize what we have
-                writer.close()
-                return
-            if message[:2] == protocol.MAGIC:
-                header, payload = protocol.parse_chunk(message)
-                writer.write(header.stream, protocol.chunk_array(header, payload), header.pts)
-                conn.send(("ack", header.seq, writer.stats()))
-                continue
-            control = json.loads(message)
-            if control.get("type") == protocol.FINISH:
-                writer.close()
-                conn.send(("closed", writer.stats()))
-                return
+        if plan.live:
+            writer.start()  # connects; chunks queue up meanwhile, and then the client waits
+            conn.send(("connected", writer.warnings))
+        if plan.realtime:
+            _paced_loop(conn, writer, inbox)
+        else:
+            _direct_loop(conn, writer, inbox)
     except Exception as exc:
         reason = describe_error(exc)
-        try:
+        with contextlib.suppress(Exception):
             writer.close()
-        except Exception:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             conn.send(("failed", reason))
-        except OSError:
-            pass
+
+
+def _stats(writer: Any, pacer: Any = None) -> dict[str, Any]:
+    return {"streams": writer.stats(), "pacing": pacer.stats() if pacer is not None else None}
+
+
+def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]) -> None:
+    """Encode each chunk as it comes: files and client-side outputs."""
+    while True:
+        message = inbox.get()
+        if message is None:  # the server went away: finalize what we have
+            writer.close()
+            return
+        if message[:2] == protocol.MAGIC:
+            header, payload = protocol.parse_chunk(message)
+            writer.write(header.stream, protocol.chunk_array(header, payload), header.pts)
+            conn.send(("ack", header.seq, _stats(writer)))
+        elif json.loads(message).get("type") == protocol.FINISH:
+            writer.close()
+            conn.send(("closed", _stats(writer)))
+            return
+
+
+def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]) -> None:
+    """Release frames at media time; read ahead only as far as the pacer allows (backpressure)."""
+    from .pacing import Pacer
+
+    pacer = Pacer(len(writer.streams))
+    finishing = False
+    while True:
+        now = pacer.clock()
+        for stream, frame in pacer.pop_due(now):
+            writer.emit(stream, [frame])
+        done = pacer.completed()
+        if done is not None:
+            conn.send(("ack", done, _stats(writer, pacer)))
+        if finishing and not len(pacer):
+            writer.close()
+            conn.send(("closed", _stats(writer, pacer)))
+            return
+        due = pacer.next_due()
+        wait = None if due is None else max(0.0, due - pacer.clock())
+        if finishing or not pacer.wants_more(now):
+            time.sleep(wait if wait is not None else 0.01)
+            continue
+        try:
+            message = inbox.get(timeout=wait)
+        except queue.Empty:
+            continue
+        if message is None:
+            finishing = True
+        elif message[:2] == protocol.MAGIC:
+            header, payload = protocol.parse_chunk(message)
+            array = protocol.chunk_array(header, payload)
+            frames = writer.frames_for(header.stream, array, header.pts)
+            pacer.add(header.stream, frames, header.seq, array.nbytes)
+        elif json.loads(message).get("type") == protocol.FINISH:
+            finishing = True
 
 
 _context: multiprocessing.context.BaseContext | None = None

@@ -1,0 +1,124 @@
+"""Where output goes: server-side paths, client-side bytes, network URLs, and their live defaults.
+
+Network outputs get what live viewers need unless the config says otherwise: a keyframe at least
+every 2 seconds (a player joining waits for one; x264's default GOP is 250 frames), no B-frames
+and x264's zerolatency tuning, H.264 + AAC for FLV and MPEG-TS, ``flvflags=no_duration_filesize``
+for RTMP (no "Failed to update header" at close), and 1316-byte UDP packets (7 TS packets).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import av
+
+from . import ffmpeg
+from .errors import InvalidConfig
+
+#: scheme -> the muxer it implies
+NETWORK_MUXERS = {"rtmp": "flv", "rtmps": "flv", "udp": "mpegts", "tcp": "mpegts", "srt": "mpegts"}
+
+#: muxers whose default codecs (FLV1, MP3, MPEG-2, MP2) no live viewer wants: use H.264 + AAC
+LIVE_ENCODERS = {"flv": ("libx264", "aac"), "mpegts": ("libx264", "aac")}
+
+#: seconds between keyframes on network outputs
+LIVE_KEYFRAME_SECONDS = 2
+
+
+def confine(output_dir: Path, relative: str, field_name: str) -> Path:
+    """Resolve ``relative`` under ``output_dir``; refuse anything that would land outside it."""
+    if "\x00" in relative:
+        raise InvalidConfig("path contains a NUL byte", field_name)
+    if os.path.isabs(relative) or relative.startswith("~"):
+        raise InvalidConfig(f"must be relative to the output directory, got {relative!r}", field_name)
+    if ".." in Path(relative).parts:
+        raise InvalidConfig(f"must not contain '..', got {relative!r}", field_name)
+    if ":" in Path(relative).parts[0]:
+        raise InvalidConfig(f"must be a plain path, not a URL or protocol, got {relative!r}", field_name)
+    root = output_dir.resolve()
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise InvalidConfig(f"{relative!r} resolves outside the output directory", field_name)
+    if target.is_dir():
+        raise InvalidConfig(f"{relative!r} is a directory", field_name)
+    return target
+
+
+def client_muxer(muxer: str) -> str:
+    """The muxer to use when the bytes go back to the client through a custom I/O context.
+
+    Muxers flagged AVFMT_NOFILE open files of their own and ignore the I/O context. image2 (the
+    muxer for .png, .jpg, ...) has a twin that writes to the context, image2pipe, producing the
+    same image bytes; the others (hls, segment, tee, ...) can't write to a client at all.
+    """
+    if muxer == "image2":
+        return "image2pipe"
+    if av.ContainerFormat(muxer, "w").no_file:
+        raise InvalidConfig(
+            f"muxer {muxer!r} writes files of its own and cannot send its output to the client", "format"
+        )
+    return muxer
+
+
+def network_url(url: str, field_name: str = "destination.url") -> tuple[str, str]:
+    """Check a network URL; return (url with live defaults, the muxer its scheme implies)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in NETWORK_MUXERS:
+        raise InvalidConfig(
+            f"unsupported URL scheme {scheme or '(none)'!r}; expected one of {', '.join(NETWORK_MUXERS)}",
+            field_name,
+        )
+    if scheme not in ffmpeg.output_protocols():
+        raise InvalidConfig(
+            f"this server's FFmpeg has no {scheme} protocol; GET /v1/capabilities lists the ones it has",
+            field_name,
+        )
+    if not parts.hostname:
+        raise InvalidConfig(f"{scheme} URL needs a host, got {url!r}", field_name)
+    if scheme == "udp":
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        query.setdefault("pkt_size", "1316")
+        url = urlunsplit(parts._replace(query=urlencode(query)))
+    return url, NETWORK_MUXERS[scheme]
+
+
+def masked(url: str) -> str:
+    """``url`` without credentials: no user:password, no query, and RTMP stream keys hidden."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    path = parts.path
+    if parts.scheme.lower() in ("rtmp", "rtmps") and path.count("/") >= 2:
+        head, _, key = path.rpartition("/")
+        path = f"{head}/****" if key else path
+    return urlunsplit((parts.scheme, host, path, "", ""))
+
+
+def live_video_defaults(
+    encoder: str, frame_rate: Fraction, options: dict[str, str], codec_config: dict[str, int | None]
+) -> tuple[dict[str, str], dict[str, int | None]]:
+    """Encoder options and codec config for a network video stream; explicit settings win."""
+    options = dict(options)
+    config = dict(codec_config)
+    if encoder in ("libx264", "libx265"):
+        options.setdefault("preset", "veryfast")
+        options.setdefault("tune", "zerolatency")
+    if config.get("gop_size", -1) in (-1, None) and "g" not in options:
+        config["gop_size"] = max(1, math.ceil(frame_rate * LIVE_KEYFRAME_SECONDS))
+    if config.get("max_b_frames", -1) in (-1, None) and "bf" not in options:
+        config["max_b_frames"] = 0
+    return options, config
+
+
+def live_muxer_options(muxer: str, options: dict[str, str]) -> dict[str, str]:
+    """Muxer options for a network output; explicit settings win."""
+    options = dict(options)
+    if muxer == "flv":
+        options.setdefault("flvflags", "no_duration_filesize")
+    return options

@@ -1,0 +1,139 @@
+"""Real-time pacing: frames leave at their media time, as ``ffmpeg -re`` sends them.
+
+A live output must not get a minute of media in a second: receivers buffer a little and drop or
+stall on the rest. The ``Pacer`` holds built frames of every stream in one queue ordered by media
+time and releases each when the wall clock reaches it, measured from an anchor set by the first
+frame. Because the schedule is absolute (anchor + media time), sleeping late once does not add up:
+drift stays at scheduling jitter however long the stream runs.
+
+Ordering across streams is what makes audio and video interleave at the receiver whatever chunk
+sizes the client writes; the worker reads ahead (bounded) while one stream's queue is empty so a
+late-arriving stream can catch up with the other.
+
+The pacer also decides when a chunk is acknowledged: once its last frame has left, and only in
+sequence order, since ACKs are cumulative.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(order=True)
+class _Item:
+    t: float
+    order: int
+    stream: int = field(compare=False)
+    frame: Any = field(compare=False)
+    seq: int = field(compare=False)
+    nbytes: int = field(compare=False)
+
+
+class Pacer:
+    """A media-time ordered queue released by the wall clock.
+
+    Args:
+        streams: number of streams in the session.
+        lookahead: seconds of media to hold beyond the wall clock before refusing more.
+        catch_up: seconds of media to hold while a stream's queue is empty, so that stream's
+            chunks can arrive and interleave.
+        max_bytes: upper bound on buffered frame bytes, whatever the above say.
+        clock: monotonic clock (seconds).
+    """
+
+    def __init__(
+        self,
+        streams: int,
+        lookahead: float = 1.0,
+        catch_up: float = 10.0,
+        max_bytes: int = 256 << 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lookahead = lookahead
+        self.catch_up = catch_up
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.anchor: float | None = None
+        self.max_lateness = 0.0
+        self.released_media = 0.0
+        self._heap: list[_Item] = []
+        self._order = itertools.count()
+        self._pending = [0] * streams
+        self._active = [False] * streams
+        self._newest = 0.0
+        self._bytes = 0
+        self._remaining: dict[int, int] = {}
+        self._seqs: collections.deque[int] = collections.deque()
+
+    def add(self, stream: int, frames: list[Any], seq: int, nbytes: int) -> None:
+        """Queue the frames of chunk ``seq`` of ``stream`` (``nbytes`` of media in all)."""
+        self._seqs.append(seq)
+        self._remaining[seq] = len(frames)
+        self._active[stream] = True
+        share = nbytes // max(1, len(frames))
+        for frame in frames:
+            t = float(frame.pts * frame.time_base)
+            heapq.heappush(self._heap, _Item(t, next(self._order), stream, frame, seq, share))
+            self._newest = max(self._newest, t)
+            self._pending[stream] += 1
+            self._bytes += share
+
+    def media_now(self, now: float) -> float:
+        """The media time the wall clock has reached."""
+        return now - self.anchor if self.anchor is not None else (self._heap[0].t if self._heap else 0.0)
+
+    def wants_more(self, now: float) -> bool:
+        """Whether the worker should read another chunk now (else it waits: backpressure)."""
+        if not self._heap:
+            return True
+        if self._bytes >= self.max_bytes:
+            return False
+        ahead = self._newest - self.media_now(now)
+        if ahead < self.lookahead:
+            return True
+        starving = any(active and pending == 0 for active, pending in zip(self._active, self._pending))
+        return starving and ahead < self.catch_up
+
+    def next_due(self) -> float | None:
+        """Wall-clock time the next frame is due, or None when nothing is queued."""
+        if not self._heap:
+            return None
+        if self.anchor is None:
+            return self.clock()
+        return self.anchor + self._heap[0].t
+
+    def pop_due(self, now: float) -> list[tuple[int, Any]]:
+        """Remove and return (stream, frame) for every frame due by ``now``, in media order."""
+        out = []
+        while self._heap and (self.anchor is None or self.anchor + self._heap[0].t <= now):
+            item = heapq.heappop(self._heap)
+            if self.anchor is None:
+                self.anchor = now - item.t
+            self.max_lateness = max(self.max_lateness, now - (self.anchor + item.t))
+            self.released_media = max(self.released_media, item.t)
+            self._pending[item.stream] -= 1
+            self._bytes -= item.nbytes
+            self._remaining[item.seq] -= 1
+            out.append((item.stream, item.frame))
+        return out
+
+    def completed(self) -> int | None:
+        """The highest seq whose chunk, and every chunk before it, has fully left; None if none new."""
+        done = None
+        while self._seqs and self._remaining.get(self._seqs[0], 0) <= 0:
+            done = self._seqs.popleft()
+            self._remaining.pop(done, None)
+        return done
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def stats(self) -> dict[str, float]:
+        """Pacing health: how late the latest frames left and how far the stream has got."""
+        return {"max_lateness_ms": round(self.max_lateness * 1000, 3), "media_seconds": round(self.released_media, 3)}
