@@ -51,8 +51,10 @@ class AsyncStreamWriter:
         server: str | None = None,
         api_key: str | None = None,
         timeout: float = 300.0,
+        realtime: bool | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
-        self._core = WriterCore(dst, format)
+        self._core = WriterCore(dst, format, realtime=realtime, connect_timeout=connect_timeout)
         self._server = server
         self._api_key = api_key
         self._timeout = timeout
@@ -123,8 +125,9 @@ class AsyncStreamWriter:
         messages = self._core.chunk_messages(i, chunk, pts, kind)
         assert self._ws is not None
         try:
-            for header, payload in messages:
-                await self._ws.send([header, payload])
+            for message in messages:
+                await self._wait(self._core.window_open, "write")
+                await self._ws.send(self._core.sending(message))
         except ConnectionClosed as exc:
             self._check()
             raise TransportError(f"connection to the framecast server closed: {exc}") from exc

@@ -31,6 +31,10 @@ class StreamWriter:
         server: base URL of the framecast server.
         api_key: API key for servers that require one (else $FRAMECAST_API_KEY).
         timeout: seconds to wait for the server to acknowledge a flush or finish a close.
+        realtime: send packets at media time (as ``ffmpeg -re``); default: on for network URLs
+            (``rtmp://``, ``udp://``, ...), off for files.
+        connect_timeout: seconds a network destination may take to connect before the session
+            fails; default: the server's setting.
 
     Errors the server reports for a chunk are raised by that write or a following one, at the
     latest by ``close()``; nothing fails silently.
@@ -44,8 +48,10 @@ class StreamWriter:
         server: str | None = None,
         api_key: str | None = None,
         timeout: float = 300.0,
+        realtime: bool | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
-        self._core = WriterCore(dst, format)
+        self._core = WriterCore(dst, format, realtime=realtime, connect_timeout=connect_timeout)
         self._server = server
         self._api_key = api_key
         self._timeout = timeout
@@ -177,8 +183,11 @@ class StreamWriter:
             messages = self._core.chunk_messages(i, chunk, pts, kind)
         assert self._ws is not None
         try:
-            for header, payload in messages:
-                self._ws.send([header, payload])
+            for message in messages:
+                self._wait(self._core.window_open, "write")
+                with self._lock:
+                    fragments = self._core.sending(message)
+                self._ws.send(fragments)
         except ConnectionClosed as exc:
             self._check()
             raise TransportError(f"connection to the framecast server closed: {exc}") from exc

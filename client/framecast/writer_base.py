@@ -11,11 +11,29 @@ from __future__ import annotations
 import enum
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from . import protocol
 from .errors import FramecastError, InvalidChunk, ProtocolError, SessionFailed, StateError
 from .streams import AudioStream, Stream, VideoStream, describe_destination, split, to_numpy
+
+#: Media seconds per message for real-time sessions.
+REALTIME_PIECE_SECONDS = 0.25
+#: Unacknowledged media (summed over streams) a real-time writer may have in flight.
+REALTIME_WINDOW_SECONDS = 1.0
+#: Unacknowledged bytes any writer may have in flight.
+MAX_UNACKED_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Message:
+    """One CHUNK message ready to send: header and payload kept apart (no joining copy)."""
+
+    seq: int
+    header: bytes
+    payload: memoryview
+    seconds: float
 
 
 class FramecastWarning(UserWarning):
@@ -78,9 +96,13 @@ class LocalSink:
 class WriterCore:
     """Everything a writer knows and decides, with no sockets."""
 
-    def __init__(self, dst: Any, format: str | None) -> None:
+    def __init__(
+        self, dst: Any, format: str | None, *, realtime: bool | None = None, connect_timeout: float | None = None
+    ) -> None:
         self.destination = describe_destination(dst)
         self.format = format
+        self.realtime = realtime
+        self.connect_timeout = connect_timeout
         self.streams: list[Stream] = []
         self.metadata: dict[str, str] = {}
         self.state = WriterState.CONFIGURING
@@ -88,7 +110,8 @@ class WriterCore:
         self.session: dict[str, Any] = {}
         self.summary: dict[str, Any] | None = None
         self._next_seq = 0
-        self._pending: set[int] = set()
+        # seq -> (bytes, media seconds) of every chunk sent and not yet acknowledged or refused
+        self._pending: dict[int, tuple[int, float]] = {}
         self._errors: list[FramecastError] = []
         self._failure: SessionFailed | None = None
 
@@ -123,6 +146,8 @@ class WriterCore:
             "metadata": self.metadata,
             "options": {str(k): v for k, v in (option or {}).items()},
             "streams": [s.to_json() for s in self.streams],
+            "realtime": self.realtime,
+            "connect_timeout": self.connect_timeout,
         }
 
     def opened(self, created: dict[str, Any]) -> None:
@@ -140,10 +165,11 @@ class WriterCore:
 
     # -- chunks -------------------------------------------------------------------------------
 
-    def chunk_messages(
-        self, i: int, chunk: Any, pts: float | None, kind: str
-    ) -> list[tuple[bytes, memoryview]]:
-        """Check a chunk and turn it into CHUNK messages (header, payload), split to fit."""
+    def chunk_messages(self, i: int, chunk: Any, pts: float | None, kind: str) -> list[Message]:
+        """Check a chunk and turn it into CHUNK messages, split to fit.
+
+        Send each with ``sending(message)`` just before it goes out, once ``window_open()``.
+        """
         self.raise_pending()
         self._require(WriterState.OPEN, action=f"write a {kind} chunk")
         if not isinstance(i, int) or not 0 <= i < len(self.streams):
@@ -158,14 +184,24 @@ class WriterCore:
         if pts is not None:
             pts = float(pts)
         limit = self.max_message_bytes - 64 - 4 * array.ndim
+        if self.session.get("realtime") and array.shape[0]:
+            # A paced session takes media as the wall clock goes: small pieces let the server's
+            # buffers (about a second) hold back the writer instead of swallowing a whole call.
+            per_piece = max(1, int(stream.rate * REALTIME_PIECE_SECONDS))
+            limit = min(limit, per_piece * (array.nbytes // array.shape[0]))
         messages = []
         for offset, piece in split(array, limit):
             piece_pts = None if pts is None else pts + offset / stream.rate
             seq = self._next_seq
             self._next_seq += 1
-            messages.append(protocol.encode_chunk(i, seq, piece, piece_pts))
-            self._pending.add(seq)
+            header, payload = protocol.encode_chunk(i, seq, piece, piece_pts)
+            messages.append(Message(seq, header, payload, piece.shape[0] / stream.rate))
         return messages
+
+    def sending(self, message: Message) -> list[bytes | memoryview]:
+        """Record ``message`` as in flight (until acknowledged); returns its fragments to send."""
+        self._pending[message.seq] = (len(message.payload), message.seconds)
+        return [message.header, message.payload]
 
     # -- server messages ----------------------------------------------------------------------
 
@@ -176,7 +212,8 @@ class WriterCore:
             return
         parsed = protocol.parse_server_binary(message)
         if isinstance(parsed, protocol.Ack):
-            self._pending = {s for s in self._pending if s > parsed.seq}
+            for seq in [s for s in self._pending if s <= parsed.seq]:
+                del self._pending[seq]
         else:
             if self.sink is None:
                 raise ProtocolError("server sent output bytes for a destination that lives on the server")
@@ -187,7 +224,7 @@ class WriterCore:
         if kind == protocol.ERROR:
             seq = msg.get("seq")
             if seq is not None:
-                self._pending.discard(seq)
+                self._pending.pop(seq, None)
             self._errors.append(InvalidChunk(msg.get("message", "chunk refused"), seq=seq))
         elif kind == protocol.WARNING:
             warnings.warn(msg.get("message", ""), FramecastWarning, stacklevel=2)
@@ -201,6 +238,19 @@ class WriterCore:
         # Unknown control types are ignored: newer servers may add informational messages.
 
     # -- progress and errors ------------------------------------------------------------------
+
+    def window_open(self) -> bool:
+        """Whether another message may be sent: what is unacknowledged fits the window.
+
+        The window bounds the SDK's memory and the server's buffers for every session; for
+        real-time sessions it also holds the writer to about one second ahead of the wall clock.
+        """
+        if self.done or not self._pending:
+            return True
+        if sum(b for b, _ in self._pending.values()) > MAX_UNACKED_BYTES:
+            return False
+        ahead = sum(t for _, t in self._pending.values())
+        return not (self.session.get("realtime") and ahead > REALTIME_WINDOW_SECONDS)
 
     @property
     def flushed(self) -> bool:

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         "out); default: derived from each request.",
     )
     max_sessions: int = Field(64, ge=1, description="Sessions open at once.")
+    keep_finished_sessions: int = Field(
+        1000, ge=0, description="Closed or failed sessions kept for GET /v1/sessions and downloads."
+    )
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=64 * 1024, description="Largest websocket message; clients split chunks to fit."
     )

@@ -205,6 +205,7 @@ class SessionInfo(BaseModel):
     streams: list[StreamInfo]
     output_bytes: int = 0
     encoder_pid: int | None = Field(None, description="PID of the session's encoder process.")
+    realtime: bool = Field(False, description="Whether packets are paced at media time.")
     destination_connected: bool | None = Field(
         None, description="For network outputs: whether the destination is connected (None for files)."
     )

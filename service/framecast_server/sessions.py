@@ -11,14 +11,18 @@ FINISHING: no more chunks are taken; encoders flush and the trailer is written. 
 is complete. FAILED: the encoder failed or died; ``error`` says why.
 
 Everything here runs on the event loop. The only blocking calls (starting the encoder, handing it
-a chunk) go through ``asyncio.to_thread``; the encoder's answers arrive on its reader thread and
-are handed to the loop with ``call_soon_threadsafe``.
+a chunk) run on the session's own thread, never the loop's shared executor: an encoder stuck in
+FFmpeg (a connect that never answers holds its GIL and stops reading its pipe) then blocks only
+its own session. The encoder's answers arrive on its reader thread and are handed to the loop
+with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import contextlib
 import enum
 import logging
 import os
@@ -106,6 +110,7 @@ class Session:
         self.outbox = Outbox()
         self.connected = False
         self.last_seq = -1
+        self.ended_at: float | None = None
         self.destination_connected: bool | None = False if plan.live else None
         self.pacing: dict[str, float] | None = None
         self._connect_timeout = config.connect_timeout or settings.connect_timeout
@@ -114,6 +119,11 @@ class Session:
         self._loop = asyncio.get_running_loop()
         self._resume_timer: asyncio.TimerHandle | None = None
         self.encoder = EncoderProcess(plan, settings.worker_queue_chunks, self._from_worker_thread)
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"session-{session_id}")
+
+    async def _blocking(self, fn: Any, *args: Any) -> Any:
+        """Run a blocking call on this session's own thread."""
+        return await self._loop.run_in_executor(self._thread, fn, *args)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -129,14 +139,20 @@ class Session:
         self.error = reason
         self._move(SessionState.FAILED)
         self.outbox.put(protocol.encode_control(protocol.FAILED, reason=reason))
-        self._done.set()
+        self._ended()
         log.warning("session %s failed: %s", self.id, reason)
+
+    def _ended(self) -> None:
+        self.ended_at = time.time()
+        self._done.set()
+        self._cancel_resume_timer()
+        self._thread.shutdown(wait=False)
 
     # -- setup --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start the encoder process and open the output; InvalidConfig if FFmpeg refuses it."""
-        first = await asyncio.to_thread(self.encoder.start, self.settings.open_timeout)
+        first = await self._blocking(self.encoder.start, self.settings.open_timeout)
         if first[0] == "setup_failed":
             _, message, field = first
             raise InvalidConfig(message, field)
@@ -183,7 +199,7 @@ class Session:
                 self.output_bytes = os.path.getsize(self.plan.path)
             self._move(SessionState.CLOSED)
             self.outbox.put(protocol.encode_control(protocol.CLOSED, session=self.info().model_dump()))
-            self._done.set()
+            self._ended()
         elif kind == "failed":
             self._fail(f"encoder error: {message[1]}")
         elif kind == "exited":
@@ -224,20 +240,18 @@ class Session:
         counters.chunks += 1
         counters.frames += header.shape[0]
         try:
-            await asyncio.to_thread(self.encoder.send, message)
+            await self._blocking(self.encoder.send, message)
         except OSError:
-            # The encoder died; its reader thread reports why.
-            raise InvalidChunk(f"chunk {header.seq}: the encoder is gone") from None
+            # The encoder died; its reader thread fails the session and the client hears why.
+            log.debug("session %s: chunk %d not delivered, encoder gone", self.id, header.seq)
 
     async def finish(self) -> None:
         """Flush, write the trailer, close. Idempotent; returns once CLOSED or FAILED."""
         if self.state in (SessionState.CREATED, SessionState.STREAMING):
             self._move(SessionState.FINISHING)
             self._cancel_resume_timer()
-            try:
-                await asyncio.to_thread(self.encoder.send, protocol.encode_control(protocol.FINISH).encode())
-            except OSError:
-                pass  # already dead: the reader thread fails the session
+            with contextlib.suppress(OSError):  # already dead: the reader thread fails the session
+                await self._blocking(self.encoder.send, protocol.encode_control(protocol.FINISH).encode())
         try:
             await asyncio.wait_for(self._done.wait(), self.settings.finish_timeout)
         except asyncio.TimeoutError:
@@ -296,6 +310,7 @@ class Session:
             ],
             output_bytes=self.output_bytes,
             encoder_pid=self.encoder.pid,
+            realtime=self.plan.realtime,
             destination_connected=self.destination_connected,
             pacing=self.pacing,
         )
@@ -312,7 +327,14 @@ class SessionManager:
     def active(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.state.done]
 
+    def _forget_old(self) -> None:
+        """Keep the newest ``keep_finished_sessions`` finished sessions; drop older ones."""
+        finished = sorted((s for s in self.sessions.values() if s.state.done), key=lambda s: s.ended_at or 0)
+        for session in finished[: max(0, len(finished) - self.settings.keep_finished_sessions)]:
+            del self.sessions[session.id]
+
     async def create(self, config: SessionConfig) -> Session:
+        self._forget_old()
         if len(self.active()) >= self.settings.max_sessions:
             raise TooManySessions(f"this server runs at most {self.settings.max_sessions} sessions at once")
         plan = make_plan(config, self.settings.output_dir)
