@@ -9,9 +9,10 @@ import time
 
 import numpy as np
 import pytest
-from framecast import protocol
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+
+from framecast import protocol
 
 from .media import decode, patterns
 

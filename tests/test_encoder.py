@@ -8,6 +8,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+
 from framecast_server.encoder import OutputWriter, SetupError
 from framecast_server.models import SessionConfig
 from framecast_server.plan import make_plan

@@ -20,11 +20,7 @@ import framecast
 from framecast import StreamWriter
 
 from .media import decode, dominant_frequency, patterns, psnr, read_stamp, sine
-from .peers import NginxRtmp, UdpTsReceiver, nginx_available
-
-pytestmark = pytest.mark.skipif(
-    not nginx_available(), reason="nginx-rtmp missing: scripts/test installs it (scripts/system-deps)"
-)
+from .peers import NginxRtmp, UdpTsReceiver
 
 W, H, FPS, RATE = 320, 240, 30, 44100
 

@@ -6,12 +6,13 @@ import os
 from fractions import Fraction
 
 import pytest
+from pydantic import ValidationError
+
 from framecast.protocol import ChunkHeader, DType
 from framecast_server.chunks import ChunkChecker, Timeline
 from framecast_server.errors import InvalidChunk, InvalidConfig
 from framecast_server.models import SessionConfig, parse_frame_rate
 from framecast_server.plan import make_plan, split_filter_chain
-from pydantic import ValidationError
 
 
 def config(streams, dest=None, **extra):

@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from framecast import protocol
 from framecast.errors import ProtocolError
 

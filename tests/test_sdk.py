@@ -7,11 +7,12 @@ import io
 import warnings
 from fractions import Fraction
 
-import framecast
 import httpx
 import numpy as np
 import pytest
 import torch
+
+import framecast
 from framecast import AsyncStreamWriter, ServerFile, StreamWriter
 
 from .conftest import ServerProcess

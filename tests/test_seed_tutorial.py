@@ -15,6 +15,7 @@ import os
 import numpy as np
 import pytest
 import torch
+
 from framecast import StreamWriter
 
 from .media import decode, dominant_frequency, patterns, psnr

@@ -15,6 +15,7 @@ import hmac
 import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
 from framecast import protocol
 from framecast.errors import ProtocolError
 

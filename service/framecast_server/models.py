@@ -12,8 +12,9 @@ import re
 from fractions import Fraction
 from typing import Annotated, Literal, Union
 
-from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS
 
 
 class _Strict(BaseModel):

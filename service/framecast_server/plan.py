@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Union
 
 import av
+
 from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS, DType
 
 from . import destinations, ffmpeg
