@@ -235,3 +235,16 @@ def test_session_listing_shows_sdk_sessions(server, tmp_path):
         mine = [x for x in listed if x["id"] == s.session_id]
         assert mine and mine[0]["state"] == "streaming"
     assert httpx.get(f"{server.url}/v1/sessions/{s.session_id}").json()["state"] == "closed"
+
+
+@pytest.mark.parametrize("encode", [False, True])
+def test_discard_destination_takes_everything_and_keeps_nothing(server, encode):
+    s = StreamWriter(framecast.Discard(encode=encode), server=server.url)
+    s.add_video_stream(frame_rate=30, width=64, height=48)
+    with s.open():
+        for k in range(3):
+            s.write_video_chunk(0, patterns(10, 48, 64, start=10 * k))
+    counters = s.summary["streams"][0]["counters"]
+    assert s.summary["destination"] == {"type": "discard", "encode": encode}
+    assert counters["chunks"] == 3 and counters["frames"] == 30
+    assert (counters["packets"] == 30) if encode else (counters["packets"] == 0)

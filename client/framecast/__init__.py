@@ -22,13 +22,14 @@ from .errors import (
     TransportError,
 )
 from .functional import capabilities, write_video
-from .streams import CodecConfig, ServerFile
+from .streams import CodecConfig, Discard, ServerFile
 from .writer import StreamWriter
 from .writer_base import FramecastWarning, WriterState
 
 __all__ = [
     "AsyncStreamWriter",
     "CodecConfig",
+    "Discard",
     "FramecastError",
     "FramecastWarning",
     "InvalidChunk",

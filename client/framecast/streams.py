@@ -41,7 +41,18 @@ class ServerFile:
     path: str
 
 
-Destination = Union[str, "os.PathLike[str]", ServerFile, Any]
+@dataclass(frozen=True)
+class Discard:
+    """A destination that keeps nothing: for measuring throughput and for dry runs.
+
+    Args:
+        encode: encode and mux (into FFmpeg's null muxer) instead of only taking the chunks.
+    """
+
+    encode: bool = False
+
+
+Destination = Union[str, "os.PathLike[str]", ServerFile, Discard, Any]
 
 
 def _codec_config(value: Any) -> dict[str, Any] | None:
@@ -232,6 +243,8 @@ def describe_destination(dst: Any) -> dict[str, Any]:
     """The session config's ``destination`` for what the user passed as ``dst``."""
     if isinstance(dst, ServerFile):
         return {"type": "server_file", "path": dst.path}
+    if isinstance(dst, Discard):
+        return {"type": "discard", "encode": dst.encode}
     if isinstance(dst, (str, os.PathLike)):
         text = os.fspath(dst)
         if "://" in text:

@@ -216,7 +216,7 @@ class OutputWriter:
 
     def _open(self, file: BinaryIO | None) -> None:
         plan = self.plan
-        target = {"file": plan.path, "url": plan.url}.get(plan.target, file)
+        target = {"file": plan.path, "url": plan.url, "discard": "null"}.get(plan.target, file)
         try:
             self.container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
         except Exception as exc:

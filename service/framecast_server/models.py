@@ -147,8 +147,16 @@ class UrlDestination(_Strict):
     url: str = Field(..., min_length=1, max_length=4096)
 
 
+class DiscardDestination(_Strict):
+    """Nowhere: for measuring and dry runs. With ``encode`` the frames are encoded and muxed into
+    FFmpeg's null muxer; without, the encoder process only takes and acknowledges chunks."""
+
+    type: Literal["discard"] = "discard"
+    encode: bool = Field(False, description="Encode (into the null muxer) instead of only taking chunks.")
+
+
 Destination = Annotated[
-    ClientDestination | ServerFileDestination | UrlDestination, Field(discriminator="type")
+    ClientDestination | ServerFileDestination | UrlDestination | DiscardDestination, Field(discriminator="type")
 ]
 
 

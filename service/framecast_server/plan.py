@@ -24,6 +24,7 @@ from .errors import InvalidConfig
 from .models import (
     AudioStreamConfig,
     ClientDestination,
+    DiscardDestination,
     ServerFileDestination,
     SessionConfig,
     UrlDestination,
@@ -107,6 +108,7 @@ class OutputPlan:
     url: str | None = None  # for "url"
     seekable: bool = True  # for "client"
     realtime: bool = False  # pace packets at media time, as ffmpeg -re
+    encode: bool = True  # False: a discard destination that only takes chunks
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
@@ -121,6 +123,8 @@ class OutputPlan:
             return {"type": "server_file", "path": self.path}
         if self.target == "url":
             return {"type": "url", "url": destinations.masked(self.url or "")}
+        if self.target == "discard":
+            return {"type": "discard", "encode": self.encode}
         return {"type": "client", "seekable": self.seekable}
 
 
@@ -322,6 +326,10 @@ def make_plan(config: SessionConfig, output_dir: Path) -> OutputPlan:
         url, implied = destinations.network_url(dest.url)
         muxer = _resolve_muxer(config, None, implied)
         plan = OutputPlan(muxer=muxer, target="url", url=url, realtime=True)
+        filename = None
+    elif isinstance(dest, DiscardDestination):
+        muxer = _resolve_muxer(config, None, "null")
+        plan = OutputPlan(muxer=muxer, target="discard", encode=dest.encode)
         filename = None
     elif isinstance(dest, ServerFileDestination):
         path = destinations.confine(output_dir, dest.path, "destination.path")

@@ -138,7 +138,8 @@ def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]
             return
         if message[:2] == protocol.MAGIC:
             header, payload = protocol.parse_chunk(message)
-            writer.write(header.stream, protocol.chunk_array(header, payload), header.pts)
+            if writer.plan.encode:
+                writer.write(header.stream, protocol.chunk_array(header, payload), header.pts)
             conn.send(("ack", header.seq, _stats(writer)))
         elif json.loads(message).get("type") == protocol.FINISH:
             writer.close()
