@@ -105,10 +105,10 @@ def test_encode_refuses_what_the_format_cannot_carry():
 def test_ack_and_output_bytes():
     assert protocol.encode_ack(258) == b"FC\x01\x02" + bytes(4) + struct.pack("<Q", 258)
     assert protocol.parse_server_binary(protocol.encode_ack(258)) == protocol.Ack(258)
-    message = protocol.encode_output_header(4096) + b"hello"
-    assert message[:16] == b"FC\x01\x03" + bytes(4) + struct.pack("<Q", 4096)
+    message = protocol.encode_output_header(7, 4096) + b"hello"
+    assert message[:24] == b"FC\x01\x03" + bytes(4) + struct.pack("<QQ", 7, 4096)
     out = protocol.parse_server_binary(message)
-    assert isinstance(out, protocol.Output) and out.offset == 4096 and bytes(out.data) == b"hello"
+    assert isinstance(out, protocol.Output) and (out.index, out.offset) == (7, 4096) and bytes(out.data) == b"hello"
     with pytest.raises(ProtocolError, match="ACK must be 16 bytes"):
         protocol.parse_server_binary(protocol.encode_ack(1) + b"x")
     with pytest.raises(ProtocolError, match="unexpected message kind 1"):

@@ -7,7 +7,8 @@ Binary messages (all integers little-endian):
 
     CHUNK   client -> server   one array of media for one stream
     ACK     server -> client   every chunk up to and including ``seq`` is taken into the encoder
-    OUTPUT  server -> client   encoded bytes to write at ``offset`` of a client-side destination
+    OUTPUT  server -> client   encoded bytes to write at ``offset`` of a client-side destination,
+                               numbered so that a reconnecting client applies each exactly once
 
 Every binary message starts with the same 4-byte preamble: ``b"FC"``, the version byte and the
 kind byte. Control messages (finish, errors, warnings, events, the final summary) travel as JSON
@@ -53,7 +54,7 @@ MAX_NDIM = 8
 _PREAMBLE = struct.Struct("<2sBB")
 _CHUNK_FIXED = struct.Struct("<2sBBHBBQdB3x")  # 28 bytes
 _ACK = struct.Struct("<2sBB4xQ")  # 16 bytes
-_OUTPUT_FIXED = struct.Struct("<2sBB4xQ")  # 16 bytes, then data
+_OUTPUT_FIXED = struct.Struct("<2sBB4xQQ")  # 24 bytes, then data
 
 FLAG_HAS_PTS = 0x01
 
@@ -260,9 +261,9 @@ def encode_ack(seq: int) -> bytes:
     return _ACK.pack(MAGIC, VERSION, Kind.ACK, seq)
 
 
-def encode_output_header(offset: int) -> bytes:
-    """The 16-byte prefix of an OUTPUT message; the encoded bytes follow it."""
-    return _OUTPUT_FIXED.pack(MAGIC, VERSION, Kind.OUTPUT, offset)
+def encode_output_header(index: int, offset: int) -> bytes:
+    """The 24-byte prefix of OUTPUT message number ``index``; the encoded bytes follow it."""
+    return _OUTPUT_FIXED.pack(MAGIC, VERSION, Kind.OUTPUT, index, offset)
 
 
 @dataclass(frozen=True)
@@ -274,8 +275,13 @@ class Ack:
 
 @dataclass(frozen=True)
 class Output:
-    """Encoded bytes the client writes at ``offset`` of its destination."""
+    """Encoded bytes the client writes at ``offset`` of its destination.
 
+    ``index`` numbers OUTPUT messages from 0 in the order they must be applied; after a reconnect
+    the server repeats those the client has not confirmed, and the client skips the ones it has.
+    """
+
+    index: int
     offset: int
     data: memoryview
 
@@ -291,7 +297,8 @@ def parse_server_binary(data: bytes | bytearray | memoryview) -> Ack | Output:
     if kind == Kind.OUTPUT:
         if len(view) < _OUTPUT_FIXED.size:
             raise ProtocolError(f"truncated OUTPUT header: {len(view)} bytes")
-        return Output(_OUTPUT_FIXED.unpack_from(view)[3], view[_OUTPUT_FIXED.size :])
+        _, _, _, index, offset = _OUTPUT_FIXED.unpack_from(view)
+        return Output(index, offset, view[_OUTPUT_FIXED.size :])
     raise ProtocolError(f"unexpected message kind {kind} from server")
 
 
@@ -299,6 +306,10 @@ def parse_server_binary(data: bytes | bytearray | memoryview) -> Ack | Output:
 
 #: Client -> server: no more chunks; flush the encoders, write the trailer, close the output.
 FINISH = "finish"
+#: Client -> server: every OUTPUT message up to ``index`` is applied; the server may forget them.
+OUTPUT_ACK = "output_ack"
+#: Server -> client: something happened to the session (connected, reconnecting, dropped, ...).
+EVENT = "event"
 #: Server -> client: a chunk (or a control message) was refused; the session goes on.
 ERROR = "error"
 #: Server -> client: something worth knowing that is not an error (e.g. an unused option).

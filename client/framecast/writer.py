@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -35,6 +37,13 @@ class StreamWriter:
             (``rtmp://``, ``udp://``, ...), off for files.
         connect_timeout: seconds a network destination may take to connect before the session
             fails; default: the server's setting.
+        reconnect: when the websocket drops, reconnect with backoff and resend every chunk the
+            server has not acknowledged (it drops duplicates), so the output holds each chunk
+            once. Costs a copy of what is in flight when a write returns.
+        reconnect_timeout: seconds to keep trying to reconnect (keep it under the server's
+            resume timeout, 30 s by default, after which it finalizes the session).
+        on_event: called (on the writer's reader thread) with each session event the server
+            reports: ``{"event": "reconnecting", "attempt": 2, "reason": ...}`` and so on.
 
     Errors the server reports for a chunk are raised by that write or a following one, at the
     latest by ``close()``; nothing fails silently.
@@ -50,6 +59,9 @@ class StreamWriter:
         timeout: float = 300.0,
         realtime: bool | None = None,
         connect_timeout: float | None = None,
+        reconnect: bool = True,
+        reconnect_timeout: float = 30.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._core = WriterCore(dst, format, realtime=realtime, connect_timeout=connect_timeout)
         self._server = server
@@ -58,8 +70,16 @@ class StreamWriter:
         self._rest: RestClient | None = None
         self._ws: ClientConnection | None = None
         self._reader: threading.Thread | None = None
-        self._lock = threading.Condition()
+        self._lock = threading.Condition()  # guards the core; signalled on every change
+        self._send_lock = threading.Lock()  # one sender at a time, and no send during a reconnect
         self._broken: FramecastError | None = None
+        self._reconnect = reconnect
+        self._reconnect_timeout = reconnect_timeout
+        self._generation = 0  # bumped on every successful reconnect
+        self._closed_by_user = False
+        self._core.on_event = on_event
+        #: How many times the websocket was re-established after dropping.
+        self.reconnects = 0
 
     # -- configuration (torchaudio's signatures) -----------------------------------------------
 
@@ -144,24 +164,95 @@ class StreamWriter:
         self._reader.start()
         return self
 
+    # -- the connection: reading, reconnecting, sending -----------------------------------------
+
     def _read(self) -> None:
-        assert self._ws is not None
+        """Apply what the server sends; when the connection drops, reconnect and resend."""
         try:
-            for message in self._ws:
-                with self._lock:
-                    self._core.handle(message)
-                    self._lock.notify_all()
-        except ConnectionClosed:
-            pass
+            while True:
+                ws = self._ws
+                assert ws is not None
+                try:
+                    for message in ws:
+                        with self._lock:
+                            self._core.handle(message)
+                            outgoing = self._core.take_outgoing()
+                            self._lock.notify_all()
+                        for text in outgoing:
+                            with contextlib.suppress(ConnectionClosed):
+                                ws.send(text)
+                    code = ws.close_code
+                except ConnectionClosed as exc:
+                    code = exc.rcvd.code if exc.rcvd is not None else None
+                if self._core.done or self._closed_by_user:
+                    return
+                fatal = _FATAL_CLOSE_CODES.get(code or 0)
+                if fatal is not None or not self._reconnect:
+                    reason = fatal or "the connection to the framecast server closed unexpectedly"
+                    self._broken = TransportError(reason)
+                    return
+                if not self._reconnect_and_resend():
+                    return
         except FramecastError as exc:
             self._broken = exc
         except OSError as exc:  # the user's destination refused a write
             self._broken = TransportError(f"writing the output locally failed: {exc}")
         finally:
             with self._lock:
-                if not self._core.done and self._broken is None:
+                if not self._core.done and self._broken is None and not self._closed_by_user:
                     self._broken = TransportError("connection to the framecast server closed unexpectedly")
                 self._lock.notify_all()
+
+    def _reconnect_and_resend(self) -> bool:
+        """Reconnect with capped exponential backoff; resend everything not yet acknowledged."""
+        deadline = time.monotonic() + self._reconnect_timeout
+        delay = 0.05
+        attempt = 0
+        while not self._closed_by_user:
+            attempt += 1
+            try:
+                with self._send_lock:
+                    assert self._rest is not None
+                    ws = _connect(self._core.session["stream_url"], self._core.session["token"], self._rest.headers)
+                    with self._lock:
+                        backlog = self._core.unacknowledged()
+                        closing = self._core.state is WriterState.CLOSING
+                    for fragments in backlog:
+                        ws.send(fragments)
+                    if closing:
+                        ws.send(self._core.finish_message())
+                    old, self._ws = self._ws, ws
+                    self._generation += 1
+                if old is not None:
+                    old.close()
+                with self._lock:
+                    self.reconnects += 1
+                    self._lock.notify_all()
+                return True
+            except (TransportError, ConnectionClosed) as exc:
+                if time.monotonic() + delay > deadline:
+                    self._broken = TransportError(
+                        f"lost the connection to the framecast server and could not reconnect within "
+                        f"{self._reconnect_timeout:g} s ({attempt} attempts): {exc}"
+                    )
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return False
+
+    def _send(self, fragments: Any) -> None:
+        """Send one message. If the connection is down, the reconnect resends it (it is pending)."""
+        with self._send_lock:
+            generation = self._generation
+            assert self._ws is not None
+            try:
+                self._ws.send(fragments)
+                return
+            except ConnectionClosed:
+                if not self._reconnect:
+                    self._check()
+                    raise TransportError("connection to the framecast server closed") from None
+        self._wait(lambda: self._generation != generation, "reconnect")
 
     def _check(self) -> None:
         with self._lock:
@@ -181,16 +272,16 @@ class StreamWriter:
         self._check()
         with self._lock:
             messages = self._core.chunk_messages(i, chunk, pts, kind)
-        assert self._ws is not None
         try:
             for message in messages:
                 self._wait(self._core.window_open, "write")
                 with self._lock:
                     fragments = self._core.sending(message)
-                self._ws.send(fragments)
-        except ConnectionClosed as exc:
-            self._check()
-            raise TransportError(f"connection to the framecast server closed: {exc}") from exc
+                self._send(fragments)
+        finally:
+            if self._reconnect:
+                with self._lock:
+                    self._core.retain()  # the caller may reuse its array once we return
         self._check()
 
     def flush(self) -> None:
@@ -215,17 +306,14 @@ class StreamWriter:
         """Finish the output (flush, trailer) and wait until it is complete. Idempotent."""
         try:
             if self._core.begin_close():
-                assert self._ws is not None
-                try:
-                    self._ws.send(self._core.finish_message())
-                except ConnectionClosed:
-                    pass
+                self._send(self._core.finish_message())
                 self._wait(lambda: self._core.done, "close")
         finally:
             self._teardown()
         self._check()
 
     def _teardown(self) -> None:
+        self._closed_by_user = True
         if self._ws is not None:
             self._ws.close()
         if self._reader is not None:
@@ -257,6 +345,12 @@ class StreamWriter:
         return self._core.session.get("id")
 
     @property
+    def events(self) -> list[dict[str, Any]]:
+        """Session events so far (connected, reconnecting, recovered, dropped, finalized, ...)."""
+        with self._lock:
+            return list(self._core.events)
+
+    @property
     def summary(self) -> dict[str, Any] | None:
         """The server's final account of the session (counters per stream), after close()."""
         return self._core.summary
@@ -279,6 +373,13 @@ class StreamWriter:
 
     def __repr__(self) -> str:
         return self._core.describe(type(self).__name__)
+
+
+#: Close codes after which reconnecting cannot help.
+_FATAL_CLOSE_CODES = {
+    4401: "the server refused the stream token",
+    4404: "the server no longer has this session (was it restarted?)",
+}
 
 
 def _connect(url: str, token: str, headers: dict[str, str]) -> ClientConnection:

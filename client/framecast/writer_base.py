@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +23,12 @@ from .streams import AudioStream, Stream, VideoStream, describe_destination, spl
 REALTIME_PIECE_SECONDS = 0.25
 #: Unacknowledged media (summed over streams) a real-time writer may have in flight.
 REALTIME_WINDOW_SECONDS = 1.0
-#: Unacknowledged bytes any writer may have in flight.
+#: Unacknowledged bytes any writer may have in flight (and keeps, to resend after a reconnect).
 MAX_UNACKED_BYTES = 64 << 20
+#: The writer confirms applied OUTPUT messages to the server every this many.
+OUTPUT_ACK_EVERY = 16
+#: Session events kept on the writer.
+MAX_EVENTS = 100
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,13 @@ class WriterCore:
         self.session: dict[str, Any] = {}
         self.summary: dict[str, Any] | None = None
         self._next_seq = 0
-        # seq -> (bytes, media seconds) of every chunk sent and not yet acknowledged or refused
-        self._pending: dict[int, tuple[int, float]] = {}
+        # Every chunk message sent and not yet acknowledged or refused, by seq: kept to send again
+        # after a reconnect (the server drops what it already has).
+        self._pending: dict[int, Message] = {}
+        self._outputs_applied = 0  # OUTPUT messages applied, i.e. the index of the next one
+        self._outgoing: list[str] = []  # control messages for the server (output acks)
+        self.events: list[dict[str, Any]] = []
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
         self._errors: list[FramecastError] = []
         self._failure: SessionFailed | None = None
 
@@ -200,8 +210,28 @@ class WriterCore:
 
     def sending(self, message: Message) -> list[bytes | memoryview]:
         """Record ``message`` as in flight (until acknowledged); returns its fragments to send."""
-        self._pending[message.seq] = (len(message.payload), message.seconds)
+        self._pending[message.seq] = message
         return [message.header, message.payload]
+
+    def retain(self) -> None:
+        """Copy the payloads still in flight, which borrow the caller's memory.
+
+        Called when a write returns: the caller may reuse its array from then on, but a chunk not
+        yet acknowledged may have to be sent again after a reconnect.
+        """
+        for seq, message in self._pending.items():
+            if not isinstance(message.payload.obj, bytes):
+                self._pending[seq] = Message(message.seq, message.header, memoryview(message.payload.tobytes()),
+                                             message.seconds)
+
+    def unacknowledged(self) -> list[list[bytes | memoryview]]:
+        """Fragments of every message in flight, in order: what a new connection sends first."""
+        return [[m.header, m.payload] for _, m in sorted(self._pending.items())]
+
+    def take_outgoing(self) -> list[str]:
+        """Control messages the writer should send to the server now (output confirmations)."""
+        out, self._outgoing = self._outgoing, []
+        return out
 
     # -- server messages ----------------------------------------------------------------------
 
@@ -217,7 +247,14 @@ class WriterCore:
         else:
             if self.sink is None:
                 raise ProtocolError("server sent output bytes for a destination that lives on the server")
+            if parsed.index < self._outputs_applied:
+                return  # a repeat after a reconnect: already written
+            if parsed.index > self._outputs_applied:
+                raise ProtocolError(f"output message {parsed.index} arrived before {self._outputs_applied}")
             self.sink.write(parsed.offset, parsed.data)
+            self._outputs_applied += 1
+            if self._outputs_applied % OUTPUT_ACK_EVERY == 0:
+                self._outgoing.append(protocol.encode_control(protocol.OUTPUT_ACK, index=self._outputs_applied - 1))
 
     def _handle_control(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]
@@ -226,6 +263,12 @@ class WriterCore:
             if seq is not None:
                 self._pending.pop(seq, None)
             self._errors.append(InvalidChunk(msg.get("message", "chunk refused"), seq=seq))
+        elif kind == protocol.EVENT:
+            event = {k: v for k, v in msg.items() if k != "type"}
+            self.events.append(event)
+            del self.events[:-MAX_EVENTS]
+            if self.on_event is not None:
+                self.on_event(event)
         elif kind == protocol.WARNING:
             warnings.warn(msg.get("message", ""), FramecastWarning, stacklevel=2)
         elif kind == protocol.FAILED:
@@ -247,9 +290,9 @@ class WriterCore:
         """
         if self.done or not self._pending:
             return True
-        if sum(b for b, _ in self._pending.values()) > MAX_UNACKED_BYTES:
+        if sum(len(m.payload) for m in self._pending.values()) > MAX_UNACKED_BYTES:
             return False
-        ahead = sum(t for _, t in self._pending.values())
+        ahead = sum(m.seconds for m in self._pending.values())
         return not (self.session.get("realtime") and ahead > REALTIME_WINDOW_SECONDS)
 
     @property

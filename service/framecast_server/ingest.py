@@ -115,10 +115,14 @@ async def _control(session: Session, text: str) -> bool:
     if control["type"] == protocol.FINISH:
         await session.finish()
         return True
+    if control["type"] == protocol.OUTPUT_ACK and isinstance(control.get("index"), int):
+        session.confirm_output(control["index"])
+        return False
     session.outbox.put(
         protocol.encode_control(
             protocol.ERROR, seq=None, code="invalid_message",
-            message=f"unknown control message type {control['type']!r}; expected {protocol.FINISH!r}",
+            message=f"unknown control message type {control['type']!r}; "
+            f"expected {protocol.FINISH!r} or {protocol.OUTPUT_ACK!r} with an integer index",
         )
     )
     return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -188,6 +188,7 @@ class StreamCounters(BaseModel):
     packets: int = 0
     bytes: int = 0
     errors: int = 0
+    dropped: int = 0
 
 
 class StreamInfo(BaseModel):
@@ -215,6 +216,10 @@ class SessionInfo(BaseModel):
     output_bytes: int = 0
     encoder_pid: int | None = Field(None, description="PID of the session's encoder process.")
     realtime: bool = Field(False, description="Whether packets are paced at media time.")
+    reconnects: int = Field(0, description="Attempts made to reconnect a dropped network destination.")
+    events: list[dict[str, Any]] = Field(
+        default_factory=list, description="Recent session events (connected, reconnecting, recovered, ...)."
+    )
     destination_connected: bool | None = Field(
         None, description="For network outputs: whether the destination is connected (None for files)."
     )

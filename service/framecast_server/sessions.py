@@ -20,7 +20,6 @@ with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import enum
@@ -37,15 +36,20 @@ from .chunks import ChunkChecker
 from .config import Settings
 from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
 from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
+from .outbox import Outbox
 from .plan import OutputPlan, describe_stream, make_plan
 from .worker import EncoderProcess, exit_text
 
 log = logging.getLogger(__name__)
 
+#: Events kept per session for GET /v1/sessions/{id}.
+MAX_EVENTS = 100
+
 
 class SessionState(str, enum.Enum):
     CREATED = "created"
     STREAMING = "streaming"
+    RECONNECTING = "reconnecting"  # a network destination dropped; the encoder is reconnecting
     FINISHING = "finishing"
     CLOSED = "closed"
     FAILED = "failed"
@@ -54,42 +58,21 @@ class SessionState(str, enum.Enum):
     def done(self) -> bool:
         return self in (SessionState.CLOSED, SessionState.FAILED)
 
+    @property
+    def taking_chunks(self) -> bool:
+        return self in (SessionState.CREATED, SessionState.STREAMING, SessionState.RECONNECTING)
+
 
 _ALLOWED = {
-    SessionState.CREATED: {SessionState.STREAMING, SessionState.FINISHING, SessionState.FAILED},
-    SessionState.STREAMING: {SessionState.FINISHING, SessionState.FAILED},
+    SessionState.CREATED: {
+        SessionState.STREAMING, SessionState.RECONNECTING, SessionState.FINISHING, SessionState.FAILED
+    },
+    SessionState.STREAMING: {SessionState.RECONNECTING, SessionState.FINISHING, SessionState.FAILED},
+    SessionState.RECONNECTING: {SessionState.STREAMING, SessionState.FINISHING, SessionState.FAILED},
     SessionState.FINISHING: {SessionState.CLOSED, SessionState.FAILED},
     SessionState.CLOSED: set(),
     SessionState.FAILED: set(),
 }
-
-
-class Outbox:
-    """Messages for the session's websocket client, kept in order across reconnects.
-
-    A message leaves the outbox only after it was sent, so a connection that drops mid-send
-    loses nothing the next connection can still deliver.
-    """
-
-    def __init__(self) -> None:
-        self._items: collections.deque[bytes | str] = collections.deque()
-        self._ready = asyncio.Event()
-
-    def put(self, item: bytes | str) -> None:
-        self._items.append(item)
-        self._ready.set()
-
-    async def peek(self) -> bytes | str:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items[0]
-
-    def pop(self) -> None:
-        self._items.popleft()
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 class Session:
@@ -112,6 +95,14 @@ class Session:
         self.last_seq = -1
         self.ended_at: float | None = None
         self.destination_connected: bool | None = False if plan.live else None
+        self.acked_seq = -1
+        self.reconnects = 0
+        self.events: list[dict[str, Any]] = []
+        self.last_activity = time.monotonic()
+        self._output_index = 0
+        self._final: str | None = None
+        self._was_connected = False
+        self._connect_timer: asyncio.TimerHandle | None = None
         self.pacing: dict[str, float] | None = None
         self._connect_timeout = config.connect_timeout or settings.connect_timeout
         self._checker = ChunkChecker(plan.streams)
@@ -133,12 +124,22 @@ class Session:
         log.info("session %s: %s -> %s", self.id, self.state.value, new.value)
         self.state = new
 
+    def _event(self, name: str, **fields: Any) -> None:
+        """Record a session event: kept in the session info, logged, and sent to the client."""
+        event = {"time": round(time.time(), 3), "event": name, **fields}
+        self.events.append(event)
+        del self.events[: -MAX_EVENTS]
+        log.info("session %s: %s %s", self.id, name, " ".join(f"{k}={v}" for k, v in fields.items()))
+        self.outbox.put(protocol.encode_control(protocol.EVENT, **{k: v for k, v in event.items() if k != "time"}))
+
     def _fail(self, reason: str) -> None:
         if self.state.done:
             return
         self.error = reason
         self._move(SessionState.FAILED)
-        self.outbox.put(protocol.encode_control(protocol.FAILED, reason=reason))
+        self._event("failed", reason=reason)
+        self._final = protocol.encode_control(protocol.FAILED, reason=reason)
+        self.outbox.put(self._final)
         self._ended()
         log.warning("session %s failed: %s", self.id, reason)
 
@@ -146,6 +147,8 @@ class Session:
         self.ended_at = time.time()
         self._done.set()
         self._cancel_resume_timer()
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
         self._thread.shutdown(wait=False)
 
     # -- setup --------------------------------------------------------------------------------
@@ -158,7 +161,13 @@ class Session:
             raise InvalidConfig(message, field)
         self._warn(first[1])
         if self.plan.live:
-            self._loop.call_later(self._connect_timeout, self._connect_timed_out)
+            self._arm_connect_timer()
+
+    def _arm_connect_timer(self) -> None:
+        """Fail the session unless the destination (re)connects within the connect timeout."""
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
+        self._connect_timer = self._loop.call_later(self._connect_timeout, self._connect_timed_out)
 
     def _warn(self, warnings: list[str]) -> None:
         for warning in warnings:
@@ -167,6 +176,7 @@ class Session:
                 self.outbox.put(protocol.encode_control(protocol.WARNING, message=warning))
 
     def _connect_timed_out(self) -> None:
+        self._connect_timer = None
         if self.destination_connected is False and not self.state.done:
             self.encoder.kill()
             self._fail(
@@ -184,21 +194,43 @@ class Session:
         if kind == "out":
             _, offset, data = message
             self.output_bytes = max(self.output_bytes, offset + len(data))
-            self.outbox.put(protocol.encode_output_header(offset) + data)
+            self.outbox.put(protocol.encode_output_header(self._output_index, offset) + data, self._output_index)
+            self._output_index += 1
         elif kind == "ack":
             _, seq, stats = message
             self._take_stats(stats)
+            self.acked_seq = seq
             self.outbox.put(protocol.encode_ack(seq))
         elif kind == "connected":
             self.destination_connected = True
             self._warn(message[1])
-            log.info("session %s: connected to %s", self.id, self.plan.describe_destination()["url"])
+            self._event("destination_connected", url=self.plan.describe_destination()["url"])
+        elif kind == "reconnecting":
+            _, attempt, reason = message
+            self.destination_connected = False
+            self.reconnects = attempt
+            if self.state in (SessionState.CREATED, SessionState.STREAMING):
+                self._move(SessionState.RECONNECTING)
+            self._event("reconnecting", attempt=attempt, reason=reason)
+            self._arm_connect_timer()
+        elif kind == "recovered":
+            _, attempts, outage = message
+            self.destination_connected = True
+            if self.state is SessionState.RECONNECTING:
+                self._move(SessionState.STREAMING if self.connected else SessionState.CREATED)
+            self._event("recovered", attempts=attempts, outage_seconds=round(outage, 3))
+        elif kind == "dropped":
+            _, stream, count, total = message
+            self.counters[stream].dropped = total
+            self._event("dropped", stream=stream, frames=count, total=total)
         elif kind == "closed":
             self._take_stats(message[1])
             if self.plan.target == "file" and self.plan.path and os.path.exists(self.plan.path):
                 self.output_bytes = os.path.getsize(self.plan.path)
             self._move(SessionState.CLOSED)
-            self.outbox.put(protocol.encode_control(protocol.CLOSED, session=self.info().model_dump()))
+            self._event("finalized", output_bytes=self.output_bytes)
+            self._final = protocol.encode_control(protocol.CLOSED, session=self.info().model_dump())
+            self.outbox.put(self._final)
             self._ended()
         elif kind == "failed":
             self._fail(f"encoder error: {message[1]}")
@@ -225,7 +257,8 @@ class Session:
             header, _ = protocol.parse_chunk(message)
         except ProtocolError as exc:
             raise InvalidChunk(f"malformed chunk: {exc}") from None
-        if self.state.done or self.state is SessionState.FINISHING:
+        self.last_activity = time.monotonic()
+        if not self.state.taking_chunks:
             raise InvalidChunk(f"chunk {header.seq}: session is {self.state.value}; no more chunks are taken")
         if header.seq <= self.last_seq:
             return  # a resend of something already taken: drop it
@@ -247,7 +280,7 @@ class Session:
 
     async def finish(self) -> None:
         """Flush, write the trailer, close. Idempotent; returns once CLOSED or FAILED."""
-        if self.state in (SessionState.CREATED, SessionState.STREAMING):
+        if self.state.taking_chunks:
             self._move(SessionState.FINISHING)
             self._cancel_resume_timer()
             with contextlib.suppress(OSError):  # already dead: the reader thread fails the session
@@ -261,16 +294,35 @@ class Session:
     # -- websocket attachment -----------------------------------------------------------------
 
     def attach(self) -> None:
+        """A client connected. On a reconnect, repeat what the last connection may have lost."""
         if self.connected:
             raise StateConflict(f"session {self.id} already has a connected client")
         self.connected = True
+        self.last_activity = time.monotonic()
         self._cancel_resume_timer()
+        if self._was_connected:
+            self.outbox.rewind()
+            if self.acked_seq >= 0:
+                self.outbox.put_front(protocol.encode_ack(self.acked_seq))
+            if self._final is not None and not self.outbox.contains(self._final):
+                self.outbox.put(self._final)
+            self._event("client_reconnected")
+        else:
+            self._event("client_connected")
+        self._was_connected = True
         if self.state is SessionState.CREATED:
             self._move(SessionState.STREAMING)
+
+    def confirm_output(self, index: int) -> None:
+        """The client applied every OUTPUT message up to ``index``."""
+        self.outbox.confirm(index)
 
     def detach(self) -> None:
         """The client went away. Unless it comes back within resume_timeout, finalize."""
         self.connected = False
+        self.last_activity = time.monotonic()
+        if not self.state.done:
+            self._event("client_disconnected")
         if not self.state.done and self.state is not SessionState.FINISHING:
             self._resume_timer = self._loop.call_later(
                 self.settings.resume_timeout, lambda: asyncio.ensure_future(self._abandoned())
@@ -313,6 +365,8 @@ class Session:
             realtime=self.plan.realtime,
             destination_connected=self.destination_connected,
             pacing=self.pacing,
+            reconnects=self.reconnects,
+            events=list(self.events),
         )
 
 
