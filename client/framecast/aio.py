@@ -8,6 +8,8 @@ like StreamWriter's ``with writer.open():``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -15,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from .errors import FramecastError, StateError, TransportError
 from .rest import AsyncRestClient
-from .writer import StreamWriter
+from .writer import _FATAL_CLOSE_CODES, StreamWriter
 from .writer_base import WriterCore, WriterState
 
 
@@ -53,8 +55,19 @@ class AsyncStreamWriter:
         timeout: float = 300.0,
         realtime: bool | None = None,
         connect_timeout: float | None = None,
+        reconnect: bool = True,
+        reconnect_timeout: float = 30.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._core = WriterCore(dst, format, realtime=realtime, connect_timeout=connect_timeout)
+        self._core.on_event = on_event
+        self._reconnect = reconnect
+        self._reconnect_timeout = reconnect_timeout
+        self._send_lock = asyncio.Lock()
+        self._generation = 0
+        self._closed_by_user = False
+        #: How many times the websocket was re-established after dropping.
+        self.reconnects = 0
         self._server = server
         self._api_key = api_key
         self._timeout = timeout
@@ -73,16 +86,7 @@ class AsyncStreamWriter:
         self._rest = AsyncRestClient(self._server, self._api_key)
         try:
             created = await self._rest.request("POST", "/v1/sessions", json=config)
-            try:
-                self._ws = await connect(
-                    created["stream_url"],
-                    additional_headers={**self._rest.headers, "Authorization": f"Bearer {created['token']}"},
-                    max_size=None,
-                    compression=None,
-                    open_timeout=30,
-                )
-            except (OSError, InvalidHandshake, TimeoutError) as exc:
-                raise TransportError(f"cannot open the stream websocket {created['stream_url']}: {exc}") from exc
+            self._ws = await self._connect(created)
         except BaseException:
             await self._rest.aclose()
             raise
@@ -90,22 +94,98 @@ class AsyncStreamWriter:
         self._reader = asyncio.create_task(self._read())
         return self
 
-    async def _read(self) -> None:
-        assert self._ws is not None
+    async def _connect(self, created: dict[str, Any]) -> ClientConnection:
+        assert self._rest is not None
         try:
-            async for message in self._ws:
-                self._core.handle(message)
-                self._changed.set()
-        except ConnectionClosed:
-            pass
+            return await connect(
+                created["stream_url"],
+                additional_headers={**self._rest.headers, "Authorization": f"Bearer {created['token']}"},
+                max_size=None,
+                compression=None,
+                open_timeout=30,
+            )
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise TransportError(f"cannot open the stream websocket {created['stream_url']}: {exc}") from exc
+
+    async def _read(self) -> None:
+        """Apply what the server sends; when the connection drops, reconnect and resend."""
+        try:
+            while True:
+                ws = self._ws
+                assert ws is not None
+                try:
+                    async for message in ws:
+                        self._core.handle(message)
+                        for text in self._core.take_outgoing():
+                            with contextlib.suppress(ConnectionClosed):
+                                await ws.send(text)
+                        self._changed.set()
+                    code = ws.close_code
+                except ConnectionClosed as exc:
+                    code = exc.rcvd.code if exc.rcvd is not None else None
+                if self._core.done or self._closed_by_user:
+                    return
+                fatal = _FATAL_CLOSE_CODES.get(code or 0)
+                if fatal is not None or not self._reconnect:
+                    self._broken = TransportError(fatal or "the connection to the framecast server closed unexpectedly")
+                    return
+                if not await self._reconnect_and_resend():
+                    return
         except FramecastError as exc:
             self._broken = exc
         except OSError as exc:
             self._broken = TransportError(f"writing the output locally failed: {exc}")
         finally:
-            if not self._core.done and self._broken is None:
+            if not self._core.done and self._broken is None and not self._closed_by_user:
                 self._broken = TransportError("connection to the framecast server closed unexpectedly")
             self._changed.set()
+
+    async def _reconnect_and_resend(self) -> bool:
+        """Reconnect with capped exponential backoff; resend everything not yet acknowledged."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._reconnect_timeout
+        delay = 0.05
+        attempt = 0
+        while not self._closed_by_user:
+            attempt += 1
+            try:
+                async with self._send_lock:
+                    ws = await self._connect(self._core.session)
+                    for fragments in self._core.unacknowledged():
+                        await ws.send(fragments)
+                    if self._core.state is WriterState.CLOSING:
+                        await ws.send(self._core.finish_message())
+                    old, self._ws = self._ws, ws
+                    self._generation += 1
+                if old is not None:
+                    await old.close()
+                self.reconnects += 1
+                self._changed.set()
+                return True
+            except (TransportError, ConnectionClosed) as exc:
+                if loop.time() + delay > deadline:
+                    self._broken = TransportError(
+                        f"lost the connection to the framecast server and could not reconnect within "
+                        f"{self._reconnect_timeout:g} s ({attempt} attempts): {exc}"
+                    )
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return False
+
+    async def _send(self, fragments: Any) -> None:
+        """Send one message. If the connection is down, the reconnect resends it (it is pending)."""
+        async with self._send_lock:
+            generation = self._generation
+            assert self._ws is not None
+            try:
+                await self._ws.send(fragments)
+                return
+            except ConnectionClosed:
+                if not self._reconnect:
+                    self._check()
+                    raise TransportError("connection to the framecast server closed") from None
+        await self._wait(lambda: self._generation != generation, "reconnect")
 
     def _check(self) -> None:
         self._core.raise_pending()
@@ -123,14 +203,13 @@ class AsyncStreamWriter:
     async def _write(self, i: int, chunk: Any, pts: float | None, kind: str) -> None:
         self._check()
         messages = self._core.chunk_messages(i, chunk, pts, kind)
-        assert self._ws is not None
         try:
             for message in messages:
                 await self._wait(self._core.window_open, "write")
-                await self._ws.send(self._core.sending(message))
-        except ConnectionClosed as exc:
-            self._check()
-            raise TransportError(f"connection to the framecast server closed: {exc}") from exc
+                await self._send(self._core.sending(message))
+        finally:
+            if self._reconnect:
+                self._core.retain()
         self._check()
 
     async def _wait(self, predicate: Any, what: str) -> None:
@@ -143,10 +222,8 @@ class AsyncStreamWriter:
             if remaining <= 0:
                 raise TransportError(f"{what}: no answer from the server within {self._timeout:g} s")
             self._changed.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
-            except asyncio.TimeoutError:
-                pass
 
     async def flush(self) -> None:
         """Wait until the server has encoded every chunk written so far."""
@@ -159,13 +236,10 @@ class AsyncStreamWriter:
         """Finish the output and wait until it is complete. Idempotent."""
         try:
             if self._core.begin_close():
-                assert self._ws is not None
-                try:
-                    await self._ws.send(self._core.finish_message())
-                except ConnectionClosed:
-                    pass
+                await self._send(self._core.finish_message())
                 await self._wait(lambda: self._core.done, "close")
         finally:
+            self._closed_by_user = True
             if self._ws is not None:
                 await self._ws.close()
             if self._reader is not None:
@@ -193,6 +267,11 @@ class AsyncStreamWriter:
     @property
     def session_id(self) -> str | None:
         return self._core.session.get("id")
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Session events so far (connected, reconnecting, recovered, dropped, finalized, ...)."""
+        return list(self._core.events)
 
     @property
     def summary(self) -> dict[str, Any] | None:
