@@ -58,8 +58,11 @@ class AsyncStreamWriter:
         reconnect: bool = True,
         reconnect_timeout: float = 30.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_destination_drop: str | None = None,
     ) -> None:
-        self._core = WriterCore(dst, format, realtime=realtime, connect_timeout=connect_timeout)
+        self._core = WriterCore(
+            dst, format, realtime=realtime, connect_timeout=connect_timeout, on_destination_drop=on_destination_drop
+        )
         self._core.on_event = on_event
         self._reconnect = reconnect
         self._reconnect_timeout = reconnect_timeout

@@ -44,6 +44,9 @@ class StreamWriter:
             resume timeout, 30 s by default, after which it finalizes the session).
         on_event: called (on the writer's reader thread) with each session event the server
             reports: ``{"event": "reconnecting", "attempt": 2, "reason": ...}`` and so on.
+        on_destination_drop: for network URLs, what happens while the server reconnects a
+            destination that dropped: ``"drop"`` (default: live semantics, a few seconds are kept
+            and older media is dropped and counted) or ``"block"`` (writes wait until it is back).
 
     Errors the server reports for a chunk are raised by that write or a following one, at the
     latest by ``close()``; nothing fails silently.
@@ -62,8 +65,11 @@ class StreamWriter:
         reconnect: bool = True,
         reconnect_timeout: float = 30.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_destination_drop: str | None = None,
     ) -> None:
-        self._core = WriterCore(dst, format, realtime=realtime, connect_timeout=connect_timeout)
+        self._core = WriterCore(
+            dst, format, realtime=realtime, connect_timeout=connect_timeout, on_destination_drop=on_destination_drop
+        )
         self._server = server
         self._api_key = api_key
         self._timeout = timeout

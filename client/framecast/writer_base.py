@@ -102,12 +102,19 @@ class WriterCore:
     """Everything a writer knows and decides, with no sockets."""
 
     def __init__(
-        self, dst: Any, format: str | None, *, realtime: bool | None = None, connect_timeout: float | None = None
+        self,
+        dst: Any,
+        format: str | None,
+        *,
+        realtime: bool | None = None,
+        connect_timeout: float | None = None,
+        on_destination_drop: str | None = None,
     ) -> None:
         self.destination = describe_destination(dst)
         self.format = format
         self.realtime = realtime
         self.connect_timeout = connect_timeout
+        self.on_destination_drop = on_destination_drop
         self.streams: list[Stream] = []
         self.metadata: dict[str, str] = {}
         self.state = WriterState.CONFIGURING
@@ -158,6 +165,7 @@ class WriterCore:
             "streams": [s.to_json() for s in self.streams],
             "realtime": self.realtime,
             "connect_timeout": self.connect_timeout,
+            **({"on_destination_drop": self.on_destination_drop} if self.on_destination_drop else {}),
         }
 
     def opened(self, created: dict[str, Any]) -> None:

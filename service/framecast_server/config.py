@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(
         10.0, gt=0, description="Seconds a network output may take to connect before its session fails."
     )
+    reconnect_timeout: float = Field(
+        60.0, gt=0, description="Seconds a dropped network destination may stay down before its session fails."
+    )
     finish_timeout: float = Field(
         120.0, gt=0, description="Seconds an encoder may take to flush and write its trailer."
     )

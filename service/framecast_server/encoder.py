@@ -349,6 +349,22 @@ class OutputWriter:
             self._closed = True
             self.container.close()
 
+    def reopen(self) -> None:
+        """Open the destination again after it dropped: new container, new encoders, new header.
+
+        Timelines and counters carry over, so pts go on where they were; fresh encoders start
+        with a keyframe, which is what a receiver needs to resume.
+        """
+        old = self.streams
+        self._abort()
+        self._closed = False
+        self._open(None)
+        for new, previous in zip(self.streams, old):
+            new.timeline, new.stats = previous.timeline, previous.stats
+            if isinstance(new, _AudioStream) and isinstance(previous, _AudioStream):
+                new.max_samples = previous.max_samples
+        self.start()
+
     def _abort(self) -> None:
         self._closed = True
         try:

@@ -178,6 +178,15 @@ class SessionConfig(_Strict):
     connect_timeout: float | None = Field(
         None, gt=0, le=600, description="Seconds a network output may take to connect; default: the server's."
     )
+    on_destination_drop: Literal["drop", "block"] = Field(
+        "drop",
+        description="While a network destination reconnects: 'drop' keeps up to outage_buffer seconds of "
+        "media and drops the oldest beyond (live semantics); 'block' stops taking chunks (backpressure).",
+    )
+    outage_buffer: float = Field(5.0, ge=0, le=120, description="Seconds of media kept during an outage.")
+    reconnect_timeout: float | None = Field(
+        None, gt=0, le=3600, description="Seconds a dropped destination may stay down before the session fails."
+    )
 
 
 class StreamCounters(BaseModel):

@@ -131,6 +131,11 @@ class Pacer:
             self._remaining.pop(done, None)
         return done
 
+    def shift(self, seconds: float) -> None:
+        """Move the schedule later by ``seconds`` (after a pause), so nothing bursts out."""
+        if self.anchor is not None:
+            self.anchor += seconds
+
     def __len__(self) -> int:
         return len(self._heap)
 

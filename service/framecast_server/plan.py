@@ -109,6 +109,9 @@ class OutputPlan:
     seekable: bool = True  # for "client"
     realtime: bool = False  # pace packets at media time, as ffmpeg -re
     encode: bool = True  # False: a discard destination that only takes chunks
+    on_drop: str = "drop"  # network outputs: "drop" or "block" while reconnecting
+    outage_buffer: float = 5.0  # seconds of media kept while reconnecting under "drop"
+    reconnect_timeout: float = 60.0  # seconds a dropped destination may stay down
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
@@ -318,7 +321,7 @@ def _check_filter(desc: str | None, where: str) -> str | None:
     return desc
 
 
-def make_plan(config: SessionConfig, output_dir: Path) -> OutputPlan:
+def make_plan(config: SessionConfig, output_dir: Path, reconnect_timeout: float = 60.0) -> OutputPlan:
     """Resolve ``config`` into an OutputPlan or raise InvalidConfig naming the field."""
     dest = config.destination
     filename: str | None
@@ -343,6 +346,9 @@ def make_plan(config: SessionConfig, output_dir: Path) -> OutputPlan:
         plan = OutputPlan(muxer=destinations.client_muxer(muxer), target="client", seekable=dest.seekable)
     if config.realtime is not None:
         plan.realtime = config.realtime
+    plan.on_drop = config.on_destination_drop
+    plan.outage_buffer = config.outage_buffer
+    plan.reconnect_timeout = config.reconnect_timeout or reconnect_timeout
     default_video = ffmpeg.default_encoder(muxer, "video", filename)
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
     if plan.live and muxer in destinations.LIVE_ENCODERS:

@@ -391,7 +391,7 @@ class SessionManager:
         self._forget_old()
         if len(self.active()) >= self.settings.max_sessions:
             raise TooManySessions(f"this server runs at most {self.settings.max_sessions} sessions at once")
-        plan = make_plan(config, self.settings.output_dir)
+        plan = make_plan(config, self.settings.output_dir, self.settings.reconnect_timeout)
         if plan.path:
             os.makedirs(os.path.dirname(plan.path), exist_ok=True)
         session = Session(secrets.token_hex(8), config, plan, self.settings)

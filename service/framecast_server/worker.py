@@ -130,16 +130,25 @@ def _stats(writer: Any, pacer: Any = None) -> dict[str, Any]:
 
 
 def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]) -> None:
-    """Encode each chunk as it comes: files and client-side outputs."""
+    """Encode each chunk as it comes: files, client-side outputs, unpaced network outputs."""
+    live = _live_output(conn, writer)
     while True:
+        if live is not None:
+            while live.down:  # nothing more is taken until the destination is back: backpressure
+                live.tick()
+                time.sleep(min(live.next_attempt_in() or 0.0, 0.05))
         message = inbox.get()
         if message is None:  # the server went away: finalize what we have
             writer.close()
             return
         if message[:2] == protocol.MAGIC:
             header, payload = protocol.parse_chunk(message)
-            if writer.plan.encode:
-                writer.write(header.stream, protocol.chunk_array(header, payload), header.pts)
+            array = protocol.chunk_array(header, payload)
+            if live is not None:
+                for frame in writer.frames_for(header.stream, array, header.pts):
+                    live.emit(header.stream, frame)
+            elif writer.plan.encode:
+                writer.write(header.stream, array, header.pts)
             conn.send(("ack", header.seq, _stats(writer)))
         elif json.loads(message).get("type") == protocol.FINISH:
             writer.close()
@@ -147,25 +156,52 @@ def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]
             return
 
 
+def _live_output(conn: Connection, writer: Any) -> Any:
+    """A LiveOutput for network destinations (reconnects, outage policy); None for the rest."""
+    if not writer.plan.live:
+        return None
+    from .live import LiveOutput
+
+    plan = writer.plan
+    return LiveOutput(writer, conn.send, plan.on_drop, plan.outage_buffer, plan.reconnect_timeout)
+
+
 def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]) -> None:
     """Release frames at media time; read ahead only as far as the pacer allows (backpressure)."""
     from .pacing import Pacer
 
     pacer = Pacer(len(writer.streams))
+    live = _live_output(conn, writer)
+    held_since: float | None = None
     finishing = False
     while True:
         now = pacer.clock()
+        if live is not None:
+            live.tick()
+            if live.holding_back:  # "block": release nothing, read nothing, until it is back
+                held_since = held_since if held_since is not None else now
+                time.sleep(min(live.next_attempt_in() or 0.0, 0.05))
+                continue
+            if held_since is not None:  # resume the schedule where it stopped
+                pacer.shift(now - held_since)
+                held_since = None
         for stream, frame in pacer.pop_due(now):
-            writer.emit(stream, [frame])
+            if live is not None:
+                live.emit(stream, frame)
+            else:
+                writer.emit(stream, [frame])
         done = pacer.completed()
         if done is not None:
             conn.send(("ack", done, _stats(writer, pacer)))
-        if finishing and not len(pacer):
+        if finishing and not len(pacer) and not (live is not None and live.down):
             writer.close()
             conn.send(("closed", _stats(writer, pacer)))
             return
         due = pacer.next_due()
         wait = None if due is None else max(0.0, due - pacer.clock())
+        if live is not None and live.down:
+            retry = live.next_attempt_in() or 0.0
+            wait = retry if wait is None else min(wait, retry)
         if finishing or not pacer.wants_more(now):
             time.sleep(wait if wait is not None else 0.01)
             continue
