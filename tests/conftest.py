@@ -38,6 +38,7 @@ class ServerProcess:
             [sys.executable, "-m", "framecast.cli", "serve", "--port", str(self.port),
              "--output-dir", str(output_dir), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(output_dir.parent),
+            start_new_session=True,  # its own process group: encoders included, for kill_group()
         )
         self.wait_healthy()
 
@@ -58,8 +59,14 @@ class ServerProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def kill_group(self) -> None:
+        """SIGKILL the server and every process it started (encoders, forkserver): a crash."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
+        if self.proc.poll() is None and not self._log.closed:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)

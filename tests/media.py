@@ -80,8 +80,11 @@ def dominant_frequency(samples: np.ndarray, rate: int) -> float:
 Source = Union[str, Path, bytes, io.BytesIO]
 
 
-def decode(source: Source, format: str | None = None) -> dict[str, Any]:
-    """Decode every stream of an output: codecs, sizes, frame and sample counts, content."""
+def decode(source: Source, format: str | None = None, truncated: bool = False) -> dict[str, Any]:
+    """Decode every stream of an output: codecs, sizes, frame and sample counts, content.
+
+    ``truncated``: the file may end mid-packet (a crash); decode what is there and stop.
+    """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     elif isinstance(source, io.BytesIO):
@@ -103,14 +106,18 @@ def decode(source: Source, format: str | None = None) -> dict[str, Any]:
                 info.update(sample_rate=stream.codec_context.sample_rate,
                             channels=stream.codec_context.channels, samples=[])
             infos.append(info)
-        for packet in container.demux():
-            info = infos[packet.stream.index]
-            for frame in packet.decode():
-                if info["type"] == "video":
-                    info["frames"].append(frame.to_ndarray(format="rgb24"))
-                else:
-                    pcm = frame.to_ndarray()
-                    info["samples"].append(pcm.T if frame.format.is_planar else pcm.reshape(frame.samples, -1))
+        try:
+            for packet in container.demux():
+                info = infos[packet.stream.index]
+                for frame in packet.decode():
+                    if info["type"] == "video":
+                        info["frames"].append(frame.to_ndarray(format="rgb24"))
+                    else:
+                        pcm = frame.to_ndarray()
+                        info["samples"].append(pcm.T if frame.format.is_planar else pcm.reshape(frame.samples, -1))
+        except (av.error.EOFError, av.error.InvalidDataError):
+            if not truncated:
+                raise
         for info in infos:
             if info["type"] == "video":
                 info["frame_count"] = len(info["frames"])

@@ -306,6 +306,9 @@ def test_sigterm_finalizes_open_sessions(tmp_path):
         recv_until(ws, is_ack(0))
     # uvicorn shuts down gracefully, then re-raises the signal so the exit status tells why.
     assert proc.stop(signal.SIGTERM) in (0, -signal.SIGTERM)
+    # The connected client hears that its session was finalized, then the socket closes.
+    closed = recv_until(ws, is_type("closed"), timeout=10)[-1]
+    assert closed["session"]["state"] == "closed"
     with pytest.raises(ConnectionClosed):
         ws.recv(timeout=5)
     assert decode(tmp_path / "out" / "term.mp4")["streams"][0]["frame_count"] == 9

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import signal
+import time
 
+import httpx
 import numpy as np
 import pytest
 
@@ -66,3 +69,109 @@ def test_rtmp_server_restart_mid_stream_recovers(server, tmp_path, policy):
     # What the restart can cost: frames in flight in the dead connection, and (drop) what the
     # outage buffer could not hold; the rest of the stream is all there.
     assert len(stamps) >= fps * seconds - fps - dropped
+
+
+def _stream_then(server_proc, names, seconds=5, fps=30):
+    """Open one writer per file name, write ``seconds`` of stamped video to each, wait for acks."""
+    writers = []
+    for name in names:
+        writer = StreamWriter(ServerFile(name), server=server_proc.url, reconnect=False)
+        writer.add_video_stream(frame_rate=fps, width=W, height=H, encoder="libx264",
+                                encoder_option={"preset": "ultrafast"})
+        writer.open()
+        writer.write_video_chunk(0, patterns(fps * seconds, H, W))
+        writer.flush()  # everything is encoded and muxed
+        writers.append(writer)
+    return writers
+
+
+def test_sigkill_of_the_whole_server_leaves_playable_files(tmp_path):
+    from .conftest import ServerProcess
+
+    proc = ServerProcess(tmp_path / "out")
+    _stream_then(proc, ["crash.mp4", "crash.mkv", "crash.ts"])
+    proc.kill_group()  # server, forkserver and every encoder, mid-stream
+    for name in ("crash.mp4", "crash.mkv", "crash.ts"):
+        (video,) = decode(tmp_path / "out" / name, truncated=True)["streams"]
+        stamps = [read_stamp(f) for f in video["frames"]]
+        assert stamps == list(range(len(stamps)))
+        assert len(stamps) >= 150 - 2 * 30, (name, len(stamps))  # all but the last 2 s at most
+
+
+def test_plain_mp4_is_an_option(tmp_path):
+    from .conftest import ServerProcess
+
+    proc = ServerProcess(tmp_path / "out")
+    try:
+        writer = StreamWriter(ServerFile("plain.mp4", crash_safe=False), server=proc.url)
+        writer.add_video_stream(frame_rate=30, width=W, height=H)
+        with writer.open():
+            writer.write_video_chunk(0, patterns(30, H, W))
+        data = (tmp_path / "out" / "plain.mp4").read_bytes()
+        assert b"moof" not in data and decode(data)["streams"][0]["frame_count"] == 30
+        safe = StreamWriter(ServerFile("frag.mp4"), server=proc.url)
+        safe.add_video_stream(frame_rate=30, width=W, height=H)
+        with safe.open():
+            safe.write_video_chunk(0, patterns(30, H, W))
+        data = (tmp_path / "out" / "frag.mp4").read_bytes()
+        assert b"moof" in data and decode(data)["streams"][0]["frame_count"] == 30
+    finally:
+        proc.stop()
+
+
+def test_sigkill_of_the_server_alone_lets_encoders_finalize(tmp_path):
+    from .conftest import ServerProcess
+
+    proc = ServerProcess(tmp_path / "out")
+    _stream_then(proc, ["orphan.mp4"], seconds=3)
+    proc.proc.kill()  # only the server: its encoders see their pipe close and finish the file
+    proc.proc.wait(10)
+    deadline = time.monotonic() + 20
+    path = tmp_path / "out" / "orphan.mp4"
+    while True:
+        try:
+            if decode(path)["streams"][0]["frame_count"] == 90:
+                break
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, "the orphaned encoder did not finalize its file"
+        time.sleep(0.2)
+    proc.stop()
+
+
+def test_sigterm_finalizes_client_side_outputs_too(tmp_path):
+    from .conftest import ServerProcess
+
+    proc = ServerProcess(tmp_path / "out")
+    buf = io.BytesIO()
+    writer = StreamWriter(buf, format="matroska", server=proc.url, reconnect=False)
+    writer.add_video_stream(frame_rate=30, width=W, height=H)
+    writer.open()
+    writer.write_video_chunk(0, patterns(45, H, W))
+    writer.flush()
+    proc.stop(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while writer.summary is None:  # the server finalizes, sends the rest of the bytes and "closed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    writer.close()
+    assert [read_stamp(f) for f in decode(buf.getvalue())["streams"][0]["frames"]] == list(range(45))
+
+
+def test_idle_sessions_are_finalized(tmp_path):
+    from .conftest import ServerProcess
+
+    proc = ServerProcess(tmp_path / "out", env={"FRAMECAST_IDLE_TIMEOUT": "1"})
+    try:
+        created = httpx.post(proc.url + "/v1/sessions", json={
+            "destination": {"type": "server_file", "path": "idle.mkv"},
+            "streams": [{"type": "video", "frame_rate": 30, "width": W, "height": H}],
+        }).json()
+        deadline = time.monotonic() + 20
+        while (info := httpx.get(f"{proc.url}/v1/sessions/{created['id']}").json())["state"] != "closed":
+            assert time.monotonic() < deadline, info
+            time.sleep(0.2)
+        assert [e["event"] for e in info["events"]][-2:] == ["idle", "finalized"]
+        assert "idle" in proc.log()
+    finally:
+        proc.stop()

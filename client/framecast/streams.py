@@ -36,9 +36,16 @@ class ServerFile:
 
     The file can be downloaded from ``GET /v1/sessions/{id}/output`` once the session is closed
     (``StreamWriter.download()`` does that).
+
+    Args:
+        path: relative to the server's output directory.
+        crash_safe: MP4/MOV are written fragmented so that they stay playable (to within a
+            second or two) if the server dies mid-stream; False writes plain MP4, which needs a
+            clean close. Costs a little size and seeking speed; ``movflags`` you pass win.
     """
 
     path: str
+    crash_safe: bool = True
 
 
 @dataclass(frozen=True)
@@ -242,7 +249,7 @@ def split(array: np.ndarray, max_bytes: int) -> Iterator[tuple[int, np.ndarray]]
 def describe_destination(dst: Any) -> dict[str, Any]:
     """The session config's ``destination`` for what the user passed as ``dst``."""
     if isinstance(dst, ServerFile):
-        return {"type": "server_file", "path": dst.path}
+        return {"type": "server_file", "path": dst.path, "crash_safe": dst.crash_safe}
     if isinstance(dst, Discard):
         return {"type": "discard", "encode": dst.encode}
     if isinstance(dst, (str, os.PathLike)):

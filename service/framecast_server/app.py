@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         manager = SessionManager(settings)
+        manager.start()
         app.state.manager = manager
         # Listing encoders and muxers takes a moment; do it once, off the event loop.
         await asyncio.to_thread(lambda: (ffmpeg.muxers(), ffmpeg.audio_encoders(), ffmpeg.output_protocols()))

@@ -1,25 +1,68 @@
-"""``framecast serve``: run the server with uvicorn."""
+"""``framecast serve``: run the server with uvicorn, with a shutdown that finalizes first."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
 
 from .config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, except that SIGTERM/SIGINT first finalize every session.
+
+    Plain uvicorn closes websockets (code 1012) before the app's shutdown runs, which would cut
+    clients off from the last bytes of their client-side outputs and from the final summary.
+    Here the first signal finishes every open session (flush, trailer, close), lets connected
+    clients receive what is left (bounded by the finish timeout), and only then shuts down. A
+    second signal exits at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+        self._finalizing: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._finalizing is not None or self.should_exit:
+            super().handle_exit(sig, frame)  # second signal: uvicorn's own (forced) shutdown
+            self.force_exit = True
+            return
+        self._captured_signals.append(sig)
+        loop = asyncio.get_event_loop()
+        self._finalizing = loop.create_task(self._finalize_then_exit())
+
+    async def _finalize_then_exit(self) -> None:
+        manager = getattr(getattr(self.config.app, "state", None), "manager", None)
+        try:
+            if manager is not None:
+                log.info("shutting down: finalizing %d open sessions", len(manager.active()))
+                await asyncio.wait_for(manager.drain(), self.settings.finish_timeout + 5)
+        except Exception:  # never let a stuck session keep the server from exiting
+            log.exception("finalizing sessions at shutdown failed")
+        finally:
+            self.should_exit = True
 
 
 def serve(host: str | None = None, port: int | None = None, output_dir: Path | None = None) -> None:
     """Start the server; flags given here override the FRAMECAST_* environment."""
-    import uvicorn
-
     from .app import create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "output_dir": output_dir}.items() if v is not None}
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"host": host, "port": port, "output_dir": output_dir}.items() if v is not None
+    }
     settings = Settings(**overrides)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -27,3 +70,4 @@ def serve(host: str | None = None, port: int | None = None, output_dir: Path | N
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.finish_timeout),
     )
+    GracefulServer(config, settings).run()

@@ -50,4 +50,7 @@ class Settings(BaseSettings):
     resume_timeout: float = Field(
         30.0, ge=0, description="Seconds a session waits for its client to reconnect before finalizing."
     )
+    idle_timeout: float = Field(
+        300.0, gt=0, description="Seconds a session with no client and no data is kept before it is finalized."
+    )
     log_level: str = Field("info", description="Logging level (debug, info, warning, error).")

@@ -122,3 +122,26 @@ def live_muxer_options(muxer: str, options: dict[str, str]) -> dict[str, str]:
     if muxer == "flv":
         options.setdefault("flvflags", "no_duration_filesize")
     return options
+
+
+#: Muxers whose plain output is unplayable until the trailer (the moov atom) is written.
+MOOV_MUXERS = {"mp4", "mov", "ipod", "ismv", "3gp", "3g2", "psp", "f4v"}
+
+
+def crash_safe_options(muxer: str, options: dict[str, str]) -> dict[str, str]:
+    """Muxer options that keep a server-side file playable if its encoder dies mid-stream.
+
+    MP4 becomes fragmented MP4: a self-contained fragment at least every second (and at each
+    keyframe), with the header up front, so a kill loses at most the fragment being written.
+    Matroska keeps each cluster in memory until it is complete, so clusters are capped at a
+    second. Packets are flushed to the file as they are muxed; MPEG-TS needs nothing more.
+    Explicit ``movflags`` win (e.g. ``+faststart`` for plain MP4).
+    """
+    options = dict(options)
+    if muxer in MOOV_MUXERS and "movflags" not in options:
+        options["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+        options.setdefault("frag_duration", "1000000")
+    if muxer in ("matroska", "webm"):
+        options.setdefault("cluster_time_limit", "1000")  # ms; clusters are written whole
+    options.setdefault("flush_packets", "1")
+    return options

@@ -138,6 +138,11 @@ class ServerFileDestination(_Strict):
 
     type: Literal["server_file"] = "server_file"
     path: str = Field(..., min_length=1, max_length=4096, description="Path relative to the output dir.")
+    crash_safe: bool = Field(
+        True,
+        description="Write MP4/MOV as fragmented MP4 (playable up to its last second or two if the server "
+        "dies); false writes plain MP4, which is unplayable until closed. Explicit movflags win.",
+    )
 
 
 class UrlDestination(_Strict):

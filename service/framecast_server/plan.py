@@ -367,6 +367,8 @@ def make_plan(config: SessionConfig, output_dir: Path, reconnect_timeout: float 
     plan.options = _options(config.options)
     if plan.live:
         plan.options = destinations.live_muxer_options(muxer, plan.options)
+    if isinstance(dest, ServerFileDestination) and dest.crash_safe:
+        plan.options = destinations.crash_safe_options(muxer, plan.options)
     return plan
 
 

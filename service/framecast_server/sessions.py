@@ -328,6 +328,11 @@ class Session:
                 self.settings.resume_timeout, lambda: asyncio.ensure_future(self._abandoned())
             )
 
+    def idle(self) -> None:
+        """No client and no data for the idle timeout: finalize."""
+        self._event("idle", seconds=self.settings.idle_timeout)
+        self._idle_task = asyncio.ensure_future(self.finish())
+
     async def _abandoned(self) -> None:
         if not self.connected and not self.state.done:
             log.info("session %s: no client for %g s, finalizing", self.id, self.settings.resume_timeout)
@@ -376,6 +381,7 @@ class SessionManager:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sessions: dict[str, Session] = {}
+        self._reaper: asyncio.Task[None] | None = None
         settings.output_dir.mkdir(parents=True, exist_ok=True)
 
     def active(self) -> list[Session]:
@@ -413,4 +419,28 @@ class SessionManager:
 
     async def shutdown(self) -> None:
         """Finalize every session that is still open (server shutdown)."""
+        if self._reaper is not None:
+            self._reaper.cancel()
         await asyncio.gather(*(s.finish() for s in self.active()), return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Finalize every open session and let connected clients receive what is left."""
+        await asyncio.gather(*(s.finish() for s in self.active()), return_exceptions=True)
+        deadline = time.monotonic() + self.settings.finish_timeout
+        while any(s.connected and len(s.outbox) for s in self.sessions.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    def start(self) -> None:
+        """Start the idle reaper (on the running loop)."""
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def _reap_idle(self) -> None:
+        """Finalize sessions that have had no client and no data for idle_timeout seconds."""
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.idle_timeout / 4))
+            now = time.monotonic()
+            for session in self.active():
+                if not session.connected and session.state.taking_chunks and (
+                    now - session.last_activity > self.settings.idle_timeout
+                ):
+                    session.idle()
