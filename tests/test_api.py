@@ -133,7 +133,7 @@ def test_delete_finalizes_an_open_session(api, server):
         ({"streams": [VIDEO], "destination": {"type": "url", "url": "srt://127.0.0.1:9000"}},
          "destination.url", "this server's FFmpeg has no srt protocol"),
         ({"streams": [VIDEO], "destination": {"type": "url", "url": "gopher://127.0.0.1/x"}},
-         "destination.url", "unsupported URL scheme 'gopher'"),
+         "destination.url", "destinations of kind 'gopher' are not allowed on this server"),
         ({"streams": [VIDEO], "destination": {"type": "server_file", "path": "../../etc/passwd.mp4"}},
          "destination.path", "must not contain '..'"),
         ({"streams": [VIDEO], "destination": {"type": "client", "seekable": False}, "format": "mp4"},

@@ -9,6 +9,7 @@ import av
 import numpy as np
 import pytest
 
+from framecast_server.config import Settings
 from framecast_server.encoder import OutputWriter, SetupError
 from framecast_server.models import SessionConfig
 from framecast_server.plan import make_plan
@@ -20,7 +21,7 @@ def writer_for(tmp_path, streams, filename="out.mkv", **extra):
     config = SessionConfig.model_validate(
         {"destination": {"type": "server_file", "path": filename}, "streams": streams, **extra}
     )
-    plan = make_plan(config, tmp_path)
+    plan = make_plan(config, Settings(output_dir=tmp_path))
     writer = OutputWriter(plan)
     writer.start()
     return writer, plan.path
@@ -201,7 +202,7 @@ def test_bytesio_output_through_the_same_writer(tmp_path):
         {"destination": {"type": "client", "filename": "x.mp4"}, "streams": [video(), audio()]}
     )
     buf = io.BytesIO()
-    w = OutputWriter(make_plan(config, tmp_path), buf)
+    w = OutputWriter(make_plan(config, Settings(output_dir=tmp_path)), buf)
     w.start()
     w.write(0, patterns(15, 48, 64), None)
     w.write(1, sine(1000, 16000, 0.5, channels=2), None)

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from framecast.protocol import ChunkHeader, DType
 from framecast_server.chunks import ChunkChecker, Timeline
+from framecast_server.config import Settings
 from framecast_server.errors import InvalidChunk, InvalidConfig
 from framecast_server.models import SessionConfig, parse_frame_rate
 from framecast_server.plan import make_plan, split_filter_chain
@@ -19,6 +20,11 @@ def config(streams, dest=None, **extra):
     return SessionConfig.model_validate(
         {"destination": dest or {"type": "client", "filename": "out.mp4"}, "streams": streams, **extra}
     )
+
+
+def at(root):
+    """Settings with ``root`` as the output directory, defaults otherwise."""
+    return Settings(output_dir=root)
 
 
 VIDEO = {"type": "video", "frame_rate": 30, "width": 128, "height": 96}
@@ -64,26 +70,27 @@ def test_bad_frame_rates_are_refused(value):
 )
 def test_defaults_follow_the_muxer_like_streamwriter(tmp_path, filename, muxer, video, audio):
     streams = ([VIDEO] if video else []) + ([AUDIO] if audio else [])
-    plan = make_plan(config(streams, {"type": "client", "filename": filename}), tmp_path)
+    plan = make_plan(config(streams, {"type": "client", "filename": filename}), at(tmp_path))
     assert plan.muxer == muxer
     encoders = [s.encoder for s in plan.streams]
     assert encoders == [e for e in (video, audio) if e]
 
 
 def test_encoder_formats_default_to_input_when_possible(tmp_path):
-    plan = make_plan(config([VIDEO, {**VIDEO, "format": "yuv444p"}, AUDIO]), tmp_path)
+    plan = make_plan(config([VIDEO, {**VIDEO, "format": "yuv444p"}, AUDIO]), at(tmp_path))
     assert plan.streams[0].encoder_format == "yuv420p"  # libx264 takes no rgb24
     assert plan.streams[1].encoder_format == "yuv444p"  # libx264 takes yuv444p as it is
     assert plan.streams[2].encoder_format == "fltp"  # aac: planar float for float input
-    wav = make_plan(config([{**AUDIO, "format": "s16"}], {"type": "client", "filename": "a.wav"}), tmp_path)
+    wav = make_plan(config([{**AUDIO, "format": "s16"}], {"type": "client", "filename": "a.wav"}), at(tmp_path))
     assert wav.streams[0].encoder_format == "s16"
 
 
 def test_sample_rate_picks_a_supported_one(tmp_path):
-    plan = make_plan(config([{**AUDIO, "sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}), tmp_path)
+    plan = make_plan(config([{**AUDIO, "sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}), at(tmp_path))
     assert plan.streams[0].encoder_sample_rate == 48000
     with pytest.raises(InvalidConfig, match="does not take 96000 Hz") as err:
-        make_plan(config([{**AUDIO, "encoder_sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}), tmp_path)
+        make_plan(config([{**AUDIO, "encoder_sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}),
+                  at(tmp_path))
     assert err.value.field == "streams.0.encoder_sample_rate"
 
 
@@ -100,6 +107,7 @@ def test_sample_rate_picks_a_supported_one(tmp_path):
         ([AUDIO], {"type": "client", "filename": "x.unknownext"}, {}, "format", "cannot guess a muxer"),
         ([AUDIO], {"type": "url", "url": "srt://127.0.0.1:9000"}, {}, "destination.url", "has no srt protocol"),
         ([AUDIO], {"type": "url", "url": "file:///etc/passwd"}, {}, "destination.url", "unsupported URL scheme"),
+        ([AUDIO], {"type": "url", "url": "concat:/etc/passwd|/etc/hosts"}, {}, "destination.url", "not allowed"),
         ([AUDIO], {"type": "url", "url": "rtmp:///live/x"}, {}, "destination.url", "needs a host"),
         ([{**VIDEO, "filter_desc": "nosuchfilter=1"}], None, {}, "streams.0.filter_desc", "unknown filter"),
         ([{**VIDEO, "filter_desc": "[in]hflip[out]"}], None, {}, "streams.0.filter_desc", "linear chain"),
@@ -111,7 +119,7 @@ def test_sample_rate_picks_a_supported_one(tmp_path):
 )
 def test_configs_that_cannot_work_name_the_field(tmp_path, streams, dest, extra, field, message):
     with pytest.raises(InvalidConfig, match=message) as err:
-        make_plan(config(streams, dest, **extra), tmp_path)
+        make_plan(config(streams, dest, **extra), at(tmp_path))
     assert err.value.field == field
 
 
@@ -122,8 +130,8 @@ def test_symlinks_out_of_the_output_dir_are_refused(tmp_path):
     root.mkdir()
     os.symlink(outside, root / "link")
     with pytest.raises(InvalidConfig, match="resolves outside the output directory"):
-        make_plan(config([AUDIO], {"type": "server_file", "path": "link/a.wav"}), root)
-    plan = make_plan(config([AUDIO], {"type": "server_file", "path": "rec/a.wav"}), root)
+        make_plan(config([AUDIO], {"type": "server_file", "path": "link/a.wav"}), at(root))
+    plan = make_plan(config([AUDIO], {"type": "server_file", "path": "rec/a.wav"}), at(root))
     assert plan.path == str(root.resolve() / "rec" / "a.wav") and plan.muxer == "wav"
 
 
@@ -158,7 +166,7 @@ def test_timeline_places_chunks_and_refuses_going_back():
 
 
 def test_chunk_checker_names_expected_and_received(tmp_path):
-    plan = make_plan(config([VIDEO, AUDIO]), tmp_path)
+    plan = make_plan(config([VIDEO, AUDIO]), at(tmp_path))
     checker = ChunkChecker(plan.streams)
     assert checker.check(ChunkHeader(0, 0, DType.UINT8, (2, 3, 96, 128))) == 0
     assert checker.check(ChunkHeader(0, 1, DType.UINT8, (2, 3, 96, 128))) == 2
@@ -177,7 +185,8 @@ def test_chunk_checker_names_expected_and_received(tmp_path):
 
 
 def test_network_outputs_get_live_defaults(tmp_path):
-    plan = make_plan(config([VIDEO, AUDIO], {"type": "url", "url": "rtmp://127.0.0.1:1935/live/secretkey"}), tmp_path)
+    rtmp = {"type": "url", "url": "rtmp://127.0.0.1:1935/live/secretkey"}
+    plan = make_plan(config([VIDEO, AUDIO], rtmp), at(tmp_path))
     assert plan.muxer == "flv" and plan.target == "url" and plan.realtime
     video, audio = plan.streams
     assert (video.encoder, audio.encoder) == ("libx264", "aac")
@@ -188,18 +197,20 @@ def test_network_outputs_get_live_defaults(tmp_path):
 
     udp = make_plan(config([{**VIDEO, "frame_rate": 29.97, "codec_config": {"gop_size": 15},
                               "encoder_option": {"tune": "film"}}],
-                            {"type": "url", "url": "udp://127.0.0.1:5000"}, realtime=False), tmp_path)
+                            {"type": "url", "url": "udp://127.0.0.1:5000"}, realtime=False), at(tmp_path))
     assert udp.muxer == "mpegts" and udp.url == "udp://127.0.0.1:5000?pkt_size=1316" and not udp.realtime
     assert udp.streams[0].codec_config["gop_size"] == 15  # explicit settings win
     assert udp.streams[0].encoder_option == {"tune": "film", "preset": "veryfast"}
-    kept = make_plan(config([VIDEO], {"type": "url", "url": "udp://127.0.0.1:5000?pkt_size=188"}), tmp_path)
+    kept = make_plan(config([VIDEO], {"type": "url", "url": "udp://127.0.0.1:5000?pkt_size=188"}), at(tmp_path))
     assert kept.url == "udp://127.0.0.1:5000?pkt_size=188"
-    ntsc = make_plan(config([{**VIDEO, "frame_rate": 29.97}], {"type": "url", "url": "tcp://127.0.0.1:5000"}), tmp_path)
+    tcp = {"type": "url", "url": "tcp://127.0.0.1:5000"}
+    ntsc = make_plan(config([{**VIDEO, "frame_rate": 29.97}], tcp), at(tmp_path))
     assert ntsc.muxer == "mpegts" and ntsc.streams[0].codec_config["gop_size"] == 60  # ceil(2 s * 29.97)
-    forced = make_plan(config([VIDEO], {"type": "url", "url": "rtmp://h/live/x"}, format="mpegts"), tmp_path)
+    forced = make_plan(config([VIDEO], {"type": "url", "url": "rtmp://h/live/x"}, format="mpegts"), at(tmp_path))
     assert forced.muxer == "mpegts"
 
 
 def test_credentials_are_masked_in_descriptions(tmp_path):
-    plan = make_plan(config([VIDEO], {"type": "url", "url": "rtmp://user:pw@example.com/app/key?token=t"}), tmp_path)
+    url = {"type": "url", "url": "rtmp://user:pw@example.com/app/key?token=t"}
+    plan = make_plan(config([VIDEO], url), at(tmp_path))
     assert plan.describe_destination()["url"] == "rtmp://example.com/app/****"

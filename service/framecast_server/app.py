@@ -15,6 +15,7 @@ from . import ffmpeg
 from .config import Settings
 from .errors import ServerError
 from .ingest import router as ingest_router
+from .routes import public as public_router
 from .routes import router as rest_router
 from .sessions import SessionManager
 
@@ -51,11 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(rest_router)
+    app.include_router(public_router)
     app.include_router(ingest_router)
 
     @app.exception_handler(ServerError)
     async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -51,14 +51,24 @@ class GracefulServer(uvicorn.Server):
             self.should_exit = True
 
 
-def serve(host: str | None = None, port: int | None = None, output_dir: Path | None = None) -> None:
+def serve(
+    host: str | None = None, port: int | None = None, output_dir: Path | None = None, insecure: bool = False
+) -> None:
     """Start the server; flags given here override the FRAMECAST_* environment."""
+    from pydantic import ValidationError
+
     from .app import create_app
 
     overrides: dict[str, Any] = {
         k: v for k, v in {"host": host, "port": port, "output_dir": output_dir}.items() if v is not None
     }
-    settings = Settings(**overrides)
+    if insecure:
+        overrides["insecure"] = True
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise SystemExit(f"framecast serve: {reasons}") from None
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -7,15 +7,38 @@ it to what needs it, so tests build as many differently configured apps as they 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Everything an operator can tune. Each field is also ``FRAMECAST_<NAME>`` in the environment."""
 
     model_config = SettingsConfigDict(env_prefix="FRAMECAST_", extra="ignore")
+
+    @field_validator("api_keys", "allowed_schemes", "allowed_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """Lists come from the environment as comma-separated strings."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _no_open_door(self) -> Settings:
+        """Refuse to listen beyond loopback without API keys, unless told so explicitly."""
+        if not self.api_keys and not self.loopback_only and not self.insecure:
+            raise ValueError(
+                f"refusing to listen on {self.host} without API keys: set FRAMECAST_API_KEYS, or "
+                "pass --insecure (FRAMECAST_INSECURE=1) if something in front of this server authenticates"
+            )
+        return self
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server listens on.")
@@ -25,7 +48,33 @@ class Settings(BaseSettings):
         description="Base URL clients use to reach this server (for the websocket URLs it hands "
         "out); default: derived from each request.",
     )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="API keys accepted as bearer tokens (comma-separated in FRAMECAST_API_KEYS). "
+        "Without any, the server only listens on loopback unless `insecure` is set.",
+    )
+    insecure: bool = Field(False, description="Allow listening beyond loopback without API keys.")
+    allowed_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["file", "rtmp", "rtmps", "udp", "srt", "tcp"],
+        description="Destinations allowed: 'file' (the output dir, and client-side outputs) and URL schemes.",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="If set, network outputs may only go to these hosts (shell-style patterns, e.g. "
+        "'*.example.com', '10.0.0.*').",
+    )
     max_sessions: int = Field(64, ge=1, description="Sessions open at once.")
+    max_sessions_per_key: int = Field(16, ge=1, description="Sessions open at once for one API key.")
+    max_width: int = Field(7680, ge=16, description="Largest frame width.")
+    max_height: int = Field(4320, ge=16, description="Largest frame height.")
+    max_frame_rate: float = Field(240.0, gt=0, description="Highest video frame rate.")
+    max_sample_rate: int = Field(384_000, ge=8000, description="Highest audio sample rate.")
+    max_channels: int = Field(16, ge=1, description="Most audio channels.")
+    max_queued_output_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Encoded bytes waiting for a slow client before the session stops taking chunks.",
+    )
     keep_finished_sessions: int = Field(
         1000, ge=0, description="Closed or failed sessions kept for GET /v1/sessions and downloads."
     )

@@ -2,6 +2,7 @@
 
     ServerError
     ├── InvalidConfig (ValueError)      422  a session config that cannot work; names the field
+    ├── Unauthorized                    401  no or wrong API key
     ├── SessionNotFound (LookupError)   404  no session with that id
     ├── StateConflict                   409  the session's state does not allow the request
     ├── TooManySessions                 503  the session limit is reached
@@ -45,6 +46,11 @@ class InvalidConfig(ServerError, ValueError):
         if self.field:
             body["error"]["field"] = self.field
         return body
+
+
+class Unauthorized(ServerError):
+    status = 401
+    code = "unauthorized"
 
 
 class SessionNotFound(ServerError, LookupError):

@@ -19,6 +19,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from framecast import protocol
 from framecast.errors import ProtocolError
 
+from .auth import bearer
 from .errors import InvalidChunk, SessionNotFound, StateConflict
 from .sessions import Session, SessionManager
 
@@ -29,12 +30,6 @@ router = APIRouter()
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_CONFLICT = 4409
-
-
-def _token(ws: WebSocket) -> str:
-    auth = ws.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
 
 
 async def _send_outbox(ws: WebSocket, session: Session) -> None:
@@ -58,7 +53,7 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     except SessionNotFound as exc:
         await ws.close(CLOSE_NOT_FOUND, exc.message[:120])
         return
-    if not hmac.compare_digest(_token(ws).encode(), session.token.encode()):
+    if not hmac.compare_digest(bearer(ws.headers.get("authorization", "")).encode(), session.token.encode()):
         await ws.close(CLOSE_UNAUTHORIZED, "missing or wrong stream token")
         return
     try:

@@ -27,13 +27,17 @@ class Outbox:
         self._items: collections.deque[_Item] = collections.deque()
         self._unconfirmed: collections.deque[_Item] = collections.deque()
         self._ready = asyncio.Event()
+        #: Bytes held: waiting to be sent, or sent and not yet confirmed.
+        self.nbytes = 0
 
     def put(self, message: bytes | str, output_index: int | None = None) -> None:
         self._items.append(_Item(message, output_index))
+        self.nbytes += len(message)
         self._ready.set()
 
     def put_front(self, message: bytes | str) -> None:
         self._items.appendleft(_Item(message, None))
+        self.nbytes += len(message)
         self._ready.set()
 
     async def peek(self) -> bytes | str:
@@ -48,11 +52,13 @@ class Outbox:
         item = self._items.popleft()
         if item.output_index is not None:
             self._unconfirmed.append(item)
+        else:
+            self.nbytes -= len(item.message)
 
     def confirm(self, output_index: int) -> None:
         """The client applied every OUTPUT message up to ``output_index``."""
         while self._unconfirmed and self._unconfirmed[0].output_index <= output_index:  # type: ignore[operator]
-            self._unconfirmed.popleft()
+            self.nbytes -= len(self._unconfirmed.popleft().message)
 
     def rewind(self) -> None:
         """A new connection: send the unconfirmed OUTPUT messages again, before anything else."""
@@ -67,6 +73,3 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    @property
-    def unconfirmed_bytes(self) -> int:
-        return sum(len(item.message) for item in self._unconfirmed)

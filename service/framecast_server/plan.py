@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Union
 
 import av
 
 from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS, DType
 
-from . import destinations, ffmpeg
+from . import destinations, ffmpeg, policy
+from .config import Settings
 from .errors import InvalidConfig
 from .models import (
     AudioStreamConfig,
@@ -321,11 +321,15 @@ def _check_filter(desc: str | None, where: str) -> str | None:
     return desc
 
 
-def make_plan(config: SessionConfig, output_dir: Path, reconnect_timeout: float = 60.0) -> OutputPlan:
-    """Resolve ``config`` into an OutputPlan or raise InvalidConfig naming the field."""
+def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
+    """Resolve ``config`` into an OutputPlan or raise InvalidConfig naming the field.
+
+    Every policy check (``policy.py``) runs here, before anything reaches FFmpeg.
+    """
     dest = config.destination
     filename: str | None
     if isinstance(dest, UrlDestination):
+        policy.check_url(settings, dest.url)
         url, implied = destinations.network_url(dest.url)
         muxer = _resolve_muxer(config, None, implied)
         plan = OutputPlan(muxer=muxer, target="url", url=url, realtime=True)
@@ -335,20 +339,23 @@ def make_plan(config: SessionConfig, output_dir: Path, reconnect_timeout: float 
         plan = OutputPlan(muxer=muxer, target="discard", encode=dest.encode)
         filename = None
     elif isinstance(dest, ServerFileDestination):
-        path = destinations.confine(output_dir, dest.path, "destination.path")
+        policy.check_destination_scheme(settings, "file", "destination")
+        path = destinations.confine(settings.output_dir, dest.path, "destination.path")
         filename = str(path)
         muxer = _resolve_muxer(config, filename)
         plan = OutputPlan(muxer=muxer, target="file", path=str(path))
     else:
         assert isinstance(dest, ClientDestination)
+        policy.check_destination_scheme(settings, "file", "destination")
         filename = dest.filename
         muxer = _resolve_muxer(config, filename)
         plan = OutputPlan(muxer=destinations.client_muxer(muxer), target="client", seekable=dest.seekable)
+    policy.check_muxer(muxer, plan.path)
     if config.realtime is not None:
         plan.realtime = config.realtime
     plan.on_drop = config.on_destination_drop
     plan.outage_buffer = config.outage_buffer
-    plan.reconnect_timeout = config.reconnect_timeout or reconnect_timeout
+    plan.reconnect_timeout = config.reconnect_timeout or settings.reconnect_timeout
     default_video = ffmpeg.default_encoder(muxer, "video", filename)
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
     if plan.live and muxer in destinations.LIVE_ENCODERS:
@@ -363,8 +370,23 @@ def make_plan(config: SessionConfig, output_dir: Path, reconnect_timeout: float 
                     video.encoder, video.encoder_frame_rate, video.encoder_option, video.codec_config
                 )
             plan.streams.append(video)
+    for stream in plan.streams:
+        where = f"streams.{stream.index}"
+        policy.check_options(stream.encoder_option, where + ".encoder_option")
+        if stream.filter_desc:
+            policy.check_filters(split_filter_chain(stream.filter_desc), where + ".filter_desc")
+        if isinstance(stream, VideoPlan):
+            policy.check_limits(settings, "video", where, width=max(stream.width, stream.encoder_width),
+                                height=max(stream.height, stream.encoder_height),
+                                frame_rate=float(max(stream.frame_rate, stream.encoder_frame_rate)))
+        else:
+            policy.check_limits(settings, "audio", where,
+                                sample_rate=max(stream.sample_rate, stream.encoder_sample_rate),
+                                num_channels=max(stream.num_channels, stream.encoder_num_channels))
+    policy.check_metadata(config.metadata)
     plan.metadata = dict(config.metadata)
     plan.options = _options(config.options)
+    policy.check_options(plan.options, "options")
     if plan.live:
         plan.options = destinations.live_muxer_options(muxer, plan.options)
     if isinstance(dest, ServerFileDestination) and dest.crash_safe:

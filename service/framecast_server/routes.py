@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
 from . import ffmpeg
+from .auth import require_api_key
 from .errors import StateConflict
 from .models import Capabilities, SessionConfig, SessionCreated, SessionInfo
 from .sessions import SessionManager, SessionState
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_api_key)])
+#: Routes that need no API key.
+public = APIRouter()
 
 
 def _manager(request: Request) -> SessionManager:
@@ -28,10 +31,12 @@ def _stream_url(request: Request, session_id: str) -> str:
 
 
 @router.post("/v1/sessions", status_code=201, response_model=SessionCreated, tags=["sessions"])
-async def create_session(config: SessionConfig, request: Request) -> SessionCreated:
+async def create_session(
+    config: SessionConfig, request: Request, key: str | None = Depends(require_api_key)
+) -> SessionCreated:
     """Open an output and start its encoder. Answers with where and how to stream chunks."""
     manager = _manager(request)
-    session = await manager.create(config)
+    session = await manager.create(config, owner=key)
     return SessionCreated(
         **session.info().model_dump(),
         stream_url=_stream_url(request, session.id),
@@ -83,7 +88,7 @@ async def capabilities() -> Capabilities:
     )
 
 
-@router.get("/healthz", tags=["server"])
+@public.get("/healthz", tags=["server"])
 async def healthz(request: Request) -> dict:
     """Liveness: answers as long as the event loop runs."""
     return {"status": "ok", "sessions": len(_manager(request).active())}

@@ -29,6 +29,8 @@ import secrets
 import time
 from typing import Any
 
+import numpy as np
+
 from framecast import protocol
 from framecast.errors import ProtocolError
 
@@ -37,7 +39,7 @@ from .config import Settings
 from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
 from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
-from .plan import OutputPlan, describe_stream, make_plan
+from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
 from .worker import EncoderProcess, exit_text
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class Session:
         self.outbox = Outbox()
         self.connected = False
         self.last_seq = -1
+        self.owner: str | None = None  # fingerprint of the API key that created it
         self.ended_at: float | None = None
         self.destination_connected: bool | None = False if plan.live else None
         self.acked_seq = -1
@@ -254,7 +257,7 @@ class Session:
             InvalidChunk: the chunk is refused; the session goes on.
         """
         try:
-            header, _ = protocol.parse_chunk(message)
+            header, payload = protocol.parse_chunk(message)
         except ProtocolError as exc:
             raise InvalidChunk(f"malformed chunk: {exc}") from None
         self.last_activity = time.monotonic()
@@ -268,10 +271,22 @@ class Session:
             if header.stream < len(self.counters):
                 self.counters[header.stream].errors += 1
             raise
+        stream = self.plan.streams[header.stream]
+        if isinstance(stream, AudioPlan) and header.dtype.numpy.kind == "f":
+            bad = header.shape[0] * header.shape[1] - int(np.isfinite(protocol.chunk_array(header, payload)).sum())
+            if bad:
+                self.counters[header.stream].errors += 1
+                raise InvalidChunk(
+                    f"chunk {header.seq} for stream {header.stream} (audio): {bad} samples are NaN or infinite; "
+                    "float audio must be finite (np.nan_to_num cleans it)"
+                )
         self.last_seq = header.seq
         counters = self.counters[header.stream]
         counters.chunks += 1
         counters.frames += header.shape[0]
+        # A client that does not read its output (OUTPUT messages) is not sent more work.
+        while self.outbox.nbytes > self.settings.max_queued_output_bytes and not self.state.done:
+            await asyncio.sleep(0.01)
         try:
             await self._blocking(self.encoder.send, message)
         except OSError:
@@ -393,14 +408,20 @@ class SessionManager:
         for session in finished[: max(0, len(finished) - self.settings.keep_finished_sessions)]:
             del self.sessions[session.id]
 
-    async def create(self, config: SessionConfig) -> Session:
+    async def create(self, config: SessionConfig, owner: str | None = None) -> Session:
+        """Plan, check and open a session for the API key with fingerprint ``owner``."""
         self._forget_old()
         if len(self.active()) >= self.settings.max_sessions:
             raise TooManySessions(f"this server runs at most {self.settings.max_sessions} sessions at once")
-        plan = make_plan(config, self.settings.output_dir, self.settings.reconnect_timeout)
+        if owner is not None and sum(s.owner == owner for s in self.active()) >= self.settings.max_sessions_per_key:
+            raise TooManySessions(
+                f"this API key already has {self.settings.max_sessions_per_key} open sessions, the most allowed"
+            )
+        plan = make_plan(config, self.settings)
         if plan.path:
             os.makedirs(os.path.dirname(plan.path), exist_ok=True)
         session = Session(secrets.token_hex(8), config, plan, self.settings)
+        session.owner = owner
         await session.start()
         self.sessions[session.id] = session
         log.info("session %s created: %s -> %s", session.id, plan.muxer, plan.describe_destination())
