@@ -39,8 +39,13 @@ def confine(output_dir: Path, relative: str, field_name: str) -> Path:
         raise InvalidConfig(f"must not contain '..', got {relative!r}", field_name)
     if ":" in Path(relative).parts[0]:
         raise InvalidConfig(f"must be a plain path, not a URL or protocol, got {relative!r}", field_name)
+    if len(relative.encode()) > 1024 or any(len(part.encode()) > 255 for part in Path(relative).parts):
+        raise InvalidConfig("path too long: at most 1024 bytes, and 255 per file or folder name", field_name)
     root = output_dir.resolve()
-    target = (root / relative).resolve()
+    try:
+        target = (root / relative).resolve()
+    except (OSError, RuntimeError) as exc:  # symlink loops and the like
+        raise InvalidConfig(f"cannot resolve {relative!r}: {exc}", field_name) from None
     if not target.is_relative_to(root) or target == root:
         raise InvalidConfig(f"{relative!r} resolves outside the output directory", field_name)
     if target.is_dir():

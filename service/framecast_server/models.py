@@ -168,6 +168,23 @@ Destination = Annotated[
 class SessionConfig(_Strict):
     """Everything needed to open an output: StreamWriter's constructor, streams, metadata, open()."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "destination": {"type": "server_file", "path": "demo/out.mp4"},
+                    "streams": [
+                        {"type": "video", "frame_rate": 30, "width": 1280, "height": 720},
+                        {"type": "audio", "sample_rate": 48000, "num_channels": 2},
+                    ],
+                },
+                {"destination": {"type": "discard"}, "streams": [{"type": "video", "frame_rate": 30, "width": 64,
+                                                                  "height": 48}]},
+            ]
+        },
+    )
+
     destination: Destination
     format: str | None = Field(None, description="Muxer name; default: guessed from the destination.")
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -260,3 +277,16 @@ class Capabilities(BaseModel):
     video_encoders: dict[str, str]
     protocols: list[str]
     destinations: list[str]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers with."""
+
+    error: ErrorDetail

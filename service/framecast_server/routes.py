@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
 from . import ffmpeg
 from .auth import require_api_key
 from .errors import StateConflict
-from .models import Capabilities, SessionConfig, SessionCreated, SessionInfo
+from .models import Capabilities, ErrorBody, SessionConfig, SessionCreated, SessionInfo
 from .sessions import SessionManager, SessionState
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the error answers a route can give."""
+    text = {
+        400: "Malformed request body", 401: "Missing or wrong API key", 404: "No such session",
+        409: "The session's state does not allow this", 422: "The config cannot work; names the field",
+        503: "Session limit reached",
+    }
+    return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
+
+
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=_errors(401))
 #: Routes that need no API key.
 public = APIRouter()
 
@@ -30,7 +43,8 @@ def _stream_url(request: Request, session_id: str) -> str:
     return f"{base}/v1/sessions/{session_id}/stream"
 
 
-@router.post("/v1/sessions", status_code=201, response_model=SessionCreated, tags=["sessions"])
+@router.post("/v1/sessions", status_code=201, response_model=SessionCreated, tags=["sessions"],
+             responses=_errors(400, 422, 503))
 async def create_session(
     config: SessionConfig, request: Request, key: str | None = Depends(require_api_key)
 ) -> SessionCreated:
@@ -51,19 +65,21 @@ async def list_sessions(request: Request) -> list[SessionInfo]:
     return [s.info() for s in _manager(request).sessions.values()]
 
 
-@router.get("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"])
+@router.get("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"], responses=_errors(404))
 async def get_session(session_id: str, request: Request) -> SessionInfo:
     """State and per-stream counters of one session."""
     return _manager(request).get(session_id).info()
 
 
-@router.delete("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"])
+@router.delete("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"],
+               responses=_errors(404))
 async def close_session(session_id: str, request: Request) -> SessionInfo:
     """Flush the encoders, write the trailer and close the output. Idempotent."""
     return (await _manager(request).close(session_id)).info()
 
 
-@router.get("/v1/sessions/{session_id}/output", tags=["sessions"], response_class=FileResponse)
+@router.get("/v1/sessions/{session_id}/output", tags=["sessions"], response_class=FileResponse,
+            responses=_errors(404, 409))
 async def download_output(session_id: str, request: Request) -> FileResponse:
     """Download a closed session's server-side output file."""
     session = _manager(request).get(session_id)
