@@ -20,11 +20,22 @@ from .media import decode
 from .peers import NginxRtmp
 
 
+COMPOSE_KEY = "compose-test-key"
+
+
+def test_compose_refuses_to_start_without_api_keys():
+    env = {k: v for k, v in os.environ.items() if k != "FRAMECAST_API_KEYS"}
+    out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert out.returncode != 0 and "set FRAMECAST_API_KEYS" in out.stderr
+
+
 def compose_config() -> dict:
     """The compose file as docker-compose resolves it (variables substituted, validated)."""
+    env = {**os.environ, "FRAMECAST_API_KEYS": COMPOSE_KEY}
     out = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
     )
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
@@ -60,7 +71,7 @@ def test_compose_file_is_valid_and_complete():
     assert "wget" in mtx["healthcheck"]["test"]
     assert app["depends_on"]["mediamtx"]["condition"] == "service_healthy"
     env = app["environment"]
-    assert env["FRAMECAST_OUTPUT_DIR"] == "/data/output"
+    assert env["FRAMECAST_OUTPUT_DIR"] == "/data/output" and env["FRAMECAST_API_KEYS"] == COMPOSE_KEY
     assert "outputs:/data/output:rw" in app["volumes"] and "outputs" in config["volumes"]
     # The stop grace period outlasts the encoders' finish timeout, so SIGTERM can finalize outputs.
     grace = int(re.fullmatch(r"(\d+)s", app["stop_grace_period"]).group(1))
@@ -98,6 +109,7 @@ def test_container_command_runs_on_the_host_as_compose_would(tmp_path):
         "FRAMECAST_HOST": "127.0.0.1",
         "FRAMECAST_PORT": str(port),
         "FRAMECAST_OUTPUT_DIR": str(tmp_path / "data"),
+        "FRAMECAST_API_KEY": COMPOSE_KEY,  # what a client of this deployment uses
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     env.pop("FRAMECAST_SERVER", None)
