@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 
 from framecast import protocol
 
-from .media import decode, patterns
+from .media import decode, patterns, psnr
 
 VIDEO = {"type": "video", "frame_rate": 30, "width": 64, "height": 48}
 AUDIO = {"type": "audio", "sample_rate": 8000, "num_channels": 1}
@@ -312,3 +312,32 @@ def test_sigterm_finalizes_open_sessions(tmp_path):
     with pytest.raises(ConnectionClosed):
         ws.recv(timeout=5)
     assert decode(tmp_path / "out" / "term.mp4")["streams"][0]["frame_count"] == 9
+
+
+def test_preview_jpeg_and_audio_levels(api):
+    created = create(api, [{**VIDEO, "width": 160, "height": 120}, {**AUDIO, "num_channels": 2}],
+                     {"type": "server_file", "path": "api/preview.mkv"})
+    sid = created["id"]
+    assert api.get(f"/v1/sessions/{sid}/preview").status_code == 404
+    ws = open_ws(created)
+    frames = patterns(10, 120, 160)
+    ws.send(chunk(0, frames))
+    ws.send(chunk(1, np.repeat((0.5 * np.sin(np.arange(8000) / 8000 * 2 * np.pi * 440)).astype(np.float32)[:, None],
+                               2, axis=1), stream=1))
+    recv_until(ws, is_ack(1))
+    deadline = time.monotonic() + 10
+    seq = 2
+    while not (info := api.get(f"/v1/sessions/{sid}").json())["preview_streams"] or not info["audio_levels"]:
+        assert time.monotonic() < deadline
+        ws.send(chunk(seq, patterns(1, 120, 160, start=10)))  # previews go out at most twice a second
+        seq += 1
+        time.sleep(0.2)
+    response = api.get(f"/v1/sessions/{sid}/preview", params={"stream": 0})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    (jpeg,) = decode(response.content, format="mjpeg")["streams"]
+    assert (jpeg["width"], jpeg["height"]) == (160, 120)
+    assert max(psnr(jpeg["frames"][0], f) for f in patterns(11, 120, 160).transpose(0, 2, 3, 1)) > 25
+    assert info["audio_levels"]["1"] == [pytest.approx(-9.0, abs=0.3)] * 2  # 0.5 peak sine: -9 dBFS RMS
+    ws.send(protocol.encode_control("finish"))
+    recv_until(ws, is_type("closed"))
+    ws.close()

@@ -4,6 +4,7 @@
     ├── InvalidConfig (ValueError)      422  a session config that cannot work; names the field
     ├── Unauthorized                    401  no or wrong API key
     ├── SessionNotFound (LookupError)   404  no session with that id
+    ├── PreviewNotFound (LookupError)   404  no preview frame (yet)
     ├── StateConflict                   409  the session's state does not allow the request
     ├── TooManySessions                 503  the session limit is reached
     ├── InvalidChunk (ValueError)       --   a websocket chunk does not fit its stream (session lives on)
@@ -60,6 +61,11 @@ class SessionNotFound(ServerError, LookupError):
     def __init__(self, session_id: str) -> None:
         super().__init__(f"no session with id {session_id!r}")
         self.session_id = session_id
+
+
+class PreviewNotFound(ServerError, LookupError):
+    status = 404
+    code = "preview_not_found"
 
 
 class StateConflict(ServerError):

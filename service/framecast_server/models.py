@@ -251,6 +251,12 @@ class SessionInfo(BaseModel):
     events: list[dict[str, Any]] = Field(
         default_factory=list, description="Recent session events (connected, reconnecting, recovered, ...)."
     )
+    preview_streams: list[int] = Field(
+        default_factory=list, description="Video streams with a preview at /v1/sessions/{id}/preview?stream=N."
+    )
+    audio_levels: dict[str, list[float]] = Field(
+        default_factory=dict, description="Latest RMS level of each audio stream, dBFS per channel."
+    )
     destination_connected: bool | None = Field(
         None, description="For network outputs: whether the destination is connected (None for files)."
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from . import ffmpeg
 from .auth import require_api_key
-from .errors import StateConflict
+from .errors import PreviewNotFound, StateConflict
 from .models import Capabilities, ErrorBody, SessionConfig, SessionCreated, SessionInfo
 from .sessions import SessionManager, SessionState
 
@@ -88,6 +88,17 @@ async def download_output(session_id: str, request: Request) -> FileResponse:
     if session.state is not SessionState.CLOSED:
         raise StateConflict(f"session {session_id} is {session.state.value}; its output is ready once closed")
     return FileResponse(session.plan.path, filename=session.plan.path.rsplit("/", 1)[-1])  # type: ignore[union-attr]
+
+
+@router.get("/v1/sessions/{session_id}/preview", tags=["sessions"], responses={
+    200: {"content": {"image/jpeg": {}}, "description": "The latest frame, 320 pixels wide"}, **_errors(404)})
+async def preview(session_id: str, request: Request, stream: int = 0) -> Response:
+    """The latest video frame of a stream as a small JPEG (refreshed about twice a second)."""
+    session = _manager(request).get(session_id)
+    jpeg = session.previews.get(stream)
+    if jpeg is None:
+        raise PreviewNotFound(f"session {session_id} has no preview for stream {stream} (yet)")
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/v1/capabilities", response_model=Capabilities, tags=["server"])

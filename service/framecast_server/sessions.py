@@ -96,6 +96,8 @@ class Session:
         self.connected = False
         self.last_seq = -1
         self.owner: str | None = None  # fingerprint of the API key that created it
+        self.previews: dict[int, bytes] = {}  # stream -> latest frame as JPEG
+        self.audio_levels: dict[int, list[float]] = {}  # stream -> dBFS per channel
         self.ended_at: float | None = None
         self.destination_connected: bool | None = False if plan.live else None
         self.acked_seq = -1
@@ -222,6 +224,10 @@ class Session:
             if self.state is SessionState.RECONNECTING:
                 self._move(SessionState.STREAMING if self.connected else SessionState.CREATED)
             self._event("recovered", attempts=attempts, outage_seconds=round(outage, 3))
+        elif kind == "preview":
+            _, jpegs, levels = message
+            self.previews.update(jpegs)
+            self.audio_levels.update(levels)
         elif kind == "dropped":
             _, stream, count, total = message
             self.counters[stream].dropped = total
@@ -387,6 +393,8 @@ class Session:
             pacing=self.pacing,
             reconnects=self.reconnects,
             events=list(self.events),
+            preview_streams=sorted(self.previews),
+            audio_levels={str(k): v for k, v in self.audio_levels.items()},
         )
 
 

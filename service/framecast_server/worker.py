@@ -15,6 +15,7 @@ worker -> server, small pickled tuples:
     ("ack", seq, stats)                     chunk ``seq`` (and all before it) is encoded and muxed
     ("failed", reason)                      encoding or connecting failed; the worker exits
     ("closed", stats)                       trailer written, output closed; the worker exits
+    ("preview", {stream: jpeg}, {stream: [dBFS per channel]})   now and then, for the dashboard
 
 ``stats`` is ``{"streams": [per-stream counters], "pacing": {...} or None}``.
 """
@@ -129,9 +130,24 @@ def _stats(writer: Any, pacer: Any = None) -> dict[str, Any]:
     return {"streams": writer.stats(), "pacing": pacer.stats() if pacer is not None else None}
 
 
+def _offer_preview(previewer: Any, writer: Any, stream: int, array: Any, frames: list[Any]) -> None:
+    if writer.plan.streams[stream].type == "audio":
+        previewer.offer_audio(stream, array)
+    else:
+        previewer.offer_video(stream, frames)
+
+
+def _send_preview(conn: Connection, previewer: Any) -> None:
+    if previewer.due():
+        conn.send(("preview", previewer.take(), dict(previewer.levels)))
+
+
 def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]) -> None:
     """Encode each chunk as it comes: files, client-side outputs, unpaced network outputs."""
+    from .preview import Previewer
+
     live = _live_output(conn, writer)
+    previewer = Previewer()
     while True:
         if live is not None:
             while live.down:  # nothing more is taken until the destination is back: backpressure
@@ -144,12 +160,16 @@ def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]
         if message[:2] == protocol.MAGIC:
             header, payload = protocol.parse_chunk(message)
             array = protocol.chunk_array(header, payload)
-            if live is not None:
-                for frame in writer.frames_for(header.stream, array, header.pts):
-                    live.emit(header.stream, frame)
-            elif writer.plan.encode:
-                writer.write(header.stream, array, header.pts)
+            if writer.plan.encode:
+                frames = writer.frames_for(header.stream, array, header.pts)
+                if live is not None:
+                    for frame in frames:
+                        live.emit(header.stream, frame)
+                else:
+                    writer.emit(header.stream, frames)
+                _offer_preview(previewer, writer, header.stream, array, frames)
             conn.send(("ack", header.seq, _stats(writer)))
+            _send_preview(conn, previewer)
         elif json.loads(message).get("type") == protocol.FINISH:
             writer.close()
             conn.send(("closed", _stats(writer)))
@@ -169,8 +189,10 @@ def _live_output(conn: Connection, writer: Any) -> Any:
 def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]) -> None:
     """Release frames at media time; read ahead only as far as the pacer allows (backpressure)."""
     from .pacing import Pacer
+    from .preview import Previewer
 
     pacer = Pacer(len(writer.streams))
+    previewer = Previewer()
     live = _live_output(conn, writer)
     held_since: float | None = None
     finishing = False
@@ -190,6 +212,9 @@ def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None])
                 live.emit(stream, frame)
             else:
                 writer.emit(stream, [frame])
+            if writer.plan.streams[stream].type == "video":
+                previewer.offer_video(stream, [frame])
+        _send_preview(conn, previewer)
         done = pacer.completed()
         if done is not None:
             conn.send(("ack", done, _stats(writer, pacer)))
@@ -216,6 +241,8 @@ def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None])
             array = protocol.chunk_array(header, payload)
             frames = writer.frames_for(header.stream, array, header.pts)
             pacer.add(header.stream, frames, header.seq, array.nbytes)
+            if writer.plan.streams[header.stream].type == "audio":
+                previewer.offer_audio(header.stream, array)
         elif json.loads(message).get("type") == protocol.FINISH:
             finishing = True
 

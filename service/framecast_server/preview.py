@@ -1,0 +1,82 @@
+"""Live previews for the dashboard: the latest video frame as a small JPEG, and audio levels.
+
+The encoder process keeps a reference to the newest frame of each video stream and, at most
+``interval`` seconds apart, scales it to ``width`` pixels wide and encodes it with FFmpeg's MJPEG
+encoder (a few milliseconds). Audio levels are the RMS of each chunk per channel, in dBFS. Both go
+to the server with the worker's other messages; nothing here touches the output.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+#: Lowest level reported, for silence.
+FLOOR_DB = -90.0
+
+
+def levels_db(array: np.ndarray) -> list[float]:
+    """RMS level per channel of a (frames, channels) chunk, in dBFS (0 dB = full scale)."""
+    if array.shape[0] == 0:
+        return [FLOOR_DB] * array.shape[1]
+    samples = array.astype(np.float64)
+    if array.dtype.kind == "u":
+        samples = (samples - 128.0) / 128.0
+    elif array.dtype.kind == "i":
+        samples /= float(np.iinfo(array.dtype).max)
+    rms = np.sqrt(np.mean(np.square(samples), axis=0))
+    return [round(max(FLOOR_DB, 20 * math.log10(r)) if r > 0 else FLOOR_DB, 1) for r in rms]
+
+
+class Previewer:
+    """Turns the newest video frame into a JPEG now and then."""
+
+    def __init__(self, interval: float = 0.5, width: int = 320) -> None:
+        self.interval = interval
+        self.width = width
+        self._latest: dict[int, Any] = {}
+        self._sent_at = 0.0
+        self._encoders: dict[tuple[int, int], Any] = {}
+        self.levels: dict[int, list[float]] = {}
+        self._levels_changed = False
+
+    def offer_video(self, stream: int, frames: list[Any]) -> None:
+        if frames:
+            self._latest[stream] = frames[-1]
+
+    def offer_audio(self, stream: int, array: np.ndarray) -> None:
+        self.levels[stream] = levels_db(array)
+        self._levels_changed = True
+
+    def due(self, now: float | None = None) -> bool:
+        fresh = bool(self._latest) or self._levels_changed
+        return fresh and (now or time.monotonic()) - self._sent_at >= self.interval
+
+    def take(self) -> dict[int, bytes]:
+        """JPEGs of the newest frame of each video stream offered since the last call."""
+        self._sent_at = time.monotonic()
+        self._levels_changed = False
+        out = {}
+        for stream, frame in self._latest.items():
+            out[stream] = self._jpeg(frame)
+        self._latest.clear()
+        return out
+
+    def _jpeg(self, frame: Any) -> bytes:
+        width = min(self.width, frame.width) // 2 * 2
+        height = max(2, round(frame.height * width / frame.width) // 2 * 2)
+        encoder = self._encoders.get((width, height))
+        if encoder is None:
+            encoder = av.CodecContext.create("mjpeg", "w")
+            encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
+            encoder.time_base = Fraction(1, 25)
+            encoder.open()
+            self._encoders[(width, height)] = encoder
+        small = frame.reformat(width=width, height=height, format="yuvj420p")
+        small.pts = None
+        return b"".join(bytes(p) for p in encoder.encode(small))
