@@ -1,16 +1,59 @@
-"""The ``framecast`` command: ``framecast serve`` runs the server (needs ``framecast[server]``)."""
+"""The ``framecast`` command.
+
+    framecast serve                      run the server (needs ``framecast[server]``)
+    framecast sessions list              the server's sessions: state, destination, counters, age
+    framecast sessions show ID           one session in full, with its events
+    framecast sessions close ID          finish a session (flush, trailer, close)
+    framecast capabilities               what the server's FFmpeg has
+    framecast push FILE DST              decode a media file and stream it through the server
+
+Every command but ``serve`` takes ``--server`` (default $FRAMECAST_SERVER, else
+http://127.0.0.1:8000) and ``--api-key`` (default $FRAMECAST_API_KEY). Errors are one line on
+stderr and a non-zero exit status.
+
+``push`` decodes with PyAV, which the SDK itself does not need: it is imported only by that
+command (``pip install 'framecast[server]'`` or ``pip install av``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import textwrap
+import time
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FramecastError
+from .rest import RestClient, server_url
+
+#: Exit status for bad usage or a missing optional dependency (argparse uses 2 as well).
+EXIT_USAGE = 2
+#: Exit status for everything that went wrong at run time.
+EXIT_ERROR = 1
+
+SERVER_PREFIX = "server:"
 
 
-def main(argv: list[str] | None = None) -> int:
+class CliError(Exception):
+    """A problem the command reports as one line on stderr."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- argument parsing --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framecast", description="Stream tensors into FFmpeg encoders.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the framecast server")
     serve.add_argument("--host", default=None, help="bind address (FRAMECAST_HOST, default 127.0.0.1)")
@@ -19,25 +62,532 @@ def main(argv: list[str] | None = None) -> int:
         "--output-dir", type=Path, default=None, help="server-side outputs (FRAMECAST_OUTPUT_DIR, default ./output)"
     )
 
-    caps = sub.add_parser("capabilities", help="print what the server's FFmpeg can do")
-    caps.add_argument("--server", default=None, help="server URL (FRAMECAST_SERVER, default http://127.0.0.1:8000)")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--server", default=None, help="server URL (default $FRAMECAST_SERVER, else http://127.0.0.1:8000)"
+    )
+    remote.add_argument("--api-key", default=None, help="API key (default $FRAMECAST_API_KEY)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the server's JSON answer")
 
-    args = parser.parse_args(argv)
+    sessions = sub.add_parser("sessions", help="list, show and close sessions")
+    actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", parents=[remote, as_json], help="every session: state, destination, counters, age")
+    show = actions.add_parser("show", parents=[remote, as_json], help="one session in full, with its events")
+    show.add_argument("id", help="session id")
+    close = actions.add_parser("close", parents=[remote, as_json], help="finish a session: flush, trailer, close")
+    close.add_argument("id", help="session id")
+
+    sub.add_parser("capabilities", parents=[remote, as_json], help="what the server's FFmpeg can do")
+
+    push = sub.add_parser(
+        "push",
+        parents=[remote],
+        help="decode a media file and stream it through the server",
+        description="Decode FILE (its first video and first audio stream) and stream it through the "
+        "server to DST, in real time unless --no-realtime. DST is a URL (rtmp://, udp://, ...), a local "
+        "path (the encoded bytes come back here), or server:PATH for a file under the server's output dir.",
+    )
+    push.add_argument("file", help="media file to decode (anything FFmpeg reads)")
+    push.add_argument("dst", help="rtmp://..., udp://..., a local path, or server:relative/path.mp4")
+    push.add_argument("--format", default=None, help="output muxer (default: from DST's name or scheme)")
+    push.add_argument(
+        "--realtime", action=argparse.BooleanOptionalAction, default=True,
+        help="send at media time, as ffmpeg -re (default: on)",
+    )
+    push.add_argument("--no-video", dest="video", action="store_false", help="leave the video stream out")
+    push.add_argument("--no-audio", dest="audio", action="store_false", help="leave the audio stream out")
+    push.add_argument("--duration", type=float, default=None, help="stop after this many seconds of media")
+    push.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "serve":
         try:
             from framecast_server.cli import serve as run
         except ImportError as exc:
             print(f"framecast serve needs the server extra: pip install 'framecast[server]' ({exc})", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         run(host=args.host, port=args.port, output_dir=args.output_dir)
         return 0
-    if args.command == "capabilities":
-        from .functional import capabilities
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "sessions": cmd_sessions,
+        "capabilities": cmd_capabilities,
+        "push": cmd_push,
+    }
+    try:
+        return commands[args.command](args)
+    except CliError as exc:
+        print(f"framecast {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except FramecastError as exc:
+        print(f"framecast {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"framecast {args.command}: interrupted", file=sys.stderr)
+        return 130
 
-        json.dump(capabilities(args.server), sys.stdout, indent=2)
-        print()
-        return 0
-    return 2
+
+def _rest(args: argparse.Namespace) -> RestClient:
+    return RestClient(args.server, args.api_key, timeout=60.0)
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2)
+    print()
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    rest = _rest(args)
+    try:
+        if args.action == "list":
+            sessions: list[dict[str, Any]] = rest.request("GET", "/v1/sessions")
+            if args.json:
+                _print_json(sessions)
+            else:
+                print(format_sessions_table(sessions, now=time.time()))
+        elif args.action == "show":
+            info: dict[str, Any] = rest.request("GET", f"/v1/sessions/{args.id}")
+            if args.json:
+                _print_json(info)
+            else:
+                print(format_session(info, now=time.time()))
+        else:  # close
+            info = rest.request("DELETE", f"/v1/sessions/{args.id}")
+            if args.json:
+                _print_json(info)
+            else:
+                error = f": {info['error']}" if info.get("error") else ""
+                print(f"session {info['id']} {info['state']}{error}; {_bytes(info.get('output_bytes', 0))} written")
+    finally:
+        rest.close()
+    return 0
+
+
+def format_destination(destination: dict[str, Any]) -> str:
+    kind = destination.get("type")
+    if kind == "server_file":
+        path = str(destination.get("path"))
+        return f"server file {path}" if path.startswith("/") else f"server:{path}"
+    if kind == "url":
+        return str(destination.get("url"))
+    if kind == "discard":
+        return "discard (encode)" if destination.get("encode") else "discard"
+    if kind == "client":
+        return "client" if destination.get("seekable", True) else "client (stream)"
+    return str(kind)
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    return f"{int(seconds // 86400)}d{int(seconds % 86400 // 3600):02d}h"
+
+
+def format_counters(stream: dict[str, Any]) -> str:
+    """``v0 120f/120p`` for video (frames in, packets out), ``a1 96000s/94p`` for audio (samples)."""
+    counters = stream.get("counters", {})
+    unit = "f" if stream.get("type") == "video" else "s"
+    text = f"{str(stream.get('type', '?'))[:1]}{stream.get('index', '?')} {counters.get('frames', 0)}{unit}"
+    text += f"/{counters.get('packets', 0)}p"
+    for name in ("errors", "dropped"):
+        if counters.get(name):
+            text += f" {counters[name]} {name}"
+    return text
+
+
+def format_sessions_table(sessions: list[dict[str, Any]], now: float) -> str:
+    if not sessions:
+        return "no sessions"
+    header = ("ID", "STATE", "DESTINATION", "STREAMS (frames|samples in / packets out)", "AGE")
+    rows = [header]
+    for info in sorted(sessions, key=lambda s: float(s.get("created_at", 0))):
+        rows.append((
+            str(info.get("id")),
+            str(info.get("state")),
+            format_destination(info.get("destination", {})),
+            ", ".join(format_counters(s) for s in info.get("streams", [])),
+            format_age(now - float(info.get("created_at", now))),
+        ))
+    widths = [max(len(row[col]) for row in rows) for col in range(len(header) - 1)]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _clock(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp * 1000) % 1000:03d}"
+
+
+def _bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover
+
+
+def format_session(info: dict[str, Any], now: float) -> str:
+    created = float(info.get("created_at", now))
+    lines = [
+        f"session      {info.get('id')}",
+        f"state        {info.get('state')}" + (f" ({info['error']})" if info.get("error") else ""),
+        f"destination  {format_destination(info.get('destination', {}))}",
+        f"format       {info.get('format')}",
+        f"created      {_clock(created)} ({format_age(now - created)} ago)",
+        f"realtime     {'yes' if info.get('realtime') else 'no'}",
+        f"output       {_bytes(int(info.get('output_bytes') or 0))}",
+    ]
+    if info.get("encoder_pid") is not None:
+        lines.append(f"encoder pid  {info['encoder_pid']}")
+    if info.get("destination_connected") is not None:
+        lines.append(f"connected    {'yes' if info['destination_connected'] else 'no'}")
+    if info.get("reconnects"):
+        lines.append(f"reconnects   {info['reconnects']}")
+    pacing = info.get("pacing")
+    if pacing:
+        lines.append("pacing       " + ", ".join(f"{k}={v}" for k, v in pacing.items()))
+    lines.append("streams")
+    for stream in info.get("streams", []):
+        config = stream.get("config", {})
+        if stream.get("type") == "video":
+            what = (f"{config.get('width')}x{config.get('height')} {config.get('format')} "
+                    f"@ {config.get('frame_rate')} fps")
+        else:
+            what = f"{config.get('sample_rate')} Hz x{config.get('num_channels')} {config.get('format')}"
+        counters = stream.get("counters", {})
+        unit = "frames" if stream.get("type") == "video" else "samples"
+        lines.append(
+            f"  {stream.get('index')}: {stream.get('type')} {what} -> {stream.get('encoder')} "
+            f"({stream.get('encoder_format')})"
+        )
+        lines.append(
+            f"     {counters.get('chunks', 0)} chunks, {counters.get('frames', 0)} {unit} in, "
+            f"{counters.get('packets', 0)} packets / {_bytes(int(counters.get('bytes', 0)))} out, "
+            f"{counters.get('errors', 0)} errors, {counters.get('dropped', 0)} dropped"
+        )
+    warnings = info.get("warnings") or []
+    if warnings:
+        lines.append("warnings")
+        lines.extend(f"  {w}" for w in warnings)
+    events = info.get("events") or []
+    lines.append("events" if events else "events       none")
+    for event in events:
+        fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("time", "event"))
+        stamp = _clock(float(event["time"])) if "time" in event else ""
+        lines.append(f"  {stamp}  {event.get('event')}" + (f"  {fields}" if fields else ""))
+    return "\n".join(lines)
+
+
+# -- capabilities ------------------------------------------------------------------------------
+
+
+def cmd_capabilities(args: argparse.Namespace) -> int:
+    rest = _rest(args)
+    try:
+        caps: dict[str, Any] = rest.request("GET", "/v1/capabilities")
+    finally:
+        rest.close()
+    if args.json:
+        _print_json(caps)
+    else:
+        print(format_capabilities(caps))
+    return 0
+
+
+def _names(title: str, names: Any) -> list[str]:
+    names = sorted(names)
+    body = textwrap.fill(", ".join(names), width=100, initial_indent="  ", subsequent_indent="  ")
+    return [f"{title} ({len(names)}):", body]
+
+
+def format_capabilities(caps: dict[str, Any]) -> str:
+    versions = caps.get("versions", {})
+    lines = [f"FFmpeg {caps.get('ffmpeg', '?')}"]
+    lines.extend(f"  {lib} {version}" for lib, version in versions.items())
+    lines.append("destinations: " + ", ".join(caps.get("destinations", [])))
+    lines += _names("output protocols", caps.get("protocols", []))
+    lines += _names("video encoders", caps.get("video_encoders", {}))
+    lines += _names("audio encoders", caps.get("audio_encoders", {}))
+    lines += _names("muxers", caps.get("muxers", {}))
+    lines.append("(--json for the descriptions)")
+    return "\n".join(lines)
+
+
+# -- push --------------------------------------------------------------------------------------
+
+
+def parse_destination(dst: str) -> Any:
+    """``server:dir/a.mp4`` is a ServerFile; anything else (a URL or local path) goes as given."""
+    from .streams import ServerFile
+
+    if dst.startswith(SERVER_PREFIX) and "://" not in dst:
+        path = dst[len(SERVER_PREFIX):]
+        if not path:
+            raise CliError("server: needs a path under the server's output dir, e.g. server:recordings/a.mp4",
+                           EXIT_USAGE)
+        return ServerFile(path)
+    return dst
+
+
+def _import_av() -> Any:
+    try:
+        import av
+    except ImportError as exc:
+        raise CliError(
+            f"push decodes FILE with PyAV, which is not installed ({exc}): "
+            "pip install 'framecast[server]' (or pip install av)",
+            EXIT_USAGE,
+        ) from exc
+    return av
+
+
+class _Buffer:
+    """Decoded arrays of one stream, written as a chunk once they hold ``seconds`` of media."""
+
+    def __init__(self, index: int, kind: str, rate: Fraction, seconds: float = 0.25,
+                 max_bytes: int = 8 << 20) -> None:
+        self.index = index
+        self.kind = kind
+        self.rate = rate
+        self.limit = max(1, int(seconds * rate))
+        self.max_bytes = max_bytes
+        self.parts: list[np.ndarray] = []
+        self.count = 0  # units (frames or samples) buffered
+        self.nbytes = 0
+        self.written = 0  # units written so far
+        self.pts: float | None = None  # for the stream's first chunk, when it starts later
+
+    def add(self, array: np.ndarray) -> bool:
+        self.parts.append(array)
+        self.count += array.shape[0]
+        self.nbytes += array.nbytes
+        return self.count >= self.limit or self.nbytes >= self.max_bytes
+
+    def take(self) -> tuple[np.ndarray, float | None] | None:
+        if not self.parts:
+            return None
+        chunk = self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+        pts, self.pts = self.pts, None
+        self.parts, self.count, self.nbytes = [], 0, 0
+        return chunk, pts
+
+
+class _Progress:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.last = self.started
+        self.shown = False
+
+    def update(self, media_seconds: float, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.quiet or (not force and now - self.last < 1.0):
+            return
+        self.last = now
+        elapsed = now - self.started
+        speed = f"{media_seconds / elapsed:.2f}x" if elapsed > 0 else "-"
+        line = f"pushed {media_seconds:7.2f} s  {text}  ({speed})"
+        if self.tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+            self.shown = True
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.shown:
+            print(file=sys.stderr, flush=True)
+
+
+def _rate_text(rate: Fraction) -> str:
+    return f"{rate.numerator}/{rate.denominator}"
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    source = Path(args.file)
+    if not source.is_file():
+        raise CliError(f"no such file: {args.file}" if not source.exists() else f"not a file: {args.file}")
+    if args.duration is not None and args.duration <= 0:
+        raise CliError("--duration must be positive", EXIT_USAGE)
+    dst = parse_destination(args.dst)
+    av = _import_av()
+    try:
+        container = av.open(str(source))
+    except av.FFmpegError as exc:
+        raise CliError(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}") from exc
+    try:
+        return _push(av, container, args, dst)
+    finally:
+        container.close()
+
+
+def _push(av: Any, container: Any, args: argparse.Namespace, dst: Any) -> int:
+    from .writer import StreamWriter
+
+    video = next(iter(container.streams.video), None) if args.video else None
+    audio = next(iter(container.streams.audio), None) if args.audio else None
+    if video is None and audio is None:
+        wanted = " and ".join(k for k, on in (("video", args.video), ("audio", args.audio)) if on) or "stream"
+        raise CliError(f"{args.file} has no {wanted} stream to push")
+
+    writer = StreamWriter(dst, args.format, server=args.server, api_key=args.api_key, realtime=args.realtime,
+                          on_event=None if args.quiet else _print_event)
+    buffers: dict[int, _Buffer] = {}  # by input stream index
+    described = []
+    if video is not None:
+        ctx = video.codec_context
+        rate = video.average_rate or video.guessed_rate or video.base_rate
+        if not rate:
+            raise CliError(f"{args.file}: the video stream has no frame rate")
+        rate = Fraction(rate.numerator, rate.denominator)
+        width, height = int(ctx.width), int(ctx.height)
+        writer.add_video_stream(frame_rate=_rate_text(rate), width=width, height=height)
+        buffers[video.index] = _Buffer(len(buffers), "video", rate)
+        described.append(f"video {width}x{height} @ {_rate_text(rate)} fps ({ctx.name})")
+    if audio is not None:
+        ctx = audio.codec_context
+        sample_rate = int(ctx.sample_rate)
+        channels = int(ctx.layout.nb_channels)
+        if not sample_rate or not channels:
+            raise CliError(f"{args.file}: the audio stream has no sample rate or channel layout")
+        writer.add_audio_stream(sample_rate=sample_rate, num_channels=channels)
+        buffers[audio.index] = _Buffer(len(buffers), "audio", Fraction(sample_rate))
+        resampler = av.AudioResampler(format="flt", layout=ctx.layout, rate=sample_rate)
+        described.append(f"audio {sample_rate} Hz x{channels} ({ctx.name})")
+    selected = [s for s in (video, audio) if s is not None]
+    starts = {s.index: _start_seconds(s) for s in selected}
+    origin = min(starts.values())
+    for s in selected:  # a stream that starts later than the other keeps its offset
+        offset = starts[s.index] - origin
+        if offset > 0.001:
+            buffers[s.index].pts = offset
+
+    progress = _Progress(args.quiet)
+    limit = {i: None if args.duration is None else int(args.duration * b.rate) for i, b in buffers.items()}
+    finished: set[int] = set()
+
+    def write(index: int) -> None:
+        buffer = buffers[index]
+        taken = buffer.take()
+        if taken is None:
+            return
+        chunk, pts = taken
+        if buffer.kind == "video":
+            writer.write_video_chunk(buffer.index, chunk, pts)
+        else:
+            writer.write_audio_chunk(buffer.index, chunk, pts)
+        buffer.written += chunk.shape[0]
+
+    def add(index: int, array: np.ndarray) -> None:
+        if index in finished:
+            return
+        buffer = buffers[index]
+        cap = limit[index]
+        if cap is not None and buffer.written + buffer.count + array.shape[0] >= cap:
+            array = array[: max(0, cap - buffer.written - buffer.count)]
+            finished.add(index)
+        if array.shape[0] and buffer.add(array):
+            write(index)
+        elif index in finished:
+            write(index)
+
+    def status() -> tuple[float, str]:
+        parts, seconds = [], 0.0
+        for buffer in buffers.values():
+            unit = "frames" if buffer.kind == "video" else "samples"
+            parts.append(f"{buffer.kind} {buffer.written} {unit}")
+            seconds = max(seconds, buffer.written / float(buffer.rate))
+        return seconds, ", ".join(parts)
+
+    started = time.monotonic()
+    with writer.open():
+        if not args.quiet:
+            mode = "in real time" if args.realtime else "as fast as possible"
+            print(f"pushing {args.file} ({', '.join(described)}) to {args.dst} {mode} (session {writer.session_id})",
+                  file=sys.stderr, flush=True)
+        try:
+            for packet in container.demux(selected):
+                if packet.stream.index in finished:
+                    if len(finished) == len(buffers):
+                        break
+                    continue
+                for frame in _decode(av, packet, args.file):
+                    if packet.stream.type == "video":
+                        rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                        add(packet.stream.index, rgb.transpose(2, 0, 1)[None])
+                    else:
+                        for out in resampler.resample(frame):
+                            add(packet.stream.index, _interleaved(out, channels))
+                progress.update(*status())
+            if audio is not None and audio.index not in finished:
+                for out in resampler.resample(None):
+                    add(audio.index, _interleaved(out, channels))
+            for index in buffers:
+                write(index)
+            progress.update(*status(), force=True)
+        finally:
+            progress.done()
+    elapsed = time.monotonic() - started
+    print(_summary(writer, args.dst, server_url(args.server), buffers, elapsed))
+    return 0
+
+
+def _start_seconds(stream: Any) -> float:
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def _decode(av: Any, packet: Any, name: str) -> list[Any]:
+    try:
+        return list(packet.decode())
+    except av.FFmpegError as exc:  # a damaged packet: say so and go on, as ffmpeg does
+        print(f"framecast push: skipping a packet of {name} that does not decode: {exc}", file=sys.stderr)
+        return []
+
+
+def _interleaved(frame: Any, channels: int) -> np.ndarray:
+    """A packed float32 audio frame as (samples, channels)."""
+    array = frame.to_ndarray()
+    return np.ascontiguousarray(array.reshape(-1, channels), dtype=np.float32)
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    if event.get("event") in ("client_connected", "finalized", "failed"):  # a failure ends with its own line
+        return
+    fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "type", "time"))
+    print(f"event: {event.get('event')} {fields}".rstrip(), file=sys.stderr, flush=True)
+
+
+def _summary(writer: Any, dst: str, server: str, buffers: dict[int, _Buffer], elapsed: float) -> str:
+    session = writer.summary or {}
+    lines = [f"pushed to {dst} in {elapsed:.1f} s (session {writer.session_id})"]
+    streams = session.get("streams", [])
+    for buffer in buffers.values():
+        counters: dict[str, Any] = next((s.get("counters", {}) for s in streams if s.get("index") == buffer.index), {})
+        unit = "frames" if buffer.kind == "video" else "samples"
+        line = f"  {buffer.kind}: {buffer.written} {unit} ({buffer.written / float(buffer.rate):.2f} s)"
+        if counters:
+            line += f", {counters.get('packets', 0)} packets, {_bytes(int(counters.get('bytes', 0)))}"
+        lines.append(line)
+    if session.get("output_bytes"):
+        lines.append(f"  output: {_bytes(int(session['output_bytes']))}")
+    destination = session.get("destination") or {}
+    if destination.get("type") == "server_file":
+        lines.append(f"  on the server at {destination.get('path')}; download it from "
+                     f"{server}/v1/sessions/{writer.session_id}/output")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,280 @@
+"""The ``framecast`` command, run as a subprocess against a live server.
+
+sessions list/show/close on sessions made with the SDK, capabilities, push of a real media file
+(to a local path and to a server-side file, decoded and checked frame by frame), and the one-line
+errors for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import framecast
+
+from .conftest import ROOT, free_port
+from .media import decode, dominant_frequency, patterns, read_stamp, sine
+
+W, H, FPS, SECONDS = 160, 120, 30, 2.0
+RATE, CHANNELS = 48000, 2
+FRAMES, SAMPLES = int(FPS * SECONDS), int(RATE * SECONDS)
+
+
+def cli(*args: str, server: str | None = None, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m framecast.cli ARGS`` (with ``--server`` appended when given)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
+    full_env.update(env or {})
+    command = [sys.executable, "-m", "framecast.cli", *args]
+    if server is not None:
+        command += ["--server", server]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(ROOT))
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+def failed(proc: subprocess.CompletedProcess[str], *needles: str, alone: bool = True) -> str:
+    """The command failed with one clear line on stderr (no traceback) that contains ``needles``;
+    ``alone``: and nothing else (else progress lines may come before it).
+    """
+    assert proc.returncode != 0, f"expected a failure, got exit 0\nstdout:\n{proc.stdout}"
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert lines and (len(lines) == 1 or not alone), proc.stderr
+    assert lines[-1].startswith("framecast "), lines[-1]
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def media_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s of 160x120 stamped test pattern (H.264) and a 440 Hz stereo sine (PCM) in Matroska."""
+    path = tmp_path_factory.mktemp("cli") / "input.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=RATE, layout="stereo")
+        for i, frame in enumerate(patterns(FRAMES, H, W)):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.transpose(1, 2, 0)), format="rgb24")
+            picture.pts = i
+            container.mux(video.encode(picture))
+        tone = (sine(440, RATE, SECONDS, CHANNELS, amplitude=0.4) * 32767).astype(np.int16)
+        for start in range(0, SAMPLES, 1024):
+            block = np.ascontiguousarray(tone[start : start + 1024].reshape(1, -1))
+            sound = av.AudioFrame.from_ndarray(block, format="s16", layout="stereo")
+            sound.sample_rate, sound.pts = RATE, start
+            container.mux(audio.encode(sound))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+    return path
+
+
+def check_pushed(result: dict, video_frames: int = FRAMES, samples: int = SAMPLES) -> None:
+    """Decoded output: every frame once and in order (stamps), the sine's samples and pitch."""
+    video = next(s for s in result["streams"] if s["type"] == "video")
+    audio = next(s for s in result["streams"] if s["type"] == "audio")
+    assert (video["width"], video["height"]) == (W, H)
+    assert [read_stamp(f) for f in video["frames"]] == list(range(video_frames))
+    assert Fraction(video["average_rate"]) == FPS
+    assert audio["channels"] == CHANNELS
+    # Lossy encoders add priming and pad their last frame: within one AAC/AC-3 frame or two.
+    seconds = audio["sample_count"] / audio["sample_rate"]
+    assert abs(seconds - samples / RATE) < 2048 / audio["sample_rate"], seconds
+    assert abs(dominant_frequency(audio["pcm"][:, 0], audio["sample_rate"]) - 440) < 5
+
+
+def session_id(stdout: str) -> str:
+    match = re.search(r"\(session ([0-9a-f]+)\)", stdout)
+    assert match, stdout
+    return match.group(1)
+
+
+# -- push --------------------------------------------------------------------------------------
+
+
+def test_input_file_is_what_we_think(media_file):
+    result = decode(media_file)
+    video, audio = result["streams"]
+    assert video["frame_count"] == FRAMES and audio["sample_count"] == SAMPLES
+
+
+def test_push_to_local_path(server, media_file, tmp_path):
+    out = tmp_path / "pushed.mp4"
+    stdout = ok(cli("push", str(media_file), str(out), "--no-realtime", server=server.url))
+    assert f"video: {FRAMES} frames" in stdout and f"audio: {SAMPLES} samples" in stdout, stdout
+    result = decode(out)
+    assert [s["codec"] for s in result["streams"]] == ["h264", "aac"]
+    check_pushed(result)
+    info = json.loads(ok(cli("sessions", "show", session_id(stdout), "--json", server=server.url)))
+    assert info["state"] == "closed" and info["realtime"] is False
+    assert info["streams"][0]["config"]["frame_rate"] == "30/1"
+    assert info["streams"][1]["config"]["sample_rate"] == RATE
+
+
+def test_push_real_time_to_server_file(server, media_file):
+    name = f"push/{uuid.uuid4().hex[:8]}.mkv"
+    started = time.monotonic()
+    proc = cli("push", str(media_file), f"server:{name}", server=server.url)
+    elapsed = time.monotonic() - started
+    stdout = ok(proc)
+    assert elapsed > SECONDS * 0.75, f"real time by default, but {SECONDS} s of media took {elapsed:.2f} s"
+    assert "in real time" in proc.stderr and "pushed" in proc.stderr  # the start line and progress
+    assert "on the server at" in stdout and f"/v1/sessions/{session_id(stdout)}/output" in stdout
+    check_pushed(decode(server.output_dir / name))
+    info = json.loads(ok(cli("sessions", "show", session_id(stdout), "--json", server=server.url)))
+    assert info["realtime"] is True and info["state"] == "closed"
+
+
+def test_push_duration_and_single_stream(server, media_file, tmp_path):
+    out = tmp_path / "first-second.mkv"
+    stdout = ok(cli("push", str(media_file), str(out), "--no-realtime", "--duration", "1", "--quiet",
+                    server=server.url))
+    assert f"video: {FPS} frames" in stdout and f"audio: {RATE} samples" in stdout, stdout
+    check_pushed(decode(out), video_frames=FPS, samples=RATE)
+
+    video_only = tmp_path / "video-only.mp4"
+    ok(cli("push", str(media_file), str(video_only), "--no-realtime", "--no-audio", server=server.url))
+    (video,) = decode(video_only)["streams"]
+    assert video["type"] == "video" and video["frame_count"] == FRAMES
+
+
+def test_push_keeps_the_ntsc_rate_exact(server, tmp_path):
+    source = tmp_path / "ntsc.mkv"
+    with av.open(str(source), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(30000, 1001))
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for i, frame in enumerate(patterns(15, H, W)):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.transpose(1, 2, 0)), format="rgb24")
+            picture.pts = i
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode(None))
+    stdout = ok(cli("push", str(source), str(tmp_path / "out.mkv"), "--no-realtime", server=server.url))
+    info = json.loads(ok(cli("sessions", "show", session_id(stdout), "--json", server=server.url)))
+    assert info["streams"][0]["config"]["frame_rate"] == "30000/1001"
+    (video,) = decode(tmp_path / "out.mkv")["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(15))
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+def test_sessions_list_show_close(server):
+    running = framecast.StreamWriter(framecast.ServerFile(f"cli/{uuid.uuid4().hex[:8]}.mkv"), server=server.url)
+    running.add_video_stream(frame_rate=FPS, width=W, height=H)
+    running.add_audio_stream(sample_rate=RATE, num_channels=1)
+    finished = framecast.StreamWriter(framecast.ServerFile(f"cli/{uuid.uuid4().hex[:8]}.mp4"), server=server.url)
+    finished.add_video_stream(frame_rate=FPS, width=W, height=H)
+    try:
+        running.open()
+        running.write_video_chunk(0, patterns(12, H, W))
+        running.flush()
+        with finished.open():
+            finished.write_video_chunk(0, patterns(5, H, W))
+
+        table = ok(cli("sessions", "list", server=server.url))
+        lines = {line.split()[0]: line for line in table.splitlines()[1:]}
+        assert table.splitlines()[0].split()[:3] == ["ID", "STATE", "DESTINATION"]
+        assert "streaming" in lines[running.session_id] and "v0 12f/" in lines[running.session_id]
+        assert "a1 0s/0p" in lines[running.session_id]
+        assert "closed" in lines[finished.session_id] and "v0 5f/5p" in lines[finished.session_id]
+        assert ".mkv" in lines[running.session_id]
+
+        listed = json.loads(ok(cli("sessions", "list", "--json", server=server.url)))
+        assert {running.session_id, finished.session_id} <= {s["id"] for s in listed}
+
+        shown = ok(cli("sessions", "show", running.session_id, server=server.url))
+        assert re.search(r"^state\s+streaming$", shown, re.M), shown
+        assert "12 frames in" in shown and "client_connected" in shown
+        assert "libx264" in shown and f"{W}x{H}" in shown
+
+        closed = ok(cli("sessions", "close", running.session_id, server=server.url))
+        assert f"session {running.session_id} closed" in closed
+        info = json.loads(ok(cli("sessions", "show", running.session_id, "--json", server=server.url)))
+        assert info["state"] == "closed"
+        assert any(e["event"] == "finalized" for e in info["events"])
+        assert "finalized" in ok(cli("sessions", "show", running.session_id, server=server.url))
+        again = json.loads(ok(cli("sessions", "close", running.session_id, "--json", server=server.url)))
+        assert again["state"] == "closed"  # idempotent
+    finally:
+        running.close()
+        finished.close()
+
+
+def test_server_from_the_environment(server):
+    assert ok(cli("sessions", "list", env={"FRAMECAST_SERVER": server.url}))
+    caps = json.loads(ok(cli("capabilities", "--json", env={"FRAMECAST_SERVER": server.url,
+                                                          "FRAMECAST_API_KEY": "unused"})))
+    assert "mp4" in caps["muxers"]
+
+
+def test_capabilities(server):
+    text = ok(cli("capabilities", server=server.url))
+    assert text.startswith("FFmpeg ")
+    assert re.search(r"^video encoders \(\d+\):", text, re.M) and "libx264" in text
+    assert re.search(r"^muxers \(\d+\):", text, re.M) and "matroska" in text
+    caps = json.loads(ok(cli("capabilities", "--json", server=server.url)))
+    assert "libx264" in caps["video_encoders"] and "rtmp" in caps["protocols"]
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def test_missing_file(server, tmp_path):
+    failed(cli("push", str(tmp_path / "nope.mp4"), str(tmp_path / "out.mp4"), server=server.url),
+           "no such file", "nope.mp4")
+
+
+def test_file_that_is_not_media(server, tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 100)
+    failed(cli("push", str(junk), str(tmp_path / "out.mp4"), server=server.url), "cannot read", "junk.mp4")
+
+
+def test_unknown_session(server):
+    failed(cli("sessions", "show", "0123456789abcdef", server=server.url), "no session with id", "0123456789abcdef")
+    failed(cli("sessions", "close", "0123456789abcdef", server=server.url), "no session with id")
+
+
+def test_unreachable_server(media_file, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    for args in (("sessions", "list"), ("capabilities",), ("push", str(media_file), str(tmp_path / "o.mp4"))):
+        failed(cli(*args, server=dead), "cannot reach the framecast server", dead)
+
+
+def test_server_refusals_carry_the_servers_message(server, media_file, tmp_path):
+    # A path outside the output dir: the server's 422 names the problem.
+    line = failed(cli("push", str(media_file), "server:../outside.mkv", "--no-realtime", server=server.url))
+    assert "outside" in line or "output dir" in line, line
+    # A destination that refuses the connection: FFmpeg's reason.
+    url = f"rtmp://127.0.0.1:{free_port()}/live/nobody"
+    line = failed(cli("push", str(media_file), url, server=server.url, timeout=60), "session failed", "refused",
+                  alone=False)
+    assert line.count("refused") == 1, line
+
+
+def test_push_without_pyav_says_what_to_install(media_file, tmp_path):
+    fake = tmp_path / "no-av"
+    fake.mkdir()
+    (fake / "av.py").write_text("raise ImportError('No module named av (simulated)')\n")
+    line = failed(cli("push", str(media_file), str(tmp_path / "o.mp4"), env={"PYTHONPATH": str(fake)}))
+    assert "pip install 'framecast[server]'" in line
+
+
+def test_the_sdk_does_not_import_pyav():
+    code = "import sys, framecast, framecast.cli; assert 'av' not in sys.modules, 'av imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
