@@ -341,3 +341,56 @@ def test_preview_jpeg_and_audio_levels(api):
     ws.send(protocol.encode_control("finish"))
     recv_until(ws, is_type("closed"))
     ws.close()
+
+
+def test_prometheus_metrics(api):
+    created = create(api, [VIDEO], {"type": "server_file", "path": "api/metrics.mkv"})
+    ws = open_ws(created)
+    ws.send(chunk(0, patterns(6, 48, 64)))
+    ws.send(chunk(1, patterns(3, 48, 64)[:, :, :40]))  # refused: wrong shape
+    recv_until(ws, is_ack(0))
+    api.post("/v1/sessions", json={"destination": {"type": "client"}, "streams": [VIDEO]})  # 422
+    text = api.get("/metrics").text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("framecast_sessions", (("state", "streaming"),))] >= 1
+    assert samples[("framecast_chunks_in_total", (("media", "video"),))] >= 1
+    assert samples[("framecast_frames_in_total", (("media", "video"),))] >= 6
+    assert samples[("framecast_bytes_in_total", (("media", "video"),))] >= 6 * 48 * 64 * 3
+    assert samples[("framecast_errors_total", (("kind", "invalid_chunk"),))] >= 1
+    assert samples[("framecast_errors_total", (("kind", "invalid_config"),))] >= 1
+    assert any(name == "framecast_http_request_duration_seconds_count" and dict(labels).get("route") ==
+               "/v1/sessions" for name, labels in samples)
+    assert ("framecast_session_queue_chunks", (("session", created["id"]),)) in samples
+    ws.send(protocol.encode_control("finish"))
+    recv_until(ws, is_type("closed"))
+    ws.close()
+    after = api.get("/metrics").text
+    assert 'framecast_packets_out_total{media="video"}' in after
+
+
+def test_json_logs_carry_session_and_stream(tmp_path):
+    from .conftest import ServerProcess
+
+    proc = ServerProcess(tmp_path / "out", env={"FRAMECAST_LOG_FORMAT": "json"})
+    try:
+        import httpx
+
+        with httpx.Client(base_url=proc.url, timeout=30) as client:
+            created = create(client, [VIDEO, AUDIO], {"type": "server_file", "path": "logs.mkv"})
+            ws = open_ws(created)
+            ws.send(chunk(0, np.zeros((10, 2), np.float32), stream=1))  # wrong channel count
+            recv_until(ws, is_type("error"))
+            ws.send(protocol.encode_control("finish"))
+            recv_until(ws, is_type("closed"))
+            ws.close()
+        lines = [json.loads(line) for line in proc.log().splitlines() if line.startswith("{")]
+        assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        mine = [line for line in lines if line.get("session_id") == created["id"]]
+        assert any("created" in line["message"] for line in mine)
+        assert any("refused a chunk" in line["message"] and line.get("stream") == 1 for line in mine)
+        assert any(line["logger"].startswith("uvicorn") for line in lines)
+    finally:
+        proc.stop()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +18,7 @@ from . import ffmpeg
 from .config import Settings
 from .errors import ServerError
 from .ingest import router as ingest_router
+from .metrics import Metrics, route_of
 from .routes import public as public_router
 from .routes import router as rest_router
 from .sessions import SessionManager
@@ -34,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        manager = SessionManager(settings)
+        manager = SessionManager(settings, metrics)
+        metrics.watch(manager)
         manager.start()
         app.state.manager = manager
         # Listing encoders and muxers takes a moment; do it once, off the event loop.
@@ -52,12 +56,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    metrics = Metrics()
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def _time_requests(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            metrics.requests.labels(request.method, route_of(request.scope), str(status)).observe(
+                time.perf_counter() - started
+            )
     app.include_router(rest_router)
     app.include_router(public_router)
     app.include_router(ingest_router)
 
     @app.exception_handler(ServerError)
     async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
+        metrics.errors.labels(exc.code).inc()
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
@@ -78,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.errors.labels("invalid_config").inc()
         errors = exc.errors()
         details = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors]
         first = details[0] if details else {"field": "", "message": "invalid request"}

@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from . import logs
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -69,15 +70,14 @@ def serve(
     except ValidationError as exc:
         reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise SystemExit(f"framecast serve: {reasons}") from None
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         ws_max_size=settings.max_message_bytes + 4096,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through logs.configure's handler
         timeout_graceful_shutdown=int(settings.finish_timeout),
     )
     GracefulServer(config, settings).run()

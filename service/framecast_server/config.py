@@ -7,7 +7,7 @@ it to what needs it, so tests build as many differently configured apps as they 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -103,3 +103,4 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Seconds a session with no client and no data is kept before it is finalized."
     )
     log_level: str = Field("info", description="Logging level (debug, info, warning, error).")
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as readable text or JSON.")

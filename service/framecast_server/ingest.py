@@ -73,6 +73,7 @@ async def stream(ws: WebSocket, session_id: str) -> None:
                 try:
                     await session.ingest(data)
                 except InvalidChunk as exc:
+                    ws.app.state.metrics.errors.labels(exc.code).inc()
                     seq = _seq_of(data)
                     session.outbox.put(
                         protocol.encode_control(protocol.ERROR, seq=seq, code=exc.code, message=exc.message)

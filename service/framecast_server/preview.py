@@ -8,6 +8,7 @@ to the server with the worker's other messages; nothing here touches the output.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from fractions import Fraction
@@ -15,6 +16,8 @@ from typing import Any
 
 import av
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: Lowest level reported, for silence.
 FLOOR_DB = -90.0
@@ -44,6 +47,7 @@ class Previewer:
         self._encoders: dict[tuple[int, int], Any] = {}
         self.levels: dict[int, list[float]] = {}
         self._levels_changed = False
+        self._count = 0
 
     def offer_video(self, stream: int, frames: list[Any]) -> None:
         if frames:
@@ -58,12 +62,18 @@ class Previewer:
         return fresh and (now or time.monotonic()) - self._sent_at >= self.interval
 
     def take(self) -> dict[int, bytes]:
-        """JPEGs of the newest frame of each video stream offered since the last call."""
+        """JPEGs of the newest frame of each video stream offered since the last call.
+
+        A preview is a nicety: if one cannot be made, it is skipped (and logged), never fatal.
+        """
         self._sent_at = time.monotonic()
         self._levels_changed = False
         out = {}
         for stream, frame in self._latest.items():
-            out[stream] = self._jpeg(frame)
+            try:
+                out[stream] = self._jpeg(frame)
+            except Exception:
+                log.warning("could not make a preview of stream %d", stream, exc_info=True)
         self._latest.clear()
         return out
 
@@ -78,5 +88,7 @@ class Previewer:
             encoder.open()
             self._encoders[(width, height)] = encoder
         small = frame.reformat(width=width, height=height, format="yuvj420p")
-        small.pts = None
+        self._count += 1
+        small.pts = self._count  # the encoder wants increasing pts; the preview's own count
+        small.time_base = encoder.time_base
         return b"".join(bytes(p) for p in encoder.encode(small))

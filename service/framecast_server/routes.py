@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import ffmpeg
 from .auth import require_api_key
@@ -113,6 +114,15 @@ async def capabilities() -> Capabilities:
         protocols=list(ffmpeg.output_protocols()),
         destinations=["client", "server_file"],
     )
+
+
+@router.get("/metrics", tags=["server"], response_class=Response, responses={
+    200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: sessions by state, chunks and bytes in, packets and bytes out, encode rates,
+    queue depth, drops, reconnects, errors by kind, request latencies."""
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @public.get("/healthz", tags=["server"])

@@ -37,6 +37,8 @@ from framecast.errors import ProtocolError
 from .chunks import ChunkChecker
 from .config import Settings
 from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
+from .logs import SessionLog
+from .metrics import Metrics, RateMeter
 from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
@@ -80,8 +82,14 @@ _ALLOWED = {
 class Session:
     """One output being written, from POST /v1/sessions to CLOSED or FAILED."""
 
-    def __init__(self, session_id: str, config: SessionConfig, plan: OutputPlan, settings: Settings) -> None:
+    def __init__(
+        self, session_id: str, config: SessionConfig, plan: OutputPlan, settings: Settings, metrics: Metrics
+    ) -> None:
         self.id = session_id
+        self.metrics = metrics
+        self.in_flight = 0  # chunks handed to the encoder, not yet acknowledged
+        self._rates = [RateMeter() for _ in plan.streams]
+        self.log = SessionLog(log, {"session_id": session_id})
         self.token = secrets.token_urlsafe(32)
         self.config = config
         self.plan = plan
@@ -126,7 +134,7 @@ class Session:
     def _move(self, new: SessionState) -> None:
         if new not in _ALLOWED[self.state]:
             raise StateConflict(f"session {self.id} is {self.state.value}; it cannot become {new.value}")
-        log.info("session %s: %s -> %s", self.id, self.state.value, new.value)
+        self.log.info("%s -> %s", self.state.value, new.value)
         self.state = new
 
     def _event(self, name: str, **fields: Any) -> None:
@@ -134,19 +142,21 @@ class Session:
         event = {"time": round(time.time(), 3), "event": name, **fields}
         self.events.append(event)
         del self.events[: -MAX_EVENTS]
-        log.info("session %s: %s %s", self.id, name, " ".join(f"{k}={v}" for k, v in fields.items()))
+        self.log.info("%s %s", name, " ".join(f"{k}={v}" for k, v in fields.items()),
+                      **({"stream": fields["stream"]} if "stream" in fields else {}))
         self.outbox.put(protocol.encode_control(protocol.EVENT, **{k: v for k, v in event.items() if k != "time"}))
 
     def _fail(self, reason: str) -> None:
         if self.state.done:
             return
         self.error = reason
+        self.metrics.errors.labels("session_failed").inc()
         self._move(SessionState.FAILED)
         self._event("failed", reason=reason)
         self._final = protocol.encode_control(protocol.FAILED, reason=reason)
         self.outbox.put(self._final)
         self._ended()
-        log.warning("session %s failed: %s", self.id, reason)
+        self.log.warning("failed: %s", reason)
 
     def _ended(self) -> None:
         self.ended_at = time.time()
@@ -204,6 +214,7 @@ class Session:
         elif kind == "ack":
             _, seq, stats = message
             self._take_stats(stats)
+            self.in_flight = max(0, self.in_flight - (seq - self.acked_seq))
             self.acked_seq = seq
             self.outbox.put(protocol.encode_ack(seq))
         elif kind == "connected":
@@ -214,6 +225,7 @@ class Session:
             _, attempt, reason = message
             self.destination_connected = False
             self.reconnects = attempt
+            self.metrics.reconnects.inc()
             if self.state in (SessionState.CREATED, SessionState.STREAMING):
                 self._move(SessionState.RECONNECTING)
             self._event("reconnecting", attempt=attempt, reason=reason)
@@ -231,6 +243,7 @@ class Session:
         elif kind == "dropped":
             _, stream, count, total = message
             self.counters[stream].dropped = total
+            self.metrics.dropped.labels(self.plan.streams[stream].type).inc(count)
             self._event("dropped", stream=stream, frames=count, total=total)
         elif kind == "closed":
             self._take_stats(message[1])
@@ -248,15 +261,38 @@ class Session:
                 self._fail(f"encoder process died ({exit_text(message[1])})")
 
     def _take_stats(self, stats: dict[str, Any]) -> None:
-        for counters, st in zip(self.counters, stats["streams"]):
+        now = time.monotonic()
+        for stream, counters, st, rate in zip(self.plan.streams, self.counters, stats["streams"], self._rates):
+            self.metrics.packets_out.labels(stream.type).inc(st["packets"] - counters.packets)
+            self.metrics.bytes_out.labels(stream.type).inc(st["bytes"] - counters.bytes)
             counters.packets = st["packets"]
             counters.bytes = st["bytes"]
+            rate.update(st["frames"], now)
         if stats.get("pacing") is not None:
             self.pacing = stats["pacing"]
 
     # -- chunks and control from the client ---------------------------------------------------
 
     async def ingest(self, message: bytes) -> None:
+        """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy.
+
+        Raises:
+            InvalidChunk: the chunk is refused (and logged); the session goes on.
+        """
+        try:
+            await self._ingest(message)
+        except InvalidChunk as exc:
+            self.log.info("refused a chunk: %s", exc.message, stream=self._stream_of(message))
+            raise
+
+    @staticmethod
+    def _stream_of(message: bytes) -> int | None:
+        try:
+            return protocol.parse_chunk(message)[0].stream
+        except ProtocolError:
+            return None
+
+    async def _ingest(self, message: bytes) -> None:
         """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy.
 
         Raises:
@@ -290,6 +326,10 @@ class Session:
         counters = self.counters[header.stream]
         counters.chunks += 1
         counters.frames += header.shape[0]
+        self.in_flight += 1
+        self.metrics.chunks_in.labels(stream.type).inc()
+        self.metrics.bytes_in.labels(stream.type).inc(header.payload_size)
+        self.metrics.frames_in.labels(stream.type).inc(header.shape[0])
         # A client that does not read its output (OUTPUT messages) is not sent more work.
         while self.outbox.nbytes > self.settings.max_queued_output_bytes and not self.state.done:
             await asyncio.sleep(0.01)
@@ -297,7 +337,7 @@ class Session:
             await self._blocking(self.encoder.send, message)
         except OSError:
             # The encoder died; its reader thread fails the session and the client hears why.
-            log.debug("session %s: chunk %d not delivered, encoder gone", self.id, header.seq)
+            self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
 
     async def finish(self) -> None:
         """Flush, write the trailer, close. Idempotent; returns once CLOSED or FAILED."""
@@ -356,7 +396,7 @@ class Session:
 
     async def _abandoned(self) -> None:
         if not self.connected and not self.state.done:
-            log.info("session %s: no client for %g s, finalizing", self.id, self.settings.resume_timeout)
+            self.log.info("no client for %g s, finalizing", self.settings.resume_timeout)
             await self.finish()
 
     def _cancel_resume_timer(self) -> None:
@@ -365,6 +405,11 @@ class Session:
             self._resume_timer = None
 
     # -- reporting ----------------------------------------------------------------------------
+
+    @property
+    def encode_rates(self) -> list[float]:
+        """Frames (video) or samples (audio) per second going into each stream's encoder."""
+        return [round(rate.rate, 2) for rate in self._rates]
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -401,8 +446,9 @@ class Session:
 class SessionManager:
     """All sessions of one server. Owned by the app's lifespan."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.sessions: dict[str, Session] = {}
         self._reaper: asyncio.Task[None] | None = None
         settings.output_dir.mkdir(parents=True, exist_ok=True)
@@ -428,11 +474,11 @@ class SessionManager:
         plan = make_plan(config, self.settings)
         if plan.path:
             os.makedirs(os.path.dirname(plan.path), exist_ok=True)
-        session = Session(secrets.token_hex(8), config, plan, self.settings)
+        session = Session(secrets.token_hex(8), config, plan, self.settings, self.metrics)
         session.owner = owner
         await session.start()
         self.sessions[session.id] = session
-        log.info("session %s created: %s -> %s", session.id, plan.muxer, plan.describe_destination())
+        session.log.info("created: %s -> %s", plan.muxer, plan.describe_destination())
         return session
 
     def get(self, session_id: str) -> Session:

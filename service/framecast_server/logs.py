@@ -1,0 +1,73 @@
+"""Logging: readable lines by default, JSON lines with FRAMECAST_LOG_FORMAT=json.
+
+Records about a session carry ``session_id`` (and ``stream`` where there is one) as fields, so
+JSON logs can be filtered per session and text logs show them in brackets. Uvicorn's own loggers
+go through the same handler.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+#: Record attributes copied into log lines when present.
+CONTEXT_FIELDS = ("session_id", "stream")
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-22 06:30:01,123 INFO framecast_server.sessions [session=ab12 stream=0]: message``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        context = " ".join(f"{key.split('_')[0]}={getattr(record, key)}" for key in CONTEXT_FIELDS
+                           if getattr(record, key, None) is not None)
+        record.context = f" [{context}]" if context else ""
+        return super().format(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, context fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in CONTEXT_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure(level: str, fmt: str) -> None:
+    """Send every log record (framecast's and uvicorn's) to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+
+
+class SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose records carry the session id; ``stream=`` adds the stream index."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = dict(self.extra or {})
+        if "stream" in kwargs:
+            extra["stream"] = kwargs.pop("stream")
+        kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+        return msg, kwargs

@@ -1,0 +1,104 @@
+"""Prometheus metrics at /metrics (prometheus-client), one registry per app.
+
+Counters count what flowed (chunks, bytes and frames in; packets and bytes out; drops,
+reconnects, errors by kind); request latencies are a histogram per route; gauges about the current
+sessions (by state, queue depth, encode rate) are read from the session manager at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from .sessions import SessionManager
+
+
+class Metrics:
+    """Every metric of one server. Injected into the session manager and the app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.chunks_in = Counter("framecast_chunks_in", "Chunks taken into sessions", ["media"], registry=r)
+        self.bytes_in = Counter("framecast_bytes_in", "Chunk payload bytes taken", ["media"], registry=r)
+        self.frames_in = Counter("framecast_frames_in", "Video frames or audio samples taken", ["media"], registry=r)
+        self.packets_out = Counter("framecast_packets_out", "Encoded packets written", ["media"], registry=r)
+        self.bytes_out = Counter("framecast_bytes_out", "Encoded bytes written", ["media"], registry=r)
+        self.dropped = Counter("framecast_dropped_frames", "Frames dropped during destination outages",
+                               ["media"], registry=r)
+        self.reconnects = Counter("framecast_destination_reconnects", "Attempts to reconnect a destination",
+                                  registry=r)
+        self.errors = Counter("framecast_errors", "Errors by kind", ["kind"], registry=r)
+        self.requests = Histogram(
+            "framecast_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
+            registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+    def watch(self, manager: SessionManager) -> None:
+        """Report gauges about ``manager``'s sessions at every scrape."""
+        self.registry.register(_SessionGauges(manager))
+
+
+class _SessionGauges:
+    """Read at scrape time: sessions by state, and per open session its queue and encode rate."""
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        from .sessions import SessionState
+
+        by_state = GaugeMetricFamily("framecast_sessions", "Sessions by state", labels=["state"])
+        counts = {state.value: 0 for state in SessionState}
+        for session in self.manager.sessions.values():
+            counts[session.state.value] += 1
+        for state, count in counts.items():
+            by_state.add_metric([state], count)
+        yield by_state
+        queue = GaugeMetricFamily("framecast_session_queue_chunks",
+                                  "Chunks handed to a session's encoder and not yet encoded", labels=["session"])
+        outbox = GaugeMetricFamily("framecast_session_outbox_bytes",
+                                   "Bytes waiting for a session's client", labels=["session"])
+        fps = GaugeMetricFamily("framecast_session_encode_rate",
+                                "Frames (video) or samples (audio) encoded per second", labels=["session", "stream"])
+        for session in self.manager.active():
+            queue.add_metric([session.id], session.in_flight)
+            outbox.add_metric([session.id], session.outbox.nbytes)
+            for index, rate in enumerate(session.encode_rates):
+                fps.add_metric([session.id, str(index)], rate)
+        yield queue
+        yield outbox
+        yield fps
+
+
+class RateMeter:
+    """Units per second from a growing total, smoothed over about ``window`` seconds."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window
+        self.rate = 0.0
+        self._last: tuple[float, float] | None = None
+
+    def update(self, total: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if self._last is not None:
+            elapsed = now - self._last[1]
+            if elapsed > 0:
+                instant = (total - self._last[0]) / elapsed
+                weight = min(1.0, elapsed / self.window)
+                self.rate += weight * (instant - self.rate)
+        self._last = (total, now)
+
+
+def route_of(scope: dict[str, Any]) -> str:
+    """The route template of a request (``/v1/sessions/{session_id}``), not its raw path."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
