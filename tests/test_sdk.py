@@ -248,3 +248,18 @@ def test_discard_destination_takes_everything_and_keeps_nothing(server, encode):
     assert s.summary["destination"] == {"type": "discard", "encode": encode}
     assert counters["chunks"] == 3 and counters["frames"] == 30
     assert (counters["packets"] == 30) if encode else (counters["packets"] == 0)
+
+
+def test_progress_bars_for_long_writes(small_message_server, tmp_path, capfd):
+    frames = patterns(24, 96, 128)  # 36 KiB frames, 64 KiB messages: one message per frame
+    framecast.write_video(str(tmp_path / "p.mkv"), frames.transpose(0, 2, 3, 1), fps=12, video_codec="ffv1",
+                          server=small_message_server.url, progress=True)
+    assert "write_video" in capfd.readouterr().err
+    writer = StreamWriter(tmp_path / "q.mkv", server=small_message_server.url, progress=True)
+    writer.add_video_stream(frame_rate=12, width=128, height=96, encoder="ffv1")
+    with writer.open():
+        writer.write_video_chunk(0, frames)
+    assert "stream 0" in capfd.readouterr().err
+    for name in ("p.mkv", "q.mkv"):
+        assert [read_stamp(f) for f in decode(tmp_path / name)["streams"][0]["frames"]] == list(range(24))
+    assert "StreamWriter" in repr(writer) and "closed" in repr(writer)

@@ -15,6 +15,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from . import progress
 from .errors import FramecastError, StateError, TransportError
 from .rest import AsyncRestClient
 from .writer import _FATAL_CLOSE_CODES, StreamWriter
@@ -59,11 +60,13 @@ class AsyncStreamWriter:
         reconnect_timeout: float = 30.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_destination_drop: str | None = None,
+        progress: bool = False,
     ) -> None:
         self._core = WriterCore(
             dst, format, realtime=realtime, connect_timeout=connect_timeout, on_destination_drop=on_destination_drop
         )
         self._core.on_event = on_event
+        self._progress = progress
         self._reconnect = reconnect
         self._reconnect_timeout = reconnect_timeout
         self._send_lock = asyncio.Lock()
@@ -206,11 +209,14 @@ class AsyncStreamWriter:
     async def _write(self, i: int, chunk: Any, pts: float | None, kind: str) -> None:
         self._check()
         messages = self._core.chunk_messages(i, chunk, pts, kind)
+        shown = progress.bar(self._progress, len(messages), "msg", f"stream {i}")
         try:
             for message in messages:
                 await self._wait(self._core.window_open, "write")
                 await self._send(self._core.sending(message))
+                shown.update()
         finally:
+            shown.close()
             if self._reconnect:
                 self._core.retain()
         self._check()

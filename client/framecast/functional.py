@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidConfig
+from .progress import bar
 from .rest import RestClient
 from .streams import to_numpy
 from .writer import StreamWriter
@@ -27,11 +28,13 @@ def write_video(
     *,
     server: str | None = None,
     api_key: str | None = None,
+    progress: bool = False,
 ) -> None:
     """Write a [T, H, W, C] uint8 video (and optional [C, N] audio) to ``filename``.
 
     torchvision.io.write_video's signature and layout. Unlike torchvision, a fractional ``fps``
-    (29.97) is kept exactly, not rounded to an integer.
+    (29.97) is kept exactly, not rounded to an integer. ``progress=True`` shows a tqdm bar of the
+    frames sent (tqdm must be installed).
     """
     video = to_numpy(video_array)
     if video.ndim != 4 or video.shape[3] not in (1, 3):
@@ -61,9 +64,15 @@ def write_video(
         )
     with writer.open():
         # [T, H, W, C] -> [T, C, H, W], in slices so the transposed copy stays small.
-        step = max(1, (64 << 20) // max(1, video[:1].nbytes))
-        for start in range(0, frames, step):
-            writer.write_video_chunk(0, np.ascontiguousarray(video[start : start + step].transpose(0, 3, 1, 2)))
+        step = max(1, (16 << 20) // max(1, video[:1].nbytes))
+        shown = bar(progress, frames, "frame", "write_video")
+        try:
+            for start in range(0, frames, step):
+                piece = video[start : start + step]
+                writer.write_video_chunk(0, np.ascontiguousarray(piece.transpose(0, 3, 1, 2)))
+                shown.update(len(piece))
+        finally:
+            shown.close()
         if audio is not None:
             writer.write_audio_chunk(1, np.ascontiguousarray(audio.T))
 

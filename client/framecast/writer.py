@@ -11,6 +11,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import ClientConnection, connect
 
+from . import progress
 from .errors import FramecastError, InvalidConfig, StateError, TransportError
 from .rest import RestClient
 from .streams import AudioStream, VideoStream
@@ -47,6 +48,8 @@ class StreamWriter:
         on_destination_drop: for network URLs, what happens while the server reconnects a
             destination that dropped: ``"drop"`` (default: live semantics, a few seconds are kept
             and older media is dropped and counted) or ``"block"`` (writes wait until it is back).
+        progress: show a tqdm progress bar while a chunk too large for one message is sent
+            (needs tqdm installed).
 
     Errors the server reports for a chunk are raised by that write or a following one, at the
     latest by ``close()``; nothing fails silently.
@@ -66,10 +69,12 @@ class StreamWriter:
         reconnect_timeout: float = 30.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_destination_drop: str | None = None,
+        progress: bool = False,
     ) -> None:
         self._core = WriterCore(
             dst, format, realtime=realtime, connect_timeout=connect_timeout, on_destination_drop=on_destination_drop
         )
+        self._progress = progress
         self._server = server
         self._api_key = api_key
         self._timeout = timeout
@@ -278,13 +283,16 @@ class StreamWriter:
         self._check()
         with self._lock:
             messages = self._core.chunk_messages(i, chunk, pts, kind)
+        shown = progress.bar(self._progress, len(messages), "msg", f"stream {i}")
         try:
             for message in messages:
                 self._wait(self._core.window_open, "write")
                 with self._lock:
                     fragments = self._core.sending(message)
                 self._send(fragments)
+                shown.update()
         finally:
+            shown.close()
             if self._reconnect:
                 with self._lock:
                     self._core.retain()  # the caller may reuse its array once we return
