@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -168,6 +170,66 @@ def test_push_keeps_the_ntsc_rate_exact(server, tmp_path):
     assert info["streams"][0]["config"]["frame_rate"] == "30000/1001"
     (video,) = decode(tmp_path / "out.mkv")["streams"]
     assert [read_stamp(f) for f in video["frames"]] == list(range(15))
+
+
+def test_push_keeps_a_late_start(server, tmp_path):
+    """Audio that starts 0.5 s after the video still starts 0.5 s in (silence before it)."""
+    source = tmp_path / "late-audio.mkv"
+    with av.open(str(source), "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=RATE, layout="mono")
+        for i, frame in enumerate(patterns(50, H, W)):
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.transpose(1, 2, 0)), format="rgb24")
+            picture.pts = i
+            container.mux(video.encode(picture))
+        tone = (sine(440, RATE, 1.5, 1, amplitude=0.4) * 32767).astype(np.int16)
+        for start in range(0, len(tone), 1024):
+            sound = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[start : start + 1024].T), format="s16",
+                                               layout="mono")
+            sound.sample_rate, sound.pts = RATE, RATE // 2 + start
+            container.mux(audio.encode(sound))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+    out = tmp_path / "late-audio-out.mkv"
+    stdout = ok(cli("push", str(source), str(out), "--no-realtime", server=server.url))
+    assert "video: 50 frames" in stdout and f"audio: {len(tone)} samples" in stdout, stdout
+    result = decode(out)
+    video_out = next(s for s in result["streams"] if s["type"] == "video")
+    audio_out = next(s for s in result["streams"] if s["type"] == "audio")
+    assert [read_stamp(f) for f in video_out["frames"]] == list(range(50))
+    pcm, rate = audio_out["pcm"][:, 0], audio_out["sample_rate"]
+    first_sound = np.nonzero(np.abs(pcm) > 0.05)[0][0] / rate
+    assert abs(first_sound - 0.5) < 0.03, first_sound
+
+
+def test_ctrl_c_finishes_what_was_pushed(server, media_file, tmp_path):
+    """SIGINT mid-push: exit 130, and the output is complete and playable up to where it stopped."""
+    out = tmp_path / "interrupted.mkv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framecast.cli", "push", str(media_file), str(out), "--server", server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 60)
+        assert ready, "push printed nothing in 60 s"
+        assert proc.stderr is not None and proc.stderr.readline().startswith("pushing ")
+        time.sleep(0.8)  # about a second into a real-time push of two
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    match = re.search(r"video: (\d+) frames", stdout)
+    assert match, stdout
+    pushed = int(match.group(1))
+    assert 0 < pushed < FRAMES, stdout
+    (video, audio) = decode(out)["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(pushed))
 
 
 # -- sessions ----------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ http://127.0.0.1:8000) and ``--api-key`` (default $FRAMECAST_API_KEY). Errors ar
 stderr and a non-zero exit status.
 
 ``push`` decodes with PyAV, which the SDK itself does not need: it is imported only by that
-command (``pip install 'framecast[server]'`` or ``pip install av``).
+command (``pip install 'framecast[server]'`` or ``pip install av``). It takes the first video and
+the first audio stream, writes the pictures in order as rgb24 at the stream's average frame rate
+(kept exact: 30000/1001 stays 30000/1001) and the audio as interleaved float32 at its own rate and
+channel count; a stream that starts later than the other keeps its offset.
 """
 
 from __future__ import annotations
@@ -435,7 +438,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 def _push(av: Any, container: Any, args: argparse.Namespace, dst: Any) -> int:
     from .writer import StreamWriter
 
-    video = next(iter(container.streams.video), None) if args.video else None
+    pictures = av.stream.Disposition.attached_pic  # cover art is a "video" stream of one picture
+    video = next((s for s in container.streams.video if not s.disposition & pictures), None) if args.video else None
     audio = next(iter(container.streams.audio), None) if args.audio else None
     if video is None and audio is None:
         wanted = " and ".join(k for k, on in (("video", args.video), ("audio", args.audio)) if on) or "stream"
@@ -474,8 +478,9 @@ def _push(av: Any, container: Any, args: argparse.Namespace, dst: Any) -> int:
             buffers[s.index].pts = offset
 
     progress = _Progress(args.quiet)
-    limit = {i: None if args.duration is None else int(args.duration * b.rate) for i, b in buffers.items()}
-    finished: set[int] = set()
+    limit = {i: None if args.duration is None else max(0, int((args.duration - (b.pts or 0.0)) * b.rate))
+             for i, b in buffers.items()}
+    finished = {i for i, cap in limit.items() if cap == 0}  # starts after --duration
 
     def write(index: int) -> None:
         buffer = buffers[index]
@@ -511,11 +516,13 @@ def _push(av: Any, container: Any, args: argparse.Namespace, dst: Any) -> int:
         return seconds, ", ".join(parts)
 
     started = time.monotonic()
+    interrupted = False
     with writer.open():
         if not args.quiet:
             mode = "in real time" if args.realtime else "as fast as possible"
             print(f"pushing {args.file} ({', '.join(described)}) to {args.dst} {mode} (session {writer.session_id})",
                   file=sys.stderr, flush=True)
+        progress = _Progress(args.quiet)
         try:
             for packet in container.demux(selected):
                 if packet.stream.index in finished:
@@ -536,11 +543,16 @@ def _push(av: Any, container: Any, args: argparse.Namespace, dst: Any) -> int:
             for index in buffers:
                 write(index)
             progress.update(*status(), force=True)
+        except KeyboardInterrupt:  # stop reading; leaving the block finalizes what was sent
+            interrupted = True
         finally:
             progress.done()
+        if interrupted:
+            print("framecast push: interrupted; finishing the output (Ctrl-C again to stop waiting)",
+                  file=sys.stderr, flush=True)
     elapsed = time.monotonic() - started
-    print(_summary(writer, args.dst, server_url(args.server), buffers, elapsed))
-    return 0
+    print(_summary(writer, args.dst, server_url(args.server), buffers, elapsed, interrupted))
+    return 130 if interrupted else 0
 
 
 def _start_seconds(stream: Any) -> float:
@@ -570,9 +582,11 @@ def _print_event(event: dict[str, Any]) -> None:
     print(f"event: {event.get('event')} {fields}".rstrip(), file=sys.stderr, flush=True)
 
 
-def _summary(writer: Any, dst: str, server: str, buffers: dict[int, _Buffer], elapsed: float) -> str:
+def _summary(writer: Any, dst: str, server: str, buffers: dict[int, _Buffer], elapsed: float,
+             interrupted: bool = False) -> str:
     session = writer.summary or {}
-    lines = [f"pushed to {dst} in {elapsed:.1f} s (session {writer.session_id})"]
+    what = "interrupted: pushed the start" if interrupted else "pushed"
+    lines = [f"{what} to {dst} in {elapsed:.1f} s (session {writer.session_id})"]
     streams = session.get("streams", [])
     for buffer in buffers.values():
         counters: dict[str, Any] = next((s.get("counters", {}) for s in streams if s.get("index") == buffer.index), {})
