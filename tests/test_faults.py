@@ -175,3 +175,27 @@ def test_idle_sessions_are_finalized(tmp_path):
         assert "idle" in proc.log()
     finally:
         proc.stop()
+
+
+def test_async_writer_survives_websocket_cuts(server):
+    import asyncio
+
+    from framecast import AsyncStreamWriter
+
+    frames = patterns(160, H, W)
+    sink = io.BytesIO()
+
+    async def main():
+        writer = AsyncStreamWriter(sink, format="matroska", server=proxy.url, reconnect_timeout=20)
+        writer.add_video_stream(frame_rate=30, width=W, height=H, encoder="ffv1")
+        async with writer.open():
+            for k in range(0, len(frames), 8):
+                await writer.write_video_chunk(0, frames[k : k + 8])
+        return writer
+
+    with CuttingProxy(server.port, cuts=4, min_bytes=200_000, max_bytes=1_500_000, seed=3) as proxy:
+        writer = asyncio.run(asyncio.wait_for(main(), 120))
+        assert proxy.cuts == 4
+    assert writer.reconnects >= 1
+    (video,) = decode(sink.getvalue())["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(160))

@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from . import progress
 from .errors import FramecastError, StateError, TransportError
 from .rest import AsyncRestClient
-from .writer import _FATAL_CLOSE_CODES, StreamWriter
-from .writer_base import WriterCore, WriterState
+from .writer import StreamWriter
+from .writer_base import Backoff, WriterCore, WriterState
 
 
 class _OpenAwaitable:
@@ -131,9 +131,8 @@ class AsyncStreamWriter:
                     code = exc.rcvd.code if exc.rcvd is not None else None
                 if self._core.done or self._closed_by_user:
                     return
-                fatal = _FATAL_CLOSE_CODES.get(code or 0)
-                if fatal is not None or not self._reconnect:
-                    self._broken = TransportError(fatal or "the connection to the framecast server closed unexpectedly")
+                self._broken = self._core.lost_connection(code, self._reconnect)
+                if self._broken is not None:
                     return
                 if not await self._reconnect_and_resend():
                     return
@@ -148,19 +147,13 @@ class AsyncStreamWriter:
 
     async def _reconnect_and_resend(self) -> bool:
         """Reconnect with capped exponential backoff; resend everything not yet acknowledged."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._reconnect_timeout
-        delay = 0.05
-        attempt = 0
+        backoff = Backoff(self._reconnect_timeout, asyncio.get_running_loop().time)
         while not self._closed_by_user:
-            attempt += 1
             try:
                 async with self._send_lock:
                     ws = await self._connect(self._core.session)
-                    for fragments in self._core.unacknowledged():
-                        await ws.send(fragments)
-                    if self._core.state is WriterState.CLOSING:
-                        await ws.send(self._core.finish_message())
+                    for message in self._core.resend():
+                        await ws.send(message)
                     old, self._ws = self._ws, ws
                     self._generation += 1
                 if old is not None:
@@ -169,14 +162,11 @@ class AsyncStreamWriter:
                 self._changed.set()
                 return True
             except (TransportError, ConnectionClosed) as exc:
-                if loop.time() + delay > deadline:
-                    self._broken = TransportError(
-                        f"lost the connection to the framecast server and could not reconnect within "
-                        f"{self._reconnect_timeout:g} s ({attempt} attempts): {exc}"
-                    )
+                delay = backoff.next_delay()
+                if delay is None:
+                    self._broken = backoff.gave_up(exc)
                     return False
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
         return False
 
     async def _send(self, fragments: Any) -> None:

@@ -15,7 +15,7 @@ from . import progress
 from .errors import FramecastError, InvalidConfig, StateError, TransportError
 from .rest import RestClient
 from .streams import AudioStream, VideoStream
-from .writer_base import WriterCore, WriterState
+from .writer_base import Backoff, WriterCore, WriterState
 
 
 class StreamWriter:
@@ -197,10 +197,8 @@ class StreamWriter:
                     code = exc.rcvd.code if exc.rcvd is not None else None
                 if self._core.done or self._closed_by_user:
                     return
-                fatal = _FATAL_CLOSE_CODES.get(code or 0)
-                if fatal is not None or not self._reconnect:
-                    reason = fatal or "the connection to the framecast server closed unexpectedly"
-                    self._broken = TransportError(reason)
+                self._broken = self._core.lost_connection(code, self._reconnect)
+                if self._broken is not None:
                     return
                 if not self._reconnect_and_resend():
                     return
@@ -216,22 +214,16 @@ class StreamWriter:
 
     def _reconnect_and_resend(self) -> bool:
         """Reconnect with capped exponential backoff; resend everything not yet acknowledged."""
-        deadline = time.monotonic() + self._reconnect_timeout
-        delay = 0.05
-        attempt = 0
+        backoff = Backoff(self._reconnect_timeout, time.monotonic)
         while not self._closed_by_user:
-            attempt += 1
             try:
                 with self._send_lock:
                     assert self._rest is not None
                     ws = _connect(self._core.session["stream_url"], self._core.session["token"], self._rest.headers)
                     with self._lock:
-                        backlog = self._core.unacknowledged()
-                        closing = self._core.state is WriterState.CLOSING
-                    for fragments in backlog:
-                        ws.send(fragments)
-                    if closing:
-                        ws.send(self._core.finish_message())
+                        backlog = self._core.resend()
+                    for message in backlog:
+                        ws.send(message)
                     old, self._ws = self._ws, ws
                     self._generation += 1
                 if old is not None:
@@ -241,14 +233,11 @@ class StreamWriter:
                     self._lock.notify_all()
                 return True
             except (TransportError, ConnectionClosed) as exc:
-                if time.monotonic() + delay > deadline:
-                    self._broken = TransportError(
-                        f"lost the connection to the framecast server and could not reconnect within "
-                        f"{self._reconnect_timeout:g} s ({attempt} attempts): {exc}"
-                    )
+                delay = backoff.next_delay()
+                if delay is None:
+                    self._broken = backoff.gave_up(exc)
                     return False
                 time.sleep(delay)
-                delay = min(delay * 2, 2.0)
         return False
 
     def _send(self, fragments: Any) -> None:
@@ -387,13 +376,6 @@ class StreamWriter:
 
     def __repr__(self) -> str:
         return self._core.describe(type(self).__name__)
-
-
-#: Close codes after which reconnecting cannot help.
-_FATAL_CLOSE_CODES = {
-    4401: "the server refused the stream token",
-    4404: "the server no longer has this session (was it restarted?)",
-}
 
 
 def _connect(url: str, token: str, headers: dict[str, str]) -> ClientConnection:

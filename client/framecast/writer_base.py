@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import protocol
-from .errors import FramecastError, InvalidChunk, ProtocolError, SessionFailed, StateError
+from .errors import FramecastError, InvalidChunk, ProtocolError, SessionFailed, StateError, TransportError
 from .streams import AudioStream, Stream, VideoStream, describe_destination, split, to_numpy
 
 #: Media seconds per message for real-time sessions.
@@ -29,6 +29,39 @@ MAX_UNACKED_BYTES = 64 << 20
 OUTPUT_ACK_EVERY = 16
 #: Session events kept on the writer.
 MAX_EVENTS = 100
+
+
+#: Close codes after which reconnecting cannot help.
+FATAL_CLOSE_CODES = {
+    4401: "the server refused the stream token",
+    4404: "the server no longer has this session (was it restarted?)",
+}
+
+
+class Backoff:
+    """Capped exponential backoff within a deadline, for reconnecting (no I/O: the writers sleep)."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float], first: float = 0.05, cap: float = 2.0) -> None:
+        self.timeout = timeout
+        self.deadline = clock() + timeout
+        self.clock = clock
+        self.delay = first
+        self.cap = cap
+        self.attempts = 0
+
+    def next_delay(self) -> float | None:
+        """How long to wait before the next attempt, or None when the deadline would pass."""
+        self.attempts += 1
+        if self.clock() + self.delay > self.deadline:
+            return None
+        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
+        return delay
+
+    def gave_up(self, reason: object) -> TransportError:
+        return TransportError(
+            f"lost the connection to the framecast server and could not reconnect within {self.timeout:g} s "
+            f"({self.attempts} attempts): {reason}"
+        )
 
 
 @dataclass(frozen=True)
@@ -232,9 +265,20 @@ class WriterCore:
                 self._pending[seq] = Message(message.seq, message.header, memoryview(message.payload.tobytes()),
                                              message.seconds)
 
-    def unacknowledged(self) -> list[list[bytes | memoryview]]:
-        """Fragments of every message in flight, in order: what a new connection sends first."""
-        return [[m.header, m.payload] for _, m in sorted(self._pending.items())]
+    def resend(self) -> list[Any]:
+        """What a new connection sends first: every chunk in flight, in order, then ``finish``
+        again if the writer was closing."""
+        out: list[Any] = [[m.header, m.payload] for _, m in sorted(self._pending.items())]
+        if self.state is WriterState.CLOSING:
+            out.append(self.finish_message())
+        return out
+
+    def lost_connection(self, close_code: int | None, reconnect: bool) -> FramecastError | None:
+        """The websocket ended: None if the writer should reconnect, else the error to report."""
+        fatal = FATAL_CLOSE_CODES.get(close_code or 0)
+        if fatal is None and reconnect:
+            return None
+        return TransportError(fatal or "the connection to the framecast server closed unexpectedly")
 
     def take_outgoing(self) -> list[str]:
         """Control messages the writer should send to the server now (output confirmations)."""
