@@ -21,15 +21,18 @@
     hideFinished: $("hide-finished"), template: $("session-template"),
   };
 
+  // Web storage may be missing or refuse access (privacy settings): then nothing is remembered.
   const store = {
-    get(storage, name) { try { return storage.getItem(name) || ""; } catch { return ""; } },
-    set(storage, name, value) {
-      try { if (value) storage.setItem(name, value); else storage.removeItem(name); } catch { /* private mode */ }
+    get(area, name) {
+      try { return window[area].getItem(name) || ""; } catch { return ""; }
+    },
+    set(area, name, value) {
+      try { if (value) window[area].setItem(name, value); else window[area].removeItem(name); } catch { /* ignore */ }
     },
   };
 
   const state = {
-    key: store.get(sessionStorage, KEY_STORAGE),
+    key: store.get("sessionStorage", KEY_STORAGE),
     waitingForKey: false,
     lastContact: 0,
     pollTimer: 0,
@@ -86,7 +89,7 @@
     clearTimeout(state.pollTimer);
     const rejected = Boolean(state.key);
     state.key = "";
-    store.set(sessionStorage, KEY_STORAGE, "");
+    store.set("sessionStorage", KEY_STORAGE, "");
     ui.forgetKey.hidden = true;
     setStatus("locked", "API key needed");
     hideBanner();
@@ -100,7 +103,7 @@
 
   function useKey(key) {
     state.key = key;
-    store.set(sessionStorage, KEY_STORAGE, key);
+    store.set("sessionStorage", KEY_STORAGE, key);
     ui.forgetKey.hidden = !key;
     state.waitingForKey = false;
     ui.keyForm.hidden = true;
@@ -120,9 +123,9 @@
     useKey("");
   });
 
-  ui.hideFinished.checked = store.get(localStorage, HIDE_STORAGE) === "1";
+  ui.hideFinished.checked = store.get("localStorage", HIDE_STORAGE) === "1";
   ui.hideFinished.addEventListener("change", () => {
-    store.set(localStorage, HIDE_STORAGE, ui.hideFinished.checked ? "1" : "");
+    store.set("localStorage", HIDE_STORAGE, ui.hideFinished.checked ? "1" : "");
     for (const view of state.views.values()) applyVisibility(view);
     updateEmpty();
   });
@@ -132,17 +135,19 @@
   async function poll() {
     clearTimeout(state.pollTimer);
     if (state.waitingForKey) return;
+    let sessions = null;
     try {
       const response = await request("v1/sessions");
       if (!response.ok) {
         setStatus("error", `error ${response.status}`);
         showBanner(`The server answered ${response.status}: ${await errorText(response)}. Retrying every second.`);
       } else {
-        const sessions = await response.json();
-        state.lastContact = Date.now();
-        hideBanner();
-        setStatus("ok", "live");
-        render(sessions);
+        try {
+          sessions = await response.json();
+        } catch {
+          setStatus("error", "bad answer");
+          showBanner("The server's answer to v1/sessions was not JSON (a proxy in between?). Retrying every second.");
+        }
       }
     } catch (err) {
       if (err instanceof Unauthorized) {
@@ -150,8 +155,21 @@
         return;
       }
       setStatus("down", "unreachable");
+      ui.sessions.classList.add("stale"); // what is shown is as of the last contact
       const last = state.lastContact ? ` Last contact at ${clock(state.lastContact / 1000)}.` : "";
       showBanner(`Cannot reach the framecast server at ${location.host}; retrying every second.${last}`);
+    }
+    if (sessions) {
+      state.lastContact = Date.now();
+      hideBanner();
+      ui.sessions.classList.remove("stale");
+      setStatus("ok", "live");
+      try {
+        render(sessions);
+      } catch (err) {
+        showBanner(`The dashboard could not show the sessions: ${err}`);
+        console.error(err);
+      }
     }
     if (!state.waitingForKey) state.pollTimer = setTimeout(poll, POLL_MS);
   }
@@ -350,7 +368,7 @@
     const rate = cfg.frame_rate ? ` · ${fraction(cfg.frame_rate)} fps` : "";
     caption.textContent = `#${stream.index} video · ${w}×${h}${rate}`;
     el.append(img, caption);
-    return { el, img, index: stream.index, url: "", loaded: 0, inflight: false, available: false };
+    return { el, img, index: stream.index, url: "", loaded: 0, failures: 0, inflight: false, available: false };
   }
 
   function audioTile(stream) {
@@ -405,7 +423,10 @@
     try {
       const path = `v1/sessions/${encodeURIComponent(view.id)}/preview?stream=${tile.index}`;
       const response = await request(path);
-      if (!response.ok) return; // no frame yet, or the session went away: try again later
+      if (!response.ok) {
+        tile.failures += 1; // no frame yet, or the session went away: try again later
+        return;
+      }
       const blob = await response.blob();
       if (!state.views.has(view.id)) return;
       const url = URL.createObjectURL(blob);
@@ -415,6 +436,7 @@
       try { await tile.img.decode(); } catch { /* a broken frame: the next one replaces it */ }
       if (old) URL.revokeObjectURL(old);
       tile.loaded += 1;
+      tile.failures = 0;
       tile.img.dataset.loads = String(tile.loaded);
       tile.el.classList.remove("waiting");
     } catch (err) {
@@ -429,8 +451,9 @@
       for (const view of state.views.values()) {
         if (view.el.hidden) continue;
         for (const tile of view.tiles.values()) {
-          // Finished sessions: fetch their last frame once.
-          if (tile.img && tile.available && !tile.inflight && (!view.done || !tile.loaded)) {
+          // Finished sessions: fetch their last frame once (giving up after a few failures).
+          const wanted = view.done ? !tile.loaded && tile.failures < 3 : true;
+          if (tile.img && tile.available && !tile.inflight && wanted) {
             refreshPreview(view, tile);
           }
         }
