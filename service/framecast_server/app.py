@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import ffmpeg
 from .config import Settings
+from .dashboard import router as dashboard_router
 from .errors import ServerError
 from .ingest import router as ingest_router
 from .metrics import Metrics, route_of
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
     app.include_router(rest_router)
     app.include_router(public_router)
+    app.include_router(dashboard_router)
     app.include_router(ingest_router)
 
     @app.exception_handler(ServerError)

@@ -360,6 +360,8 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
     if plan.live and muxer in destinations.LIVE_ENCODERS:
         default_video, default_audio = destinations.LIVE_ENCODERS[muxer]
+    if plan.target == "discard":  # the null muxer would default to no encoding at all
+        default_video, default_audio = "libx264", "aac"
     for i, stream in enumerate(config.streams):
         if isinstance(stream, AudioStreamConfig):
             plan.streams.append(_plan_audio(i, stream, muxer, default_audio))
