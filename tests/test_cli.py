@@ -63,20 +63,19 @@ def failed(proc: subprocess.CompletedProcess[str], *needles: str, alone: bool = 
     return lines[-1]
 
 
-@pytest.fixture(scope="module")
-def media_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 s of 160x120 stamped test pattern (H.264) and a 440 Hz stereo sine (PCM) in Matroska."""
-    path = tmp_path_factory.mktemp("cli") / "input.mkv"
+def make_media(path: Path, seconds: float = SECONDS) -> Path:
+    """``seconds`` of 160x120 stamped test pattern (H.264) and a 440 Hz stereo sine (PCM) in Matroska."""
+    frames, samples = int(FPS * seconds), int(RATE * seconds)
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=FPS)
         video.width, video.height, video.pix_fmt = W, H, "yuv420p"
         audio = container.add_stream("pcm_s16le", rate=RATE, layout="stereo")
-        for i, frame in enumerate(patterns(FRAMES, H, W)):
+        for i, frame in enumerate(patterns(frames, H, W)):
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.transpose(1, 2, 0)), format="rgb24")
             picture.pts = i
             container.mux(video.encode(picture))
-        tone = (sine(440, RATE, SECONDS, CHANNELS, amplitude=0.4) * 32767).astype(np.int16)
-        for start in range(0, SAMPLES, 1024):
+        tone = (sine(440, RATE, seconds, CHANNELS, amplitude=0.4) * 32767).astype(np.int16)
+        for start in range(0, samples, 1024):
             block = np.ascontiguousarray(tone[start : start + 1024].reshape(1, -1))
             sound = av.AudioFrame.from_ndarray(block, format="s16", layout="stereo")
             sound.sample_rate, sound.pts = RATE, start
@@ -84,6 +83,11 @@ def media_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         container.mux(video.encode(None))
         container.mux(audio.encode(None))
     return path
+
+
+@pytest.fixture(scope="module")
+def media_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_media(tmp_path_factory.mktemp("cli") / "input.mkv")
 
 
 def check_pushed(result: dict, video_frames: int = FRAMES, samples: int = SAMPLES) -> None:
@@ -203,31 +207,38 @@ def test_push_keeps_a_late_start(server, tmp_path):
     assert abs(first_sound - 0.5) < 0.03, first_sound
 
 
-def test_ctrl_c_finishes_what_was_pushed(server, media_file, tmp_path):
+def test_ctrl_c_finishes_what_was_pushed(server, tmp_path):
     """SIGINT mid-push: exit 130, and the output is complete and playable up to where it stopped."""
+    source = make_media(tmp_path / "long.mkv", seconds=8)
     out = tmp_path / "interrupted.mkv"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "framecast.cli", "push", str(media_file), str(out), "--server", server.url],
+        [sys.executable, "-m", "framecast.cli", "push", str(source), str(out), "--server", server.url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
+    seen = []
     try:
-        ready, _, _ = select.select([proc.stderr], [], [], 60)
-        assert ready, "push printed nothing in 60 s"
-        assert proc.stderr is not None and proc.stderr.readline().startswith("pushing ")
-        time.sleep(0.8)  # about a second into a real-time push of two
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 60
+        # The first progress line comes a second into the real-time push: at most ~2 s of 8 sent.
+        while not any(line.startswith("pushed ") for line in seen):
+            ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"no progress line within 60 s: {seen}"
+            line = proc.stderr.readline()
+            assert line, f"push ended early: {seen}"
+            seen.append(line)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 130, "".join(seen) + stderr
     assert "interrupted" in stderr and "Traceback" not in stderr, stderr
     match = re.search(r"video: (\d+) frames", stdout)
     assert match, stdout
     pushed = int(match.group(1))
-    assert 0 < pushed < FRAMES, stdout
+    assert 0 < pushed < 8 * FPS, stdout
     (video, audio) = decode(out)["streams"]
     assert [read_stamp(f) for f in video["frames"]] == list(range(pushed))
 

@@ -369,6 +369,7 @@ class _Buffer:
         self.count = 0  # units (frames or samples) buffered
         self.nbytes = 0
         self.written = 0  # units written so far
+        self.offset = 0.0  # seconds after the earliest stream that this one starts
         self.pts: float | None = None  # for the stream's first chunk, when it starts later
 
     def add(self, array: np.ndarray) -> bool:
@@ -475,10 +476,9 @@ def _push(av: Any, container: Any, args: argparse.Namespace, dst: Any) -> int:
     for s in selected:  # a stream that starts later than the other keeps its offset
         offset = starts[s.index] - origin
         if offset > 0.001:
-            buffers[s.index].pts = offset
+            buffers[s.index].offset = buffers[s.index].pts = offset
 
-    progress = _Progress(args.quiet)
-    limit = {i: None if args.duration is None else max(0, int((args.duration - (b.pts or 0.0)) * b.rate))
+    limit = {i: None if args.duration is None else max(0, int((args.duration - b.offset) * b.rate))
              for i, b in buffers.items()}
     finished = {i for i, cap in limit.items() if cap == 0}  # starts after --duration
 
@@ -512,7 +512,7 @@ def _push(av: Any, container: Any, args: argparse.Namespace, dst: Any) -> int:
         for buffer in buffers.values():
             unit = "frames" if buffer.kind == "video" else "samples"
             parts.append(f"{buffer.kind} {buffer.written} {unit}")
-            seconds = max(seconds, buffer.written / float(buffer.rate))
+            seconds = max(seconds, buffer.offset + buffer.written / float(buffer.rate))
         return seconds, ", ".join(parts)
 
     started = time.monotonic()
