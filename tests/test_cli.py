@@ -25,7 +25,7 @@ import pytest
 
 import framecast
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, ServerProcess, free_port
 from .media import decode, dominant_frequency, patterns, read_stamp, sine
 
 W, H, FPS, SECONDS = 160, 120, 30, 2.0
@@ -302,6 +302,24 @@ def test_capabilities(server):
     assert re.search(r"^muxers \(\d+\):", text, re.M) and "matroska" in text
     caps = json.loads(ok(cli("capabilities", "--json", server=server.url)))
     assert "libx264" in caps["video_encoders"] and "rtmp" in caps["protocols"]
+
+
+def test_api_key(media_file, tmp_path):
+    """Against a server that wants a key: refused without one, served with --api-key or the env."""
+    keyed = ServerProcess(tmp_path / "output", env={"FRAMECAST_API_KEYS": "sesame"})
+    try:
+        failed(cli("sessions", "list", server=keyed.url), "API key", "--api-key")
+        failed(cli("push", str(media_file), "server:k.mkv", "--no-realtime", server=keyed.url), "API key")
+        assert ok(cli("sessions", "list", "--api-key", "sesame", server=keyed.url)) == "no sessions\n"
+        stdout = ok(cli("push", str(media_file), "server:k.mkv", "--no-realtime", "--api-key", "sesame",
+                        server=keyed.url))
+        check_pushed(decode(keyed.output_dir / "k.mkv"))
+        assert session_id(stdout) in ok(cli("sessions", "list", "--api-key", "sesame", server=keyed.url))
+        shown = ok(cli("sessions", "show", session_id(stdout), env={"FRAMECAST_SERVER": keyed.url,
+                                                                      "FRAMECAST_API_KEY": "sesame"}))
+        assert re.search(r"^state\s+closed$", shown, re.M), shown
+    finally:
+        keyed.stop()
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"framecast {args.command}: {exc}", file=sys.stderr)
         return exc.status
     except FramecastError as exc:
-        print(f"framecast {args.command}: {exc}", file=sys.stderr)
+        hint = " (pass --api-key or set FRAMECAST_API_KEY)" if getattr(exc, "status", None) == 401 else ""
+        print(f"framecast {args.command}: {exc}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"framecast {args.command}: interrupted", file=sys.stderr)
