@@ -14,6 +14,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.protocol import State
 
 from . import progress
 from .errors import FramecastError, StateError, TransportError
@@ -123,8 +124,9 @@ class AsyncStreamWriter:
                     async for message in ws:
                         self._core.handle(message)
                         for text in self._core.take_outgoing():
-                            with contextlib.suppress(ConnectionClosed):
-                                await ws.send(text)
+                            if ws.protocol.state is State.OPEN:  # not while closing: see writer._send_if_open
+                                with contextlib.suppress(ConnectionClosed, TimeoutError):
+                                    await ws.send(text)
                         self._changed.set()
                     code = ws.close_code
                 except ConnectionClosed as exc:

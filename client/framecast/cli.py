@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--output-dir", type=Path, default=None, help="server-side outputs (FRAMECAST_OUTPUT_DIR, default ./output)"
     )
+    serve.add_argument(
+        "--insecure", action="store_true",
+        help="allow listening beyond loopback without API keys (FRAMECAST_INSECURE); behind an authenticating proxy",
+    )
 
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument(
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as exc:
             print(f"framecast serve needs the server extra: pip install 'framecast[server]' ({exc})", file=sys.stderr)
             return EXIT_USAGE
-        run(host=args.host, port=args.port, output_dir=args.output_dir)
+        run(host=args.host, port=args.port, output_dir=args.output_dir, insecure=args.insecure)
         return 0
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "sessions": cmd_sessions,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
 from . import progress
@@ -190,8 +191,7 @@ class StreamWriter:
                             outgoing = self._core.take_outgoing()
                             self._lock.notify_all()
                         for text in outgoing:
-                            with contextlib.suppress(ConnectionClosed):
-                                ws.send(text)
+                            _send_if_open(ws, text)
                     code = ws.close_code
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else None
@@ -376,6 +376,14 @@ class StreamWriter:
 
     def __repr__(self) -> str:
         return self._core.describe(type(self).__name__)
+
+
+def _send_if_open(ws: ClientConnection, text: str) -> None:
+    """Send a courtesy message (an output confirmation) unless the connection is closing: a send
+    on a closing connection would wait out the whole close timeout."""
+    if ws.protocol.state is State.OPEN:
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            ws.send(text)
 
 
 def _connect(url: str, token: str, headers: dict[str, str]) -> ClientConnection:

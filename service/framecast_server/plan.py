@@ -105,6 +105,7 @@ class OutputPlan:
     muxer: str
     target: str  # "client", "file" or "url"
     path: str | None = None  # absolute path for "file"
+    relative_path: str | None = None  # the same, as the client named it (what listings show)
     url: str | None = None  # for "url"
     seekable: bool = True  # for "client"
     realtime: bool = False  # pace packets at media time, as ffmpeg -re
@@ -123,7 +124,7 @@ class OutputPlan:
 
     def describe_destination(self) -> dict[str, object]:
         if self.target == "file":
-            return {"type": "server_file", "path": self.path}
+            return {"type": "server_file", "path": self.relative_path or self.path}
         if self.target == "url":
             return {"type": "url", "url": destinations.masked(self.url or "")}
         if self.target == "discard":
@@ -343,7 +344,7 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
         path = destinations.confine(settings.output_dir, dest.path, "destination.path")
         filename = str(path)
         muxer = _resolve_muxer(config, filename)
-        plan = OutputPlan(muxer=muxer, target="file", path=str(path))
+        plan = OutputPlan(muxer=muxer, target="file", path=str(path), relative_path=dest.path)
     else:
         assert isinstance(dest, ClientDestination)
         policy.check_destination_scheme(settings, "file", "destination")
