@@ -7,6 +7,7 @@ InvalidChunk for chunks that don't fit their stream. Never anything else.
 
 from __future__ import annotations
 
+import os
 import struct
 
 import numpy as np
@@ -21,6 +22,12 @@ from framecast_server.config import Settings
 from framecast_server.errors import InvalidChunk, InvalidConfig
 from framecast_server.models import SessionConfig
 from framecast_server.plan import make_plan
+
+# On CI the examples are derived from the test itself (derandomize): a submission's CI run is
+# repeatable. Elsewhere every run explores new inputs, and failures are kept in .hypothesis/.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev")
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -49,7 +49,7 @@ def test_frame_rates_are_exact_rationals(value, expected):
     assert parse_frame_rate(value) == expected
 
 
-@pytest.mark.parametrize("value", [0, -5, "abc", "1/0x", 5000])
+@pytest.mark.parametrize("value", [0, -5, "abc", "1/0x", 5000, "0/0", "30/0"])
 def test_bad_frame_rates_are_refused(value):
     with pytest.raises((ValueError, ZeroDivisionError)):
         parse_frame_rate(value)

@@ -357,11 +357,12 @@ class WriterCore:
         return self.state in (WriterState.CLOSED, WriterState.FAILED)
 
     def raise_pending(self) -> None:
-        """Raise the first error the server reported and that was not raised yet."""
-        if self._errors:
-            raise self._errors.pop(0)
+        """Raise the session's failure if it failed (the cause of anything after it), else the
+        first chunk error the server reported that was not raised yet."""
         if self._failure is not None:
             raise self._failure
+        if self._errors:
+            raise self._errors.pop(0)
 
     def begin_close(self) -> bool:
         """Move to CLOSING; False if there is nothing to close (never opened, or done)."""

@@ -69,7 +69,10 @@ def parse_frame_rate(value: float | int | str) -> Fraction:
     if isinstance(value, str):
         if not re.fullmatch(r"\s*\d+(\.\d+)?(\s*/\s*\d+)?\s*", value):
             raise ValueError(f"frame rate must be a number or a ratio like '30000/1001', got {value!r}")
-        rate = Fraction(value.replace(" ", ""))
+        try:
+            rate = Fraction(value.replace(" ", ""))
+        except ZeroDivisionError:
+            raise ValueError(f"frame rate {value!r} divides by zero") from None
     else:
         rate = None
         for n in (24, 30, 48, 60, 120):
