@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -390,7 +391,7 @@ def _connect(url: str, token: str, headers: dict[str, str]) -> ClientConnection:
     try:
         # connect() is meant as a context manager; entering it by hand keeps the connection
         # open across calls, and ClientConnection.close() ends it.
-        return connect(
+        ws = connect(
             url,
             additional_headers={**headers, "Authorization": f"Bearer {token}"},
             max_size=None,
@@ -399,3 +400,7 @@ def _connect(url: str, token: str, headers: dict[str, str]) -> ClientConnection:
         ).__enter__()
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise TransportError(f"cannot open the stream websocket {url}: {exc}") from exc
+    # No Nagle: the tail of each message and small control messages go out at once (asyncio,
+    # on the server and in AsyncStreamWriter, does the same for its sockets).
+    ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return ws

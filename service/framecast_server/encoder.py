@@ -114,21 +114,32 @@ class _VideoStream(_Stream):
 
     def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
         plan = self.plan
+        frame_format, planes = _PLANAR_LAYOUT[plan.format]
         out = []
         for i in range(array.shape[0]):
-            frame = av.VideoFrame(plan.width, plan.height, plan.format)
-            src = array[i]  # (C, H, W)
-            if plan.format == "yuv444p":
-                for p in range(3):
-                    _plane_rows(frame.planes[p], plan.height, plan.width)[...] = src[p]
-            else:
-                c = src.shape[0]
-                rows = _plane_rows(frame.planes[0], plan.height, plan.width * c)
-                rows.reshape(plan.height, plan.width, c)[...] = src.transpose(1, 2, 0)
+            frame = av.VideoFrame(plan.width, plan.height, frame_format)
+            src = array[i]  # (C, H, W): channel planes, as the client sent them
+            for plane, channel in enumerate(planes):
+                _plane_rows(frame.planes[plane], plan.height, plan.width)[...] = src[channel]
             frame.pts = start + i
             frame.time_base = self.time_base
             out.append(frame)
         return out
+
+
+#: How a (C, H, W) chunk maps onto a planar AVFrame: the frame's pixel format, and which input
+#: channel fills each of its planes. Channels-first input is planar already, so frames are built
+#: with one plain copy per plane: FFmpeg's gbrp holds G, B, R planes, so RGB and BGR (and their
+#: padded 4-channel forms, whose 4th channel is ignored) need no interleaving at all. swscale then
+#: converts gbrp to the encoder's format as fast as from packed RGB, with identical results.
+_PLANAR_LAYOUT = {
+    "rgb24": ("gbrp", (1, 2, 0)),
+    "rgb0": ("gbrp", (1, 2, 0)),
+    "bgr24": ("gbrp", (1, 0, 2)),
+    "bgr0": ("gbrp", (1, 0, 2)),
+    "yuv444p": ("yuv444p", (0, 1, 2)),
+    "gray8": ("gray", (0,)),
+}
 
 
 def _plane_rows(plane: Any, height: int, row_bytes: int) -> np.ndarray:
@@ -285,7 +296,7 @@ class OutputWriter:
             if steps:
                 chain = self._chain(where, "video", steps, {
                     "video_size": f"{plan.width}x{plan.height}",
-                    "pix_fmt": str(int(av.VideoFormat(plan.format))),
+                    "pix_fmt": str(int(av.VideoFormat(_PLANAR_LAYOUT[plan.format][0]))),  # as frames() builds them
                     "time_base": str(1 / plan.frame_rate),
                     "pixel_aspect": "1/1",
                 })
