@@ -123,11 +123,10 @@ class AsyncStreamWriter:
                 try:
                     async for message in ws:
                         self._core.handle(message)
-                        for text in self._core.take_outgoing():
-                            if ws.protocol.state is State.OPEN:  # not while closing: see writer._send_if_open
-                                with contextlib.suppress(ConnectionClosed, TimeoutError):
-                                    await ws.send(text)
                         self._changed.set()
+                        if not self._send_lock.locked():  # else the writer sends them after its message
+                            async with self._send_lock:
+                                await self._send_outgoing(ws)
                     code = ws.close_code
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else None
@@ -171,6 +170,14 @@ class AsyncStreamWriter:
                 await asyncio.sleep(delay)
         return False
 
+    async def _send_outgoing(self, ws: ClientConnection) -> None:
+        """Send pending output confirmations unless the connection is closing (the caller holds
+        the send lock; a send on a closing connection would wait out the close timeout)."""
+        for text in self._core.take_outgoing():
+            if ws.protocol.state is State.OPEN:
+                with contextlib.suppress(ConnectionClosed, TimeoutError):
+                    await ws.send(text)
+
     async def _send(self, fragments: Any) -> None:
         """Send one message. If the connection is down, the reconnect resends it (it is pending)."""
         async with self._send_lock:
@@ -178,6 +185,7 @@ class AsyncStreamWriter:
             assert self._ws is not None
             try:
                 await self._ws.send(fragments)
+                await self._send_outgoing(self._ws)
                 return
             except ConnectionClosed:
                 if not self._reconnect:

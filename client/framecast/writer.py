@@ -189,10 +189,14 @@ class StreamWriter:
                     for message in ws:
                         with self._lock:
                             self._core.handle(message)
-                            outgoing = self._core.take_outgoing()
                             self._lock.notify_all()
-                        for text in outgoing:
-                            _send_if_open(ws, text)
+                        # Confirmations go out when no chunk is being sent (websockets allows one
+                        # sender at a time); otherwise the writer sends them after its message.
+                        if self._send_lock.acquire(blocking=False):
+                            try:
+                                self._send_outgoing(ws)
+                            finally:
+                                self._send_lock.release()
                     code = ws.close_code
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else None
@@ -241,6 +245,13 @@ class StreamWriter:
                 time.sleep(delay)
         return False
 
+    def _send_outgoing(self, ws: ClientConnection) -> None:
+        """Send pending control messages (output confirmations); the caller holds the send lock."""
+        with self._lock:
+            outgoing = self._core.take_outgoing()
+        for text in outgoing:
+            _send_if_open(ws, text)
+
     def _send(self, fragments: Any) -> None:
         """Send one message. If the connection is down, the reconnect resends it (it is pending)."""
         with self._send_lock:
@@ -248,6 +259,7 @@ class StreamWriter:
             assert self._ws is not None
             try:
                 self._ws.send(fragments)
+                self._send_outgoing(self._ws)
                 return
             except ConnectionClosed:
                 if not self._reconnect:

@@ -306,7 +306,8 @@ class WriterCore:
             self.sink.write(parsed.offset, parsed.data)
             self._outputs_applied += 1
             if self._outputs_applied % OUTPUT_ACK_EVERY == 0:
-                self._outgoing.append(protocol.encode_control(protocol.OUTPUT_ACK, index=self._outputs_applied - 1))
+                # Confirmations are cumulative: only the newest one still needs sending.
+                self._outgoing = [protocol.encode_control(protocol.OUTPUT_ACK, index=self._outputs_applied - 1)]
 
     def _handle_control(self, msg: dict[str, Any]) -> None:
         kind = msg["type"]

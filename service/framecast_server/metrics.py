@@ -71,7 +71,7 @@ class _SessionGauges:
                                 "Frames (video) or samples (audio) encoded per second", labels=["session", "stream"])
         for session in self.manager.active():
             queue.add_metric([session.id], session.in_flight)
-            outbox.add_metric([session.id], session.outbox.nbytes)
+            outbox.add_metric([session.id], session.outbox.waiting_bytes)
             for index, rate in enumerate(session.encode_rates):
                 fps.add_metric([session.id, str(index)], rate)
         yield queue

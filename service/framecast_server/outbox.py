@@ -23,21 +23,26 @@ class _Item:
 class Outbox:
     """An ordered queue of messages for one client, with replay of unconfirmed output."""
 
-    def __init__(self) -> None:
+    def __init__(self, replay_limit: int = 64 << 20) -> None:
         self._items: collections.deque[_Item] = collections.deque()
         self._unconfirmed: collections.deque[_Item] = collections.deque()
         self._ready = asyncio.Event()
-        #: Bytes held: waiting to be sent, or sent and not yet confirmed.
-        self.nbytes = 0
+        self.replay_limit = replay_limit
+        #: Bytes waiting to be sent: what a client that does not read makes grow.
+        self.waiting_bytes = 0
+        #: Bytes sent and kept until the client confirms them (at most ``replay_limit``).
+        self.unconfirmed_bytes = 0
+        #: OUTPUT messages forgotten unconfirmed because the replay buffer was full.
+        self.forgotten = 0
 
     def put(self, message: bytes | str, output_index: int | None = None) -> None:
         self._items.append(_Item(message, output_index))
-        self.nbytes += len(message)
+        self.waiting_bytes += len(message)
         self._ready.set()
 
     def put_front(self, message: bytes | str) -> None:
         self._items.appendleft(_Item(message, None))
-        self.nbytes += len(message)
+        self.waiting_bytes += len(message)
         self._ready.set()
 
     async def peek(self) -> bytes | str:
@@ -50,19 +55,26 @@ class Outbox:
     def pop(self) -> None:
         """The message from ``peek()`` was sent."""
         item = self._items.popleft()
+        self.waiting_bytes -= len(item.message)
         if item.output_index is not None:
             self._unconfirmed.append(item)
-        else:
-            self.nbytes -= len(item.message)
+            self.unconfirmed_bytes += len(item.message)
+            # A client that never confirms must not make the server hold its whole output: past
+            # the limit the oldest are forgotten (a reconnect could then not repeat them).
+            while self.unconfirmed_bytes > self.replay_limit and len(self._unconfirmed) > 1:
+                self.unconfirmed_bytes -= len(self._unconfirmed.popleft().message)
+                self.forgotten += 1
 
     def confirm(self, output_index: int) -> None:
         """The client applied every OUTPUT message up to ``output_index``."""
         while self._unconfirmed and self._unconfirmed[0].output_index <= output_index:  # type: ignore[operator]
-            self.nbytes -= len(self._unconfirmed.popleft().message)
+            self.unconfirmed_bytes -= len(self._unconfirmed.popleft().message)
 
     def rewind(self) -> None:
         """A new connection: send the unconfirmed OUTPUT messages again, before anything else."""
         self._items.extendleft(reversed(self._unconfirmed))
+        self.waiting_bytes += self.unconfirmed_bytes
+        self.unconfirmed_bytes = 0
         self._unconfirmed.clear()
         if self._items:
             self._ready.set()

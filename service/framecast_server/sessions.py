@@ -100,7 +100,7 @@ class Session:
         self.warnings: list[str] = []
         self.counters = [StreamCounters() for _ in plan.streams]
         self.output_bytes = 0
-        self.outbox = Outbox()
+        self.outbox = Outbox(settings.max_queued_output_bytes)
         self.connected = False
         self.last_seq = -1
         self.owner: str | None = None  # fingerprint of the API key that created it
@@ -331,7 +331,7 @@ class Session:
         self.metrics.bytes_in.labels(stream.type).inc(header.payload_size)
         self.metrics.frames_in.labels(stream.type).inc(header.shape[0])
         # A client that does not read its output (OUTPUT messages) is not sent more work.
-        while self.outbox.nbytes > self.settings.max_queued_output_bytes and not self.state.done:
+        while self.outbox.waiting_bytes > self.settings.max_queued_output_bytes and not self.state.done:
             await asyncio.sleep(0.01)
         try:
             await self._blocking(self.encoder.send, message)
