@@ -214,3 +214,17 @@ def test_credentials_are_masked_in_descriptions(tmp_path):
     url = {"type": "url", "url": "rtmp://user:pw@example.com/app/key?token=t"}
     plan = make_plan(config([VIDEO], url), at(tmp_path))
     assert plan.describe_destination()["url"] == "rtmp://example.com/app/****"
+
+
+def test_operator_allowlists_for_schemes_and_hosts(tmp_path):
+    strict = Settings(output_dir=tmp_path, allowed_schemes=["file", "rtmp"], allowed_hosts=["*.example.com"])
+    ok = make_plan(config([VIDEO], {"type": "url", "url": "rtmp://ingest.example.com/live/k"}), strict)
+    assert ok.muxer == "flv"
+    with pytest.raises(InvalidConfig, match="host 'evil.net' is not in this server's allowed hosts") as err:
+        make_plan(config([VIDEO], {"type": "url", "url": "rtmp://evil.net/live/k"}), strict)
+    assert err.value.field == "destination.url"
+    with pytest.raises(InvalidConfig, match="kind 'udp' are not allowed"):
+        make_plan(config([VIDEO], {"type": "url", "url": "udp://ingest.example.com:5000"}), strict)
+    no_files = Settings(output_dir=tmp_path, allowed_schemes=["rtmp"])
+    with pytest.raises(InvalidConfig, match="kind 'file' are not allowed"):
+        make_plan(config([VIDEO], {"type": "server_file", "path": "a.mkv"}), no_files)
