@@ -1,0 +1,136 @@
+"""What framecast is measured against, run in this process (or a child) with the same settings.
+
+- PyAV in-process: what a user would write without framecast (``VideoFrame.from_ndarray``,
+  ``stream.encode``, ``container.mux``); the rgb24 -> yuv420p conversion happens inside encode
+  (swscale), exactly as in framecast's encoder process.
+- An ffmpeg pipe: raw rgb24 frames written to an ``ffmpeg`` subprocess's stdin, the classic way
+  to encode arrays without bindings. The binary comes from imageio-ffmpeg (a wheel that ships
+  one), else ``ffmpeg`` on PATH.
+
+Both baselines get packed (H, W, 3) frames, the layout they take without a copy; framecast's SDK
+gets (T, 3, H, W), the layout torchaudio's StreamWriter takes. Same pixels either way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .measure import sleep_until
+
+
+def ffmpeg_exe() -> str:
+    """Path of an ffmpeg binary: imageio-ffmpeg's, else the one on PATH."""
+    try:
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError):
+        found = shutil.which("ffmpeg")
+        if found is None:
+            raise RuntimeError("no ffmpeg binary: pip install imageio-ffmpeg (the dev extra has it)") from None
+        return found
+
+
+def ffmpeg_version() -> str:
+    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=30)
+    return out.stdout.split("\n", 1)[0].replace("ffmpeg version ", "").split(" Copyright")[0]
+
+
+def _video_stream(container: av.container.OutputContainer, rate: int, width: int, height: int,
+                  options: dict[str, str]) -> av.video.stream.VideoStream:
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width = width
+    stream.height = height
+    stream.pix_fmt = "yuv420p"
+    stream.options = dict(options)
+    return stream
+
+
+def _frame(array: np.ndarray, pts: int) -> av.VideoFrame:
+    frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+    frame.pts = pts
+    return frame
+
+
+def pyav_encode(frames_hwc: np.ndarray, path: Path | str, rate: int, options: dict[str, str],
+                format: str | None = None) -> float:
+    """Encode (T, H, W, 3) rgb24 frames with libx264 into ``path``; returns wall seconds, open to close."""
+    t0 = time.perf_counter()
+    container = av.open(str(path), "w", format=format)
+    stream = _video_stream(container, rate, frames_hwc.shape[2], frames_hwc.shape[1], options)
+    for i, array in enumerate(frames_hwc):
+        container.mux(stream.encode(_frame(array, i)))
+    container.mux(stream.encode(None))
+    container.close()
+    return time.perf_counter() - t0
+
+
+def ffmpeg_pipe_encode(frames_hwc: np.ndarray, path: Path | str, rate: int, preset: str) -> float:
+    """Pipe (T, H, W, 3) rgb24 frames into ``ffmpeg ... -c:v libx264 -preset P``; returns wall seconds,
+    from starting the process to its exit. ``-pix_fmt yuv420p`` as PyAV and framecast pick it (left
+    alone, ffmpeg would pick yuv444p for rgb24 input, a different amount of work)."""
+    height, width = frames_hwc.shape[1:3]
+    cmd = [
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(rate), "-i", "-",
+        "-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", str(path),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        for frame in frames_hwc:
+            proc.stdin.write(frame.data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    assert proc.stderr is not None
+    err = proc.stderr.read()  # only errors (-loglevel error): cannot fill the pipe while stdin is written
+    proc.wait(300)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {err.decode(errors='replace')[-500:]}")
+    return elapsed
+
+
+def pyav_encode_fps(frames_hwc: np.ndarray, rate: int, options: dict[str, str], repeat: int = 1) -> float:
+    """Frames per second PyAV encodes ``frames_hwc`` (x ``repeat``) into the null muxer, in this process."""
+    t0 = time.perf_counter()
+    container = av.open("null", "w", format="null")
+    stream = _video_stream(container, rate, frames_hwc.shape[2], frames_hwc.shape[1], options)
+    for r in range(repeat):
+        for i, array in enumerate(frames_hwc):
+            container.mux(stream.encode(_frame(array, r * len(frames_hwc) + i)))
+    container.mux(stream.encode(None))
+    container.close()
+    return len(frames_hwc) * repeat / (time.perf_counter() - t0)
+
+
+def pyav_realtime_latency(frames_hwc: np.ndarray, rate: int, options: dict[str, str], count: int) -> list[float]:
+    """Per-frame milliseconds from having a frame to its packet muxed, in this process, one frame
+    every 1/rate s (the floor framecast's latency is compared with). Muxes into the null muxer."""
+    container = av.open("null", "w", format="null")
+    stream = _video_stream(container, rate, frames_hwc.shape[2], frames_hwc.shape[1], options)
+    latencies = []
+    start = time.perf_counter()
+    for i in range(count):
+        sleep_until(start + i / rate)
+        t0 = time.perf_counter()
+        packets = stream.encode(_frame(frames_hwc[i % len(frames_hwc)], i))
+        container.mux(packets)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    container.mux(stream.encode(None))
+    container.close()
+    return latencies
+
+
+def count_video_packets(path: Path | str) -> int:
+    """Video packets in a file (demuxed, not decoded): a cheap check that an output is complete."""
+    with av.open(str(path)) as container:
+        return sum(1 for p in container.demux(video=0) if p.size)

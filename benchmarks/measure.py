@@ -1,0 +1,182 @@
+"""Clocks and counters: percentiles, CPU accounting, and when each chunk was sent and acknowledged.
+
+``AckClock`` is how latency is measured. The SDK's ``StreamWriter`` keeps its state in a
+``WriterCore``: ``sending(message)`` is called just before a CHUNK message's bytes go to the
+socket, and ``handle(message)`` on the writer's reader thread for every message the server sends,
+ACKs included. AckClock wraps both on one writer: per sequence number it stamps the send time and
+the arrival of the first ACK that covers it (ACKs are cumulative). A server ACK means the chunk's
+frames were encoded and their packets muxed (for real-time sessions: once its last frame has left
+at media time), so ``ack - send`` is "chunk sent -> its packets written", as seen by the client,
+including both network directions, the server's event loop and the encoder process.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psutil
+
+from framecast import protocol
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-th percentile (0..100) of ``values``, linear interpolation; NaN when empty."""
+    data = np.asarray(list(values), dtype=np.float64)
+    return float(np.percentile(data, q)) if data.size else math.nan
+
+
+def median(values: Iterable[float]) -> float:
+    return percentile(values, 50)
+
+
+def sleep_until(deadline: float) -> None:
+    """Sleep until ``time.perf_counter()`` reaches ``deadline`` (returns at once if it has)."""
+    remaining = deadline - time.perf_counter()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of ``pid`` so far (0 if it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
+
+
+def busy_cores_sample(seconds: float) -> float:
+    """Cores the whole machine kept busy over the next ``seconds`` (all processes)."""
+    before = psutil.cpu_times()
+    time.sleep(seconds)
+    after = psutil.cpu_times()
+    return ((sum(after) - after.idle) - (sum(before) - before.idle)) / seconds
+
+
+class BackgroundLoad:
+    """CPU used by processes outside this process tree, from construction to ``cores()``.
+
+    The machine's busy time (all CPUs, /proc/stat) minus what this process and its descendants
+    (the servers a scenario starts, their forkservers and encoder processes) used. Descendants are
+    sampled every 0.2 s (a process's last moments before it exits are missed, so this errs a
+    little high). Another test run or build on the same machine shows up here; the numbers of a
+    scenario with a high value are suspect.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self._t0 = time.perf_counter()
+        self._machine0 = self._machine()
+        self._me = psutil.Process()
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._interval = interval
+        self._sample(initial=True)
+        self._thread = threading.Thread(target=self._run, name="background-load", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _machine() -> float:
+        t = psutil.cpu_times()
+        return sum(t) - t.idle
+
+    def _sample(self, initial: bool = False) -> None:
+        try:
+            tree = [self._me, *self._me.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for p in tree:
+            try:
+                t = p.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            used = t.user + t.system
+            # a process already running at the start counts from there; a new one from its birth
+            self._first.setdefault(p.pid, used if initial else 0.0)
+            self._last[p.pid] = max(self._last.get(p.pid, 0.0), used)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def cores(self) -> float:
+        self._stop.set()
+        self._thread.join(2)
+        self._sample()
+        elapsed = time.perf_counter() - self._t0
+        ours = sum(self._last[pid] - self._first[pid] for pid in self._last)
+        return max(0.0, (self._machine() - self._machine0) - ours) / max(elapsed, 1e-9)
+
+
+@dataclass
+class AckClock:
+    """Send and ACK times of every chunk message one writer sends (see the module docstring).
+
+    Attributes:
+        sent: seq -> perf_counter() when the message was handed to the socket.
+        acked: seq -> perf_counter() when the first ACK covering it arrived.
+        streams: seq -> stream index of the message.
+        media_end: seq -> media seconds of its stream written up to the end of this message.
+    """
+
+    sent: dict[int, float] = field(default_factory=dict)
+    acked: dict[int, float] = field(default_factory=dict)
+    streams: dict[int, int] = field(default_factory=dict)
+    media_end: dict[int, float] = field(default_factory=dict)
+    _stream_seconds: dict[int, float] = field(default_factory=dict)
+    _next_unacked: int = 0
+
+    @classmethod
+    def attach(cls, writer: Any) -> AckClock:
+        """Hook a new clock into ``writer`` (a framecast.StreamWriter, before or after open())."""
+        clock = cls()
+        core = writer._core  # the SDK's sans-I/O state; see client/framecast/writer_base.py
+        original_sending, original_handle = core.sending, core.handle
+
+        def sending(message: Any) -> Any:
+            clock._on_send(message)
+            return original_sending(message)
+
+        def handle(message: Any) -> None:
+            if not isinstance(message, str):
+                parsed = protocol.parse_server_binary(message)
+                if isinstance(parsed, protocol.Ack):
+                    clock._on_ack(parsed.seq, time.perf_counter())
+            original_handle(message)
+
+        core.sending = sending
+        core.handle = handle
+        return clock
+
+    def _on_send(self, message: Any) -> None:
+        stream = int.from_bytes(bytes(message.header[4:6]), "little")
+        self._stream_seconds[stream] = self._stream_seconds.get(stream, 0.0) + float(message.seconds)
+        self.streams[message.seq] = stream
+        self.media_end[message.seq] = self._stream_seconds[stream]
+        self.sent[message.seq] = time.perf_counter()
+
+    def _on_ack(self, seq: int, now: float) -> None:
+        while self._next_unacked <= seq:
+            if self._next_unacked in self.sent:
+                self.acked.setdefault(self._next_unacked, now)
+            self._next_unacked += 1
+
+    def latencies_ms(self, skip: int = 0) -> list[float]:
+        """ACK time minus send time of every acknowledged message, in seq order, after ``skip``."""
+        seqs = sorted(s for s in self.acked if s >= skip)
+        return [(self.acked[s] - self.sent[s]) * 1000 for s in seqs]

@@ -1,0 +1,150 @@
+"""The PNG: one panel per scenario, drawn from the results' series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .report import ScenarioResult  # noqa: E402
+
+
+def _e2e(ax: Any, r: ScenarioResult) -> None:
+    fps = r.series["fps"]
+    labels = ["framecast\nserver file", "framecast\nlocal file", "PyAV\nin-process", "ffmpeg\npipe"]
+    values = [fps["server_file"], fps["local_file"], fps["pyav"], fps["ffmpeg"]]
+    values = [0.0 if v != v else v for v in values]  # NaN: that contender failed
+    bars = ax.bar(labels, values, color=["C0", "C0", "C2", "C1"])
+    ax.bar_label(bars, labels=[f"{v:.0f}" if v else "failed" for v in values])
+    ax.axhline(0.9 * fps["pyav"], color="C2", ls="--", lw=1, label="0.9 x PyAV")
+    ax.set_ylabel("frames / s")
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def _transport(ax: Any, r: ScenarioResult) -> None:
+    labels, values = [], []
+    for chunk, runs in r.series["runs"].items():
+        labels.append(f"{chunk}-frame\nchunks")
+        values.append(float(np.median([m["gbps"] for m in runs])))
+    labels.append("plain TCP\n(ceiling)")
+    values.append(float(np.median(r.series["tcp"])))
+    bars = ax.bar(labels, values, color=["C0"] * (len(values) - 1) + ["C7"])
+    ax.bar_label(bars, fmt="%.2f")
+    ax.axhline(1.0, color="C3", ls="--", lw=1, label="target 1 GB/s")
+    ax.set_ylabel("GB/s")
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def _cdf(ax: Any, values: list[float], label: str, color: str) -> None:
+    if values:
+        data = np.sort(values)
+        ax.plot(data, np.arange(1, len(data) + 1) / len(data), label=label, color=color)
+
+
+def _latency(ax: Any, r: ScenarioResult) -> None:
+    _cdf(ax, r.series["ack_ms"], "framecast ACK latency", "C0")
+    _cdf(ax, r.series["round_trip_ms"], "framecast write+flush", "C9")
+    _cdf(ax, r.series["floor_ms"], "PyAV in-process", "C2")
+    _cdf(ax, r.series.get("unpaced_ms", []), "framecast, not paced", "C4")
+    _cdf(ax, r.series.get("transport_ms", []), "framecast, transport alone", "C7")
+    for x, name in ((15, "p50 target"), (40, "p99 target")):
+        ax.axvline(x, color="C3", ls="--", lw=1)
+        ax.text(x, 0.02, name, rotation=90, fontsize=7, color="C3", ha="right", va="bottom")
+    ax.set_xlim(0, max([45.0] + [1.05 * max(v) for v in r.series.values() if isinstance(v, list) and v]))
+    ax.set_xlabel("ms")
+    ax.set_ylabel("fraction of frames")
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def _concurrency(ax: Any, r: ScenarioResult) -> None:
+    levels = r.series["levels"]
+    n = [lv["sessions"] for lv in levels]
+    floor = 1.0  # log scale: sub-millisecond values sit on the floor
+    ax.plot(n, [max(floor, lv["p99_ms"]) for lv in levels], "o-", label="worst p99 ACK latency")
+    ax.plot(n, [max(floor, lv["max_lateness_ms"]) for lv in levels], "s-", label="worst pacing max_lateness")
+    failed = [lv["sessions"] for lv in levels if not lv["passed"]]
+    if failed:
+        ax.plot(failed, [floor] * len(failed), "x", color="C3", ms=10, label="level failed")
+    ax.axhline(100, color="C3", ls="--", lw=1, label="limit 100 ms")
+    ax.axvline(r.series["bound"], color="C2", ls=":", lw=1.5, label=f"encode bound {r.series['bound']:.1f}")
+    ax.axvline(0.8 * r.series["bound"], color="C2", ls="--", lw=1, label="80% of bound (target)")
+    ax.set_yscale("log")
+    ax.set_xlim(0, max(r.series["bound"], max(n, default=1)) * 1.05)
+    ax.set_xlabel("real-time sessions at once")
+    ax.set_ylabel("ms")
+    ax.legend(loc="center right", fontsize=7)
+
+
+def _memory(ax: Any, r: ScenarioResult) -> None:
+    long = np.array(r.series["long"], dtype=np.float64)
+    if long.size:
+        ax.plot(long[:, 0], long[:, 1] / 1e6, label="RSS (sum over tree)")
+        ax.plot(long[:, 0], long[:, 2] / 1e6, label="PSS (sum over tree)")
+        ax.axvline(r.series["warmup"], color="C7", ls=":", lw=1, label="end of warm-up")
+    ax.set_xlabel("seconds into the stream")
+    ax.set_ylabel("MB")
+    ax.legend(loc="center right", fontsize=8)
+    per = r.metric("per_session_rss").text()
+    ax.set_title(f"{ax.get_title()}\n(+{per} RSS per extra session)", fontsize=9)
+
+
+def _drift(ax: Any, r: ScenarioResult) -> None:
+    ax.plot(r.series["t"], r.series["drift_ms"], lw=1)
+    ax.axhspan(-50, 50, color="C2", alpha=0.1, label="target |drift| < 50 ms")
+    ax.set_xlabel("media seconds")
+    ax.set_ylabel("wall - media (ms)")
+    ax.legend(loc="upper left", fontsize=8)
+
+
+PANELS = {"e2e": _e2e, "transport": _transport, "latency": _latency, "concurrency": _concurrency,
+          "memory": _memory, "drift": _drift}
+
+
+def draw(results: list[ScenarioResult], path: Path, title: str) -> None:
+    """Draw a panel per scenario that succeeded (a note in place of one that did not)."""
+    shown = [r for r in results if r.name in PANELS]
+    cols = 3
+    rows = max(1, (len(shown) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(16, 4.6 * rows), squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, shown):
+        ax.set_title(r.title, fontsize=9)
+        if r.error:
+            ax.text(0.5, 0.5, f"failed:\n{r.error.splitlines()[-1][:60]}", ha="center", va="center", color="C3")
+            ax.axis("off")
+            continue
+        PANELS[r.name](ax, r)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.plot RESULTS.json [OUT.png]``: draw a saved run again."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m benchmarks.plot RESULTS.json [OUT.png]", file=sys.stderr)
+        return 2
+    source = Path(args[0])
+    payload = json.loads(source.read_text())
+    results = [ScenarioResult.from_json(r) for r in payload["results"]]
+    info = payload["machine"]
+    title = (f"framecast benchmarks ({payload['mode']}, {info['date']}, commit {info['commit']}"
+             f"{' + local changes' if info['tree_dirty'] else ''}): {info['nproc']} x {info['cpu']}")
+    draw(results, Path(args[1]) if len(args) > 1 else source.with_name("plot.png"), title)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

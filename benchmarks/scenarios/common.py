@@ -1,0 +1,32 @@
+"""Helpers shared by the scenarios: writers configured the same way everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import framecast
+
+#: x264 settings of the end-to-end and latency scenarios.
+ULTRAFAST = {"preset": "ultrafast"}
+ULTRAFAST_ZEROLATENCY = {"preset": "ultrafast", "tune": "zerolatency"}
+#: framecast's live defaults for network outputs (service/framecast_server/destinations.py), used for
+#: the real-time sessions of the concurrency, memory and drift scenarios, spelled out so that
+#: Discard outputs (which get no live defaults) encode exactly like a live stream.
+LIVE = {"preset": "veryfast", "tune": "zerolatency", "g": "60", "bf": "0"}
+
+
+def video_writer(dst: Any, server: str, size: tuple[int, int], rate: int, options: dict[str, str] | None,
+                 realtime: bool | None = None, encoder: str | None = "libx264") -> framecast.StreamWriter:
+    """A StreamWriter with one rgb24 video stream (not opened yet)."""
+    writer = framecast.StreamWriter(dst, server=server, realtime=realtime)
+    width, height = size
+    writer.add_video_stream(frame_rate=rate, width=width, height=height, format="rgb24",
+                            encoder=encoder, encoder_option=options)
+    return writer
+
+
+def stream_counters(summary: dict[str, Any] | None, index: int = 0) -> dict[str, Any]:
+    """Counters of stream ``index`` from a writer's final summary ({} if there is none)."""
+    if not summary:
+        return {}
+    return dict(summary["streams"][index]["counters"])

@@ -1,0 +1,165 @@
+"""4. Concurrency: how many 640x360@30 real-time sessions run at once, all of them keeping up.
+
+Ramp 1, 2, 3, ... sessions. At each level every session runs in its own thread of this process:
+it opens a ``Discard(encode=True)`` session with ``realtime=True`` (encoded with libx264 as a live
+stream is, framecast's live defaults: veryfast, zerolatency, a keyframe every 2 s, no B-frames,
+then muxed into FFmpeg's null muxer), and all start together, each writing one 1-frame chunk
+every 1/30 s of wall clock. A level passes when every session
+
+- had every frame taken and encoded (summary counters: frames and packets == frames written),
+- never released a frame more than 100 ms after its media time (``pacing.max_lateness_ms``),
+- saw p99 ACK latency (sent -> encoded and muxed, ``measure.AckClock``) under 100 ms.
+
+The ramp stops at the first level that fails. The bound it is compared with: PyAV encoding the
+same frames with the same settings, single-threaded (threads=1), in this process, as fast as it
+can; ``bound = that fps x cores / 30``, the sessions the machine could hold if encoding were all
+there was to do. The client (this process, writing every session's frames) shares the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+import framecast
+
+from ..baselines import pyav_encode_fps
+from ..measure import AckClock, own_cpu_seconds, percentile, sleep_until
+from ..media import moving_frames
+from ..report import ScenarioResult
+from ..server import BenchServer
+from ..settings import Settings
+from .common import LIVE, stream_counters, video_writer
+
+NAME = "concurrency"
+TITLE = "Concurrency: real-time 640x360@30 sessions at once"
+
+LIMIT_MS = 100.0
+DISTINCT_FRAMES = 60
+WARMUP_FRAMES = 10
+
+
+def _session(server: BenchServer, frames, rate: int, seconds: float, go: threading.Barrier, out: dict) -> None:
+    """One real-time session; fills ``out`` with what it measured (or ``error``)."""
+    try:
+        size = (frames.shape[3], frames.shape[2])
+        writer = video_writer(framecast.Discard(encode=True), server.url, size, rate, LIVE, realtime=True)
+        clock = AckClock.attach(writer)
+        writer.open()
+        go.wait(120)
+        count = int(seconds * rate)
+        slip = 0.0
+        start = time.perf_counter()
+        for i in range(count):
+            due = start + i / rate
+            sleep_until(due)
+            slip = max(slip, time.perf_counter() - due)
+            k = i % len(frames)
+            writer.write_video_chunk(0, frames[k : k + 1])
+        writer.close()
+        counters = stream_counters(writer.summary)
+        pacing = (writer.summary or {}).get("pacing") or {}
+        latencies = clock.latencies_ms(WARMUP_FRAMES)
+        out.update(
+            frames_written=count, frames=counters.get("frames", 0), packets=counters.get("packets", 0),
+            max_lateness_ms=float(pacing.get("max_lateness_ms", float("inf"))),
+            p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99), client_slip_ms=slip * 1000,
+        )
+        out["ok"] = (
+            out["frames"] == count and out["packets"] == count
+            and out["max_lateness_ms"] < LIMIT_MS and out["p99_ms"] < LIMIT_MS
+        )
+    except Exception as exc:  # a session that failed fails its level; the ramp goes on to report it
+        go.abort()
+        out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+
+
+def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float) -> dict:
+    """Run ``sessions`` sessions at once; their results and the level's verdict."""
+    go = threading.Barrier(sessions)
+    outs: list[dict] = [{} for _ in range(sessions)]
+    threads = [
+        threading.Thread(target=_session, args=(server, frames, rate, seconds, go, out), name=f"session-{i}")
+        for i, out in enumerate(outs)
+    ]
+    cpu_client = own_cpu_seconds()
+    machine = psutil.cpu_times()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 180)
+    elapsed = time.perf_counter() - t0
+    machine_after = psutil.cpu_times()
+    busy = (sum(machine_after) - machine_after.idle) - (sum(machine) - machine.idle)
+    ok = [o for o in outs if o.get("ok")]
+
+    def worst(key: str) -> float:
+        values = [o[key] for o in outs if key in o]
+        return max(values) if values else float("nan")
+
+    return {
+        "sessions": sessions, "passed": len(ok) == sessions, "ok_sessions": len(ok),
+        "p99_ms": worst("p99_ms"), "max_lateness_ms": worst("max_lateness_ms"),
+        "client_slip_ms": worst("client_slip_ms"),
+        "frames_short": sum(o.get("frames_written", 0) - o.get("packets", 0) for o in outs),
+        "errors": [o["error"] for o in outs if "error" in o],
+        "cores_busy": busy / elapsed,  # the whole machine (all processes), opening and closing included
+        "cores_client": (own_cpu_seconds() - cpu_client) / elapsed,
+        "system_share": (machine_after.system - machine.system) / max(busy, 1e-9),
+    }
+
+
+def run(settings: Settings, workdir: Path) -> ScenarioResult:
+    result = ScenarioResult(NAME, TITLE)
+    width, height = settings.concurrency_size
+    rate = settings.frame_rate
+    tchw = moving_frames(DISTINCT_FRAMES, height, width, "tchw")
+    thwc = moving_frames(settings.concurrency_bound_frames, height, width, "thwc")
+    cores = os.cpu_count() or 1
+
+    pyav_encode_fps(thwc[:10], rate, {**LIVE, "threads": "1"})  # warm-up
+    fps_single = pyav_encode_fps(thwc, rate, {**LIVE, "threads": "1"})
+    fps_auto = pyav_encode_fps(thwc, rate, LIVE)
+    bound = fps_single * cores / rate
+
+    levels = []
+    with BenchServer() as server:
+        for sessions in range(1, settings.concurrency_max_sessions + 1):
+            level = _level(server, sessions, tchw, rate, settings.concurrency_level_seconds)
+            levels.append(level)
+            if not level["passed"] and not settings.quick:
+                break
+    passed = [lv["sessions"] for lv in levels if lv["passed"]]
+    best = max(passed) if passed else 0
+    first_fail = next((lv for lv in levels if not lv["passed"]), None)
+
+    result.add("sessions", "sessions that all keep up", best, "sessions", 0)
+    result.add("fps_single", "PyAV encode, 1 thread (fps)", fps_single, "fps", 0)
+    result.add("fps_auto", "PyAV encode, x264's threads (fps)", fps_auto, "fps", 0)
+    result.add("bound", f"bound: 1-thread fps x {cores} cores / {rate}", bound, "sessions", 1)
+    result.add("ratio_bound", "sessions / bound", best / bound, "x", 2)
+    if first_fail is not None:
+        result.add("fail_p99", f"at {first_fail['sessions']} sessions: worst p99", first_fail["p99_ms"], "ms", 0)
+        result.add("fail_lateness", f"at {first_fail['sessions']} sessions: worst max_lateness",
+                   first_fail["max_lateness_ms"], "ms", 0)
+    if passed:
+        top = next(lv for lv in levels if lv["sessions"] == best)
+        result.add("busy_at_best", f"at {best} sessions: machine busy", top["cores_busy"], "cores", 2)
+    result.target(">= 80% of the single-process bound", "ratio_bound", ">=", 0.8, "x")
+    result.series = {"levels": levels, "bound": bound}
+    result.notes.append(
+        f"{width}x{height} rgb24, libx264 {LIVE}, {settings.concurrency_level_seconds:g} s per level; "
+        + "; ".join(
+            f"{lv['sessions']}: {'pass' if lv['passed'] else 'FAIL'} p99 {lv['p99_ms']:.0f} ms, lateness "
+            f"{lv['max_lateness_ms']:.0f} ms, client slip {lv['client_slip_ms']:.0f} ms, machine busy "
+            f"{lv['cores_busy']:.2f} cores ({lv['system_share']:.0%} kernel), client {lv['cores_client']:.2f}"
+            + (f", {lv['errors'][0]}" if lv["errors"] else "")
+            for lv in levels
+        )
+    )
+    return result

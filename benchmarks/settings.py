@@ -1,0 +1,67 @@
+"""Sizes and durations of a run: the full suite (the numbers in BENCHMARKS.md) and ``--quick``.
+
+The quick run exercises every code path of every scenario with tiny frames and short durations
+(under a minute in all); its numbers only show that the suite works, not how fast framecast is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool = False
+
+    # 1. end to end: framecast vs PyAV in-process vs an ffmpeg pipe
+    e2e_size: tuple[int, int] = (1280, 720)
+    e2e_frames: int = 300
+    e2e_rounds: int = 3
+
+    # 2. transport alone (Discard(encode=False))
+    transport_size: tuple[int, int] = (1280, 720)
+    transport_chunk_frames: tuple[int, ...] = (1, 8)
+    transport_seconds: float = 4.0
+    transport_rounds: int = 2
+
+    # 3. latency, real time, zerolatency
+    latency_size: tuple[int, int] = (1280, 720)
+    latency_seconds: float = 20.0
+    latency_warmup_frames: int = 30
+
+    # 4. concurrency: real-time sessions at once
+    concurrency_size: tuple[int, int] = (640, 360)
+    concurrency_level_seconds: float = 10.0
+    concurrency_max_sessions: int = 40
+    concurrency_bound_frames: int = 300
+
+    # 5. memory over a long stream, and per extra session
+    memory_size: tuple[int, int] = (640, 360)
+    memory_seconds: float = 600.0
+    memory_interval: float = 2.0
+    memory_extra_sessions: int = 6
+    memory_settle_seconds: float = 4.0
+
+    # 6. pacing drift
+    drift_size: tuple[int, int] = (640, 360)
+    drift_seconds: float = 60.0
+
+    # shared
+    frame_rate: int = 30
+    sample_rate: int = 48000
+
+
+FULL = Settings()
+
+QUICK = replace(
+    FULL,
+    quick=True,
+    e2e_size=(320, 180), e2e_frames=30, e2e_rounds=1,
+    transport_size=(320, 180), transport_seconds=0.7, transport_rounds=1,
+    latency_size=(320, 180), latency_seconds=2.0, latency_warmup_frames=5,
+    concurrency_size=(160, 96), concurrency_level_seconds=1.5, concurrency_max_sessions=2,
+    concurrency_bound_frames=30,
+    memory_size=(160, 96), memory_seconds=8.0, memory_interval=0.5, memory_extra_sessions=2,
+    memory_settle_seconds=1.0,
+    drift_size=(160, 96), drift_seconds=4.0,
+)
