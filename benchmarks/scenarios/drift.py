@@ -31,8 +31,8 @@ from ..udp import UdpReceiver
 NAME = "drift"
 TITLE = "Pacing drift: real-time video + audio to UDP"
 
-#: Media written per call, per stream: one video frame. (Multi-frame chunks into real-time
-#: sessions fail since commit 3d3093e, "Invalid pts (3) <= last (3)": see BENCHMARKS.md.)
+#: Media written per call, per stream: one video frame (and as much audio), as a live generator
+#: produces them; every video chunk's ACK then marks one frame leaving.
 STEP_FRAMES = 1
 
 
