@@ -19,7 +19,6 @@ from .conftest import ROOT, free_port
 from .media import decode
 from .peers import NginxRtmp
 
-
 COMPOSE_KEY = "compose-test-key"
 
 

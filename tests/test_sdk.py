@@ -200,7 +200,10 @@ def test_capabilities_and_default_server_from_environment(server, monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_message_server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("small") / "out", env={"FRAMECAST_MAX_MESSAGE_BYTES": "65536"})
+    # The encoder buffer as small as allowed: a 36 KiB frame fills more than half of it, so every
+    # chunk waits for the one before it to leave the ring, and the audio wraps around it.
+    proc = ServerProcess(tmp_path_factory.mktemp("small") / "out",
+                         env={"FRAMECAST_MAX_MESSAGE_BYTES": "65536", "FRAMECAST_ENCODER_BUFFER_BYTES": "65536"})
     yield proc
     proc.stop()
 

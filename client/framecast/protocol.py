@@ -194,12 +194,11 @@ def _check_preamble(data: bytes | memoryview, kind: Kind | None = None) -> int:
     return int(got_kind)
 
 
-def parse_chunk(data: bytes | bytearray | memoryview) -> tuple[ChunkHeader, memoryview]:
-    """Parse a CHUNK message into its header and a zero-copy view of its payload.
+def parse_chunk_header(data: bytes | bytearray | memoryview) -> ChunkHeader:
+    """Parse the header at the start of a CHUNK message; whatever follows it is not looked at.
 
     Raises:
-        ProtocolError: the message is truncated, malformed, or its payload length does not match
-            the shape and dtype in its header.
+        ProtocolError: the header is truncated or malformed.
     """
     view = memoryview(data).cast("B")
     _check_preamble(view, Kind.CHUNK)
@@ -226,11 +225,21 @@ def parse_chunk(data: bytes | bytearray | memoryview) -> tuple[ChunkHeader, memo
     has_pts = bool(flags & FLAG_HAS_PTS)
     if has_pts and not math.isfinite(pts):
         raise ProtocolError(f"pts must be a finite number of seconds, got {pts}")
-    header = ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(shape), pts=pts if has_pts else None)
-    payload = view[hsize:]
+    return ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(shape), pts=pts if has_pts else None)
+
+
+def parse_chunk(data: bytes | bytearray | memoryview) -> tuple[ChunkHeader, memoryview]:
+    """Parse a CHUNK message into its header and a zero-copy view of its payload.
+
+    Raises:
+        ProtocolError: the message is truncated, malformed, or its payload length does not match
+            the shape and dtype in its header.
+    """
+    header = parse_chunk_header(data)
+    payload = memoryview(data).cast("B")[header.size :]
     if len(payload) != header.payload_size:
         raise ProtocolError(
-            f"payload is {len(payload)} bytes but shape {tuple(shape)} of {dtype.label} "
+            f"payload is {len(payload)} bytes but shape {header.shape} of {header.dtype.label} "
             f"needs {header.payload_size}"
         )
     return header, payload

@@ -36,6 +36,16 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _buffer_holds_a_message(self) -> Settings:
+        """Every chunk message must fit into the encoder buffer, or it could never be taken."""
+        if self.encoder_buffer_bytes < self.max_message_bytes:
+            raise ValueError(
+                f"encoder_buffer_bytes ({self.encoder_buffer_bytes}) must be at least max_message_bytes "
+                f"({self.max_message_bytes}): a chunk message has to fit into it"
+            )
+        return self
+
     @property
     def loopback_only(self) -> bool:
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
@@ -81,8 +91,11 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=64 * 1024, description="Largest websocket message; clients split chunks to fit."
     )
-    worker_queue_chunks: int = Field(
-        4, ge=1, description="Chunks buffered between the server and one encoder process."
+    encoder_buffer_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Shared memory between the server and one encoder process for chunks on their "
+        "way to it; at least FRAMECAST_MAX_MESSAGE_BYTES. Pages are used only as chunks need them.",
     )
     open_timeout: float = Field(
         30.0, gt=0, description="Seconds an encoder process may take to start and open its output."

@@ -122,7 +122,7 @@ class Session:
         self._done = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._resume_timer: asyncio.TimerHandle | None = None
-        self.encoder = EncoderProcess(plan, settings.worker_queue_chunks, self._from_worker_thread)
+        self.encoder = EncoderProcess(plan, settings.encoder_buffer_bytes, self._from_worker_thread)
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"session-{session_id}")
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
@@ -165,6 +165,8 @@ class Session:
         if self._connect_timer is not None:
             self._connect_timer.cancel()
         self._thread.shutdown(wait=False)
+        if self.encoder.ring is not None:
+            self.encoder.ring.dispose()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -334,7 +336,7 @@ class Session:
         while self.outbox.waiting_bytes > self.settings.max_queued_output_bytes and not self.state.done:
             await asyncio.sleep(0.01)
         try:
-            await self._blocking(self.encoder.send, message)
+            await self.encoder.send_chunk(message, header.size, payload)
         except OSError:
             # The encoder died; its reader thread fails the session and the client hears why.
             self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)

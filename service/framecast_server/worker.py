@@ -4,14 +4,16 @@ Why a process: PyAV holds the GIL while it opens a network output, writes the he
 the trailer, and a crash inside FFmpeg kills whatever process it runs in. In its own process an
 encoder can hang or die without touching the event loop or any other session.
 
-The pipe between the two carries, server -> worker, the websocket CHUNK messages exactly as they
-arrived (already checked by the server) and JSON control messages (``{"type": "finish"}``);
-worker -> server, small pickled tuples:
+Chunk payloads do not cross the pipe: the server copies each into shared memory (``ring.py``).
+The pipe carries, server -> worker, chunk descriptors (the CHUNK header as it arrived, already
+checked by the server, then the payload's place in the ring) and JSON control messages
+(``{"type": "finish"}``); worker -> server, small pickled tuples:
 
     ("ready", warnings)                     the output is open (for URLs: not yet connected)
     ("setup_failed", message, field)        it could not be opened (becomes a 422)
     ("connected", warnings)                 a network output is connected, its header written
     ("out", offset, data)                   encoded bytes for a client-side destination
+    ("free",)                               the oldest chunk's payload is copied out of the ring
     ("ack", seq, stats)                     chunk ``seq`` (and all before it) is encoded and muxed
     ("failed", reason)                      encoding or connecting failed; the worker exits
     ("closed", stats)                       trailer written, output closed; the worker exits
@@ -37,6 +39,7 @@ from typing import Any
 from framecast import protocol
 
 from .plan import OutputPlan
+from .ring import PayloadRing, RingReader, descriptor
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,10 @@ class _PipeSink:
 
 
 def _reader(conn: Connection, inbox: queue.Queue[bytes | None]) -> None:
-    """Move messages from the pipe into the bounded inbox so receiving overlaps encoding."""
+    """Move messages from the pipe into the inbox, so the pipe never fills while the worker is busy.
+
+    The inbox needs no bound of its own: the ring bounds the chunks in flight.
+    """
     try:
         while True:
             inbox.put(conn.recv_bytes())
@@ -85,7 +91,7 @@ def _reader(conn: Connection, inbox: queue.Queue[bytes | None]) -> None:
         inbox.put(None)
 
 
-def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
+def worker_main(conn: Connection, plan: OutputPlan, ring: RingReader) -> None:
     """Entry point of an encoder process: open the output, then encode until told to finish."""
     import av.logging
 
@@ -108,16 +114,16 @@ def worker_main(conn: Connection, plan: OutputPlan, queue_chunks: int) -> None:
         return
     conn.send(("ready", writer.warnings))
 
-    inbox: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_chunks)
+    inbox: queue.Queue[bytes | None] = queue.Queue()
     threading.Thread(target=_reader, args=(conn, inbox), daemon=True, name="pipe-reader").start()
     try:
         if plan.live:
             writer.start()  # connects; chunks queue up meanwhile, and then the client waits
             conn.send(("connected", writer.warnings))
         if plan.realtime:
-            _paced_loop(conn, writer, inbox)
+            _paced_loop(conn, writer, inbox, ring)
         else:
-            _direct_loop(conn, writer, inbox)
+            _direct_loop(conn, writer, inbox, ring)
     except Exception as exc:
         reason = describe_error(exc)
         with contextlib.suppress(Exception):
@@ -142,7 +148,7 @@ def _send_preview(conn: Connection, previewer: Any) -> None:
         conn.send(("preview", previewer.take(), dict(previewer.levels)))
 
 
-def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]) -> None:
+def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None], ring: RingReader) -> None:
     """Encode each chunk as it comes: files, client-side outputs, unpaced network outputs."""
     from .preview import Previewer
 
@@ -158,16 +164,20 @@ def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]
             writer.close()
             return
         if message[:2] == protocol.MAGIC:
-            header, payload = protocol.parse_chunk(message)
-            array = protocol.chunk_array(header, payload)
+            header, array = ring.chunk(message)
             if writer.plan.encode:
                 frames = writer.frames_for(header.stream, array, header.pts)
+                _offer_preview(previewer, writer, header.stream, array, frames)
+                del array  # frames hold copies: the ring space can be written again
+                conn.send(FREE)
                 if live is not None:
                     for frame in frames:
                         live.emit(header.stream, frame)
                 else:
                     writer.emit(header.stream, frames)
-                _offer_preview(previewer, writer, header.stream, array, frames)
+            else:
+                del array
+                conn.send(FREE)
             conn.send(("ack", header.seq, _stats(writer)))
             _send_preview(conn, previewer)
         elif json.loads(message).get("type") == protocol.FINISH:
@@ -186,7 +196,7 @@ def _live_output(conn: Connection, writer: Any) -> Any:
     return LiveOutput(writer, conn.send, plan.on_drop, plan.outage_buffer, plan.reconnect_timeout)
 
 
-def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]) -> None:
+def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None], ring: RingReader) -> None:
     """Release frames at media time; read ahead only as far as the pacer allows (backpressure)."""
     from .pacing import Pacer
     from .preview import Previewer
@@ -237,15 +247,19 @@ def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None])
         if message is None:
             finishing = True
         elif message[:2] == protocol.MAGIC:
-            header, payload = protocol.parse_chunk(message)
-            array = protocol.chunk_array(header, payload)
+            header, array = ring.chunk(message)
             frames = writer.frames_for(header.stream, array, header.pts)
             pacer.add(header.stream, frames, header.seq, array.nbytes)
             if writer.plan.streams[header.stream].type == "audio":
                 previewer.offer_audio(header.stream, array)
+            del array
+            conn.send(FREE)
         elif json.loads(message).get("type") == protocol.FINISH:
             finishing = True
 
+
+#: Sent after each chunk's payload is copied out of the ring (into frames), oldest first.
+FREE = ("free",)
 
 _context: multiprocessing.context.BaseContext | None = None
 
@@ -263,24 +277,30 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 class EncoderProcess:
     """The server's handle on one encoder process.
 
-    All methods that block (``start``, ``send``) are meant to run in a thread; ``on_message``
-    is called from this handle's reader thread for every message the worker sends, and once
-    more with ``("exited", exitcode)`` when the pipe closes.
+    ``start`` and ``send`` block and are meant to run in a thread; ``send_chunk`` runs on the
+    event loop. ``on_message`` is called from this handle's reader thread for every message the
+    worker sends (but ``("free",)``, which the ring takes), and once more with
+    ``("exited", exitcode)`` when the pipe closes.
+
+    Args:
+        buffer_bytes: size of the shared memory the chunks cross over (``ring.py``).
     """
 
-    def __init__(self, plan: OutputPlan, queue_chunks: int, on_message: Callable[[tuple], None]) -> None:
+    def __init__(self, plan: OutputPlan, buffer_bytes: int, on_message: Callable[[tuple], None]) -> None:
         self.plan = plan
         self._on_message = on_message
-        self._queue_chunks = queue_chunks
+        self._buffer_bytes = buffer_bytes
         self._conn: Connection | None = None
+        self.ring: PayloadRing | None = None
         self.process: multiprocessing.process.BaseProcess | None = None
         self._send_lock = threading.Lock()
 
     def start(self, timeout: float) -> tuple:
         """Start the process and wait for its first message: ("ready", ...) or ("setup_failed", ...)."""
         parent, child = multiprocessing.Pipe(duplex=True)
+        self.ring = PayloadRing(self._buffer_bytes)
         self.process = _mp_context().Process(
-            target=worker_main, args=(child, self.plan, self._queue_chunks), daemon=True,
+            target=worker_main, args=(child, self.plan, self.ring), daemon=True,
             name="framecast-encoder",
         )
         self.process.start()
@@ -288,6 +308,7 @@ class EncoderProcess:
         self._conn = parent
         if not parent.poll(timeout):
             self.kill()
+            self.ring.dispose()
             return ("setup_failed", f"encoder did not open its output within {timeout:g} s", "destination")
         early = []  # output bytes written while opening (a header), delivered after "ready"
         try:
@@ -297,24 +318,43 @@ class EncoderProcess:
                 first = parent.recv()
         except EOFError:
             self.process.join(5)
+            self.ring.dispose()
             return ("setup_failed", f"encoder process exited during setup ({exit_text(self.process.exitcode)})", None)
         if first[0] == "ready":
             threading.Thread(target=self._read, args=(early,), daemon=True, name="encoder-reader").start()
         else:
             self.process.join(5)
+            self.ring.dispose()
         return first
 
     def _read(self, early: list) -> None:
-        assert self._conn is not None and self.process is not None
+        assert self._conn is not None and self.process is not None and self.ring is not None
         for message in early:
             self._on_message(message)
         try:
             while True:
-                self._on_message(self._conn.recv())
+                message = self._conn.recv()
+                if message == FREE:
+                    self.ring.release()
+                else:
+                    self._on_message(message)
         except (EOFError, OSError):
             pass
+        self.ring.close()  # wakes a chunk waiting for space: it is not delivered
         self.process.join(10)
         self._on_message(("exited", self.process.exitcode))
+
+    async def send_chunk(self, message: bytes | memoryview, header_size: int, payload: memoryview) -> None:
+        """Hand one checked CHUNK message to the worker: the payload through the ring, the rest
+        through the pipe. Waits (without blocking the loop) while the ring is full.
+
+        Raises:
+            OSError: the encoder process is gone (``RingClosed`` is one).
+        """
+        assert self.ring is not None
+        offset = await self.ring.write(payload)
+        # Never blocks: the ring bounds the descriptors in flight far below the pipe's buffer.
+        self.send(descriptor(memoryview(message)[:header_size], offset))
 
     def send(self, data: bytes | memoryview) -> None:
         """Hand one message to the worker; blocks while the worker's inbox is full."""

@@ -1,0 +1,210 @@
+"""Shared memory between the server and one encoder process, so chunk payloads skip the pipe.
+
+A 720p RGB frame is 2.7 MB. Sent through a pipe it is copied into the kernel by the server,
+out of it by the encoder, and once more by ``multiprocessing`` reassembling the message: most
+of what the encoder process did besides encoding. Through the ring the server copies each
+payload once, from the websocket message into memory both processes map, and sends the encoder
+only a small descriptor (the chunk header and where the payload lies). The encoder builds its
+frames straight from that memory, the one copy it made anyway, and hands the space back.
+
+The ring is a memfd (an anonymous file; elsewhere an unlinked temporary file) that the encoder
+inherits as a file descriptor when it starts. Nothing is left behind in ``/dev/shm`` when the
+server is killed: the memory goes when the last process holding it does.
+
+Space is handed out first in, first out, the way the encoder consumes it: the server keeps the
+regions in flight in a queue, and each ``("free",)`` message from the encoder releases the
+oldest. When the ring empties, writing starts again at its beginning, so a session whose
+encoder keeps up touches only a few chunks' worth of pages, not the whole capacity.
+
+The number of chunks in flight is bounded too (``max_chunks``), which bounds the descriptors
+queued in the pipe: sending one never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import mmap
+import os
+import struct
+import tempfile
+import threading
+from multiprocessing import reduction
+from typing import Any
+
+import numpy as np
+
+from framecast import protocol
+
+#: Regions start on cache-line boundaries (and numpy views of them are aligned).
+ALIGN = 64
+#: Descriptors after the chunk header: the payload's offset in the ring.
+_TRAILER = struct.Struct("<Q")
+
+
+def _align(n: int) -> int:
+    return max(ALIGN, (n + ALIGN - 1) & ~(ALIGN - 1))
+
+
+def _anonymous_file(capacity: int) -> int:
+    """A file descriptor of ``capacity`` bytes of memory that no path names."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("framecast-ring", os.MFD_CLOEXEC)
+    else:  # macOS and friends: an unlinked temporary file serves the same purpose
+        with tempfile.TemporaryFile() as f:
+            fd = os.dup(f.fileno())
+    os.ftruncate(fd, capacity)
+    return fd
+
+
+class RingClosed(BrokenPipeError):
+    """The encoder process is gone; no chunk can be handed to it any more."""
+
+
+class PayloadRing:
+    """The server's side of the ring: reserves space, copies payloads in, waits when full.
+
+    ``write`` runs on the event loop; ``release`` and ``close`` run on the encoder handle's
+    reader thread. A lock guards the bookkeeping between the two.
+
+    Args:
+        capacity: bytes of shared memory; the largest chunk payload must fit.
+        max_chunks: most chunks in flight (written, not yet released) at once.
+    """
+
+    def __init__(self, capacity: int, max_chunks: int = 64) -> None:
+        self.capacity = _align(capacity)
+        self.max_chunks = max_chunks
+        self._fd = _anonymous_file(capacity)
+        self._map = mmap.mmap(self._fd, capacity)
+        self._view = memoryview(self._map)
+        self._regions: collections.deque[tuple[int, int]] = collections.deque()  # (offset, end) in flight
+        self._next = 0  # where the next region starts, if it fits
+        self._lock = threading.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # -- the event loop's side ------------------------------------------------------------------
+
+    async def write(self, payload: bytes | memoryview) -> int:
+        """Copy ``payload`` into the ring, waiting while it is full; returns its offset.
+
+        Raises:
+            ValueError: the payload is larger than the whole ring.
+            RingClosed: the encoder went away (before or while waiting).
+        """
+        size = len(payload)
+        if size > self.capacity:
+            raise ValueError(f"chunk payload of {size} bytes is larger than the encoder buffer ({self.capacity} bytes)")
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RingClosed("encoder process is gone")
+                offset = self._reserve(_align(size))
+                if offset is None:
+                    self._loop = asyncio.get_running_loop()
+                    self._waiter = self._loop.create_future()
+                    waiter = self._waiter
+            if offset is not None:
+                break
+            await waiter
+        self._view[offset : offset + size] = payload
+        return offset
+
+    def _reserve(self, size: int) -> int | None:
+        """Claim ``size`` bytes (the lock is held); their offset, or None when they do not fit."""
+        if not self._regions:
+            self._next = 0
+            start = 0 if size <= self.capacity else None
+        elif len(self._regions) >= self.max_chunks:
+            start = None
+        else:
+            oldest = self._regions[0][0]
+            if self._next > oldest:  # in use: [oldest, next); free: [next, capacity) and [0, oldest)
+                start = self._next if self._next + size <= self.capacity else (0 if size <= oldest else None)
+            else:  # wrapped around: in use [oldest, capacity) and [0, next); free: [next, oldest)
+                start = self._next if self._next + size <= oldest else None
+        if start is not None:
+            self._next = start + size
+            self._regions.append((start, self._next))
+        return start
+
+    # -- the reader thread's side ---------------------------------------------------------------
+
+    def release(self) -> None:
+        """The encoder is done with the oldest region in flight."""
+        with self._lock:
+            if self._regions:
+                self._regions.popleft()
+            self._wake()
+
+    def close(self) -> None:
+        """The encoder exited: wake a waiting writer with RingClosed; refuse further writes."""
+        with self._lock:
+            self._closed = True
+            self._regions.clear()
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(_resolve, waiter)
+
+    @property
+    def in_flight(self) -> int:
+        """Chunks written and not yet released."""
+        return len(self._regions)
+
+    # -- handing it to the encoder --------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled for the encoder process as its file descriptor (only while starting it)."""
+        return RingReader, (reduction.DupFd(self._fd), self.capacity)
+
+    def dispose(self) -> None:
+        """Unmap the server's side and close the descriptor, once no chunk can be written any more.
+
+        Runs on the thread that writes (the event loop), so it never unmaps under a copy; the
+        encoder's own mapping is unaffected.
+        """
+        if self._fd < 0:
+            return
+        self.close()
+        try:
+            self._view.release()
+            self._map.close()
+        except BufferError:  # a payload view is still alive somewhere; the GC unmaps it later
+            pass
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def descriptor(header: bytes | memoryview, offset: int) -> bytes:
+    """What goes down the pipe for a chunk: its header bytes, then the payload's ring offset."""
+    return bytes(header) + _TRAILER.pack(offset)
+
+
+class RingReader:
+    """The encoder's side of the ring: views of chunk payloads, read-only and without a copy."""
+
+    def __init__(self, fd: Any, capacity: int) -> None:
+        if not isinstance(fd, int):
+            fd = fd.detach()  # a DupFd from the process start
+        self._map = mmap.mmap(fd, capacity, access=mmap.ACCESS_READ)
+        os.close(fd)
+
+    def chunk(self, message: bytes) -> tuple[protocol.ChunkHeader, np.ndarray]:
+        """The header and payload array of a descriptor received from the server."""
+        header = protocol.parse_chunk_header(message)
+        (offset,) = _TRAILER.unpack_from(message, len(message) - _TRAILER.size)
+        count = header.payload_size // header.dtype.numpy.itemsize
+        array = np.frombuffer(self._map, dtype=header.dtype.numpy, count=count, offset=offset)
+        return header, array.reshape(header.shape)

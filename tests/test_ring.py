@@ -1,0 +1,106 @@
+"""The shared-memory ring between the server and an encoder process: placement, waiting, closing.
+
+The ring is handed to the reader the way an encoder process gets it (pickled with its file
+descriptor), so what the reader sees is what the server wrote, through a second mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from multiprocessing.reduction import ForkingPickler
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from framecast import protocol
+from framecast_server.config import Settings
+from framecast_server.ring import PayloadRing, RingClosed, RingReader, descriptor
+
+
+def reader_of(ring: PayloadRing) -> RingReader:
+    reader = pickle.loads(ForkingPickler.dumps(ring))
+    assert isinstance(reader, RingReader)
+    return reader
+
+
+def chunk(seq: int, value: int, frames: int = 1) -> tuple[bytes, memoryview, np.ndarray]:
+    array = np.full((frames, 100), value, np.uint8)
+    header, payload = protocol.encode_chunk(0, seq, array)
+    return header, payload, array
+
+
+def test_payloads_wrap_around_and_wait_for_space() -> None:
+    async def main() -> None:
+        ring = PayloadRing(256)
+        reader = reader_of(ring)
+        offsets = []
+        for seq in range(2):
+            header, payload, _ = chunk(seq, seq)
+            offsets.append(await ring.write(payload))
+        assert offsets == [0, 128]  # 100 bytes take 128: regions start on 64-byte boundaries
+        header, payload, array = chunk(2, 2)
+        third = asyncio.create_task(ring.write(payload))
+        await asyncio.sleep(0.05)
+        assert not third.done()  # full: it waits for the encoder to free the oldest
+        ring.release()
+        assert await asyncio.wait_for(third, 5) == 0  # wrapped to the start
+        got_header, got = reader.chunk(descriptor(header, 0))
+        assert got_header.seq == 2 and np.array_equal(got, array)
+        assert ring.in_flight == 2
+        ring.release()
+        ring.release()
+        assert ring.in_flight == 0
+        header, payload, array = chunk(3, 3, frames=2)  # an empty ring starts over at 0
+        assert await ring.write(payload) == 0
+        ring.dispose()
+
+    asyncio.run(main())
+
+
+def test_the_number_of_chunks_in_flight_is_bounded() -> None:
+    async def main() -> None:
+        ring = PayloadRing(1 << 20, max_chunks=3)
+        for seq in range(3):
+            await ring.write(chunk(seq, seq)[1])
+        fourth = asyncio.create_task(ring.write(chunk(3, 3)[1]))
+        await asyncio.sleep(0.05)
+        assert not fourth.done()
+        ring.release()
+        assert await asyncio.wait_for(fourth, 5) == 384
+        ring.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_closed_ring_wakes_the_waiting_writer_and_refuses_more() -> None:
+    async def main() -> None:
+        ring = PayloadRing(128)
+        await ring.write(chunk(0, 0)[1])
+        waiting = asyncio.create_task(ring.write(chunk(1, 1)[1]))
+        await asyncio.sleep(0.05)
+        ring.close()  # the encoder process exited
+        with pytest.raises(RingClosed):
+            await asyncio.wait_for(waiting, 5)
+        with pytest.raises(OSError, match="encoder process is gone"):
+            await ring.write(chunk(2, 2)[1])
+        ring.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_payload_larger_than_the_ring_is_refused_by_name() -> None:
+    async def main() -> None:
+        ring = PayloadRing(128)
+        with pytest.raises(ValueError, match="larger than the encoder buffer"):
+            await ring.write(bytes(200))
+        ring.dispose()
+
+    asyncio.run(main())
+
+
+def test_the_encoder_buffer_must_hold_the_largest_message() -> None:
+    with pytest.raises(ValidationError, match="encoder_buffer_bytes .* must be at least max_message_bytes"):
+        Settings(encoder_buffer_bytes=1 << 20, max_message_bytes=2 << 20)
+    assert Settings(encoder_buffer_bytes=4 << 20, max_message_bytes=4 << 20).encoder_buffer_bytes == 4 << 20
