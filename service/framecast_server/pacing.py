@@ -6,6 +6,13 @@ time and releases each when the wall clock reaches it, measured from an anchor s
 frame. Because the schedule is absolute (anchor + media time), sleeping late once does not add up:
 drift stays at scheduling jitter however long the stream runs.
 
+The first frame is often slow (a cold encoder, pages touched for the first time, a connection
+warming up), and an anchor set by it would add its delay to every frame after it. So during the
+first ``settle`` seconds of media the anchor may move earlier: when a frame arrives to an empty
+queue ahead of its slot, the client writes in real time and the schedule follows it. Only then:
+later, an empty queue also happens whenever a client waits for its ACKs between large chunks, and
+following those arrivals would let the stream run ahead of real time a little every time.
+
 Ordering across streams is what makes audio and video interleave at the receiver whatever chunk
 sizes the client writes; the worker reads ahead (bounded) while one stream's queue is empty so a
 late-arriving stream can catch up with the other.
@@ -44,6 +51,7 @@ class Pacer:
         catch_up: seconds of media to hold while a stream's queue is empty, so that stream's
             chunks can arrive and interleave.
         max_bytes: upper bound on buffered frame bytes, whatever the above say.
+        settle: seconds of media during which the anchor may move earlier (see above).
         clock: monotonic clock (seconds).
     """
 
@@ -53,8 +61,10 @@ class Pacer:
         lookahead: float = 1.0,
         catch_up: float = 10.0,
         max_bytes: int = 256 << 20,
+        settle: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.settle = settle
         self.lookahead = lookahead
         self.catch_up = catch_up
         self.max_bytes = max_bytes
@@ -73,6 +83,10 @@ class Pacer:
 
     def add(self, stream: int, frames: list[Any], seq: int, nbytes: int) -> None:
         """Queue the frames of chunk ``seq`` of ``stream`` (``nbytes`` of media in all)."""
+        if not self._heap and frames and self.anchor is not None:
+            first = min(float(frame.pts * frame.time_base) for frame in frames)
+            if first < self.settle:
+                self.anchor = min(self.anchor, self.clock() - first)
         self._seqs.append(seq)
         self._remaining[seq] = len(frames)
         self._active[stream] = True
