@@ -183,6 +183,28 @@ def _layout(channels: int) -> av.AudioLayout:
     return av.AudioLayout(f"{channels}c")
 
 
+#: Pixels per second up to which a real-time video stream is encoded (and converted) on one
+#: thread: 640x480 at 60 fps. x264 veryfast takes ~1.5 ms for a 640x360 frame on one core here.
+SINGLE_THREAD_PIXEL_RATE = 640 * 480 * 60
+
+
+def _threading(realtime: bool, plan: VideoPlan) -> tuple[str, int]:
+    """FFmpeg's thread type and count for a video encoder (``threads`` in encoder_option wins).
+
+    As fast as possible (files): frame threads, which x264 runs faster than sliced ones but which
+    hold back several frames. Paced outputs use slice threads, so packets leave as soon as each
+    frame is encoded; small ones a single thread, because slicing a frame that takes a millisecond
+    or two buys no latency worth the thread wake-ups, and with many sessions on a machine the
+    threads of every encoder would contend for the same cores (measured in BENCHMARKS.md).
+    The count also sets the threads PyAV's swscale uses to convert frames for the encoder.
+    """
+    if not realtime:
+        return "AUTO", 0
+    if plan.encoder_width * plan.encoder_height * plan.encoder_frame_rate <= SINGLE_THREAD_PIXEL_RATE:
+        return "SLICE", 1
+    return "SLICE", 0
+
+
 def _apply_codec_config(ctx: Any, cfg: dict[str, int | None], options: dict[str, str]) -> None:
     if cfg.get("bit_rate", -1) not in (-1, None):
         ctx.bit_rate = cfg["bit_rate"]
@@ -271,11 +293,7 @@ class OutputWriter:
                 ctx.pix_fmt = plan.encoder_format
                 ctx.time_base = 1 / plan.encoder_frame_rate
                 ctx.framerate = plan.encoder_frame_rate
-                # As fast as possible (files): frame threads, which x264 runs faster than sliced
-                # ones but which hold back several frames. Paced outputs keep slice threads (PyAV's
-                # default): packets leave as soon as each frame is encoded.
-                ctx.thread_type = "SLICE" if self.plan.realtime else "AUTO"
-                ctx.thread_count = 0
+                ctx.thread_type, ctx.thread_count = _threading(self.plan.realtime, plan)
             else:
                 stream = self.container.add_stream(plan.encoder, rate=plan.encoder_sample_rate)
                 ctx = stream.codec_context

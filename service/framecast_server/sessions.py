@@ -10,11 +10,12 @@ CREATED: the encoder process is up and its output is open. STREAMING: a client h
 FINISHING: no more chunks are taken; encoders flush and the trailer is written. CLOSED: the output
 is complete. FAILED: the encoder failed or died; ``error`` says why.
 
-Everything here runs on the event loop. The only blocking calls (starting the encoder, handing it
-a chunk) run on the session's own thread, never the loop's shared executor: an encoder stuck in
-FFmpeg (a connect that never answers holds its GIL and stops reading its pipe) then blocks only
-its own session. The encoder's answers arrive on its reader thread and are handed to the loop
-with ``call_soon_threadsafe``.
+Everything here runs on the event loop. The only blocking call, starting the encoder and waiting
+for it to open its output, runs on the session's own thread, never the loop's shared executor.
+After that the encoder's pipe is an asyncio transport: its answers are handled on the loop as
+they arrive, and writes to it never block, so an encoder stuck in FFmpeg (a connect that never
+answers holds its GIL and stops reading its pipe) stalls only its own session, whose chunks wait
+for space in its ring.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Session:
         self._done = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._resume_timer: asyncio.TimerHandle | None = None
-        self.encoder = EncoderProcess(plan, settings.encoder_buffer_bytes, self._from_worker_thread)
+        self.encoder = EncoderProcess(plan, settings.encoder_buffer_bytes, self._from_worker)
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"session-{session_id}")
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
@@ -176,6 +177,7 @@ class Session:
         if first[0] == "setup_failed":
             _, message, field = first
             raise InvalidConfig(message, field)
+        await self.encoder.attach()
         self._warn(first[1])
         if self.plan.live:
             self._arm_connect_timer()
@@ -201,10 +203,7 @@ class Session:
                 f"within {self._connect_timeout:g} s (no answer)"
             )
 
-    # -- messages from the encoder (reader thread -> loop) ------------------------------------
-
-    def _from_worker_thread(self, message: tuple) -> None:
-        self._loop.call_soon_threadsafe(self._from_worker, message)
+    # -- messages from the encoder ------------------------------------------------------------
 
     def _from_worker(self, message: tuple) -> None:
         kind = message[0]
@@ -338,7 +337,7 @@ class Session:
         try:
             await self.encoder.send_chunk(message, header.size, payload)
         except OSError:
-            # The encoder died; its reader thread fails the session and the client hears why.
+            # The encoder died; its exit fails the session and the client hears why.
             self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
 
     async def finish(self) -> None:
@@ -346,8 +345,8 @@ class Session:
         if self.state.taking_chunks:
             self._move(SessionState.FINISHING)
             self._cancel_resume_timer()
-            with contextlib.suppress(OSError):  # already dead: the reader thread fails the session
-                await self._blocking(self.encoder.send, protocol.encode_control(protocol.FINISH).encode())
+            with contextlib.suppress(OSError):  # already dead: its exit fails the session
+                self.encoder.send(protocol.encode_control(protocol.FINISH).encode())
         try:
             await asyncio.wait_for(self._done.wait(), self.settings.finish_timeout)
         except asyncio.TimeoutError:

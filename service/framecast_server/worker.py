@@ -24,13 +24,15 @@ checked by the server, then the payload's place in the ring) and JSON control me
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import multiprocessing
 import os
-import queue
-import threading
+import pickle
+import socket
+import struct
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -79,16 +81,22 @@ class _PipeSink:
         return self._pos
 
 
-def _reader(conn: Connection, inbox: queue.Queue[bytes | None]) -> None:
-    """Move messages from the pipe into the inbox, so the pipe never fills while the worker is busy.
+def _receive(conn: Connection, timeout: float | None = None) -> bytes | None:
+    """The next message from the server, None once it went away; raises _NothingYet if none came.
 
-    The inbox needs no bound of its own: the ring bounds the chunks in flight.
+    The worker reads its pipe directly: descriptors are small, and the ring bounds how many are
+    in flight, so the pipe never fills however long the worker is busy between reads.
     """
     try:
-        while True:
-            inbox.put(conn.recv_bytes())
+        if timeout is not None and not conn.poll(timeout):
+            raise _NothingYet
+        return conn.recv_bytes()
     except (EOFError, OSError):
-        inbox.put(None)
+        return None
+
+
+class _NothingYet(Exception):
+    """No message within the timeout (not an OSError: those mean the pipe is gone)."""
 
 
 def worker_main(conn: Connection, plan: OutputPlan, ring: RingReader) -> None:
@@ -114,16 +122,14 @@ def worker_main(conn: Connection, plan: OutputPlan, ring: RingReader) -> None:
         return
     conn.send(("ready", writer.warnings))
 
-    inbox: queue.Queue[bytes | None] = queue.Queue()
-    threading.Thread(target=_reader, args=(conn, inbox), daemon=True, name="pipe-reader").start()
     try:
         if plan.live:
             writer.start()  # connects; chunks queue up meanwhile, and then the client waits
             conn.send(("connected", writer.warnings))
         if plan.realtime:
-            _paced_loop(conn, writer, inbox, ring)
+            _paced_loop(conn, writer, ring)
         else:
-            _direct_loop(conn, writer, inbox, ring)
+            _direct_loop(conn, writer, ring)
     except Exception as exc:
         reason = describe_error(exc)
         with contextlib.suppress(Exception):
@@ -148,7 +154,7 @@ def _send_preview(conn: Connection, previewer: Any) -> None:
         conn.send(("preview", previewer.take(), dict(previewer.levels)))
 
 
-def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None], ring: RingReader) -> None:
+def _direct_loop(conn: Connection, writer: Any, ring: RingReader) -> None:
     """Encode each chunk as it comes: files, client-side outputs, unpaced network outputs."""
     from .preview import Previewer
 
@@ -159,7 +165,7 @@ def _direct_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None]
             while live.down:  # nothing more is taken until the destination is back: backpressure
                 live.tick()
                 time.sleep(min(live.next_attempt_in() or 0.0, 0.05))
-        message = inbox.get()
+        message = _receive(conn)
         if message is None:  # the server went away: finalize what we have
             writer.close()
             return
@@ -196,7 +202,7 @@ def _live_output(conn: Connection, writer: Any) -> Any:
     return LiveOutput(writer, conn.send, plan.on_drop, plan.outage_buffer, plan.reconnect_timeout)
 
 
-def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None], ring: RingReader) -> None:
+def _paced_loop(conn: Connection, writer: Any, ring: RingReader) -> None:
     """Release frames at media time; read ahead only as far as the pacer allows (backpressure)."""
     from .pacing import Pacer
     from .preview import Previewer
@@ -241,8 +247,8 @@ def _paced_loop(conn: Connection, writer: Any, inbox: queue.Queue[bytes | None],
             time.sleep(wait if wait is not None else 0.01)
             continue
         try:
-            message = inbox.get(timeout=wait)
-        except queue.Empty:
+            message = _receive(conn, wait)
+        except _NothingYet:
             continue
         if message is None:
             finishing = True
@@ -274,13 +280,63 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return _context
 
 
+class _WorkerChannel(asyncio.Protocol):
+    """The server's end of the pipe, on the event loop: no reader thread, no thread hop per message.
+
+    Messages are framed as ``multiprocessing.Connection`` frames them (a 4-byte big-endian length,
+    or -1 and an 8-byte one, then the bytes), so the worker keeps using its plain Connection.
+    Messages from the worker are pickles of its own making.
+    """
+
+    def __init__(self, on_message: Callable[[tuple], None], on_closed: Callable[[], None]) -> None:
+        self._on_message = on_message
+        self._on_closed = on_closed
+        self._buffer = bytearray()
+        self.transport: asyncio.WriteTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= 4:
+            (size,) = _LENGTH.unpack_from(buffer)
+            start = 4
+            if size == -1:
+                if len(buffer) < 12:
+                    return
+                (size,) = _LONG_LENGTH.unpack_from(buffer, 4)
+                start = 12
+            if len(buffer) < start + size:
+                return
+            with memoryview(buffer) as view:
+                message = pickle.loads(view[start : start + size])
+            del buffer[: start + size]
+            self._on_message(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_closed()
+
+    def send(self, data: bytes) -> None:
+        """Queue one message for the worker (asyncio buffers it; this never blocks)."""
+        assert self.transport is not None
+        size = len(data)
+        head = _LENGTH.pack(size) if size <= 0x7FFFFFFF else _LENGTH.pack(-1) + _LONG_LENGTH.pack(size)
+        self.transport.writelines((head, data))
+
+
+_LENGTH = struct.Struct("!i")
+_LONG_LENGTH = struct.Struct("!Q")
+
+
 class EncoderProcess:
     """The server's handle on one encoder process.
 
-    ``start`` and ``send`` block and are meant to run in a thread; ``send_chunk`` runs on the
-    event loop. ``on_message`` is called from this handle's reader thread for every message the
+    ``start`` blocks and is meant to run in a thread; then ``attach`` moves the pipe onto the event
+    loop, where everything else runs. ``on_message`` is called on the loop for every message the
     worker sends (but ``("free",)``, which the ring takes), and once more with
-    ``("exited", exitcode)`` when the pipe closes.
+    ``("exited", exitcode)`` after the pipe closes.
 
     Args:
         buffer_bytes: size of the shared memory the chunks cross over (``ring.py``).
@@ -291,9 +347,10 @@ class EncoderProcess:
         self._on_message = on_message
         self._buffer_bytes = buffer_bytes
         self._conn: Connection | None = None
+        self._channel: _WorkerChannel | None = None
+        self._early: list[tuple] = []
         self.ring: PayloadRing | None = None
         self.process: multiprocessing.process.BaseProcess | None = None
-        self._send_lock = threading.Lock()
 
     def start(self, timeout: float) -> tuple:
         """Start the process and wait for its first message: ("ready", ...) or ("setup_failed", ...)."""
@@ -308,41 +365,59 @@ class EncoderProcess:
         self._conn = parent
         if not parent.poll(timeout):
             self.kill()
-            self.ring.dispose()
+            self._abandon()
             return ("setup_failed", f"encoder did not open its output within {timeout:g} s", "destination")
-        early = []  # output bytes written while opening (a header), delivered after "ready"
         try:
             first = parent.recv()
-            while first[0] == "out":
-                early.append(first)
+            while first[0] == "out":  # output bytes written while opening (a header), delivered after "ready"
+                self._early.append(first)
                 first = parent.recv()
         except EOFError:
             self.process.join(5)
-            self.ring.dispose()
+            self._abandon()
             return ("setup_failed", f"encoder process exited during setup ({exit_text(self.process.exitcode)})", None)
-        if first[0] == "ready":
-            threading.Thread(target=self._read, args=(early,), daemon=True, name="encoder-reader").start()
-        else:
+        if first[0] != "ready":
             self.process.join(5)
-            self.ring.dispose()
+            self._abandon()
         return first
 
-    def _read(self, early: list) -> None:
-        assert self._conn is not None and self.process is not None and self.ring is not None
+    def _abandon(self) -> None:
+        assert self._conn is not None and self.ring is not None
+        self._conn.close()
+        self.ring.dispose()
+
+    async def attach(self) -> None:
+        """After a successful ``start``: read and write the pipe on the running event loop."""
+        assert self._conn is not None
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(fileno=os.dup(self._conn.fileno()))  # the socket owns its own descriptor
+        self._conn.close()
+        self._conn = None
+        channel = _WorkerChannel(self._dispatch, lambda: loop.create_task(self._exited()))
+        await loop.connect_accepted_socket(lambda: channel, sock=sock)
+        self._channel = channel
+        early, self._early = self._early, []
         for message in early:
             self._on_message(message)
-        try:
-            while True:
-                message = self._conn.recv()
-                if message == FREE:
-                    self.ring.release()
-                else:
-                    self._on_message(message)
-        except (EOFError, OSError):
-            pass
+
+    def _dispatch(self, message: tuple) -> None:
+        if message == FREE:
+            assert self.ring is not None
+            self.ring.release()
+        else:
+            self._on_message(message)
+
+    async def _exited(self) -> None:
+        assert self.process is not None and self.ring is not None
         self.ring.close()  # wakes a chunk waiting for space: it is not delivered
-        self.process.join(10)
+        await asyncio.to_thread(self.process.join, 10)
         self._on_message(("exited", self.process.exitcode))
+
+    def send(self, data: bytes) -> None:
+        """Hand one message to the worker (never blocks). Raises OSError if the pipe is closed."""
+        if self._channel is None or self._channel.transport is None or self._channel.transport.is_closing():
+            raise BrokenPipeError("encoder process is gone")
+        self._channel.send(data)
 
     async def send_chunk(self, message: bytes | memoryview, header_size: int, payload: memoryview) -> None:
         """Hand one checked CHUNK message to the worker: the payload through the ring, the rest
@@ -353,14 +428,7 @@ class EncoderProcess:
         """
         assert self.ring is not None
         offset = await self.ring.write(payload)
-        # Never blocks: the ring bounds the descriptors in flight far below the pipe's buffer.
         self.send(descriptor(memoryview(message)[:header_size], offset))
-
-    def send(self, data: bytes | memoryview) -> None:
-        """Hand one message to the worker; blocks while the worker's inbox is full."""
-        assert self._conn is not None
-        with self._send_lock:
-            self._conn.send_bytes(data)
 
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():
