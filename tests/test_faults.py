@@ -18,18 +18,22 @@ from .media import decode, patterns, read_stamp
 W, H = 160, 120
 
 
-@pytest.mark.parametrize("destination", ["server_file", "client_bytesio"])
-def test_websocket_cuts_lose_and_duplicate_nothing(server, destination):
+@pytest.mark.parametrize(("destination", "shared_memory"),
+                         [("server_file", True), ("server_file", False), ("client_bytesio", None)])
+def test_websocket_cuts_lose_and_duplicate_nothing(server, destination, shared_memory):
     frames = patterns(240, H, W)  # 13.8 MB of rgb24
-    with CuttingProxy(server.port, cuts=6, min_bytes=200_000, max_bytes=1_800_000, seed=7) as proxy:
+    # Through shared memory a chunk message is its 56-byte header and offset: cut after fewer bytes.
+    cut_bytes, step = ((200_000, 1_800_000), 8) if shared_memory is False else ((100, 600), 2)
+    with CuttingProxy(server.port, cuts=6, min_bytes=cut_bytes[0], max_bytes=cut_bytes[1], seed=7) as proxy:
         dst = ServerFile(f"faults/cut-{destination}.mkv") if destination == "server_file" else io.BytesIO()
         events = []
         writer = StreamWriter(dst, format="matroska", server=proxy.url, reconnect_timeout=20,
-                              on_event=events.append)
+                              on_event=events.append, shared_memory=shared_memory)
         writer.add_video_stream(frame_rate=30, width=W, height=H, encoder="ffv1")
         with writer.open():
-            for k in range(0, len(frames), 8):
-                writer.write_video_chunk(0, frames[k : k + 8])
+            assert writer.shared_memory is (shared_memory is not False)  # the proxy is on loopback too
+            for k in range(0, len(frames), step):
+                writer.write_video_chunk(0, frames[k : k + step])
         assert proxy.cuts == 6
     assert writer.reconnects >= 1  # (a cut during a reconnect is retried within that reconnect)
     assert any(e["event"] == "client_reconnected" for e in writer.events)
@@ -177,23 +181,27 @@ def test_idle_sessions_are_finalized(tmp_path):
         proc.stop()
 
 
-def test_async_writer_survives_websocket_cuts(server):
+@pytest.mark.parametrize("shared_memory", [True, False])
+def test_async_writer_survives_websocket_cuts(server, shared_memory):
     import asyncio
 
     from framecast import AsyncStreamWriter
 
     frames = patterns(160, H, W)
     sink = io.BytesIO()
+    cut_bytes, step = ((100, 600), 2) if shared_memory else ((200_000, 1_500_000), 8)
 
     async def main():
-        writer = AsyncStreamWriter(sink, format="matroska", server=proxy.url, reconnect_timeout=20)
+        writer = AsyncStreamWriter(sink, format="matroska", server=proxy.url, reconnect_timeout=20,
+                                   shared_memory=shared_memory)
         writer.add_video_stream(frame_rate=30, width=W, height=H, encoder="ffv1")
         async with writer.open():
-            for k in range(0, len(frames), 8):
-                await writer.write_video_chunk(0, frames[k : k + 8])
+            assert writer.shared_memory is shared_memory
+            for k in range(0, len(frames), step):
+                await writer.write_video_chunk(0, frames[k : k + step])
         return writer
 
-    with CuttingProxy(server.port, cuts=4, min_bytes=200_000, max_bytes=1_500_000, seed=3) as proxy:
+    with CuttingProxy(server.port, cuts=4, min_bytes=cut_bytes[0], max_bytes=cut_bytes[1], seed=3) as proxy:
         writer = asyncio.run(asyncio.wait_for(main(), 120))
         assert proxy.cuts == 4
     assert writer.reconnects >= 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from websockets.protocol import State
 
 from . import progress
 from .errors import FramecastError, StateError, TransportError
-from .rest import AsyncRestClient
+from .rest import AsyncRestClient, wants_shared_memory
 from .writer import StreamWriter
 from .writer_base import Backoff, WriterCore, WriterState
 
@@ -62,7 +63,9 @@ class AsyncStreamWriter:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_destination_drop: str | None = None,
         progress: bool = False,
+        shared_memory: bool | None = None,
     ) -> None:
+        self._shared_memory = shared_memory
         self._core = WriterCore(
             dst, format, realtime=realtime, connect_timeout=connect_timeout, on_destination_drop=on_destination_drop
         )
@@ -89,8 +92,8 @@ class AsyncStreamWriter:
         return _OpenAwaitable(self, option)
 
     async def _open(self, option: dict[str, str] | None) -> AsyncStreamWriter:
-        config = self._core.session_config(option)
         self._rest = AsyncRestClient(self._server, self._api_key)
+        config = self._core.session_config(option, wants_shared_memory(self._shared_memory, self._rest.server))
         try:
             created = await self._rest.request("POST", "/v1/sessions", json=config)
             self._ws = await self._connect(created)
@@ -212,7 +215,7 @@ class AsyncStreamWriter:
         shown = progress.bar(self._progress, len(messages), "msg", f"stream {i}")
         try:
             for message in messages:
-                await self._wait(self._core.window_open, "write")
+                await self._wait(functools.partial(self._core.window_open, message), "write")
                 await self._send(self._core.sending(message))
                 shown.update()
         finally:
@@ -276,6 +279,11 @@ class AsyncStreamWriter:
     @property
     def session_id(self) -> str | None:
         return self._core.session.get("id")
+
+    @property
+    def shared_memory(self) -> bool:
+        """Whether chunk payloads go through the server's shared memory (granted and opened)."""
+        return self._core.shared is not None
 
     @property
     def events(self) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ CHUNK layout::
     3       1         kind (1 = CHUNK)
     4       2         stream index (u16)
     6       1         dtype code (u8, see DType)
-    7       1         flags (bit 0: pts present)
+    7       1         flags (bit 0: pts present; bit 1: payload in shared memory)
     8       8         sequence number (u64)
     16      8         pts in seconds (f64; 0.0 when absent)
     24      1         ndim (u8, 1..8)
@@ -32,6 +32,9 @@ CHUNK layout::
     hdr     n         payload: the array's bytes, C order, little-endian
 
 The payload starts 8-byte aligned so that ``np.frombuffer`` gives aligned arrays without a copy.
+
+With flag bit 1 set (a client on the server's host, using the session's shared memory), the
+8 bytes after the header are not the payload but its offset (u64) in that memory.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ _ACK = struct.Struct("<2sBB4xQ")  # 16 bytes
 _OUTPUT_FIXED = struct.Struct("<2sBB4xQQ")  # 24 bytes, then data
 
 FLAG_HAS_PTS = 0x01
+FLAG_SHARED = 0x02
+_SHARED_OFFSET = struct.Struct("<Q")
 
 
 class Kind(enum.IntEnum):
@@ -140,6 +145,7 @@ class ChunkHeader:
     dtype: DType
     shape: tuple[int, ...]
     pts: float | None = None
+    shared: bool = False  # the payload is in the session's shared memory; the message holds its offset
 
     @property
     def size(self) -> int:
@@ -164,7 +170,7 @@ class ChunkHeader:
             raise ProtocolError(f"every dimension must be in 0..2**32-1, got {self.shape}")
         if self.pts is not None and not math.isfinite(self.pts):
             raise ProtocolError(f"pts must be a finite number of seconds, got {self.pts}")
-        flags = FLAG_HAS_PTS if self.pts is not None else 0
+        flags = (FLAG_HAS_PTS if self.pts is not None else 0) | (FLAG_SHARED if self.shared else 0)
         fixed = _CHUNK_FIXED.pack(
             MAGIC,
             VERSION,
@@ -220,12 +226,13 @@ def parse_chunk_header(data: bytes | bytearray | memoryview) -> ChunkHeader:
     if len(view) < hsize:
         raise ProtocolError(f"truncated chunk header: {len(view)} bytes, need {hsize} for ndim={ndim}")
     shape = struct.unpack_from(f"<{ndim}I", view, _CHUNK_FIXED.size)
-    if flags & ~FLAG_HAS_PTS:
+    if flags & ~(FLAG_HAS_PTS | FLAG_SHARED):
         raise ProtocolError(f"unknown flags 0x{flags:02x}")
     has_pts = bool(flags & FLAG_HAS_PTS)
     if has_pts and not math.isfinite(pts):
         raise ProtocolError(f"pts must be a finite number of seconds, got {pts}")
-    return ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(shape), pts=pts if has_pts else None)
+    return ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(shape), pts=pts if has_pts else None,
+                       shared=bool(flags & FLAG_SHARED))
 
 
 def parse_chunk(data: bytes | bytearray | memoryview) -> tuple[ChunkHeader, memoryview]:
@@ -237,7 +244,13 @@ def parse_chunk(data: bytes | bytearray | memoryview) -> tuple[ChunkHeader, memo
     """
     header = parse_chunk_header(data)
     payload = memoryview(data).cast("B")[header.size :]
-    if len(payload) != header.payload_size:
+    if header.shared:
+        if len(payload) != _SHARED_OFFSET.size:
+            raise ProtocolError(
+                f"a shared-memory chunk carries an {_SHARED_OFFSET.size}-byte offset after its header, "
+                f"got {len(payload)} bytes"
+            )
+    elif len(payload) != header.payload_size:
         raise ProtocolError(
             f"payload is {len(payload)} bytes but shape {header.shape} of {header.dtype.label} "
             f"needs {header.payload_size}"
@@ -258,6 +271,19 @@ def encode_chunk(stream: int, seq: int, array: np.ndarray, pts: float | None = N
         raise ProtocolError("array must be little-endian")
     header = ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(array.shape), pts=pts)
     return header.serialize(), array.data.cast("B")
+
+
+def encode_shared_chunk(stream: int, seq: int, array: np.ndarray, offset: int, pts: float | None = None) -> bytes:
+    """A CHUNK whose payload (``array``'s bytes) the sender put at ``offset`` of the session's
+    shared memory: the header with the shared flag, then the offset."""
+    dtype = DType.from_numpy(array.dtype)
+    header = ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(array.shape), pts=pts, shared=True)
+    return header.serialize() + _SHARED_OFFSET.pack(offset)
+
+
+def shared_offset(payload: bytes | memoryview) -> int:
+    """The offset a shared-memory CHUNK's 8 bytes after the header give (see ``parse_chunk``)."""
+    return int(_SHARED_OFFSET.unpack_from(payload)[0])
 
 
 def chunk_array(header: ChunkHeader, payload: bytes | memoryview) -> np.ndarray:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +19,22 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 def server_url(server: str | None) -> str:
     """``server``, else $FRAMECAST_SERVER, else http://127.0.0.1:8000 (no trailing slash)."""
     return (server or os.environ.get("FRAMECAST_SERVER") or DEFAULT_SERVER).rstrip("/")
+
+
+def on_this_machine(server: str) -> bool:
+    """Whether ``server``'s URL names this machine (a loopback address or localhost)."""
+    host = urllib.parse.urlsplit(server).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def wants_shared_memory(choice: bool | None, server: str) -> bool:
+    """Whether a writer asks for shared memory: as the user chose, else when the server is local."""
+    return on_this_machine(server) if choice is None else choice
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:

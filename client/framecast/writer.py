@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from . import progress
 from .errors import FramecastError, InvalidConfig, StateError, TransportError
-from .rest import RestClient
+from .rest import RestClient, wants_shared_memory
 from .streams import AudioStream, VideoStream
 from .writer_base import Backoff, WriterCore, WriterState
 
@@ -52,6 +53,10 @@ class StreamWriter:
             and older media is dropped and counted) or ``"block"`` (writes wait until it is back).
         progress: show a tqdm progress bar while a chunk too large for one message is sent
             (needs tqdm installed).
+        shared_memory: put chunk payloads into shared memory the server offers, instead of the
+            websocket: one copy instead of several, for a client on the server's machine.
+            Default: ask when the server URL is a loopback address; the server decides, and
+            without it (or if it cannot be opened) payloads go over the websocket.
 
     Errors the server reports for a chunk are raised by that write or a following one, at the
     latest by ``close()``; nothing fails silently.
@@ -72,7 +77,9 @@ class StreamWriter:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_destination_drop: str | None = None,
         progress: bool = False,
+        shared_memory: bool | None = None,
     ) -> None:
+        self._shared_memory = shared_memory
         self._core = WriterCore(
             dst, format, realtime=realtime, connect_timeout=connect_timeout, on_destination_drop=on_destination_drop
         )
@@ -164,8 +171,8 @@ class StreamWriter:
         Raises:
             InvalidConfig: the server refused the configuration; the message names the field.
         """
-        config = self._core.session_config(option)
         self._rest = RestClient(self._server, self._api_key)
+        config = self._core.session_config(option, wants_shared_memory(self._shared_memory, self._rest.server))
         try:
             created = self._rest.request("POST", "/v1/sessions", json=config)
             self._ws = _connect(created["stream_url"], created["token"], self._rest.headers)
@@ -288,7 +295,7 @@ class StreamWriter:
         shown = progress.bar(self._progress, len(messages), "msg", f"stream {i}")
         try:
             for message in messages:
-                self._wait(self._core.window_open, "write")
+                self._wait(functools.partial(self._core.window_open, message), "write")
                 with self._lock:
                     fragments = self._core.sending(message)
                 self._send(fragments)
@@ -359,6 +366,11 @@ class StreamWriter:
     def session_id(self) -> str | None:
         """The server's id for this writer's session (None before open())."""
         return self._core.session.get("id")
+
+    @property
+    def shared_memory(self) -> bool:
+        """Whether chunk payloads go through the server's shared memory (granted and opened)."""
+        return self._core.shared is not None
 
     @property
     def events(self) -> list[dict[str, Any]]:

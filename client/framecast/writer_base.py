@@ -9,6 +9,7 @@ way httpx's Client and AsyncClient share one model.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -17,7 +18,10 @@ from typing import Any
 
 from . import protocol
 from .errors import FramecastError, InvalidChunk, ProtocolError, SessionFailed, StateError, TransportError
+from .shm import SharedSegment
 from .streams import AudioStream, Stream, VideoStream, describe_destination, split, to_numpy
+
+log = logging.getLogger("framecast")
 
 #: Media seconds per message for real-time sessions.
 REALTIME_PIECE_SECONDS = 0.25
@@ -66,12 +70,23 @@ class Backoff:
 
 @dataclass(frozen=True)
 class Message:
-    """One CHUNK message ready to send: header and payload kept apart (no joining copy)."""
+    """One CHUNK message ready to send: header and payload kept apart (no joining copy).
+
+    For a payload placed in the session's shared memory, ``header`` is the whole message (the
+    header with the shared flag and the offset) and ``payload`` is empty.
+    """
 
     seq: int
     header: bytes
     payload: memoryview
     seconds: float
+
+    def fragments(self) -> bytes | list[bytes | memoryview]:
+        """What to hand the websocket: one buffer, or header and payload as two frames."""
+        return self.header if not len(self.payload) else [self.header, self.payload]
+
+
+_NO_PAYLOAD = memoryview(b"")
 
 
 class FramecastWarning(UserWarning):
@@ -164,6 +179,7 @@ class WriterCore:
         self.on_event: Callable[[dict[str, Any]], None] | None = None
         self._errors: list[FramecastError] = []
         self._failure: SessionFailed | None = None
+        self.shared: SharedSegment | None = None  # the session's shared memory, when granted and opened
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -186,7 +202,7 @@ class WriterCore:
         self._require(WriterState.CONFIGURING, action="set metadata")
         self.metadata = {str(k): str(v) for k, v in metadata.items()}
 
-    def session_config(self, option: dict[str, Any] | None) -> dict[str, Any]:
+    def session_config(self, option: dict[str, Any] | None, shared_memory: bool = False) -> dict[str, Any]:
         self._require(WriterState.CONFIGURING, action="open")
         if not self.streams:
             raise StateError("cannot open: add at least one stream first (add_audio_stream / add_video_stream)")
@@ -199,6 +215,7 @@ class WriterCore:
             "realtime": self.realtime,
             "connect_timeout": self.connect_timeout,
             **({"on_destination_drop": self.on_destination_drop} if self.on_destination_drop else {}),
+            **({"shared_memory": True} if shared_memory else {}),
         }
 
     def opened(self, created: dict[str, Any]) -> None:
@@ -207,6 +224,14 @@ class WriterCore:
         self.state = WriterState.OPEN
         for message in created.get("warnings", []):
             warnings.warn(message, FramecastWarning, stacklevel=4)
+        offered = created.get("shared_memory")
+        if offered:
+            try:
+                self.shared = SharedSegment(offered["name"], int(offered["bytes"]))
+            except (OSError, ProtocolError) as exc:
+                # Another container or user, or a session that already ended: an optimization
+                # missed, not an error (``shared_memory`` on the writer tells).
+                log.info("shared memory offered but not usable here (%s); payloads go over the websocket", exc)
         if self.sink is not None:
             self.sink.open()
 
@@ -249,10 +274,21 @@ class WriterCore:
             messages.append(Message(seq, header, payload, piece.shape[0] / stream.rate))
         return messages
 
-    def sending(self, message: Message) -> list[bytes | memoryview]:
-        """Record ``message`` as in flight (until acknowledged); returns its fragments to send."""
+    def sending(self, message: Message) -> bytes | list[bytes | memoryview]:
+        """Record ``message`` as in flight (until acknowledged); returns what to send.
+
+        With shared memory, the payload is copied there now and the message shrinks to its header
+        and the payload's offset.
+        """
+        if self.shared is not None and self.shared.takes(len(message.payload)):
+            offset = self.shared.put(message.seq, message.payload)
+            if offset is not None:
+                header = protocol.parse_chunk_header(message.header)
+                array = protocol.chunk_array(header, message.payload)
+                shared = protocol.encode_shared_chunk(header.stream, header.seq, array, offset, header.pts)
+                message = Message(message.seq, shared, _NO_PAYLOAD, message.seconds)
         self._pending[message.seq] = message
-        return [message.header, message.payload]
+        return message.fragments()
 
     def retain(self) -> None:
         """Copy the payloads still in flight, which borrow the caller's memory.
@@ -268,7 +304,7 @@ class WriterCore:
     def resend(self) -> list[Any]:
         """What a new connection sends first: every chunk in flight, in order, then ``finish``
         again if the writer was closing."""
-        out: list[Any] = [[m.header, m.payload] for _, m in sorted(self._pending.items())]
+        out: list[Any] = [m.fragments() for _, m in sorted(self._pending.items())]
         if self.state is WriterState.CLOSING:
             out.append(self.finish_message())
         return out
@@ -296,6 +332,8 @@ class WriterCore:
         if isinstance(parsed, protocol.Ack):
             for seq in [s for s in self._pending if s <= parsed.seq]:
                 del self._pending[seq]
+            if self.shared is not None:
+                self.shared.acknowledged(parsed.seq)
         else:
             if self.sink is None:
                 raise ProtocolError("server sent output bytes for a destination that lives on the server")
@@ -315,6 +353,8 @@ class WriterCore:
             seq = msg.get("seq")
             if seq is not None:
                 self._pending.pop(seq, None)
+                if self.shared is not None:
+                    self.shared.refused(seq)
             self._errors.append(InvalidChunk(msg.get("message", "chunk refused"), seq=seq))
         elif kind == protocol.EVENT:
             event = {k: v for k, v in msg.items() if k != "type"}
@@ -328,6 +368,8 @@ class WriterCore:
             self._failure = SessionFailed(msg.get("reason", "unknown reason"))
             self.state = WriterState.FAILED
             self._pending.clear()
+            if self.shared is not None:
+                self.shared.clear()
         elif kind == protocol.CLOSED:
             self.summary = msg.get("session")
             self.state = WriterState.CLOSED
@@ -335,13 +377,19 @@ class WriterCore:
 
     # -- progress and errors ------------------------------------------------------------------
 
-    def window_open(self) -> bool:
-        """Whether another message may be sent: what is unacknowledged fits the window.
+    def window_open(self, message: Message | None = None) -> bool:
+        """Whether another message (``message``, if given) may be sent: what is unacknowledged
+        fits the window, and its payload fits into shared memory if it goes there.
 
         The window bounds the SDK's memory and the server's buffers for every session; for
         real-time sessions it also holds the writer to about one second ahead of the wall clock.
         """
-        if self.done or not self._pending:
+        if self.done:
+            return True
+        if message is not None and self.shared is not None and self.shared.takes(len(message.payload)) \
+                and not self.shared.has_room(len(message.payload)):
+            return False
+        if not self._pending:
             return True
         if sum(len(m.payload) for m in self._pending.values()) > MAX_UNACKED_BYTES:
             return False
@@ -381,6 +429,9 @@ class WriterCore:
     def release(self) -> None:
         if self.sink is not None:
             self.sink.close()
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     def describe(self, cls: str) -> str:
         dest = self.destination

@@ -97,6 +97,17 @@ class Settings(BaseSettings):
         description="Shared memory between the server and one encoder process for chunks on their "
         "way to it; at least FRAMECAST_MAX_MESSAGE_BYTES. Pages are used only as chunks need them.",
     )
+    shared_memory: bool = Field(
+        True,
+        description="Offer clients on this machine that ask for it shared memory for chunk payloads "
+        "(/dev/shm), so their chunks skip the websocket's copies.",
+    )
+    shared_memory_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Most shared memory one session is offered: 8 frames of its largest video stream, at "
+        "least 16 MiB, within this. Reserved for the session's lifetime.",
+    )
     open_timeout: float = Field(
         30.0, gt=0, description="Seconds an encoder process may take to start and open its output."
     )

@@ -209,6 +209,11 @@ class SessionConfig(_Strict):
         "media and drops the oldest beyond (live semantics); 'block' stops taking chunks (backpressure).",
     )
     outage_buffer: float = Field(5.0, ge=0, le=120, description="Seconds of media kept during an outage.")
+    shared_memory: bool = Field(
+        False,
+        description="Ask for shared memory to put chunk payloads in (only clients on the server's host can "
+        "use it; the SDK asks when the server is on loopback). The answer says whether it was granted.",
+    )
     reconnect_timeout: float | None = Field(
         None, gt=0, le=3600, description="Seconds a dropped destination may stay down before the session fails."
     )
@@ -274,6 +279,11 @@ class SessionCreated(SessionInfo):
     stream_url: str
     token: str
     max_message_bytes: int
+    shared_memory: dict[str, Any] | None = Field(
+        None,
+        description="If granted: the segment to open (name under /dev/shm) and its size in bytes; chunks "
+        "may then carry an offset into it instead of their payload (PROTOCOL.md).",
+    )
 
 
 class Capabilities(BaseModel):

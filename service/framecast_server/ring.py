@@ -23,7 +23,6 @@ queued in the pipe: sending one never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
-import collections
 import mmap
 import os
 import struct
@@ -35,15 +34,12 @@ from typing import Any
 import numpy as np
 
 from framecast import protocol
+from framecast.regions import Regions, aligned
 
-#: Regions start on cache-line boundaries (and numpy views of them are aligned).
-ALIGN = 64
-#: Descriptors after the chunk header: the payload's offset in the ring.
-_TRAILER = struct.Struct("<Q")
-
-
-def _align(n: int) -> int:
-    return max(ALIGN, (n + ALIGN - 1) & ~(ALIGN - 1))
+#: Descriptors after the chunk header: the payload's offset, and which memory it is in.
+_TRAILER = struct.Struct("<QB7x")
+#: Where a descriptor's payload lies: the server's ring, or the client's shared memory.
+IN_RING, IN_CLIENT_MEMORY = 0, 1
 
 
 def _anonymous_file(capacity: int) -> int:
@@ -73,13 +69,11 @@ class PayloadRing:
     """
 
     def __init__(self, capacity: int, max_chunks: int = 64) -> None:
-        self.capacity = _align(capacity)
-        self.max_chunks = max_chunks
-        self._fd = _anonymous_file(capacity)
-        self._map = mmap.mmap(self._fd, capacity)
+        self.capacity = aligned(capacity)
+        self._fd = _anonymous_file(self.capacity)
+        self._map = mmap.mmap(self._fd, self.capacity)
         self._view = memoryview(self._map)
-        self._regions: collections.deque[tuple[int, int]] = collections.deque()  # (offset, end) in flight
-        self._next = 0  # where the next region starts, if it fits
+        self._regions = Regions(self.capacity, max_chunks)
         self._lock = threading.Lock()
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,7 +95,7 @@ class PayloadRing:
             with self._lock:
                 if self._closed:
                     raise RingClosed("encoder process is gone")
-                offset = self._reserve(_align(size))
+                offset = self._regions.reserve(size)
                 if offset is None:
                     self._loop = asyncio.get_running_loop()
                     self._waiter = self._loop.create_future()
@@ -112,31 +106,12 @@ class PayloadRing:
         self._view[offset : offset + size] = payload
         return offset
 
-    def _reserve(self, size: int) -> int | None:
-        """Claim ``size`` bytes (the lock is held); their offset, or None when they do not fit."""
-        if not self._regions:
-            self._next = 0
-            start = 0 if size <= self.capacity else None
-        elif len(self._regions) >= self.max_chunks:
-            start = None
-        else:
-            oldest = self._regions[0][0]
-            if self._next > oldest:  # in use: [oldest, next); free: [next, capacity) and [0, oldest)
-                start = self._next if self._next + size <= self.capacity else (0 if size <= oldest else None)
-            else:  # wrapped around: in use [oldest, capacity) and [0, next); free: [next, oldest)
-                start = self._next if self._next + size <= oldest else None
-        if start is not None:
-            self._next = start + size
-            self._regions.append((start, self._next))
-        return start
-
     # -- the reader thread's side ---------------------------------------------------------------
 
     def release(self) -> None:
         """The encoder is done with the oldest region in flight."""
         with self._lock:
-            if self._regions:
-                self._regions.popleft()
+            self._regions.release_oldest()
             self._wake()
 
     def close(self) -> None:
@@ -187,13 +162,13 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def descriptor(header: bytes | memoryview, offset: int) -> bytes:
-    """What goes down the pipe for a chunk: its header bytes, then the payload's ring offset."""
-    return bytes(header) + _TRAILER.pack(offset)
+def descriptor(header: bytes | memoryview, offset: int, where: int = IN_RING) -> bytes:
+    """What goes down the pipe for a chunk: its header bytes, then where its payload lies."""
+    return bytes(header) + _TRAILER.pack(offset, where)
 
 
 class RingReader:
-    """The encoder's side of the ring: views of chunk payloads, read-only and without a copy."""
+    """The encoder's side of shared memory: views of chunk payloads, read-only and without a copy."""
 
     def __init__(self, fd: Any, capacity: int) -> None:
         if not isinstance(fd, int):
@@ -201,10 +176,18 @@ class RingReader:
         self._map = mmap.mmap(fd, capacity, access=mmap.ACCESS_READ)
         os.close(fd)
 
-    def chunk(self, message: bytes) -> tuple[protocol.ChunkHeader, np.ndarray]:
-        """The header and payload array of a descriptor received from the server."""
-        header = protocol.parse_chunk_header(message)
-        (offset,) = _TRAILER.unpack_from(message, len(message) - _TRAILER.size)
+    def array(self, header: protocol.ChunkHeader, offset: int) -> np.ndarray:
         count = header.payload_size // header.dtype.numpy.itemsize
-        array = np.frombuffer(self._map, dtype=header.dtype.numpy, count=count, offset=offset)
-        return header, array.reshape(header.shape)
+        return np.frombuffer(self._map, dtype=header.dtype.numpy, count=count, offset=offset).reshape(header.shape)
+
+
+def read_descriptor(message: bytes, ring: RingReader, client: RingReader | None) -> tuple[
+        protocol.ChunkHeader, np.ndarray, bool]:
+    """Header and payload array of a descriptor from the server, and whether it is in the ring
+    (whose space the encoder must hand back once it has copied the payload out)."""
+    header = protocol.parse_chunk_header(message)
+    offset, where = _TRAILER.unpack_from(message, len(message) - _TRAILER.size)
+    if where == IN_CLIENT_MEMORY:
+        assert client is not None, "a client-memory chunk for a session without shared memory"
+        return header, client.array(header, offset), False
+    return header, ring.array(header, offset), True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -51,13 +52,22 @@ async def create_session(
 ) -> SessionCreated:
     """Open an output and start its encoder. Answers with where and how to stream chunks."""
     manager = _manager(request)
-    session = await manager.create(config, owner=key)
+    session = await manager.create(config, owner=key, same_host=_from_loopback(request))
     return SessionCreated(
         **session.info().model_dump(),
         stream_url=_stream_url(request, session.id),
         token=session.token,
         max_message_bytes=manager.settings.max_message_bytes,
+        shared_memory=session.client_memory.describe() if session.client_memory is not None else None,
     )
+
+
+def _from_loopback(request: Request) -> bool:
+    """Whether the request came from this machine (so the client can open files in /dev/shm)."""
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
 
 
 @router.get("/v1/sessions", response_model=list[SessionInfo], tags=["sessions"])

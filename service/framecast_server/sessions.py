@@ -43,6 +43,7 @@ from .metrics import Metrics, RateMeter
 from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
+from .shm import ClientMemory, Unavailable, segment_size, sweep
 from .worker import EncoderProcess, exit_text
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,11 @@ class Session:
     """One output being written, from POST /v1/sessions to CLOSED or FAILED."""
 
     def __init__(
-        self, session_id: str, config: SessionConfig, plan: OutputPlan, settings: Settings, metrics: Metrics
+        self, session_id: str, config: SessionConfig, plan: OutputPlan, settings: Settings, metrics: Metrics,
+        client_memory: ClientMemory | None = None,
     ) -> None:
         self.id = session_id
+        self.client_memory = client_memory
         self.metrics = metrics
         self.in_flight = 0  # chunks handed to the encoder, not yet acknowledged
         self._rates = [RateMeter() for _ in plan.streams]
@@ -123,7 +126,7 @@ class Session:
         self._done = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._resume_timer: asyncio.TimerHandle | None = None
-        self.encoder = EncoderProcess(plan, settings.encoder_buffer_bytes, self._from_worker)
+        self.encoder = EncoderProcess(plan, settings.encoder_buffer_bytes, self._from_worker, client_memory)
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"session-{session_id}")
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
@@ -168,6 +171,8 @@ class Session:
         self._thread.shutdown(wait=False)
         if self.encoder.ring is not None:
             self.encoder.ring.dispose()
+        if self.client_memory is not None:
+            self.client_memory.dispose()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -315,8 +320,11 @@ class Session:
                 self.counters[header.stream].errors += 1
             raise
         stream = self.plan.streams[header.stream]
+        offset = self._shared_offset(header, payload) if header.shared else None
         if isinstance(stream, AudioPlan) and header.dtype.numpy.kind == "f":
-            bad = header.shape[0] * header.shape[1] - int(np.isfinite(protocol.chunk_array(header, payload)).sum())
+            array = protocol.chunk_array(header, payload) if offset is None else \
+                self.client_memory.payload(header, offset)  # type: ignore[union-attr]
+            bad = header.shape[0] * header.shape[1] - int(np.isfinite(array).sum())
             if bad:
                 self.counters[header.stream].errors += 1
                 raise InvalidChunk(
@@ -335,10 +343,32 @@ class Session:
         while self.outbox.waiting_bytes > self.settings.max_queued_output_bytes and not self.state.done:
             await asyncio.sleep(0.01)
         try:
-            await self.encoder.send_chunk(message, header.size, payload)
+            if offset is None:
+                await self.encoder.send_chunk(message, header.size, payload)
+            else:
+                self.encoder.send_shared_chunk(message, header.size, offset)
         except OSError:
             # The encoder died; its exit fails the session and the client hears why.
             self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
+
+    def _shared_offset(self, header: protocol.ChunkHeader, payload: memoryview) -> int:
+        """Where a shared-memory chunk's payload lies, checked against the session's segment.
+
+        Raises:
+            InvalidChunk: the session has no shared memory, or the payload would lie outside it.
+        """
+        if self.client_memory is None:
+            raise InvalidChunk(
+                f"chunk {header.seq} refers to shared memory, but this session has none; send the payload "
+                "in the message (shared memory is offered to clients on the server's host that ask for it)"
+            )
+        offset = protocol.shared_offset(payload)
+        self.client_memory.payload(header, offset)  # checks the bounds
+        if not self.client_memory.used:
+            # The client has the segment open: remove its name, so that nothing is left behind.
+            self.client_memory.used = True
+            self.client_memory.unlink()
+        return offset
 
     async def finish(self) -> None:
         """Flush, write the trailer, close. Idempotent; returns once CLOSED or FAILED."""
@@ -463,8 +493,11 @@ class SessionManager:
         for session in finished[: max(0, len(finished) - self.settings.keep_finished_sessions)]:
             del self.sessions[session.id]
 
-    async def create(self, config: SessionConfig, owner: str | None = None) -> Session:
-        """Plan, check and open a session for the API key with fingerprint ``owner``."""
+    async def create(self, config: SessionConfig, owner: str | None = None, same_host: bool = False) -> Session:
+        """Plan, check and open a session for the API key with fingerprint ``owner``.
+
+        ``same_host``: the request came from this machine, so shared memory can be offered.
+        """
         self._forget_old()
         if len(self.active()) >= self.settings.max_sessions:
             raise TooManySessions(f"this server runs at most {self.settings.max_sessions} sessions at once")
@@ -475,9 +508,20 @@ class SessionManager:
         plan = make_plan(config, self.settings)
         if plan.path:
             os.makedirs(os.path.dirname(plan.path), exist_ok=True)
-        session = Session(secrets.token_hex(8), config, plan, self.settings, self.metrics)
+        memory = None
+        if config.shared_memory and same_host and self.settings.shared_memory:
+            try:
+                memory = ClientMemory(segment_size(plan, self.settings.shared_memory_bytes))
+            except Unavailable as exc:
+                log.warning("no shared memory for a new session, its chunks come over the websocket: %s", exc)
+        session = Session(secrets.token_hex(8), config, plan, self.settings, self.metrics, memory)
         session.owner = owner
-        await session.start()
+        try:
+            await session.start()
+        except BaseException:
+            if memory is not None:
+                memory.dispose()
+            raise
         self.sessions[session.id] = session
         session.log.info("created: %s -> %s", plan.muxer, plan.describe_destination())
         return session
@@ -507,8 +551,10 @@ class SessionManager:
             await asyncio.sleep(0.02)
 
     def start(self) -> None:
-        """Start the idle reaper (on the running loop)."""
+        """Start the idle reaper (on the running loop); remove shared memory dead servers left."""
         self._reaper = asyncio.create_task(self._reap_idle())
+        if self.settings.shared_memory:
+            sweep()
 
     async def _reap_idle(self) -> None:
         """Finalize sessions that have had no client and no data for idle_timeout seconds."""

@@ -41,7 +41,7 @@ from typing import Any
 from framecast import protocol
 
 from .plan import OutputPlan
-from .ring import PayloadRing, RingReader, descriptor
+from .ring import IN_CLIENT_MEMORY, PayloadRing, RingReader, descriptor, read_descriptor
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class _NothingYet(Exception):
     """No message within the timeout (not an OSError: those mean the pipe is gone)."""
 
 
-def worker_main(conn: Connection, plan: OutputPlan, ring: RingReader) -> None:
+def worker_main(conn: Connection, plan: OutputPlan, ring: RingReader, client: RingReader | None) -> None:
     """Entry point of an encoder process: open the output, then encode until told to finish."""
     import av.logging
 
@@ -127,9 +127,9 @@ def worker_main(conn: Connection, plan: OutputPlan, ring: RingReader) -> None:
             writer.start()  # connects; chunks queue up meanwhile, and then the client waits
             conn.send(("connected", writer.warnings))
         if plan.realtime:
-            _paced_loop(conn, writer, ring)
+            _paced_loop(conn, writer, _Payloads(ring, client))
         else:
-            _direct_loop(conn, writer, ring)
+            _direct_loop(conn, writer, _Payloads(ring, client))
     except Exception as exc:
         reason = describe_error(exc)
         with contextlib.suppress(Exception):
@@ -154,7 +154,18 @@ def _send_preview(conn: Connection, previewer: Any) -> None:
         conn.send(("preview", previewer.take(), dict(previewer.levels)))
 
 
-def _direct_loop(conn: Connection, writer: Any, ring: RingReader) -> None:
+class _Payloads:
+    """Where chunk payloads come from: the server's ring, or the client's shared memory."""
+
+    def __init__(self, ring: RingReader, client: RingReader | None) -> None:
+        self.ring, self.client = ring, client
+
+    def chunk(self, message: bytes) -> tuple[Any, Any, bool]:
+        """Header, payload array, and whether the ring's space must be handed back after use."""
+        return read_descriptor(message, self.ring, self.client)
+
+
+def _direct_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
     """Encode each chunk as it comes: files, client-side outputs, unpaced network outputs."""
     from .preview import Previewer
 
@@ -170,12 +181,13 @@ def _direct_loop(conn: Connection, writer: Any, ring: RingReader) -> None:
             writer.close()
             return
         if message[:2] == protocol.MAGIC:
-            header, array = ring.chunk(message)
+            header, array, in_ring = payloads.chunk(message)
             if writer.plan.encode:
                 frames = writer.frames_for(header.stream, array, header.pts)
                 _offer_preview(previewer, writer, header.stream, array, frames)
                 del array  # frames hold copies: the ring space can be written again
-                conn.send(FREE)
+                if in_ring:
+                    conn.send(FREE)
                 if live is not None:
                     for frame in frames:
                         live.emit(header.stream, frame)
@@ -183,7 +195,8 @@ def _direct_loop(conn: Connection, writer: Any, ring: RingReader) -> None:
                     writer.emit(header.stream, frames)
             else:
                 del array
-                conn.send(FREE)
+                if in_ring:
+                    conn.send(FREE)
             conn.send(("ack", header.seq, _stats(writer)))
             _send_preview(conn, previewer)
         elif json.loads(message).get("type") == protocol.FINISH:
@@ -202,7 +215,7 @@ def _live_output(conn: Connection, writer: Any) -> Any:
     return LiveOutput(writer, conn.send, plan.on_drop, plan.outage_buffer, plan.reconnect_timeout)
 
 
-def _paced_loop(conn: Connection, writer: Any, ring: RingReader) -> None:
+def _paced_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
     """Release frames at media time; read ahead only as far as the pacer allows (backpressure)."""
     from .pacing import Pacer
     from .preview import Previewer
@@ -253,13 +266,14 @@ def _paced_loop(conn: Connection, writer: Any, ring: RingReader) -> None:
         if message is None:
             finishing = True
         elif message[:2] == protocol.MAGIC:
-            header, array = ring.chunk(message)
+            header, array, in_ring = payloads.chunk(message)
             frames = writer.frames_for(header.stream, array, header.pts)
             pacer.add(header.stream, frames, header.seq, array.nbytes)
             if writer.plan.streams[header.stream].type == "audio":
                 previewer.offer_audio(header.stream, array)
             del array
-            conn.send(FREE)
+            if in_ring:
+                conn.send(FREE)
         elif json.loads(message).get("type") == protocol.FINISH:
             finishing = True
 
@@ -340,10 +354,13 @@ class EncoderProcess:
 
     Args:
         buffer_bytes: size of the shared memory the chunks cross over (``ring.py``).
+        client_memory: the session's ``shm.ClientMemory``, if its client puts payloads there.
     """
 
-    def __init__(self, plan: OutputPlan, buffer_bytes: int, on_message: Callable[[tuple], None]) -> None:
+    def __init__(self, plan: OutputPlan, buffer_bytes: int, on_message: Callable[[tuple], None],
+                 client_memory: Any = None) -> None:
         self.plan = plan
+        self._client_memory = client_memory
         self._on_message = on_message
         self._buffer_bytes = buffer_bytes
         self._conn: Connection | None = None
@@ -357,7 +374,7 @@ class EncoderProcess:
         parent, child = multiprocessing.Pipe(duplex=True)
         self.ring = PayloadRing(self._buffer_bytes)
         self.process = _mp_context().Process(
-            target=worker_main, args=(child, self.plan, self.ring), daemon=True,
+            target=worker_main, args=(child, self.plan, self.ring, self._client_memory), daemon=True,
             name="framecast-encoder",
         )
         self.process.start()
@@ -429,6 +446,14 @@ class EncoderProcess:
         assert self.ring is not None
         offset = await self.ring.write(payload)
         self.send(descriptor(memoryview(message)[:header_size], offset))
+
+    def send_shared_chunk(self, message: bytes | memoryview, header_size: int, offset: int) -> None:
+        """Hand the worker a chunk whose payload the client put into the session's shared memory.
+
+        Raises:
+            OSError: the encoder process is gone.
+        """
+        self.send(descriptor(memoryview(message)[:header_size], offset, IN_CLIENT_MEMORY))
 
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():

@@ -1,0 +1,151 @@
+"""Shared memory a session offers a client on the same host, so payloads skip the websocket.
+
+A 720p frame sent over a loopback websocket is masked by the client, copied through the kernel
+twice, and unmasked, buffered and joined by the server: about half of what the whole pipeline
+spends on a frame next to the encoder. A client on the same machine can instead copy each payload
+once into memory the session's encoder process maps too, and send only the chunk header and the
+payload's offset (PROTOCOL.md, "Shared memory"). Same idea as Triton's system shared memory or
+``torch.multiprocessing``.
+
+The server creates the segment when the client asks for it and connects from loopback: a file in
+``/dev/shm`` with an unguessable name, readable and writable by this user only, its whole size
+reserved up front (``posix_fallocate``), so a write into it can never hit a full ``/dev/shm`` and
+die of SIGBUS. The encoder inherits a descriptor; the client opens it by the name the session
+answer carries. The name is removed as soon as the first chunk shows the client has it open (or
+when the session ends), so nothing is left in ``/dev/shm`` while a session streams; segments of a
+server that was killed before that are removed when the next server starts.
+
+The server only reads the segment (the NaN check of float audio). The client decides where each
+payload goes and reuses the space once the chunk is acknowledged; the server checks every offset
+against the segment's bounds, so a client can only ever confuse its own session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import secrets
+from multiprocessing import reduction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framecast import protocol
+from framecast.regions import ALIGN
+
+from .errors import InvalidChunk
+from .plan import OutputPlan, VideoPlan
+from .ring import RingReader
+
+log = logging.getLogger(__name__)
+
+SHM_DIR = Path("/dev/shm")
+PREFIX = "framecast-"
+#: Smallest segment offered: room for a few chunks of any stream.
+MIN_BYTES = 16 << 20
+#: Segments hold this many frames of the largest video stream (when that is more than MIN_BYTES).
+FRAMES = 8
+
+
+class Unavailable(Exception):
+    """No shared memory for this session; the reason is logged, and the client sends payloads inline."""
+
+
+def segment_size(plan: OutputPlan, limit: int) -> int:
+    """Bytes to offer a session: a few frames of its largest video stream, within ``limit``."""
+    frame = max((s.width * s.height * s.channels for s in plan.streams if isinstance(s, VideoPlan)), default=0)
+    size = max(MIN_BYTES, FRAMES * frame)
+    return min(limit, (size + ALIGN - 1) & ~(ALIGN - 1))
+
+
+class ClientMemory:
+    """One session's segment, on the server's side.
+
+    Raises (on construction):
+        Unavailable: this machine has no ``/dev/shm``, or not ``size`` bytes free in it.
+    """
+
+    def __init__(self, size: int, directory: Path = SHM_DIR) -> None:
+        if not directory.is_dir():
+            raise Unavailable(f"{directory} does not exist on this machine")
+        self.size = size
+        self.name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(16)}"
+        self._path: Path | None = directory / self.name
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(self._fd, 0, size)
+            self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            self.dispose()
+            raise Unavailable(f"cannot reserve {size} bytes in {directory}: {exc.strerror}") from None
+        self.used = False
+
+    def describe(self) -> dict[str, Any]:
+        """What the session answer tells the client."""
+        return {"name": self.name, "bytes": self.size}
+
+    def payload(self, header: protocol.ChunkHeader, offset: int) -> np.ndarray:
+        """The chunk's payload as an array (a view), once its place is checked.
+
+        Raises:
+            InvalidChunk: the payload would not lie within the segment, or not on a 64-byte line.
+        """
+        end = offset + header.payload_size
+        if offset % ALIGN or end > self.size:
+            raise InvalidChunk(
+                f"chunk {header.seq}: shared-memory payload at offset {offset} ({header.payload_size} bytes) must "
+                f"start on a multiple of {ALIGN} and end within the session's {self.size} bytes"
+            )
+        count = header.payload_size // header.dtype.numpy.itemsize
+        return np.frombuffer(self._map, dtype=header.dtype.numpy, count=count, offset=offset).reshape(header.shape)
+
+    def unlink(self) -> None:
+        """Remove the name: whoever has the segment open keeps it, nobody else can open it."""
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+            self._path = None
+
+    def dispose(self) -> None:
+        """Unlink, unmap and close (the session ended; the encoder's and client's mappings live on)."""
+        self.unlink()
+        if getattr(self, "_map", None) is not None:
+            with contextlib.suppress(BufferError):
+                self._map.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled for the encoder process as its file descriptor (only while starting it)."""
+        return RingReader, (reduction.DupFd(self._fd), self.size)
+
+
+def sweep(directory: Path = SHM_DIR) -> int:
+    """Remove segments left by framecast servers that are no longer running; how many went."""
+    removed = 0
+    if not directory.is_dir():
+        return 0
+    for path in directory.glob(PREFIX + "*"):
+        pid_text = path.name[len(PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    if removed:
+        log.info("removed %d shared-memory segments left by servers that are gone", removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge
+    return True

@@ -1,0 +1,206 @@
+"""Same-host shared memory: payloads in /dev/shm, only headers and offsets over the websocket.
+
+The SDK asks for it when the server is on loopback (every server in these tests), so most other
+tests run through it too; these check the segment itself, the refusals, and the way back to
+inline payloads when either side says no.
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import stat
+import subprocess
+
+import numpy as np
+import pytest
+
+from framecast import AsyncStreamWriter, ServerFile, StreamWriter, protocol
+from framecast.regions import Regions
+
+from .conftest import ServerProcess
+from .media import decode, patterns, read_stamp, sine
+from .test_api import AUDIO, VIDEO, chunk, create, is_ack, is_type, open_ws, recv_until
+
+SHM = "/dev/shm"
+
+
+def shared_chunk(seq: int, array: np.ndarray, offset: int, stream: int = 0) -> bytes:
+    return protocol.encode_shared_chunk(stream, seq, np.ascontiguousarray(array), offset)
+
+
+def test_the_segment_is_private_reserved_and_gone_once_used(api, server):
+    created = create(api, [VIDEO], {"type": "server_file", "path": "shm/raw.mkv"}, shared_memory=True)
+    segment = created["shared_memory"]
+    path = os.path.join(SHM, segment["name"])
+    info = os.stat(path)
+    assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_size == segment["bytes"] >= 16 << 20
+    assert info.st_blocks * 512 >= segment["bytes"]  # reserved up front: writing it cannot SIGBUS
+    fd = os.open(path, os.O_RDWR)
+    memory = mmap.mmap(fd, segment["bytes"])
+    os.close(fd)
+    ws = open_ws(created)
+    frames = patterns(6, 48, 64)
+    for seq, k in enumerate(range(0, 6, 2)):
+        offset = seq * 4096
+        memory[offset : offset + frames[k : k + 2].nbytes] = frames[k : k + 2].tobytes()
+        ws.send(shared_chunk(seq, frames[k : k + 2], offset))
+        recv_until(ws, is_ack(seq))
+        assert not os.path.exists(path)  # the client has it open: the name is gone
+    ws.send(protocol.encode_control("finish"))
+    recv_until(ws, is_type("closed"))
+    ws.close()
+    memory.close()
+    (video,) = decode(server.output_dir / "shm" / "raw.mkv")["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(6))
+
+
+def test_bad_shared_chunks_get_clear_errors_and_the_session_lives_on(api, server):
+    created = create(api, [VIDEO, AUDIO], {"type": "server_file", "path": "shm/bad.mkv"}, shared_memory=True)
+    size = created["shared_memory"]["bytes"]
+    fd = os.open(os.path.join(SHM, created["shared_memory"]["name"]), os.O_RDWR)
+    memory = mmap.mmap(fd, size)
+    os.close(fd)
+    ws = open_ws(created)
+    good = patterns(2, 48, 64)
+    bad_audio = np.full((100, 1), np.nan, np.float32)
+    memory[8192 : 8192 + bad_audio.nbytes] = bad_audio.tobytes()
+    cases = [
+        (shared_chunk(0, good, size - 64), 0,
+         f"must start on a multiple of 64 and end within the session's {size} bytes"),
+        (shared_chunk(1, good, 100), 1, "must start on a multiple of 64"),
+        (shared_chunk(2, good, 0)[:-4], None, "carries an 8-byte offset after its header, got 4 bytes"),
+        (shared_chunk(3, bad_audio, 8192, stream=1), 3, "100 samples are NaN or infinite"),
+    ]
+    for message, seq, text in cases:
+        ws.send(message)
+        error = recv_until(ws, is_type("error"))[-1]
+        assert text in error["message"], error
+        assert error["seq"] == seq
+    memory[0 : good.nbytes] = good.tobytes()
+    ws.send(shared_chunk(10, good, 0))
+    recv_until(ws, is_ack(10))
+    ws.send(protocol.encode_control("finish"))
+    recv_until(ws, is_type("closed"))
+    ws.close()
+    memory.close()
+    (video, _) = decode(server.output_dir / "shm" / "bad.mkv")["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == [0, 1]
+
+    plain = create(api, [VIDEO])  # did not ask: no segment, and a shared chunk is refused by name
+    assert plain["shared_memory"] is None
+    ws = open_ws(plain)
+    ws.send(shared_chunk(0, good, 0))
+    error = recv_until(ws, is_type("error"))[-1]
+    assert "refers to shared memory, but this session has none; send the payload in the message" in error["message"]
+    ws.send(chunk(1, good))
+    recv_until(ws, is_ack(1))
+    ws.close()
+    api.delete(f"/v1/sessions/{plain['id']}")
+
+
+def test_the_sdk_uses_it_on_this_machine_sync_and_async(server, tmp_path):
+    frames = patterns(40, 96, 128)
+    audio = sine(440, 16000, 2.0, channels=2)
+    writer = StreamWriter(tmp_path / "local.mkv", server=server.url)
+    writer.add_video_stream(frame_rate=20, width=128, height=96, encoder="ffv1")
+    writer.add_audio_stream(sample_rate=16000, num_channels=2, encoder="pcm_f32le")
+    with writer.open():
+        assert writer.shared_memory
+        for k in range(0, 40, 4):
+            writer.write_video_chunk(0, frames[k : k + 4])
+            frames[k : k + 4] = 0  # the SDK copied the payload out when the write returned
+        writer.write_audio_chunk(1, audio)
+    video, sound = decode(tmp_path / "local.mkv")["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(40))
+    assert np.array_equal(sound["pcm"], audio)
+
+    import asyncio
+
+    async def main() -> io.BytesIO:
+        sink = io.BytesIO()
+        w = AsyncStreamWriter(sink, format="matroska", server=server.url)
+        w.add_video_stream(frame_rate=20, width=128, height=96, encoder="ffv1")
+        async with w.open():
+            assert w.shared_memory
+            await w.write_video_chunk(0, patterns(30, 96, 128))
+        return sink
+
+    (video,) = decode(asyncio.run(main()).getvalue())["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(30))
+
+
+@pytest.fixture(scope="module")
+def no_shm_server(tmp_path_factory):
+    proc = ServerProcess(tmp_path_factory.mktemp("noshm") / "out", env={"FRAMECAST_SHARED_MEMORY": "0"})
+    yield proc
+    proc.stop()
+
+
+def test_payloads_go_inline_when_either_side_says_no(server, no_shm_server, tmp_path):
+    for url, choice in ((no_shm_server.url, None), (server.url, False)):
+        writer = StreamWriter(ServerFile("shm/inline.mkv"), server=url, shared_memory=choice)
+        writer.add_video_stream(frame_rate=20, width=128, height=96, encoder="ffv1")
+        with writer.open():
+            assert not writer.shared_memory
+            writer.write_video_chunk(0, patterns(10, 96, 128))
+        assert writer.summary["streams"][0]["counters"]["frames"] == 10
+
+
+def test_segments_of_dead_servers_are_removed_at_start(tmp_path):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = os.path.join(SHM, f"framecast-{gone.pid}-0123456789abcdef")
+    mine = os.path.join(SHM, f"framecast-{os.getpid()}-0123456789abcdef")  # a live process's: kept
+    for path in (stale, mine):
+        with open(path, "wb") as f:
+            f.write(b"x" * 4096)
+    try:
+        proc = ServerProcess(tmp_path / "out")
+        try:
+            assert not os.path.exists(stale)
+            assert os.path.exists(mine)
+        finally:
+            proc.stop()
+    finally:
+        for path in (stale, mine):
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def test_regions_are_handed_out_first_in_first_out():
+    regions = Regions(1024)
+    assert [regions.reserve(300, key) for key in range(3)] == [0, 320, 640]
+    assert not regions.has_room(100)  # 960..1024 is too small, and 0.. is still in use
+    regions.release(1)  # out of order: kept until the one before it goes
+    assert not regions.has_room(100)
+    regions.release_through(0)  # 0 and 1 go now
+    assert regions.reserve(600, 3) == 0 and len(regions) == 2
+    regions.release_through(3)
+    assert len(regions) == 0 and regions.reserve(1024, 4) == 0  # empty: starts over at 0
+    assert Regions(1000).reserve(1001) is None
+
+
+@pytest.fixture(scope="module")
+def small_shm_server(tmp_path_factory):
+    proc = ServerProcess(tmp_path_factory.mktemp("smallshm") / "out", env={"FRAMECAST_SHARED_MEMORY_BYTES": "1048576"})
+    yield proc
+    proc.stop()
+
+
+def test_a_full_segment_waits_and_a_payload_larger_than_it_goes_inline(small_shm_server):
+    """1 MiB of shared memory holds one 640x360 frame (0.69 MB): each 1-frame chunk waits for the
+    one before it to be acknowledged, and 3-frame chunks go over the websocket."""
+    frames = patterns(20, 360, 640)
+    writer = StreamWriter(ServerFile("shm/mixed.mkv"), server=small_shm_server.url)
+    writer.add_video_stream(frame_rate=30, width=640, height=360, encoder="ffv1")
+    with writer.open():
+        assert writer.shared_memory
+        k = 0
+        for size in (1, 3, 1, 1, 3, 1, 3, 1, 1, 1, 3, 1):
+            writer.write_video_chunk(0, frames[k : k + size])
+            k += size
+    assert k == 20
+    (video,) = decode(small_shm_server.output_dir / "shm" / "mixed.mkv")["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(20))
