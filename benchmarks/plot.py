@@ -16,10 +16,11 @@ from .report import ScenarioResult  # noqa: E402
 
 def _e2e(ax: Any, r: ScenarioResult) -> None:
     fps = r.series["fps"]
-    labels = ["framecast\nserver file", "framecast\nlocal file", "PyAV\nin-process", "ffmpeg\npipe"]
-    values = [fps["server_file"], fps["local_file"], fps["pyav"], fps["ffmpeg"]]
+    labels = ["framecast\nserver file", "framecast\nwebsocket", "framecast\nlocal file", "PyAV\nin-process",
+              "ffmpeg\npipe"]
+    values = [fps["server_file"], fps.get("websocket", float("nan")), fps["local_file"], fps["pyav"], fps["ffmpeg"]]
     values = [0.0 if v != v else v for v in values]  # NaN: that contender failed
-    bars = ax.bar(labels, values, color=["C0", "C0", "C2", "C1"])
+    bars = ax.bar(labels, values, color=["C0", "C9", "C0", "C2", "C1"])
     ax.bar_label(bars, labels=[f"{v:.0f}" if v else "failed" for v in values])
     ax.axhline(0.9 * fps["pyav"], color="C2", ls="--", lw=1, label="0.9 x PyAV")
     ax.set_ylabel("frames / s")
@@ -28,14 +29,16 @@ def _e2e(ax: Any, r: ScenarioResult) -> None:
 
 def _transport(ax: Any, r: ScenarioResult) -> None:
     labels, values = [], []
-    for chunk, runs in r.series["runs"].items():
-        labels.append(f"{chunk}-frame\nchunks")
+    for key, runs in r.series["runs"].items():
+        mode, _, chunk = key.partition(":")
+        labels.append(f"{chunk}-frame\n{'shared mem' if mode == 'shared' else 'websocket'}")
         values.append(float(np.median([m["gbps"] for m in runs])))
     labels.append("plain TCP\n(ceiling)")
     values.append(float(np.median(r.series["tcp"])))
     bars = ax.bar(labels, values, color=["C0"] * (len(values) - 1) + ["C7"])
     ax.bar_label(bars, fmt="%.2f")
     ax.axhline(1.0, color="C3", ls="--", lw=1, label="target 1 GB/s")
+    ax.set_yscale("log")
     ax.set_ylabel("GB/s")
     ax.legend(loc="upper left", fontsize=8)
 
@@ -50,6 +53,7 @@ def _latency(ax: Any, r: ScenarioResult) -> None:
     _cdf(ax, r.series["ack_ms"], "framecast ACK latency", "C0")
     _cdf(ax, r.series["round_trip_ms"], "framecast write+flush", "C9")
     _cdf(ax, r.series["floor_ms"], "PyAV in-process", "C2")
+    _cdf(ax, r.series.get("websocket_ms", []), "framecast ACK, payloads over the websocket", "C8")
     _cdf(ax, r.series.get("unpaced_ms", []), "framecast, not paced", "C4")
     _cdf(ax, r.series.get("transport_ms", []), "framecast, transport alone", "C7")
     for x, name in ((15, "p50 target"), (40, "p99 target")):

@@ -13,6 +13,9 @@ Two numbers per frame:
 - write + flush: what the caller sees, ``write_video_chunk`` then ``flush()`` (which returns when
   the ACK is in); it adds waking the caller's thread.
 
+The main run uses the SDK's defaults, which on one machine put payloads into the session's shared
+memory; one more run (shorter) sends them over the websocket, as from another machine.
+
 The first frames warm up (x264's first frame, the pacer's anchor) and are left out. Side by side:
 - the floor: the same frames, settings and cadence encoded by PyAV in this process, from having
   the frame to its packet muxed (into the null muxer);
@@ -46,14 +49,15 @@ DISTINCT_FRAMES = 60
 
 
 def _paced(server: BenchServer, dst: Any, frames: Any, rate: int, count: int, realtime: bool,
-           encoder: str | None = "libx264") -> tuple[list[float], list[float], dict]:
+           encoder: str | None = "libx264", shared_memory: bool | None = None) -> tuple[list[float], list[float], dict]:
     """Write ``count`` 1-frame chunks, one every 1/rate s, each followed by flush().
 
     Returns (ACK latencies, write+flush times) in ms, per frame, and the final summary.
     """
     size = (frames.shape[3], frames.shape[2])
     options = ULTRAFAST_ZEROLATENCY if encoder else None
-    writer = video_writer(dst, server.url, size, rate, options, realtime=realtime, encoder=encoder)
+    writer = video_writer(dst, server.url, size, rate, options, realtime=realtime, encoder=encoder,
+                          shared_memory=shared_memory)
     clock = AckClock.attach(writer)
     writer.open()
     round_trip = []
@@ -87,14 +91,19 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             acks, round_trip, summary = _paced(server, receiver.url, tchw, rate, count, realtime=True)
         if receiver.bytes == 0:
             raise RuntimeError("the UDP receiver got nothing")
+        with UdpReceiver() as other:
+            websocket, _, _ = _paced(server, other.url, tchw, rate, short, realtime=True, shared_memory=False)
         transport, _, _ = _paced(server, framecast.Discard(encode=False), tchw, rate, short, False, None)
         unpaced, _, _ = _paced(server, framecast.Discard(encode=True), tchw, rate, short, realtime=False)
     floor = pyav_realtime_latency(thwc, rate, ULTRAFAST_ZEROLATENCY, count)[skip:]
     acks, round_trip, transport, unpaced = acks[skip:], round_trip[skip:], transport[skip:], unpaced[skip:]
+    websocket = websocket[skip:]
     pacing = summary.get("pacing") or {}
 
     result.add("p50", "ACK latency p50", percentile(acks, 50), "ms", 1)
     result.add("p99", "ACK latency p99", percentile(acks, 99), "ms", 1)
+    result.add("ws_p50", "ACK latency p50, payloads over the websocket", percentile(websocket, 50), "ms", 1)
+    result.add("ws_p99", "ACK latency p99, payloads over the websocket", percentile(websocket, 99), "ms", 1)
     result.add("rt_p50", "write+flush p50", percentile(round_trip, 50), "ms", 1)
     result.add("rt_p99", "write+flush p99", percentile(round_trip, 99), "ms", 1)
     result.add("floor_p50", "PyAV in-process encode+mux p50", percentile(floor, 50), "ms", 1)
@@ -107,7 +116,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     result.target("p50 <= 15 ms", "p50", "<=", 15, "ms")
     result.target("p99 <= 40 ms", "p99", "<=", 40, "ms")
     result.series = {"ack_ms": acks, "round_trip_ms": round_trip, "floor_ms": floor, "transport_ms": transport,
-                     "unpaced_ms": unpaced}
+                     "unpaced_ms": unpaced, "websocket_ms": websocket}
     result.notes.append(
         f"{width}x{height} rgb24 at {rate} fps, {count} frames ({short} for each breakdown run; the first {skip} "
         f"left out), libx264 ultrafast/zerolatency to udp:// on loopback ({receiver.datagrams} datagrams received)."
