@@ -90,6 +90,10 @@ class _Stream:
         """Frames for a (T, ...) chunk whose first tick is ``start``."""
         raise NotImplementedError
 
+    def ready(self, frames: list[av.frame.Frame]) -> list[av.frame.Frame]:
+        """Frames as the encoder takes them (see _VideoStream); others as they are."""
+        return frames
+
     def gap(self, end: int, start: int) -> list[av.frame.Frame]:
         """Frames that fill the time between the previous chunk's ``end`` and ``start``.
 
@@ -111,6 +115,29 @@ class _Stream:
 
 class _VideoStream(_Stream):
     plan: VideoPlan
+
+    def ready(self, frames: list[av.frame.Frame]) -> list[av.frame.Frame]:
+        """Convert frames to the encoder's pixel format and size now, as PyAV's ``encode`` would
+        (the same swscale call and settings), so the conversion can run before encoding, on
+        another thread (the direct loop's prepare stage, as the ffmpeg CLI converts next to x264),
+        and paced frames wait in the encoder's smaller format. Not with a filter chain, which
+        takes the frames as built."""
+        if self.chain is not None or not frames:
+            return frames
+        ctx = self.stream.codec_context
+        first = frames[0]
+        if (first.format.name, first.width, first.height) == (ctx.pix_fmt, ctx.width, ctx.height):
+            return frames
+        if self._reformatter is None:
+            self._reformatter = av.video.reformatter.VideoReformatter()
+        out = []
+        for frame in frames:
+            converted = self._reformatter.reformat(frame, ctx.width, ctx.height, ctx.format, threads=ctx.thread_count)
+            converted.pts, converted.time_base = frame.pts, frame.time_base
+            out.append(converted)
+        return out
+
+    _reformatter: Any = None
 
     def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
         plan = self.plan
@@ -358,7 +385,7 @@ class OutputWriter:
         stream.timeline.advance(start, array.shape[0])
         stream.stats.chunks += 1
         stream.stats.frames += array.shape[0]
-        return stream.gap(previous_end, start) + stream.frames(array, start)
+        return stream.ready(stream.gap(previous_end, start) + stream.frames(array, start))
 
     def emit(self, index: int, frames: list[av.frame.Frame]) -> None:
         """Encode frames of stream ``index`` and mux the packets that come out."""

@@ -54,7 +54,10 @@ class Previewer:
             self._latest[stream] = frames[-1]
 
     def offer_audio(self, stream: int, array: np.ndarray) -> None:
-        self.levels[stream] = levels_db(array)
+        self.offer_levels(stream, levels_db(array))
+
+    def offer_levels(self, stream: int, levels: list[float]) -> None:
+        self.levels[stream] = levels
         self._levels_changed = True
 
     def due(self, now: float | None = None) -> bool:

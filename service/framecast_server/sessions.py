@@ -219,7 +219,8 @@ class Session:
             self._output_index += 1
         elif kind == "ack":
             _, seq, stats = message
-            self._take_stats(stats)
+            if stats is not None:
+                self._take_stats(stats)
             self.in_flight = max(0, self.in_flight - (seq - self.acked_seq))
             self.acked_seq = seq
             self.outbox.put(protocol.encode_ack(seq))

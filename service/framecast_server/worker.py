@@ -14,7 +14,7 @@ checked by the server, then the payload's place in the ring) and JSON control me
     ("connected", warnings)                 a network output is connected, its header written
     ("out", offset, data)                   encoded bytes for a client-side destination
     ("free",)                               the oldest chunk's payload is copied out of the ring
-    ("ack", seq, stats)                     chunk ``seq`` (and all before it) is encoded and muxed
+    ("ack", seq, stats or None)             chunk ``seq`` (and all before it) is encoded and muxed
     ("failed", reason)                      encoding or connecting failed; the worker exits
     ("closed", stats)                       trailer written, output closed; the worker exits
     ("preview", {stream: jpeg}, {stream: [dBFS per channel]})   now and then, for the dashboard
@@ -31,8 +31,10 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -41,6 +43,7 @@ from typing import Any
 from framecast import protocol
 
 from .plan import OutputPlan
+from .preview import levels_db
 from .ring import IN_CLIENT_MEMORY, PayloadRing, RingReader, descriptor, read_descriptor
 
 log = logging.getLogger(__name__)
@@ -142,14 +145,23 @@ def _stats(writer: Any, pacer: Any = None) -> dict[str, Any]:
     return {"streams": writer.stats(), "pacing": pacer.stats() if pacer is not None else None}
 
 
-def _offer_preview(previewer: Any, writer: Any, stream: int, array: Any, frames: list[Any]) -> None:
-    if writer.plan.streams[stream].type == "audio":
-        previewer.offer_audio(stream, array)
-    else:
-        previewer.offer_video(stream, frames)
+class _StatsEvery:
+    """Counters ride on ACKs at most every ``interval`` seconds (None in between): enough for the
+    dashboard and metrics, and one pickled dict less per chunk. ``closed`` always carries them."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._last = float("-inf")
+
+    def __call__(self, writer: Any, pacer: Any = None) -> dict[str, Any] | None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return None
+        self._last = now
+        return _stats(writer, pacer)
 
 
-def _send_preview(conn: Connection, previewer: Any) -> None:
+def _send_preview(conn: Connection | _Locked, previewer: Any) -> None:
     if previewer.due():
         conn.send(("preview", previewer.take(), dict(previewer.levels)))
 
@@ -165,47 +177,93 @@ class _Payloads:
         return read_descriptor(message, self.ring, self.client)
 
 
+class _Locked:
+    """The worker's pipe, safe to send on from two threads (each message goes out whole)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+
+def _prepare(conn: Connection, sender: _Locked, writer: Any, payloads: _Payloads, out: queue.Queue[Any]) -> None:
+    """The direct loop's first stage, on its own thread: take each message off the pipe and build
+    the chunk's frames (the copy out of shared memory), so that it overlaps the encoding of the
+    chunk before. NumPy's copy and PyAV's encoding both release the GIL.
+
+    Puts ("chunk", header, frames, levels), ("finish",), ("eof",), or the exception that stopped it.
+    """
+    try:
+        while True:
+            message = _receive(conn)
+            if message is None:  # the server went away: finalize what we have
+                out.put(("eof",))
+                return
+            if message[:2] == protocol.MAGIC:
+                header, array, in_ring = payloads.chunk(message)
+                frames = writer.frames_for(header.stream, array, header.pts) if writer.plan.encode else []
+                audio = writer.plan.encode and writer.plan.streams[header.stream].type == "audio"
+                levels = levels_db(array) if audio else None
+                del array  # frames hold copies: the ring space can be written again
+                if in_ring:
+                    sender.send(FREE)
+                out.put(("chunk", header, frames, levels))
+            elif json.loads(message).get("type") == protocol.FINISH:
+                out.put(("finish",))
+                return
+    except BaseException as exc:  # the encoding thread raises it: the session fails with its reason
+        out.put(exc)
+
+
 def _direct_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
-    """Encode each chunk as it comes: files, client-side outputs, unpaced network outputs."""
+    """Encode each chunk as it comes: files, client-side outputs, unpaced network outputs.
+
+    Two stages: a thread takes chunks off the pipe and builds their frames (``_prepare``), this
+    one encodes and muxes them and acknowledges each; at most two chunks wait between the two.
+    """
     from .preview import Previewer
 
-    live = _live_output(conn, writer)
+    sender = _Locked(conn)
+    live = _live_output(sender, writer)
     previewer = Previewer()
+    prepared: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stats = _StatsEvery()
+    threading.Thread(target=_prepare, args=(conn, sender, writer, payloads, prepared), daemon=True,
+                     name="prepare").start()
     while True:
         if live is not None:
             while live.down:  # nothing more is taken until the destination is back: backpressure
                 live.tick()
                 time.sleep(min(live.next_attempt_in() or 0.0, 0.05))
-        message = _receive(conn)
-        if message is None:  # the server went away: finalize what we have
+        item = prepared.get()
+        if isinstance(item, BaseException):
+            raise item
+        if item[0] == "eof":
             writer.close()
             return
-        if message[:2] == protocol.MAGIC:
-            header, array, in_ring = payloads.chunk(message)
-            if writer.plan.encode:
-                frames = writer.frames_for(header.stream, array, header.pts)
-                _offer_preview(previewer, writer, header.stream, array, frames)
-                del array  # frames hold copies: the ring space can be written again
-                if in_ring:
-                    conn.send(FREE)
-                if live is not None:
-                    for frame in frames:
-                        live.emit(header.stream, frame)
-                else:
-                    writer.emit(header.stream, frames)
+        if item[0] == "finish":
+            writer.close()
+            sender.send(("closed", _stats(writer)))
+            return
+        _, header, frames, levels = item
+        if frames:
+            if live is not None:
+                for frame in frames:
+                    live.emit(header.stream, frame)
             else:
-                del array
-                if in_ring:
-                    conn.send(FREE)
-            conn.send(("ack", header.seq, _stats(writer)))
-            _send_preview(conn, previewer)
-        elif json.loads(message).get("type") == protocol.FINISH:
-            writer.close()
-            conn.send(("closed", _stats(writer)))
-            return
+                writer.emit(header.stream, frames)
+        if levels is not None:
+            previewer.offer_levels(header.stream, levels)
+        elif frames:
+            previewer.offer_video(header.stream, frames)
+        sender.send(("ack", header.seq, stats(writer)))
+        _send_preview(sender, previewer)
 
 
-def _live_output(conn: Connection, writer: Any) -> Any:
+def _live_output(conn: Connection | _Locked, writer: Any) -> Any:
     """A LiveOutput for network destinations (reconnects, outage policy); None for the rest."""
     if not writer.plan.live:
         return None
@@ -221,6 +279,7 @@ def _paced_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
     from .preview import Previewer
 
     pacer = Pacer(len(writer.streams))
+    stats = _StatsEvery()
     previewer = Previewer()
     live = _live_output(conn, writer)
     held_since: float | None = None
@@ -246,7 +305,7 @@ def _paced_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
         _send_preview(conn, previewer)
         done = pacer.completed()
         if done is not None:
-            conn.send(("ack", done, _stats(writer, pacer)))
+            conn.send(("ack", done, stats(writer, pacer)))
         if finishing and not len(pacer) and not (live is not None and live.down):
             writer.close()
             conn.send(("closed", _stats(writer, pacer)))
