@@ -10,9 +10,13 @@ session k of n starts 2k/n s after the first, as independent streams would, so t
 highest count that passed starts them all at once instead, every keyframe together, and is
 reported beside it: the worst case. A level passes when every session
 
-- had every frame taken and encoded (summary counters: frames and packets == frames written),
-- never released a frame more than 100 ms after its media time (``pacing.max_lateness_ms``),
-- saw p99 ACK latency (sent -> encoded and muxed, ``measure.AckClock``) under 100 ms.
+- had every frame taken and encoded (summary counters: frames and packets == frames written:
+  zero dropped frames),
+- saw p99 ACK latency (sent -> encoded and muxed, ``measure.AckClock``) under 100 ms,
+
+the issue's definition. The worst ``pacing.max_lateness_ms`` (the one frame released latest after
+its media time, out of 300 per session) is reported beside it, not held to a limit: a single
+keyframe encoded while every core is busy decides it.
 
 The ramp stops at the first level that fails. The bound it is compared with: PyAV encoding the
 same frames with the same settings, single-threaded (threads=1), in this process, as fast as it
@@ -79,8 +83,7 @@ def _session(server: BenchServer, frames, rate: int, seconds: float, go: threadi
             p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99), client_slip_ms=slip * 1000,
         )
         out["ok"] = (
-            out["frames"] == count and out["packets"] == count
-            and out["max_lateness_ms"] < LIMIT_MS and out["p99_ms"] < LIMIT_MS
+            out["frames"] == count and out["packets"] == count and out["p99_ms"] < LIMIT_MS
         )
     except Exception as exc:  # a session that failed fails its level; the ramp goes on to report it
         go.abort()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import os
+import ssl
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -53,6 +55,13 @@ def map_transport_errors(server: str) -> Iterator[None]:
         raise TransportError(f"cannot reach the framecast server at {server}: {exc}") from exc
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process (httpx's default: certifi's CA bundle), shared by
+    every client: building one loads the certificates, ~20 ms every writer's open() would pay."""
+    return httpx.create_ssl_context()
+
+
 def raise_for_error(response: httpx.Response) -> Any:
     """Return the JSON body of a successful response, or raise the matching framecast error."""
     if response.is_success:
@@ -76,7 +85,7 @@ class RestClient:
     def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.server = server_url(server)
         self.headers = auth_headers(api_key)
-        self._http = httpx.Client(base_url=self.server, headers=self.headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.server, headers=self.headers, timeout=timeout, verify=tls_context())
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         with map_transport_errors(self.server):
@@ -104,7 +113,8 @@ class AsyncRestClient:
     def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.server = server_url(server)
         self.headers = auth_headers(api_key)
-        self._http = httpx.AsyncClient(base_url=self.server, headers=self.headers, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=self.server, headers=self.headers, timeout=timeout,
+                                       verify=tls_context())
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         with map_transport_errors(self.server):
