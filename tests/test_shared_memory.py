@@ -204,3 +204,19 @@ def test_a_full_segment_waits_and_a_payload_larger_than_it_goes_inline(small_shm
     assert k == 20
     (video,) = decode(small_shm_server.output_dir / "shm" / "mixed.mkv")["streams"]
     assert [read_stamp(f) for f in video["frames"]] == list(range(20))
+
+
+def test_client_side_output_with_inline_payloads_is_intact(server):
+    """Inline payloads go through the server's ring, whose space the encoder's prepare thread
+    hands back while its main thread muxes output bytes for the client: both write the same pipe,
+    and every message must arrive whole."""
+    frames = patterns(120, 240, 320)  # lossless frames of ~100 KB: each OUTPUT takes two writes
+    sink = io.BytesIO()
+    writer = StreamWriter(sink, format="matroska", server=server.url, shared_memory=False)
+    writer.add_video_stream(frame_rate=30, width=320, height=240, encoder="ffv1")
+    with writer.open():
+        assert not writer.shared_memory
+        for k in range(120):
+            writer.write_video_chunk(0, frames[k : k + 1])
+    (video,) = decode(sink.getvalue())["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(120))

@@ -133,6 +133,8 @@ class AsyncStreamWriter:
                     code = ws.close_code
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else None
+                except OSError:  # the socket went away under websockets: a lost connection too
+                    code = None
                 if self._core.done or self._closed_by_user:
                     return
                 self._broken = self._core.lost_connection(code, self._reconnect)
@@ -142,8 +144,6 @@ class AsyncStreamWriter:
                     return
         except FramecastError as exc:
             self._broken = exc
-        except OSError as exc:
-            self._broken = TransportError(f"writing the output locally failed: {exc}")
         finally:
             if not self._core.done and self._broken is None and not self._closed_by_user:
                 self._broken = TransportError("connection to the framecast server closed unexpectedly")
@@ -165,7 +165,7 @@ class AsyncStreamWriter:
                 self.reconnects += 1
                 self._changed.set()
                 return True
-            except (TransportError, ConnectionClosed) as exc:
+            except (TransportError, ConnectionClosed, OSError) as exc:
                 delay = backoff.next_delay()
                 if delay is None:
                     self._broken = backoff.gave_up(exc)
@@ -178,7 +178,7 @@ class AsyncStreamWriter:
         the send lock; a send on a closing connection would wait out the close timeout)."""
         for text in self._core.take_outgoing():
             if ws.protocol.state is State.OPEN:
-                with contextlib.suppress(ConnectionClosed, TimeoutError):
+                with contextlib.suppress(ConnectionClosed, TimeoutError, OSError):
                     await ws.send(text)
 
     async def _send(self, fragments: Any) -> None:
@@ -190,7 +190,7 @@ class AsyncStreamWriter:
                 await self._ws.send(fragments)
                 await self._send_outgoing(self._ws)
                 return
-            except ConnectionClosed:
+            except (ConnectionClosed, OSError):  # OSError: the socket closed under websockets
                 if not self._reconnect:
                     self._check()
                     raise TransportError("connection to the framecast server closed") from None

@@ -207,6 +207,8 @@ class StreamWriter:
                     code = ws.close_code
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else None
+                except OSError:  # the socket went away under websockets: a lost connection too
+                    code = None
                 if self._core.done or self._closed_by_user:
                     return
                 self._broken = self._core.lost_connection(code, self._reconnect)
@@ -216,8 +218,6 @@ class StreamWriter:
                     return
         except FramecastError as exc:
             self._broken = exc
-        except OSError as exc:  # the user's destination refused a write
-            self._broken = TransportError(f"writing the output locally failed: {exc}")
         finally:
             with self._lock:
                 if not self._core.done and self._broken is None and not self._closed_by_user:
@@ -244,7 +244,7 @@ class StreamWriter:
                     self.reconnects += 1
                     self._lock.notify_all()
                 return True
-            except (TransportError, ConnectionClosed) as exc:
+            except (TransportError, ConnectionClosed, OSError) as exc:
                 delay = backoff.next_delay()
                 if delay is None:
                     self._broken = backoff.gave_up(exc)
@@ -268,7 +268,7 @@ class StreamWriter:
                 self._ws.send(fragments)
                 self._send_outgoing(self._ws)
                 return
-            except ConnectionClosed:
+            except (ConnectionClosed, OSError):  # OSError: the socket closed under websockets
                 if not self._reconnect:
                     self._check()
                     raise TransportError("connection to the framecast server closed") from None
@@ -407,7 +407,7 @@ def _send_if_open(ws: ClientConnection, text: str) -> None:
     """Send a courtesy message (an output confirmation) unless the connection is closing: a send
     on a closing connection would wait out the whole close timeout."""
     if ws.protocol.state is State.OPEN:
-        with contextlib.suppress(ConnectionClosed, TimeoutError):
+        with contextlib.suppress(ConnectionClosed, TimeoutError, OSError):
             ws.send(text)
 
 

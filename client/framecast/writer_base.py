@@ -341,7 +341,10 @@ class WriterCore:
                 return  # a repeat after a reconnect: already written
             if parsed.index > self._outputs_applied:
                 raise ProtocolError(f"output message {parsed.index} arrived before {self._outputs_applied}")
-            self.sink.write(parsed.offset, parsed.data)
+            try:
+                self.sink.write(parsed.offset, parsed.data)
+            except OSError as exc:  # the user's destination refused a write: the writer fails
+                raise TransportError(f"writing the output locally failed: {exc}") from exc
             self._outputs_applied += 1
             if self._outputs_applied % OUTPUT_ACK_EVERY == 0:
                 # Confirmations are cumulative: only the newest one still needs sending.

@@ -49,6 +49,26 @@ from .ring import IN_CLIENT_MEMORY, PayloadRing, RingReader, descriptor, read_de
 log = logging.getLogger(__name__)
 
 
+class _Pipe:
+    """The worker's end of the pipe. Sends are locked, so that the prepare thread (FREE), the
+    muxer writing client output and the encoding thread (ACKs) never interleave bytes of two
+    messages; receiving is done by one thread at a time."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: Any) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+    def poll(self, timeout: float | None) -> bool:
+        return self._conn.poll(timeout)
+
+    def recv_bytes(self) -> bytes:
+        return self._conn.recv_bytes()
+
+
 class _PipeSink:
     """A file object whose writes and seeks become ("out", offset, data) messages.
 
@@ -57,7 +77,7 @@ class _PipeSink:
     would have produced.
     """
 
-    def __init__(self, conn: Connection, seekable: bool) -> None:
+    def __init__(self, conn: _Pipe, seekable: bool) -> None:
         self._conn = conn
         self._seekable = seekable
         self._pos = 0
@@ -84,7 +104,7 @@ class _PipeSink:
         return self._pos
 
 
-def _receive(conn: Connection, timeout: float | None = None) -> bytes | None:
+def _receive(conn: _Pipe, timeout: float | None = None) -> bytes | None:
     """The next message from the server, None once it went away; raises _NothingYet if none came.
 
     The worker reads its pipe directly: descriptors are small, and the ring bounds how many are
@@ -102,8 +122,9 @@ class _NothingYet(Exception):
     """No message within the timeout (not an OSError: those mean the pipe is gone)."""
 
 
-def worker_main(conn: Connection, plan: OutputPlan, ring: RingReader, client: RingReader | None) -> None:
+def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: RingReader | None) -> None:
     """Entry point of an encoder process: open the output, then encode until told to finish."""
+    conn = _Pipe(raw)
     import av.logging
 
     from .encoder import OutputWriter, SetupError, describe_error
@@ -161,7 +182,7 @@ class _StatsEvery:
         return _stats(writer, pacer)
 
 
-def _send_preview(conn: Connection | _Locked, previewer: Any) -> None:
+def _send_preview(conn: _Pipe, previewer: Any) -> None:
     if previewer.due():
         conn.send(("preview", previewer.take(), dict(previewer.levels)))
 
@@ -177,19 +198,7 @@ class _Payloads:
         return read_descriptor(message, self.ring, self.client)
 
 
-class _Locked:
-    """The worker's pipe, safe to send on from two threads (each message goes out whole)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
-
-    def send(self, message: Any) -> None:
-        with self._lock:
-            self._conn.send(message)
-
-
-def _prepare(conn: Connection, sender: _Locked, writer: Any, payloads: _Payloads, out: queue.Queue[Any]) -> None:
+def _prepare(conn: _Pipe, writer: Any, payloads: _Payloads, out: queue.Queue[Any]) -> None:
     """The direct loop's first stage, on its own thread: take each message off the pipe and build
     the chunk's frames (the copy out of shared memory), so that it overlaps the encoding of the
     chunk before. NumPy's copy and PyAV's encoding both release the GIL.
@@ -209,7 +218,7 @@ def _prepare(conn: Connection, sender: _Locked, writer: Any, payloads: _Payloads
                 levels = levels_db(array) if audio else None
                 del array  # frames hold copies: the ring space can be written again
                 if in_ring:
-                    sender.send(FREE)
+                    conn.send(FREE)
                 out.put(("chunk", header, frames, levels))
             elif json.loads(message).get("type") == protocol.FINISH:
                 out.put(("finish",))
@@ -218,7 +227,7 @@ def _prepare(conn: Connection, sender: _Locked, writer: Any, payloads: _Payloads
         out.put(exc)
 
 
-def _direct_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
+def _direct_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
     """Encode each chunk as it comes: files, client-side outputs, unpaced network outputs.
 
     Two stages: a thread takes chunks off the pipe and builds their frames (``_prepare``), this
@@ -226,12 +235,11 @@ def _direct_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
     """
     from .preview import Previewer
 
-    sender = _Locked(conn)
-    live = _live_output(sender, writer)
+    live = _live_output(conn, writer)
     previewer = Previewer()
     prepared: queue.Queue[Any] = queue.Queue(maxsize=2)
     stats = _StatsEvery()
-    threading.Thread(target=_prepare, args=(conn, sender, writer, payloads, prepared), daemon=True,
+    threading.Thread(target=_prepare, args=(conn, writer, payloads, prepared), daemon=True,
                      name="prepare").start()
     while True:
         if live is not None:
@@ -246,7 +254,7 @@ def _direct_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
             return
         if item[0] == "finish":
             writer.close()
-            sender.send(("closed", _stats(writer)))
+            conn.send(("closed", _stats(writer)))
             return
         _, header, frames, levels = item
         if frames:
@@ -259,11 +267,11 @@ def _direct_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
             previewer.offer_levels(header.stream, levels)
         elif frames:
             previewer.offer_video(header.stream, frames)
-        sender.send(("ack", header.seq, stats(writer)))
-        _send_preview(sender, previewer)
+        conn.send(("ack", header.seq, stats(writer)))
+        _send_preview(conn, previewer)
 
 
-def _live_output(conn: Connection | _Locked, writer: Any) -> Any:
+def _live_output(conn: _Pipe, writer: Any) -> Any:
     """A LiveOutput for network destinations (reconnects, outage policy); None for the rest."""
     if not writer.plan.live:
         return None
@@ -273,7 +281,7 @@ def _live_output(conn: Connection | _Locked, writer: Any) -> Any:
     return LiveOutput(writer, conn.send, plan.on_drop, plan.outage_buffer, plan.reconnect_timeout)
 
 
-def _paced_loop(conn: Connection, writer: Any, payloads: _Payloads) -> None:
+def _paced_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
     """Release frames at media time; read ahead only as far as the pacer allows (backpressure)."""
     from .pacing import Pacer
     from .preview import Previewer
