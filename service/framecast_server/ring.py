@@ -60,8 +60,9 @@ class RingClosed(BrokenPipeError):
 class PayloadRing:
     """The server's side of the ring: reserves space, copies payloads in, waits when full.
 
-    ``write`` runs on the event loop; ``release`` and ``close`` run on the encoder handle's
-    reader thread. A lock guards the bookkeeping between the two.
+    ``write`` runs on the event loop, and so do ``release`` and ``close`` (called as the encoder's
+    messages arrive on its pipe, an asyncio transport). The lock and the thread-safe wake-up keep
+    them correct from any thread all the same.
 
     Args:
         capacity: bytes of shared memory; the largest chunk payload must fit.
@@ -106,7 +107,7 @@ class PayloadRing:
         self._view[offset : offset + size] = payload
         return offset
 
-    # -- the reader thread's side ---------------------------------------------------------------
+    # -- the encoder's side, as its messages arrive ----------------------------------------------
 
     def release(self) -> None:
         """The encoder is done with the oldest region in flight."""
