@@ -343,6 +343,29 @@ def test_preview_jpeg_and_audio_levels(api):
     ws.close()
 
 
+def test_previews_are_made_only_while_someone_looks(api):
+    """Nobody asked about the session while it streamed: no preview was made. Asking (as the
+    dashboard does every second) starts them."""
+    created = create(api, [{**VIDEO, "width": 160, "height": 120}], {"type": "server_file", "path": "api/watch.mkv"})
+    sid = created["id"]
+    ws = open_ws(created)
+    for seq in range(8):
+        ws.send(chunk(seq, patterns(1, 120, 160, start=seq)))
+        recv_until(ws, is_ack(seq))
+        time.sleep(0.15)  # 1.2 s in all: more than two preview intervals
+    assert api.get(f"/v1/sessions/{sid}/preview").status_code == 404  # and this request starts them
+    deadline = time.monotonic() + 10
+    seq = 8
+    while api.get(f"/v1/sessions/{sid}/preview").status_code != 200:
+        assert time.monotonic() < deadline, "no preview after someone asked"
+        ws.send(chunk(seq, patterns(1, 120, 160, start=seq)))
+        seq += 1
+        time.sleep(0.2)
+    ws.send(protocol.encode_control("finish"))
+    recv_until(ws, is_type("closed"))
+    ws.close()
+
+
 def test_prometheus_metrics(api):
     created = create(api, [VIDEO], {"type": "server_file", "path": "api/metrics.mkv"})
     ws = open_ws(created)

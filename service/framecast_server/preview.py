@@ -2,7 +2,9 @@
 
 The encoder process keeps a reference to the newest frame of each video stream and, at most
 ``interval`` seconds apart, scales it to ``width`` pixels wide and encodes it with FFmpeg's MJPEG
-encoder (a few milliseconds). Audio levels are the RMS of each chunk per channel, in dBFS. Both go
+encoder (a few milliseconds), but only while someone watches: the server tells the encoder when
+the dashboard or the API asks about the session (``watch``), so a server full of sessions nobody
+looks at spends nothing on previews. Audio levels are the RMS of each chunk per channel, in dBFS. Both go
 to the server with the worker's other messages; nothing here touches the output.
 """
 
@@ -41,6 +43,7 @@ class Previewer:
 
     def __init__(self, interval: float = 0.5, width: int = 320) -> None:
         self.interval = interval
+        self._watched_until = 0.0
         self.width = width
         self._latest: dict[int, Any] = {}
         self._sent_at = 0.0
@@ -62,7 +65,12 @@ class Previewer:
 
     def due(self, now: float | None = None) -> bool:
         fresh = bool(self._latest) or self._levels_changed
-        return fresh and (now or time.monotonic()) - self._sent_at >= self.interval
+        now = now or time.monotonic()
+        return fresh and now < self._watched_until and now - self._sent_at >= self.interval
+
+    def watch(self, seconds: float) -> None:
+        """Make previews for the next ``seconds`` (someone is looking)."""
+        self._watched_until = max(self._watched_until, time.monotonic() + seconds)
 
     def take(self) -> dict[int, bytes]:
         """JPEGs of the newest frame of each video stream offered since the last call.

@@ -73,13 +73,18 @@ def _from_loopback(request: Request) -> bool:
 @router.get("/v1/sessions", response_model=list[SessionInfo], tags=["sessions"])
 async def list_sessions(request: Request) -> list[SessionInfo]:
     """Every session this server knows, open or finished."""
-    return [s.info() for s in _manager(request).sessions.values()]
+    sessions = list(_manager(request).sessions.values())
+    for session in sessions:
+        session.watched()
+    return [s.info() for s in sessions]
 
 
 @router.get("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"], responses=_errors(404))
 async def get_session(session_id: str, request: Request) -> SessionInfo:
     """State and per-stream counters of one session."""
-    return _manager(request).get(session_id).info()
+    session = _manager(request).get(session_id)
+    session.watched()
+    return session.info()
 
 
 @router.delete("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"],
@@ -104,8 +109,10 @@ async def download_output(session_id: str, request: Request) -> FileResponse:
 @router.get("/v1/sessions/{session_id}/preview", tags=["sessions"], responses={
     200: {"content": {"image/jpeg": {}}, "description": "The latest frame, 320 pixels wide"}, **_errors(404)})
 async def preview(session_id: str, request: Request, stream: int = 0) -> Response:
-    """The latest video frame of a stream as a small JPEG (refreshed about twice a second)."""
+    """The latest video frame of a stream as a small JPEG (refreshed about twice a second while
+    anyone asks for it or for the session; the first request after a quiet spell may be a 404)."""
     session = _manager(request).get(session_id)
+    session.watched()
     jpeg = session.previews.get(stream)
     if jpeg is None:
         raise PreviewNotFound(f"session {session_id} has no preview for stream {stream} (yet)")

@@ -44,12 +44,16 @@ from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
 from .shm import ClientMemory, Unavailable, segment_size, sweep
-from .worker import EncoderProcess, exit_text
+from .worker import EncoderProcess, exit_text, watch_message
 
 log = logging.getLogger(__name__)
 
 #: Events kept per session for GET /v1/sessions/{id}.
 MAX_EVENTS = 100
+
+
+#: How long an encoder keeps making previews after someone last looked at its session.
+PREVIEW_SECONDS = 10.0
 
 
 class SessionState(str, enum.Enum):
@@ -90,6 +94,7 @@ class Session:
     ) -> None:
         self.id = session_id
         self.client_memory = client_memory
+        self._watch_told = float("-inf")
         self.metrics = metrics
         self.in_flight = 0  # chunks handed to the encoder, not yet acknowledged
         self._rates = [RateMeter() for _ in plan.streams]
@@ -351,6 +356,16 @@ class Session:
         except OSError:
             # The encoder died; its exit fails the session and the client hears why.
             self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
+
+    def watched(self) -> None:
+        """Someone looks at this session (the dashboard, the API): have its encoder make previews
+        for the next PREVIEW_SECONDS. Told at most once a second."""
+        now = time.monotonic()
+        if self.state.done or now - self._watch_told < 1.0:
+            return
+        self._watch_told = now
+        with contextlib.suppress(OSError):  # not attached yet, or gone: nothing to preview
+            self.encoder.send(watch_message(PREVIEW_SECONDS))
 
     def _shared_offset(self, header: protocol.ChunkHeader, payload: memoryview) -> int:
         """Where a shared-memory chunk's payload lies, checked against the session's segment.

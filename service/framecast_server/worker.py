@@ -7,7 +7,8 @@ encoder can hang or die without touching the event loop or any other session.
 Chunk payloads do not cross the pipe: the server copies each into shared memory (``ring.py``).
 The pipe carries, server -> worker, chunk descriptors (the CHUNK header as it arrived, already
 checked by the server, then the payload's place in the ring) and JSON control messages
-(``{"type": "finish"}``); worker -> server, small pickled tuples:
+(``{"type": "finish"}``, ``{"type": "watch", "seconds": 10}`` while someone looks at previews);
+worker -> server, small pickled tuples:
 
     ("ready", warnings)                     the output is open (for URLs: not yet connected)
     ("setup_failed", message, field)        it could not be opened (becomes a 422)
@@ -203,7 +204,8 @@ def _prepare(conn: _Pipe, writer: Any, payloads: _Payloads, out: queue.Queue[Any
     the chunk's frames (the copy out of shared memory), so that it overlaps the encoding of the
     chunk before. NumPy's copy and PyAV's encoding both release the GIL.
 
-    Puts ("chunk", header, frames, levels), ("finish",), ("eof",), or the exception that stopped it.
+    Puts ("chunk", header, frames, levels), ("watch", seconds), ("finish",), ("eof",), or the
+    exception that stopped it.
     """
     try:
         while True:
@@ -220,9 +222,13 @@ def _prepare(conn: _Pipe, writer: Any, payloads: _Payloads, out: queue.Queue[Any
                 if in_ring:
                     conn.send(FREE)
                 out.put(("chunk", header, frames, levels))
-            elif json.loads(message).get("type") == protocol.FINISH:
-                out.put(("finish",))
-                return
+            else:
+                control = json.loads(message)
+                if control.get("type") == WATCH:
+                    out.put(("watch", float(control["seconds"])))
+                elif control.get("type") == protocol.FINISH:
+                    out.put(("finish",))
+                    return
     except BaseException as exc:  # the encoding thread raises it: the session fails with its reason
         out.put(exc)
 
@@ -252,6 +258,9 @@ def _direct_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
         if item[0] == "eof":
             writer.close()
             return
+        if item[0] == "watch":
+            previewer.watch(item[1])
+            continue
         if item[0] == "finish":
             writer.close()
             conn.send(("closed", _stats(writer)))
@@ -341,12 +350,22 @@ def _paced_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
             del array
             if in_ring:
                 conn.send(FREE)
-        elif json.loads(message).get("type") == protocol.FINISH:
-            finishing = True
+        else:
+            control = json.loads(message)
+            if control.get("type") == WATCH:
+                previewer.watch(float(control["seconds"]))
+            elif control.get("type") == protocol.FINISH:
+                finishing = True
 
 
 #: Sent after each chunk's payload is copied out of the ring (into frames), oldest first.
 FREE = ("free",)
+#: Server -> worker: someone looks at this session's previews; make them for ``seconds``.
+WATCH = "watch"
+
+
+def watch_message(seconds: float) -> bytes:
+    return json.dumps({"type": WATCH, "seconds": seconds}).encode()
 
 _context: multiprocessing.context.BaseContext | None = None
 
