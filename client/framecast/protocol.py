@@ -39,6 +39,7 @@ With flag bit 1 set (a client on the server's host, using the session's shared m
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -276,9 +277,14 @@ def encode_chunk(stream: int, seq: int, array: np.ndarray, pts: float | None = N
 def encode_shared_chunk(stream: int, seq: int, array: np.ndarray, offset: int, pts: float | None = None) -> bytes:
     """A CHUNK whose payload (``array``'s bytes) the sender put at ``offset`` of the session's
     shared memory: the header with the shared flag, then the offset."""
-    dtype = DType.from_numpy(array.dtype)
-    header = ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(array.shape), pts=pts, shared=True)
-    return header.serialize() + _SHARED_OFFSET.pack(offset)
+    header = ChunkHeader(stream=stream, seq=seq, dtype=DType.from_numpy(array.dtype), shape=tuple(array.shape),
+                         pts=pts)
+    return shared_chunk(header, offset)
+
+
+def shared_chunk(header: ChunkHeader, offset: int) -> bytes:
+    """``header`` as a shared-memory CHUNK whose payload lies at ``offset`` (see encode_shared_chunk)."""
+    return dataclasses.replace(header, shared=True).serialize() + _SHARED_OFFSET.pack(offset)
 
 
 def shared_offset(payload: bytes | memoryview) -> int:

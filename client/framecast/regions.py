@@ -49,9 +49,10 @@ class Regions:
 
     def reserve(self, size: int, key: int = 0) -> int | None:
         """Claim ``size`` bytes; their offset, or None if they do not fit now."""
-        start = self._place(aligned(size))
+        size = aligned(size)
+        start = self._place(size)
         if start is not None:
-            self._next = start + aligned(size)
+            self._next = start + size
             self._regions.append(_Region(key, start, self._next))
         return start
 

@@ -283,9 +283,7 @@ class WriterCore:
         if self.shared is not None and self.shared.takes(len(message.payload)):
             offset = self.shared.put(message.seq, message.payload)
             if offset is not None:
-                header = protocol.parse_chunk_header(message.header)
-                array = protocol.chunk_array(header, message.payload)
-                shared = protocol.encode_shared_chunk(header.stream, header.seq, array, offset, header.pts)
+                shared = protocol.shared_chunk(protocol.parse_chunk_header(message.header), offset)
                 message = Message(message.seq, shared, _NO_PAYLOAD, message.seconds)
         self._pending[message.seq] = message
         return message.fragments()

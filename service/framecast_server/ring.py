@@ -17,7 +17,7 @@ oldest. When the ring empties, writing starts again at its beginning, so a sessi
 encoder keeps up touches only a few chunks' worth of pages, not the whole capacity.
 
 The number of chunks in flight is bounded too (``max_chunks``), which bounds the descriptors
-queued in the pipe: sending one never blocks the event loop.
+queued in the pipe however small the chunks are.
 """
 
 from __future__ import annotations
@@ -178,8 +178,13 @@ class RingReader:
         os.close(fd)
 
     def array(self, header: protocol.ChunkHeader, offset: int) -> np.ndarray:
-        count = header.payload_size // header.dtype.numpy.itemsize
-        return np.frombuffer(self._map, dtype=header.dtype.numpy, count=count, offset=offset).reshape(header.shape)
+        return payload_view(self._map, header, offset)
+
+
+def payload_view(memory: Any, header: protocol.ChunkHeader, offset: int) -> np.ndarray:
+    """The payload of chunk ``header`` at ``offset`` of mapped ``memory``, as an array (no copy)."""
+    count = header.payload_size // header.dtype.numpy.itemsize
+    return np.frombuffer(memory, dtype=header.dtype.numpy, count=count, offset=offset).reshape(header.shape)
 
 
 def read_descriptor(message: bytes, ring: RingReader, client: RingReader | None) -> tuple[

@@ -326,10 +326,9 @@ class Session:
                 self.counters[header.stream].errors += 1
             raise
         stream = self.plan.streams[header.stream]
-        offset = self._shared_offset(header, payload) if header.shared else None
+        offset, shared = self._shared_payload(header, payload) if header.shared else (None, None)
         if isinstance(stream, AudioPlan) and header.dtype.numpy.kind == "f":
-            array = protocol.chunk_array(header, payload) if offset is None else \
-                self.client_memory.payload(header, offset)  # type: ignore[union-attr]
+            array = shared if shared is not None else protocol.chunk_array(header, payload)
             bad = header.shape[0] * header.shape[1] - int(np.isfinite(array).sum())
             if bad:
                 self.counters[header.stream].errors += 1
@@ -367,8 +366,9 @@ class Session:
         with contextlib.suppress(OSError):  # not attached yet, or gone: nothing to preview
             self.encoder.send(watch_message(PREVIEW_SECONDS))
 
-    def _shared_offset(self, header: protocol.ChunkHeader, payload: memoryview) -> int:
-        """Where a shared-memory chunk's payload lies, checked against the session's segment.
+    def _shared_payload(self, header: protocol.ChunkHeader, payload: memoryview) -> tuple[int, np.ndarray]:
+        """Where a shared-memory chunk's payload lies, checked against the session's segment, and
+        a view of it.
 
         Raises:
             InvalidChunk: the session has no shared memory, or the payload would lie outside it.
@@ -379,12 +379,12 @@ class Session:
                 "in the message (shared memory is offered to clients on the server's host that ask for it)"
             )
         offset = protocol.shared_offset(payload)
-        self.client_memory.payload(header, offset)  # checks the bounds
+        array = self.client_memory.payload(header, offset)  # checks the bounds
         if not self.client_memory.used:
             # The client has the segment open: remove its name, so that nothing is left behind.
             self.client_memory.used = True
             self.client_memory.unlink()
-        return offset
+        return offset, array
 
     async def finish(self) -> None:
         """Flush, write the trailer, close. Idempotent; returns once CLOSED or FAILED."""

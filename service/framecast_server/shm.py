@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from framecast import protocol
-from framecast.regions import ALIGN
+from framecast.regions import ALIGN, aligned
 
 from .errors import InvalidChunk
 from .plan import OutputPlan, VideoPlan
-from .ring import RingReader
+from .ring import RingReader, payload_view
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def segment_size(plan: OutputPlan, limit: int) -> int:
     """Bytes to offer a session: a few frames of its largest video stream, within ``limit``."""
     frame = max((s.width * s.height * s.channels for s in plan.streams if isinstance(s, VideoPlan)), default=0)
     size = max(MIN_BYTES, FRAMES * frame)
-    return min(limit, (size + ALIGN - 1) & ~(ALIGN - 1))
+    return min(limit, aligned(size))
 
 
 class ClientMemory:
@@ -99,8 +99,7 @@ class ClientMemory:
                 f"chunk {header.seq}: shared-memory payload at offset {offset} ({header.payload_size} bytes) must "
                 f"start on a multiple of {ALIGN} and end within the session's {self.size} bytes"
             )
-        count = header.payload_size // header.dtype.numpy.itemsize
-        return np.frombuffer(self._map, dtype=header.dtype.numpy, count=count, offset=offset).reshape(header.shape)
+        return payload_view(self._map, header, offset)
 
     def unlink(self) -> None:
         """Remove the name: whoever has the segment open keeps it, nobody else can open it."""
