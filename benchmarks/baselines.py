@@ -3,6 +3,9 @@
 - PyAV in-process: what a user would write without framecast (``VideoFrame.from_ndarray``,
   ``stream.encode``, ``container.mux``); the rgb24 -> yuv420p conversion happens inside encode
   (swscale), exactly as in framecast's encoder process.
+- PyAV in real time, one process per stream: what a user would run instead of framecast's
+  concurrent live sessions (``pyav_realtime_sessions``): each process encodes one frame every
+  1/rate s of wall clock, as a live encoder does.
 - An ffmpeg pipe: raw rgb24 frames written to an ``ffmpeg`` subprocess's stdin, the classic way
   to encode arrays without bindings. The binary comes from imageio-ffmpeg (a wheel that ships
   one), else ``ffmpeg`` on PATH.
@@ -13,6 +16,7 @@ gets (T, 3, H, W), the layout torchaudio's StreamWriter takes. Same pixels eithe
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import subprocess
 import time
@@ -134,3 +138,62 @@ def count_video_packets(path: Path | str) -> int:
     """Video packets in a file (demuxed, not decoded): a cheap check that an output is complete."""
     with av.open(str(path)) as container:
         return sum(1 for p in container.demux(video=0) if p.size)
+
+
+def _realtime_process(frames_hwc: np.ndarray, rate: int, options: dict[str, str], count: int, offset: float,
+                      go: multiprocessing.synchronize.Barrier, results: multiprocessing.queues.Queue,
+                      index: int) -> None:
+    """One live PyAV encoder: open, wait for the others, then frame i at start + offset + i/rate."""
+    try:
+        container = av.open("null", "w", format="null")
+        stream = _video_stream(container, rate, frames_hwc.shape[2], frames_hwc.shape[1], options)
+        go.wait(120)
+        latencies = []
+        cpu0 = time.thread_time()
+        start = time.perf_counter() + offset
+        for i in range(count):
+            due = start + i / rate
+            sleep_until(due)
+            container.mux(stream.encode(_frame(frames_hwc[i % len(frames_hwc)], i)))
+            latencies.append((time.perf_counter() - due) * 1000)
+        cpu = time.thread_time() - cpu0
+        container.mux(stream.encode(None))
+        container.close()
+        results.put((index, {"latencies_ms": latencies, "cpu_ms_per_frame": cpu / count * 1000}))
+    except BaseException as exc:  # reported, not raised: the level fails with the reason
+        go.abort()
+        results.put((index, {"error": f"{type(exc).__name__}: {exc}"}))
+
+
+def pyav_realtime_sessions(frames_hwc: np.ndarray, rate: int, options: dict[str, str], seconds: float,
+                           offsets: list[float]) -> list[dict]:
+    """Run ``len(offsets)`` live PyAV encoders at once, one process each (forked, so the frames are
+    shared, not copied), encoding into the null muxer; process k starts ``offsets[k]`` s after the
+    common start. Per process: ``latencies_ms`` (per frame, from the moment it was due, i.e. when
+    a live source would hand it over, to its packets muxed) and ``cpu_ms_per_frame``; or
+    ``error``."""
+    ctx = multiprocessing.get_context("fork")
+    go = ctx.Barrier(len(offsets))
+    results = ctx.Queue()
+    count = int(seconds * rate)
+    procs = [
+        ctx.Process(target=_realtime_process, args=(frames_hwc, rate, options, count, offset, go, results, k),
+                    daemon=True, name=f"pyav-live-{k}")
+        for k, offset in enumerate(offsets)
+    ]
+    for proc in procs:
+        proc.start()
+    out: list[dict] = [{"error": "no result (the process died)"} for _ in procs]
+    deadline = time.monotonic() + seconds + max(offsets, default=0.0) + 180
+    for _ in procs:
+        try:
+            index, result = results.get(timeout=max(1.0, deadline - time.monotonic()))
+        except Exception:  # queue.Empty: a process hung or died; its slot keeps the error
+            break
+        out[index] = result
+    for proc in procs:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    return out

@@ -71,6 +71,11 @@ def _concurrency(ax: Any, r: ScenarioResult) -> None:
     floor = 1.0  # log scale: sub-millisecond values sit on the floor
     ax.plot(n, [max(floor, lv["p99_ms"]) for lv in levels], "o-", label="worst p99 ACK latency")
     ax.plot(n, [max(floor, lv["max_lateness_ms"]) for lv in levels], "s-", label="worst pacing max_lateness")
+    pyav = r.series.get("pyav_levels") or []
+    if pyav:
+        pyav = sorted(pyav, key=lambda lv: lv["sessions"])
+        ax.plot([lv["sessions"] for lv in pyav], [max(floor, lv["p99_ms"]) for lv in pyav], "^--", color="C4",
+                label="live PyAV processes: worst p99")
     failed = [lv["sessions"] for lv in levels if not lv["passed"]]
     if failed:
         ax.plot(failed, [floor] * len(failed), "x", color="C3", ms=10, label="level failed")

@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.start()
         time.sleep(1.0)  # past the start
-        encoder = server.session(writers[0].session_id)["encoder_pid"]
+        # An encoder process: a grandchild of the server (under its forkserver). Not through
+        # GET /v1/sessions/{id}: asking about a session makes its encoder render previews.
+        encoder = next(p.pid for p in server.process.children(recursive=True) if p.ppid() != server.process.pid)
         spies = [
             _spy(server.process.pid, out / "server.txt", args.seconds, args.native),
             _spy(encoder, out / "encoder.txt", args.seconds, args.native),

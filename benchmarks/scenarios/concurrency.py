@@ -24,6 +24,16 @@ can; ``bound = that fps x cores / 30``, the sessions the machine could hold if e
 there was to do. Beside it, the bound one process sets with x264's own threads (fps / 30), the
 issue's words read literally. The client (this process, writing every session's frames) shares
 the machine.
+
+Beside them, what a user would run instead: the same ramp without framecast, one live PyAV
+encoder process per session (``baselines.pyav_realtime_sessions``: same frames, same settings on
+one thread as framecast's real-time encoders use, the same spread starts, a frame encoded and muxed
+every 1/30 s of wall clock), a level passing when p99 (frame due -> muxed) stays under 100 ms. Its
+ramp starts 3 below framecast's result and goes up until a level fails (or down until one
+passes). The two results side by side are framecast's cost for the sessions it runs; the CPU per
+frame of both (the whole machine's busy time over the level, per frame written) says where it
+goes. Both bounds above assume encoding as fast as possible; a live encoder wakes 30 times a
+second with cold caches, which costs more per frame, and the live PyAV ramp measures that too.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ import psutil
 
 import framecast
 
-from ..baselines import pyav_encode_fps
+from ..baselines import pyav_encode_fps, pyav_realtime_sessions
 from ..measure import AckClock, own_cpu_seconds, percentile, sleep_until
 from ..media import moving_frames
 from ..report import ScenarioResult
@@ -124,9 +134,45 @@ def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float
         "frames_short": sum(o.get("frames_written", 0) - o.get("packets", 0) for o in outs),
         "errors": [o["error"] for o in outs if "error" in o],
         "cores_busy": busy / elapsed,  # the whole machine (all processes), opening and closing included
+        "machine_ms_per_frame": busy * 1000 / max(1, sum(o.get("frames_written", 0) for o in outs)),
         "cores_client": (own_cpu_seconds() - cpu_client) / elapsed,
         "system_share": (machine_after.system - machine.system) / max(busy, 1e-9),
     }
+
+
+def _pyav_level(sessions: int, frames_hwc, rate: int, seconds: float) -> dict:
+    """The same level without framecast: one live PyAV encoder process per session, spread alike."""
+    machine = psutil.cpu_times()
+    t0 = time.perf_counter()
+    outs = pyav_realtime_sessions(frames_hwc, rate, {**LIVE, "threads": "1"}, seconds,
+                                  [GOP_SECONDS * i / sessions for i in range(sessions)])
+    elapsed = time.perf_counter() - t0
+    machine_after = psutil.cpu_times()
+    busy = (sum(machine_after) - machine_after.idle) - (sum(machine) - machine.idle)
+    p99 = [percentile(o["latencies_ms"][WARMUP_FRAMES:], 99) for o in outs if "latencies_ms" in o]
+    errors = [o["error"] for o in outs if "error" in o]
+    cpu = [o["cpu_ms_per_frame"] for o in outs if "cpu_ms_per_frame" in o]
+    return {
+        "sessions": sessions, "passed": not errors and max(p99) < LIMIT_MS, "p99_ms": max(p99, default=float("nan")),
+        "cpu_ms_per_frame": sum(cpu) / len(cpu) if cpu else float("nan"), "errors": errors,
+        "cores_busy": busy / elapsed,
+        "machine_ms_per_frame": busy * 1000 / (sessions * int(seconds * rate)),
+    }
+
+
+def _pyav_ramp(start: int, limit: int, frames_hwc, rate: int, seconds: float, quick: bool) -> list[dict]:
+    """Levels of live PyAV processes around ``start`` (framecast's result): up from it while they
+    pass, or down from it until one passes. Returns the levels run, in order."""
+    levels = [_pyav_level(start, frames_hwc, rate, seconds)]
+    step = 1 if levels[0]["passed"] else -1
+    n = start + step
+    while 1 <= n <= limit:
+        level = _pyav_level(n, frames_hwc, rate, seconds)
+        levels.append(level)
+        if quick or level["passed"] != (step == 1):
+            break
+        n += step
+    return levels
 
 
 def run(settings: Settings, workdir: Path) -> ScenarioResult:
@@ -138,8 +184,9 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     cores = os.cpu_count() or 1
 
     pyav_encode_fps(thwc[:10], rate, {**LIVE, "threads": "1"})  # warm-up
-    fps_single = pyav_encode_fps(thwc, rate, {**LIVE, "threads": "1"})
-    fps_auto = pyav_encode_fps(thwc, rate, LIVE)
+    # Best of three: a bound is the most the machine does, and one run moves by 10-20% here.
+    fps_single = max(pyav_encode_fps(thwc, rate, {**LIVE, "threads": "1"}) for _ in range(3))
+    fps_auto = max(pyav_encode_fps(thwc, rate, LIVE) for _ in range(3))
     bound = fps_single * cores / rate
 
     levels = []
@@ -153,6 +200,10 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         aligned = _level(server, max(passed), tchw, rate, settings.concurrency_level_seconds, spread=False) \
             if passed else None
     best = max(passed) if passed else 0
+    hwc = moving_frames(DISTINCT_FRAMES, height, width, "thwc")
+    pyav_levels = _pyav_ramp(max(1, best - 3), settings.concurrency_max_sessions, hwc, rate,
+                             settings.concurrency_level_seconds, settings.quick)
+    pyav_best = max((lv["sessions"] for lv in pyav_levels if lv["passed"]), default=0)
     first_fail = next((lv for lv in levels if not lv["passed"]), None)
 
     result.add("sessions", "sessions that all keep up", best, "sessions", 0)
@@ -165,6 +216,21 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     # bound above, which the target is held to.
     result.add("bound_process", f"one process with x264's threads: fps / {rate}", fps_auto / rate, "sessions", 1)
     result.add("ratio_bound_process", "sessions / that", best / (fps_auto / rate), "x", 2)
+    result.add("pyav_sessions", "live PyAV processes, 1 thread each, that all keep up", pyav_best, "sessions", 0)
+    if pyav_best:
+        result.add("ratio_pyav", "framecast sessions / live PyAV processes", best / pyav_best, "x", 2)
+    fps_live = [lv["cpu_ms_per_frame"] for lv in pyav_levels if lv["sessions"] == pyav_best]
+    if fps_live:
+        result.add("pyav_live_ms", f"live PyAV, CPU per frame at {pyav_best} processes", fps_live[0], "ms", 2)
+        hot = pyav_encode_fps(hwc, rate, {**LIVE, "threads": "1"}, repeat=max(1, 300 // len(hwc)))
+        result.add("pyav_hot_ms", "PyAV as fast as it can, same frames, CPU per frame", 1000 / hot, "ms", 2)
+    top_fc = next((lv for lv in levels if lv["sessions"] == best), None)
+    top_pyav = next((lv for lv in pyav_levels if lv["sessions"] == pyav_best), None)
+    if top_fc is not None and top_pyav is not None:
+        result.add("fc_machine_ms", f"machine CPU per frame: framecast at {best} sessions",
+                   top_fc["machine_ms_per_frame"], "ms", 2)
+        result.add("pyav_machine_ms", f"machine CPU per frame: live PyAV at {pyav_best} processes",
+                   top_pyav["machine_ms_per_frame"], "ms", 2)
     if first_fail is not None:
         result.add("fail_p99", f"at {first_fail['sessions']} sessions: worst p99", first_fail["p99_ms"], "ms", 0)
         result.add("fail_lateness", f"at {first_fail['sessions']} sessions: worst max_lateness",
@@ -183,13 +249,21 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             f"machine busy {aligned['cores_busy']:.2f} cores"
         )
     result.target(">= 80% of the single-process bound", "ratio_bound", ">=", 0.8, "x")
-    result.series = {"levels": levels, "bound": bound, "aligned": aligned}
+    result.series = {"levels": levels, "bound": bound, "aligned": aligned, "pyav_levels": pyav_levels}
+    result.notes.append("live PyAV processes: " + "; ".join(
+        f"{lv['sessions']}: {'pass' if lv['passed'] else 'FAIL'} p99 {lv['p99_ms']:.0f} ms, CPU "
+        f"{lv['cpu_ms_per_frame']:.2f} ms/frame, machine busy {lv['cores_busy']:.2f} cores "
+        f"({lv['machine_ms_per_frame']:.2f} ms/frame)"
+        + (f", {lv['errors'][0]}" if lv["errors"] else "")
+        for lv in pyav_levels
+    ))
     result.notes.append(
         f"{width}x{height} rgb24, libx264 {LIVE}, {settings.concurrency_level_seconds:g} s per level; "
         + "; ".join(
             f"{lv['sessions']}: {'pass' if lv['passed'] else 'FAIL'} p99 {lv['p99_ms']:.0f} ms, lateness "
             f"{lv['max_lateness_ms']:.0f} ms, client slip {lv['client_slip_ms']:.0f} ms, machine busy "
-            f"{lv['cores_busy']:.2f} cores ({lv['system_share']:.0%} kernel), client {lv['cores_client']:.2f}"
+            f"{lv['cores_busy']:.2f} cores ({lv['system_share']:.0%} kernel, "
+            f"{lv['machine_ms_per_frame']:.2f} ms/frame), client {lv['cores_client']:.2f}"
             + (f", {lv['errors'][0]}" if lv["errors"] else "")
             for lv in levels
         )

@@ -85,7 +85,7 @@ class DType(enum.IntEnum):
 
     @property
     def numpy(self) -> np.dtype:
-        return np.dtype(_NUMPY_NAMES[self]).newbyteorder("<")
+        return _NUMPY_DTYPES[self]
 
     @property
     def label(self) -> str:
@@ -110,6 +110,8 @@ _NUMPY_NAMES = {
     DType.FLOAT32: "float32",
     DType.FLOAT64: "float64",
 }
+#: The little-endian numpy dtype of each code, built once: looked up for every chunk on both ends.
+_NUMPY_DTYPES = {code: np.dtype(name).newbyteorder("<") for code, name in _NUMPY_NAMES.items()}
 
 #: Input sample formats of audio streams (StreamWriter's ``format=``) and the dtype each expects.
 AUDIO_SAMPLE_FORMATS: dict[str, DType] = {
