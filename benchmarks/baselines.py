@@ -19,7 +19,9 @@ from __future__ import annotations
 import multiprocessing
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -166,14 +168,14 @@ def _realtime_process(frames_hwc: np.ndarray, rate: int, options: dict[str, str]
 
 
 def pyav_realtime_sessions(frames_hwc: np.ndarray, rate: int, options: dict[str, str], seconds: float,
-                           offsets: list[float]) -> list[dict]:
+                           offsets: list[float], on_start: Callable[[], object] | None = None) -> list[dict]:
     """Run ``len(offsets)`` live PyAV encoders at once, one process each (forked, so the frames are
     shared, not copied), encoding into the null muxer; process k starts ``offsets[k]`` s after the
-    common start. Per process: ``latencies_ms`` (per frame, from the moment it was due, i.e. when
-    a live source would hand it over, to its packets muxed) and ``cpu_ms_per_frame``; or
-    ``error``."""
+    common start, and ``on_start`` is called in this process at that start. Per process:
+    ``latencies_ms`` (per frame, from the moment it was due, i.e. when a live source would hand it
+    over, to its packets muxed) and ``cpu_ms_per_frame``; or ``error``."""
     ctx = multiprocessing.get_context("fork")
-    go = ctx.Barrier(len(offsets))
+    go = ctx.Barrier(len(offsets) + 1)
     results = ctx.Queue()
     count = int(seconds * rate)
     procs = [
@@ -183,6 +185,13 @@ def pyav_realtime_sessions(frames_hwc: np.ndarray, rate: int, options: dict[str,
     ]
     for proc in procs:
         proc.start()
+    try:
+        go.wait(120)
+    except threading.BrokenBarrierError:  # a process failed to open; its result says why
+        pass
+    else:
+        if on_start is not None:
+            on_start()
     out: list[dict] = [{"error": "no result (the process died)"} for _ in procs]
     deadline = time.monotonic() + seconds + max(offsets, default=0.0) + 180
     for _ in procs:

@@ -16,7 +16,7 @@ import math
 import resource
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,42 @@ class BackgroundLoad:
         elapsed = time.perf_counter() - self._t0
         ours = sum(self._last[pid] - self._first[pid] for pid in self._last)
         return max(0.0, (self._machine() - self._machine0) - ours) / max(elapsed, 1e-9)
+
+
+class SteadyWindow:
+    """CPU used between ``begin`` and ``end`` seconds after construction, sampled on a thread: the
+    whole machine's busy time, and per role the CPU of given processes (e.g. {"server": [pid],
+    "encoders": [...]}, resolved when the window opens). Leaves out opening and closing, so that
+    what a level costs while it streams can be compared with another's."""
+
+    def __init__(self, begin: float, end: float, roles: Callable[[], dict[str, list[int]]] | None = None) -> None:
+        self._begin, self._end = begin, end
+        self._roles = roles
+        self._t0 = time.perf_counter()
+        self.seconds = 0.0
+        self.busy = math.nan
+        self.role_cores: dict[str, float] = {}
+        self._thread = threading.Thread(target=self._run, name="steady-window", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _cpu(pids: list[int]) -> float:
+        return sum(process_cpu_seconds(pid) for pid in pids)
+
+    def _run(self) -> None:
+        sleep_until(self._t0 + self._begin)
+        roles = self._roles() if self._roles is not None else {}
+        machine, start = psutil.cpu_times(), time.perf_counter()
+        first = {role: self._cpu(pids) for role, pids in roles.items()}
+        sleep_until(self._t0 + self._end)
+        after, self.seconds = psutil.cpu_times(), time.perf_counter() - start
+        self.role_cores = {role: (self._cpu(pids) - first[role]) / self.seconds for role, pids in roles.items()}
+        self.busy = ((sum(after) - after.idle) - (sum(machine) - machine.idle)) / self.seconds
+
+    def result(self, timeout: float) -> tuple[float, dict[str, float]]:
+        """(machine busy cores, {role: cores}) over the window; waits for it to end."""
+        self._thread.join(timeout)
+        return self.busy, self.role_cores
 
 
 @dataclass

@@ -3,6 +3,7 @@
     python -m benchmarks.profile e2e            720p ultrafast, 1-frame chunks, server file
     python -m benchmarks.profile transport      720p raw chunks into Discard(encode=False)
     python -m benchmarks.profile concurrency    N real-time 640x360 sessions (--sessions)
+    python -m benchmarks.profile live-pyav --perf   the same without framecast: N live PyAV processes
 
 py-spy samples each process 100 times a second while the workload runs (``--native`` adds C
 frames, numpy's and FFmpeg's, at the cost of stopping the process for every sample), then this
@@ -10,6 +11,12 @@ prints, per process, the share of samples per thread, the functions samples ende
 the functions on the stack (inclusive). Raw profiles are left in benchmarks/results/profile-*/
 (flamegraph input: ``flamegraph.pl < server.txt``). py-spy needs ptrace rights (root, or
 ``kernel.yama.ptrace_scope=0``).
+
+``--perf`` samples the whole machine with Linux ``perf`` instead (``perf record -a``, Debian's
+``linux-perf``; root or ``kernel.perf_event_paranoid`` <= 0): CPU time per frame written, split
+by who (server, encoder processes, client, anything else) and by library (libx264, libswscale,
+libpython, the kernel, libc, ...). py-spy counts a thread blocked in ``read`` as a sample; perf
+counts only time on a CPU, which is what the question "what does a frame cost" needs.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import psutil
 
 import framecast
 
@@ -69,7 +78,8 @@ def summarize(path: Path, top: int = 15) -> str:
     return "\n".join(out)
 
 
-def _write_frames(writer: framecast.StreamWriter, frames, stop: threading.Event, rate: int | None) -> None:
+def _write_frames(writer: framecast.StreamWriter, frames, stop: threading.Event, rate: int | None,
+                  written: list[int], slot: int) -> None:
     start, i = time.perf_counter(), 0
     while not stop.is_set():
         if rate:
@@ -77,18 +87,84 @@ def _write_frames(writer: framecast.StreamWriter, frames, stop: threading.Event,
         k = i % len(frames)
         writer.write_video_chunk(0, frames[k : k + 1])
         i += 1
+        written[slot] = i
+
+
+PERF_HZ = 997
+
+
+def _perf(out: Path, seconds: float) -> subprocess.Popen:
+    exe = shutil.which("perf") or "perf"
+    cmd = [exe, "record", "-a", "-F", str(PERF_HZ), "-o", str(out), "--", "sleep", str(seconds)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def _library(dso: str) -> str:
+    """A short name for a perf DSO: libx264-d6533a8d.so.165 -> libx264, [kernel.kallsyms] -> kernel."""
+    if dso.startswith("[kernel"):
+        return "kernel"
+    name = os.path.basename(dso)
+    match = re.match(r"(lib[A-Za-z0-9_+]+?)(-[0-9a-f]{8})?\.so", name)
+    return match.group(1) if match else name.split(".", 1)[0] or "?"
+
+
+def perf_breakdown(data: Path, roles: dict[int, str], frames: int, hz: int = PERF_HZ) -> str:
+    """Milliseconds of CPU per frame, by role and library, from ``perf record -a`` samples."""
+    exe = shutil.which("perf") or "perf"
+    script = subprocess.run([exe, "script", "-i", str(data), "-F", "pid,ip,dso"], capture_output=True, text=True,
+                            timeout=600)
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    for line in script.stdout.splitlines():
+        match = re.match(r"\s*(\d+)\s+\S+\s+\((.*)\)\s*$", line)
+        if match:
+            pid = int(match.group(1))
+            role = "idle" if pid == 0 else roles.get(pid, "other processes")
+            counts[role, _library(match.group(2))] += 1
+    per_frame = 1000 / hz / max(1, frames)
+    out = [f"== CPU per frame written ({frames} frames; perf at {hz} Hz, whole machine)"]
+    for role in ("client", "server", "encoders", "other processes", "idle"):
+        rows = sorted(((n, lib) for (r, lib), n in counts.items() if r == role), reverse=True)
+        total = sum(n for n, _ in rows)
+        if not total:
+            continue
+        out.append(f"  {role:16s} {total * per_frame:6.3f} ms")
+        out += [f"      {lib:24s} {n * per_frame:6.3f} ms" for n, lib in rows[:8] if n * per_frame >= 0.005]
+    return "\n".join(out)
+
+
+def _live_pyav(sessions: int, seconds: float, out: Path) -> int:
+    """perf's breakdown for the concurrency scenario's baseline: live PyAV processes, no framecast."""
+    from .baselines import pyav_realtime_sessions
+    from .scenarios.concurrency import GOP_SECONDS
+
+    frames = moving_frames(60, 360, 640, "thwc")
+    offsets = [GOP_SECONDS * i / sessions for i in range(sessions)]
+    runner = threading.Thread(target=pyav_realtime_sessions,
+                              args=(frames, 30, {**LIVE, "threads": "1"}, seconds + 6, offsets))
+    runner.start()
+    time.sleep(3.0)  # every process started, past its first keyframe
+    roles = {p.pid: "encoders" for p in psutil.Process().children(recursive=True)}
+    _perf(out / "perf.data", seconds).wait()
+    runner.join()
+    print(perf_breakdown(out / "perf.data", roles, int(sessions * 30 * seconds)))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("workload", choices=["e2e", "transport", "concurrency"])
+    p.add_argument("workload", choices=["e2e", "transport", "concurrency", "live-pyav"])
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--sessions", type=int, default=6, help="concurrency: sessions at once")
     p.add_argument("--native", action="store_true", help="include C frames (stops the process per sample)")
+    p.add_argument("--perf", action="store_true", help="whole-machine CPU per frame with Linux perf, not py-spy")
     args = p.parse_args(argv)
     out = HERE / "results" / f"profile-{args.workload}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
+    if args.workload == "live-pyav":
+        if not args.perf:
+            p.error("live-pyav is profiled with --perf only")
+        return _live_pyav(args.sessions, args.seconds, out)
 
     with BenchServer() as server:
         if args.workload == "concurrency":
@@ -108,26 +184,38 @@ def main(argv: list[str] | None = None) -> int:
         for w in writers:
             w.open()
         stop = threading.Event()
-        threads = [threading.Thread(target=_write_frames, args=(w, frames, stop, rate)) for w in writers]
+        written = [0] * len(writers)
+        threads = [threading.Thread(target=_write_frames, args=(w, frames, stop, rate, written, i))
+                   for i, w in enumerate(writers)]
         for t in threads:
             t.start()
-        time.sleep(1.0)  # past the start
+        time.sleep(1.0 if not args.perf else 3.0)  # past the start (perf: every session's first keyframe too)
+        below = server.process.children(recursive=True)
         # An encoder process: a grandchild of the server (under its forkserver). Not through
         # GET /v1/sessions/{id}: asking about a session makes its encoder render previews.
-        encoder = next(p.pid for p in server.process.children(recursive=True) if p.ppid() != server.process.pid)
-        spies = [
-            _spy(server.process.pid, out / "server.txt", args.seconds, args.native),
-            _spy(encoder, out / "encoder.txt", args.seconds, args.native),
-            _spy(os.getpid(), out / "client.txt", args.seconds, False),  # itself: never --native
-        ]
+        encoder = next(p.pid for p in below if p.ppid() != server.process.pid)
+        before = sum(written)
+        if args.perf:
+            spies = [_perf(out / "perf.data", args.seconds)]
+        else:
+            spies = [
+                _spy(server.process.pid, out / "server.txt", args.seconds, args.native),
+                _spy(encoder, out / "encoder.txt", args.seconds, args.native),
+                _spy(os.getpid(), out / "client.txt", args.seconds, False),  # itself: never --native
+            ]
         for spy in spies:
             spy.wait()
+        frames_in_window = sum(written) - before
         stop.set()
         for t in threads:
             t.join(30)
         for w in writers:
             w.close()
-    for name in ("server", "encoder", "client"):
+    if args.perf:
+        roles = {os.getpid(): "client", server.process.pid: "server", **{p.pid: "encoders" for p in below}}
+        data = out / "perf.data"
+        print(perf_breakdown(data, roles, frames_in_window) if data.exists() else "no perf data (perf failed?)")
+    for name in ("server", "encoder", "client") if not args.perf else ():
         path = out / f"{name}.txt"
         print(summarize(path) if path.exists() else f"== {name}: no profile (py-spy failed?)")
     print(f"\nraw profiles: {out}")

@@ -38,6 +38,7 @@ second with cold caches, which costs more per frame, and the live PyAV ramp meas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -48,7 +49,7 @@ import psutil
 import framecast
 
 from ..baselines import pyav_encode_fps, pyav_realtime_sessions
-from ..measure import AckClock, own_cpu_seconds, percentile, sleep_until
+from ..measure import AckClock, SteadyWindow, own_cpu_seconds, percentile, sleep_until
 from ..media import moving_frames
 from ..report import ScenarioResult
 from ..server import BenchServer
@@ -102,9 +103,16 @@ def _session(server: BenchServer, frames, rate: int, seconds: float, go: threadi
         out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
 
 
+def _window(seconds: float) -> tuple[float, float]:
+    """Seconds after the common start between which a level streams steadily: every session
+    started and past its first keyframe, none closing yet."""
+    begin = min(GOP_SECONDS + 1.0, 0.3 * seconds)
+    return begin, max(begin + 0.1, seconds - 0.5)
+
+
 def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float, spread: bool = True) -> dict:
     """Run ``sessions`` sessions at once; their results and the level's verdict."""
-    go = threading.Barrier(sessions)
+    go = threading.Barrier(sessions + 1)  # and this thread, which opens the steady window
     outs: list[dict] = [{} for _ in range(sessions)]
     threads = [
         threading.Thread(target=_session, name=f"session-{i}",
@@ -116,9 +124,20 @@ def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float
     t0 = time.perf_counter()
     for t in threads:
         t.start()
+    window = None
+    with contextlib.suppress(threading.BrokenBarrierError):  # a session failed to open: it says why
+        go.wait(180)
+
+        def roles() -> dict[str, list[int]]:
+            below = [p.pid for p in server.processes() if p.pid != server.process.pid]
+            return {"client": [os.getpid()], "server": [server.process.pid], "encoders": below}
+
+        window = SteadyWindow(*_window(seconds), roles=roles)
     for t in threads:
         t.join(seconds + 180)
     elapsed = time.perf_counter() - t0
+    steady, role_cores = window.result(seconds + 10) if window is not None else (float("nan"), {})
+    frame_rate = sessions * rate  # frames per second written while the level streams
     machine_after = psutil.cpu_times()
     busy = (sum(machine_after) - machine_after.idle) - (sum(machine) - machine.idle)
     ok = [o for o in outs if o.get("ok")]
@@ -135,6 +154,9 @@ def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float
         "errors": [o["error"] for o in outs if "error" in o],
         "cores_busy": busy / elapsed,  # the whole machine (all processes), opening and closing included
         "machine_ms_per_frame": busy * 1000 / max(1, sum(o.get("frames_written", 0) for o in outs)),
+        "steady_cores": steady,
+        "steady_ms_per_frame": steady * 1000 / frame_rate,
+        "steady_role_ms_per_frame": {role: cores * 1000 / frame_rate for role, cores in role_cores.items()},
         "cores_client": (own_cpu_seconds() - cpu_client) / elapsed,
         "system_share": (machine_after.system - machine.system) / max(busy, 1e-9),
     }
@@ -144,9 +166,12 @@ def _pyav_level(sessions: int, frames_hwc, rate: int, seconds: float) -> dict:
     """The same level without framecast: one live PyAV encoder process per session, spread alike."""
     machine = psutil.cpu_times()
     t0 = time.perf_counter()
+    windows: list[SteadyWindow] = []
     outs = pyav_realtime_sessions(frames_hwc, rate, {**LIVE, "threads": "1"}, seconds,
-                                  [GOP_SECONDS * i / sessions for i in range(sessions)])
+                                  [GOP_SECONDS * i / sessions for i in range(sessions)],
+                                  on_start=lambda: windows.append(SteadyWindow(*_window(seconds))))
     elapsed = time.perf_counter() - t0
+    steady = windows[0].result(10)[0] if windows else float("nan")
     machine_after = psutil.cpu_times()
     busy = (sum(machine_after) - machine_after.idle) - (sum(machine) - machine.idle)
     p99 = [percentile(o["latencies_ms"][WARMUP_FRAMES:], 99) for o in outs if "latencies_ms" in o]
@@ -157,6 +182,8 @@ def _pyav_level(sessions: int, frames_hwc, rate: int, seconds: float) -> dict:
         "cpu_ms_per_frame": sum(cpu) / len(cpu) if cpu else float("nan"), "errors": errors,
         "cores_busy": busy / elapsed,
         "machine_ms_per_frame": busy * 1000 / (sessions * int(seconds * rate)),
+        "steady_cores": steady,
+        "steady_ms_per_frame": steady * 1000 / (sessions * rate),
     }
 
 
@@ -226,11 +253,15 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         result.add("pyav_hot_ms", "PyAV as fast as it can, same frames, CPU per frame", 1000 / hot, "ms", 2)
     top_fc = next((lv for lv in levels if lv["sessions"] == best), None)
     top_pyav = next((lv for lv in pyav_levels if lv["sessions"] == pyav_best), None)
-    if top_fc is not None and top_pyav is not None:
-        result.add("fc_machine_ms", f"machine CPU per frame: framecast at {best} sessions",
-                   top_fc["machine_ms_per_frame"], "ms", 2)
-        result.add("pyav_machine_ms", f"machine CPU per frame: live PyAV at {pyav_best} processes",
-                   top_pyav["machine_ms_per_frame"], "ms", 2)
+    if top_fc is not None:
+        # While the level streams (opening and closing left out): the whole machine, then by whom.
+        result.add("fc_steady_ms", f"CPU per frame streaming, framecast at {best} sessions: machine",
+                   top_fc["steady_ms_per_frame"], "ms", 2)
+        for role, ms in top_fc["steady_role_ms_per_frame"].items():
+            result.add(f"fc_steady_{role}_ms", f"  of which {role}", ms, "ms", 2)
+    if top_pyav is not None:
+        result.add("pyav_steady_ms", f"CPU per frame streaming, live PyAV at {pyav_best} processes: machine",
+                   top_pyav["steady_ms_per_frame"], "ms", 2)
     if first_fail is not None:
         result.add("fail_p99", f"at {first_fail['sessions']} sessions: worst p99", first_fail["p99_ms"], "ms", 0)
         result.add("fail_lateness", f"at {first_fail['sessions']} sessions: worst max_lateness",
@@ -253,7 +284,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     result.notes.append("live PyAV processes: " + "; ".join(
         f"{lv['sessions']}: {'pass' if lv['passed'] else 'FAIL'} p99 {lv['p99_ms']:.0f} ms, CPU "
         f"{lv['cpu_ms_per_frame']:.2f} ms/frame, machine busy {lv['cores_busy']:.2f} cores "
-        f"({lv['machine_ms_per_frame']:.2f} ms/frame)"
+        f"({lv['machine_ms_per_frame']:.2f} ms/frame; streaming {lv['steady_ms_per_frame']:.2f})"
         + (f", {lv['errors'][0]}" if lv["errors"] else "")
         for lv in pyav_levels
     ))
@@ -263,7 +294,8 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             f"{lv['sessions']}: {'pass' if lv['passed'] else 'FAIL'} p99 {lv['p99_ms']:.0f} ms, lateness "
             f"{lv['max_lateness_ms']:.0f} ms, client slip {lv['client_slip_ms']:.0f} ms, machine busy "
             f"{lv['cores_busy']:.2f} cores ({lv['system_share']:.0%} kernel, "
-            f"{lv['machine_ms_per_frame']:.2f} ms/frame), client {lv['cores_client']:.2f}"
+            f"{lv['machine_ms_per_frame']:.2f} ms/frame; streaming {lv['steady_ms_per_frame']:.2f}), "
+            f"client {lv['cores_client']:.2f}"
             + (f", {lv['errors'][0]}" if lv["errors"] else "")
             for lv in levels
         )
