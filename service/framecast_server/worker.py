@@ -43,6 +43,7 @@ from typing import Any
 
 from framecast import protocol
 
+from .malloc import keep_frame_buffers
 from .plan import OutputPlan
 from .preview import levels_db
 from .ring import IN_CLIENT_MEMORY, PayloadRing, RingReader, descriptor, read_descriptor
@@ -126,6 +127,8 @@ class _NothingYet(Exception):
 def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: RingReader | None) -> None:
     """Entry point of an encoder process: open the output, then encode until told to finish."""
     conn = _Pipe(raw)
+    if plan.realtime:
+        keep_frame_buffers()
     import av.logging
 
     from .encoder import OutputWriter, SetupError, describe_error
