@@ -17,6 +17,7 @@ gets (T, 3, H, W), the layout torchaudio's StreamWriter takes. Same pixels eithe
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import shutil
 import subprocess
 import threading
@@ -197,7 +198,7 @@ def pyav_realtime_sessions(frames_hwc: np.ndarray, rate: int, options: dict[str,
     for _ in procs:
         try:
             index, result = results.get(timeout=max(1.0, deadline - time.monotonic()))
-        except Exception:  # queue.Empty: a process hung or died; its slot keeps the error
+        except queue.Empty:  # a process hung or died; its slot keeps the error
             break
         out[index] = result
     for proc in procs:

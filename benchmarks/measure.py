@@ -60,12 +60,17 @@ def process_cpu_seconds(pid: int | None) -> float:
     return times.user + times.system
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine (all CPUs, all processes) has been busy so far: /proc/stat."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle
+
+
 def busy_cores_sample(seconds: float) -> float:
     """Cores the whole machine kept busy over the next ``seconds`` (all processes)."""
-    before = psutil.cpu_times()
+    before = machine_busy_seconds()
     time.sleep(seconds)
-    after = psutil.cpu_times()
-    return ((sum(after) - after.idle) - (sum(before) - before.idle)) / seconds
+    return (machine_busy_seconds() - before) / seconds
 
 
 class BackgroundLoad:
@@ -80,7 +85,7 @@ class BackgroundLoad:
 
     def __init__(self, interval: float = 0.2) -> None:
         self._t0 = time.perf_counter()
-        self._machine0 = self._machine()
+        self._machine0 = machine_busy_seconds()
         self._me = psutil.Process()
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
@@ -89,11 +94,6 @@ class BackgroundLoad:
         self._sample(initial=True)
         self._thread = threading.Thread(target=self._run, name="background-load", daemon=True)
         self._thread.start()
-
-    @staticmethod
-    def _machine() -> float:
-        t = psutil.cpu_times()
-        return sum(t) - t.idle
 
     def _sample(self, initial: bool = False) -> None:
         try:
@@ -120,7 +120,7 @@ class BackgroundLoad:
         self._sample()
         elapsed = time.perf_counter() - self._t0
         ours = sum(self._last[pid] - self._first[pid] for pid in self._last)
-        return max(0.0, (self._machine() - self._machine0) - ours) / max(elapsed, 1e-9)
+        return max(0.0, (machine_busy_seconds() - self._machine0) - ours) / max(elapsed, 1e-9)
 
 
 class SteadyWindow:
@@ -146,12 +146,12 @@ class SteadyWindow:
     def _run(self) -> None:
         sleep_until(self._t0 + self._begin)
         roles = self._roles() if self._roles is not None else {}
-        machine, start = psutil.cpu_times(), time.perf_counter()
+        machine, start = machine_busy_seconds(), time.perf_counter()
         first = {role: self._cpu(pids) for role, pids in roles.items()}
         sleep_until(self._t0 + self._end)
-        after, self.seconds = psutil.cpu_times(), time.perf_counter() - start
+        self.seconds = time.perf_counter() - start
         self.role_cores = {role: (self._cpu(pids) - first[role]) / self.seconds for role, pids in roles.items()}
-        self.busy = ((sum(after) - after.idle) - (sum(machine) - machine.idle)) / self.seconds
+        self.busy = (machine_busy_seconds() - machine) / self.seconds
 
     def result(self, timeout: float) -> tuple[float, dict[str, float]]:
         """(machine busy cores, {role: cores}) over the window; waits for it to end."""

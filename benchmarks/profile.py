@@ -93,9 +93,12 @@ def _write_frames(writer: framecast.StreamWriter, frames, stop: threading.Event,
 PERF_HZ = 997
 
 
+def _perf_exe() -> str:
+    return shutil.which("perf") or "perf"
+
+
 def _perf(out: Path, seconds: float) -> subprocess.Popen:
-    exe = shutil.which("perf") or "perf"
-    cmd = [exe, "record", "-a", "-F", str(PERF_HZ), "-o", str(out), "--", "sleep", str(seconds)]
+    cmd = [_perf_exe(), "record", "-a", "-F", str(PERF_HZ), "-o", str(out), "--", "sleep", str(seconds)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
@@ -110,9 +113,8 @@ def _library(dso: str) -> str:
 
 def perf_breakdown(data: Path, roles: dict[int, str], frames: int, hz: int = PERF_HZ) -> str:
     """Milliseconds of CPU per frame, by role and library, from ``perf record -a`` samples."""
-    exe = shutil.which("perf") or "perf"
-    script = subprocess.run([exe, "script", "-i", str(data), "-F", "pid,ip,dso"], capture_output=True, text=True,
-                            timeout=600)
+    script = subprocess.run([_perf_exe(), "script", "-i", str(data), "-F", "pid,ip,dso"], capture_output=True,
+                            text=True, timeout=600)
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
     for line in script.stdout.splitlines():
         match = re.match(r"\s*(\d+)\s+\S+\s+\((.*)\)\s*$", line)
@@ -135,12 +137,11 @@ def perf_breakdown(data: Path, roles: dict[int, str], frames: int, hz: int = PER
 def _live_pyav(sessions: int, seconds: float, out: Path) -> int:
     """perf's breakdown for the concurrency scenario's baseline: live PyAV processes, no framecast."""
     from .baselines import pyav_realtime_sessions
-    from .scenarios.concurrency import GOP_SECONDS
+    from .scenarios.concurrency import spread_offsets
 
     frames = moving_frames(60, 360, 640, "thwc")
-    offsets = [GOP_SECONDS * i / sessions for i in range(sessions)]
     runner = threading.Thread(target=pyav_realtime_sessions,
-                              args=(frames, 30, {**LIVE, "threads": "1"}, seconds + 6, offsets))
+                              args=(frames, 30, {**LIVE, "threads": "1"}, seconds + 6, spread_offsets(sessions)))
     runner.start()
     time.sleep(3.0)  # every process started, past its first keyframe
     roles = {p.pid: "encoders" for p in psutil.Process().children(recursive=True)}

@@ -49,7 +49,7 @@ import psutil
 import framecast
 
 from ..baselines import pyav_encode_fps, pyav_realtime_sessions
-from ..measure import AckClock, SteadyWindow, own_cpu_seconds, percentile, sleep_until
+from ..measure import AckClock, SteadyWindow, machine_busy_seconds, own_cpu_seconds, percentile, sleep_until
 from ..media import moving_frames
 from ..report import ScenarioResult
 from ..server import BenchServer
@@ -103,6 +103,11 @@ def _session(server: BenchServer, frames, rate: int, seconds: float, go: threadi
         out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
 
 
+def spread_offsets(sessions: int) -> list[float]:
+    """When each of ``sessions`` sessions starts writing, spread over one keyframe interval."""
+    return [GOP_SECONDS * i / sessions for i in range(sessions)]
+
+
 def _window(seconds: float) -> tuple[float, float]:
     """Seconds after the common start between which a level streams steadily: every session
     started and past its first keyframe, none closing yet."""
@@ -114,10 +119,10 @@ def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float
     """Run ``sessions`` sessions at once; their results and the level's verdict."""
     go = threading.Barrier(sessions + 1)  # and this thread, which opens the steady window
     outs: list[dict] = [{} for _ in range(sessions)]
+    offsets = spread_offsets(sessions) if spread else [0.0] * sessions
     threads = [
-        threading.Thread(target=_session, name=f"session-{i}",
-                         args=(server, frames, rate, seconds, go, out, GOP_SECONDS * i / sessions if spread else 0.0))
-        for i, out in enumerate(outs)
+        threading.Thread(target=_session, name=f"session-{i}", args=(server, frames, rate, seconds, go, out, offset))
+        for i, (out, offset) in enumerate(zip(outs, offsets))
     ]
     cpu_client = own_cpu_seconds()
     machine = psutil.cpu_times()
@@ -164,16 +169,14 @@ def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float
 
 def _pyav_level(sessions: int, frames_hwc, rate: int, seconds: float) -> dict:
     """The same level without framecast: one live PyAV encoder process per session, spread alike."""
-    machine = psutil.cpu_times()
+    machine = machine_busy_seconds()
     t0 = time.perf_counter()
     windows: list[SteadyWindow] = []
-    outs = pyav_realtime_sessions(frames_hwc, rate, {**LIVE, "threads": "1"}, seconds,
-                                  [GOP_SECONDS * i / sessions for i in range(sessions)],
+    outs = pyav_realtime_sessions(frames_hwc, rate, {**LIVE, "threads": "1"}, seconds, spread_offsets(sessions),
                                   on_start=lambda: windows.append(SteadyWindow(*_window(seconds))))
     elapsed = time.perf_counter() - t0
     steady = windows[0].result(10)[0] if windows else float("nan")
-    machine_after = psutil.cpu_times()
-    busy = (sum(machine_after) - machine_after.idle) - (sum(machine) - machine.idle)
+    busy = machine_busy_seconds() - machine
     p99 = [percentile(o["latencies_ms"][WARMUP_FRAMES:], 99) for o in outs if "latencies_ms" in o]
     errors = [o["error"] for o in outs if "error" in o]
     cpu = [o["cpu_ms_per_frame"] for o in outs if "cpu_ms_per_frame" in o]
@@ -246,13 +249,13 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     result.add("pyav_sessions", "live PyAV processes, 1 thread each, that all keep up", pyav_best, "sessions", 0)
     if pyav_best:
         result.add("ratio_pyav", "framecast sessions / live PyAV processes", best / pyav_best, "x", 2)
-    fps_live = [lv["cpu_ms_per_frame"] for lv in pyav_levels if lv["sessions"] == pyav_best]
-    if fps_live:
-        result.add("pyav_live_ms", f"live PyAV, CPU per frame at {pyav_best} processes", fps_live[0], "ms", 2)
-        hot = pyav_encode_fps(hwc, rate, {**LIVE, "threads": "1"}, repeat=max(1, 300 // len(hwc)))
-        result.add("pyav_hot_ms", "PyAV as fast as it can, same frames, CPU per frame", 1000 / hot, "ms", 2)
     top_fc = next((lv for lv in levels if lv["sessions"] == best), None)
     top_pyav = next((lv for lv in pyav_levels if lv["sessions"] == pyav_best), None)
+    if top_pyav is not None:
+        result.add("pyav_live_ms", f"live PyAV, CPU per frame at {pyav_best} processes", top_pyav["cpu_ms_per_frame"],
+                   "ms", 2)
+        hot = pyav_encode_fps(hwc, rate, {**LIVE, "threads": "1"}, repeat=max(1, 300 // len(hwc)))
+        result.add("pyav_hot_ms", "PyAV as fast as it can, same frames, CPU per frame", 1000 / hot, "ms", 2)
     if top_fc is not None:
         # While the level streams (opening and closing left out): the whole machine, then by whom.
         result.add("fc_steady_ms", f"CPU per frame streaming, framecast at {best} sessions: machine",
