@@ -36,6 +36,7 @@ import psutil
 
 import framecast
 
+from .measure import process_cpu_seconds
 from .media import moving_frames
 from .scenarios.common import LIVE, ULTRAFAST, video_writer
 from .server import BenchServer
@@ -192,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             t.start()
         time.sleep(1.0 if not args.perf else 3.0)  # past the start (perf: every session's first keyframe too)
         below = server.process.children(recursive=True)
-        # An encoder process: a grandchild of the server (under its forkserver). Not through
-        # GET /v1/sessions/{id}: asking about a session makes its encoder render previews.
-        encoder = next(p.pid for p in below if p.ppid() != server.process.pid)
+        # An encoder process: a grandchild of the server (under its forkserver), the busiest one
+        # (a spare waiting for the next session is one too). Not through GET /v1/sessions/{id}:
+        # asking about a session makes its encoder render previews.
+        encoders = [p.pid for p in below if p.ppid() != server.process.pid]
+        encoder = max(encoders, key=process_cpu_seconds)
         before = sum(written)
         if args.perf:
             spies = [_perf(out / "perf.data", args.seconds)]

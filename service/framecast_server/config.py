@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         description="Most shared memory one session is offered: 8 frames of its largest video stream, at "
         "least 16 MiB, within this. Reserved for the session's lifetime.",
     )
+    spare_encoders: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="Encoder processes kept started ahead of sessions, so that opening one skips "
+        "starting a process (~15 ms; the server's first session ~0.5 s). 0: each session starts its own.",
+    )
     open_timeout: float = Field(
         30.0, gt=0, description="Seconds an encoder process may take to start and open its output."
     )

@@ -134,6 +134,10 @@ class PayloadRing:
 
     # -- handing it to the encoder --------------------------------------------------------------
 
+    def fileno(self) -> int:
+        """The memory's file descriptor (for handing it to a spare encoder process)."""
+        return self._fd
+
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled for the encoder process as its file descriptor (only while starting it)."""
         return RingReader, (reduction.DupFd(self._fd), self.capacity)

@@ -44,7 +44,8 @@ from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
 from .shm import ClientMemory, Unavailable, segment_size, sweep
-from .worker import EncoderProcess, exit_text, watch_message
+from .spares import SparePool
+from .worker import EncoderProcess, Spare, exit_text, watch_message
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +182,10 @@ class Session:
 
     # -- setup --------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the encoder process and open the output; InvalidConfig if FFmpeg refuses it."""
-        first = await self._blocking(self.encoder.start, self.settings.open_timeout)
+    async def start(self, spare: Spare | None = None) -> None:
+        """Start the encoder process (or put ``spare`` to work) and open the output; InvalidConfig
+        if FFmpeg refuses it."""
+        first = await self._blocking(self.encoder.start, self.settings.open_timeout, spare)
         if first[0] == "setup_failed":
             _, message, field = first
             raise InvalidConfig(message, field)
@@ -497,6 +499,7 @@ class SessionManager:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.sessions: dict[str, Session] = {}
+        self.spares = SparePool(settings.spare_encoders)
         self._reaper: asyncio.Task[None] | None = None
         settings.output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -533,11 +536,13 @@ class SessionManager:
         session = Session(secrets.token_hex(8), config, plan, self.settings, self.metrics, memory)
         session.owner = owner
         try:
-            await session.start()
+            await session.start(self.spares.take())
         except BaseException:
             if memory is not None:
                 memory.dispose()
             raise
+        finally:
+            self.spares.refill()  # once this session's output is open: starting one costs CPU too
         self.sessions[session.id] = session
         session.log.info("created: %s -> %s", plan.muxer, plan.describe_destination())
         return session
@@ -557,7 +562,9 @@ class SessionManager:
         """Finalize every session that is still open (server shutdown)."""
         if self._reaper is not None:
             self._reaper.cancel()
-        await asyncio.gather(*(s.finish() for s in self.active()), return_exceptions=True)
+        await asyncio.gather(
+            self.spares.close(), *(s.finish() for s in self.active()), return_exceptions=True
+        )
 
     async def drain(self) -> None:
         """Finalize every open session and let connected clients receive what is left."""
@@ -567,8 +574,10 @@ class SessionManager:
             await asyncio.sleep(0.02)
 
     def start(self) -> None:
-        """Start the idle reaper (on the running loop); remove shared memory dead servers left."""
+        """Start the idle reaper and the first spare encoder (on the running loop); remove shared
+        memory dead servers left."""
         self._reaper = asyncio.create_task(self._reap_idle())
+        self.spares.refill()
         if self.settings.shared_memory:
             sweep()
 

@@ -118,6 +118,10 @@ class ClientMemory:
             os.close(self._fd)
             self._fd = -1
 
+    def fileno(self) -> int:
+        """The memory's file descriptor (for handing it to a spare encoder process)."""
+        return self._fd
+
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled for the encoder process as its file descriptor (only while starting it)."""
         return RingReader, (reduction.DupFd(self._fd), self.size)

@@ -7,7 +7,8 @@ encoder can hang or die without touching the event loop or any other session.
 Chunk payloads do not cross the pipe: the server copies each into shared memory (``ring.py``).
 The pipe carries, server -> worker, chunk descriptors (the CHUNK header as it arrived, already
 checked by the server, then the payload's place in the ring) and JSON control messages
-(``{"type": "finish"}``, ``{"type": "watch", "seconds": 10}`` while someone looks at previews);
+(``{"type": "finish"}``, ``{"type": "watch", "seconds": 10}`` while someone looks at previews),
+and, to a spare process started before its session (``spares.py``), first its assignment;
 worker -> server, small pickled tuples:
 
     ("ready", warnings)                     the output is open (for URLs: not yet connected)
@@ -38,6 +39,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -164,6 +166,25 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
             writer.close()
         with contextlib.suppress(OSError):
             conn.send(("failed", reason))
+
+
+def spare_main(raw: Connection) -> None:
+    """Entry point of a spare encoder process (``spares.py``): started before a session needs it,
+    it waits for one, then runs exactly as an encoder started for that session would.
+
+    Its assignment comes down the pipe: ``("assign", plan, ring bytes, client memory bytes or
+    None)``, then the descriptors of that memory (SCM_RIGHTS), in that order. The pipe closing
+    first means the spare is no longer wanted: it exits.
+    """
+    try:
+        _, plan, ring_bytes, client_bytes = raw.recv()
+        with socket.socket(fileno=os.dup(raw.fileno())) as sock:
+            fds = reduction.recvfds(sock, 1 if client_bytes is None else 2)
+    except (EOFError, OSError):
+        return
+    ring = RingReader(fds[0], ring_bytes)
+    client = RingReader(fds[1], client_bytes) if client_bytes is not None else None
+    worker_main(raw, plan, ring, client)
 
 
 def _stats(writer: Any, pacer: Any = None) -> dict[str, Any]:
@@ -373,7 +394,7 @@ def watch_message(seconds: float) -> bytes:
 _context: multiprocessing.context.BaseContext | None = None
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
+def encoder_context() -> multiprocessing.context.BaseContext:
     """A forkserver context that has PyAV and this module loaded already, so starts are cheap."""
     global _context
     if _context is None:
@@ -458,17 +479,21 @@ class EncoderProcess:
         self.ring: PayloadRing | None = None
         self.process: multiprocessing.process.BaseProcess | None = None
 
-    def start(self, timeout: float) -> tuple:
-        """Start the process and wait for its first message: ("ready", ...) or ("setup_failed", ...)."""
-        parent, child = multiprocessing.Pipe(duplex=True)
+    def start(self, timeout: float, spare: Spare | None = None) -> tuple:
+        """Start the process (or put ``spare`` to work) and wait for its first message: ("ready",
+        ...) or ("setup_failed", ...)."""
         self.ring = PayloadRing(self._buffer_bytes)
-        self.process = _mp_context().Process(
-            target=worker_main, args=(child, self.plan, self.ring, self._client_memory), daemon=True,
-            name="framecast-encoder",
-        )
-        self.process.start()
-        child.close()
-        self._conn = parent
+        if spare is None or not self._assign(spare):
+            parent, child = multiprocessing.Pipe(duplex=True)
+            self.process = encoder_context().Process(
+                target=worker_main, args=(child, self.plan, self.ring, self._client_memory), daemon=True,
+                name="framecast-encoder",
+            )
+            self.process.start()
+            child.close()
+            self._conn = parent
+        parent = self._conn
+        assert parent is not None and self.process is not None
         if not parent.poll(timeout):
             self.kill()
             self._abandon()
@@ -486,6 +511,21 @@ class EncoderProcess:
             self.process.join(5)
             self._abandon()
         return first
+
+    def _assign(self, spare: Spare) -> bool:
+        """Hand ``spare`` this session's plan and memory; False (and the spare discarded) if it is gone."""
+        assert self.ring is not None
+        memory = self._client_memory
+        fds = [self.ring.fileno()] + ([memory.fileno()] if memory is not None else [])
+        try:
+            spare.conn.send(("assign", self.plan, self.ring.capacity, memory.size if memory is not None else None))
+            with socket.socket(fileno=os.dup(spare.conn.fileno())) as sock:
+                reduction.sendfds(sock, fds)
+        except OSError:
+            spare.discard()
+            return False
+        self.process, self._conn = spare.process, spare.conn
+        return True
 
     def _abandon(self) -> None:
         assert self._conn is not None and self.ring is not None
@@ -551,6 +591,30 @@ class EncoderProcess:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
+
+
+class Spare:
+    """An encoder process started ahead of its session (``spare_main``), and the server's end of its pipe."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+        self.process, self.conn = process, conn
+
+    @classmethod
+    def start(cls) -> Spare:
+        """Start one (blocks for a few milliseconds; the server's first start boots the forkserver)."""
+        parent, child = multiprocessing.Pipe(duplex=True)
+        process = encoder_context().Process(target=spare_main, args=(child,), daemon=True, name="framecast-encoder")
+        process.start()
+        child.close()
+        return cls(process, parent)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def discard(self) -> None:
+        """Close its pipe, which ends it (a spare that is gone already is just forgotten)."""
+        self.conn.close()
 
 
 def exit_text(code: int | None) -> str:
