@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.protocol import State
+from websockets.frames import DATA_OPCODES, CloseCode, Frame, Opcode
+from websockets.protocol import Event, State
 from websockets.sync.client import ClientConnection, connect
 
 from . import progress
@@ -46,7 +47,7 @@ class StreamWriter:
             once. Costs a copy of what is in flight when a write returns.
         reconnect_timeout: seconds to keep trying to reconnect (keep it under the server's
             resume timeout, 30 s by default, after which it finalizes the session).
-        on_event: called (on the writer's reader thread) with each session event the server
+        on_event: called (on the thread receiving the server's messages) with each session event the server
             reports: ``{"event": "reconnecting", "attempt": 2, "reason": ...}`` and so on.
         on_destination_drop: for network URLs, what happens while the server reconnects a
             destination that dropped: ``"drop"`` (default: live semantics, a few seconds are kept
@@ -97,6 +98,7 @@ class StreamWriter:
         self._reconnect_timeout = reconnect_timeout
         self._generation = 0  # bumped on every successful reconnect
         self._closed_by_user = False
+        self._early: list[tuple[ClientConnection, str | bytes]] | None = []  # until open() is done
         self._core.on_event = on_event
         #: How many times the websocket was re-established after dropping.
         self.reconnects = 0
@@ -175,41 +177,66 @@ class StreamWriter:
         config = self._core.session_config(option, wants_shared_memory(self._shared_memory, self._rest.server))
         try:
             created = self._rest.request("POST", "/v1/sessions", json=config)
-            self._ws = _connect(created["stream_url"], created["token"], self._rest.headers)
+            self._ws = _connect(created["stream_url"], created["token"], self._rest.headers, self._on_message)
         except BaseException:
             self._rest.close()
             raise
-        self._core.opened(created)
+        with self._lock:  # messages that came before this wait in _early, and are applied first
+            self._core.opened(created)
+            early, self._early = self._early, None
+            for ws, message in early or []:
+                self._on_message(ws, message)
         self._reader = threading.Thread(target=self._read, name="framecast-reader", daemon=True)
         self._reader.start()
         return self
 
     # -- the connection: reading, reconnecting, sending -----------------------------------------
 
+    def _on_message(self, ws: ClientConnection, message: str | bytes) -> None:
+        """Apply one message from the server, on the thread that received it (``_Connection``).
+
+        Never raises: what goes wrong breaks the writer (``_broken``), and later messages are
+        ignored, as a reader thread that stopped would have left them unread.
+        """
+        if self._broken is not None:
+            return
+        try:
+            with self._lock:
+                if self._early is not None:  # open() has not taken the session yet
+                    self._early.append((ws, message))
+                    return
+                self._core.handle(message)
+                self._lock.notify_all()
+            # Confirmations go out when no chunk is being sent (websockets allows one sender at a
+            # time); otherwise the writer sends them after its message.
+            if self._send_lock.acquire(blocking=False):
+                try:
+                    self._send_outgoing(ws)
+                finally:
+                    self._send_lock.release()
+        except Exception as exc:
+            broken = exc if isinstance(exc, FramecastError) else TransportError(
+                f"handling a message from the server failed: {exc!r}")
+            with self._lock:
+                self._broken = broken
+                self._lock.notify_all()
+
     def _read(self) -> None:
-        """Apply what the server sends; when the connection drops, reconnect and resend."""
+        """Wait for the connection to end (messages are applied as they arrive, by
+        ``_on_message``); when it drops, reconnect and resend."""
         try:
             while True:
                 ws = self._ws
                 assert ws is not None
                 try:
-                    for message in ws:
-                        with self._lock:
-                            self._core.handle(message)
-                            self._lock.notify_all()
-                        # Confirmations go out when no chunk is being sent (websockets allows one
-                        # sender at a time); otherwise the writer sends them after its message.
-                        if self._send_lock.acquire(blocking=False):
-                            try:
-                                self._send_outgoing(ws)
-                            finally:
-                                self._send_lock.release()
+                    for message in ws:  # none come this way unless a connection bypassed _on_message
+                        self._on_message(ws, message)
                     code = ws.close_code
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else None
                 except OSError:  # the socket went away under websockets: a lost connection too
                     code = None
-                if self._core.done or self._closed_by_user:
+                if self._core.done or self._closed_by_user or self._broken is not None:
                     return
                 self._broken = self._core.lost_connection(code, self._reconnect)
                 if self._broken is not None:
@@ -231,7 +258,8 @@ class StreamWriter:
             try:
                 with self._send_lock:
                     assert self._rest is not None
-                    ws = _connect(self._core.session["stream_url"], self._core.session["token"], self._rest.headers)
+                    ws = _connect(self._core.session["stream_url"], self._core.session["token"], self._rest.headers,
+                                  self._on_message)
                     with self._lock:
                         backlog = self._core.resend()
                     for message in backlog:
@@ -411,16 +439,61 @@ def _send_if_open(ws: ClientConnection, text: str) -> None:
             ws.send(text)
 
 
-def _connect(url: str, token: str, headers: dict[str, str]) -> ClientConnection:
+class _Connection(ClientConnection):
+    """websockets' sync client connection, handing each complete message to ``on_message`` on the
+    thread that received it, in order, instead of queueing it for another thread to ``recv()``.
+
+    A real-time chunk gets an ACK a frame later; queued, each one woke a second thread (the
+    writer's reader) and passed through websockets' assembler, per frame, per session. Control
+    frames (ping, pong, close) and the handshake keep websockets' own handling.
+    """
+
+    def __init__(self, *args: Any, on_message: Callable[[ClientConnection, str | bytes], None],
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_message = on_message
+        self._fragments: list[Frame] = []
+        self._failed = False
+
+    def process_event(self, event: Event) -> None:
+        if not isinstance(event, Frame) or event.opcode not in DATA_OPCODES:
+            super().process_event(event)
+            return
+        if self._failed:  # frames that came in the same read as a bad one are not applied
+            return
+        if event.opcode is not Opcode.CONT:
+            self._fragments = []
+        self._fragments.append(event)
+        if not event.fin:
+            return
+        fragments, self._fragments = self._fragments, []
+        data = fragments[0].data if len(fragments) == 1 else b"".join(f.data for f in fragments)
+        if fragments[0].opcode is Opcode.TEXT:
+            try:
+                message: str | bytes = bytes(data).decode()
+            except UnicodeDecodeError:  # as websockets' own receiving does: fail the connection
+                self._failed = True
+                with self.protocol_mutex:
+                    self.protocol.fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+                    self.send_data()
+                return
+        else:
+            message = bytes(data)
+        self._on_message(self, message)
+
+
+def _connect(url: str, token: str, headers: dict[str, str],
+             on_message: Callable[[ClientConnection, str | bytes], None]) -> ClientConnection:
     try:
         # connect() is meant as a context manager; entering it by hand keeps the connection
         # open across calls, and ClientConnection.close() ends it.
-        ws = connect(
+        ws: ClientConnection = connect(  # type: ignore[call-overload]  # a factory, not the class itself
             url,
             additional_headers={**headers, "Authorization": f"Bearer {token}"},
             max_size=None,
             compression=None,
             open_timeout=30,
+            create_connection=functools.partial(_Connection, on_message=on_message),
         ).__enter__()
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise TransportError(f"cannot open the stream websocket {url}: {exc}") from exc
