@@ -129,8 +129,7 @@ class _NothingYet(Exception):
 def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: RingReader | None) -> None:
     """Entry point of an encoder process: open the output, then encode until told to finish."""
     conn = _Pipe(raw)
-    if plan.realtime:
-        keep_frame_buffers()
+    keep_frame_buffers()
     import av.logging
 
     from .encoder import OutputWriter, SetupError, describe_error
