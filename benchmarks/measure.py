@@ -49,12 +49,6 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def children_cpu_seconds() -> float:
-    """User + system CPU seconds of this process's children that have ended and been waited for."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def process_cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of ``pid`` so far (0 if it is gone)."""
     if pid is None:

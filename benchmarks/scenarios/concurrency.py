@@ -25,10 +25,6 @@ there was to do. Beside it, the bound one process sets with x264's own threads (
 issue's words read literally. The client (this process, writing every session's frames) shares
 the machine.
 
-The same sessions again with a client process each (forked, as the live PyAV processes below
-are), from framecast's count up until a level fails (or down until one passes): what the sessions
-cost when they do not share one interpreter, its GIL and its threads.
-
 Beside them, what a user would run instead: the same ramp without framecast, one live PyAV
 encoder process per session (``baselines.pyav_realtime_sessions``: same frames, same settings on
 one thread as framecast's real-time encoders use, the same spread starts, a frame encoded and muxed
@@ -43,30 +39,17 @@ second with cold caches, which costs more per frame, and the live PyAV ramp meas
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
-import queue
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import psutil
 
 import framecast
 
 from ..baselines import pyav_encode_fps, pyav_realtime_sessions
-from ..measure import (
-    AckClock,
-    SteadyWindow,
-    children_cpu_seconds,
-    machine_busy_seconds,
-    own_cpu_seconds,
-    percentile,
-    sleep_until,
-)
+from ..measure import AckClock, SteadyWindow, machine_busy_seconds, own_cpu_seconds, percentile, sleep_until
 from ..media import moving_frames
 from ..report import ScenarioResult
 from ..server import BenchServer
@@ -132,66 +115,32 @@ def _window(seconds: float) -> tuple[float, float]:
     return begin, max(begin + 0.1, seconds - 0.5)
 
 
-def _session_process(url: str, frames, rate: int, seconds: float, go: Any, results: Any, index: int,
-                     offset: float) -> None:
-    """``_session`` in a client process of its own; puts ``(index, what it measured)``."""
-    out: dict = {}
-    _session(SimpleNamespace(url=url), frames, rate, seconds, go, out, offset)  # type: ignore[arg-type]
-    results.put((index, out))
-
-
-def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float, spread: bool = True,
-           processes: bool = False) -> dict:
-    """Run ``sessions`` sessions at once; their results and the level's verdict.
-
-    The sessions' clients are threads of this process, or with ``processes`` one forked process
-    each (as the live PyAV processes run): the same writes, without sharing one interpreter.
-    """
-    offsets = spread_offsets(sessions) if spread else [0.0] * sessions
+def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float, spread: bool = True) -> dict:
+    """Run ``sessions`` sessions at once; their results and the level's verdict."""
+    go = threading.Barrier(sessions + 1)  # and this thread, which opens the steady window
     outs: list[dict] = [{} for _ in range(sessions)]
-    if processes:
-        ctx = multiprocessing.get_context("fork")
-        go: Any = ctx.Barrier(sessions + 1)  # and this thread, which opens the steady window
-        results = ctx.Queue()
-        clients: list[Any] = [
-            ctx.Process(target=_session_process, args=(server.url, frames, rate, seconds, go, results, i, offset),
-                        daemon=True, name=f"session-{i}")
-            for i, offset in enumerate(offsets)
-        ]
-    else:
-        go = threading.Barrier(sessions + 1)
-        clients = [
-            threading.Thread(target=_session, name=f"session-{i}",
-                             args=(server, frames, rate, seconds, go, out, offset))
-            for i, (out, offset) in enumerate(zip(outs, offsets))
-        ]
-    cpu_client, cpu_children = own_cpu_seconds(), children_cpu_seconds()
+    offsets = spread_offsets(sessions) if spread else [0.0] * sessions
+    threads = [
+        threading.Thread(target=_session, name=f"session-{i}", args=(server, frames, rate, seconds, go, out, offset))
+        for i, (out, offset) in enumerate(zip(outs, offsets))
+    ]
+    cpu_client = own_cpu_seconds()
     machine = psutil.cpu_times()
     t0 = time.perf_counter()
-    for client in clients:
-        client.start()
+    for t in threads:
+        t.start()
     window = None
     with contextlib.suppress(threading.BrokenBarrierError):  # a session failed to open: it says why
         go.wait(180)
-        client_pids = [c.pid for c in clients] if processes else [os.getpid()]
 
         def roles() -> dict[str, list[int]]:
             below = [p.pid for p in server.processes() if p.pid != server.process.pid]
-            return {"client": client_pids, "server": [server.process.pid], "encoders": below}
+            return {"client": [os.getpid()], "server": [server.process.pid], "encoders": below}
 
         window = SteadyWindow(*_window(seconds), roles=roles)
-    if processes:
-        deadline = time.monotonic() + seconds + 180
-        for _ in clients:
-            try:
-                index, out = results.get(timeout=max(1.0, deadline - time.monotonic()))
-            except queue.Empty:  # a client hung or died: its session keeps an empty result, a failure
-                break
-            outs[index] = out
-    for client in clients:
-        client.join(seconds + 180)
+    for t in threads:
+        t.join(seconds + 180)
     elapsed = time.perf_counter() - t0
-    cpu_clients = children_cpu_seconds() - cpu_children if processes else own_cpu_seconds() - cpu_client
     steady, role_cores = window.result(seconds + 10) if window is not None else (float("nan"), {})
     frame_rate = sessions * rate  # frames per second written while the level streams
     machine_after = psutil.cpu_times()
@@ -213,7 +162,7 @@ def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float
         "steady_cores": steady,
         "steady_ms_per_frame": steady * 1000 / frame_rate,
         "steady_role_ms_per_frame": {role: cores * 1000 / frame_rate for role, cores in role_cores.items()},
-        "cores_client": cpu_clients / elapsed,
+        "cores_client": (own_cpu_seconds() - cpu_client) / elapsed,
         "system_share": (machine_after.system - machine.system) / max(busy, 1e-9),
     }
 
@@ -241,15 +190,16 @@ def _pyav_level(sessions: int, frames_hwc, rate: int, seconds: float) -> dict:
     }
 
 
-def _ramp_from(start: int, limit: int, level: Callable[[int], dict], quick: bool) -> list[dict]:
-    """Levels around ``start`` (framecast's result): up from it while they pass, or down from it
-    until one passes. Returns the levels run, in order."""
-    levels = [level(start)]
+def _pyav_ramp(start: int, limit: int, frames_hwc, rate: int, seconds: float, quick: bool) -> list[dict]:
+    """Levels of live PyAV processes around ``start`` (framecast's result): up from it while they
+    pass, or down from it until one passes. Returns the levels run, in order."""
+    levels = [_pyav_level(start, frames_hwc, rate, seconds)]
     step = 1 if levels[0]["passed"] else -1
     n = start + step
     while 1 <= n <= limit:
-        levels.append(level(n))
-        if quick or levels[-1]["passed"] != (step == 1):
+        level = _pyav_level(n, frames_hwc, rate, seconds)
+        levels.append(level)
+        if quick or level["passed"] != (step == 1):
             break
         n += step
     return levels
@@ -279,16 +229,10 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         passed = [lv["sessions"] for lv in levels if lv["passed"]]
         aligned = _level(server, max(passed), tchw, rate, settings.concurrency_level_seconds, spread=False) \
             if passed else None
-        best = max(passed) if passed else 0
-        # The same sessions with a client process each, as the live PyAV processes below run.
-        proc_levels = _ramp_from(
-            max(1, best), settings.concurrency_max_sessions,
-            lambda n: _level(server, n, tchw, rate, settings.concurrency_level_seconds, processes=True),
-            settings.quick)
-    proc_best = max((lv["sessions"] for lv in proc_levels if lv["passed"]), default=0)
+    best = max(passed) if passed else 0
     hwc = moving_frames(DISTINCT_FRAMES, height, width, "thwc")
-    pyav_levels = _ramp_from(max(1, best - 3), settings.concurrency_max_sessions,
-                             lambda n: _pyav_level(n, hwc, rate, settings.concurrency_level_seconds), settings.quick)
+    pyav_levels = _pyav_ramp(max(1, best - 3), settings.concurrency_max_sessions, hwc, rate,
+                             settings.concurrency_level_seconds, settings.quick)
     pyav_best = max((lv["sessions"] for lv in pyav_levels if lv["passed"]), default=0)
     first_fail = next((lv for lv in levels if not lv["passed"]), None)
 
@@ -302,13 +246,9 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     # bound above, which the target is held to.
     result.add("bound_process", f"one process with x264's threads: fps / {rate}", fps_auto / rate, "sessions", 1)
     result.add("ratio_bound_process", "sessions / that", best / (fps_auto / rate), "x", 2)
-    result.add("sessions_processes", "sessions that all keep up, a client process each", proc_best, "sessions", 0)
-    result.add("ratio_bound_processes", "those / bound", proc_best / bound, "x", 2)
     result.add("pyav_sessions", "live PyAV processes, 1 thread each, that all keep up", pyav_best, "sessions", 0)
     if pyav_best:
         result.add("ratio_pyav", "framecast sessions / live PyAV processes", best / pyav_best, "x", 2)
-        result.add("ratio_pyav_processes", "framecast, a client process each / live PyAV processes",
-                   proc_best / pyav_best, "x", 2)
     top_fc = next((lv for lv in levels if lv["sessions"] == best), None)
     top_pyav = next((lv for lv in pyav_levels if lv["sessions"] == pyav_best), None)
     if top_pyav is not None:
@@ -343,15 +283,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             f"machine busy {aligned['cores_busy']:.2f} cores"
         )
     result.target(">= 80% of the single-process bound", "ratio_bound", ">=", 0.8, "x")
-    result.series = {"levels": levels, "bound": bound, "aligned": aligned, "pyav_levels": pyav_levels,
-                     "process_levels": proc_levels}
-    result.notes.append("framecast, a client process each: " + "; ".join(
-        f"{lv['sessions']}: {'pass' if lv['passed'] else 'FAIL'} p99 {lv['p99_ms']:.0f} ms, client slip "
-        f"{lv['client_slip_ms']:.0f} ms, machine busy {lv['cores_busy']:.2f} cores (streaming "
-        f"{lv['steady_ms_per_frame']:.2f} ms/frame), clients {lv['cores_client']:.2f}"
-        + (f", {lv['errors'][0]}" if lv["errors"] else "")
-        for lv in proc_levels
-    ))
+    result.series = {"levels": levels, "bound": bound, "aligned": aligned, "pyav_levels": pyav_levels}
     result.notes.append("live PyAV processes: " + "; ".join(
         f"{lv['sessions']}: {'pass' if lv['passed'] else 'FAIL'} p99 {lv['p99_ms']:.0f} ms, CPU "
         f"{lv['cpu_ms_per_frame']:.2f} ms/frame, machine busy {lv['cores_busy']:.2f} cores "
