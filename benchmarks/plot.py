@@ -65,15 +65,20 @@ def _latency(ax: Any, r: ScenarioResult) -> None:
     ax.legend(loc="lower right", fontsize=8)
 
 
+def _deciding(levels: list[dict]) -> list[dict]:
+    """One level per count, the last run (a failed level is run once more), in count order."""
+    return sorted({lv["sessions"]: lv for lv in levels}.values(), key=lambda lv: lv["sessions"])
+
+
 def _concurrency(ax: Any, r: ScenarioResult) -> None:
-    levels = r.series["levels"]
+    levels = _deciding(r.series["levels"])
     n = [lv["sessions"] for lv in levels]
     floor = 1.0  # log scale: sub-millisecond values sit on the floor
     ax.plot(n, [max(floor, lv["p99_ms"]) for lv in levels], "o-", label="worst p99 ACK latency")
     ax.plot(n, [max(floor, lv["max_lateness_ms"]) for lv in levels], "s-", label="worst pacing max_lateness")
     pyav = r.series.get("pyav_levels") or []
     if pyav:
-        pyav = sorted(pyav, key=lambda lv: lv["sessions"])
+        pyav = _deciding(pyav)
         ax.plot([lv["sessions"] for lv in pyav], [max(floor, lv["p99_ms"]) for lv in pyav], "^--", color="C4",
                 label="live PyAV processes: worst p99")
     failed = [lv["sessions"] for lv in levels if not lv["passed"]]
