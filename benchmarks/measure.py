@@ -2,8 +2,8 @@
 
 ``AckClock`` is how latency is measured. The SDK's ``StreamWriter`` keeps its state in a
 ``WriterCore``: ``sending(message)`` is called just before a CHUNK message's bytes go to the
-socket, and ``handle(message)`` on the writer's reader thread for every message the server sends,
-ACKs included. AckClock wraps both on one writer: per sequence number it stamps the send time and
+socket, and ``handle(message)`` for every message the server sends, ACKs included, on the thread
+that receives it. AckClock wraps both on one writer: per sequence number it stamps the send time and
 the arrival of the first ACK that covers it (ACKs are cumulative). A server ACK means the chunk's
 frames were encoded and their packets muxed (for real-time sessions: once its last frame has left
 at media time), so ``ack - send`` is "chunk sent -> its packets written", as seen by the client,
