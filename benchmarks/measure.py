@@ -60,6 +60,11 @@ def process_cpu_seconds(pid: int | None) -> float:
     return times.user + times.system
 
 
+def processes_cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of all of ``pids`` so far (those gone count 0)."""
+    return sum(process_cpu_seconds(pid) for pid in pids)
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine (all CPUs, all processes) has been busy so far: /proc/stat."""
     times = psutil.cpu_times()
@@ -139,18 +144,15 @@ class SteadyWindow:
         self._thread = threading.Thread(target=self._run, name="steady-window", daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _cpu(pids: list[int]) -> float:
-        return sum(process_cpu_seconds(pid) for pid in pids)
-
     def _run(self) -> None:
         sleep_until(self._t0 + self._begin)
         roles = self._roles() if self._roles is not None else {}
         machine, start = machine_busy_seconds(), time.perf_counter()
-        first = {role: self._cpu(pids) for role, pids in roles.items()}
+        first = {role: processes_cpu_seconds(pids) for role, pids in roles.items()}
         sleep_until(self._t0 + self._end)
         self.seconds = time.perf_counter() - start
-        self.role_cores = {role: (self._cpu(pids) - first[role]) / self.seconds for role, pids in roles.items()}
+        self.role_cores = {role: (processes_cpu_seconds(pids) - first[role]) / self.seconds
+                           for role, pids in roles.items()}
         self.busy = (machine_busy_seconds() - machine) / self.seconds
 
     def result(self, timeout: float) -> tuple[float, dict[str, float]]:

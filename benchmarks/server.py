@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from .measure import processes_cpu_seconds
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """A port nothing listens on right now, on 127.0.0.1."""
@@ -114,14 +116,7 @@ class BenchServer:
 
     def cpu_seconds(self, pids: list[int] | None = None) -> float:
         """User + system CPU seconds of the given pids (default: the server's main process)."""
-        total = 0.0
-        for pid in pids or [self.process.pid]:
-            try:
-                t = psutil.Process(pid).cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += t.user + t.system
-        return total
+        return processes_cpu_seconds(pids or [self.process.pid])
 
     def log(self) -> str:
         self._log.flush()
