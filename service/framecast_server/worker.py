@@ -17,6 +17,7 @@ worker -> server, small pickled tuples:
     ("out", offset, data)                   encoded bytes for a client-side destination
     ("free",)                               the oldest chunk's payload is copied out of the ring
     ("ack", seq, stats or None)             chunk ``seq`` (and all before it) is encoded and muxed
+                                            (one for several while the encoder is behind: _AckCoalescer)
     ("failed", reason)                      encoding or connecting failed; the worker exits
     ("closed", stats)                       trailer written, output closed; the worker exits
     ("preview", {stream: jpeg}, {stream: [dBFS per channel]})   now and then, for the dashboard
@@ -268,15 +269,22 @@ def _direct_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
     previewer = Previewer()
     prepared: queue.Queue[Any] = queue.Queue(maxsize=2)
     stats = _StatsEvery()
+    acks = _AckCoalescer(conn, writer, stats)
     threading.Thread(target=_prepare, args=(conn, writer, payloads, prepared), daemon=True,
                      name="prepare").start()
     while True:
         if live is not None:
             while live.down:  # nothing more is taken until the destination is back: backpressure
+                acks.flush()
                 live.tick()
                 time.sleep(min(live.next_attempt_in() or 0.0, 0.05))
-        item = prepared.get()
+        try:
+            item = prepared.get_nowait()
+        except queue.Empty:  # nothing to do next: whatever is encoded is acknowledged now
+            acks.flush()
+            item = prepared.get()
         if isinstance(item, BaseException):
+            acks.flush()
             raise item
         if item[0] == "eof":
             writer.close()
@@ -285,6 +293,7 @@ def _direct_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
             previewer.watch(item[1])
             continue
         if item[0] == "finish":
+            acks.flush()
             writer.close()
             conn.send(("closed", _stats(writer)))
             return
@@ -299,8 +308,40 @@ def _direct_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
             previewer.offer_levels(header.stream, levels)
         elif frames:
             previewer.offer_video(header.stream, frames)
-        conn.send(("ack", header.seq, stats(writer)))
+        acks.done(header.seq, busy=not prepared.empty())
         _send_preview(conn, previewer)
+
+
+class _AckCoalescer:
+    """ACKs of the direct loop, one for several chunks while the encoder is behind.
+
+    ACKs are cumulative, so while the next chunk is already prepared the ACK of this one can wait
+    and go out with it: one message (and one wake-up of the server, and of the client after it)
+    for up to ``most`` chunks or ``delay`` seconds, where a busy encoder would send one for each.
+    An encoder that keeps up finds nothing waiting and acknowledges every chunk at once, and the
+    loop flushes before it waits for anything, so no ACK waits for input that is not there yet.
+    """
+
+    def __init__(self, conn: _Pipe, writer: Any, stats: _StatsEvery, most: int = 4, delay: float = 0.02) -> None:
+        self._conn, self._writer, self._stats = conn, writer, stats
+        self.most, self.delay = most, delay
+        self._seq: int | None = None
+        self._count = 0
+        self._since = 0.0
+
+    def done(self, seq: int, busy: bool) -> None:
+        """Chunk ``seq`` is encoded and muxed; ``busy``: another one is ready to be encoded."""
+        if self._seq is None:
+            self._since = time.monotonic()
+        self._seq = seq
+        self._count += 1
+        if not busy or self._count >= self.most or time.monotonic() - self._since >= self.delay:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._seq is not None:
+            self._conn.send(("ack", self._seq, self._stats(self._writer)))
+            self._seq, self._count = None, 0
 
 
 def _live_output(conn: _Pipe, writer: Any) -> Any:
