@@ -129,6 +129,11 @@ class Session:
         self.pacing: dict[str, float] | None = None
         self._connect_timeout = config.connect_timeout or settings.connect_timeout
         self._checker = ChunkChecker(plan.streams)
+        # Each stream's labelled counters, looked up once instead of three times a chunk.
+        self._counted_in = [
+            (metrics.chunks_in.labels(st.type), metrics.bytes_in.labels(st.type), metrics.frames_in.labels(st.type))
+            for st in plan.streams
+        ]
         self._done = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._resume_timer: asyncio.TimerHandle | None = None
@@ -343,9 +348,10 @@ class Session:
         counters.chunks += 1
         counters.frames += header.shape[0]
         self.in_flight += 1
-        self.metrics.chunks_in.labels(stream.type).inc()
-        self.metrics.bytes_in.labels(stream.type).inc(header.payload_size)
-        self.metrics.frames_in.labels(stream.type).inc(header.shape[0])
+        chunks_in, bytes_in, frames_in = self._counted_in[header.stream]
+        chunks_in.inc()
+        bytes_in.inc(header.payload_size)
+        frames_in.inc(header.shape[0])
         # A client that does not read its output (OUTPUT messages) is not sent more work.
         while self.outbox.waiting_bytes > self.settings.max_queued_output_bytes and not self.state.done:
             await asyncio.sleep(0.01)
