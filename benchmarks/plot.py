@@ -84,6 +84,9 @@ def _concurrency(ax: Any, r: ScenarioResult) -> None:
     failed = [lv["sessions"] for lv in levels if not lv["passed"]]
     if failed:
         ax.plot(failed, [floor] * len(failed), "x", color="C3", ms=10, label="level failed")
+    pyav_failed = [lv["sessions"] for lv in pyav if not lv["passed"]]
+    if pyav_failed:
+        ax.plot(pyav_failed, [floor] * len(pyav_failed), "x", color="C4", ms=10, label="live PyAV level failed")
     ax.axhline(100, color="C3", ls="--", lw=1, label="limit 100 ms")
     ax.axvline(r.series["bound"], color="C2", ls=":", lw=1.5, label=f"encode bound {r.series['bound']:.1f}")
     ax.axvline(0.8 * r.series["bound"], color="C2", ls="--", lw=1, label="80% of bound (target)")
