@@ -109,28 +109,12 @@ class _Stream:
             if frame is None and self.chain is not None:
                 filtered.append(None)
             for f in filtered:
-                packets.extend(self._encode_one(f))
+                packets.extend(self.stream.encode(f))
         return packets
-
-    def _encode_one(self, frame: av.frame.Frame | None) -> list[av.Packet]:
-        return self.stream.encode(frame)
 
 
 class _VideoStream(_Stream):
     plan: VideoPlan
-
-    #: The index of the encoded frame forced to be a keyframe, shifting this stream's keyframe
-    #: phase (``OutputPlan.keyframe_phase``); None: keyframes where the encoder puts them.
-    extra_keyframe: int | None = None
-    _encoded = 0
-
-    def _encode_one(self, frame: av.frame.Frame | None) -> list[av.Packet]:
-        if self.extra_keyframe is not None and frame is not None:
-            if self._encoded == self.extra_keyframe:
-                frame.pict_type = av.video.frame.PictureType.I
-                self.extra_keyframe = None
-            self._encoded += 1
-        return self.stream.encode(frame)
 
     def ready(self, frames: list[av.frame.Frame]) -> list[av.frame.Frame]:
         """Convert frames to the encoder's pixel format and size now, as PyAV's ``encode`` would
@@ -246,16 +230,6 @@ def _threading(realtime: bool, plan: VideoPlan) -> tuple[str, int]:
     if plan.encoder_width * plan.encoder_height * plan.encoder_frame_rate <= SINGLE_THREAD_PIXEL_RATE:
         return "SLICE", 1
     return "SLICE", 0
-
-
-def _extra_keyframe(phase: float, gop: int) -> int | None:
-    """Which frame to force to a keyframe so that keyframes fall ``phase`` of an interval of
-    ``gop`` frames later than they would: x264 and most encoders count the next interval from the
-    last keyframe, forced or not. None when there is no interval to shift (or nothing to shift)."""
-    if gop is None or gop < 2:
-        return None
-    frame = round(phase * gop)
-    return frame if 0 < frame < gop else None
 
 
 def _apply_codec_config(ctx: Any, cfg: dict[str, int | None], options: dict[str, str]) -> None:
@@ -376,10 +350,7 @@ class OutputWriter:
                     "time_base": str(1 / plan.frame_rate),
                     "pixel_aspect": "1/1",
                 })
-            video = _VideoStream(plan, stream, chain)
-            if self.plan.realtime:
-                video.extra_keyframe = _extra_keyframe(self.plan.keyframe_phase, ctx.gop_size)
-            return video
+            return _VideoStream(plan, stream, chain)
         if plan.filter_desc:
             chain = self._chain(where, "audio", split_filter_chain(plan.filter_desc), {
                 "sample_rate": str(plan.sample_rate),

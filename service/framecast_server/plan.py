@@ -113,9 +113,6 @@ class OutputPlan:
     on_drop: str = "drop"  # network outputs: "drop" or "block" while reconnecting
     outage_buffer: float = 5.0  # seconds of media kept while reconnecting under "drop"
     reconnect_timeout: float = 60.0  # seconds a dropped destination may stay down
-    # Real-time outputs: the fraction of a keyframe interval by which video's first interval is cut
-    # short (one extra keyframe), so sessions started together do not keyframe together.
-    keyframe_phase: float = 0.0
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)

@@ -28,7 +28,6 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -508,7 +507,6 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.spares = SparePool(settings.spare_encoders)
         self._reaper: asyncio.Task[None] | None = None
-        self._phases = keyframe_phases()
         settings.output_dir.mkdir(parents=True, exist_ok=True)
 
     def active(self) -> list[Session]:
@@ -533,8 +531,6 @@ class SessionManager:
                 f"this API key already has {self.settings.max_sessions_per_key} open sessions, the most allowed"
             )
         plan = make_plan(config, self.settings)
-        if plan.realtime:
-            plan.keyframe_phase = next(self._phases)
         if plan.path:
             os.makedirs(os.path.dirname(plan.path), exist_ok=True)
         memory = None
@@ -601,21 +597,3 @@ class SessionManager:
                     now - session.last_activity > self.settings.idle_timeout
                 ):
                     session.idle()
-
-
-def keyframe_phases() -> Iterator[float]:
-    """Where in its keyframe interval each new real-time session puts its second keyframe, as a
-    fraction of the interval: 0, then the golden-ratio sequence (0.618, 0.236, 0.854, 0.472, ...),
-    which keeps any number of consecutive sessions spread nearly evenly over the interval.
-
-    Sessions that start together (a fleet restarted at once) would otherwise put every keyframe,
-    several times the CPU of another frame, into the same frame time, and their p99 with it
-    (BENCHMARKS.md: 26 live sessions started at once, p99 574 ms). Each costs one keyframe more.
-    """
-    k = 0
-    while True:
-        yield (k * _GOLDEN) % 1.0
-        k += 1
-
-
-_GOLDEN = (5**0.5 - 1) / 2
