@@ -23,8 +23,14 @@ SPARE_WAIT = 30.0
 
 def encoder_processes(server: ServerProcess) -> set[int]:
     """PIDs of the processes under the server's forkserver: encoders, busy or spare."""
-    below = psutil.Process(server.proc.pid).children(recursive=True)
-    return {p.pid for p in below if p.ppid() != server.proc.pid and p.status() != psutil.STATUS_ZOMBIE}
+    found = set()
+    for process in psutil.Process(server.proc.pid).children(recursive=True):
+        try:  # a process killed by a test may vanish between the listing and these reads
+            if process.ppid() != server.proc.pid and process.status() != psutil.STATUS_ZOMBIE:
+                found.add(process.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 def wait_for(predicate, timeout: float = SPARE_WAIT):
