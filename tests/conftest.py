@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -90,3 +90,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def api(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as client:
         yield client
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Servers of the test's own, started with extra environment (``own_server(FRAMECAST_X="1")``)."""
+    servers: list[ServerProcess] = []
+
+    def start(**env: str) -> ServerProcess:
+        servers.append(ServerProcess(tmp_path / f"out{len(servers)}", env=env))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()

@@ -11,7 +11,6 @@ import time
 import httpx
 import numpy as np
 import psutil
-import pytest
 
 import framecast
 
@@ -52,19 +51,6 @@ def write_frames(server: ServerProcess, name: str, frames: np.ndarray) -> dict:
             session = api.get(f"/v1/sessions/{writer.session_id}").json()
         writer.write_video_chunk(0, frames)
     return session
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    servers = []
-
-    def start(**env: str) -> ServerProcess:
-        servers.append(ServerProcess(tmp_path / f"out{len(servers)}", env=env))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def test_a_session_runs_in_the_spare_started_before_it_and_a_new_spare_follows(own_server):

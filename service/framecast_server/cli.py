@@ -68,8 +68,7 @@ def serve(
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        raise SystemExit(f"framecast serve: {reasons}") from None
+        raise SystemExit(f"framecast serve: {_settings_errors(exc)}") from None
     logs.configure(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         create_app(settings),
@@ -81,3 +80,16 @@ def serve(
         timeout_graceful_shutdown=int(settings.finish_timeout),
     )
     GracefulServer(config, settings).run()
+
+
+def _settings_errors(exc: Any) -> str:
+    """A pydantic ValidationError of Settings in the operator's terms: the variable, what it must
+    be, and what it was (``FRAMECAST_PORT: Input should be ... (got 'x')``)."""
+    reasons = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:  # a field; model-level checks name their fields in the message
+            name = "FRAMECAST_" + "_".join(str(part) for part in error["loc"]).upper()
+            message = f"{name}: {message} (got {error['input']!r})"
+        reasons.append(message)
+    return "; ".join(reasons)

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .scheduling import Policy
+
 
 class Settings(BaseSettings):
     """Everything an operator can tune. Each field is also ``FRAMECAST_<NAME>`` in the environment."""
@@ -114,6 +116,12 @@ class Settings(BaseSettings):
         le=16,
         description="Encoder processes kept started ahead of sessions, so that opening one skips "
         "starting a process (~15 ms; the server's first session ~0.5 s). 0: each session starts its own.",
+    )
+    encoder_scheduling: Policy = Field(
+        "batch",
+        description="How the kernel schedules encoder processes: 'batch' (SCHED_BATCH: their wake-ups "
+        "never preempt the server, which relays every session's chunks and ACKs) or 'normal' (the "
+        "default policy). Linux; elsewhere encoders keep the default.",
     )
     open_timeout: float = Field(
         30.0, gt=0, description="Seconds an encoder process may take to start and open its output."

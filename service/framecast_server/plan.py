@@ -31,6 +31,7 @@ from .models import (
     VideoStreamConfig,
     parse_frame_rate,
 )
+from .scheduling import Policy
 
 
 @dataclass
@@ -113,6 +114,7 @@ class OutputPlan:
     on_drop: str = "drop"  # network outputs: "drop" or "block" while reconnecting
     outage_buffer: float = 5.0  # seconds of media kept while reconnecting under "drop"
     reconnect_timeout: float = 60.0  # seconds a dropped destination may stay down
+    scheduling: Policy = "batch"  # how the kernel schedules the encoder process (scheduling.py)
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
@@ -357,6 +359,7 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
     plan.on_drop = config.on_destination_drop
     plan.outage_buffer = config.outage_buffer
     plan.reconnect_timeout = config.reconnect_timeout or settings.reconnect_timeout
+    plan.scheduling = settings.encoder_scheduling
     default_video = ffmpeg.default_encoder(muxer, "video", filename)
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
     if plan.live and muxer in destinations.LIVE_ENCODERS:

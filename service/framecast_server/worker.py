@@ -46,6 +46,7 @@ from typing import Any
 
 from framecast import protocol
 
+from . import scheduling
 from .malloc import keep_frame_buffers
 from .plan import OutputPlan
 from .preview import levels_db
@@ -131,6 +132,7 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
     """Entry point of an encoder process: open the output, then encode until told to finish."""
     conn = _Pipe(raw)
     keep_frame_buffers()
+    scheduling.apply(plan.scheduling)  # before any thread starts: they inherit it
     import av.logging
 
     from .encoder import OutputWriter, SetupError, describe_error
