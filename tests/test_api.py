@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+import httpx
 import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -71,6 +72,7 @@ def test_health_and_capabilities(api):
     assert "aac" not in caps["video_encoders"]
     assert {"file", "rtmp", "udp", "tcp"} <= set(caps["protocols"])
     assert "srt" not in caps["protocols"]  # PyPI's PyAV wheels have no libsrt: we say so
+    assert caps["destinations"] == ["client", "server_file", "url", "discard"]
     assert api.get("/docs").status_code == 200
     assert "/v1/sessions" in api.get("/openapi.json").json()["paths"]
 
@@ -121,14 +123,23 @@ def test_delete_finalizes_an_open_session(api, server):
     assert decode(server.output_dir / "api" / "deleted.mp4")["streams"][0]["frame_count"] == 12
 
 
+def test_capabilities_name_only_the_destinations_the_settings_allow(own_server):
+    files_only = own_server(FRAMECAST_ALLOWED_SCHEMES="file")
+    assert httpx.get(files_only.url + "/v1/capabilities").json()["destinations"] == ["client", "server_file", "discard"]
+    network_only = own_server(FRAMECAST_ALLOWED_SCHEMES="rtmp,udp")
+    assert httpx.get(network_only.url + "/v1/capabilities").json()["destinations"] == ["url", "discard"]
+
+
 @pytest.mark.parametrize(
     "body, field, message",
     [
         ({"streams": [{**VIDEO, "encoder": "nope"}]}, "streams.0.encoder", "unknown video encoder 'nope'"),
         ({"streams": [{**VIDEO, "height": 47}]}, "streams.0.encoder_height", "yuv420p needs an even"),
         ({"streams": [{**VIDEO, "encoder_format": "rgb24"}]}, "streams.0.encoder_format", "libx264"),
-        ({"streams": [{**VIDEO, "width": 0}]}, "streams.0.video.width", "greater than 0"),
-        ({"streams": [{**VIDEO, "colour": "red"}]}, "streams.0.video.colour", "Extra inputs"),
+        ({"streams": [{**VIDEO, "width": 0}]}, "streams.0.width", "greater than 0"),
+        ({"streams": [{**VIDEO, "colour": "red"}]}, "streams.0.colour", "Extra inputs"),
+        ({"streams": [VIDEO], "destination": {"type": "server_file"}}, "destination.path", "Field required"),
+        ({"streams": [VIDEO], "destination": {"type": "url"}}, "destination.url", "Field required"),
         ({"streams": [{**AUDIO, "num_channels": 6, "encoder": "libmp3lame"}]}, "streams.0", "libmp3lame"),
         ({"streams": [VIDEO], "destination": {"type": "url", "url": "srt://127.0.0.1:9000"}},
          "destination.url", "this server's FFmpeg has no srt protocol"),
@@ -147,6 +158,18 @@ def test_configs_that_cannot_work_are_422_naming_the_field(api, body, field, mes
     error = response.json()["error"]
     assert error["field"] == field
     assert message in error["message"]
+    assert api.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"streams": [', "request body is not valid JSON: Expecting value (at character 13)"),
+    ("not json", "request body is not valid JSON: Expecting value (at character 0)"),
+    ("", "request body is empty; expected a session config as a JSON object"),
+])
+def test_a_body_that_is_not_a_json_config_is_400_saying_why(api, text, message):
+    response = api.post("/v1/sessions", content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == {"code": "bad_request", "message": message}
     assert api.get("/healthz").status_code == 200
 
 
@@ -184,7 +207,7 @@ def test_bad_chunks_get_clear_errors_and_the_session_lives_on(api, server):
     cases = [
         (b"FC", None, "malformed chunk: message too short"),
         (chunk(0, good)[:30], None, "truncated chunk header"),
-        (chunk(0, good)[:-7], None, "payload is"),
+        (chunk(0, good)[:-7], 0, "payload is"),  # the header is intact: its seq is named
         (chunk(1, good, stream=7), 1, "stream index 7 does not exist"),
         (chunk(2, good.astype(np.float32)), 2, "expected dtype uint8 (format 'rgb24'), got float32"),
         (chunk(3, good[:, :, :40]), 3, "expected shape (frames, 3, 48, 64), got (3, 3, 40, 64)"),
@@ -194,11 +217,13 @@ def test_bad_chunks_get_clear_errors_and_the_session_lives_on(api, server):
         ws.send(message)
         error = recv_until(ws, is_type("error"))[-1]
         assert text in error["message"], error
-        assert error["seq"] == seq
+        assert (error["seq"], error["code"]) == (seq, "invalid_chunk")
     ws.send("this is not json")
-    assert "not valid JSON" in recv_until(ws, is_type("error"))[-1]["message"]
+    error = recv_until(ws, is_type("error"))[-1]
+    assert "not valid JSON" in error["message"] and error["code"] == "invalid_message"
     ws.send('{"type": "dance"}')
-    assert "unknown control message type 'dance'" in recv_until(ws, is_type("error"))[-1]["message"]
+    error = recv_until(ws, is_type("error"))[-1]
+    assert "unknown control message type 'dance'" in error["message"] and error["code"] == "invalid_message"
 
     ws.send(chunk(10, good))
     recv_until(ws, is_ack(10))

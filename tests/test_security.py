@@ -75,7 +75,7 @@ HOSTILE = [
     (body(streams=[{**VIDEO, "frame_rate": 900}]), "streams.0.frame_rate", "above this server's limit"),
     (body(streams=[{**AUDIO, "num_channels": 40}]), "streams.0.num_channels", "above this server's limit"),
     (body(streams=[VIDEO] * 17), "streams", "at most 16"),
-    (body(streams=[{**VIDEO, "bogus": 1}]), "streams.0.video.bogus", "Extra inputs"),
+    (body(streams=[{**VIDEO, "bogus": 1}]), "streams.0.bogus", "Extra inputs"),
 ]
 
 

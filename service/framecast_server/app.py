@@ -27,9 +27,20 @@ from .sessions import SessionManager
 log = logging.getLogger(__name__)
 
 
+#: Tags pydantic puts into an error's location for a member of a tagged union (a stream's or a
+#: destination's ``type``); they are not part of the config's own path.
+_UNION_TAGS = {"streams": {"video", "audio"}, "destination": {"client", "server_file", "url", "discard"}}
+
+
 def _field(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
-    return ".".join(parts)
+    """The config path of an error's location, as config checks name fields: ``streams.0.width``
+    (pydantic says ``body.streams.0.video.width``)."""
+    parts = list(loc[1:] if loc[:1] == ("body",) else loc)
+    if len(parts) >= 2 and parts[0] == "destination" and parts[1] in _UNION_TAGS["destination"]:
+        del parts[1]
+    elif len(parts) >= 3 and parts[0] == "streams" and isinstance(parts[1], int) and parts[2] in _UNION_TAGS["streams"]:
+        del parts[2]
+    return ".".join(str(p) for p in parts)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -103,8 +114,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.errors.labels("invalid_config").inc()
         errors = exc.errors()
+        broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        empty = any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors)
+        if broken is not None or empty:  # not a config at all: 400, saying why
+            metrics.errors.labels("bad_request").inc()
+            if broken is not None:
+                reason = (broken.get("ctx") or {}).get("error", broken.get("msg", ""))
+                where = broken["loc"][-1] if broken.get("loc") else "?"
+                message = f"request body is not valid JSON: {reason} (at character {where})"
+            else:
+                message = "request body is empty; expected a session config as a JSON object"
+            return JSONResponse({"error": {"code": "bad_request", "message": message}}, status_code=400)
+        metrics.errors.labels("invalid_config").inc()
         details = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors]
         first = details[0] if details else {"field": "", "message": "invalid request"}
         message = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)

@@ -125,8 +125,9 @@ async def _control(session: Session, text: str) -> bool:
 
 
 def _seq_of(data: bytes) -> int | None:
-    """The sequence number of a chunk, if its header is intact enough to tell."""
+    """The sequence number of a chunk, if its header is intact enough to tell (its payload may be
+    what is wrong: a length that does not match its shape)."""
     try:
-        return protocol.parse_chunk(data)[0].seq
+        return protocol.parse_chunk_header(data).seq
     except ProtocolError:
         return None

@@ -295,7 +295,7 @@ class Capabilities(BaseModel):
     audio_encoders: dict[str, str]
     video_encoders: dict[str, str]
     protocols: list[str]
-    destinations: list[str]
+    destinations: list[str] = Field(description="Destination types this server takes, as its allowed schemes permit.")
 
 
 class ErrorDetail(BaseModel):

@@ -120,8 +120,12 @@ async def preview(session_id: str, request: Request, stream: int = 0) -> Respons
 
 
 @router.get("/v1/capabilities", response_model=Capabilities, tags=["server"])
-async def capabilities() -> Capabilities:
-    """What this server's FFmpeg really has: versions, muxers, encoders, output protocols."""
+async def capabilities(request: Request) -> Capabilities:
+    """What this server's FFmpeg really has: versions, muxers, encoders, output protocols; and the
+    destination types its settings allow."""
+    allowed = request.app.state.settings.allowed_schemes
+    kinds = (["client", "server_file"] if "file" in allowed else []) + \
+        (["url"] if any(scheme != "file" for scheme in allowed) else []) + ["discard"]
     return Capabilities(
         versions=ffmpeg.versions(),
         ffmpeg=ffmpeg.version(),
@@ -129,7 +133,7 @@ async def capabilities() -> Capabilities:
         audio_encoders=ffmpeg.audio_encoders(),
         video_encoders=ffmpeg.video_encoders(),
         protocols=list(ffmpeg.output_protocols()),
-        destinations=["client", "server_file"],
+        destinations=kinds,
     )
 
 
