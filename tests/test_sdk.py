@@ -124,6 +124,26 @@ def test_server_file_and_download(server, tmp_path):
     assert out["metadata"]["title"] == "remote" and out["streams"][0]["frame_count"] == 10
 
 
+def test_async_writer_downloads_a_server_file_too(server, tmp_path):
+    async def main() -> tuple[int, int]:
+        s = AsyncStreamWriter(ServerFile("sdk/async-remote.mkv"), server=server.url)
+        s.add_video_stream(frame_rate=30, width=64, height=48)
+        with pytest.raises(framecast.StateError, match="needs a closed writer"):
+            await s.download(tmp_path / "early.mkv")
+        async with s.open():
+            await s.write_video_chunk(0, patterns(9, 48, 64))
+        into = io.BytesIO()
+        to_path = await s.download(tmp_path / "async.mkv")
+        assert await s.download(into) == len(into.getvalue())
+        return to_path, into.getvalue()
+
+    to_path, in_memory = asyncio.run(main())
+    original = (server.output_dir / "sdk" / "async-remote.mkv").read_bytes()
+    assert to_path == len(original) and (tmp_path / "async.mkv").read_bytes() == original == in_memory
+    assert decode(tmp_path / "async.mkv")["streams"][0]["frame_count"] == 9
+    assert not (tmp_path / "early.mkv").exists()
+
+
 def test_local_checks_fail_on_the_call(server, tmp_path):
     s = StreamWriter(tmp_path / "c.mp4", server=server.url)
     s.add_video_stream(frame_rate=30, width=64, height=48)

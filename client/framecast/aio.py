@@ -294,6 +294,18 @@ class AsyncStreamWriter:
     def summary(self) -> dict[str, Any] | None:
         return self._core.summary
 
+    async def download(self, dst: Any) -> int:
+        """Copy a closed ServerFile output to ``dst`` (path or binary file object); returns bytes."""
+        path = self._core.download_path()
+        rest = AsyncRestClient(self._server, self._api_key)
+        try:
+            if hasattr(dst, "write"):
+                return await rest.download(path, dst)
+            with open(dst, "wb") as f:
+                return await rest.download(path, f)
+        finally:
+            await rest.aclose()
+
     def __repr__(self) -> str:
         return self._core.describe(type(self).__name__)
 

@@ -120,5 +120,18 @@ class AsyncRestClient:
         with map_transport_errors(self.server):
             return raise_for_error(await self._http.request(method, path, **kwargs))
 
+    async def download(self, path: str, sink: Any) -> int:
+        """Stream a GET's body into ``sink`` (a binary file object; its writes are plain calls)."""
+        total = 0
+        with map_transport_errors(self.server):
+            async with self._http.stream("GET", path) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise_for_error(response)
+                async for block in response.aiter_bytes():
+                    sink.write(block)
+                    total += len(block)
+        return total
+
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -413,13 +413,9 @@ class StreamWriter:
 
     def download(self, dst: Any) -> int:
         """Copy a closed ServerFile output to ``dst`` (path or binary file object); returns bytes."""
-        if self._core.destination["type"] != "server_file":
-            raise StateError("download() is for framecast.ServerFile destinations")
-        if self._core.state is not WriterState.CLOSED:
-            raise StateError("download() needs a closed writer; call close() first")
+        path = self._core.download_path()
         rest = RestClient(self._server, self._api_key)
         try:
-            path = f"/v1/sessions/{self.session_id}/output"
             if hasattr(dst, "write"):
                 return rest.download(path, dst)
             with open(dst, "wb") as f:

@@ -434,6 +434,18 @@ class WriterCore:
             self.shared.close()
             self.shared = None
 
+    def download_path(self) -> str:
+        """The REST path of a closed ServerFile output (``download()`` of both writers).
+
+        Raises:
+            StateError: not a ServerFile destination, or the writer is not closed yet.
+        """
+        if self.destination["type"] != "server_file":
+            raise StateError("download() is for framecast.ServerFile destinations")
+        if self.state is not WriterState.CLOSED:
+            raise StateError("download() needs a closed writer; call close() first")
+        return f"/v1/sessions/{self.session['id']}/output"
+
     def describe(self, cls: str) -> str:
         dest = self.destination
         where = dest.get("filename") or dest.get("path") or dest.get("url") or "file-like object"
