@@ -1,5 +1,11 @@
 """Encoder processes reuse their frame buffers instead of faulting in fresh pages for every frame
-(``framecast_server/malloc.py``): measured on a real encoder process, by its page-fault counter."""
+(``framecast_server/malloc.py``): measured on a real encoder process, by its page-fault counter.
+
+Only the real-time path is held to a bound. Encoding as fast as possible (720p, frame threads and
+the prepare thread), the rate depends on where glibc's adaptive mmap threshold settles in that
+run: 0, 4, 0 and 382 pages per frame in four runs without malloc.py's settings, 0 to 10.2 with
+them (26 runs). A bound there would fail on good code or pass on bad code; the real-time path
+faulted in ~81 pages per frame without them in 3 runs of 4, and under 0.2 with them in every run."""
 
 from __future__ import annotations
 
@@ -41,28 +47,6 @@ def test_a_real_time_encoder_does_not_fault_in_pages_for_every_frame(api):
             if i == 39:  # past x264's start and the pacer's first second: the steady state
                 recv_until(ws, acked_through(39))
                 before = minor_faults(pid)
-        recv_until(ws, acked_through(119))
-        per_frame = (minor_faults(pid) - before) / 80
-    finally:
-        ws.close()
-    assert per_frame < 10, f"the encoder faulted in {per_frame:.1f} pages per frame"
-
-
-def test_a_file_encoder_does_not_fault_in_pages_for_every_frame(api):
-    """Encoding as fast as it can (frame threads, the prepare thread converting beside them), an
-    encoder keeps its frame buffers too: 720p faulted in ~65 pages per frame with glibc's defaults."""
-    stream = {**LIVE_360P, "width": 1280, "height": 720, "encoder_option": {"preset": "ultrafast"}}
-    created = create(api, [stream], {"type": "discard", "encode": True})
-    pid = created["encoder_pid"]
-    frames = patterns(30, 720, 1280)
-    ws = open_ws(created)
-    try:
-        for i in range(40):  # x264's start, and a first pass over the ring's pages
-            ws.send(chunk(i, frames[i % 30 : i % 30 + 1]))
-        recv_until(ws, acked_through(39))
-        before = minor_faults(pid)
-        for i in range(40, 120):
-            ws.send(chunk(i, frames[i % 30 : i % 30 + 1]))
         recv_until(ws, acked_through(119))
         per_frame = (minor_faults(pid) - before) / 80
     finally:
