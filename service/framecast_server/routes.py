@@ -124,8 +124,10 @@ async def capabilities(request: Request) -> Capabilities:
     """What this server's FFmpeg really has: versions, muxers, encoders, output protocols; and the
     destination types its settings allow."""
     allowed = request.app.state.settings.allowed_schemes
-    kinds = (["client", "server_file"] if "file" in allowed else []) + \
-        (["url"] if any(scheme != "file" for scheme in allowed) else []) + ["discard"]
+    kinds = ["client", "server_file"] if "file" in allowed else []
+    if any(scheme != "file" for scheme in allowed):
+        kinds.append("url")
+    kinds.append("discard")
     return Capabilities(
         versions=ffmpeg.versions(),
         ffmpeg=ffmpeg.version(),

@@ -19,7 +19,7 @@ sessions, 12 s each): at 20 sessions, eight pairs, median p99 ACK latency 40 ms 
 10 instead of 16, and the latest frame 59 ms late instead of 105; p99 was lower in 16 of 20 pairs
 over four such runs at 16-24 sessions. The CPU a frame costs did not change beyond this VM's noise
 (2.54 against 2.66 ms in that run; either side ahead in others). Encoding a 720p file as fast as
-possible was not slower (345 against 335 fps, medians of 6).
+possible was not slower: 345 against 335 fps and 277 against 280 in two runs (medians of 6 and 8).
 
 Any process may move itself to SCHED_BATCH without privileges. Where the call is not available
 (not Linux) or refused (a seccomp profile), the encoder keeps the default policy and says so.
