@@ -19,8 +19,14 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="L
 
 
 def thread_policies(pid: int) -> set[int]:
-    """The scheduling policy of every thread of process ``pid``."""
-    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+    """The scheduling policy of every thread of process ``pid`` (one that ends meanwhile is skipped)."""
+    policies = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            policies.add(os.sched_getscheduler(int(tid)))
+        except ProcessLookupError:
+            continue
+    return policies
 
 
 def encode_and_look(server: ServerProcess, name: str, realtime: bool) -> tuple[set[int], int]:
