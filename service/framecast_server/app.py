@@ -58,7 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # opens as fast as any other.
         await asyncio.to_thread(lambda: (ffmpeg.muxers(), ffmpeg.audio_encoders(), ffmpeg.output_protocols()))
         await manager.spares.filled()
-        log.info("framecast ready; outputs under %s", settings.output_dir.resolve())
+        log.info("framecast ready; outputs under %s; RGB frames converted with %s", settings.output_dir.resolve(),
+                 settings.rgb_converter)
         try:
             yield
         finally:

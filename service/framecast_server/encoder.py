@@ -5,7 +5,9 @@
 nothing of sockets.
 
 Frame building copies each frame exactly once: straight from the client's (T, C, H, W) array into
-the AVFrame's own planes (an interleave for packed formats, a row copy for planar ones).
+the AVFrame's own planes, a row copy per channel plane. RGB frames bound for a yuv420p encoder at
+their own size are converted on the way instead, with libyuv (``libyuv.py``), where the settings
+allow it; all others are converted with swscale before encoding (``_VideoStream.ready``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
+from . import libyuv
 from .chunks import Timeline
+from .libyuv import RgbToI420
 from .plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan, split_filter_chain
 
 log = logging.getLogger(__name__)
@@ -138,16 +142,23 @@ class _VideoStream(_Stream):
         return out
 
     _reformatter: Any = None
+    #: Converts RGB chunks straight into the encoder's yuv420p frames where libyuv applies (set by
+    #: OutputWriter); then frames come out of ``frames`` ready and ``ready`` has nothing to do.
+    rgb_to_i420: RgbToI420 | None = None
 
     def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
         plan = self.plan
         frame_format, planes = _PLANAR_LAYOUT[plan.format]
         out = []
         for i in range(array.shape[0]):
-            frame = av.VideoFrame(plan.width, plan.height, frame_format)
             src = array[i]  # (C, H, W): channel planes, as the client sent them
-            for plane, channel in enumerate(planes):
-                _plane_rows(frame.planes[plane], plan.height, plan.width)[...] = src[channel]
+            if self.rgb_to_i420 is not None:
+                frame = av.VideoFrame(plan.width, plan.height, "yuv420p")
+                self.rgb_to_i420.convert(src, frame)
+            else:
+                frame = av.VideoFrame(plan.width, plan.height, frame_format)
+                for plane, channel in enumerate(planes):
+                    _plane_rows(frame.planes[plane], plan.height, plan.width)[...] = src[channel]
             frame.pts = start + i
             frame.time_base = self.time_base
             out.append(frame)
@@ -350,7 +361,11 @@ class OutputWriter:
                     "time_base": str(1 / plan.frame_rate),
                     "pixel_aspect": "1/1",
                 })
-            return _VideoStream(plan, stream, chain)
+            video = _VideoStream(plan, stream, chain)
+            if (self.plan.rgb_conversion == "libyuv" and chain is None
+                    and libyuv.applies(plan.format, plan.width, plan.height, ctx.pix_fmt, ctx.width, ctx.height)):
+                video.rgb_to_i420 = libyuv.RgbToI420(plan.format, plan.width, plan.height)
+            return video
         if plan.filter_desc:
             chain = self._chain(where, "audio", split_filter_chain(plan.filter_desc), {
                 "sample_rate": str(plan.sample_rate),

@@ -296,6 +296,8 @@ class Capabilities(BaseModel):
     video_encoders: dict[str, str]
     protocols: list[str]
     destinations: list[str] = Field(description="Destination types this server takes, as its allowed schemes permit.")
+    rgb_conversion: str = Field(description="What converts RGB frames for yuv420p encoders here: 'libyuv' or "
+                                "'swscale' (FRAMECAST_RGB_CONVERSION).")
 
 
 class ErrorDetail(BaseModel):

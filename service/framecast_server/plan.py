@@ -21,6 +21,7 @@ from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS, DType
 from . import destinations, ffmpeg, policy
 from .config import Settings
 from .errors import InvalidConfig
+from .libyuv import Conversion
 from .models import (
     AudioStreamConfig,
     ClientDestination,
@@ -115,6 +116,7 @@ class OutputPlan:
     outage_buffer: float = 5.0  # seconds of media kept while reconnecting under "drop"
     reconnect_timeout: float = 60.0  # seconds a dropped destination may stay down
     scheduling: Policy = "batch"  # how the kernel schedules the encoder process (scheduling.py)
+    rgb_conversion: Conversion = "swscale"  # what converts RGB frames to yuv420p (libyuv.py)
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
@@ -360,6 +362,7 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
     plan.outage_buffer = config.outage_buffer
     plan.reconnect_timeout = config.reconnect_timeout or settings.reconnect_timeout
     plan.scheduling = settings.encoder_scheduling
+    plan.rgb_conversion = settings.rgb_converter
     default_video = ffmpeg.default_encoder(muxer, "video", filename)
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
     if plan.live and muxer in destinations.LIVE_ENCODERS:

@@ -136,6 +136,7 @@ async def capabilities(request: Request) -> Capabilities:
         video_encoders=ffmpeg.video_encoders(),
         protocols=list(ffmpeg.output_protocols()),
         destinations=kinds,
+        rgb_conversion=request.app.state.settings.rgb_converter,
     )
 
 
