@@ -300,6 +300,7 @@ def test_capabilities(server):
     assert text.startswith("FFmpeg ")
     assert re.search(r"^video encoders \(\d+\):", text, re.M) and "libx264" in text
     assert re.search(r"^muxers \(\d+\):", text, re.M) and "matroska" in text
+    assert re.search(r"^RGB frames converted to yuv420p with: libyuv$", text, re.M)
     caps = json.loads(ok(cli("capabilities", "--json", server=server.url)))
     assert "libx264" in caps["video_encoders"] and "rtmp" in caps["protocols"]
 

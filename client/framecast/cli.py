@@ -324,6 +324,8 @@ def format_capabilities(caps: dict[str, Any]) -> str:
     lines = [f"FFmpeg {caps.get('ffmpeg', '?')}"]
     lines.extend(f"  {lib} {version}" for lib, version in versions.items())
     lines.append("destinations: " + ", ".join(caps.get("destinations", [])))
+    if "rgb_conversion" in caps:  # servers before it did not say (swscale)
+        lines.append(f"RGB frames converted to yuv420p with: {caps['rgb_conversion']}")
     lines += _names("output protocols", caps.get("protocols", []))
     lines += _names("video encoders", caps.get("video_encoders", {}))
     lines += _names("audio encoders", caps.get("audio_encoders", {}))
