@@ -364,7 +364,10 @@ class OutputWriter:
             video = _VideoStream(plan, stream, chain)
             if (self.plan.rgb_conversion == "libyuv" and chain is None
                     and libyuv.applies(plan.format, plan.width, plan.height, ctx.pix_fmt, ctx.width, ctx.height)):
-                video.rgb_to_i420 = libyuv.RgbToI420(plan.format, plan.width, plan.height)
+                try:
+                    video.rgb_to_i420 = libyuv.RgbToI420(plan.format, plan.width, plan.height)
+                except RuntimeError as exc:  # the server found libyuv, this process did not: same frames, slower
+                    log.warning("%s: converting with swscale: %s", where, exc)
             return video
         if plan.filter_desc:
             chain = self._chain(where, "audio", split_filter_chain(plan.filter_desc), {
