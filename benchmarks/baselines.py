@@ -2,7 +2,8 @@
 
 - PyAV in-process: what a user would write without framecast (``VideoFrame.from_ndarray``,
   ``stream.encode``, ``container.mux``); the rgb24 -> yuv420p conversion happens inside encode
-  (swscale), exactly as in framecast's encoder process.
+  (swscale), as in framecast's encoder process with FRAMECAST_RGB_CONVERSION=swscale (by default
+  framecast converts RGB with libyuv, 4-5x faster: its own work, which the ratios include).
 - PyAV in real time, one process per stream: what a user would run instead of framecast's
   concurrent live sessions (``pyav_realtime_sessions``): each process encodes one frame every
   1/rate s of wall clock, as a live encoder does.
