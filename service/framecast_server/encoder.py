@@ -22,7 +22,6 @@ import numpy as np
 
 from . import libyuv
 from .chunks import Timeline
-from .libyuv import RgbToI420
 from .plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan, split_filter_chain
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ class _VideoStream(_Stream):
     _reformatter: Any = None
     #: Converts RGB chunks straight into the encoder's yuv420p frames where libyuv applies (set by
     #: OutputWriter); then frames come out of ``frames`` ready and ``ready`` has nothing to do.
-    rgb_to_i420: RgbToI420 | None = None
+    rgb_to_i420: libyuv.RgbToI420 | None = None
 
     def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
         plan = self.plan

@@ -22,7 +22,6 @@ import ctypes
 import ctypes.util
 import functools
 import logging
-import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -88,8 +87,8 @@ def applies(in_format: str, width: int, height: int, out_format: str, out_width:
 class RgbToI420:
     """Converts (C, H, W) RGB frames into yuv420p AVFrames of one stream.
 
-    Holds one packed-RGB scratch frame, reused for every frame (a lock keeps two threads from
-    sharing it at once).
+    Holds one packed-RGB scratch frame, reused for every frame: a stream's frames are built on one
+    thread at a time (its timeline assumes the same, encoder.py).
     """
 
     def __init__(self, in_format: str, width: int, height: int) -> None:
@@ -100,7 +99,6 @@ class RgbToI420:
         self.channels = RGB_CHANNELS[in_format]
         self.width, self.height = width, height
         self._packed = np.empty((height, width * 3), dtype=np.uint8)
-        self._lock = threading.Lock()
 
     def convert(self, chw: np.ndarray, frame: Any) -> None:
         """Fill ``frame`` (a yuv420p av.VideoFrame of this size) from one (C, H, W) uint8 frame."""
@@ -110,11 +108,10 @@ class RgbToI420:
         r, g, b = (chw[c] for c in self.channels)
         y, u, v = frame.planes
         w, h = self.width, self.height
-        with self._lock:
-            packed = self._packed
-            self._merge(r.ctypes.data, r.strides[0], g.ctypes.data, g.strides[0], b.ctypes.data, b.strides[0],
-                        packed.ctypes.data, packed.strides[0], w, h)
-            result = self._to_i420(packed.ctypes.data, packed.strides[0], y.buffer_ptr, y.line_size,
-                                   u.buffer_ptr, u.line_size, v.buffer_ptr, v.line_size, w, h)
+        packed = self._packed
+        self._merge(r.ctypes.data, r.strides[0], g.ctypes.data, g.strides[0], b.ctypes.data, b.strides[0],
+                    packed.ctypes.data, packed.strides[0], w, h)
+        result = self._to_i420(packed.ctypes.data, packed.strides[0], y.buffer_ptr, y.line_size,
+                               u.buffer_ptr, u.line_size, v.buffer_ptr, v.line_size, w, h)
         if result != 0:
             raise RuntimeError(f"libyuv RAWToI420 failed ({result}) for a {w}x{h} frame")
