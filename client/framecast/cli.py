@@ -215,18 +215,24 @@ def format_counters(stream: dict[str, Any]) -> str:
 
 
 def format_sessions_table(sessions: list[dict[str, Any]], now: float) -> str:
+    """One line a session. An admin key's listing spans tenants: then an OWNER column says whose
+    each session is (the fingerprint of the key that created it)."""
     if not sessions:
         return "no sessions"
-    header = ("ID", "STATE", "DESTINATION", "STREAMS (frames|samples in / packets out)", "AGE")
+    tenants = len({info.get("owner") for info in sessions}) > 1
+    header: tuple[str, ...] = ("ID", "STATE", "DESTINATION", "STREAMS (frames|samples in / packets out)", "AGE")
+    if tenants:
+        header = ("ID", "OWNER", *header[1:])
     rows = [header]
     for info in sorted(sessions, key=lambda s: float(s.get("created_at", 0))):
-        rows.append((
+        row: tuple[str, ...] = (
             str(info.get("id")),
             str(info.get("state")),
             format_destination(info.get("destination", {})),
             ", ".join(format_counters(s) for s in info.get("streams", [])),
             format_age(now - float(info.get("created_at", now))),
-        ))
+        )
+        rows.append((row[0], str(info.get("owner") or "-"), *row[1:]) if tenants else row)
     widths = [max(len(row[col]) for row in rows) for col in range(len(header) - 1)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
@@ -256,6 +262,8 @@ def format_session(info: dict[str, Any], now: float) -> str:
         f"realtime     {'yes' if info.get('realtime') else 'no'}",
         f"output       {_bytes(int(info.get('output_bytes') or 0))}",
     ]
+    if info.get("owner"):
+        lines.append(f"owner        key {info['owner']}")
     if info.get("encoder_pid") is not None:
         lines.append(f"encoder pid  {info['encoder_pid']}")
     if info.get("destination_connected") is not None:

@@ -22,7 +22,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FRAMECAST_", extra="ignore")
 
-    @field_validator("api_keys", "allowed_schemes", "allowed_hosts", mode="before")
+    @field_validator("api_keys", "admin_keys", "allowed_schemes", "allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         """Lists come from the environment as comma-separated strings."""
@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_open_door(self) -> Settings:
         """Refuse to listen beyond loopback without API keys, unless told so explicitly."""
-        if not self.api_keys and not self.loopback_only and not self.insecure:
+        if not self.api_keys and not self.admin_keys and not self.loopback_only and not self.insecure:
             raise ValueError(
                 f"refusing to listen on {self.host} without API keys: set FRAMECAST_API_KEYS, or "
                 "pass --insecure (FRAMECAST_INSECURE=1) if something in front of this server authenticates"
@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="API keys accepted as bearer tokens (comma-separated in FRAMECAST_API_KEYS). "
         "Without any, the server only listens on loopback unless `insecure` is set.",
+    )
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Operator keys (comma-separated in FRAMECAST_ADMIN_KEYS): accepted like API keys, and "
+        "they see and act on every tenant's sessions and read per-session metrics. An API key sees only "
+        "the sessions it created.",
     )
     insecure: bool = Field(False, description="Allow listening beyond loopback without API keys.")
     allowed_schemes: Annotated[list[str], NoDecode] = Field(

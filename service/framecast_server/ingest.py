@@ -19,7 +19,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from framecast import protocol
 from framecast.errors import ProtocolError
 
-from .auth import bearer
+from .auth import OPERATOR, bearer
 from .errors import InvalidChunk, SessionNotFound, StateConflict
 from .sessions import Session, SessionManager
 
@@ -49,7 +49,8 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     # reach the client as a bare HTTP 403 and lose why.
     await ws.accept()
     try:
-        session = manager.get(session_id)
+        # Any tenant's session: what authorizes a stream is the session's own token, checked next.
+        session = manager.get(session_id, OPERATOR)
     except SessionNotFound as exc:
         await ws.close(CLOSE_NOT_FOUND, exc.message[:120])
         return

@@ -9,46 +9,68 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.registry import Collector
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
     from .sessions import SessionManager
 
 
+_C = TypeVar("_C", bound=Collector)
+
+
 class Metrics:
-    """Every metric of one server. Injected into the session manager and the app."""
+    """Every metric of one server. Injected into the session manager and the app.
+
+    Two registries share the same counters: ``registry`` for admin keys (and keyless servers) adds
+    the per-session gauges, labelled with session ids; ``tenant_registry``, for every other key,
+    has only aggregates, so that no tenant learns another's session ids.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.chunks_in = Counter("framecast_chunks_in", "Chunks taken into sessions", ["media"], registry=r)
-        self.bytes_in = Counter("framecast_bytes_in", "Chunk payload bytes taken", ["media"], registry=r)
-        self.frames_in = Counter("framecast_frames_in", "Video frames or audio samples taken", ["media"], registry=r)
-        self.packets_out = Counter("framecast_packets_out", "Encoded packets written", ["media"], registry=r)
-        self.bytes_out = Counter("framecast_bytes_out", "Encoded bytes written", ["media"], registry=r)
-        self.dropped = Counter("framecast_dropped_frames", "Frames dropped during destination outages",
-                               ["media"], registry=r)
-        self.reconnects = Counter("framecast_destination_reconnects", "Attempts to reconnect a destination",
-                                  registry=r)
-        self.errors = Counter("framecast_errors", "Errors by kind", ["kind"], registry=r)
-        self.requests = Histogram(
+        self.tenant_registry = CollectorRegistry()
+        self.chunks_in = self._shared(Counter("framecast_chunks_in", "Chunks taken into sessions", ["media"],
+                                              registry=None))
+        self.bytes_in = self._shared(Counter("framecast_bytes_in", "Chunk payload bytes taken", ["media"],
+                                             registry=None))
+        self.frames_in = self._shared(Counter("framecast_frames_in", "Video frames or audio samples taken",
+                                              ["media"], registry=None))
+        self.packets_out = self._shared(Counter("framecast_packets_out", "Encoded packets written", ["media"],
+                                                registry=None))
+        self.bytes_out = self._shared(Counter("framecast_bytes_out", "Encoded bytes written", ["media"],
+                                              registry=None))
+        self.dropped = self._shared(Counter("framecast_dropped_frames", "Frames dropped during destination outages",
+                                            ["media"], registry=None))
+        self.reconnects = self._shared(Counter("framecast_destination_reconnects",
+                                               "Attempts to reconnect a destination", registry=None))
+        self.errors = self._shared(Counter("framecast_errors", "Errors by kind", ["kind"], registry=None))
+        self.requests = self._shared(Histogram(
             "framecast_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
-            registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
+            registry=None, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        ))
+
+    def _shared(self, collector: _C) -> _C:
+        for registry in (self.registry, self.tenant_registry):
+            registry.register(collector)
+        return collector
 
     def watch(self, manager: SessionManager) -> None:
         """Report gauges about ``manager``'s sessions at every scrape."""
-        self.registry.register(_SessionGauges(manager))
+        self.registry.register(_SessionGauges(manager, per_session=True))
+        self.tenant_registry.register(_SessionGauges(manager, per_session=False))
 
 
 class _SessionGauges:
-    """Read at scrape time: sessions by state, and per open session its queue and encode rate."""
+    """Read at scrape time: sessions by state, and (``per_session``) per open session its queue and
+    encode rate."""
 
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, per_session: bool) -> None:
         self.manager = manager
+        self.per_session = per_session
 
     def describe(self) -> list[Metric]:
         return []
@@ -63,6 +85,8 @@ class _SessionGauges:
         for state, count in counts.items():
             by_state.add_metric([state], count)
         yield by_state
+        if not self.per_session:
+            return
         queue = GaugeMetricFamily("framecast_session_queue_chunks",
                                   "Chunks handed to a session's encoder and not yet encoded", labels=["session"])
         outbox = GaugeMetricFamily("framecast_session_outbox_bytes",

@@ -271,6 +271,9 @@ class SessionInfo(BaseModel):
     pacing: dict[str, float] | None = Field(
         None, description="Real-time pacing: the largest lateness of a frame, and media seconds sent."
     )
+    owner: str | None = Field(
+        None, description="Fingerprint of the API key that created the session (None on a server without keys)."
+    )
 
 
 class SessionCreated(SessionInfo):

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import ffmpeg
-from .auth import require_api_key
+from .auth import Caller, require_api_key
 from .errors import PreviewNotFound, StateConflict
 from .models import Capabilities, ErrorBody, SessionConfig, SessionCreated, SessionInfo
 from .sessions import SessionManager, SessionState
@@ -48,11 +48,11 @@ def _stream_url(request: Request, session_id: str) -> str:
 @router.post("/v1/sessions", status_code=201, response_model=SessionCreated, tags=["sessions"],
              responses=_errors(400, 422, 503))
 async def create_session(
-    config: SessionConfig, request: Request, key: str | None = Depends(require_api_key)
+    config: SessionConfig, request: Request, caller: Caller = Depends(require_api_key)
 ) -> SessionCreated:
     """Open an output and start its encoder. Answers with where and how to stream chunks."""
     manager = _manager(request)
-    session = await manager.create(config, owner=key, same_host=_from_loopback(request))
+    session = await manager.create(config, owner=caller.owner, same_host=_from_loopback(request))
     return SessionCreated(
         **session.info().model_dump(),
         stream_url=_stream_url(request, session.id),
@@ -71,34 +71,34 @@ def _from_loopback(request: Request) -> bool:
 
 
 @router.get("/v1/sessions", response_model=list[SessionInfo], tags=["sessions"])
-async def list_sessions(request: Request) -> list[SessionInfo]:
-    """Every session this server knows, open or finished."""
-    sessions = list(_manager(request).sessions.values())
+async def list_sessions(request: Request, caller: Caller = Depends(require_api_key)) -> list[SessionInfo]:
+    """The caller's sessions, open or finished (every tenant's for an admin key)."""
+    sessions = _manager(request).visible(caller)
     for session in sessions:
         session.watched()
     return [s.info() for s in sessions]
 
 
 @router.get("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"], responses=_errors(404))
-async def get_session(session_id: str, request: Request) -> SessionInfo:
+async def get_session(session_id: str, request: Request, caller: Caller = Depends(require_api_key)) -> SessionInfo:
     """State and per-stream counters of one session."""
-    session = _manager(request).get(session_id)
+    session = _manager(request).get(session_id, caller)
     session.watched()
     return session.info()
 
 
 @router.delete("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"],
                responses=_errors(404))
-async def close_session(session_id: str, request: Request) -> SessionInfo:
+async def close_session(session_id: str, request: Request, caller: Caller = Depends(require_api_key)) -> SessionInfo:
     """Flush the encoders, write the trailer and close the output. Idempotent."""
-    return (await _manager(request).close(session_id)).info()
+    return (await _manager(request).close(session_id, caller)).info()
 
 
 @router.get("/v1/sessions/{session_id}/output", tags=["sessions"], response_class=FileResponse,
             responses=_errors(404, 409))
-async def download_output(session_id: str, request: Request) -> FileResponse:
+async def download_output(session_id: str, request: Request, caller: Caller = Depends(require_api_key)) -> FileResponse:
     """Download a closed session's server-side output file."""
-    session = _manager(request).get(session_id)
+    session = _manager(request).get(session_id, caller)
     if session.plan.target != "file":
         raise StateConflict(f"session {session_id} writes to its client, not to a server-side file")
     if session.state is not SessionState.CLOSED:
@@ -108,10 +108,11 @@ async def download_output(session_id: str, request: Request) -> FileResponse:
 
 @router.get("/v1/sessions/{session_id}/preview", tags=["sessions"], responses={
     200: {"content": {"image/jpeg": {}}, "description": "The latest frame, 320 pixels wide"}, **_errors(404)})
-async def preview(session_id: str, request: Request, stream: int = 0) -> Response:
+async def preview(session_id: str, request: Request, stream: int = 0,
+                  caller: Caller = Depends(require_api_key)) -> Response:
     """The latest video frame of a stream as a small JPEG (refreshed about twice a second while
     anyone asks for it or for the session; the first request after a quiet spell may be a 404)."""
-    session = _manager(request).get(session_id)
+    session = _manager(request).get(session_id, caller)
     session.watched()
     jpeg = session.previews.get(stream)
     if jpeg is None:
@@ -142,10 +143,13 @@ async def capabilities(request: Request) -> Capabilities:
 
 @router.get("/metrics", tags=["server"], response_class=Response, responses={
     200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}})
-async def metrics(request: Request) -> Response:
-    """Prometheus metrics: sessions by state, chunks and bytes in, packets and bytes out, encode rates,
-    queue depth, drops, reconnects, errors by kind, request latencies."""
-    registry = request.app.state.metrics.registry
+async def metrics(request: Request, caller: Caller = Depends(require_api_key)) -> Response:
+    """Prometheus metrics: sessions by state, chunks and bytes in, packets and bytes out, drops,
+    reconnects, errors by kind, request latencies; for admin keys also each open session's queue
+    depth, waiting output and encode rates (labelled with session ids, which other tenants must not
+    learn)."""
+    metrics = request.app.state.metrics
+    registry = metrics.registry if caller.admin else metrics.tenant_registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from framecast import protocol
 from framecast.errors import ProtocolError
 
+from .auth import Caller
 from .chunks import ChunkChecker
 from .config import Settings
 from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
@@ -495,6 +496,7 @@ class Session:
             events=list(self.events),
             preview_streams=sorted(self.previews),
             audio_levels={str(k): v for k, v in self.audio_levels.items()},
+            owner=self.owner,
         )
 
 
@@ -553,14 +555,23 @@ class SessionManager:
         session.log.info("created: %s -> %s", plan.muxer, plan.describe_destination())
         return session
 
-    def get(self, session_id: str) -> Session:
-        try:
-            return self.sessions[session_id]
-        except KeyError:
-            raise SessionNotFound(session_id) from None
+    def get(self, session_id: str, caller: Caller) -> Session:
+        """The session ``session_id`` if ``caller`` may see it.
 
-    async def close(self, session_id: str) -> Session:
-        session = self.get(session_id)
+        Raises:
+            SessionNotFound: no such session, or another tenant's: the two are indistinguishable.
+        """
+        session = self.sessions.get(session_id)
+        if session is None or not caller.sees(session.owner):
+            raise SessionNotFound(session_id)
+        return session
+
+    def visible(self, caller: Caller) -> list[Session]:
+        """Every session ``caller`` may see, open or finished: its own, or all for an operator."""
+        return [s for s in self.sessions.values() if caller.sees(s.owner)]
+
+    async def close(self, session_id: str, caller: Caller) -> Session:
+        session = self.get(session_id, caller)
         await session.finish()
         return session
 
