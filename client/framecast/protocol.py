@@ -368,10 +368,29 @@ def encode_control(type_: str, **fields: Any) -> str:
     return json.dumps({"type": type_, **fields}, separators=(",", ":"))
 
 
-def parse_control(text: str) -> dict[str, Any]:
-    """Parse a JSON control message; it must be an object with a string ``type``."""
+#: Longest control message the server takes from a client: ``finish`` and ``output_ack`` are a few
+#: dozen characters. (Server messages can be longer: ``closed`` carries the session's summary.)
+MAX_CLIENT_CONTROL_CHARS = 4096
+
+
+def parse_control(text: str, max_chars: int | None = None) -> dict[str, Any]:
+    """Parse a JSON control message; it must be an object with a string ``type``.
+
+    Args:
+        max_chars: refuse longer texts before parsing them (the server passes
+            ``MAX_CLIENT_CONTROL_CHARS``).
+
+    Raises:
+        ProtocolError: too long, not JSON, nested too deeply for the parser, or not an object with
+            a string ``type``. Never RecursionError: a text of ``[[[[...`` is refused like any
+            other malformed message, so a receive loop that catches ProtocolError survives it.
+    """
+    if max_chars is not None and len(text) > max_chars:
+        raise ProtocolError(f"control message is {len(text)} characters long; at most {max_chars} are taken")
     try:
         msg = json.loads(text)
+    except RecursionError:
+        raise ProtocolError("control message is not valid JSON: nested too deeply") from None
     except ValueError as exc:
         raise ProtocolError(f"control message is not valid JSON: {exc}") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):

@@ -93,9 +93,34 @@ class Settings(BaseSettings):
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="If set, network outputs may only go to these hosts (shell-style patterns, e.g. "
-        "'*.example.com', '10.0.0.*').",
+        description="If set, network outputs may only go to these hosts: names or IPv4 addresses with "
+        "wildcards that stay within one label ('*.example.com' matches a.example.com, not a.b.example.com; "
+        "'10.0.0.*'), CIDR networks ('10.0.0.0/24', 'fd00::/8') or IPv6 addresses. Names are matched as "
+        "names, before DNS: listing one trusts its DNS.",
     )
+    server_names: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Without API keys, requests are answered only if their Host header is loopback "
+        "(localhost, 127.x.x.x, [::1]), the host of FRAMECAST_PUBLIC_URL or one of these names "
+        "(comma-separated in FRAMECAST_SERVER_NAMES): a defence against DNS rebinding.",
+    )
+
+    @field_validator("server_names", mode="before")
+    @classmethod
+    def _server_name_list(cls, value: object) -> object:
+        """Comma-separated in the environment, like the other lists."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        """Every allowed-hosts pattern must compile, so a typo stops the server, not a session."""
+        from .urls import patterns  # urls imports PyAV; settings are read before the server needs it
+
+        patterns(tuple(value))
+        return value
     max_sessions: int = Field(64, ge=1, description="Sessions open at once.")
     max_sessions_per_key: int = Field(16, ge=1, description="Sessions open at once for one API key.")
     max_width: int = Field(7680, ge=16, description="Largest frame width.")
@@ -170,3 +195,44 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Logging level (debug, info, warning, error).")
     log_format: Literal["text", "json"] = Field("text", description="Log lines as readable text or JSON.")
+    max_queued_message_bytes: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        description="Errors, warnings and events waiting for a client that does not read; past it new ones "
+        "are dropped (the client is told how many once it reads again).",
+    )
+    max_error_replies_per_second: int = Field(
+        20, ge=1, description="Error replies a session sends each second; more refusals are answered by one summary."
+    )
+    max_refused_in_a_row: int = Field(
+        100,
+        ge=1,
+        description="Refused messages in a row, nothing valid in between, before the connection is closed "
+        "(1008; the session goes on and the client may reconnect).",
+    )
+    max_refused_bytes_in_a_row: int = Field(
+        256 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Refused bytes in a row, nothing valid in between, before the connection is closed (1008).",
+    )
+    connect_grace: float = Field(
+        30.0, gt=0, description="Seconds a new session waits for its first client before it is finalized."
+    )
+    shared_memory_total_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Shared memory all sessions together are offered; a session past it goes without "
+        "(its chunks come over the websocket).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=8,
+        description="HTTP and websocket connections at once; more are closed as they come (uvicorn's "
+        "limit_concurrency answers 503 before that). The file descriptor limit is raised to allow it where possible.",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's headers (slow or stalled requests are closed)."
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="Seconds an idle keep-alive connection is kept open between requests."
+    )

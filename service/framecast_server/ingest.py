@@ -21,6 +21,7 @@ from framecast.errors import ProtocolError
 
 from .auth import OPERATOR, bearer
 from .errors import InvalidChunk, SessionNotFound, StateConflict
+from .refusals import shorten
 from .sessions import Session, SessionManager
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,11 @@ router = APIRouter()
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_CONFLICT = 4409
+#: The websocket spec's "policy violation": a client that sends only what is refused.
+CLOSE_POLICY = 1008
+
+#: The error code of one reply that stands for refusals not answered one by one.
+REFUSED_MORE = "refused_more"
 
 
 async def _send_outbox(ws: WebSocket, session: Session) -> None:
@@ -70,17 +76,20 @@ async def stream(ws: WebSocket, session_id: str) -> None:
             if message["type"] == "websocket.disconnect":
                 break
             data = message.get("bytes")
-            if data is not None:
-                try:
+            try:
+                if data is not None:
                     await session.ingest(data)
-                except InvalidChunk as exc:
-                    ws.app.state.metrics.errors.labels(exc.code).inc()
-                    seq = _seq_of(data)
-                    session.outbox.put(
-                        protocol.encode_control(protocol.ERROR, seq=seq, code=exc.code, message=exc.message)
-                    )
+                else:
+                    finished = await _control(session, message.get("text") or "")
+            except (InvalidChunk, _RefusedMessage) as exc:
+                close_reason = _refused(ws, session, exc, data if data is not None else message.get("text") or "")
+                if close_reason is not None:
+                    await ws.close(CLOSE_POLICY, close_reason)
+                    break
                 continue
-            finished = await _control(session, message.get("text") or "")
+            summary = session.refusals.accepted()
+            if summary is not None:
+                session.outbox.put_notice(_error(None, REFUSED_MORE, summary))
         if finished:
             # Everything the encoder produced, then the final summary, then a normal close.
             await _drain(session, sender, session.settings.finish_timeout)
@@ -91,7 +100,37 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
+        session.refusals.gone()
         session.detach()
+
+
+class _RefusedMessage(Exception):
+    """A text message that is not a control message the server takes."""
+
+    code = "invalid_message"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _error(seq: int | None, code: str, message: str) -> str:
+    return protocol.encode_control(protocol.ERROR, seq=seq, code=code, message=shorten(message))
+
+
+def _refused(ws: WebSocket, session: Session, exc: InvalidChunk | _RefusedMessage, message: bytes | str) -> str | None:
+    """Answer (or count) one refused message; the reason to close the connection, if it is time to."""
+    ws.app.state.metrics.errors.labels(exc.code).inc()
+    header = _header_of(message) if isinstance(message, bytes) else None
+    seq = header.seq if header is not None else None
+    verdict = session.refusals.refused(
+        "chunk" if isinstance(message, bytes) else "control message", len(message), exc.message, **({"stream": header.stream} if header is not None else {})
+    )
+    if verdict.summary is not None:
+        session.outbox.put_notice(_error(None, REFUSED_MORE, verdict.summary))
+    if verdict.reply:
+        session.outbox.put_notice(_error(seq, exc.code, exc.message))
+    return verdict.close_reason
 
 
 async def _drain(session: Session, sender: asyncio.Task[None], timeout: float) -> None:
@@ -103,32 +142,31 @@ async def _drain(session: Session, sender: asyncio.Task[None], timeout: float) -
 
 
 async def _control(session: Session, text: str) -> bool:
-    """Handle a JSON control message; True when the session is finished and the socket can close."""
+    """Handle a JSON control message; True when the session is finished and the socket can close.
+
+    Raises:
+        _RefusedMessage: not a control message this server takes.
+    """
     try:
-        control = protocol.parse_control(text)
+        control = protocol.parse_control(text, protocol.MAX_CLIENT_CONTROL_CHARS)
     except ProtocolError as exc:
-        session.outbox.put(protocol.encode_control(protocol.ERROR, seq=None, code="invalid_message", message=str(exc)))
-        return False
+        raise _RefusedMessage(str(exc)) from None
     if control["type"] == protocol.FINISH:
         await session.finish()
         return True
     if control["type"] == protocol.OUTPUT_ACK and isinstance(control.get("index"), int):
         session.confirm_output(control["index"])
         return False
-    session.outbox.put(
-        protocol.encode_control(
-            protocol.ERROR, seq=None, code="invalid_message",
-            message=f"unknown control message type {control['type']!r}; "
-            f"expected {protocol.FINISH!r} or {protocol.OUTPUT_ACK!r} with an integer index",
-        )
+    raise _RefusedMessage(
+        f"unknown control message type {shorten(control['type'], 40)!r}; "
+        f"expected {protocol.FINISH!r} or {protocol.OUTPUT_ACK!r} with an integer index"
     )
-    return False
 
 
-def _seq_of(data: bytes) -> int | None:
-    """The sequence number of a chunk, if its header is intact enough to tell (its payload may be
-    what is wrong: a length that does not match its shape)."""
+def _header_of(data: bytes) -> protocol.ChunkHeader | None:
+    """A chunk's header, if it is intact enough to tell (its payload may be what is wrong: a length
+    that does not match its shape)."""
     try:
-        return protocol.parse_chunk_header(data).seq
+        return protocol.parse_chunk_header(data)
     except ProtocolError:
         return None

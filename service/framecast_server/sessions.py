@@ -44,6 +44,7 @@ from .metrics import Metrics, RateMeter
 from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
+from .refusals import Refusals
 from .shm import ClientMemory, Unavailable, segment_size, sweep
 from .spares import SparePool
 from .worker import EncoderProcess, Spare, exit_text, watch_message
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Events kept per session for GET /v1/sessions/{id}.
 MAX_EVENTS = 100
+#: Events kept once a session has ended (the server remembers many finished sessions).
+FINISHED_EVENTS = 20
 
 
 #: How long an encoder keeps making previews after someone last looked at its session.
@@ -111,7 +114,12 @@ class Session:
         self.warnings: list[str] = []
         self.counters = [StreamCounters() for _ in plan.streams]
         self.output_bytes = 0
-        self.outbox = Outbox(settings.max_queued_output_bytes)
+        self.outbox = Outbox(settings.max_queued_output_bytes, settings.max_queued_message_bytes)
+        self.refusals = Refusals(
+            settings.max_error_replies_per_second, settings.max_refused_in_a_row,
+            settings.max_refused_bytes_in_a_row, lambda level, *args, **kw: getattr(self.log, level)(*args, **kw),
+        )
+        self._release_timer: asyncio.TimerHandle | None = None
         self.connected = False
         self.last_seq = -1
         self.owner: str | None = None  # fingerprint of the API key that created it
@@ -160,7 +168,9 @@ class Session:
         del self.events[: -MAX_EVENTS]
         self.log.info("%s %s", name, " ".join(f"{k}={v}" for k, v in fields.items()),
                       **({"stream": fields["stream"]} if "stream" in fields else {}))
-        self.outbox.put(protocol.encode_control(protocol.EVENT, **{k: v for k, v in event.items() if k != "time"}))
+        self.outbox.put_notice(
+            protocol.encode_control(protocol.EVENT, **{k: v for k, v in event.items() if k != "time"})
+        )
 
     def _fail(self, reason: str) -> None:
         if self.state.done:
@@ -185,6 +195,34 @@ class Session:
             self.encoder.ring.dispose()
         if self.client_memory is not None:
             self.client_memory.dispose()
+        self._free_buffers()
+        if not self.connected:
+            self._release_outbox_later()
+
+    def _free_buffers(self) -> None:
+        """The session ended: drop what only a running session needs, keep its summary (``info()``).
+
+        A server remembers up to ``keep_finished_sessions`` finished sessions; each must cost little.
+        Previews and audio levels go and events are trimmed to the last FINISHED_EVENTS (the
+        encoder's ring and the client's shared memory are unmapped by ``_ended``). The outbox is
+        released once no client can still want it (``_release_outbox_later``).
+        """
+        self.previews.clear()
+        self.audio_levels.clear()
+        del self.events[:-FINISHED_EVENTS]
+        self.refusals.gone()
+
+    def _release_outbox_later(self) -> None:
+        """Free the outbox (unsent and unconfirmed messages) unless a client reconnects within
+        resume_timeout to collect them; ``_final`` is kept and repeated to any later client."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+        self._release_timer = self._loop.call_later(self.settings.resume_timeout, self._release_outbox)
+
+    def _release_outbox(self) -> None:
+        self._release_timer = None
+        if not self.connected:
+            self.outbox.release()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -210,7 +248,7 @@ class Session:
         for warning in warnings:
             if warning not in self.warnings:
                 self.warnings.append(warning)
-                self.outbox.put(protocol.encode_control(protocol.WARNING, message=warning))
+                self.outbox.put_notice(protocol.encode_control(protocol.WARNING, message=warning))
 
     def _connect_timed_out(self) -> None:
         self._connect_timer = None
@@ -236,7 +274,7 @@ class Session:
                 self._take_stats(stats)
             self.in_flight = max(0, self.in_flight - (seq - self.acked_seq))
             self.acked_seq = seq
-            self.outbox.put(protocol.encode_ack(seq))
+            self.outbox.put_ack(protocol.encode_ack(seq))
         elif kind == "connected":
             self.destination_connected = True
             self._warn(message[1])
@@ -297,20 +335,10 @@ class Session:
         """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy.
 
         Raises:
-            InvalidChunk: the chunk is refused (and logged); the session goes on.
+            InvalidChunk: the chunk is refused; the session goes on. (The websocket counts, logs and
+                answers refusals through ``self.refusals``.)
         """
-        try:
-            await self._ingest(message)
-        except InvalidChunk as exc:
-            self.log.info("refused a chunk: %s", exc.message, stream=self._stream_of(message))
-            raise
-
-    @staticmethod
-    def _stream_of(message: bytes) -> int | None:
-        try:
-            return protocol.parse_chunk(message)[0].stream
-        except ProtocolError:
-            return None
+        await self._ingest(message)
 
     async def _ingest(self, message: bytes) -> None:
         """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy.
@@ -326,7 +354,11 @@ class Session:
         if not self.state.taking_chunks:
             raise InvalidChunk(f"chunk {header.seq}: session is {self.state.value}; no more chunks are taken")
         if header.seq <= self.last_seq:
-            return  # a resend of something already taken: drop it
+            # A resend of something already taken: drop it, and if it is already written say so
+            # again (a client that lost the ACK learns the chunk is safe; one in flight gets its own).
+            if header.seq <= self.acked_seq:
+                self.outbox.put_ack(protocol.encode_ack(self.acked_seq))
+            return
         try:
             self._checker.check(header)
         except InvalidChunk:
@@ -417,6 +449,9 @@ class Session:
         self.connected = True
         self.last_activity = time.monotonic()
         self._cancel_resume_timer()
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
         if self._was_connected:
             self.outbox.rewind()
             if self.acked_seq >= 0:
@@ -440,6 +475,8 @@ class Session:
         self.last_activity = time.monotonic()
         if not self.state.done:
             self._event("client_disconnected")
+        else:
+            self._release_outbox_later()
         if not self.state.done and self.state is not SessionState.FINISHING:
             self._resume_timer = self._loop.call_later(
                 self.settings.resume_timeout, lambda: asyncio.ensure_future(self._abandoned())
