@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import time
 
@@ -207,3 +208,47 @@ def test_async_writer_survives_websocket_cuts(server, shared_memory):
     assert writer.reconnects >= 1
     (video,) = decode(sink.getvalue())["streams"]
     assert [read_stamp(f) for f in video["frames"]] == list(range(160))
+
+
+#: What a container may hold back after a packet is muxed and flushed (PROTOCOL.md, "What an ACK
+#: promises"), in frames at 30 fps: fragmented MP4 its open fragment (at most a second), Matroska
+#: its open cluster (at most a second), MPEG-TS nothing.
+CONTAINER_HOLDS = {"ack.mp4": 30, "ack.mkv": 30, "ack.ts": 0}
+
+
+@pytest.mark.parametrize("name", list(CONTAINER_HOLDS))
+@pytest.mark.parametrize("encoder_option", [{}, {"tune": "zerolatency"}], ids=["x264-default", "zerolatency"])
+def test_sigkill_of_an_encoder_keeps_what_an_ack_promises(server, name, encoder_option):
+    """kill -9 of one encoder after every chunk is ACKed: the file keeps every frame whose packet
+    had left the encoder (the session's packet counter says how many), except what the container
+    still held; the frames still inside the encoder (x264's lookahead) are lost, as documented."""
+    name = f"{time.monotonic_ns()}-{name}"
+    writer = StreamWriter(ServerFile(name), server=server.url, reconnect=False)
+    writer.add_video_stream(frame_rate=30, width=W, height=H, encoder="libx264", encoder_option=encoder_option)
+    writer.open()
+    try:
+        writer.write_video_chunk(0, patterns(149, H, W))
+        writer.flush()
+        # Counters ride on ACKs at most every 0.1 s: after a pause, the last frame's ACK carries them.
+        time.sleep(0.2)
+        writer.write_video_chunk(0, patterns(1, H, W, start=149))
+        writer.flush()  # every chunk ACKed
+        info = httpx.get(f"{server.url}/v1/sessions/{writer.session_id}", timeout=10).json()
+        packets = info["streams"][0]["counters"]["packets"]
+        os.kill(info["encoder_pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{server.url}/v1/sessions/{writer.session_id}", timeout=10).json()["state"] != "failed":
+            assert time.monotonic() < deadline, "the killed encoder did not fail its session"
+            time.sleep(0.05)
+    finally:
+        with pytest.raises(Exception):
+            writer.close()  # the session failed: close says so
+    (video,) = decode(server.output_dir / name, truncated=True)["streams"]
+    stamps = [read_stamp(f) for f in video["frames"]]
+    # In order, nothing invented; with B-frames the last few before the cut may be missing.
+    assert stamps == sorted(set(stamps)) and set(stamps) <= set(range(150)), stamps
+    assert len(stamps) >= packets - CONTAINER_HOLDS[name.split("-", 1)[1]], (name, packets, len(stamps))
+    if encoder_option:  # zerolatency: no lookahead, at most a frame or two wait inside the encoder
+        assert packets >= 150 - 2, packets
+    else:  # x264's default lookahead holds dozens of ACKed frames: the documented loss
+        assert packets < 150 - 10, packets
