@@ -288,6 +288,21 @@ def test_sessions_list_show_close(server):
         finished.close()
 
 
+def test_sessions_without_an_action_lists(server):
+    """`framecast sessions` lists, as `git remote` and `docker ps` do; flags go before or after."""
+    writer = framecast.StreamWriter(framecast.Discard(), server=server.url)
+    writer.add_video_stream(frame_rate=FPS, width=W, height=H)
+    with writer.open():
+        writer.write_video_chunk(0, patterns(2, H, W))
+    table = ok(cli("sessions", server=server.url))
+    assert table.splitlines()[0].split()[:3] == ["ID", "STATE", "DESTINATION"] and writer.session_id in table
+    for args in (("sessions", "--json"), ("sessions", "--json", "list"), ("sessions", "list", "--json")):
+        assert writer.session_id in {s["id"] for s in json.loads(ok(cli(*args, server=server.url)))}
+    # --server before the action is kept (the action's own parser does not reset it).
+    before = cli("sessions", "--server", server.url, "list")
+    assert writer.session_id in ok(before)
+
+
 def test_server_from_the_environment(server):
     assert ok(cli("sessions", "list", env={"FRAMECAST_SERVER": server.url}))
     caps = json.loads(ok(cli("capabilities", "--json", env={"FRAMECAST_SERVER": server.url,

@@ -1,7 +1,7 @@
 """The ``framecast`` command.
 
     framecast serve                      run the server (needs ``framecast[server]``)
-    framecast sessions list              the server's sessions: state, destination, counters, age
+    framecast sessions [list]            the server's sessions: state, destination, counters, age
     framecast sessions show ID           one session in full, with its events
     framecast sessions close ID          finish a session (flush, trailer, close)
     framecast capabilities               what the server's FFmpeg has
@@ -54,6 +54,18 @@ class CliError(Exception):
 # -- argument parsing --------------------------------------------------------------------------
 
 
+def _shared_flags(default: Any, json_default: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The flags every remote command takes (``--server``, ``--api-key``) and ``--json``."""
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--server", default=default, help="server URL (default $FRAMECAST_SERVER, else http://127.0.0.1:8000)"
+    )
+    remote.add_argument("--api-key", default=default, help="API key (default $FRAMECAST_API_KEY)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", default=json_default, help="print the server's JSON answer")
+    return remote, as_json
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="framecast", description="Stream tensors into FFmpeg encoders.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -69,20 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow listening beyond loopback without API keys (FRAMECAST_INSECURE); behind an authenticating proxy",
     )
 
-    remote = argparse.ArgumentParser(add_help=False)
-    remote.add_argument(
-        "--server", default=None, help="server URL (default $FRAMECAST_SERVER, else http://127.0.0.1:8000)"
-    )
-    remote.add_argument("--api-key", default=None, help="API key (default $FRAMECAST_API_KEY)")
-    as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="print the server's JSON answer")
+    remote, as_json = _shared_flags(None, False)
+    # Flags given before the action (`sessions --json list`) must survive the action's parser,
+    # whose own defaults would otherwise overwrite them: there they default to nothing at all.
+    action_remote, action_json = _shared_flags(argparse.SUPPRESS, argparse.SUPPRESS)
 
-    sessions = sub.add_parser("sessions", help="list, show and close sessions")
-    actions = sessions.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("list", parents=[remote, as_json], help="every session: state, destination, counters, age")
-    show = actions.add_parser("show", parents=[remote, as_json], help="one session in full, with its events")
+    sessions = sub.add_parser(
+        "sessions", parents=[remote, as_json], help="list, show and close sessions (no action: list)",
+        description="Without an action, list the sessions, as `git remote` and `docker ps` do.",
+    )
+    actions = sessions.add_subparsers(dest="action", metavar="ACTION")
+    action_flags = [action_remote, action_json]
+    actions.add_parser("list", parents=action_flags, help="every session: state, destination, counters, age")
+    show = actions.add_parser("show", parents=action_flags, help="one session in full, with its events")
     show.add_argument("id", help="session id")
-    close = actions.add_parser("close", parents=[remote, as_json], help="finish a session: flush, trailer, close")
+    close = actions.add_parser("close", parents=action_flags, help="finish a session: flush, trailer, close")
     close.add_argument("id", help="session id")
 
     sub.add_parser("capabilities", parents=[remote, as_json], help="what the server's FFmpeg can do")
@@ -153,7 +166,7 @@ def _print_json(value: Any) -> None:
 def cmd_sessions(args: argparse.Namespace) -> int:
     rest = _rest(args)
     try:
-        if args.action == "list":
+        if args.action in (None, "list"):
             sessions: list[dict[str, Any]] = rest.request("GET", "/v1/sessions")
             if args.json:
                 _print_json(sessions)
