@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from .errors import InvalidConfig, ServerError, SessionNotFound, TransportError
+from .errors import InvalidConfig, ProtocolError, ServerError, SessionNotFound, TransportError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -53,6 +53,8 @@ def map_transport_errors(server: str) -> Iterator[None]:
         raise TransportError(f"framecast server at {server} did not answer in time: {exc}") from exc
     except httpx.TransportError as exc:
         raise TransportError(f"cannot reach the framecast server at {server}: {exc}") from exc
+    except httpx.RequestError as exc:  # an answer that could not be decoded, too many redirects
+        raise TransportError(f"the framecast server at {server} answered unreadably: {exc}") from exc
 
 
 @functools.cache
@@ -63,13 +65,28 @@ def tls_context() -> ssl.SSLContext:
 
 
 def raise_for_error(response: httpx.Response) -> Any:
-    """Return the JSON body of a successful response, or raise the matching framecast error."""
+    """Return the JSON body of a successful response, or raise the matching framecast error.
+
+    The server's error bodies are ``{"error": {"code", "message", "field"?}}``. Anything else (a
+    proxy's HTML page, FastAPI's own ``{"detail": ...}``) still becomes a framecast error, with
+    the status and the start of the body as its message.
+
+    Raises:
+        InvalidConfig: HTTP 422; ``field`` names the refused field when the server did.
+        SessionNotFound: HTTP 404 with the code ``session_not_found``.
+        ServerError: any other error status, with ``status`` and the server's ``code``.
+        ProtocolError: a successful answer whose body is not JSON.
+    """
     if response.is_success:
-        return response.json() if response.content else None
-    try:
-        error = response.json().get("error", {})
-    except ValueError:
-        error = {}
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ProtocolError(
+                f"HTTP {response.status_code} from {response.request.url} is not JSON: {response.text[:200]!r}"
+            ) from None
+    error = _error_body(response)
     message = error.get("message") or f"HTTP {response.status_code}: {response.text[:200]}"
     code = error.get("code")
     if response.status_code == 422:
@@ -79,19 +96,46 @@ def raise_for_error(response: httpx.Response) -> Any:
     raise ServerError(message, status=response.status_code, code=code)
 
 
-class RestClient:
-    """Blocking REST calls."""
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    """The ``error`` object of an error response, or ``{}`` when the body has none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
 
-    def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
+
+class RestClient:
+    """Blocking REST calls.
+
+    Args:
+        server: base URL; default $FRAMECAST_SERVER, else http://127.0.0.1:8000.
+        api_key: sent as a bearer token; default $FRAMECAST_API_KEY.
+        timeout: seconds httpx waits to connect, and for each read and write.
+        transport: the httpx transport to send requests through; default: httpx's own over the
+            network. Tests pass ``httpx.MockTransport`` to answer without a server.
+    """
+
+    def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.server = server_url(server)
         self.headers = auth_headers(api_key)
-        self._http = httpx.Client(base_url=self.server, headers=self.headers, timeout=timeout, verify=tls_context())
+        self._http = httpx.Client(base_url=self.server, headers=self.headers, timeout=timeout, verify=tls_context(),
+                                  transport=transport)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request (``kwargs`` go to httpx); returns the JSON body, or None if empty.
+
+        Raises:
+            TransportError: the server could not be reached or did not answer in time.
+            ServerError: the server answered with an error (see ``raise_for_error``).
+        """
         with map_transport_errors(self.server):
             return raise_for_error(self._http.request(method, path, **kwargs))
 
     def download(self, path: str, sink: Any) -> int:
+        """Stream a GET's body into ``sink`` (a binary file object); returns the bytes written."""
         total = 0
         with map_transport_errors(self.server):
             with self._http.stream("GET", path) as response:
@@ -108,15 +152,18 @@ class RestClient:
 
 
 class AsyncRestClient:
-    """Non-blocking REST calls for asyncio code."""
+    """Non-blocking REST calls for asyncio code; the arguments are RestClient's, with an
+    ``httpx.AsyncBaseTransport`` for ``transport``."""
 
-    def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.server = server_url(server)
         self.headers = auth_headers(api_key)
         self._http = httpx.AsyncClient(base_url=self.server, headers=self.headers, timeout=timeout,
-                                       verify=tls_context())
+                                       verify=tls_context(), transport=transport)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request; as ``RestClient.request``."""
         with map_transport_errors(self.server):
             return raise_for_error(await self._http.request(method, path, **kwargs))
 
