@@ -21,20 +21,24 @@ def peer():
     closed = threading.Event()
 
     def handler(ws):
-        for item in script:
-            if isinstance(item, list):
-                ws.send(iter(item))  # an iterable: one message in several frames
-            elif item == "raw-invalid-utf8":
-                # A text frame whose bytes are not UTF-8, written below websockets' send().
-                with ws.send_context():
-                    ws.protocol.send_text(b"\xff\xfe")
-            else:
-                ws.send(item)
+        # `closed` is set however the script ends: a client that has already failed the connection
+        # (invalid UTF-8 below) makes the script's next send raise ConnectionClosed, and on a busy
+        # machine that can happen before the handler gets to wait for the close.
         try:
+            for item in script:
+                if isinstance(item, list):
+                    ws.send(iter(item))  # an iterable: one message in several frames
+                elif item == "raw-invalid-utf8":
+                    # A text frame whose bytes are not UTF-8, written below websockets' send().
+                    with ws.send_context():
+                        ws.protocol.send_text(b"\xff\xfe")
+                else:
+                    ws.send(item)
             ws.recv(timeout=10)
         except (ConnectionClosed, TimeoutError):
             pass
-        closed.set()
+        finally:
+            closed.set()
 
     with serve(handler, "127.0.0.1", 0) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)

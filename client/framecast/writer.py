@@ -494,6 +494,9 @@ def _connect(url: str, token: str, headers: dict[str, str],
     except (OSError, InvalidHandshake, TimeoutError) as exc:
         raise TransportError(f"cannot open the stream websocket {url}: {exc}") from exc
     # No Nagle: the tail of each message and small control messages go out at once (asyncio,
-    # on the server and in AsyncStreamWriter, does the same for its sockets).
-    ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # on the server and in AsyncStreamWriter, does the same for its sockets). The peer may already
+    # have closed the connection, and the receiving thread the socket, in the meantime: then there
+    # is nothing to tune, and the next send or recv reports the close with its code and reason.
+    with contextlib.suppress(OSError):
+        ws.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return ws
