@@ -19,7 +19,7 @@ from typing import Any
 from . import protocol
 from .errors import FramecastError, InvalidChunk, ProtocolError, SessionFailed, StateError, TransportError
 from .shm import SharedSegment
-from .streams import AudioStream, Stream, VideoStream, describe_destination, split, to_numpy
+from .streams import AudioStream, Stream, VideoStream, describe_destination, is_seekable, split, to_numpy
 
 log = logging.getLogger("framecast")
 
@@ -102,12 +102,20 @@ class WriterState(str, enum.Enum):
 
 
 class LocalSink:
-    """Applies OUTPUT messages to the user's destination: a local path or a file-like object."""
+    """Applies OUTPUT messages to the user's destination: a local path or a file-like object.
+
+    Each message says where its bytes go; the sink seeks there when that is not where the last
+    write ended (a muxer going back to patch a header). A destination that cannot seek (a pipe,
+    ``sys.stdout.buffer``, an object with ``write`` alone) takes the bytes from wherever the server
+    starts, as long as it never has to go back; the server knows it from the session config's
+    ``seekable`` and muxes accordingly.
+    """
 
     def __init__(self, dst: Any) -> None:
         self._dst = dst
         self._file: Any = None
         self._owned = False
+        self._seekable = False
         self._pos: int | None = None
 
     def open(self) -> None:
@@ -116,18 +124,21 @@ class LocalSink:
             self._owned = True
         else:
             self._file = self._dst
+        # seekable(), not hasattr(seek): a pipe's file object has a seek() that always fails.
+        self._seekable = is_seekable(self._file)
         self._pos = None
 
     def write(self, offset: int, data: memoryview) -> None:
+        """Write ``data`` at ``offset``; raises ProtocolError for a seek the destination cannot do."""
         if self._pos != offset:
-            if self._pos is None and not hasattr(self._file, "seek"):
+            if self._seekable:
+                self._file.seek(offset)
+            elif self._pos is None:
                 self._pos = offset  # a fresh non-seekable stream starts where the server does
             else:
-                if not hasattr(self._file, "seek"):
-                    raise ProtocolError(
-                        f"server wrote at offset {offset} but the destination cannot seek (at {self._pos})"
-                    )
-                self._file.seek(offset)
+                raise ProtocolError(
+                    f"server wrote at offset {offset} but the destination cannot seek (at {self._pos})"
+                )
         view = memoryview(data)
         while len(view):
             written = self._file.write(view)
