@@ -309,3 +309,25 @@ def test_dashboard_api_key_form_and_unreachable_banner(browser_page: Page, tmp_p
         assert browser_page.only_from(keyed.url) == []
     finally:
         keyed.stop()
+
+
+def test_dashboard_closed_session_without_preview_and_bytes_out(server: ServerProcess, browser_page: Page) -> None:
+    """A server file nobody watched while it streamed: once closed it has no preview to show, and
+    the card says so instead of a broken image; its header's "out" is never less than the bytes the
+    stream table counts (the file's size is known only at close)."""
+    writer = framecast.StreamWriter(framecast.ServerFile(f"dash/{time.monotonic_ns()}.mkv"), server=server.url)
+    writer.add_video_stream(frame_rate=15, width=160, height=120)
+    with writer.open():
+        writer.write_video_chunk(0, patterns(30, 120, 160))
+    page = browser_page.page
+    page.goto(server.url + "/")
+    row = page.locator(f'[data-session-id="{writer.session_id}"]')
+    row.wait_for(state="visible")
+    tile = row.locator('[data-video-stream="0"]')
+    page.wait_for_function("el => el.classList.contains('none')", arg=tile.element_handle())
+    assert tile.locator("img").is_hidden()
+    assert "no preview" in tile.evaluate("el => getComputedStyle(el.querySelector('figcaption'), '::before').content")
+    out = int(row.locator('[data-field="output_bytes"]').get_attribute("data-value"))
+    table = int(row.locator('tr[data-stream="0"] [data-counter="bytes"]').get_attribute("data-value"))
+    assert out >= table > 0, (out, table)
+    assert browser_page.errors == []

@@ -259,8 +259,12 @@
       f.connected.dataset.connected = String(info.destination_connected);
     }
     setText(f.reconnects, String(info.reconnects || 0));
-    setText(f.output_bytes, bytes(info.output_bytes || 0));
-    f.output_bytes.dataset.value = String(info.output_bytes || 0);
+    // The output's size once known (a server file's is read at close); meanwhile what the encoders
+    // have written, as the stream table counts it, so the header never says less than the table.
+    const written = info.streams.reduce((sum, s) => sum + ((s.counters || {}).bytes || 0), 0);
+    const out = Math.max(info.output_bytes || 0, written);
+    setText(f.output_bytes, bytes(out));
+    f.output_bytes.dataset.value = String(out);
     setText(f.age, view.done ? `started ${clock(info.created_at)}` : `up ${duration(Date.now() / 1000 - info.created_at)}`);
     f.age.title = new Date(info.created_at * 1000).toLocaleString();
 
@@ -341,7 +345,10 @@
       }
       if (stream.type === "video") {
         tile.available = previews.has(stream.index);
-        tile.el.classList.toggle("waiting", !tile.loaded);
+        // A finished session that never showed a frame has none to show: say so, no empty box.
+        const none = view.done && !tile.loaded && (!tile.available || tile.failures >= 3);
+        tile.el.classList.toggle("waiting", !tile.loaded && !none);
+        tile.el.classList.toggle("none", none);
       } else {
         const dbs = view.done ? [] : levels[String(stream.index)] || [];
         updateMeter(tile, dbs);
@@ -356,7 +363,10 @@
     el.dataset.videoStream = String(stream.index);
     const img = document.createElement("img");
     img.dataset.previewStream = String(stream.index);
-    img.alt = `preview of stream ${stream.index}`;
+    // No alt text until a frame is there: an <img> without a picture would draw its alt text over
+    // the caption. The figure carries the label instead.
+    img.alt = "";
+    el.setAttribute("aria-label", `preview of stream ${stream.index}`);
     const cfg = stream.config || {};
     const w = cfg.encoder_width || cfg.width;
     const h = cfg.encoder_height || cfg.height;
@@ -435,6 +445,7 @@
       tile.img.src = url;
       try { await tile.img.decode(); } catch { /* a broken frame: the next one replaces it */ }
       if (old) URL.revokeObjectURL(old);
+      tile.img.alt = `preview of stream ${tile.index}`;
       tile.loaded += 1;
       tile.failures = 0;
       tile.img.dataset.loads = String(tile.loaded);
