@@ -442,6 +442,9 @@ class _Connection(ClientConnection):
     A real-time chunk gets an ACK a frame later; queued, each one woke a second thread (the
     writer's reader) and passed through websockets' assembler, per frame, per session. Control
     frames (ping, pong, close) and the handshake keep websockets' own handling.
+
+    ``process_event``, ``protocol_mutex`` and ``send_data`` are websockets' private API:
+    tests/test_private_apis.py fails with a clear message when an upgrade changes them.
     """
 
     def __init__(self, *args: Any, on_message: Callable[[ClientConnection, str | bytes], None],

@@ -36,6 +36,8 @@ class GracefulServer(uvicorn.Server):
             super().handle_exit(sig, frame)  # second signal: uvicorn's own (forced) shutdown
             self.force_exit = True
             return
+        # uvicorn's private list of signals to re-raise after shutdown (so the exit status says
+        # which); pinned by tests/test_private_apis.py.
         self._captured_signals.append(sig)
         loop = asyncio.get_event_loop()
         self._finalizing = loop.create_task(self._finalize_then_exit())

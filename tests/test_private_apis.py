@@ -1,0 +1,55 @@
+"""The two places framecast leans on another library's private API, pinned here so that an upgrade
+that changes them fails with a message that says where, instead of as a hang or a lost signal.
+
+- ``framecast.writer._Connection`` overrides ``websockets.sync.connection.Connection.process_event``
+  (websockets' receiving thread hands every parsed frame to it) to apply each message on that
+  thread, and uses ``protocol_mutex``, ``send_data`` and ``protocol.fail`` to fail a connection on
+  invalid UTF-8 as websockets itself does.
+- ``framecast_server.cli.GracefulServer`` overrides uvicorn's ``Server.handle_exit`` and appends to
+  ``Server._captured_signals``, which uvicorn re-raises once it has shut down, so that the process
+  exits with the signal's status.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import uvicorn
+import websockets
+from websockets.sync.connection import Connection
+
+WEBSOCKETS_HINT = (
+    f"websockets {websockets.version.version} changed a private API that framecast.writer._Connection "
+    "relies on; adapt _Connection (client/framecast/writer.py) or cap websockets in pyproject.toml"
+)
+UVICORN_HINT = (
+    f"uvicorn {uvicorn.__version__} changed a private API that framecast_server.cli.GracefulServer "
+    "relies on; adapt GracefulServer (service/framecast_server/cli.py) or cap uvicorn in pyproject.toml"
+)
+
+
+def test_websockets_hands_every_frame_to_process_event():
+    assert list(inspect.signature(Connection.process_event).parameters) == ["self", "event"], WEBSOCKETS_HINT
+    assert "self.process_event(event)" in inspect.getsource(Connection.recv_events), WEBSOCKETS_HINT
+    for name in ("protocol_mutex", "send_data"):
+        assert name in inspect.getsource(Connection), (name, WEBSOCKETS_HINT)
+    from websockets.protocol import Protocol
+
+    assert list(inspect.signature(Protocol.fail).parameters)[:3] == ["self", "code", "reason"], WEBSOCKETS_HINT
+
+
+def test_uvicorn_reraises_captured_signals_after_shutdown():
+    source = inspect.getsource(uvicorn.Server)
+    assert "self._captured_signals: list[int] = []" in source, UVICORN_HINT
+    assert "for captured_signal in reversed(self._captured_signals):" in source, UVICORN_HINT
+    assert list(inspect.signature(uvicorn.Server.handle_exit).parameters) == ["self", "sig", "frame"], UVICORN_HINT
+
+
+def test_the_overrides_still_override_something():
+    """Both overrides name methods that exist on the classes they subclass."""
+    from framecast.writer import _Connection
+    from framecast_server.cli import GracefulServer
+
+    assert _Connection.process_event is not Connection.process_event
+    assert GracefulServer.handle_exit is not uvicorn.Server.handle_exit
+    assert issubclass(_Connection, Connection) and issubclass(GracefulServer, uvicorn.Server)
