@@ -45,9 +45,9 @@ from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
 from .refusals import Refusals
-from .outputs import OutputFiles
-from .shm import ClientMemory, MemoryBudget, Unavailable, segment_size, sweep
+from .shm import ClientMemory, Unavailable, segment_size, sweep
 from .spares import SparePool
+from .worker import EncoderProcess, Spare, exit_text, watch_message
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class Session:
         self._connect_timer: asyncio.TimerHandle | None = None
         self.pacing: dict[str, float] | None = None
         self._connect_timeout = config.connect_timeout or settings.connect_timeout
+        self._checker = ChunkChecker(plan.streams)
         # Each stream's labelled counters, looked up once instead of three times a chunk.
         self._counted_in = [
             (metrics.chunks_in.labels(st.type), metrics.bytes_in.labels(st.type), metrics.frames_in.labels(st.type))
@@ -481,18 +482,9 @@ class Session:
                 self.settings.resume_timeout, lambda: asyncio.ensure_future(self._abandoned())
             )
 
-    @property
-    def never_connected(self) -> bool:
-        """No client has connected to this session yet."""
-        return not self._was_connected
-
-    def idle(self, connect_grace: float | None = None) -> None:
-        """No client and no data for the idle timeout (or, ``connect_grace`` given, no client ever
-        within it): finalize."""
-        if connect_grace is None:
-            self._event("idle", seconds=self.settings.idle_timeout)
-        else:
-            self._event("idle", seconds=connect_grace, never_connected=True)
+    def idle(self) -> None:
+        """No client and no data for the idle timeout: finalize."""
+        self._event("idle", seconds=self.settings.idle_timeout)
         self._idle_task = asyncio.ensure_future(self.finish())
 
     async def _abandoned(self) -> None:
@@ -569,8 +561,6 @@ class SessionManager:
         """Plan, check and open a session for the API key with fingerprint ``owner``.
 
         ``same_host``: the request came from this machine, so shared memory can be offered.
-        self.output_files = OutputFiles()
-        self.shared_memory = MemoryBudget(settings.shared_memory_total_bytes)
         """
         self._forget_old()
         if len(self.active()) >= self.settings.max_sessions:
@@ -581,11 +571,11 @@ class SessionManager:
             )
         plan = make_plan(config, self.settings)
         if plan.path:
-            self.output_files.claim(plan.path, plan.relative_path or plan.path, owner, self.sessions.values())
+            os.makedirs(os.path.dirname(plan.path), exist_ok=True)
         memory = None
         if config.shared_memory and same_host and self.settings.shared_memory:
             try:
-                memory = ClientMemory(segment_size(plan, self.settings.shared_memory_bytes), self.shared_memory)
+                memory = ClientMemory(segment_size(plan, self.settings.shared_memory_bytes))
             except Unavailable as exc:
                 log.warning("no shared memory for a new session, its chunks come over the websocket: %s", exc)
         session = Session(secrets.token_hex(8), config, plan, self.settings, self.metrics, memory)
@@ -612,14 +602,10 @@ class SessionManager:
         if session is None or not caller.sees(session.owner):
             raise SessionNotFound(session_id)
         return session
-            if plan.path:
-                self.output_files.abandon(plan.path)
 
     def visible(self, caller: Caller) -> list[Session]:
         """Every session ``caller`` may see, open or finished: its own, or all for an operator."""
         return [s for s in self.sessions.values() if caller.sees(s.owner)]
-        if plan.path:
-            self.output_files.opened(plan.path)
 
     async def close(self, session_id: str, caller: Caller) -> Session:
         session = self.get(session_id, caller)
@@ -650,16 +636,12 @@ class SessionManager:
             sweep()
 
     async def _reap_idle(self) -> None:
-        """Finalize sessions that have had no client and no data for idle_timeout seconds, and
-        sessions whose client never connected within connect_grace (what they hold, an encoder
-        process and maybe shared memory, is not left to someone who only creates sessions)."""
+        """Finalize sessions that have had no client and no data for idle_timeout seconds."""
         while True:
-            await asyncio.sleep(min(1.0, self.settings.idle_timeout / 4, self.settings.connect_grace / 4))
+            await asyncio.sleep(min(1.0, self.settings.idle_timeout / 4))
             now = time.monotonic()
             for session in self.active():
-                if session.connected or not session.state.taking_chunks:
-                    continue
-                if session.never_connected and now - session.last_activity > self.settings.connect_grace:
-                    session.idle(self.settings.connect_grace)
-                elif now - session.last_activity > self.settings.idle_timeout:
+                if not session.connected and session.state.taking_chunks and (
+                    now - session.last_activity > self.settings.idle_timeout
+                ):
                     session.idle()
