@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from . import logs
+from . import connections, logs
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,11 @@ def serve(
     except ValidationError as exc:
         raise SystemExit(f"framecast serve: {_settings_errors(exc)}") from None
     logs.configure(settings.log_level, settings.log_format)
+    soft, _ = connections.raise_fd_limit()
+    if soft < settings.max_connections + 256:
+        log.warning("open file limit %d leaves little room over FRAMECAST_MAX_CONNECTIONS=%d (sessions, encoders "
+                    "and files need descriptors too): raise it (ulimit -n) or lower the setting",
+                    soft, settings.max_connections)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -80,6 +85,12 @@ def serve(
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through logs.configure's handler
         timeout_graceful_shutdown=int(settings.finish_timeout),
+        # Slow and idle clients (connections.py): a header deadline and a cap on connections; past
+        # limit_concurrency uvicorn answers 503.
+        http=connections.limited_protocol(settings.header_timeout, settings.max_connections),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=connections.MAX_HEAD_BYTES,
     )
     GracefulServer(config, settings).run()
 

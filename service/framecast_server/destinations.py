@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from fractions import Fraction
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -30,16 +31,25 @@ LIVE_KEYFRAME_SECONDS = 2
 
 
 def confine(output_dir: Path, relative: str, field_name: str) -> Path:
-    """Resolve ``relative`` under ``output_dir``; refuse anything that would land outside it."""
+    """Resolve ``relative`` under ``output_dir``; refuse anything that would land outside it, or
+    anything there that is not a regular file.
+
+    A FIFO, socket or device planted in the output directory would block or misdirect the
+    encoder's open (a FIFO without a reader blocks it for the whole open timeout), so an existing
+    target must be a regular file. (``outputs.OutputFiles`` then creates the file exclusively.)
+    """
     if "\x00" in relative:
         raise InvalidConfig("path contains a NUL byte", field_name)
     if os.path.isabs(relative) or relative.startswith("~"):
         raise InvalidConfig(f"must be relative to the output directory, got {relative!r}", field_name)
-    if ".." in Path(relative).parts:
+    parts = Path(relative).parts
+    if not parts:
+        raise InvalidConfig(f"must name a file under the output directory, got {relative!r}", field_name)
+    if ".." in parts:
         raise InvalidConfig(f"must not contain '..', got {relative!r}", field_name)
-    if ":" in Path(relative).parts[0]:
+    if ":" in parts[0]:
         raise InvalidConfig(f"must be a plain path, not a URL or protocol, got {relative!r}", field_name)
-    if len(relative.encode()) > 1024 or any(len(part.encode()) > 255 for part in Path(relative).parts):
+    if len(relative.encode()) > 1024 or any(len(part.encode()) > 255 for part in parts):
         raise InvalidConfig("path too long: at most 1024 bytes, and 255 per file or folder name", field_name)
     root = output_dir.resolve()
     try:
@@ -48,8 +58,18 @@ def confine(output_dir: Path, relative: str, field_name: str) -> Path:
         raise InvalidConfig(f"cannot resolve {relative!r}: {exc}", field_name) from None
     if not target.is_relative_to(root) or target == root:
         raise InvalidConfig(f"{relative!r} resolves outside the output directory", field_name)
-    if target.is_dir():
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return target
+    except OSError as exc:  # a parent that is a file, no permission, ...
+        raise InvalidConfig(f"cannot use {relative!r}: {exc.strerror}", field_name) from None
+    if stat.S_ISDIR(mode):
         raise InvalidConfig(f"{relative!r} is a directory", field_name)
+    if not stat.S_ISREG(mode):
+        kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+                stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(mode), "not a regular file")
+        raise InvalidConfig(f"{relative!r} exists and is {kind}; only a regular file can be replaced", field_name)
     return target
 
 

@@ -45,7 +45,8 @@ from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
 from .refusals import Refusals
-from .shm import ClientMemory, Unavailable, segment_size, sweep
+from .outputs import OutputFiles
+from .shm import ClientMemory, MemoryBudget, Unavailable, segment_size, sweep
 from .spares import SparePool
 from .worker import EncoderProcess, Spare, exit_text, watch_message
 
@@ -482,9 +483,18 @@ class Session:
                 self.settings.resume_timeout, lambda: asyncio.ensure_future(self._abandoned())
             )
 
-    def idle(self) -> None:
-        """No client and no data for the idle timeout: finalize."""
-        self._event("idle", seconds=self.settings.idle_timeout)
+    @property
+    def never_connected(self) -> bool:
+        """No client has connected to this session yet."""
+        return not self._was_connected
+
+    def idle(self, connect_grace: float | None = None) -> None:
+        """No client and no data for the idle timeout (or, ``connect_grace`` given, no client ever
+        within it): finalize."""
+        if connect_grace is None:
+            self._event("idle", seconds=self.settings.idle_timeout)
+        else:
+            self._event("idle", seconds=connect_grace, never_connected=True)
         self._idle_task = asyncio.ensure_future(self.finish())
 
     async def _abandoned(self) -> None:
@@ -546,6 +556,8 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.spares = SparePool(settings.spare_encoders)
         self._reaper: asyncio.Task[None] | None = None
+        self.output_files = OutputFiles()
+        self.shared_memory = MemoryBudget(settings.shared_memory_total_bytes)
         settings.output_dir.mkdir(parents=True, exist_ok=True)
 
     def active(self) -> list[Session]:
@@ -571,11 +583,11 @@ class SessionManager:
             )
         plan = make_plan(config, self.settings)
         if plan.path:
-            os.makedirs(os.path.dirname(plan.path), exist_ok=True)
+            self.output_files.claim(plan.path, plan.relative_path or plan.path, owner, self.sessions.values())
         memory = None
         if config.shared_memory and same_host and self.settings.shared_memory:
             try:
-                memory = ClientMemory(segment_size(plan, self.settings.shared_memory_bytes))
+                memory = ClientMemory(segment_size(plan, self.settings.shared_memory_bytes), self.shared_memory)
             except Unavailable as exc:
                 log.warning("no shared memory for a new session, its chunks come over the websocket: %s", exc)
         session = Session(secrets.token_hex(8), config, plan, self.settings, self.metrics, memory)
@@ -585,10 +597,14 @@ class SessionManager:
         except BaseException:
             if memory is not None:
                 memory.dispose()
+            if plan.path:
+                self.output_files.abandon(plan.path)
             raise
         finally:
             self.spares.refill()  # once this session's output is open: starting one costs CPU too
         self.sessions[session.id] = session
+        if plan.path:
+            self.output_files.opened(plan.path)
         session.log.info("created: %s -> %s", plan.muxer, plan.describe_destination())
         return session
 
@@ -636,12 +652,16 @@ class SessionManager:
             sweep()
 
     async def _reap_idle(self) -> None:
-        """Finalize sessions that have had no client and no data for idle_timeout seconds."""
+        """Finalize sessions that have had no client and no data for idle_timeout seconds, and
+        sessions whose client never connected within connect_grace (what they hold, an encoder
+        process and maybe shared memory, is not left to someone who only creates sessions)."""
         while True:
-            await asyncio.sleep(min(1.0, self.settings.idle_timeout / 4))
+            await asyncio.sleep(min(1.0, self.settings.idle_timeout / 4, self.settings.connect_grace / 4))
             now = time.monotonic()
             for session in self.active():
-                if not session.connected and session.state.taking_chunks and (
-                    now - session.last_activity > self.settings.idle_timeout
-                ):
+                if session.connected or not session.state.taking_chunks:
+                    continue
+                if session.never_connected and now - session.last_activity > self.settings.connect_grace:
+                    session.idle(self.settings.connect_grace)
+                elif now - session.last_activity > self.settings.idle_timeout:
                     session.idle()

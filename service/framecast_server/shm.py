@@ -10,7 +10,11 @@ payload's offset (PROTOCOL.md, "Shared memory"). Same idea as Triton's system sh
 The server creates the segment when the client asks for it and connects from loopback: a file in
 ``/dev/shm`` with an unguessable name, readable and writable by this user only, its whole size
 reserved up front (``posix_fallocate``), so a write into it can never hit a full ``/dev/shm`` and
-die of SIGBUS. The encoder inherits a descriptor; the client opens it by the name the session
+die of SIGBUS. Reserving it only at first use would give that guarantee up (a client may write
+into its mapping before the server hears of it), so instead every segment counts against a
+server-wide budget (``MemoryBudget``, ``FRAMECAST_SHARED_MEMORY_TOTAL_BYTES``): past it a session
+just goes without, and a session whose client never connects is finalized after
+``FRAMECAST_CONNECT_GRACE``, which frees its segment. The encoder inherits a descriptor; the client opens it by the name the session
 answer carries. The name is removed as soon as the first chunk shows the client has it open (or
 when the session ends), so nothing is left in ``/dev/shm`` while a session streams; segments of a
 server that was killed before that are removed when the next server starts.
@@ -26,7 +30,9 @@ import contextlib
 import logging
 import mmap
 import os
+import re
 import secrets
+import stat
 from multiprocessing import reduction
 from pathlib import Path
 from typing import Any
@@ -54,6 +60,30 @@ class Unavailable(Exception):
     """No shared memory for this session; the reason is logged, and the client sends payloads inline."""
 
 
+class MemoryBudget:
+    """The shared memory all of a server's sessions hold together, at most ``total`` bytes."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        """Count ``size`` more bytes.
+
+        Raises:
+            Unavailable: they would exceed the total.
+        """
+        if self.used + size > self.total:
+            raise Unavailable(
+                f"{self.used} of the {self.total} bytes sessions may hold are in use, {size} more do not fit "
+                "(FRAMECAST_SHARED_MEMORY_TOTAL_BYTES)"
+            )
+        self.used += size
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+
+
 def segment_size(plan: OutputPlan, limit: int) -> int:
     """Bytes to offer a session: a few frames of its largest video stream, within ``limit``."""
     frame = max((s.width * s.height * s.channels for s in plan.streams if isinstance(s, VideoPlan)), default=0)
@@ -64,17 +94,32 @@ def segment_size(plan: OutputPlan, limit: int) -> int:
 class ClientMemory:
     """One session's segment, on the server's side.
 
+    Args:
+        budget: what the server's sessions may hold together; ``size`` is counted against it until
+            ``dispose()``.
+
     Raises (on construction):
-        Unavailable: this machine has no ``/dev/shm``, or not ``size`` bytes free in it.
+        Unavailable: this machine has no ``/dev/shm``, not ``size`` bytes free in it, or the budget
+            has no room.
     """
 
-    def __init__(self, size: int, directory: Path = SHM_DIR) -> None:
+    def __init__(self, size: int, budget: MemoryBudget | None = None, directory: Path = SHM_DIR) -> None:
+        self._fd = -1
+        self._budget: MemoryBudget | None = None
         if not directory.is_dir():
             raise Unavailable(f"{directory} does not exist on this machine")
+        if budget is not None:
+            budget.take(size)
+            self._budget = budget
         self.size = size
         self.name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(16)}"
         self._path: Path | None = directory / self.name
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            self._path = None
+            self.dispose()
+            raise Unavailable(f"cannot create a segment in {directory}: {exc.strerror}") from None
         try:
             os.posix_fallocate(self._fd, 0, size)
             self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
@@ -117,6 +162,9 @@ class ClientMemory:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._budget is not None:
+            self._budget.give_back(self.size)
+            self._budget = None
 
     def fileno(self) -> int:
         """The memory's file descriptor (for handing it to a spare encoder process)."""
@@ -127,16 +175,28 @@ class ClientMemory:
         return RingReader, (reduction.DupFd(self._fd), self.size)
 
 
+#: The names of segments: framecast-<pid>-<hex> (this module gives 32 hex digits).
+_NAME = re.compile(re.escape(PREFIX) + r"(\d+)-[0-9a-f]+")
+
+
 def sweep(directory: Path = SHM_DIR) -> int:
-    """Remove segments left by framecast servers that are no longer running; how many went."""
+    """Remove segments left by framecast servers that are no longer running; how many went.
+
+    Only regular files named exactly as this module names segments and owned by this process's
+    user: a server run as root must not remove another user's files that merely look alike.
+    """
     removed = 0
     if not directory.is_dir():
         return 0
+    uid = os.getuid()
     for path in directory.glob(PREFIX + "*"):
-        pid_text = path.name[len(PREFIX):].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        match = _NAME.fullmatch(path.name)
+        if match is None or _alive(int(match.group(1))):
             continue
         with contextlib.suppress(OSError):
+            info = path.lstat()
+            if info.st_uid != uid or not stat.S_ISREG(info.st_mode):
+                continue
             path.unlink()
             removed += 1
     if removed:
