@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +129,62 @@ def test_formats_map_to_dtypes():
     assert protocol.AUDIO_SAMPLE_FORMATS["s16"].numpy == np.dtype("<i2")
     assert protocol.AUDIO_SAMPLE_FORMATS["dbl"] is protocol.DType.FLOAT64
     assert protocol.VIDEO_PIXEL_FORMATS == {"gray8": 1, "rgb24": 3, "bgr24": 3, "rgb0": 4, "bgr0": 4, "yuv444p": 3}
+
+
+# --- the shared vectors: tests/protocol_vectors.json is read by this file and by the JavaScript
+# client's tests (tests/js/protocol.test.mjs), so both implementations agree byte for byte.
+
+VECTORS = json.loads((Path(__file__).parent / "protocol_vectors.json").read_text())
+
+
+@pytest.mark.parametrize("v", VECTORS["chunk_headers"], ids=lambda v: f"{v['dtype']}{v['shape']}")
+def test_vector_chunk_headers(v):
+    header = protocol.ChunkHeader(stream=v["stream"], seq=int(v["seq"]), dtype=protocol.DType.from_numpy(v["dtype"]),
+                                  shape=tuple(v["shape"]), pts=v["pts"], shared=v["shared"])
+    assert header.serialize().hex() == v["hex"]
+    assert protocol.parse_chunk_header(bytes.fromhex(v["hex"])) == header
+
+
+@pytest.mark.parametrize("v", VECTORS["chunks"], ids=lambda v: v["dtype"])
+def test_vector_chunks(v):
+    values = [int(x) for x in v["values"]] if v["dtype"] == "int64" else v["values"]
+    array = np.array(values, dtype=v["dtype"]).reshape(v["shape"])
+    head, payload = protocol.encode_chunk(v["stream"], int(v["seq"]), array, v["pts"])
+    assert (head + bytes(payload)).hex() == v["hex"]
+    header, body = protocol.parse_chunk(bytes.fromhex(v["hex"]))
+    assert np.array_equal(protocol.chunk_array(header, body), array)
+
+
+@pytest.mark.parametrize("v", VECTORS["malformed_chunks"], ids=lambda v: v["what"])
+def test_vector_malformed_chunks(v):
+    with pytest.raises(ProtocolError) as err:
+        protocol.parse_chunk(bytes.fromhex(v["hex"]))
+    assert v["error"] in str(err.value)
+
+
+def test_vector_server_messages():
+    for v in VECTORS["acks"]:
+        assert protocol.encode_ack(int(v["seq"])).hex() == v["hex"]
+        assert protocol.parse_server_binary(bytes.fromhex(v["hex"])) == protocol.Ack(int(v["seq"]))
+    for v in VECTORS["outputs"]:
+        assert (protocol.encode_output_header(int(v["index"]), int(v["offset"])) + bytes.fromhex(v["data_hex"])).hex() \
+            == v["hex"]
+        out = protocol.parse_server_binary(bytes.fromhex(v["hex"]))
+        assert isinstance(out, protocol.Output)
+        assert (out.index, out.offset, bytes(out.data).hex()) == (int(v["index"]), int(v["offset"]), v["data_hex"])
+    for v in VECTORS["malformed_server_binary"]:
+        with pytest.raises(ProtocolError) as err:
+            protocol.parse_server_binary(bytes.fromhex(v["hex"]))
+        assert v["error"] in str(err.value), v["what"]
+
+
+def test_vector_controls_and_formats():
+    for v in VECTORS["controls"]:
+        assert protocol.encode_control(v["type"], **v["fields"]) == v["text"]
+        assert protocol.parse_control(v["text"]) == {"type": v["type"], **v["fields"]}
+    for text in VECTORS["malformed_controls"]:
+        with pytest.raises(ProtocolError):
+            protocol.parse_control(text)
+    assert {k: int(d) for k, d in protocol.AUDIO_SAMPLE_FORMATS.items()} == VECTORS["audio_sample_formats"]
+    assert protocol.VIDEO_PIXEL_FORMATS == VECTORS["video_pixel_formats"]
+    assert {d.label: int(d) for d in protocol.DType} == VECTORS["dtypes"]

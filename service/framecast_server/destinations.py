@@ -13,11 +13,11 @@ import os
 import stat
 from fractions import Fraction
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 
-from . import ffmpeg
+from . import ffmpeg, urls
 from .errors import InvalidConfig
 
 #: scheme -> the muxer it implies
@@ -90,9 +90,13 @@ def client_muxer(muxer: str) -> str:
 
 
 def network_url(url: str, field_name: str = "destination.url") -> tuple[str, str]:
-    """Check a network URL; return (url with live defaults, the muxer its scheme implies)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    """Check a network URL; return (url with live defaults, the muxer its scheme implies).
+
+    The URL is read as FFmpeg will read it (``urls.parse``): anything FFmpeg would parse differently,
+    a bad port, a query option that is not known to be safe, is an InvalidConfig naming
+    ``field_name``, so nothing malformed is ever registered as a session.
+    """
+    scheme = urls.scheme_of(url)
     if scheme not in NETWORK_MUXERS:
         raise InvalidConfig(
             f"unsupported URL scheme {scheme or '(none)'!r}; expected one of {', '.join(NETWORK_MUXERS)}",
@@ -103,12 +107,10 @@ def network_url(url: str, field_name: str = "destination.url") -> tuple[str, str
             f"this server's FFmpeg has no {scheme} protocol; GET /v1/capabilities lists the ones it has",
             field_name,
         )
-    if not parts.hostname:
-        raise InvalidConfig(f"{scheme} URL needs a host, got {url!r}", field_name)
-    if scheme == "udp":
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        query.setdefault("pkt_size", "1316")
-        url = urlunsplit(parts._replace(query=urlencode(query)))
+    target = urls.parse(url, field_name)
+    url = target.url
+    if scheme == "udp" and not any(key == "pkt_size" for key, _ in target.query):
+        url += ("&" if target.raw_query else "?") + "pkt_size=1316"
     return url, NETWORK_MUXERS[scheme]
 
 

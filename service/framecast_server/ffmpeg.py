@@ -1,9 +1,9 @@
 """Facts about the FFmpeg this server runs: versions, muxers, encoders, protocols.
 
 Everything here is read from the libraries PyAV loaded, so GET /v1/capabilities reports what
-this server really has, not what FFmpeg could have. Two facts PyAV does not expose (the list of
-output protocols, and FFmpeg's muxer guess from a file name) are read through ctypes from the very
-libavformat PyAV bundles.
+this server really has, not what FFmpeg could have. Three facts PyAV does not expose (the list of
+output protocols, FFmpeg's muxer guess from a file name, and how FFmpeg splits a URL into host and
+port) are read through ctypes from the very libavformat PyAV bundles.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import ctypes
 import functools
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 
@@ -31,7 +32,44 @@ def _libavformat() -> ctypes.CDLL:
     lib.av_guess_format.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
     lib.av_guess_codec.restype = ctypes.c_int  # enum AVCodecID
     lib.av_guess_codec.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+    lib.av_url_split.restype = None
+    lib.av_url_split.argtypes = [
+        ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+    ]
     return lib
+
+
+class UrlParts(NamedTuple):
+    """A URL as libavformat's ``av_url_split`` reads it: what its protocols connect to."""
+
+    proto: str
+    authorization: str  # user[:password], without the '@'
+    hostname: str  # without IPv6 brackets
+    port: int  # -1 when the URL names none; atoi() of what follows ':' otherwise
+    path: str  # from the first '/', '?' or '#' after the host on, query included
+
+
+_URL_SPLIT_SIZE = 4096
+
+
+def url_split(url: str) -> UrlParts:
+    """Split ``url`` exactly as FFmpeg's protocols do (``av_url_split``, which tcp, udp, rtmp and srt
+    call to find the host they connect to), so our checks can compare their reading with ours.
+
+    The URL is passed as a C string: FFmpeg stops at the first NUL, as it does when it opens one.
+    Raises ValueError for a URL longer than FFmpeg's buffers here (4095 bytes), which would be cut.
+    """
+    raw = url.encode("utf-8", "surrogateescape")
+    if len(raw) >= _URL_SPLIT_SIZE:
+        raise ValueError(f"URL too long to split: {len(raw)} bytes, at most {_URL_SPLIT_SIZE - 1}")
+    buffers = [ctypes.create_string_buffer(_URL_SPLIT_SIZE) for _ in range(4)]
+    port = ctypes.c_int(-1)
+    proto, auth, host, path = buffers
+    _libavformat().av_url_split(proto, _URL_SPLIT_SIZE, auth, _URL_SPLIT_SIZE, host, _URL_SPLIT_SIZE,
+                                ctypes.byref(port), path, _URL_SPLIT_SIZE, raw)
+    text = [b.value.decode("utf-8", "surrogateescape") for b in buffers]
+    return UrlParts(text[0], text[1], text[2], port.value, text[3])
 
 
 @functools.lru_cache(maxsize=1)

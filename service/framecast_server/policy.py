@@ -19,12 +19,11 @@ The rules, in order of strength:
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from urllib.parse import urlsplit
 
 import av
 
+from . import urls
 from .config import Settings
 from .errors import InvalidConfig
 
@@ -69,14 +68,21 @@ def check_destination_scheme(settings: Settings, scheme: str, field: str) -> Non
 
 
 def check_url(settings: Settings, url: str, field: str = "destination.url") -> None:
-    """Scheme allowlist and optional host allowlist for a network output."""
-    parts = urlsplit(url)
-    check_destination_scheme(settings, parts.scheme.lower(), field)
-    host = (parts.hostname or "").lower()
-    if settings.allowed_hosts and not any(fnmatch.fnmatch(host, pattern.lower()) for pattern in settings.allowed_hosts):
-        raise InvalidConfig(f"host {host!r} is not in this server's allowed hosts", field)
-    if "|" in url or "\n" in url or "\r" in url:
-        raise InvalidConfig("URL contains characters FFmpeg would treat as separators", field)
+    """Scheme allowlist and optional host allowlist for a network output.
+
+    The host checked is the one FFmpeg will connect to: ``urls.parse`` refuses every URL FFmpeg
+    would read differently from Python (a NUL, a backslash, a bad port, ...) and query options that
+    make it listen or bind. Patterns are ``urls.HostPattern``s: a wildcard stays within one label.
+    """
+    scheme = urls.scheme_of(url)
+    if not scheme:
+        return  # destinations.network_url refuses it, naming the schemes it takes
+    check_destination_scheme(settings, scheme, field)
+    if scheme not in urls.SCHEMES:
+        return  # allowed, but not a network URL ('file'): network_url refuses it the same way
+    target = urls.parse(url, field)
+    if settings.allowed_hosts and not urls.host_allowed(urls.patterns(tuple(settings.allowed_hosts)), target):
+        raise InvalidConfig(f"host {target.host!r} is not in this server's allowed hosts", field)
 
 
 def check_muxer(muxer: str, path: str | None, field: str = "format") -> None:

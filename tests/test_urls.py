@@ -1,0 +1,328 @@
+"""Destination URLs read as FFmpeg reads them, and allowed-hosts patterns.
+
+Pure tests of ``urls`` first, with Hypothesis where a property should hold for any input; then a
+real server (``framecast serve`` in a subprocess): hostile URLs are refused before any session
+exists and the encoder never connects (a real listener on the host FFmpeg would have reached
+hears nothing), and malformed ports are 422s that leave every listing working.
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import closing
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from framecast_server import ffmpeg, urls
+from framecast_server.config import Settings
+from framecast_server.errors import InvalidConfig
+
+VIDEO = {"type": "video", "width": 64, "height": 48, "frame_rate": 10}
+
+
+def body(url: str) -> dict:
+    return {"streams": [VIDEO], "destination": {"type": "url", "url": url}}
+
+
+def refused(url: str) -> str:
+    with pytest.raises(InvalidConfig) as err:
+        urls.parse(url)
+    assert err.value.field == "destination.url"
+    return err.value.message
+
+
+# -- urls.parse: what is taken, and as what ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, host, port",
+    [
+        ("rtmp://ingest.example.com/live/key", "ingest.example.com", None),
+        ("RTMP://Ingest.Example.COM:1935/live/key?token=t&x=y", "ingest.example.com", 1935),
+        ("rtmps://u:p@live.example.net:443/app/key", "live.example.net", 443),
+        ("udp://239.0.0.1:5000?pkt_size=1316&ttl=4", "239.0.0.1", 5000),
+        ("tcp://[::1]:9000?timeout=2000000&tcp_nodelay=1", "::1", 9000),
+        ("srt://a-b_c.example:9000?passphrase=0123456789ab&latency=120&streamid=publish:x", "a-b_c.example", 9000),
+        ("rtmp://allowed.example@127.0.0.1/live/k", "127.0.0.1", None),  # user info, not the host
+        ("rtmp://a@b@c.example/x", "c.example", None),  # the last '@' ends the user info, in both parsers
+    ],
+)
+def test_urls_are_read_as_ffmpeg_reads_them(url, host, port):
+    target = urls.parse(url)
+    assert (target.host, target.port) == (host, port)
+    theirs = ffmpeg.url_split(target.url)
+    assert (theirs.hostname.lower(), theirs.port) == (host, -1 if port is None else port)
+    assert target.url.startswith(target.scheme + "://")
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "rtmp", "udp", "rtmps", "srt"])
+@pytest.mark.parametrize("sep", ["\x00", "\t", "\n", "\r", " ", "\\", "\x7f", "\x1b", "#"])
+def test_characters_ffmpeg_or_python_read_differently_are_refused(scheme, sep):
+    # FFmpeg stops at a NUL and connects to the prefix; urlsplit drops tabs and newlines; and so on.
+    prefix = f"{scheme}://127.0.0.1:9"
+    message = refused(f"{prefix}{sep}@allowed.example.com/live/k")
+    assert "URL contains" in message and f"at position {len(prefix)}" in message
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("rtmp://h:99999/x", "port must be a number from 1 to 65535, got '99999'"),
+        ("rtmp://h:abc/x", "got 'abc'"),
+        ("rtmp://h:0/x", "got '0'"),
+        ("rtmp://h:+12/x", "got '+12'"),
+        ("rtmp://h:12abc/x", "got '12abc'"),
+        ("rtmp://h:/x", "got ''"),
+        ("rtmp://h:12:13/x", "got '12:13'"),
+        ("rtmp://[h/x", "unclosed '['"),
+        ("rtmp://[127.0.0.1]/x", "not an IPv6 address"),
+        ("rtmp://[::1%25lo]/x", "zone ids"),
+        ("rtmp://[::1]x/x", "expected ':PORT'"),
+        ("rtmp:///live/x", "needs a host"),
+        ("rtmp:h/x", "scheme://host"),
+        ("tcp://h", "needs a port"),
+        ("udp://h/", "needs a port"),
+        ("rtmp://127.1/x", "not a dotted-quad"),
+        ("rtmp://0x7f.0.0.1/x", "not a dotted-quad"),
+        ("rtmp://2130706433/x", "not a dotted-quad"),
+        ("rtmp://127.000.000.001/x", "not a dotted-quad"),
+        ("rtmp://h.example./x", "ends with a dot"),
+        ("rtmp://h%2eexample/x", "is not a DNS name"),
+        ("rtmp://127%2e0.0.1/x", "is not a DNS name"),
+        ("rtmp://h..example/x", "is not a DNS name"),
+        ("rtmp://-h.example/x", "is not a DNS name"),
+        ("rtmp://127\u30020\u30020\u30021/x", "the character '\u3002'"),  # ideographic full stops
+        ("rtmp://h\uff0eexample/x", "the character '\uff0e'"),
+        ("rtmp://h\u2024example/x", "the character '\u2024'"),
+        ("rtmp://h.example/x|y", "the character '|'"),
+        ("rtmp://h.example/\"x", "the character '\"'"),
+        ("tcp://h:1?listen", "option 'listen' is not allowed"),
+        ("tcp://h:1?listen=1", "option 'listen' is not allowed"),
+        ("tcp://h:1?timeout=1&listen=2", "option 'listen' is not allowed"),
+        ("tcp://h:1?local_port=5000", "option 'local_port' is not allowed"),
+        ("tcp://h:1?%6cisten=1", "is not allowed"),
+        ("tcp://h:1?timeout=1e9", "option 'timeout' has an invalid value"),
+        ("tcp://h:1?timeout", "option 'timeout' has an invalid value"),
+        ("udp://h:1?localaddr=127.0.0.1", "option 'localaddr' is not allowed"),
+        ("udp://h:1?localport=9", "option 'localport' is not allowed"),
+        ("udp://h:1?connect=1", "option 'connect' is not allowed"),
+        ("udp://h:1?broadcast=1", "option 'broadcast' is not allowed"),
+        ("udp://h:1?pkt_size=1316&", "option '' is not allowed"),
+        ("srt://h:1?mode=listener", "option 'mode' is not allowed"),
+        ("srt://h:1?transtype=bogus", "option 'transtype' has an invalid value"),
+        ("tcp://h:1/path", "take no path"),
+        ("udp://h:1/x?pkt_size=1316", "take no path"),
+        ("rtmp://" + "a" * 2050, "URL too long"),
+        ("rtmp://" + "a" * 254 + "/x", "host name too long"),
+    ],
+)
+def test_malformed_and_ambiguous_urls_are_refused_saying_why(url, message):
+    assert message in refused(url)
+
+
+def test_refusals_quote_the_wrong_part_never_the_whole_url():
+    message = refused("rtmp://user:hunter2pass@h.example:99999/live/streamkey")
+    assert "99999" in message and "hunter2pass" not in message and "streamkey" not in message
+
+
+def test_schemes_are_lower_cased_for_ffmpeg_which_matches_protocol_names_exactly():
+    assert urls.parse("Tcp://h:1?timeout=5").url == "tcp://h:1?timeout=5"
+    assert urls.scheme_of("RTMP://x") == "rtmp" and urls.scheme_of("pipe:1") == "pipe"
+    assert urls.scheme_of("\x00rtmp://x") == "" and urls.scheme_of("") == ""
+
+
+URLISH = st.builds(
+    "".join,
+    st.lists(
+        st.sampled_from(["rtmp://", "tcp://", "udp://", "srt://", "rtmps://", "[", "]", "::1", "@", ":", "/", "?",
+                         "&", "=", "%", "%00", "\x00", "\\", ".", "127.0.0.1", "1935", "99999", "h.example",
+                         "user:pw", "listen=1", "timeout=5", "pkt_size=1316", "#", " ", "\t", "\u3002", "0x7f",
+                         "a", "-", "_", "+"]),
+        max_size=14,
+    ),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(URLISH, st.text(max_size=60)))
+def test_whatever_is_taken_ffmpeg_reads_the_same_way(url):
+    """Any string is refused with our own error, or FFmpeg agrees with us on host and port."""
+    try:
+        target = urls.parse(url)
+    except InvalidConfig as exc:
+        assert exc.field == "destination.url" and exc.message
+        return
+    theirs = ffmpeg.url_split(target.url)
+    assert theirs.hostname.lower() == target.host and theirs.port == (target.port or -1)
+    assert target.url.isascii() and target.url.isprintable() and not any(c in target.url for c in " \\#")
+    assert target.scheme in urls.SCHEMES and target.host
+
+
+# -- host patterns ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pattern, host, allowed",
+    [
+        ("*.example.com", "a.example.com", True),
+        ("*.example.com", "A.Example.Com", True),
+        ("*.example.com", "a.b.example.com", False),  # a wildcard stays within one label
+        ("*.example.com", "example.com", False),
+        ("*.example.com", "a.example.com.attacker.invalid", False),
+        ("*.example.com", "aexample.com", False),
+        ("ingest-?.example.com", "ingest-1.example.com", True),
+        ("ingest-?.example.com", "ingest-12.example.com", False),
+        ("ingest-[ab].example.com", "ingest-b.example.com", True),
+        ("example.com", "example.com", True),
+        ("example.com", "www.example.com", False),
+        ("10.0.0.*", "10.0.0.1", True),
+        ("10.0.0.*", "10.0.0.255", True),
+        ("10.0.0.*", "10.0.0.1.attacker.invalid", False),
+        ("10.0.0.*", "10.0.1.1", False),
+        ("10.0.0.*", "10.0.0.evil", False),  # IPv4 patterns match addresses only
+        ("10.0.[0-3].*", "10.0.3.9", True),
+        ("10.0.[0-3].*", "10.0.4.9", False),
+        ("*.*.*.*", "192.168.1.1", False),  # no digit: a name pattern, and those never match addresses
+        ("*.*.*.*", "a.b.c.d", True),
+        ("10.*.*.*", "10.200.3.4", True),
+        ("*", "localhost", True),
+        ("*", "10.0.0.1", False),
+        ("*", "a.example", False),
+        ("10.0.0.0/24", "10.0.0.77", True),
+        ("10.0.0.0/24", "10.0.1.77", False),
+        ("10.0.0.0/24", "10.0.0.77.attacker.invalid", False),
+        ("fd00::/8", "[fd12::1]", True),
+        ("fd00::/8", "[fe80::1]", False),
+        ("::1", "[::1]", True),
+        ("[::1]", "[0:0::1]", True),
+        ("::1", "127.0.0.1", False),
+        ("127.0.0.1", "[::ffff:127.0.0.1]", False),
+    ],
+)
+def test_host_patterns(pattern, host, allowed):
+    target = urls.parse(f"rtmp://{host}/live/k")
+    assert urls.host_allowed(urls.patterns((pattern,)), target) is allowed
+
+
+@pytest.mark.parametrize(
+    "pattern, message",
+    [
+        ("10.0.0", "does not have 4 octets"),
+        ("10.0.0.0.1", "does not have 4 octets"),
+        ("a.10", "ends in a label starting with a digit"),
+        ("10.0.0.256", "is not an octet"),
+        ("10.0.0.01", "is not an octet"),
+        ("10.0.0.0/33", "not an IP address or CIDR network"),
+        ("a..example", "no empty labels"),
+        ("example.com.", "no empty labels"),
+        ("exa mple.com", "expected dot-separated labels"),
+        ("", "empty host pattern"),
+    ],
+)
+def test_wrong_host_patterns_stop_the_server_naming_them(pattern, message):
+    with pytest.raises(ValueError, match=message):
+        urls.HostPattern.parse(pattern)
+    if pattern:
+        with pytest.raises(ValueError, match="allowed_hosts"):
+            Settings(allowed_hosts=pattern)
+
+
+# -- against a real server --------------------------------------------------------------------------
+
+
+ALLOWED = "x.example.com,*.ingest.example,10.0.0.*,127.0.0.2"
+
+
+def listening(host: str, port: int = 0) -> tuple[socket.socket, socket.socket]:
+    """A TCP listener and a UDP socket on the same port of ``host``."""
+    tcp = socket.socket()
+    tcp.bind((host, port))
+    tcp.listen(16)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind((host, tcp.getsockname()[1]))
+    return tcp, udp
+
+
+def heard(tcp: socket.socket, udp: socket.socket, wait: float) -> list[str]:
+    """What reached ``tcp`` (connections) and ``udp`` (datagrams) within ``wait`` seconds."""
+    got: list[str] = []
+    tcp.settimeout(wait)
+    try:
+        conn, peer = tcp.accept()
+        conn.close()
+        got.append(f"tcp connection from {peer}")
+    except TimeoutError:
+        pass
+    udp.settimeout(0.5)
+    try:
+        data, peer = udp.recvfrom(65536)
+        got.append(f"udp datagram from {peer}")
+    except TimeoutError:
+        pass
+    return got
+
+
+def test_nul_bytes_and_parser_tricks_never_reach_a_host_that_is_not_allowed(own_server):
+    server = own_server(FRAMECAST_ALLOWED_HOSTS=ALLOWED)
+    tcp, udp = listening("127.0.0.1")
+    port = tcp.getsockname()[1]
+    hostile = [
+        f"tcp://127.0.0.1:{port}\x00@x.example.com:{port}",
+        f"rtmp://127.0.0.1:{port}\x00@x.example.com/live/k",
+        f"udp://127.0.0.1:{port}\x00@x.example.com:{port}",
+        f"rtmps://127.0.0.1:{port}\x00@x.example.com/live/k",
+        f"srt://127.0.0.1:{port}\x00@x.example.com:{port}",
+        f"tcp://127.0.0.1:{port}\x00.x.example.com:{port}",
+        f"rtmp://127.0.0.1:{port}\\@x.example.com/live/k",
+        f"rtmp://127.0.0.1:{port}\t@x.example.com/live/k",
+        f"rtmp://127.0.0.1:{port}\n@x.example.com/live/k",
+        f"rtmp://127.0.0.1:{port} @x.example.com/live/k",
+        f"rtmp://x.example.com@127.0.0.1:{port}/live/k",
+        f"rtmp://x.example.com:{port}@127.0.0.1:{port}/live/k",
+        f"tcp://x.example.com@127.0.0.1:{port}",
+        f"rtmp://127.0.0.1%00.x.example.com:{port}/live/k",
+        f"rtmp://127\u30020\u30020\u30021:{port}/live/k",
+        f"rtmp://127.0.0.1.:{port}/live/k",
+        f"rtmp://[::ffff:127.0.0.1]:{port}/live/k",
+        f"rtmp://[127.0.0.1]:{port}/live/k",
+        f"rtmp://2130706433:{port}/live/k",
+        f"rtmp://127.1:{port}/live/k",
+        f"rtmp://10.0.0.1.attacker.invalid:{port}/live/k",
+        f"rtmp://a.b.ingest.example:{port}/live/k",
+        f"rtmp://127.0.0.1:{port}#@x.example.com/live/k",
+        f"tcp://x.example.com:{port}?listen=1",
+        f"udp://x.example.com:{port}?localaddr=127.0.0.1&localport={port}",
+    ]
+    with httpx.Client(base_url=server.url, timeout=30) as api, closing(tcp), closing(udp):
+        for url in hostile:
+            response = api.post("/v1/sessions", json=body(url))
+            assert response.status_code == 422, (url, response.text)
+            assert response.json()["error"]["field"] == "destination.url", (url, response.text)
+        assert api.get("/v1/sessions").json() == [], "a refused URL left a session behind"
+        # Bounded: an encoder started for any of them would have connected (or sent) by now.
+        assert heard(tcp, udp, 3.0) == []
+
+        # The control: an allowed host on the same kind of listener is reached, so silence above
+        # means refused, not unheard.
+        tcp2, udp2 = listening("127.0.0.2")
+        with closing(tcp2), closing(udp2):
+            created = api.post("/v1/sessions", json=body(f"tcp://127.0.0.2:{tcp2.getsockname()[1]}"))
+            assert created.status_code == 201, created.text
+            got = heard(tcp2, udp2, 15.0)
+            assert got and got[0].startswith("tcp connection"), got
+            api.delete(f"/v1/sessions/{created.json()['id']}")
+
+
+@pytest.mark.parametrize("url", ["rtmp://h.example:99999/x", "rtmp://h.example:abc/x", "rtmp://[h/x",
+                                 "rtmp://h.example:/x", "udp://h.example:0", "tcp://[::1]:65536",
+                                 "rtmp://h.example:1935:1/x", "srt://[::1%25eth0]:9000"])
+def test_bad_ports_are_422_and_leave_every_listing_working(api, url):
+    response = api.post("/v1/sessions", json=body(url))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "destination.url" and error["code"] == "invalid_config"
+    assert api.get("/v1/sessions").status_code == 200
+    assert api.get("/").status_code == 200  # the dashboard
