@@ -85,9 +85,9 @@ class BaseStreamWriter(abc.ABC):
                 ``event_hooks`` (``{"ack": [fn]}``; also the ``event_hooks`` property, whose
                 lists may be appended to before or after ``open()``):
 
-                - ``"send"``: ``fn(seq, stream, seconds, time)`` when a CHUNK message is first
-                  handed to the socket (not when it is resent after a reconnect): its sequence
-                  number, stream index and media seconds.
+                - ``"send"``: ``fn(seq, stream, seconds, time)`` just before a CHUNK message is
+                  first sent (not when it is resent after a reconnect): its sequence number,
+                  stream index and media seconds.
                 - ``"ack"``: ``fn(seq, time)`` when an ACK arrives. ACKs are cumulative: every
                   chunk up to ``seq`` is encoded and muxed (for real-time sessions, once its
                   last frame has left at media time). An ACK repeated after a reconnect is

@@ -337,16 +337,16 @@ class WriterCore:
         With shared memory, the payload is copied there now and the message shrinks to its header
         and the payload's offset.
         """
+        if self.hooks["send"]:  # before the copy into shared memory, which is part of sending
+            now = self._clock()
+            for hook in self.hooks["send"]:
+                hook(message.seq, message.stream, message.seconds, now)
         if self.shared is not None and self.shared.takes(len(message.payload)):
             offset = self.shared.put(message.seq, message.payload)
             if offset is not None:
                 shared = protocol.shared_chunk(protocol.parse_chunk_header(message.header), offset)
                 message = dataclasses.replace(message, header=shared, payload=_NO_PAYLOAD)
         self._pending[message.seq] = message
-        if self.hooks["send"]:
-            now = self._clock()
-            for hook in self.hooks["send"]:
-                hook(message.seq, message.stream, message.seconds, now)
         return message.fragments()
 
     def retain(self) -> None:
