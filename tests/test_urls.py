@@ -1,24 +1,31 @@
-"""Destination URLs read as FFmpeg reads them, and allowed-hosts patterns.
+"""Destination URLs read as FFmpeg reads them, allowed-hosts patterns, and masking.
 
-Pure tests of ``urls`` first, with Hypothesis where a property should hold for any input; then a
-real server (``framecast serve`` in a subprocess): hostile URLs are refused before any session
-exists and the encoder never connects (a real listener on the host FFmpeg would have reached
-hears nothing), and malformed ports are 422s that leave every listing working.
+Pure tests of ``urls`` and ``masking`` first, with Hypothesis where a property should hold for any
+input; then real servers (``framecast serve`` in a subprocess): hostile URLs are refused before any
+session exists and the encoder never connects (a real listener on the host FFmpeg would have
+reached hears nothing), and secrets never reach a listing, an event, a websocket message or the
+log, FFmpeg's own error lines included.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import socket
+import time
 from contextlib import closing
 
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.sync.client import connect
 
-from framecast_server import ffmpeg, urls
+from framecast_server import ffmpeg, masking, urls
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidConfig
+
+from .conftest import free_port
 
 VIDEO = {"type": "video", "width": 64, "height": 48, "frame_rate": 10}
 
@@ -230,6 +237,80 @@ def test_wrong_host_patterns_stop_the_server_naming_them(pattern, message):
             Settings(allowed_hosts=pattern)
 
 
+# -- masking -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("rtmp://user:pw@example.com/app/key?token=t", "rtmp://example.com/app/****"),
+        ("rtmp://127.0.0.1:1935/live/secretkey", "rtmp://127.0.0.1:1935/live/****"),
+        ("rtmp://h.example/KEY", "rtmp://h.example/****"),  # one segment: the stream key
+        ("rtmp://h.example/live/KEY/", "rtmp://h.example/live/****"),  # trailing slash
+        ("rtmp://h.example/live/a/b", "rtmp://h.example/live/****"),
+        ("rtmps://h.example:443/live/KEY?x=1", "rtmps://h.example:443/live/****"),
+        ("rtmp://h.example", "rtmp://h.example"),
+        ("srt://h:9000?passphrase=0123456789&latency=1", "srt://h:9000"),
+        ("tcp://u:p@[::1]:9?timeout=5", "tcp://[::1]:9"),
+        ("rtmp://h:99999/x", "rtmp://h:99999/****"),  # malformed, but shown (never raises)
+        ("rtmp://[h/live/k", "rtmp://[h/live/****"),
+        ("rtmp://h\x00@x/y\n", "rtmp://x/****"),
+        ("rtmp://h\u3002x/y", "rtmp://h%E3%80%82x/****"),
+        ("no url at all", "****"),
+        ("", ""),
+    ],
+)
+def test_masked_shows_no_credentials_query_or_stream_key(url, shown):
+    assert masking.masked(url) == shown
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(), URLISH, st.binary().map(lambda b: b.decode("latin-1"))))
+def test_masking_is_total_and_one_line(text):
+    shown = masking.masked(text)
+    assert isinstance(shown, str) and shown.isprintable() and "\n" not in shown
+    assert isinstance(masking.scrub(text), str) and isinstance(masking.Redactor(text)(text + " x"), str)
+
+
+SECRET = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-_"), min_size=6, max_size=16)
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=SECRET, password=SECRET, key=SECRET, token=SECRET, app=st.sampled_from(["live", "app"]),
+       trailing=st.booleans(), scheme=st.sampled_from(["rtmp", "rtmps"]))
+def test_no_secret_of_an_rtmp_url_survives_masking(user, password, key, token, app, trailing, scheme):
+    url = f"{scheme}://{user}:{password}@ingest.example.com:1935/{app}/{key}{'/' if trailing else ''}?token={token}"
+    shown = masking.masked(url)
+    assert shown == f"{scheme}://ingest.example.com:1935/{app}/****"
+    text = f"Connection to {url} failed: {password} {key} {token}; also {user}:{password}@h and ?token={token}."
+    redacted = masking.Redactor(url)(text)
+    for secret in (password, key, token):
+        assert secret not in redacted, (secret, redacted)
+
+
+def test_redactor_masks_ffmpegs_lines_and_leaves_the_rest():
+    url = "tcp://admin:hunter2pass@127.0.0.1:9?timeout=2000000"
+    redact = masking.Redactor(url)
+    line = f"Connection to {url} failed: Connection refused"
+    assert redact(line) == "Connection to tcp://127.0.0.1:9 failed: Connection refused"
+    # Any URL with user info or a query is masked, known or not, and sentence punctuation stays.
+    assert redact("see rtmp://x:y@other.example/live/k, then udp://h:1?ttl=3.") == (
+        "see rtmp://other.example/live/****, then udp://h:1.")
+    assert redact("password hunter2pass; admin:hunter2pass") == "password ****; ****"
+    assert redact("timeout 2000000 stays") == "timeout 2000000 stays"  # not a secret option
+
+
+def test_redacting_stream_masks_lines_written_in_pieces():
+    target = io.StringIO()
+    stream = masking.RedactingStream(target, masking.Redactor("rtmp://h.example/live/streamkey42"))
+    stream.write("Connection to rtmp://h.exa")
+    stream.write("mple/live/streamkey42 failed\nand ")
+    stream.write("streamkey42")
+    assert target.getvalue() == "Connection to rtmp://h.example/live/**** failed\n"
+    stream.flush()
+    assert target.getvalue().endswith("and ****")
+
+
 # -- against a real server --------------------------------------------------------------------------
 
 
@@ -326,3 +407,69 @@ def test_bad_ports_are_422_and_leave_every_listing_working(api, url):
     assert error["field"] == "destination.url" and error["code"] == "invalid_config"
     assert api.get("/v1/sessions").status_code == 200
     assert api.get("/").status_code == 200  # the dashboard
+
+
+def stream_messages(created: dict, until: float) -> list[str]:
+    """Every websocket message of a session (text as is, binary as latin-1) until it fails or closes."""
+    got: list[str] = []
+    headers = {"Authorization": f"Bearer {created['token']}"}
+    with connect(created["stream_url"], additional_headers=headers, max_size=None, open_timeout=10) as ws:
+        while time.monotonic() < until:
+            try:
+                message = ws.recv(timeout=max(0.1, until - time.monotonic()))
+            except TimeoutError:
+                break
+            except Exception:  # closed
+                break
+            got.append(message if isinstance(message, str) else message.decode("latin-1"))
+            if isinstance(message, str) and json.loads(message).get("type") == "failed":
+                break
+    return got
+
+
+@pytest.mark.parametrize(
+    "template, shown, ffmpeg_says",
+    [
+        # FFmpeg's tcp protocol quotes the whole URL in its error: "Connection to tcp://user:pass@..."
+        ("tcp://admin:hunter2pass@127.0.0.1:{port}?timeout=2000000", "tcp://127.0.0.1:{port}",
+         "Connection to tcp://127.0.0.1:{port} failed"),
+        ("rtmp://admin:hunter2pass@127.0.0.1:{port}/live/streamkey123?token=tokensecret9",
+         "rtmp://127.0.0.1:{port}/live/****", "Connection refused"),
+        ("rtmp://127.0.0.1:{port}/streamkey123", "rtmp://127.0.0.1:{port}/****", "Connection refused"),
+        ("rtmp://127.0.0.1:{port}/live/streamkey123/", "rtmp://127.0.0.1:{port}/live/****", "Connection refused"),
+        ("rtmps://admin:hunter2pass@127.0.0.1:{port}/app/streamkey123?tokensecret9",
+         "rtmps://127.0.0.1:{port}/app/****", "Connection refused"),
+    ],
+)
+def test_secrets_reach_no_listing_event_message_or_log(server, api, template, shown, ffmpeg_says):
+    port = free_port()  # nothing listens: the encoder's connect is refused, FFmpeg says so
+    url = template.format(port=port)
+    created = api.post("/v1/sessions", json=body(url))
+    assert created.status_code == 201, created.text
+    messages = stream_messages(created.json(), time.monotonic() + 20)
+    info = api.get(f"/v1/sessions/{created.json()['id']}").json()
+    assert info["state"] == "failed", info
+    assert info["destination"]["url"] == shown.format(port=port)
+    assert ffmpeg_says.format(port=port) in info["error"], info["error"]  # FFmpeg's words, masked, not dropped
+    assert any('"type": "failed"' in m or '"type":"failed"' in m for m in messages), messages
+    listing = api.get("/v1/sessions").text
+    time.sleep(0.5)  # the encoder's last lines reach the log
+    log = server.log()
+    shown_anywhere = {"info": json.dumps(info), "listing": listing, "messages": "\n".join(messages), "log": log}
+    for where, text in shown_anywhere.items():
+        for secret in ("hunter2pass", "streamkey123", "tokensecret9", "admin:"):
+            assert secret not in text, f"{secret!r} in the {where}"
+
+
+def test_ffmpegs_own_error_lines_reach_the_log_masked(server, api):
+    port = free_port()
+    created = api.post("/v1/sessions", json=body(f"tcp://admin:hunter2pass@127.0.0.1:{port}?timeout=2000000"))
+    assert created.status_code == 201, created.text
+    deadline = time.monotonic() + 20
+    while api.get(f"/v1/sessions/{created.json()['id']}").json()["state"] != "failed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(0.5)
+    # The encoder process's stderr is the server's log; FFmpeg's line is there, its URL masked.
+    assert f"Connection to tcp://127.0.0.1:{port} failed: Connection refused" in server.log()
+    assert "hunter2pass" not in server.log()

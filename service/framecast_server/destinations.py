@@ -13,11 +13,10 @@ import os
 import stat
 from fractions import Fraction
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import av
 
-from . import ffmpeg, urls
+from . import ffmpeg, masking, urls
 from .errors import InvalidConfig
 
 #: scheme -> the muxer it implies
@@ -115,16 +114,9 @@ def network_url(url: str, field_name: str = "destination.url") -> tuple[str, str
 
 
 def masked(url: str) -> str:
-    """``url`` without credentials: no user:password, no query, and RTMP stream keys hidden."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    path = parts.path
-    if parts.scheme.lower() in ("rtmp", "rtmps") and path.count("/") >= 2:
-        head, _, key = path.rpartition("/")
-        path = f"{head}/****" if key else path
-    return urlunsplit((parts.scheme, host, path, "", ""))
+    """``url`` as it may be shown: no user:password, no query, RTMP stream keys hidden
+    (``masking.masked``; never raises, whatever the string)."""
+    return masking.masked(url)
 
 
 def live_video_defaults(

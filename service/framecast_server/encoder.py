@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
-from . import libyuv
+from . import libyuv, masking
 from .chunks import Timeline
 from .plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan, split_filter_chain
 
@@ -257,12 +257,16 @@ def _apply_codec_config(ctx: Any, cfg: dict[str, int | None], options: dict[str,
 
 
 def describe_error(exc: BaseException) -> str:
-    """FFmpeg's own words for an error where it left some (its last log line), else the error text."""
+    """FFmpeg's own words for an error where it left some (its last log line), else the error text.
+
+    FFmpeg quotes URLs with their credentials (``Connection to tcp://user:pass@...``): the text is
+    masked (``masking.redact``) here, where every failure reason of an encoder is made.
+    """
     log_entry = getattr(exc, "log", None)
     if isinstance(exc, av.FFmpegError) and log_entry and len(log_entry) == 3 and log_entry[2]:
-        return f"{log_entry[2].strip()} ({exc.strerror})"
+        return masking.redact(f"{log_entry[2].strip()} ({exc.strerror})")
     text = str(exc)
-    return text if text else type(exc).__name__
+    return masking.redact(text) if text else type(exc).__name__
 
 
 class OutputWriter:

@@ -46,7 +46,7 @@ from typing import Any
 
 from framecast import protocol
 
-from . import scheduling
+from . import masking, scheduling
 from .malloc import keep_frame_buffers
 from .plan import OutputPlan
 from .preview import levels_db
@@ -140,13 +140,9 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
     # FFmpeg's error lines reach Python logging (and the worker's stderr, the server's log), and
     # PyAV attaches the last one to the exception it raises, so failures carry FFmpeg's reason.
     av.logging.set_level(av.logging.ERROR)
+    masking.hide_in_process(plan.url)  # FFmpeg quotes URLs with their credentials; stderr is the server's log
 
     sink = _PipeSink(conn, plan.seekable) if plan.target == "client" else None
-    try:
-        _enter_workdir(plan.workdir)
-    except OSError as exc:
-        conn.send(("setup_failed", f"cannot enter the encoder's working directory: {exc}", None))
-        return
     try:
         writer = OutputWriter(plan, sink)  # type: ignore[arg-type]
         if not plan.live:
@@ -173,15 +169,6 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
             writer.close()
         with contextlib.suppress(OSError):
             conn.send(("failed", reason))
-
-
-def _enter_workdir(path: str | None) -> None:
-    """Work in ``path``, inside the output directory (``plan.workdir``): whatever an encoder library
-    or filter still writes to a relative path lands there, never in the server's working directory.
-    A spare enters it when assigned, before any FFmpeg object exists."""
-    if path:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        os.chdir(path)
 
 
 def spare_main(raw: Connection) -> None:
