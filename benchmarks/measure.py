@@ -1,13 +1,13 @@
 """Clocks and counters: percentiles, CPU accounting, and when each chunk was sent and acknowledged.
 
-``AckClock`` is how latency is measured. The SDK's ``StreamWriter`` keeps its state in a
-``WriterCore``: ``sending(message)`` is called just before a CHUNK message's bytes go to the
-socket, and ``handle(message)`` for every message the server sends, ACKs included, on the thread
-that receives it. AckClock wraps both on one writer: per sequence number it stamps the send time and
-the arrival of the first ACK that covers it (ACKs are cumulative). A server ACK means the chunk's
-frames were encoded and their packets muxed (for real-time sessions: once its last frame has left
-at media time), so ``ack - send`` is "chunk sent -> its packets written", as seen by the client,
-including both network directions, the server's event loop and the encoder process.
+``AckClock`` is how latency is measured. A framecast writer runs its ``event_hooks``: ``"send"``
+just before a CHUNK message's bytes go to the socket, ``"ack"`` when an ACK arrives, on the thread
+that receives it, each with a ``time.perf_counter()`` reading. AckClock hooks into one writer: per
+sequence number it keeps the send time and the arrival of the first ACK that covers it (ACKs are
+cumulative). A server ACK means the chunk's frames were encoded and their packets muxed (for
+real-time sessions: once its last frame has left at media time), so ``ack - send`` is "chunk
+sent -> its packets written", as seen by the client, including both network directions, the
+server's event loop and the encoder process.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import psutil
 
-from framecast import protocol
+from framecast.base import BaseStreamWriter
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -180,33 +179,18 @@ class AckClock:
     _next_unacked: int = 0
 
     @classmethod
-    def attach(cls, writer: Any) -> AckClock:
-        """Hook a new clock into ``writer`` (a framecast.StreamWriter, before or after open())."""
+    def attach(cls, writer: BaseStreamWriter) -> AckClock:
+        """Hook a new clock into ``writer`` (a framecast writer, before or after open())."""
         clock = cls()
-        core = writer._core  # the SDK's sans-I/O state; see client/framecast/writer_base.py
-        original_sending, original_handle = core.sending, core.handle
-
-        def sending(message: Any) -> Any:
-            clock._on_send(message)
-            return original_sending(message)
-
-        def handle(message: Any) -> None:
-            if not isinstance(message, str):
-                parsed = protocol.parse_server_binary(message)
-                if isinstance(parsed, protocol.Ack):
-                    clock._on_ack(parsed.seq, time.perf_counter())
-            original_handle(message)
-
-        core.sending = sending
-        core.handle = handle
+        writer.event_hooks["send"].append(clock._on_send)
+        writer.event_hooks["ack"].append(clock._on_ack)
         return clock
 
-    def _on_send(self, message: Any) -> None:
-        stream = int.from_bytes(bytes(message.header[4:6]), "little")
-        self._stream_seconds[stream] = self._stream_seconds.get(stream, 0.0) + float(message.seconds)
-        self.streams[message.seq] = stream
-        self.media_end[message.seq] = self._stream_seconds[stream]
-        self.sent[message.seq] = time.perf_counter()
+    def _on_send(self, seq: int, stream: int, seconds: float, now: float) -> None:
+        self._stream_seconds[stream] = self._stream_seconds.get(stream, 0.0) + seconds
+        self.streams[seq] = stream
+        self.media_end[seq] = self._stream_seconds[stream]
+        self.sent[seq] = now
 
     def _on_ack(self, seq: int, now: float) -> None:
         while self._next_unacked <= seq:

@@ -146,11 +146,15 @@ def test_model_refuses_unknown_fields_and_formats():
         config([])
 
 
-def test_filter_chains_split_on_unquoted_commas():
-    assert split_filter_chain("hflip,scale=64:48") == [("hflip", None), ("scale", "64:48")]
-    assert split_filter_chain("drawtext=text='a,b':x=1") == [("drawtext", "text='a,b':x=1")]
-    assert split_filter_chain(r"eq=contrast=1\,2") == [("eq", r"contrast=1\,2")]
-    for bad in ("a;b", "a,,b", "'open"):
+def test_filter_chains_are_parsed_as_ffmpeg_does_and_written_back_with_named_options():
+    assert split_filter_chain("hflip,scale=64:48") == [("hflip", None), ("scale", "w=64:h=48")]
+    assert split_filter_chain("drawbox=color='red@0.5':x=1") == [("drawbox", "color=red@0.5:x=1")]
+    assert split_filter_chain(r"setpts=PTS\,1") == [("setpts", "expr=PTS,1")]
+    # two levels of unescaping, as in ffmpeg -vf: '\\\:' is ':' in the value, written back as '\:'
+    assert split_filter_chain(r"drawbox=color=a\\\:b") == [("drawbox", r"color=a\:b")]
+    with pytest.raises(ValueError, match="no option name near 'b'"):
+        split_filter_chain(r"drawbox=color=a\:b")
+    for bad in ("hflip;vflip", "hflip,,vflip", "'open", "[in]hflip", "hflip,"):
         with pytest.raises(ValueError):
             split_filter_chain(bad)
 

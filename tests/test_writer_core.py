@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from framecast import protocol, writer_base
-from framecast.errors import InvalidChunk, ProtocolError, SessionFailed, StateError, TransportError
+from framecast.errors import InvalidChunk, InvalidConfig, ProtocolError, SessionFailed, StateError, TransportError
 from framecast.streams import AudioStream, Discard, ServerFile, VideoStream
 from framecast.writer_base import FramecastWarning, Message, WriterCore, WriterState
 
@@ -476,3 +476,74 @@ def test_output_for_a_server_side_destination_is_a_protocol_error() -> None:
         core.download_path()
     core.handle(protocol.encode_control(protocol.CLOSED, session={}))
     assert core.download_path() == "/v1/sessions/r0.core/output"
+
+
+# -- event hooks -------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock that ticks one second per reading."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_send_and_ack_hooks_get_seq_stream_seconds_and_time() -> None:
+    core = WriterCore(Discard(), None, clock=FakeClock())
+    core.add_stream(VideoStream(30, 4, 4))
+    core.add_stream(AudioStream(1000, 1))
+    core.opened({"id": "r0.core", "max_message_bytes": HEADER_ROOM + 2 * FRAME_BYTES})
+    sent: list[tuple[int, int, float, float]] = []
+    acked: list[tuple[int, float]] = []
+    core.hooks["send"].append(lambda *args: sent.append(args))
+    core.hooks["ack"].append(lambda *args: acked.append(args))
+    send_all(core, core.chunk_messages(0, frames(3), None, "video"))  # seqs 0, 1
+    send_all(core, core.chunk_messages(1, np.zeros((24, 1), np.float32), None, "audio"))  # seq 2, 96 bytes
+    assert sent == [(0, 0, pytest.approx(2 / 30), 101.0), (1, 0, pytest.approx(1 / 30), 102.0),
+                    (2, 1, pytest.approx(0.024), 103.0)]
+    core.handle(protocol.encode_ack(1))
+    core.resend()  # a reconnect: resending is not sending anew
+    core.handle(protocol.encode_ack(1))  # the server re-ACKs after a reconnect: reported again
+    core.handle(protocol.encode_ack(2))
+    assert acked == [(1, 104.0), (1, 105.0), (2, 106.0)]
+    assert len(sent) == 3
+
+
+def test_every_hook_runs_in_order_and_none_costs_a_clock_reading() -> None:
+    clock = FakeClock()
+    core = WriterCore(Discard(), None, clock=clock)
+    core.add_stream(VideoStream(30, 4, 4))
+    core.opened({"id": "r0.core"})
+    calls: list[str] = []
+    core.hooks["ack"].extend([lambda seq, t: calls.append(f"first {seq}"),
+                              lambda seq, t: calls.append(f"second {seq}")])
+    core.handle(protocol.encode_ack(7))
+    assert calls == ["first 7", "second 7"]
+    core.hooks["ack"].clear()
+    before = clock.now
+    core.handle(protocol.encode_ack(8))
+    send_all(core, core.chunk_messages(0, frames(1), None, "video"))
+    assert clock.now == before
+
+
+@pytest.mark.parametrize(("hooks", "error"), [
+    ({"acks": [print]}, r"^unknown event hook 'acks'; the hooks are 'send', 'ack'$"),
+    ({"ack": print}, r"^event_hooks\['ack'\] must be a list of callables \(seq, time\)$"),
+    ({"send": [None]}, r"^event_hooks\['send'\] must be a list of callables \(seq, stream, seconds, time\)$"),
+])
+def test_hooks_that_cannot_work_are_refused(hooks: Any, error: str) -> None:
+    with pytest.raises(InvalidConfig, match=error) as info:
+        writer_base.checked_hooks(hooks)
+    assert info.value.field == "event_hooks"
+
+
+def test_the_hooks_a_writer_keeps_are_a_copy_with_every_name() -> None:
+    mine = [print]
+    hooks = writer_base.checked_hooks({"ack": mine})
+    assert hooks == {"send": [], "ack": [print]}
+    hooks["ack"].append(repr)
+    assert mine == [print]

@@ -18,9 +18,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.protocol import State
 
 from . import progress
+from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
-from .rest import AsyncRestClient, wants_shared_memory
-from .writer import StreamWriter
+from .rest import AsyncRestClient
 from .writer_base import Backoff, WriterCore, WriterState
 
 
@@ -41,59 +41,37 @@ class _OpenAwaitable:
         await self._writer.__aexit__(exc_type, exc, tb)
 
 
-class AsyncStreamWriter:
-    """Asyncio twin of :class:`framecast.StreamWriter`; same arguments, same behaviour."""
+class AsyncStreamWriter(BaseStreamWriter):
+    """Asyncio twin of :class:`framecast.StreamWriter`: same arguments (see ``__init__``), same
+    behaviour; the methods that talk to the server are coroutines.
 
-    add_audio_stream = StreamWriter.add_audio_stream
-    add_video_stream = StreamWriter.add_video_stream
-    set_metadata = StreamWriter.set_metadata
+    Server messages are applied by a task the writer starts at ``open()``; ``on_event`` and the
+    ``event_hooks`` run in it (and ``send`` hooks in the task that writes).
+    """
 
-    def __init__(
-        self,
-        dst: Any,
-        format: str | None = None,
-        *,
-        server: str | None = None,
-        api_key: str | None = None,
-        timeout: float = 300.0,
-        realtime: bool | None = None,
-        connect_timeout: float | None = None,
-        reconnect: bool = True,
-        reconnect_timeout: float = 30.0,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
-        on_destination_drop: str | None = None,
-        progress: bool = False,
-        shared_memory: bool | None = None,
-    ) -> None:
-        self._shared_memory = shared_memory
-        self._core = WriterCore(
-            dst, format, realtime=realtime, connect_timeout=connect_timeout, on_destination_drop=on_destination_drop
-        )
-        self._core.on_event = on_event
-        self._progress = progress
-        self._reconnect = reconnect
-        self._reconnect_timeout = reconnect_timeout
-        self._send_lock = asyncio.Lock()
-        self._generation = 0
-        self._closed_by_user = False
-        #: How many times the websocket was re-established after dropping.
-        self.reconnects = 0
-        self._server = server
-        self._api_key = api_key
-        self._timeout = timeout
+    def _init_io(self) -> None:
         self._rest: AsyncRestClient | None = None
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-        self._broken: FramecastError | None = None
+        self._changed = asyncio.Event()  # set on every change of the core
+        self._send_lock = asyncio.Lock()  # one sender at a time, and no send during a reconnect
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     def open(self, option: dict[str, str] | None = None) -> _OpenAwaitable:
-        """Create the session and connect: ``await w.open()`` or ``async with w.open():``."""
+        """Create the session and connect: ``await w.open()`` or ``async with w.open():``.
+
+        Args:
+            option: muxer options (e.g. ``{"movflags": "frag_keyframe+empty_moov"}``).
+
+        Raises:
+            InvalidConfig: the server refused the configuration; the message names the field.
+        """
         return _OpenAwaitable(self, option)
 
     async def _open(self, option: dict[str, str] | None) -> AsyncStreamWriter:
         self._rest = AsyncRestClient(self._server, self._api_key)
-        config = self._core.session_config(option, wants_shared_memory(self._shared_memory, self._rest.server))
+        config = self._session_config(option, self._rest.server)
         try:
             created = await self._rest.request("POST", "/v1/sessions", json=config)
             self._ws = await self._connect(created)
@@ -104,7 +82,10 @@ class AsyncStreamWriter:
         self._reader = asyncio.create_task(self._read())
         return self
 
+    # -- the connection: reading, reconnecting, sending -----------------------------------------
+
     async def _connect(self, created: dict[str, Any]) -> ClientConnection:
+        """Open the session's stream websocket (``created`` is the body of POST /v1/sessions)."""
         assert self._rest is not None
         try:
             return await connect(
@@ -125,7 +106,7 @@ class AsyncStreamWriter:
                 assert ws is not None
                 try:
                     async for message in ws:
-                        self._core.handle(message)
+                        _handle(self._core, message)
                         self._changed.set()
                         if not self._send_lock.locked():  # else the writer sends them after its message
                             async with self._send_lock:
@@ -196,13 +177,10 @@ class AsyncStreamWriter:
                     raise TransportError("connection to the framecast server closed") from None
         await self._wait(lambda: self._generation != generation, "reconnect")
 
-    def _check(self) -> None:
-        self._core.raise_pending()
-        if self._broken is not None and not self._core.done:
-            raise self._broken
+    # -- writing --------------------------------------------------------------------------------
 
     async def write_audio_chunk(self, i: int, chunk: Any, pts: float | None = None) -> None:
-        """Write (frames, channels) audio to stream ``i``."""
+        """Write (frames, channels) audio to stream ``i``; ``pts`` in seconds overrides the time."""
         await self._write(i, chunk, pts, "audio")
 
     async def write_video_chunk(self, i: int, chunk: Any, pts: float | None = None) -> None:
@@ -221,10 +199,12 @@ class AsyncStreamWriter:
         finally:
             shown.close()
             if self._reconnect:
-                self._core.retain()
+                self._core.retain()  # the caller may reuse its array once we return
         self._check()
 
-    async def _wait(self, predicate: Any, what: str) -> None:
+    async def _wait(self, predicate: Callable[[], bool], what: str) -> None:
+        """Wait until ``predicate()`` holds (checked on every change of the core), at most the
+        writer's timeout; raise why the connection broke, if it does."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         while not predicate():
@@ -238,29 +218,35 @@ class AsyncStreamWriter:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
 
     async def flush(self) -> None:
-        """Wait until the server has encoded every chunk written so far."""
+        """Wait until the server has encoded every chunk written so far; raise what it refused."""
         if self._core.state is WriterState.CONFIGURING:
             raise StateError("cannot flush: call open() first")
         await self._wait(lambda: self._core.flushed, "flush")
         self._check()
 
+    # -- closing --------------------------------------------------------------------------------
+
     async def close(self) -> None:
-        """Finish the output and wait until it is complete. Idempotent."""
+        """Finish the output (flush, trailer) and wait until it is complete. Idempotent."""
         try:
             if self._core.begin_close():
                 await self._send(self._core.finish_message())
                 await self._wait(lambda: self._core.done, "close")
         finally:
-            self._closed_by_user = True
-            if self._ws is not None:
-                await self._ws.close()
-            if self._reader is not None:
-                await asyncio.wait([self._reader], timeout=10)
-            self._core.release()
-            if self._rest is not None:
-                await self._rest.aclose()
-                self._rest = None
+            await self._teardown()
         self._check()
+
+    async def _teardown(self) -> None:
+        """Close the websocket, stop the reader, release the output and the REST client."""
+        self._closed_by_user = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            await asyncio.wait([self._reader], timeout=10)
+        self._core.release()
+        if self._rest is not None:
+            await self._rest.aclose()
+            self._rest = None
 
     async def __aenter__(self) -> AsyncStreamWriter:
         if self._core.state is WriterState.CONFIGURING:
@@ -271,28 +257,12 @@ class AsyncStreamWriter:
         if exc_type is None:
             await self.close()
             return
-        try:
+        try:  # an error is already on its way out: finalize, but don't mask it
             await self.close()
         except FramecastError:
             pass
 
-    @property
-    def session_id(self) -> str | None:
-        return self._core.session.get("id")
-
-    @property
-    def shared_memory(self) -> bool:
-        """Whether chunk payloads go through the server's shared memory (granted and opened)."""
-        return self._core.shared is not None
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        """Session events so far (connected, reconnecting, recovered, dropped, finalized, ...)."""
-        return list(self._core.events)
-
-    @property
-    def summary(self) -> dict[str, Any] | None:
-        return self._core.summary
+    # -- extras -------------------------------------------------------------------------------
 
     async def download(self, dst: Any) -> int:
         """Copy a closed ServerFile output to ``dst`` (path or binary file object); returns bytes."""
@@ -306,6 +276,13 @@ class AsyncStreamWriter:
         finally:
             await rest.aclose()
 
-    def __repr__(self) -> str:
-        return self._core.describe(type(self).__name__)
 
+def _handle(core: WriterCore, message: str | bytes) -> None:
+    """Apply one server message; a failure that is not the SDK's own (an ``on_event`` or hook that
+    raised) becomes the TransportError that breaks the writer, as in StreamWriter."""
+    try:
+        core.handle(message)
+    except FramecastError:
+        raise
+    except Exception as exc:
+        raise TransportError(f"handling a message from the server failed: {exc!r}") from exc

@@ -16,151 +16,38 @@ from websockets.protocol import Event, State
 from websockets.sync.client import ClientConnection, connect
 
 from . import progress
-from .errors import FramecastError, InvalidConfig, StateError, TransportError
-from .rest import RestClient, wants_shared_memory
-from .streams import AudioStream, VideoStream
-from .writer_base import Backoff, WriterCore, WriterState
+from .base import BaseStreamWriter
+from .errors import FramecastError, StateError, TransportError
+from .rest import RestClient
+from .writer_base import Backoff, WriterState
 
 
-class StreamWriter:
+class StreamWriter(BaseStreamWriter):
     """Encode audio and video chunks into a file, a file-like object, or a server-side file.
 
     The surface is torchaudio.io.StreamWriter's: configure streams, ``open()``, write chunks,
-    ``close()``. The encoding runs on a framecast server (``server=``, else $FRAMECAST_SERVER,
-    else http://127.0.0.1:8000); for a local path or a file-like ``dst`` the encoded bytes come
-    back and land exactly where a local StreamWriter would have put them.
+    ``close()``. The encoding runs on a framecast server; for a local path or a file-like ``dst``
+    the encoded bytes come back and land exactly where a local StreamWriter would have put them.
+    The arguments are described at ``__init__`` (``BaseStreamWriter``, which AsyncStreamWriter
+    shares).
 
-    Args:
-        dst: a local path, a writable file-like object (``write`` required, ``seek`` used when
-            present), or ``framecast.ServerFile("dir/name.mp4")`` for a file on the server.
-        format: muxer name; default: guessed from the file name (required for file-like objects
-            without a name).
-        server: base URL of the framecast server.
-        api_key: API key for servers that require one (else $FRAMECAST_API_KEY).
-        timeout: seconds to wait for the server to acknowledge a flush or finish a close.
-        realtime: send packets at media time (as ``ffmpeg -re``); default: on for network URLs
-            (``rtmp://``, ``udp://``, ...), off for files.
-        connect_timeout: seconds a network destination may take to connect before the session
-            fails; default: the server's setting.
-        reconnect: when the websocket drops, reconnect with backoff and resend every chunk the
-            server has not acknowledged (it drops duplicates), so the output holds each chunk
-            once. Costs a copy of what is in flight when a write returns.
-        reconnect_timeout: seconds to keep trying to reconnect (keep it under the server's
-            resume timeout, 30 s by default, after which it finalizes the session).
-        on_event: called (on the thread receiving the server's messages) with each session event the server
-            reports: ``{"event": "reconnecting", "attempt": 2, "reason": ...}`` and so on.
-        on_destination_drop: for network URLs, what happens while the server reconnects a
-            destination that dropped: ``"drop"`` (default: live semantics, a few seconds are kept
-            and older media is dropped and counted) or ``"block"`` (writes wait until it is back).
-        progress: show a tqdm progress bar while a chunk too large for one message is sent
-            (needs tqdm installed).
-        shared_memory: put chunk payloads into shared memory the server offers, instead of the
-            websocket: one copy instead of several, for a client on the server's machine.
-            Default: ask when the server URL is a loopback address; the server decides, and
-            without it (or if it cannot be opened) payloads go over the websocket.
+    Server messages are applied on the thread that receives them (``on_event`` and the
+    ``event_hooks`` run there); a second thread waits for the connection to drop and reconnects.
 
     Errors the server reports for a chunk are raised by that write or a following one, at the
     latest by ``close()``; nothing fails silently.
     """
 
-    def __init__(
-        self,
-        dst: Any,
-        format: str | None = None,
-        *,
-        server: str | None = None,
-        api_key: str | None = None,
-        timeout: float = 300.0,
-        realtime: bool | None = None,
-        connect_timeout: float | None = None,
-        reconnect: bool = True,
-        reconnect_timeout: float = 30.0,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
-        on_destination_drop: str | None = None,
-        progress: bool = False,
-        shared_memory: bool | None = None,
-    ) -> None:
-        self._shared_memory = shared_memory
-        self._core = WriterCore(
-            dst, format, realtime=realtime, connect_timeout=connect_timeout, on_destination_drop=on_destination_drop
-        )
-        self._progress = progress
-        self._server = server
-        self._api_key = api_key
-        self._timeout = timeout
+    def _init_io(self) -> None:
         self._rest: RestClient | None = None
         self._ws: ClientConnection | None = None
         self._reader: threading.Thread | None = None
         self._lock = threading.Condition()  # guards the core; signalled on every change
         self._send_lock = threading.Lock()  # one sender at a time, and no send during a reconnect
-        self._broken: FramecastError | None = None
-        self._reconnect = reconnect
-        self._reconnect_timeout = reconnect_timeout
-        self._generation = 0  # bumped on every successful reconnect
-        self._closed_by_user = False
         self._early: list[tuple[ClientConnection, str | bytes]] | None = []  # until open() is done
-        self._core.on_event = on_event
-        #: How many times the websocket was re-established after dropping.
-        self.reconnects = 0
 
-    # -- configuration (torchaudio's signatures) -----------------------------------------------
-
-    def add_audio_stream(
-        self,
-        sample_rate: int,
-        num_channels: int,
-        format: str = "flt",
-        *,
-        encoder: str | None = None,
-        encoder_option: dict[str, Any] | None = None,
-        encoder_format: str | None = None,
-        encoder_sample_rate: int | None = None,
-        encoder_num_channels: int | None = None,
-        codec_config: Any = None,
-        filter_desc: str | None = None,
-    ) -> None:
-        """Add an audio stream; chunks are (frames, num_channels) arrays of ``format``'s dtype."""
-        self._core.add_stream(
-            AudioStream(
-                sample_rate, num_channels, format, encoder, encoder_option, encoder_format,
-                encoder_sample_rate, encoder_num_channels, codec_config, filter_desc,
-            )
-        )
-
-    def add_video_stream(
-        self,
-        frame_rate: float | str,
-        width: int,
-        height: int,
-        format: str = "rgb24",
-        *,
-        encoder: str | None = None,
-        encoder_option: dict[str, Any] | None = None,
-        encoder_format: str | None = None,
-        encoder_frame_rate: float | str | None = None,
-        encoder_width: int | None = None,
-        encoder_height: int | None = None,
-        hw_accel: str | None = None,
-        codec_config: Any = None,
-        filter_desc: str | None = None,
-    ) -> None:
-        """Add a video stream; chunks are (frames, channels, height, width) uint8 arrays."""
-        if hw_accel is not None:
-            raise InvalidConfig(
-                "hw_accel is not supported: frames are encoded on the server; "
-                "choose a hardware encoder there with encoder= if it has one",
-                field="hw_accel",
-            )
-        self._core.add_stream(
-            VideoStream(
-                frame_rate, width, height, format, encoder, encoder_option, encoder_format,
-                encoder_frame_rate, encoder_width, encoder_height, codec_config, filter_desc,
-            )
-        )
-
-    def set_metadata(self, metadata: dict[str, str]) -> None:
-        """Set container metadata (title, artist, ...); call before open()."""
-        self._core.set_metadata(metadata)
+    def _locked(self) -> threading.Condition:
+        return self._lock
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -174,7 +61,7 @@ class StreamWriter:
             InvalidConfig: the server refused the configuration; the message names the field.
         """
         self._rest = RestClient(self._server, self._api_key)
-        config = self._core.session_config(option, wants_shared_memory(self._shared_memory, self._rest.server))
+        config = self._session_config(option, self._rest.server)
         try:
             created = self._rest.request("POST", "/v1/sessions", json=config)
             self._ws = _connect(created["stream_url"], created["token"], self._rest.headers, self._on_message)
@@ -302,11 +189,7 @@ class StreamWriter:
                     raise TransportError("connection to the framecast server closed") from None
         self._wait(lambda: self._generation != generation, "reconnect")
 
-    def _check(self) -> None:
-        with self._lock:
-            self._core.raise_pending()
-            if self._broken is not None and not self._core.done:
-                raise self._broken
+    # -- writing --------------------------------------------------------------------------------
 
     def write_audio_chunk(self, i: int, chunk: Any, pts: float | None = None) -> None:
         """Write (frames, channels) audio to stream ``i``; ``pts`` in seconds overrides the time."""
@@ -335,14 +218,9 @@ class StreamWriter:
                     self._core.retain()  # the caller may reuse its array once we return
         self._check()
 
-    def flush(self) -> None:
-        """Wait until the server has encoded every chunk written so far; raise what it refused."""
-        if self._core.state is WriterState.CONFIGURING:
-            raise StateError("cannot flush: call open() first")
-        self._wait(lambda: self._core.flushed, "flush")
-        self._check()
-
-    def _wait(self, predicate: Any, what: str) -> None:
+    def _wait(self, predicate: Callable[[], bool], what: str) -> None:
+        """Wait until ``predicate()`` holds (checked on every change of the core), at most the
+        writer's timeout; raise why the connection broke, if it does."""
         deadline = time.monotonic() + self._timeout
         with self._lock:
             while not predicate():
@@ -352,6 +230,15 @@ class StreamWriter:
                 if remaining <= 0:
                     raise TransportError(f"{what}: no answer from the server within {self._timeout:g} s")
                 self._lock.wait(min(remaining, 1.0))
+
+    def flush(self) -> None:
+        """Wait until the server has encoded every chunk written so far; raise what it refused."""
+        if self._core.state is WriterState.CONFIGURING:
+            raise StateError("cannot flush: call open() first")
+        self._wait(lambda: self._core.flushed, "flush")
+        self._check()
+
+    # -- closing --------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Finish the output (flush, trailer) and wait until it is complete. Idempotent."""
@@ -364,6 +251,7 @@ class StreamWriter:
         self._check()
 
     def _teardown(self) -> None:
+        """Close the websocket, stop the reader, release the output and the REST client."""
         self._closed_by_user = True
         if self._ws is not None:
             self._ws.close()
@@ -390,27 +278,6 @@ class StreamWriter:
 
     # -- extras -------------------------------------------------------------------------------
 
-    @property
-    def session_id(self) -> str | None:
-        """The server's id for this writer's session (None before open())."""
-        return self._core.session.get("id")
-
-    @property
-    def shared_memory(self) -> bool:
-        """Whether chunk payloads go through the server's shared memory (granted and opened)."""
-        return self._core.shared is not None
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        """Session events so far (connected, reconnecting, recovered, dropped, finalized, ...)."""
-        with self._lock:
-            return list(self._core.events)
-
-    @property
-    def summary(self) -> dict[str, Any] | None:
-        """The server's final account of the session (counters per stream), after close()."""
-        return self._core.summary
-
     def download(self, dst: Any) -> int:
         """Copy a closed ServerFile output to ``dst`` (path or binary file object); returns bytes."""
         path = self._core.download_path()
@@ -422,9 +289,6 @@ class StreamWriter:
                 return rest.download(path, f)
         finally:
             rest.close()
-
-    def __repr__(self) -> str:
-        return self._core.describe(type(self).__name__)
 
 
 def _send_if_open(ws: ClientConnection, text: str) -> None:

@@ -8,16 +8,26 @@ way httpx's Client and AsyncClient share one model.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import os
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import protocol
-from .errors import FramecastError, InvalidChunk, ProtocolError, SessionFailed, StateError, TransportError
+from .errors import (
+    FramecastError,
+    InvalidChunk,
+    InvalidConfig,
+    ProtocolError,
+    SessionFailed,
+    StateError,
+    TransportError,
+)
 from .shm import SharedSegment
 from .streams import AudioStream, Stream, VideoStream, describe_destination, is_seekable, split, to_numpy
 
@@ -79,7 +89,8 @@ class Message:
     seq: int
     header: bytes
     payload: memoryview
-    seconds: float
+    seconds: float  # media seconds the message carries
+    stream: int = 0
 
     def fragments(self) -> bytes | list[bytes | memoryview]:
         """What to hand the websocket: one buffer, or header and payload as two frames."""
@@ -87,6 +98,33 @@ class Message:
 
 
 _NO_PAYLOAD = memoryview(b"")
+
+#: The hooks a writer runs, by name, with their arguments (see ``BaseStreamWriter``'s
+#: ``event_hooks``): when a CHUNK message is first sent, and when an ACK arrives.
+HOOK_NAMES = {"send": "(seq, stream, seconds, time)", "ack": "(seq, time)"}
+EventHooks = dict[str, list[Callable[..., object]]]
+
+
+def checked_hooks(hooks: Mapping[str, Sequence[Callable[..., object]]] | None) -> EventHooks:
+    """``hooks`` as a writer keeps them: a list for every hook name, copied from the caller's.
+
+    Raises:
+        InvalidConfig: an unknown hook name (a typo would otherwise never be called), or
+            something that is not a list of callables.
+    """
+    given = dict(hooks or {})
+    unknown = sorted(set(given) - set(HOOK_NAMES))
+    if unknown:
+        raise InvalidConfig(f"unknown event hook {unknown[0]!r}; the hooks are {', '.join(map(repr, HOOK_NAMES))}",
+                            field="event_hooks")
+    checked: EventHooks = {}
+    for name in HOOK_NAMES:
+        fns = given.get(name, [])
+        if callable(fns) or not all(callable(fn) for fn in fns):
+            raise InvalidConfig(f"event_hooks[{name!r}] must be a list of callables {HOOK_NAMES[name]}",
+                                field="event_hooks")
+        checked[name] = list(fns)
+    return checked
 
 
 class FramecastWarning(UserWarning):
@@ -158,7 +196,12 @@ class LocalSink:
 
 
 class WriterCore:
-    """Everything a writer knows and decides, with no sockets."""
+    """Everything a writer knows and decides, with no sockets.
+
+    Args:
+        dst, format, realtime, connect_timeout, on_destination_drop: as the writers take them.
+        clock: the time the ``send`` and ``ack`` hooks are given (``self.hooks``).
+    """
 
     def __init__(
         self,
@@ -168,6 +211,7 @@ class WriterCore:
         realtime: bool | None = None,
         connect_timeout: float | None = None,
         on_destination_drop: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.destination = describe_destination(dst)
         self.format = format
@@ -188,6 +232,8 @@ class WriterCore:
         self._outgoing: list[str] = []  # control messages for the server (output acks)
         self.events: list[dict[str, Any]] = []
         self.on_event: Callable[[dict[str, Any]], None] | None = None
+        self.hooks: EventHooks = checked_hooks(None)
+        self._clock = clock  # the time the hooks are given
         self._errors: list[FramecastError] = []
         self._failure: SessionFailed | None = None
         self.shared: SharedSegment | None = None  # the session's shared memory, when granted and opened
@@ -282,7 +328,7 @@ class WriterCore:
             seq = self._next_seq
             self._next_seq += 1
             header, payload = protocol.encode_chunk(i, seq, piece, piece_pts)
-            messages.append(Message(seq, header, payload, piece.shape[0] / stream.rate))
+            messages.append(Message(seq, header, payload, piece.shape[0] / stream.rate, i))
         return messages
 
     def sending(self, message: Message) -> bytes | list[bytes | memoryview]:
@@ -291,11 +337,15 @@ class WriterCore:
         With shared memory, the payload is copied there now and the message shrinks to its header
         and the payload's offset.
         """
+        if self.hooks["send"]:  # before the copy into shared memory, which is part of sending
+            now = self._clock()
+            for hook in self.hooks["send"]:
+                hook(message.seq, message.stream, message.seconds, now)
         if self.shared is not None and self.shared.takes(len(message.payload)):
             offset = self.shared.put(message.seq, message.payload)
             if offset is not None:
                 shared = protocol.shared_chunk(protocol.parse_chunk_header(message.header), offset)
-                message = Message(message.seq, shared, _NO_PAYLOAD, message.seconds)
+                message = dataclasses.replace(message, header=shared, payload=_NO_PAYLOAD)
         self._pending[message.seq] = message
         return message.fragments()
 
@@ -307,8 +357,7 @@ class WriterCore:
         """
         for seq, message in self._pending.items():
             if not isinstance(message.payload.obj, bytes):
-                self._pending[seq] = Message(message.seq, message.header, memoryview(message.payload.tobytes()),
-                                             message.seconds)
+                self._pending[seq] = dataclasses.replace(message, payload=memoryview(message.payload.tobytes()))
 
     def resend(self) -> list[Any]:
         """What a new connection sends first: every chunk in flight, in order, then ``finish``
@@ -343,6 +392,10 @@ class WriterCore:
                 del self._pending[seq]
             if self.shared is not None:
                 self.shared.acknowledged(parsed.seq)
+            if self.hooks["ack"]:
+                now = self._clock()
+                for hook in self.hooks["ack"]:
+                    hook(parsed.seq, now)
         else:
             if self.sink is None:
                 raise ProtocolError("server sent output bytes for a destination that lives on the server")

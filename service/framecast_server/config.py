@@ -236,3 +236,27 @@ class Settings(BaseSettings):
     keep_alive_timeout: float = Field(
         5.0, gt=0, description="Seconds an idle keep-alive connection is kept open between requests."
     )
+    # -- what sessions may ask of FFmpeg (allowlist.py) -----------------------------------------
+    extra_filters: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Filters allowed in filter_desc besides the built-in allowlist (comma-separated). Each "
+        "one is trusted with all of its options: add none that reads or writes files or opens connections.",
+    )
+    extra_encoder_options: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Encoder options allowed besides the built-in allowlist (comma-separated names); "
+        "'flags.VALUE' allows a flag value, 'x264-params.KEY' (x265-params, svtav1-params) a library parameter.",
+    )
+    extra_muxer_options: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Muxer options allowed besides the built-in allowlist (comma-separated names); "
+        "'movflags.VALUE' (fflags) allows a flag value.",
+    )
+
+    @field_validator("extra_filters", "extra_encoder_options", "extra_muxer_options", mode="before")
+    @classmethod
+    def _extra_allowlist(cls, value: object) -> object:
+        """Allowlist extensions come from the environment as comma-separated strings."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import enum
+import functools
 from dataclasses import dataclass
 
 from framecast import protocol
@@ -160,14 +162,43 @@ class Outbox:
             self._ready.set()
 
     def release(self) -> None:
-        """Forget everything queued and kept for replay: the session ended and its client is gone."""
+        """Forget everything queued and kept for replay: the session ended and its client is gone.
+
+        The memory goes back to the system too: messages of a few dozen KiB come from malloc's
+        heap, whose free pages glibc returns only from the top unless asked (``trim_heap``).
+        """
+        held = self.waiting_bytes + self.unconfirmed_bytes
         self._items.clear()
         self._unconfirmed.clear()
         self.waiting_bytes = self.unconfirmed_bytes = self.notice_bytes = 0
         self._unreported_drops = 0
+        if held >= TRIM_AFTER_BYTES:
+            trim_heap()
 
     def contains(self, message: bytes | str) -> bool:
         return any(item.message == message for item in self._items)
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+#: Released bytes worth a ``malloc_trim`` (a walk over the heap: milliseconds, not for every session).
+TRIM_AFTER_BYTES = 1 << 20
+
+
+@functools.cache
+def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def trim_heap() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim(0)``; elsewhere nothing)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

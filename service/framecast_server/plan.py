@@ -18,7 +18,7 @@ import av
 
 from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS, DType
 
-from . import destinations, ffmpeg, policy
+from . import avoptions, destinations, ffmpeg, filtergraph, policy
 from .config import Settings
 from .errors import InvalidConfig
 from .libyuv import Conversion
@@ -99,6 +99,9 @@ class VideoPlan:
 
 StreamPlan = Union[AudioPlan, VideoPlan]
 
+#: The encoder processes' working directory, inside the output directory.
+ENCODER_WORKDIR = ".encoders"
+
 
 @dataclass
 class OutputPlan:
@@ -120,6 +123,7 @@ class OutputPlan:
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
+    workdir: str | None = None  # the encoder process's working directory: inside the output dir (worker.py)
 
     @property
     def live(self) -> bool:
@@ -272,57 +276,33 @@ def _plan_video(i: int, cfg: VideoStreamConfig, muxer: str, default: str | None)
 
 
 def split_filter_chain(desc: str) -> list[tuple[str, str | None]]:
-    """Split a linear filter chain ``"a=x:y,b"`` into ``[("a", "x:y"), ("b", None)]``.
+    """Parse a linear chain as FFmpeg does (``filtergraph.py``) into ``(filter, arguments)`` pairs,
+    the arguments with every option named and escaped: ``"hflip,scale=64:48"`` is
+    ``[("hflip", None), ("scale", "w=64:h=48")]``.
 
-    Only linear chains are accepted: no pad labels (``[in]``) and no ``;``-separated graphs,
-    because the stream has exactly one input and one output. Backslash escapes and single-quoted
-    strings are honoured when looking for the separating commas.
+    The encoder process builds its graph from these, so FFmpeg sets exactly the options
+    ``allowlist.check_filters`` checked, however the client spelled them. No allowlist here.
+
+    Raises:
+        ValueError: not a linear chain FFmpeg would parse, or an unknown filter.
     """
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = False
-    escaped = False
-    for ch in desc:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            current.append(ch)
-            escaped = True
-        elif ch == "'":
-            current.append(ch)
-            quoted = not quoted
-        elif not quoted and ch in "[];":
-            raise ValueError("only a linear chain of filters is allowed (no labels or ';')")
-        elif not quoted and ch == ",":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    if quoted:
-        raise ValueError("unbalanced quote")
-    parts.append("".join(current))
-    chain = []
-    for part in parts:
-        part = part.strip()
-        if not part:
-            raise ValueError("empty filter in chain")
-        name, sep, args = part.partition("=")
-        chain.append((name.strip(), args if sep else None))
-    return chain
+    steps = []
+    for raw in filtergraph.split_graph(desc):
+        if raw.name not in av.filter.filters_available:
+            raise filtergraph.FilterSyntaxError(f"unknown filter {raw.name!r}")
+        with avoptions.Filter(raw.name) as ff:
+            shorthand = [o.name for o in ff.shorthand()]
+        steps.append((raw.name, filtergraph.split_options(raw.args, shorthand, raw.name).args()))
+    return steps
 
 
 def _check_filter(desc: str | None, where: str) -> str | None:
     if desc is None or not desc.strip():
         return None
     try:
-        chain = split_filter_chain(desc)
+        split_filter_chain(desc)
     except ValueError as exc:
         raise InvalidConfig(str(exc), where + ".filter_desc") from None
-    known = av.filter.filters_available
-    for name, _ in chain:
-        if name not in known:
-            raise InvalidConfig(f"unknown filter {name!r}", where + ".filter_desc")
     return desc
 
 
@@ -363,6 +343,8 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
     plan.reconnect_timeout = config.reconnect_timeout or settings.reconnect_timeout
     plan.scheduling = settings.encoder_scheduling
     plan.rgb_conversion = settings.rgb_converter
+    # Whatever an encoder library or filter still writes to a relative path lands in the output dir.
+    plan.workdir = str(settings.output_dir.resolve() / ENCODER_WORKDIR)
     default_video = ffmpeg.default_encoder(muxer, "video", filename)
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
     if plan.live and muxer in destinations.LIVE_ENCODERS:
@@ -381,9 +363,9 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
             plan.streams.append(video)
     for stream in plan.streams:
         where = f"streams.{stream.index}"
-        policy.check_options(stream.encoder_option, where + ".encoder_option")
+        policy.check_encoder_options(settings, stream.encoder, stream.encoder_option, where + ".encoder_option")
         if stream.filter_desc:
-            policy.check_filters(split_filter_chain(stream.filter_desc), where + ".filter_desc")
+            policy.check_filters(settings, stream.type, stream.filter_desc, where + ".filter_desc")
         if isinstance(stream, VideoPlan):
             policy.check_limits(settings, "video", where, width=max(stream.width, stream.encoder_width),
                                 height=max(stream.height, stream.encoder_height),
@@ -395,7 +377,7 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
     policy.check_metadata(config.metadata)
     plan.metadata = dict(config.metadata)
     plan.options = _options(config.options)
-    policy.check_options(plan.options, "options")
+    policy.check_muxer_options(settings, plan.muxer, plan.options, "options")
     if plan.live:
         plan.options = destinations.live_muxer_options(muxer, plan.options)
     if isinstance(dest, ServerFileDestination) and dest.crash_safe:

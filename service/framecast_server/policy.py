@@ -5,57 +5,28 @@ FFmpeg understands far more than any client should reach: protocols that read lo
 their own (``tee``, ``hls``, ``segment``, ``dash``, ``fifo``, image patterns), filters that read
 files or open sockets (``movie``, ``sendcmd``, ``zmq``, ``drawtext=textfile=``, ``subtitles``, ...),
 and options naming files (``passlogfile``, ``stats``, ``hls_segment_filename``, ...). This module
-refuses all of that with a clear 422, and enforces the operator's limits. Everything here is
-plain string and number checks, applied before any FFmpeg object exists.
+refuses all of that with a clear 422, and enforces the operator's limits, before any encoder,
+muxer or filter is opened.
 
 The rules, in order of strength:
 1. Destinations: the output directory (paths confined by ``destinations.confine``) and URL
    schemes from an allowlist (``allowed_schemes``), optionally hosts from ``allowed_hosts``.
 2. Muxers: no muxer that opens files of its own, except image2 for a single file (no ``%``).
-3. Filters: a denylist of filters that read, write, load or listen, and of file-naming options.
-4. Option values anywhere (encoder, muxer, filter arguments): no URLs, absolute or parent paths.
-5. Option names: a denylist of options that name files or URLs.
+3. Filters, encoder options, muxer options: allowlists, checked against FFmpeg's own parse and
+   option tables (``allowlist.py``); no value anywhere that looks like a path or URL.
 """
 
 from __future__ import annotations
 
-import re
+from typing import Literal
 
 import av
 
-from . import urls
+from . import allowlist, urls
 from .config import Settings
 from .errors import InvalidConfig
 
-#: Filters that read or write files, load code, talk to the network or run commands.
-DENIED_FILTERS = frozenset(
-    {
-        "movie", "amovie", "sendcmd", "asendcmd", "zmq", "azmq", "ladspa", "lv2", "frei0r",
-        "frei0r_src", "lut1d", "lut3d", "subtitles", "ass", "ocr", "vidstabdetect", "vidstabtransform",
-        "dnn_classify", "dnn_detect", "dnn_processing", "sr", "derain", "arnndn", "signature",
-        "qrencode", "qrencodesrc", "vmafmotion", "libvmaf", "metadata", "ametadata", "ebur128",
-        "psnr", "ssim", "xpsnr", "msad", "identity", "corr", "coreimage", "coreimagesrc", "opencl",
-        "openclsrc", "avgblur_opencl", "program_opencl", "cover_rect", "find_rect", "apad_file",
-        "nnedi", "afir", "sofalizer", "spectrumsynth", "showspatial", "whisper",
-    }
-)
-
-#: Option names that take a file name, a URL or a command: refused in encoder, muxer and filter options.
-_DENIED_OPTION = re.compile(
-    r"(file|path|url|uri|list|log|dump|stats|passlog|key_info|master_pl|"
-    r"model|script|command|cmd|protocol_whitelist|protocol_blacklist|"
-    r"headers|listen|fifo|tee|hls_base_url|segment|init_seg|media_seg|attach)",
-    re.IGNORECASE,
-)
-
-#: Option values that point somewhere: a URL or protocol prefix, an absolute, home or parent path.
-_DENIED_VALUE = re.compile(r"(^\s*[/~\\]|\.\.|[a-z][a-z0-9+.-]*:(?!\d)|\|)", re.IGNORECASE)
-
-#: Options whose values are lists of ``key=value`` pairs for the encoder library itself.
-_PARAM_LISTS = ("x264-params", "x265-params", "x264opts", "svtav1-params", "aom-params", "rav1e-params")
-
 _MAX_OPTIONS = 64
-_MAX_VALUE = 1024
 
 
 def check_destination_scheme(settings: Settings, scheme: str, field: str) -> None:
@@ -98,41 +69,19 @@ def check_muxer(muxer: str, path: str | None, field: str = "format") -> None:
         raise InvalidConfig(f"muxer {muxer!r} opens files of its own and is not allowed", field)
 
 
-def check_options(options: dict[str, str], field: str) -> None:
-    """Encoder or muxer options: bounded, no file- or URL-naming option, no value pointing anywhere."""
-    if len(options) > _MAX_OPTIONS:
-        raise InvalidConfig(f"at most {_MAX_OPTIONS} options, got {len(options)}", field)
-    for key, value in options.items():
-        where = f"{field}.{key}"
-        if len(value) > _MAX_VALUE or len(key) > 64:
-            raise InvalidConfig(f"option too long (at most {_MAX_VALUE} characters)", where)
-        if _DENIED_OPTION.search(key):
-            raise InvalidConfig(f"option {key!r} names files, URLs or commands and is not allowed", where)
-        if key in _PARAM_LISTS:
-            for pair in re.split(r"[:,]", value):
-                name = pair.partition("=")[0]
-                if _DENIED_OPTION.search(name) or _DENIED_VALUE.search(pair.partition("=")[2]):
-                    raise InvalidConfig(f"{key} entry {pair!r} names files or URLs and is not allowed", where)
-            continue
-        if _DENIED_VALUE.search(value):
-            raise InvalidConfig(f"value {value!r} looks like a path or URL; not allowed in options", where)
+def check_encoder_options(settings: Settings, encoder: str, options: dict[str, str], field: str) -> None:
+    """Encoder options: only allowed ones, as FFmpeg resolves and parses them (``allowlist.py``)."""
+    allowlist.check_encoder_options(settings, encoder, options, field)
 
 
-def check_filters(chain: list[tuple[str, str | None]], field: str) -> None:
-    """A parsed filter chain: no denied filter, no file-naming argument, no value pointing anywhere."""
-    if len(chain) > 32:
-        raise InvalidConfig(f"at most 32 filters in a chain, got {len(chain)}", field)
-    for name, args in chain:
-        base = name.split("@", 1)[0]
-        if base in DENIED_FILTERS:
-            raise InvalidConfig(f"filter {base!r} reads or writes files, or opens connections; not allowed", field)
-        for arg in re.split(r"(?<!\\):", args or ""):
-            key, sep, value = arg.partition("=")
-            if sep and _DENIED_OPTION.search(key):
-                raise InvalidConfig(f"filter option {key!r} of {base!r} names files or URLs; not allowed", field)
-            if _DENIED_VALUE.search(value if sep else key):
-                raise InvalidConfig(f"filter argument {arg!r} of {base!r} looks like a path or URL; not allowed",
-                                    field)
+def check_muxer_options(settings: Settings, muxer: str, options: dict[str, str], field: str) -> None:
+    """Muxer options: only allowed ones, as FFmpeg resolves and parses them (``allowlist.py``)."""
+    allowlist.check_muxer_options(settings, muxer, options, field)
+
+
+def check_filters(settings: Settings, media: Literal["video", "audio"], desc: str, field: str) -> None:
+    """A filter chain: only allowed filters and options, parsed as FFmpeg parses it (``allowlist.py``)."""
+    allowlist.check_filters(settings, media, desc, field)
 
 
 def check_metadata(metadata: dict[str, str]) -> None:
