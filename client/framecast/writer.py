@@ -33,6 +33,13 @@ class StreamWriter(BaseStreamWriter):
 
     Server messages are applied on the thread that receives them (``on_event`` and the
     ``event_hooks`` run there); a second thread waits for the connection to drop and reconnects.
+    The hooks time each chunk, for instance from send to ACK (encoded and muxed)::
+
+        sent, acked = {}, {}
+        writer = StreamWriter("out.mp4", event_hooks={
+            "send": [lambda seq, stream, seconds, t: sent.setdefault(seq, t)],
+            "ack": [lambda seq, t: acked.setdefault(seq, t)],  # cumulative: seq and all before it
+        })
 
     Errors the server reports for a chunk are raised by that write or a following one, at the
     latest by ``close()``; nothing fails silently.
