@@ -144,6 +144,11 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
 
     sink = _PipeSink(conn, plan.seekable) if plan.target == "client" else None
     try:
+        _enter_workdir(plan.workdir)
+    except OSError as exc:
+        conn.send(("setup_failed", f"cannot enter the encoder's working directory: {exc}", None))
+        return
+    try:
         writer = OutputWriter(plan, sink)  # type: ignore[arg-type]
         if not plan.live:
             writer.start()  # files: header now, so a muxer refusal is a 422 at create time
@@ -169,6 +174,15 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
             writer.close()
         with contextlib.suppress(OSError):
             conn.send(("failed", reason))
+
+
+def _enter_workdir(path: str | None) -> None:
+    """Work in ``path``, inside the output directory (``plan.workdir``): whatever an encoder library
+    or filter still writes to a relative path lands there, never in the server's working directory.
+    A spare enters it when assigned, before any FFmpeg object exists."""
+    if path:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chdir(path)
 
 
 def spare_main(raw: Connection) -> None:
