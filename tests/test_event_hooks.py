@@ -35,7 +35,14 @@ def test_ack_hooks_see_every_chunk_acknowledged(server: ServerProcess) -> None:
     assert len(latencies) == 6 and all(ms > 0 for ms in latencies)
 
 
-def test_an_unknown_hook_is_refused_when_the_writer_is_made() -> None:
+def test_an_unknown_hook_is_refused_when_the_writer_is_made_or_its_hooks_are_set() -> None:
     with pytest.raises(framecast.InvalidConfig, match="unknown event hook 'on_ack'") as info:
         framecast.AsyncStreamWriter("out.mp4", event_hooks={"on_ack": [print]})
     assert info.value.field == "event_hooks"
+    writer = framecast.StreamWriter("out.mp4")
+    assert writer.event_hooks == {"send": [], "ack": []}
+    writer.event_hooks = {"ack": [print]}
+    assert writer.event_hooks == {"send": [], "ack": [print]}
+    with pytest.raises(framecast.InvalidConfig, match="unknown event hook 'sent'"):
+        writer.event_hooks = {"sent": [print]}
+    assert writer.event_hooks == {"send": [], "ack": [print]}
