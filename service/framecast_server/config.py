@@ -236,6 +236,48 @@ class Settings(BaseSettings):
     keep_alive_timeout: float = Field(
         5.0, gt=0, description="Seconds an idle keep-alive connection is kept open between requests."
     )
+    # -- quotas and memory (quotas.py, budget.py) ----------------------------------------------
+    max_session_bytes: int = Field(
+        64 * 1024**3,
+        ge=0,
+        description="Encoded bytes one session may write, all outputs (client-side too); past it the output "
+        "is finalized and the session stops with the reason. 0: no limit.",
+    )
+    max_session_seconds: float = Field(
+        24 * 3600.0,
+        ge=0,
+        description="Seconds of media one session may encode (its longest stream, as encoded: duplicates and "
+        "frames made by filters count); past it the output is finalized and the session stops. 0: no limit.",
+    )
+    max_key_bytes: int = Field(
+        1024 * 1024**3,
+        ge=0,
+        description="Encoded bytes all sessions of one API key may write since the server started; past it "
+        "its open sessions stop and new ones are refused (503). 0: no limit.",
+    )
+    max_key_seconds: float = Field(
+        30 * 24 * 3600.0,
+        ge=0,
+        description="Seconds of media all sessions of one API key may encode since the server started. 0: no limit.",
+    )
+    max_pts_gap: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a chunk's pts may jump past the end of its stream's previous chunk; the gap is "
+        "filled (silence, repeated frames), so a larger jump is refused with the chunk.",
+    )
+    encoder_memory_limit: int = Field(
+        4 * 1024**3,
+        ge=0,
+        description="Address space (RLIMIT_AS) of one encoder process, in bytes; a session whose encoder "
+        "runs out fails saying so, and one estimated never to fit is refused (422). 0: no limit.",
+    )
+    memory_budget: int | None = Field(
+        None,
+        ge=64 * 1024 * 1024,
+        description="Bytes of encoder memory all open sessions together may be estimated to need; a "
+        "session that does not fit is refused (503). Default: three quarters of the machine's memory.",
+    )
     # -- what sessions may ask of FFmpeg (allowlist.py) -----------------------------------------
     extra_filters: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

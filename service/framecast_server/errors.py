@@ -7,6 +7,7 @@
     ├── PreviewNotFound (LookupError)   404  no preview frame (yet)
     ├── StateConflict                   409  the session's state does not allow the request
     ├── TooManySessions                 503  the session limit is reached
+    ├── OverBudget                      503  no memory left in the budget, or the API key's quota is used up
     ├── InvalidChunk (ValueError)       --   a websocket chunk does not fit its stream (session lives on)
     └── EncoderFailed                   --   the encoder (FFmpeg) failed; the session is failed
 
@@ -76,6 +77,13 @@ class StateConflict(ServerError):
 class TooManySessions(ServerError):
     status = 503
     code = "too_many_sessions"
+
+
+class OverBudget(ServerError):
+    """The server's memory budget cannot take the session now, or its API key's quota is used up."""
+
+    status = 503
+    code = "over_budget"
 
 
 class InvalidChunk(ServerError, ValueError):

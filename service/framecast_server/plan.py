@@ -22,6 +22,7 @@ from . import avoptions, destinations, ffmpeg, filtergraph, policy
 from .config import Settings
 from .errors import InvalidConfig
 from .libyuv import Conversion
+from .quotas import EncoderLimits, encoder_limits
 from .models import (
     AudioStreamConfig,
     ClientDestination,
@@ -120,6 +121,7 @@ class OutputPlan:
     reconnect_timeout: float = 60.0  # seconds a dropped destination may stay down
     scheduling: Policy = "batch"  # how the kernel schedules the encoder process (scheduling.py)
     rgb_conversion: Conversion = "swscale"  # what converts RGB frames to yuv420p (libyuv.py)
+    limits: EncoderLimits = field(default_factory=EncoderLimits)  # quotas the encoder enforces (quotas.py)
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
@@ -345,6 +347,7 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
     plan.rgb_conversion = settings.rgb_converter
     # Whatever an encoder library or filter still writes to a relative path lands in the output dir.
     plan.workdir = str(settings.output_dir.resolve() / ENCODER_WORKDIR)
+    plan.limits = encoder_limits(settings)
     default_video = ffmpeg.default_encoder(muxer, "video", filename)
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
     if plan.live and muxer in destinations.LIVE_ENCODERS:
