@@ -7,11 +7,14 @@ given, so both sides agree on every pts without sending it twice.
 
 Timelines count in ticks: samples for audio, frames for video. A chunk's explicit pts (seconds)
 is rounded to the nearest tick; it may leave a gap but never go back before the end of the
-previous chunk.
+previous chunk. The gap is bounded (``max_gap``, FRAMECAST_MAX_PTS_GAP): an encoder fills it with
+silence, or with repeated frames where the frame rate is converted, so two tiny chunks far apart
+would otherwise ask for any amount of output.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,24 +23,40 @@ from framecast.protocol import ChunkHeader
 
 from .errors import InvalidChunk
 from .plan import AudioPlan, StreamPlan, VideoPlan
+from .quotas import PTS_GAP
 
 
 @dataclass
 class Timeline:
-    """Monotonic pts of one stream, in ticks of ``1/rate`` seconds."""
+    """Monotonic pts of one stream, in ticks of ``1/rate`` seconds; ``max_gap`` (seconds, None for
+    no limit) bounds how far a chunk's pts may jump past the end of the one before."""
 
     rate: Fraction
     next_tick: int = 0
+    max_gap: float | None = None
 
     def start_of(self, count: int, pts: float | None) -> int:
-        """Where a chunk of ``count`` ticks with optional ``pts`` seconds starts; raises if backwards."""
+        """Where a chunk of ``count`` ticks with optional ``pts`` seconds starts.
+
+        Raises:
+            InvalidChunk: the pts goes backwards, or jumps further ahead than ``max_gap``.
+        """
         if pts is None:
             return self.next_tick
+        if not math.isfinite(pts):
+            raise InvalidChunk(f"pts {pts} is not a finite number of seconds")
         tick = round(Fraction(pts) * self.rate)
+        end = float(self.next_tick / self.rate)
         if tick < self.next_tick:
             raise InvalidChunk(
                 f"pts {pts:.6f} s (tick {tick}) goes backwards: the previous chunk ends at "
-                f"{float(self.next_tick / self.rate):.6f} s (tick {self.next_tick})"
+                f"{end:.6f} s (tick {self.next_tick})"
+            )
+        if self.max_gap is not None and tick - self.next_tick > self.max_gap * self.rate:
+            raise InvalidChunk(
+                f"pts {pts:.6f} s jumps {pts - end:.6f} s past the end of the previous chunk ({end:.6f} s); "
+                f"a gap is filled with silence or repeated frames, and this server fills at most "
+                f"{self.max_gap:g} s ({PTS_GAP})"
             )
         return tick
 
@@ -57,11 +76,11 @@ def _shape_text(shape: Sequence[int | None]) -> str:
 
 
 class ChunkChecker:
-    """Validates chunk headers of one session against its streams."""
+    """Validates chunk headers of one session against its streams; ``max_pts_gap`` as in Timeline."""
 
-    def __init__(self, streams: list[StreamPlan]) -> None:
+    def __init__(self, streams: list[StreamPlan], max_pts_gap: float | None = None) -> None:
         self.streams = streams
-        self.timelines = [Timeline(s.rate) for s in streams]
+        self.timelines = [Timeline(s.rate, max_gap=max_pts_gap) for s in streams]
 
     def check(self, header: ChunkHeader) -> int:
         """Check ``header`` and advance its stream's timeline; return the chunk's first tick.

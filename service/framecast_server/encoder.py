@@ -8,11 +8,20 @@ Frame building copies each frame exactly once: straight from the client's (T, C,
 the AVFrame's own planes, a row copy per channel plane. RGB frames bound for a yuv420p encoder at
 their own size are converted on the way instead, with libyuv (``libyuv.py``), where the settings
 allow it; all others are converted with swscale before encoding (``_VideoStream.ready``).
+
+Nothing between a chunk and the muxer is unbounded: frames leave a filter chain one at a time and
+each is encoded and its packets muxed before the next is pulled, silence for a pts gap is built a
+piece at a time as the encoder takes it, and every frame reaching an encoder and every packet
+leaving it is counted against the session's quotas (``quotas.OutputMeter``). A filter chain's
+output must stay within the server's size limits: checked once with a probe frame when the
+stream is set up, and on every frame it puts out.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, BinaryIO
@@ -23,6 +32,7 @@ import numpy as np
 from . import libyuv, masking
 from .chunks import Timeline
 from .plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan, split_filter_chain
+from .quotas import EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,7 @@ class StreamStats:
     frames: int = 0
     packets: int = 0
     bytes: int = 0
+    seconds: float = 0.0  # media seconds encoded (after the filter chain), as the quota counts them
 
 
 class SetupError(Exception):
@@ -68,24 +79,59 @@ class _FilterChain:
         nodes.append(self.graph.add("buffersink" if media == "video" else "abuffersink"))
         self.graph.link_nodes(*nodes).configure()
 
-    def push(self, frame: av.frame.Frame | None) -> list[av.frame.Frame]:
+    def push(self, frame: av.frame.Frame | None) -> Iterator[av.frame.Frame]:
+        """Push ``frame`` (None: end of stream) and yield what comes out, one frame at a time.
+
+        Lazily: a filter may put out any number of frames for one (``loop``, ``tpad``,
+        ``zoompan``, a frame-rate conversion across a gap), and each is encoded before the next
+        is pulled, so the quota stops an endless one.
+        """
         self.graph.push(frame)
-        out = []
         while True:
             try:
-                out.append(self.graph.pull())
+                yield self.graph.pull()
             except (BlockingIOError, av.error.EOFError):
-                return out
+                return
+
+    def first(self, frame: av.frame.Frame) -> av.frame.Frame | None:
+        """The first frame out for ``frame``, flushing the chain if it holds it back; for probing."""
+        for pushed in (frame, None):
+            self.graph.push(pushed)
+            try:
+                return self.graph.pull()
+            except (BlockingIOError, av.error.EOFError):
+                continue
+        return None
+
+
+class ChunkFrames:
+    """A chunk's frames, in order: the silence filling a pts gap before it, built lazily a piece at
+    a time as the encoder takes it, then the chunk's own frames, built already (their pixels are
+    copied out of the shared memory the chunk came through, which can then be written again)."""
+
+    def __init__(self, gap: Iterator[av.frame.Frame] | None, built: list[av.frame.Frame]) -> None:
+        self.gap = gap
+        self.built = built
+
+    def __iter__(self) -> Iterator[av.frame.Frame]:
+        if self.gap is not None:
+            yield from self.gap
+        yield from self.built
+
+    def __bool__(self) -> bool:
+        return self.gap is not None or bool(self.built)
 
 
 class _Stream:
     """One output stream: builds frames from arrays, filters, encodes."""
 
-    def __init__(self, plan: StreamPlan, stream: av.stream.Stream, chain: _FilterChain | None) -> None:
+    def __init__(self, plan: StreamPlan, stream: av.stream.Stream, chain: _FilterChain | None,
+                 limits: EncoderLimits) -> None:
         self.plan = plan
         self.stream = stream
         self.chain = chain
-        self.timeline = Timeline(plan.rate)
+        self.limits = limits
+        self.timeline = Timeline(plan.rate, max_gap=limits.max_pts_gap)
         self.time_base = Fraction(1, 1) / plan.rate
         self.stats = StreamStats()
 
@@ -97,23 +143,39 @@ class _Stream:
         """Frames as the encoder takes them (see _VideoStream); others as they are."""
         return frames
 
-    def gap(self, end: int, start: int) -> list[av.frame.Frame]:
-        """Frames that fill the time between the previous chunk's ``end`` and ``start``.
+    def gap(self, end: int, start: int) -> Iterator[av.frame.Frame] | None:
+        """Frames that fill the time between the previous chunk's ``end`` and ``start``, or None.
 
         Video needs none: a frame lasts until the next one. Audio containers like WAV have no
         timestamps, so an explicit pts past the end is kept by writing silence up to it.
         """
-        return []
+        return None
 
-    def encode(self, frames: list[av.frame.Frame | None]) -> list[av.Packet]:
-        packets = []
+    def encode(self, frames: Iterable[av.frame.Frame | None], meter: OutputMeter) -> Iterator[av.Packet]:
+        """Filter and encode ``frames`` (None: flush), yielding packets as they come; every frame
+        that reaches the encoder is checked and counted first (``QuotaReached``,
+        ``FilterOutputRefused``)."""
+        index = self.plan.index
         for frame in frames:
-            filtered = self.chain.push(frame) if self.chain is not None else [frame]
-            if frame is None and self.chain is not None:
-                filtered.append(None)
+            filtered: Iterable[av.frame.Frame | None] = (frame,) if self.chain is None else self.chain.push(frame)
             for f in filtered:
-                packets.extend(self.stream.encode(f))
-        return packets
+                if f is not None:
+                    if self.chain is not None:
+                        self._check_filtered(f)
+                    meter.frame(index, f)
+                yield from self.stream.encode(f)
+            if frame is None and self.chain is not None:
+                yield from self.stream.encode(None)
+
+    def _check_filtered(self, frame: av.frame.Frame) -> None:
+        """A filter chain's frame must be within the server's limits (see ``_check_probe``)."""
+        problem = _beyond_limits(frame, self.limits)
+        if problem is not None:
+            raise FilterOutputRefused(f"streams.{self.plan.index}.filter_desc: the filter chain put out {problem}")
+        self._retime(frame)
+
+    def _retime(self, frame: av.frame.Frame) -> None:
+        """Give a filter chain's frame a usable timestamp if it has none (see _VideoStream)."""
 
 
 class _VideoStream(_Stream):
@@ -141,6 +203,25 @@ class _VideoStream(_Stream):
         return out
 
     _reformatter: Any = None
+    #: Media time of the last frame a filter chain put out (``_retime``).
+    _last_time: Fraction | None = None
+
+    def _retime(self, frame: av.frame.Frame) -> None:
+        """A frame out of the filter chain without a timestamp, or with one not after the frame
+        before, follows that frame by one frame at the encoder's rate. Filters that make frames
+        do that with the push API this uses: ``tpad`` pads past the end without timestamps, ``loop``
+        starts its repeats over at the first frame's; the muxer would refuse them."""
+        step = 1 / self.plan.encoder_frame_rate
+        time = None if frame.pts is None or frame.time_base is None else frame.pts * frame.time_base
+        last = self._last_time
+        if time is None or (last is not None and time <= last):
+            time = Fraction(0) if last is None else last + step
+            base = frame.time_base or step
+            frame.pts = math.ceil(time / base)
+            frame.time_base = base
+            time = frame.pts * base
+        self._last_time = time
+
     #: Converts RGB chunks straight into the encoder's yuv420p frames where libyuv applies (set by
     #: OutputWriter); then frames come out of ``frames`` ready and ``ready`` has nothing to do.
     rgb_to_i420: libyuv.RgbToI420 | None = None
@@ -207,12 +288,42 @@ class _AudioStream(_Stream):
             out.append(frame)
         return out
 
-    def gap(self, end: int, start: int) -> list[av.frame.Frame]:
+    def gap(self, end: int, start: int) -> Iterator[av.frame.Frame] | None:
         if start <= end:
-            return []
-        silence = np.full((start - end, self.plan.num_channels), 128 if self.plan.format == "u8" else 0,
-                          dtype=self.plan.dtype.numpy)
-        return self.frames(silence, end)
+            return None
+        return self._silence(end, start)
+
+    def _silence(self, end: int, start: int) -> Iterator[av.frame.Frame]:
+        """Silent frames from tick ``end`` to ``start``, SILENCE_PIECE samples at most each, built
+        one at a time (a gap of a minute at 384 kHz in 16 channels would be 1.5 GB at once)."""
+        step = min(SILENCE_PIECE, self.max_samples or SILENCE_PIECE)
+        piece = np.full((min(step, start - end), self.plan.num_channels), 128 if self.plan.format == "u8" else 0,
+                        dtype=self.plan.dtype.numpy)
+        for tick in range(end, start, step):
+            yield from self.frames(piece[: min(step, start - tick)], tick)
+
+
+#: Most samples in one frame of silence filling a gap.
+SILENCE_PIECE = 8192
+
+
+def _beyond_limits(frame: av.frame.Frame, limits: EncoderLimits) -> str | None:
+    """What about a filter chain's ``frame`` is beyond ``limits`` (as words), or None."""
+    if isinstance(frame, av.VideoFrame):
+        too_wide = limits.max_width is not None and frame.width > limits.max_width
+        too_high = limits.max_height is not None and frame.height > limits.max_height
+        if too_wide or too_high:
+            return (f"{frame.width}x{frame.height} frames, above this server's limit of "
+                    f"{limits.max_width}x{limits.max_height} (FRAMECAST_MAX_WIDTH/_HEIGHT)")
+        return None
+    if limits.max_sample_rate is not None and frame.sample_rate > limits.max_sample_rate:
+        return (f"audio at {frame.sample_rate} Hz, above this server's limit of {limits.max_sample_rate} Hz "
+                "(FRAMECAST_MAX_SAMPLE_RATE)")
+    channels = len(frame.layout.channels)
+    if limits.max_channels is not None and channels > limits.max_channels:
+        return (f"{channels} audio channels, above this server's limit of {limits.max_channels} "
+                "(FRAMECAST_MAX_CHANNELS)")
+    return None
 
 
 def _layout(channels: int) -> av.AudioLayout:
@@ -286,6 +397,10 @@ class OutputWriter:
         self.plan = plan
         self.warnings: list[str] = []
         self._closed = False
+        #: Why the output stopped early (a quota ran out while closing), if it did.
+        self.stopped: str | None = None
+        self.meter = OutputMeter(plan.limits, [s.encoder_frame_rate if isinstance(s, VideoPlan) else None
+                                               for s in plan.streams])
         self._open(file)
 
     def _open(self, file: BinaryIO | None) -> None:
@@ -358,13 +473,16 @@ class OutputWriter:
             if plan.encoder_frame_rate != plan.frame_rate:
                 steps.append(("fps", str(plan.encoder_frame_rate)))
             if steps:
-                chain = self._chain(where, "video", steps, {
+                source = {
                     "video_size": f"{plan.width}x{plan.height}",
                     "pix_fmt": str(int(av.VideoFormat(_PLANAR_LAYOUT[plan.format][0]))),  # as frames() builds them
                     "time_base": str(1 / plan.frame_rate),
                     "pixel_aspect": "1/1",
-                })
-            video = _VideoStream(plan, stream, chain)
+                }
+                chain = self._chain(where, "video", steps, source)
+                if plan.filter_desc:
+                    self._check_probe(where, "video", split_filter_chain(plan.filter_desc), source, plan)
+            video = _VideoStream(plan, stream, chain, self.plan.limits)
             if (self.plan.rgb_conversion == "libyuv" and chain is None
                     and libyuv.applies(plan.format, plan.width, plan.height, ctx.pix_fmt, ctx.width, ctx.height)):
                 try:
@@ -373,13 +491,15 @@ class OutputWriter:
                     log.warning("%s: converting with swscale: %s", where, exc)
             return video
         if plan.filter_desc:
-            chain = self._chain(where, "audio", split_filter_chain(plan.filter_desc), {
+            source = {
                 "sample_rate": str(plan.sample_rate),
                 "sample_fmt": plan.format,
                 "channel_layout": _layout(plan.num_channels).name,
                 "time_base": f"1/{plan.sample_rate}",
-            })
-        audio = _AudioStream(plan, stream, chain)
+            }
+            chain = self._chain(where, "audio", split_filter_chain(plan.filter_desc), source)
+            self._check_probe(where, "audio", split_filter_chain(plan.filter_desc), source, plan)
+        audio = _AudioStream(plan, stream, chain, self.plan.limits)
         if self.plan.realtime:
             audio.max_samples = max(1, plan.sample_rate // 50)  # 20 ms
         return audio
@@ -391,14 +511,43 @@ class OutputWriter:
         except Exception as exc:
             raise SetupError(f"filter chain refused: {describe_error(exc)}", where + ".filter_desc") from exc
 
+    def _check_probe(self, where: str, media: str, steps: list[tuple], source: dict[str, Any],
+                     plan: StreamPlan) -> None:
+        """Push one blank input frame through a copy of the stream's filter chain and refuse the
+        chain if what comes out is beyond the server's limits (``scale``, ``pad``, ``zoompan``
+        and friends choose their own output size, whatever the input's)."""
+        if media == "video":
+            assert isinstance(plan, VideoPlan)
+            frame: av.frame.Frame = av.VideoFrame(plan.width, plan.height, _PLANAR_LAYOUT[plan.format][0])
+        else:
+            assert isinstance(plan, AudioPlan)
+            frame = av.AudioFrame(format=plan.format, layout=_layout(plan.num_channels), samples=1024)
+            frame.sample_rate = plan.sample_rate
+        for plane in frame.planes:
+            np.frombuffer(plane, dtype=np.uint8)[:] = 128 if getattr(plan, "format", "") == "u8" else 0
+        frame.pts = 0
+        frame.time_base = Fraction(1, 1) / plan.rate
+        try:
+            out = _FilterChain(source, media, steps).first(frame)
+        except Exception as exc:
+            raise SetupError(f"filter chain refused a first frame: {describe_error(exc)}", where + ".filter_desc") \
+                from exc
+        problem = _beyond_limits(out, self.plan.limits) if out is not None else None
+        if problem is not None:
+            raise SetupError(f"the filter chain puts out {problem}", where + ".filter_desc")
+
     def write(self, index: int, array: np.ndarray, pts: float | None) -> None:
         """Encode one chunk of stream ``index`` and mux its packets."""
         self.emit(index, self.frames_for(index, array, pts))
 
-    def frames_for(self, index: int, array: np.ndarray, pts: float | None) -> list[av.frame.Frame]:
+    def frames_for(self, index: int, array: np.ndarray, pts: float | None) -> ChunkFrames:
         """Place a chunk on its stream's timeline and build its frames (nothing encoded yet).
 
-        Each frame's ``pts * time_base`` is its media time in seconds.
+        Each frame's ``pts * time_base`` is its media time in seconds. Silence for a gap before
+        the chunk is built later, as the encoder takes it (``ChunkFrames``).
+
+        Raises:
+            InvalidChunk: its pts goes backwards or jumps too far (``Timeline``).
         """
         stream = self.streams[index]
         previous_end = stream.timeline.next_tick
@@ -406,27 +555,58 @@ class OutputWriter:
         stream.timeline.advance(start, array.shape[0])
         stream.stats.chunks += 1
         stream.stats.frames += array.shape[0]
-        return stream.ready(stream.gap(previous_end, start) + stream.frames(array, start))
+        return ChunkFrames(stream.gap(previous_end, start), stream.ready(stream.frames(array, start)))
 
-    def emit(self, index: int, frames: list[av.frame.Frame]) -> None:
-        """Encode frames of stream ``index`` and mux the packets that come out."""
-        self._mux(self.streams[index].encode(frames))
+    def emit(self, index: int, frames: Iterable[av.frame.Frame]) -> None:
+        """Encode frames of stream ``index`` and mux the packets as they come out.
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+        Raises:
+            QuotaReached: the session's output quota ran out; what was encoded before is muxed.
+            FilterOutputRefused: the stream's filter chain put out frames beyond the limits.
+        """
+        self._mux(self.streams[index].encode(frames, self.meter))
+
+    def _mux(self, packets: Iterable[av.Packet]) -> None:
         for packet in packets:
             st = self.streams[packet.stream.index].stats
             st.packets += 1
             st.bytes += packet.size
-        if packets:
-            self.container.mux(packets)
+            self.container.mux_one(packet)
+            self.meter.packet(packet.size)
 
     def close(self) -> None:
-        """Flush every encoder, write the trailer and close the output. Runs once."""
+        """Flush every filter chain and encoder, write the trailer and close the output. Runs once.
+
+        A quota that runs out while a filter chain flushes (``tpad`` can pad forever) stops that
+        chain: its encoder is flushed without it, the output is finalized all the same, and
+        ``stopped`` says why.
+        """
         if self._closed:
             return
+        self.meter.closing = True
         try:
             for stream in self.streams:
-                self._mux(stream.encode([None]))
+                try:
+                    self._mux(stream.encode([None], self.meter))
+                except QuotaReached as exc:
+                    self.stopped = self.stopped or str(exc)
+                    if exc.flush:
+                        self._mux(stream.stream.encode(None))
+        finally:
+            self._closed = True
+            self.container.close()
+
+    def finish_early(self, reason: str, flush: bool = True) -> None:
+        """Finalize the output after a quota ran out or encoding failed: flush the encoders unless
+        told not to (never the filter chains, which may never end), write the trailer, close;
+        ``stopped`` says why."""
+        if self._closed:
+            return
+        self.stopped = reason
+        self.meter.closing = True
+        try:
+            for stream in self.streams if flush else ():
+                self._mux(stream.stream.encode(None))
         finally:
             self._closed = True
             self.container.close()
@@ -454,5 +634,7 @@ class OutputWriter:
         except Exception:  # the output is broken already; the original error is what matters
             log.debug("closing a half-open output failed", exc_info=True)
 
-    def stats(self) -> list[dict[str, int]]:
+    def stats(self) -> list[dict[str, float]]:
+        for stream, seconds in zip(self.streams, self.meter.seconds):
+            stream.stats.seconds = round(seconds, 6)
         return [vars(s.stats).copy() for s in self.streams]

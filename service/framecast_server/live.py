@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .encoder import OutputWriter, SetupError, describe_error
+from .quotas import FilterOutputRefused, QuotaReached
 
 #: First and largest pause between reconnect attempts, seconds.
 BACKOFF_FIRST = 0.25
@@ -82,6 +83,8 @@ class LiveOutput:
             return
         try:
             self.writer.emit(stream, [frame])
+        except (QuotaReached, FilterOutputRefused, MemoryError):
+            raise  # the session's own limits, not the destination's: the session stops
         except Exception as exc:  # the destination dropped mid-stream (EPIPE, ECONNRESET, EIO, ...)
             self._lost(describe_error(exc))
             # The frame that failed may be partly sent; the reopened encoder starts afresh with it.

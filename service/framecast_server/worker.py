@@ -7,7 +7,8 @@ encoder can hang or die without touching the event loop or any other session.
 Chunk payloads do not cross the pipe: the server copies each into shared memory (``ring.py``).
 The pipe carries, server -> worker, chunk descriptors (the CHUNK header as it arrived, already
 checked by the server, then the payload's place in the ring) and JSON control messages
-(``{"type": "finish"}``, ``{"type": "watch", "seconds": 10}`` while someone looks at previews),
+(``{"type": "finish"}``, ``{"type": "watch", "seconds": 10}`` while someone looks at previews,
+``{"type": "stop", "reason": ...}`` when the session's API key has used up its quota),
 and, to a spare process started before its session (``spares.py``), first its assignment;
 worker -> server, small pickled tuples:
 
@@ -20,6 +21,8 @@ worker -> server, small pickled tuples:
                                             (one for several while the encoder is behind: _AckCoalescer)
     ("failed", reason)                      encoding or connecting failed; the worker exits
     ("closed", stats)                       trailer written, output closed; the worker exits
+    ("stopped", reason, stats)              a quota ran out: the output is finalized all the same
+                                            (trailer written, closed); the worker exits
     ("preview", {stream: jpeg}, {stream: [dBFS per channel]})   now and then, for the dashboard
 
 ``stats`` is ``{"streams": [per-stream counters], "pacing": {...} or None}``.
@@ -46,10 +49,11 @@ from typing import Any
 
 from framecast import protocol
 
-from . import masking, scheduling
+from . import budget, masking, scheduling
 from .malloc import keep_frame_buffers
 from .plan import OutputPlan
 from .preview import levels_db
+from .quotas import QuotaReached
 from .ring import IN_CLIENT_MEMORY, PayloadRing, RingReader, descriptor, read_descriptor
 
 log = logging.getLogger(__name__)
@@ -131,6 +135,8 @@ class _NothingYet(Exception):
 def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: RingReader | None) -> None:
     """Entry point of an encoder process: open the output, then encode until told to finish."""
     conn = _Pipe(raw)
+    memory_limit = plan.limits.memory_limit
+    budget.limit_address_space(memory_limit)  # first: a spare process is handed its session's limit here
     keep_frame_buffers()
     scheduling.apply(plan.scheduling)  # before any thread starts: they inherit it
     import av.logging
@@ -153,10 +159,17 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
         if not plan.live:
             writer.start()  # files: header now, so a muxer refusal is a 422 at create time
     except SetupError as exc:
-        conn.send(("setup_failed", str(exc), exc.field))
+        if budget.out_of_memory(exc.__cause__ or exc, str(exc), memory_limit):
+            conn.send(("setup_failed", f"{budget.oom_reason(memory_limit)} while opening the output ({exc})",
+                       exc.field or "streams"))
+        else:
+            conn.send(("setup_failed", str(exc), exc.field))
         return
     except Exception as exc:  # anything else PyAV raised while opening
-        conn.send(("setup_failed", f"cannot open output: {describe_error(exc)}", None))
+        text = describe_error(exc)
+        if budget.out_of_memory(exc, text, memory_limit):
+            text = f"{budget.oom_reason(memory_limit)} ({text})"
+        conn.send(("setup_failed", f"cannot open output: {text}", None))
         return
     conn.send(("ready", writer.warnings))
 
@@ -168,12 +181,39 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
             _paced_loop(conn, writer, _Payloads(ring, client))
         else:
             _direct_loop(conn, writer, _Payloads(ring, client))
+    except QuotaReached as exc:
+        _stop(conn, writer, str(exc), exc.flush)
     except Exception as exc:
         reason = describe_error(exc)
+        if budget.out_of_memory(exc, reason, memory_limit):
+            reason = f"{budget.oom_reason(memory_limit)} ({reason})"
         with contextlib.suppress(Exception):
-            writer.close()
+            writer.finish_early(reason)  # not close(): a filter chain may never finish flushing
         with contextlib.suppress(OSError):
             conn.send(("failed", reason))
+
+
+def _stop(conn: _Pipe, writer: Any, reason: str, flush: bool) -> None:
+    """A quota ran out: finalize the output (playable up to here) and say why the session stops."""
+    try:
+        writer.finish_early(reason, flush)
+    except Exception as exc:
+        from .encoder import describe_error
+
+        with contextlib.suppress(OSError):
+            conn.send(("failed", f"{reason}, but finalizing the output failed: {describe_error(exc)}"))
+        return
+    with contextlib.suppress(OSError):
+        conn.send(("stopped", reason, _stats(writer)))
+
+
+def _closed(conn: _Pipe, writer: Any, pacer: Any = None) -> None:
+    """The output is closed after a finish: ("closed", stats), or ("stopped", ...) if a quota ran
+    out while the filter chains flushed."""
+    if writer.stopped is not None:
+        conn.send(("stopped", writer.stopped, _stats(writer, pacer)))
+    else:
+        conn.send(("closed", _stats(writer, pacer)))
 
 
 def _enter_workdir(path: str | None) -> None:
@@ -246,7 +286,7 @@ def _prepare(conn: _Pipe, writer: Any, payloads: _Payloads, out: queue.Queue[Any
     chunk before. NumPy's copy and PyAV's encoding both release the GIL.
 
     Puts ("chunk", header, frames, levels), ("watch", seconds), ("finish",), ("eof",), or the
-    exception that stopped it.
+    exception that stopped it (``QuotaReached`` for a stop message).
     """
     try:
         while True:
@@ -269,6 +309,9 @@ def _prepare(conn: _Pipe, writer: Any, payloads: _Payloads, out: queue.Queue[Any
                     out.put(("watch", float(control["seconds"])))
                 elif control.get("type") == protocol.FINISH:
                     out.put(("finish",))
+                    return
+                elif control.get("type") == STOP:
+                    out.put(QuotaReached(str(control.get("reason", "stopped"))))
                     return
     except BaseException as exc:  # the encoding thread raises it: the session fails with its reason
         out.put(exc)
@@ -312,7 +355,7 @@ def _direct_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
         if item[0] == "finish":
             acks.flush()
             writer.close()
-            conn.send(("closed", _stats(writer)))
+            _closed(conn, writer)
             return
         _, header, frames, levels = item
         if frames:
@@ -324,7 +367,7 @@ def _direct_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
         if levels is not None:
             previewer.offer_levels(header.stream, levels)
         elif frames:
-            previewer.offer_video(header.stream, frames)
+            previewer.offer_video(header.stream, frames.built)
         acks.done(header.seq, busy=not prepared.empty())
         _send_preview(conn, previewer)
 
@@ -406,7 +449,7 @@ def _paced_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
             conn.send(("ack", done, stats(writer, pacer)))
         if finishing and not len(pacer) and not (live is not None and live.down):
             writer.close()
-            conn.send(("closed", _stats(writer, pacer)))
+            _closed(conn, writer, pacer)
             return
         due = pacer.next_due()
         wait = None if due is None else max(0.0, due - pacer.clock())
@@ -424,7 +467,8 @@ def _paced_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
             finishing = True
         elif message[:2] == protocol.MAGIC:
             header, array, in_ring = payloads.chunk(message)
-            frames = writer.frames_for(header.stream, array, header.pts)
+            # The pacer holds a gap's silence until it is due: bounded by FRAMECAST_MAX_PTS_GAP.
+            frames = list(writer.frames_for(header.stream, array, header.pts))
             pacer.add(header.stream, frames, header.seq, array.nbytes)
             if writer.plan.streams[header.stream].type == "audio":
                 previewer.offer_audio(header.stream, array)
@@ -437,6 +481,8 @@ def _paced_loop(conn: _Pipe, writer: Any, payloads: _Payloads) -> None:
                 previewer.watch(float(control["seconds"]))
             elif control.get("type") == protocol.FINISH:
                 finishing = True
+            elif control.get("type") == STOP:
+                raise QuotaReached(str(control.get("reason", "stopped")))
 
 
 #: Sent after each chunk's payload is copied out of the ring (into frames), oldest first.
@@ -445,8 +491,16 @@ FREE = ("free",)
 WATCH = "watch"
 
 
+#: Server -> worker: stop now, finalizing the output; ``reason`` becomes the session's error.
+STOP = "stop"
+
+
 def watch_message(seconds: float) -> bytes:
     return json.dumps({"type": WATCH, "seconds": seconds}).encode()
+
+
+def stop_message(reason: str) -> bytes:
+    return json.dumps({"type": STOP, "reason": reason}).encode()
 
 _context: multiprocessing.context.BaseContext | None = None
 
