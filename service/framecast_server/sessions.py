@@ -36,6 +36,7 @@ from framecast import protocol
 from framecast.errors import ProtocolError
 
 from .auth import Caller
+from .admission import Admission
 from .chunks import ChunkChecker
 from .config import Settings
 from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
@@ -44,11 +45,12 @@ from .metrics import Metrics, RateMeter
 from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
+from .quotas import KeyAccount
 from .refusals import Refusals
 from .outputs import OutputFiles
 from .shm import ClientMemory, MemoryBudget, Unavailable, segment_size, sweep
 from .spares import SparePool
-from .worker import EncoderProcess, Spare, exit_text, watch_message
+from .worker import EncoderProcess, Spare, exit_text, stop_message, watch_message
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ class Session:
         self.connected = False
         self.last_seq = -1
         self.owner: str | None = None  # fingerprint of the API key that created it
+        self.key_account: KeyAccount | None = None  # its key's quota, charged as the encoder reports
         self.previews: dict[int, bytes] = {}  # stream -> latest frame as JPEG
         self.audio_levels: dict[int, list[float]] = {}  # stream -> dBFS per channel
         self.ended_at: float | None = None
@@ -138,7 +141,7 @@ class Session:
         self._connect_timer: asyncio.TimerHandle | None = None
         self.pacing: dict[str, float] | None = None
         self._connect_timeout = config.connect_timeout or settings.connect_timeout
-        self._checker = ChunkChecker(plan.streams)
+        self._checker = ChunkChecker(plan.streams, plan.limits.max_pts_gap)
         # Each stream's labelled counters, looked up once instead of three times a chunk.
         self._counted_in = [
             (metrics.chunks_in.labels(st.type), metrics.bytes_in.labels(st.type), metrics.frames_in.labels(st.type))
@@ -315,6 +318,12 @@ class Session:
             self._ended()
         elif kind == "failed":
             self._fail(f"encoder error: {message[1]}")
+        elif kind == "stopped":  # a quota ran out; the output is finalized (quotas.py)
+            _, reason, stats = message
+            self._take_stats(stats)
+            if self.plan.target == "file" and self.plan.path and os.path.exists(self.plan.path):
+                self.output_bytes = os.path.getsize(self.plan.path)
+            self._fail(reason)
         elif kind == "exited":
             if not self.state.done:
                 self._fail(f"encoder process died ({exit_text(message[1])})")
@@ -329,6 +338,9 @@ class Session:
             rate.update(st["frames"], now)
         if stats.get("pacing") is not None:
             self.pacing = stats["pacing"]
+        if self.key_account is not None and (over := self.key_account.charge(stats)) is not None:
+            with contextlib.suppress(OSError):  # gone already: nothing more to stop
+                self.encoder.send(stop_message(over))
 
     # -- chunks and control from the client ---------------------------------------------------
 
@@ -555,6 +567,7 @@ class SessionManager:
         self.metrics = metrics or Metrics()
         self.sessions: dict[str, Session] = {}
         self.spares = SparePool(settings.spare_encoders)
+        self.admission = Admission(settings)
         self._reaper: asyncio.Task[None] | None = None
         self.output_files = OutputFiles()
         self.shared_memory = MemoryBudget(settings.shared_memory_total_bytes)
@@ -582,6 +595,7 @@ class SessionManager:
                 f"this API key already has {self.settings.max_sessions_per_key} open sessions, the most allowed"
             )
         plan = make_plan(config, self.settings)
+        key_account = self.admission.admit(plan, owner, self.sessions.values())  # memory, key quotas
         if plan.path:
             self.output_files.claim(plan.path, plan.relative_path or plan.path, owner, self.sessions.values())
         memory = None
@@ -592,6 +606,7 @@ class SessionManager:
                 log.warning("no shared memory for a new session, its chunks come over the websocket: %s", exc)
         session = Session(secrets.token_hex(8), config, plan, self.settings, self.metrics, memory)
         session.owner = owner
+        session.key_account = key_account
         try:
             await session.start(self.spares.take())
         except BaseException:
