@@ -2,22 +2,20 @@
 
 Counters count what flowed (chunks, bytes and frames in; packets and bytes out; drops,
 reconnects, errors by kind); request latencies are a histogram per route; gauges about the current
-sessions (by state, queue depth, encode rate) are read from the session manager at scrape time.
+sessions (by state, queue depth, encode rate) are read from the session manager at scrape time,
+as a ``Gauges`` record it makes (``GaugeSource``): this module imports nothing of sessions.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.registry import Collector
 from prometheus_client.core import GaugeMetricFamily, Metric
-
-if TYPE_CHECKING:
-    from .sessions import SessionManager
-
+from prometheus_client.registry import Collector
 
 _C = TypeVar("_C", bound=Collector)
 
@@ -58,31 +56,51 @@ class Metrics:
             registry.register(collector)
         return collector
 
-    def watch(self, manager: SessionManager) -> None:
-        """Report gauges about ``manager``'s sessions at every scrape."""
-        self.registry.register(_SessionGauges(manager, per_session=True))
-        self.tenant_registry.register(_SessionGauges(manager, per_session=False))
+    def watch(self, source: GaugeSource) -> None:
+        """Report gauges about ``source``'s sessions (the session manager's) at every scrape."""
+        self.registry.register(_SessionGauges(source, per_session=True))
+        self.tenant_registry.register(_SessionGauges(source, per_session=False))
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    """What the per-session gauges show of one open session."""
+
+    id: str
+    queued_chunks: int
+    outbox_bytes: int
+    encode_rates: list[float]
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """The sessions' state at one scrape: how many are in each state, and the open ones."""
+
+    by_state: dict[str, int]
+    open: list[OpenSession]
+
+
+class GaugeSource(Protocol):
+    """What the gauges are read from (the session manager); metrics know nothing else of sessions."""
+
+    def gauges(self) -> Gauges: ...
 
 
 class _SessionGauges:
     """Read at scrape time: sessions by state, and (``per_session``) per open session its queue and
     encode rate."""
 
-    def __init__(self, manager: SessionManager, per_session: bool) -> None:
-        self.manager = manager
+    def __init__(self, source: GaugeSource, per_session: bool) -> None:
+        self.source = source
         self.per_session = per_session
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        from .sessions import SessionState
-
+        gauges = self.source.gauges()
         by_state = GaugeMetricFamily("framecast_sessions", "Sessions by state", labels=["state"])
-        counts = {state.value: 0 for state in SessionState}
-        for session in self.manager.sessions.values():
-            counts[session.state.value] += 1
-        for state, count in counts.items():
+        for state, count in gauges.by_state.items():
             by_state.add_metric([state], count)
         yield by_state
         if not self.per_session:
@@ -93,9 +111,9 @@ class _SessionGauges:
                                    "Bytes waiting for a session's client", labels=["session"])
         fps = GaugeMetricFamily("framecast_session_encode_rate",
                                 "Frames (video) or samples (audio) encoded per second", labels=["session", "stream"])
-        for session in self.manager.active():
-            queue.add_metric([session.id], session.in_flight)
-            outbox.add_metric([session.id], session.outbox.waiting_bytes)
+        for session in gauges.open:
+            queue.add_metric([session.id], session.queued_chunks)
+            outbox.add_metric([session.id], session.outbox_bytes)
             for index, rate in enumerate(session.encode_rates):
                 fps.add_metric([session.id, str(index)], rate)
         yield queue

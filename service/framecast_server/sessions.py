@@ -41,7 +41,7 @@ from .chunks import ChunkChecker
 from .config import Settings
 from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
 from .logs import SessionLog
-from .metrics import Metrics, RateMeter
+from .metrics import Gauges, Metrics, OpenSession, RateMeter
 from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
@@ -575,6 +575,15 @@ class SessionManager:
 
     def active(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.state.done]
+
+    def gauges(self) -> Gauges:
+        """What /metrics shows of the sessions (``metrics.GaugeSource``)."""
+        by_state = {state.value: 0 for state in SessionState}
+        for session in self.sessions.values():
+            by_state[session.state.value] += 1
+        return Gauges(by_state, [
+            OpenSession(s.id, s.in_flight, s.outbox.waiting_bytes, s.encode_rates) for s in self.active()
+        ])
 
     def _forget_old(self) -> None:
         """Keep the newest ``keep_finished_sessions`` finished sessions; drop older ones."""
