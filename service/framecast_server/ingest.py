@@ -5,6 +5,11 @@ One connection per session at a time, authenticated by the session's stream toke
 and hands the message on to the session's encoder process, awaiting while that process is busy,
 which is what slows a client that writes faster than its encoder (TCP backpressure does the rest).
 A separate task sends the session's outbox to the client in order.
+
+A refused chunk or control message is answered with an error, within limits: the session's
+``Refusals`` (``refusals.py``) decide which refusals get a reply of their own, which are counted
+into one ``refused_more`` summary, what is logged, and when a connection that sends nothing but
+refused messages is closed with 1008. Everything the outbox holds is bounded (``outbox.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_CONFLICT = 4409
 #: The websocket spec's "policy violation": a client that sends only what is refused.
 CLOSE_POLICY = 1008
+
+#: Seconds to wait for room to send a close frame to a client that may not be reading.
+CLOSE_WAIT_SECONDS = 10.0
 
 #: The error code of one reply that stands for refusals not answered one by one.
 REFUSED_MORE = "refused_more"
@@ -84,7 +92,9 @@ async def stream(ws: WebSocket, session_id: str) -> None:
             except (InvalidChunk, _RefusedMessage) as exc:
                 close_reason = _refused(ws, session, exc, data if data is not None else message.get("text") or "")
                 if close_reason is not None:
-                    await ws.close(CLOSE_POLICY, close_reason)
+                    # Bounded: a client that does not read may leave no room for the close frame.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(ws.close(CLOSE_POLICY, close_reason), CLOSE_WAIT_SECONDS)
                     break
                 continue
             summary = session.refusals.accepted()
