@@ -1,15 +1,13 @@
 """RGB to yuv420p with libyuv: the conversion nearly every tensor video stream needs, 4-5x faster.
 
 Tensors hold RGB; H.264 and most encoders take yuv420p; so each frame is converted on its way in.
-swscale (what PyAV's ``encode`` and the ffmpeg CLI use) takes 0.36 ms for a 640x360 frame and 1.47
-ms for 1280x720 here, about a fifth of a live x264 veryfast frame's CPU. libyuv, the conversion
-library of Chromium and WebRTC, does it in 0.09 and 0.30 ms (planes merged into packed RGB, then
-RAWToI420), measured side by side on this machine's AVX2 code paths.
+swscale (what PyAV's ``encode`` and the ffmpeg CLI use) costs about a fifth of a live x264
+veryfast frame's CPU; libyuv, the conversion library of Chromium and WebRTC, is 4-5x faster
+(planes merged into packed RGB, then RAWToI420).
 
 Same result, closer to exact: both use BT.601 with limited range, as swscale does when nothing is
-said. Against the exact transform with each chroma sample the mean of its 2x2 pixels, libyuv's
-luma is off by 0.25 levels on average (swscale's also 0.25) and its chroma by 0.5 (swscale's by
-1.2-1.5, from its wider chroma filter; up to 8 levels at sharp colour edges).
+said; libyuv's chroma is nearer the exact transform than swscale's wider chroma filter. The numbers
+are in BENCHMARKS.md, "Measurements behind design choices".
 
 libyuv has no Python package, so the two functions are called through ctypes, which releases the
 GIL for the call, from the system library (Debian's ``libyuv0``). Where it cannot be loaded,

@@ -5,18 +5,13 @@ Video frame buffers are large (a 640x360 yuv420p frame is 345 KB, a 1280x720 pla
 returns it with ``munmap`` on free, and trims the top of its heap whenever more than its trim
 threshold is free there. An encoder process builds, converts and frees a few such buffers per
 frame, in an order (the pacer and the preview keep some alive) that glibc's adaptive threshold
-does not settle on, so every frame faulted in and zeroed fresh pages: ~80 page faults per 640x360
-frame in a real-time encoder, kernel time on every frame (BENCHMARKS.md). Raising the mmap
+does not settle on, so every frame faulted in and zeroed fresh pages: kernel time on every frame. Raising the mmap
 threshold to glibc's maximum keeps those buffers on the heap, and a trim threshold as large keeps
 freed ones there for the next frame. The cost: an encoder's heap stays at its peak, which is
 what it holds at its busiest (the pacer's second of frames) and would reach again anyway.
 
-Every encoder process applies it when it starts. In a real-time 640x360 encoder the faults cost
-~0.2 ms of a frame's ~2.6 ms. Encoding 720p to a file as fast as possible, 300 frames took 28k
-page faults with glibc's defaults and 12k with these settings (mostly first touches of the
-session's shared memory and x264's setup, not per frame): 5% less CPU and 2-4% less wall time,
-alternating sessions on two servers. (An earlier single comparison had measured files slower with
-them; repeated side by side, that did not hold.)
+Every encoder process applies it when it starts. What it saves, real-time and file encoding, is
+measured in BENCHMARKS.md, "Measurements behind design choices".
 
 glibc only; elsewhere (musl, macOS) nothing changes.
 """

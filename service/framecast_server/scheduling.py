@@ -4,9 +4,8 @@ Each chunk crosses the server on its way to its encoder and each ACK on its way 
 relays every session's messages, so whatever delays it delays them all. With Linux's default
 policy a process woken by a write preempts the writer: the server writes a chunk's descriptor, the
 encoder it wakes takes the CPU, and the server finishes that write and relays the next session's
-chunk only after a frame's encoding (~2 ms at 360p): profiled with 8 real-time sessions, the
-server's write of a 40-byte descriptor took 0.6 ms of wall time on average. With dozens of sessions
-the server spends its time queued behind encoders, and every session's frames wait in turn.
+chunk only after a frame's encoding. With dozens of sessions the server spends its time queued
+behind encoders, and every session's frames wait in turn.
 
 ``SCHED_BATCH`` (sched(7)) marks a process as throughput work: same CPU share as any other
 (weights and nice values are unchanged), but its wake-ups never preempt a running process; it
@@ -14,12 +13,8 @@ takes a CPU that is idle, or gets one at the next scheduler tick. Encoders are e
 frame has its frame interval to be encoded, not microseconds. So the server, the client and
 anything else interactive on the machine keep the CPU when they have it.
 
-Measured side by side (two servers, alternating level by level, 640x360@30 real-time x264
-sessions, 12 s each): at 20 sessions, eight pairs, median p99 ACK latency 40 ms instead of 66, p50
-10 instead of 16, and the latest frame 59 ms late instead of 105; p99 was lower in 16 of 20 pairs
-over four such runs at 16-24 sessions. The CPU a frame costs did not change beyond this VM's noise
-(2.54 against 2.66 ms in that run; either side ahead in others). Encoding a 720p file as fast as
-possible was not slower: 345 against 335 fps and 277 against 280 in two runs (medians of 6 and 8).
+Side by side with the default policy, ACK latency under load fell by about a third, with the same
+CPU a frame and no slower file encoding: BENCHMARKS.md, "Measurements behind design choices".
 
 Any process may move itself to SCHED_BATCH without privileges. Where the call is not available
 (not Linux) or refused (a seccomp profile), the encoder keeps the default policy and says so.
