@@ -117,8 +117,8 @@ let scratch = null;
 
 /** RGBA bytes of any canvas image source (a 2D or WebGL canvas, an ImageBitmap, an image, a video). */
 function readBack(source, width, height) {
-  const w = source.width ?? source.displayWidth ?? source.videoWidth;
-  const h = source.height ?? source.displayHeight ?? source.videoHeight;
+  const w = source.displayWidth ?? source.videoWidth ?? source.width;
+  const h = source.displayHeight ?? source.videoHeight ?? source.height;
   if (w !== width || h !== height) {
     throw new InvalidChunk(`a ${w}x${h} image for a ${width}x${height} stream; draw it at the stream's size`);
   }
@@ -144,9 +144,14 @@ async function copyVideoFrame(frame, width, height) {
     throw new InvalidChunk(`a ${w}x${h} VideoFrame for a ${width}x${height} stream`);
   }
   const packed = ["RGBA", "RGBX", "BGRA", "BGRX"].includes(frame.format);
-  const options = packed ? {} : { format: "RGBA" };
   const out = new Uint8Array(width * height * 4);
-  await frame.copyTo(out, options);
+  try {
+    await frame.copyTo(out, packed ? {} : { format: "RGBA" });
+  } catch (error) {
+    // A frame copyTo cannot convert (a GPU-backed one without a CPU format): draw it instead.
+    if (packed) throw error;
+    return readBack(frame, width, height);
+  }
   if (frame.format === "BGRA" || frame.format === "BGRX") {
     for (let q = 0; q < out.length; q += 4) [out[q], out[q + 2]] = [out[q + 2], out[q]];
   }

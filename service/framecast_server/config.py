@@ -294,6 +294,11 @@ class Settings(BaseSettings):
         description="Muxer options allowed besides the built-in allowlist (comma-separated names); "
         "'movflags.VALUE' (fflags) allows a flag value.",
     )
+    # -- the JavaScript client's examples (dashboard.py) ---------------------------------------
+    examples: bool = Field(
+        False,
+        description="Serve the example pages (/examples/canvas: a canvas and a tone pushed with framecast.js).",
+    )
 
     @field_validator("extra_filters", "extra_encoder_options", "extra_muxer_options", mode="before")
     @classmethod
