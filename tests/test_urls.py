@@ -1,10 +1,11 @@
-"""Destination URLs read as FFmpeg reads them, allowed-hosts patterns, and masking.
+"""Destination URLs read as FFmpeg reads them, allowed-hosts patterns, masking, and the Host check.
 
-Pure tests of ``urls`` and ``masking`` first, with Hypothesis where a property should hold for any
-input; then real servers (``framecast serve`` in a subprocess): hostile URLs are refused before any
-session exists and the encoder never connects (a real listener on the host FFmpeg would have
-reached hears nothing), and secrets never reach a listing, an event, a websocket message or the
-log, FFmpeg's own error lines included.
+Pure tests of ``urls``, ``masking`` and ``hosts`` first, with Hypothesis where a property should
+hold for any input; then real servers (``framecast serve`` in a subprocess): hostile URLs are
+refused before any session exists and the encoder never connects (a real listener on the host
+FFmpeg would have reached hears nothing), secrets never reach a listing, an event, a websocket
+message or the log, FFmpeg's own error lines included, and a keyless server answers only to
+loopback host names and the ones it is told.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from framecast_server import ffmpeg, masking, urls
+from framecast_server import ffmpeg, hosts, masking, urls
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidConfig
 
@@ -311,6 +312,31 @@ def test_redacting_stream_masks_lines_written_in_pieces():
     assert target.getvalue().endswith("and ****")
 
 
+# -- the Host header -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header, accepted",
+    [
+        ("127.0.0.1", True), ("127.0.0.1:8000", True), ("127.9.8.7:1", True), ("localhost", True),
+        ("LOCALHOST:8000", True), ("localhost.:8000", True), ("[::1]", True), ("[::1]:8000", True),
+        ("framecast.internal:8000", True), ("evil.example", False), ("evil.example:8000", False),
+        ("127.0.0.1.evil.example", False), ("localhost.evil.example", False), ("", False),
+        ("127.0.0.1:80:80", False), ("[::1", False), ("[::1]x", False), ("10.0.0.1", False),
+        ("[::ffff:8.8.8.8]", False),
+    ],
+)
+def test_host_header_check(header, accepted):
+    check = hosts.HostCheck(app=None, allowed=hosts.server_names(["Framecast.Internal"], None, "127.0.0.1"))
+    assert check.accepts(header) is accepted
+
+
+def test_server_names_take_the_public_url_and_a_specific_bind_address():
+    names = hosts.server_names(["a.example", " "], "https://Cast.Example.org/base", "10.1.2.3")
+    assert names == {"a.example", "cast.example.org", "10.1.2.3"}
+    assert hosts.server_names([], None, "0.0.0.0") == frozenset()
+
+
 # -- against a real server --------------------------------------------------------------------------
 
 
@@ -473,3 +499,62 @@ def test_ffmpegs_own_error_lines_reach_the_log_masked(server, api):
     # The encoder process's stderr is the server's log; FFmpeg's line is there, its URL masked.
     assert f"Connection to tcp://127.0.0.1:{port} failed: Connection refused" in server.log()
     assert "hunter2pass" not in server.log()
+
+
+def raw_handshake(port: int, host: str) -> tuple[int, bytes]:
+    """Open a websocket to a session that does not exist with ``Host: host``; (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /v1/sessions/nope/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            .encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(rest) < length:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            rest += chunk
+        return int(head.split()[1]), rest
+
+
+def test_a_keyless_server_answers_only_to_loopback_and_its_own_names(own_server):
+    server = own_server(FRAMECAST_SERVER_NAMES="framecast.internal", FRAMECAST_PUBLIC_URL="https://cast.example.org")
+    port = server.port
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.evil.example",
+                     "10.0.0.1", "framecast.internal.evil.example"):
+            response = api.get("/v1/sessions", headers={"Host": host})
+            assert response.status_code == 421, (host, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "misdirected_request" and repr(host) in error["message"], error
+        for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", f"[::1]:{port}", "127.3.4.5",
+                     f"framecast.internal:{port}", "FRAMECAST.internal", "cast.example.org"):
+            assert api.get("/v1/sessions", headers={"Host": host}).status_code == 200, host
+        assert api.post("/v1/sessions", json=body("rtmp://h.example/live/k"),
+                        headers={"Host": "evil.example"}).status_code == 421
+        assert api.get("/healthz").status_code == 200
+    # Websockets too: the handshake is answered with the same 421, before any session is looked up.
+    status, refusal = raw_handshake(port, "evil.example")
+    assert status == 421 and json.loads(refusal)["error"]["code"] == "misdirected_request"
+    status, _ = raw_handshake(port, f"127.0.0.1:{port}")
+    assert status == 101  # accepted (then closed with 4404: there is no such session)
+
+
+def test_the_default_test_server_checks_hosts_too(server, api):
+    assert api.get("/v1/sessions", headers={"Host": "rebound.example"}).status_code == 421
+    assert api.get("/v1/sessions").status_code == 200
+
+
+def test_with_api_keys_the_key_decides_not_the_host(own_server):
+    server = own_server(FRAMECAST_API_KEYS="key-5c1d7e")
+    headers = {"Authorization": "Bearer key-5c1d7e", "Host": "framecast.behind-a-proxy.example"}
+    assert httpx.get(server.url + "/v1/sessions", headers=headers, timeout=30).status_code == 200

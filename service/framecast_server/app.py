@@ -18,6 +18,7 @@ from . import ffmpeg
 from .config import Settings
 from .dashboard import router as dashboard_router
 from .errors import ServerError
+from .hosts import HostCheck, server_names
 from .ingest import router as ingest_router
 from .metrics import Metrics, route_of
 from .routes import public as public_router
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     metrics = Metrics()
     app.state.metrics = metrics
+    if not settings.api_keys:  # keyless: answer only to loopback names and the operator's (DNS rebinding)
+        app.add_middleware(HostCheck, allowed=server_names(settings.server_names, settings.public_url, settings.host))
 
     @app.middleware("http")
     async def _time_requests(request: Request, call_next: Any) -> Any:
