@@ -412,8 +412,8 @@ def test_shared_memory_is_budgeted_and_sessions_never_connected_expire(own_serve
         assert all(os.path.exists(os.path.join(SHM, s["name"])) for s in segments[:2])
         connected = create(api, [VIDEO])
         ws = open_ws(connected)  # a client that connects within the grace keeps its session
-        for c in created:
-            wait_for(lambda: state_of(server, c["id"]) == "closed", 30, "a never-connected session to finalize")
+        wait_for(lambda: all(state_of(server, c["id"]) == "closed" for c in created), 30,
+                 "the never-connected sessions to finalize")
         events = api.get(f"/v1/sessions/{created[0]['id']}").json()["events"]
         assert any(e["event"] == "idle" and e.get("never_connected") for e in events), events
         assert not any(os.path.exists(os.path.join(SHM, s["name"])) for s in segments[:2])

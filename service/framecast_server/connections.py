@@ -77,7 +77,7 @@ class _HeaderDeadline:
             transport.close()  # nothing is buffered to write: it goes at once, with a FIN
 
 
-class _H11Deadline(_HeaderDeadline, H11Protocol):
+class _H11Deadline(_HeaderDeadline, H11Protocol):  # type: ignore[misc]
     def handle_events(self) -> None:
         super().handle_events()
         # h11 has no headers-complete callback: its parser leaves IDLE once a request's head is in.
@@ -87,7 +87,7 @@ class _H11Deadline(_HeaderDeadline, H11Protocol):
 
 if HttpToolsProtocol is not None:
 
-    class _HttpToolsDeadline(_HeaderDeadline, HttpToolsProtocol):
+    class _HttpToolsDeadline(_HeaderDeadline, HttpToolsProtocol):  # type: ignore[misc]
         def on_headers_complete(self) -> None:
             self._cancel_header_timer()
             super().on_headers_complete()

@@ -133,9 +133,9 @@ def _refused(ws: WebSocket, session: Session, exc: InvalidChunk | _RefusedMessag
     ws.app.state.metrics.errors.labels(exc.code).inc()
     header = _header_of(message) if isinstance(message, bytes) else None
     seq = header.seq if header is not None else None
-    verdict = session.refusals.refused(
-        "chunk" if isinstance(message, bytes) else "control message", len(message), exc.message, **({"stream": header.stream} if header is not None else {})
-    )
+    what = "chunk" if isinstance(message, bytes) else "control message"
+    fields = {"stream": header.stream} if header is not None else {}
+    verdict = session.refusals.refused(what, len(message), exc.message, **fields)
     if verdict.summary is not None:
         session.outbox.put_notice(_error(None, REFUSED_MORE, verdict.summary))
     if verdict.reply:

@@ -14,10 +14,11 @@ die of SIGBUS. Reserving it only at first use would give that guarantee up (a cl
 into its mapping before the server hears of it), so instead every segment counts against a
 server-wide budget (``MemoryBudget``, ``FRAMECAST_SHARED_MEMORY_TOTAL_BYTES``): past it a session
 just goes without, and a session whose client never connects is finalized after
-``FRAMECAST_CONNECT_GRACE``, which frees its segment. The encoder inherits a descriptor; the client opens it by the name the session
-answer carries. The name is removed as soon as the first chunk shows the client has it open (or
-when the session ends), so nothing is left in ``/dev/shm`` while a session streams; segments of a
-server that was killed before that are removed when the next server starts.
+``FRAMECAST_CONNECT_GRACE``, which frees its segment. The encoder inherits a descriptor; the client
+opens it by the name the session answer carries. The name is removed as soon as the first chunk
+shows the client has it open (or when the session ends), so nothing is left in ``/dev/shm`` while a
+session streams; segments of a server that was killed before that are removed when the next server
+starts.
 
 The server only reads the segment (the NaN check of float audio). The client decides where each
 payload goes and reuses the space once the chunk is acknowledged; the server checks every offset
