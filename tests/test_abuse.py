@@ -184,14 +184,17 @@ def test_a_client_flooding_garbage_without_reading_holds_little_memory_and_log(o
         ws.send(chunk(0, np.zeros((1, 3, 48, 64), np.uint8)))  # one good chunk: the client is "real"
         time.sleep(0.5)
         before, log_before = rss(server), len(server.log())
-        # 4000 bytes of type, ~12 KB once escaped into JSON; plus 1 MiB chunks of the wrong shape.
+        # 4000 bytes of type, ~12 KB once escaped into JSON; 34-byte chunks whose header is cut
+        # short (each one used to make a log line); and 1 MiB chunks of the wrong shape.
         unknown = json.dumps({"type": "\u00e9" * 2000}, ensure_ascii=False)
+        truncated = b"FC\x01\x01" + bytes(30)
         wrong_shape = chunk(1, np.zeros((40, 3, 96, 91), np.uint8))  # 1 MiB, height 96 where 48 is due
         sent = 0
         with PeakRss(server) as peak:
             for i in range(24_000):
                 ws.send(unknown)
-                sent += len(unknown.encode())
+                ws.send(truncated)
+                sent += len(unknown.encode()) + len(truncated)
                 if i % 200 == 0:
                     ws.send(wrong_shape)
                     sent += len(wrong_shape)
@@ -204,7 +207,7 @@ def test_a_client_flooding_garbage_without_reading_holds_little_memory_and_log(o
         ws.send(chunk(2, np.zeros((1, 3, 48, 64), np.uint8)))
         got = recv_until(ws, is_ack(2), timeout=60)
         errors = [m for m in got if isinstance(m, dict) and m["type"] == "error"]
-        assert 0 < len(errors) < 24_000 // 10
+        assert 0 < len(errors) < 48_000 // 10
         assert any(e["code"] == "refused_more" and "more messages refused" in e["message"] for e in errors)
         unknown_replies = [e for e in errors if "unknown control message type" in e["message"]]
         assert unknown_replies and all(len(e["message"]) < 300 for e in unknown_replies), unknown_replies[:1]
