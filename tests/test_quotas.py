@@ -11,6 +11,7 @@ the encoder process's resident memory (sampled with psutil while it runs).
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +36,12 @@ def create(server, streams, path, key: str | None = None, expect: int = 201, **e
     body = {"destination": {"type": "server_file", "path": path}, "streams": streams, **extra}
     response = httpx.post(server.url + "/v1/sessions", json=body, headers=headers, timeout=60)
     assert response.status_code == expect, response.text
+    return response.json()
+
+
+def create_on(api: httpx.Client, streams, path):
+    response = api.post("/v1/sessions", json={"destination": {"type": "server_file", "path": path}, "streams": streams})
+    assert response.status_code == 201, response.text
     return response.json()
 
 
@@ -339,3 +346,15 @@ def test_an_api_keys_quota_holds_across_its_sessions(own_server):
     assert refused["message"] == ("this API key's quota of 12 s of media (FRAMECAST_MAX_KEY_SECONDS) is used up "
                                   "(12.0 s since the server started); no new session can start")
     create(server, [stream], "q/other.mkv", key="key-b-3d4c")
+
+
+def test_an_encoder_that_dies_of_a_signal_allocation_failures_end_in_says_so(api):
+    created = create_on(api, [{"type": "video", "frame_rate": 30, "width": 64, "height": 48}], "q/segv.mkv")
+    ws = open_ws(created)
+    ws.send(chunk(0, np.zeros((1, 3, 48, 64), np.uint8)))
+    recv_until(ws, is_ack(0))
+    psutil.Process(created["encoder_pid"]).send_signal(signal.SIGSEGV)
+    reason = failed_reason(ws)
+    ws.close()
+    assert reason == ("encoder process died (killed by SIGSEGV); it may have run out of memory: "
+                      "limit 4096 MiB (FRAMECAST_ENCODER_MEMORY_LIMIT)")

@@ -13,7 +13,7 @@ Three defences, all here:
 - ``estimate(plan)``: the bytes a session's encoder process is expected to hold at its peak,
   from each stream's encoder frame size and the frames its encoder keeps (from the preset and
   ``rc-lookahead``, ``bf``, ``refs``, ``threads``). Deliberately on the high side.
-- ``MemoryBudget``: admission. A session whose estimate does not fit into what is left of the
+- ``EncoderMemoryBudget``: admission. A session whose estimate does not fit into what is left of the
   server's budget (``FRAMECAST_MEMORY_BUDGET`` minus the estimates of open sessions) is refused
   with 503; one that could never fit into one encoder process's limit with 422.
 - ``limit_address_space`` and ``out_of_memory``: in the encoder process, an RLIMIT_AS
@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import signal
 from collections.abc import Iterable
 
 import av
@@ -164,7 +165,7 @@ def default_budget() -> int:
     return total * 3 // 4
 
 
-class MemoryBudget:
+class EncoderMemoryBudget:
     """Admission of sessions by the memory their encoders will need.
 
     Args:
@@ -261,3 +262,19 @@ def out_of_memory(exc: BaseException, text: str, limit: int | None) -> bool:
 def oom_reason(limit: int | None) -> str:
     where = f": limit {limit >> 20} MiB ({MEMORY_LIMIT})" if limit is not None else ""
     return f"encoder process ran out of memory{where}"
+
+
+#: Signals a process dies of when an allocation fails where nothing checks it (a library that
+#: dereferences a NULL from malloc, or aborts). Not SIGKILL: that is someone's kill -9 as often
+#: as the kernel's OOM killer, which RLIMIT_AS keeps encoders away from.
+_ALLOCATION_DEATHS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT}
+
+
+def death_hint(exitcode: int | None, limit: int | None) -> str:
+    """For an encoder process that died of ``exitcode``: what to suspect, or ''. Whether it ran out
+    of memory cannot be known from outside; a signal that allocation failures end in says maybe."""
+    if exitcode is None or exitcode >= 0 or -exitcode not in _ALLOCATION_DEATHS:
+        return ""
+    if limit is None:
+        return "; it may have run out of memory"
+    return f"; it may have run out of memory: limit {limit >> 20} MiB ({MEMORY_LIMIT})"

@@ -37,6 +37,7 @@ from framecast.errors import ProtocolError
 
 from .auth import Caller
 from .admission import Admission
+from .budget import death_hint
 from .chunks import ChunkChecker
 from .config import Settings
 from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
@@ -326,7 +327,8 @@ class Session:
             self._fail(reason)
         elif kind == "exited":
             if not self.state.done:
-                self._fail(f"encoder process died ({exit_text(message[1])})")
+                hint = death_hint(message[1], self.plan.limits.memory_limit)  # budget.py
+                self._fail(f"encoder process died ({exit_text(message[1])}){hint}")
 
     def _take_stats(self, stats: dict[str, Any]) -> None:
         now = time.monotonic()
