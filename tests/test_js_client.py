@@ -1,0 +1,331 @@
+"""The JavaScript client (client/js) against real parts: Node's test runner, TypeScript, headless
+Chromium (the dashboard tests' fixtures) and a real `framecast serve`.
+
+Node runs tests/js/*.test.mjs: the wire format against tests/protocol_vectors.json (the vectors
+tests/test_protocol.py pins) and pushes to the server given in FRAMECAST_TEST_SERVER; this file
+decodes what arrived. Chromium loads the module from the server (/static/framecast.js) into a page
+of that server and streams canvases and sines through page.evaluate. `ws` and `typescript` come
+from tests/js/package-lock.json (`npm ci`, run by scripts/test). Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.sync.client import connect
+
+from .conftest import ROOT, ServerProcess
+from .faults import CuttingProxy
+from .media import decode, dominant_frequency, psnr, read_stamp
+from .peers import NginxRtmp
+from .test_dashboard import Page, browser, browser_page  # noqa: F401  (fixtures)
+
+JS_TESTS = ROOT / "tests" / "js"
+NODE_MODULES = JS_TESTS / "node_modules"
+PUSH = (JS_TESTS / "browser_push.js").read_text()
+W, H = 320, 240
+
+
+def node() -> str:
+    path = shutil.which("node")
+    if path is None:
+        pytest.fail("the JavaScript client's tests need Node 18+: scripts/system-deps installs Debian's nodejs")
+    return path
+
+
+@pytest.fixture(scope="module")
+def js_deps() -> Path:
+    """tests/js/node_modules, as `npm ci` (scripts/test) installs it from the lock file."""
+    missing = [name for name in ("ws", "typescript") if not (NODE_MODULES / name / "package.json").is_file()]
+    if missing:
+        pytest.fail(f"tests/js/node_modules lacks {', '.join(missing)}: run scripts/test, or npm ci --prefix tests/js")
+    return NODE_MODULES
+
+
+def run_node(*args: str, env: dict[str, str] | None = None, cwd: Path = JS_TESTS,
+             timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([node(), *args], capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
+                          env={**os.environ, **(env or {})})
+
+
+# -- Node -----------------------------------------------------------------------------------------
+
+
+def test_node_runs_the_vectors_and_pushes_to_a_server_file(js_deps, server: ServerProcess):
+    """`node --test tests/js/`: the protocol vectors, then pushes from Node: 90 frames and 3 s of
+    a sine to a server file (decoded here), a ClientBlob equal to the server muxer's file, errors."""
+    proc = run_node("--test", str(JS_TESTS), env={"FRAMECAST_TEST_SERVER": server.url, "FRAMECAST_TEST_PREFIX": "node"},
+                    cwd=ROOT)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 0, report[-6000:]
+    assert "# fail 0" in report and "# pass 11" in report, report[-3000:]
+
+    out = decode(server.output_dir / "node" / "push.mkv")
+    video, audio = out["streams"]
+    assert (video["codec"], video["width"], video["height"], video["frame_count"]) == ("h264", 128, 96, 90)
+    assert [read_stamp(frame) for frame in video["frames"]] == list(range(90))
+    for index in (0, 45, 89):
+        assert psnr(video["frames"][index], pattern_rgb(index, 128, 96)) > 30
+    assert abs(audio["sample_count"] - 144000) <= 2048 and audio["channels"] == 2
+    assert abs(dominant_frequency(audio["pcm"][:, 0], 48000) - 440) < 2
+
+
+def pattern_rgb(f: int, width: int, height: int) -> np.ndarray:
+    """tests/js/pattern.mjs's patternRGBA(f), as (H, W, 3)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    rgb = np.stack([
+        np.round(128 + 100 * np.sin(2 * np.pi * (x / width + f / 60))),
+        np.round(128 + 100 * np.sin(2 * np.pi * (y / height + f / 90))),
+        np.round(128 + 100 * np.sin(2 * np.pi * ((x + y) / (width + height) - f / 120))),
+    ], axis=-1).astype(np.uint8)
+    block = width // 12
+    for bit in range(12):
+        rgb[:16, bit * block : (bit + 1) * block] = 255 if (f >> bit) & 1 else 0
+    return rgb
+
+
+def test_the_types_compile(js_deps):
+    """tsc --noEmit --strict: framecast.d.ts, and the README's use of it (tests/js/types.test.ts)."""
+    proc = run_node(str(js_deps / "typescript" / "bin" / "tsc"), "-p", str(JS_TESTS / "tsconfig.json"), timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def rtmp(tmp_path: Path):
+    with NginxRtmp(tmp_path / "nginx") as nginx:
+        yield nginx
+
+
+def test_node_push_example_streams_to_rtmp(js_deps, server: ServerProcess, rtmp: NginxRtmp):
+    """examples/node_push.mjs: a generated pattern and a tone, in real time, to nginx-rtmp."""
+    proc = run_node(str(ROOT / "examples" / "node_push.mjs"), "--url", rtmp.url("node"), "--seconds", "2",
+                    "--width", "192", "--height", "108", "--server", server.url, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "wrote 60 frames and 96000 samples" in proc.stdout, proc.stdout
+    assert rtmp.wait_closed("node", timeout=15), rtmp.log()
+    summary = rtmp.decode("node")
+    assert summary["video"]["codec"] == "h264" and summary["video"]["frames"] == 60
+    assert summary["audio"]["codec"] == "aac" and abs(summary["audio"]["samples"] - 96000) <= 2048
+    stamps = []
+    for rgb in summary["rgb"]:  # the example stamps its frame number as 12 blocks of 192/12 = 16 pixels
+        number = 0
+        for bit in range(12):
+            cell = rgb[2:14, bit * 16 + 3 : (bit + 1) * 16 - 3]
+            number |= (cell.mean() > 127) << bit
+        stamps.append(number)
+    assert stamps == list(range(60))
+
+
+# -- the server's side: the module and the example page -------------------------------------------
+
+
+def test_the_server_serves_the_module_under_its_policy(server: ServerProcess):
+    for name in ("framecast.js", "writer.js", "media.js", "protocol.js", "errors.js"):
+        response = httpx.get(f"{server.url}/static/{name}", timeout=10)
+        assert response.status_code == 200, name
+        assert response.headers["content-type"].startswith("text/javascript")
+        assert "script-src 'self';" in response.headers["content-security-policy"]
+        assert response.content == (ROOT / "client" / "js" / name).read_bytes()
+    assert httpx.get(f"{server.url}/static/package.json", timeout=10).status_code == 404
+    assert httpx.get(f"{server.url}/static/..%2Fwriter.js", timeout=10).status_code == 404
+    # The example page only with FRAMECAST_EXAMPLES=1.
+    response = httpx.get(f"{server.url}/examples/canvas", timeout=10)
+    assert response.status_code == 404 and "FRAMECAST_EXAMPLES=1" in response.json()["error"]["message"]
+
+
+# -- Chromium ---------------------------------------------------------------------------------------
+
+
+def server_takes_the_token_from_a_browser(url: str) -> bool:
+    """Whether the server accepts a stream token offered as a websocket subprotocol, which is all
+    a browser's WebSocket can send (client/js/writer.js offers it that way)."""
+    created = httpx.post(f"{url}/v1/sessions", timeout=30, json={
+        "destination": {"type": "discard"}, "streams": [{"type": "video", "frame_rate": 30, "width": 64, "height": 48}],
+    }).json()
+    try:
+        with connect(created["stream_url"], open_timeout=10, close_timeout=5,
+                     subprotocols=["framecast.v1", "framecast.bearer." + created["token"]]) as ws:  # type: ignore[list-item]
+            ws.send(json.dumps({"type": "finish"}))
+            while True:
+                ws.recv(timeout=10)
+    except ConnectionClosed as closed:
+        return closed.rcvd is not None and closed.rcvd.code == 1000
+    except (InvalidHandshake, TimeoutError, OSError):
+        return False
+    finally:
+        httpx.delete(f"{url}/v1/sessions/{created['id']}", timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser_auth(server: ServerProcess) -> None:
+    if not server_takes_the_token_from_a_browser(server.url):
+        pytest.xfail("the server takes the stream token only from an Authorization header, which a browser's "
+                     "WebSocket cannot send; ingest.py must also take it as the subprotocol framecast.bearer.<token> "
+                     "(the change is in the issue 19 report)")
+
+
+def push(page: Page, origin: str, **kwargs: Any) -> dict[str, Any]:
+    page.page.goto(origin + "/")  # the dashboard: a page of the server, under its strict policy
+    result = page.page.evaluate(PUSH, {"width": W, "height": H, "keep": [], **kwargs})
+    assert not page.errors, page.errors
+    return result
+
+
+def kept_frames(result: dict[str, Any]) -> dict[int, np.ndarray]:
+    return {int(f): np.frombuffer(base64.b64decode(data), np.uint8).reshape(H, W, 3)
+            for f, data in result["kept"].items()}
+
+
+def test_chromium_streams_a_canvas_and_a_sine_to_a_server_file(browser_auth, browser_page: Page, server: ServerProcess):
+    result = push(browser_page, server.url, dst={"kind": "file", "path": "js/canvas.mp4"}, frames=90, seconds=3,
+                  keep=[0, 1, 2, 3, 44, 89])
+    assert result["states"] == ["open", "closing", "closed"]
+    video_counters, audio_counters = (s["counters"] for s in result["summary"]["streams"])
+    assert video_counters["frames"] == 90 and audio_counters["frames"] == 144000
+
+    out = decode(server.output_dir / "js" / "canvas.mp4")
+    video, audio = out["streams"]
+    assert (video["codec"], video["width"], video["height"], video["frame_count"]) == ("h264", W, H, 90)
+    assert [read_stamp(frame) for frame in video["frames"]] == list(range(90))
+    # Frames 0-3 went as the canvas, an ImageData, an ImageBitmap and a VideoFrame.
+    for index, expected in kept_frames(result).items():
+        assert psnr(video["frames"][index], expected) > 30, index
+    assert audio["codec"] == "aac" and audio["channels"] == 2
+    assert abs(audio["sample_count"] - 144000) <= 2048
+    assert abs(dominant_frequency(audio["pcm"][:, 0], 48000) - 440) < 2
+
+
+def test_chromium_blob_is_the_server_muxers_bytes(browser_auth, browser_page: Page, server: ServerProcess):
+    """The same frames to a ClientBlob and to a server file (lossless, bitexact): equal bytes."""
+    same = {"frames": 30, "seconds": 1, "video": {"encoder": "ffv1"}, "audio": {"encoder": "flac"},
+            "option": {"fflags": "+bitexact"}}
+    blob = push(browser_page, server.url, dst={"kind": "blob", "name": "canvas.mkv"}, **same)
+    push(browser_page, server.url, dst={"kind": "file", "path": "js/twin.mkv"}, **same)
+    data = base64.b64decode(blob["bytes"])
+    assert len(data) > 100_000
+    assert data == (server.output_dir / "js" / "twin.mkv").read_bytes()
+    video, audio = decode(data)["streams"]
+    assert (video["codec"], video["frame_count"], audio["codec"]) == ("ffv1", 30, "flac")
+    assert [read_stamp(frame) for frame in video["frames"]] == list(range(30))
+
+
+def test_chromium_resumes_through_cuts_and_every_frame_arrives_once(browser_auth, browser_page: Page,
+                                                                    server: ServerProcess):
+    with CuttingProxy(server.port, cuts=3, min_bytes=300_000, max_bytes=2_000_000, seed=19) as proxy:
+        result = push(browser_page, proxy.url, dst={"kind": "file", "path": "js/cut.mkv"}, frames=90, seconds=3)
+        assert proxy.cuts == 3
+    assert result["reconnects"] >= 3, result["reconnects"]
+    video = decode(server.output_dir / "js" / "cut.mkv")["streams"][0]
+    assert [read_stamp(frame) for frame in video["frames"]] == list(range(90))
+    assert result["summary"]["streams"][1]["counters"]["frames"] == 144000
+
+
+INPUTS = """async () => {
+  const { VideoStream, AudioStream } = await import("/static/framecast.js");
+  const { videoChunk, audioChunk } = await import("/static/media.js");
+  const stream = new VideoStream({ frameRate: 30, width: 4, height: 2, format: "rgba" });
+  const planes = async (source, shape) => Array.from((await videoChunk(stream, source, shape)).data);
+  const flat = new Uint8Array(4 * 2 * 4);
+  for (let p = 0; p < 8; p++) flat.set([10 * p, 10 * p + 1, 10 * p + 2, 255], 4 * p);
+  const twoD = Object.assign(document.createElement("canvas"), { width: 4, height: 2 });
+  twoD.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(flat), 4, 2), 0, 0);
+  const webgl = Object.assign(document.createElement("canvas"), { width: 4, height: 2 });
+  const gl = webgl.getContext("webgl", { preserveDrawingBuffer: true });
+  gl.clearColor(0.2, 0.4, 0.6, 1);
+  gl.clear(gl.COLOR_BUFFER_BIT);
+  const frame = new VideoFrame(twoD, { timestamp: 0 });
+  const yuv = new VideoFrame(new Uint8Array(4 * 2 + 2 * 2 * 1), { format: "I420", codedWidth: 4, codedHeight: 2, timestamp: 0 });
+  const rgb24 = new VideoStream({ frameRate: 30, width: 4, height: 2, format: "rgb24" });
+  const audio = new AudioStream({ sampleRate: 8000, numChannels: 2 });
+  const s16 = new AudioStream({ sampleRate: 8000, numChannels: 2, format: "s16" });
+  const buffer = new AudioBuffer({ length: 3, numberOfChannels: 2, sampleRate: 8000 });
+  buffer.copyToChannel(Float32Array.from([0.5, -0.5, 1]), 0);
+  buffer.copyToChannel(Float32Array.from([0.25, 0, -1]), 1);
+  const data = new AudioData({ format: "f32-planar", sampleRate: 8000, numberOfFrames: 3, numberOfChannels: 2,
+    timestamp: 0, data: Float32Array.from([0.5, -0.5, 1, 0.25, 0, -1]) });
+  const errors = [];
+  for (const bad of [() => videoChunk(stream, Object.assign(document.createElement("canvas"), { width: 5, height: 2 })),
+                     () => videoChunk(stream, new Uint8Array(7)), () => videoChunk(rgb24, new Uint8Array(24), [1, 3, 4, 2]),
+                     async () => audioChunk(audio, new Int16Array(4)), async () => audioChunk(audio, new Float32Array(3)),
+                     async () => audioChunk(audio, new AudioBuffer({ length: 1, numberOfChannels: 1, sampleRate: 8000 }))]) {
+    try { await bad(); errors.push(null); } catch (error) { errors.push([error.name, error.code, error.message]); }
+  }
+  return {
+    typed: await planes(flat, [1, 2, 4, 4]),
+    imageData: await planes(new ImageData(new Uint8ClampedArray(flat), 4, 2)),
+    canvas2d: await planes(twoD),
+    bitmap: await planes(await createImageBitmap(twoD)),
+    videoFrame: await planes(frame),
+    list: await planes([twoD, new ImageData(new Uint8ClampedArray(flat), 4, 2)]),
+    webgl: await planes(webgl),
+    yuvFrame: (await videoChunk(stream, yuv)).shape,
+    rgb24: Array.from((await videoChunk(rgb24, twoD)).data),
+    audioBuffer: Array.from(audioChunk(audio, buffer).data),
+    audioData: Array.from(audioChunk(audio, data).data),
+    audioDataS16: Array.from(audioChunk(s16, data).data),
+    int16: audioChunk(s16, Int16Array.from([1, 2, 3, 4])).shape,
+    errors,
+  };
+}"""
+
+
+def test_chromium_takes_every_kind_of_input(browser_page: Page, server: ServerProcess):
+    """Canvases (2D and WebGL), ImageBitmaps, VideoFrames (RGB and YUV), ImageData and typed
+    arrays become R, G, B planes; AudioBuffers, AudioData and typed arrays interleaved samples."""
+    browser_page.page.goto(server.url + "/")
+    got = browser_page.page.evaluate(INPUTS)
+    planes = [10 * p + c for c in range(3) for p in range(8)]  # R plane, G plane, B plane
+    for kind in ("typed", "imageData", "canvas2d", "bitmap", "videoFrame", "rgb24"):
+        assert got[kind] == planes, kind
+    assert got["list"] == planes + planes
+    assert got["webgl"] == [51] * 8 + [102] * 8 + [153] * 8
+    assert got["yuvFrame"] == [1, 3, 2, 4]
+    assert got["audioBuffer"] == [0.5, 0.25, -0.5, 0, 1, -1] == got["audioData"]
+    assert got["audioDataS16"] == [16384, 8192, -16383, 0, 32767, -32767]  # x * 32767, rounded half up
+    assert got["int16"] == [2, 2]
+    names = [(e[0], e[1]) if e else None for e in got["errors"]]
+    assert names == [("InvalidChunk", "invalid_chunk")] * 6, got["errors"]
+    assert "a 5x2 image for a 4x2 stream" in got["errors"][0][2]
+    assert "expects a Float32Array; got Int16Array" in got["errors"][3][2]
+    assert not browser_page.errors
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
+        time.sleep(0.1)
+
+
+def test_example_page_pushes_its_canvas_to_a_server_file(browser_auth, browser_page: Page, own_server):
+    examples = own_server(FRAMECAST_EXAMPLES="1")
+    page = browser_page.page
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(examples.url + "/examples/canvas")
+    page.fill("#dest", "web/example.mp4")
+    page.click("#start")
+    # Polled from here: the page's policy refuses the eval that wait_for_function's strings need.
+    wait_until(lambda: int(page.text_content("#frames") or 0) >= 45, "45 frames sent")
+    assert page.text_content("#state") == "open"
+    page.click("#start")  # stop
+    wait_until(lambda: page.text_content("#state") == "closed", "the writer closed")
+    assert page.text_content("#error") == ""
+    assert not violations and not browser_page.errors, violations + browser_page.errors
+    assert browser_page.only_from(examples.url) == []
+    sent = int(page.text_content("#frames") or 0)
+    video, audio = decode(examples.output_dir / "web" / "example.mp4")["streams"]
+    assert (video["width"], video["height"], video["frame_count"]) == (640, 360, sent)
+    assert abs(dominant_frequency(audio["pcm"][:, 0], 48000) - 440) < 2
