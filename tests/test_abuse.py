@@ -425,3 +425,49 @@ def test_shared_memory_is_budgeted_and_sessions_never_connected_expire(own_serve
         ws.send(protocol.encode_control("finish"))
         recv_until(ws, is_type("closed"))
         ws.close()
+
+
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_the_header_deadline_and_the_connection_cap_hold_with_either_parser(parser: str) -> None:
+    """connections.py hooks into uvicorn's protocol classes (``on_headers_complete`` for httptools,
+    ``handle_events`` and h11's states for h11, ``on_response_complete``, ``connections``): an
+    uvicorn upgrade that changes them fails here, for both parsers, not in production."""
+    import uvicorn
+
+    from framecast_server.connections import limited_protocol
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        await asyncio.sleep(1.0)  # longer than the header deadline: a request under way is not cut
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def read_all(reader: asyncio.StreamReader) -> bytes:
+        try:
+            return await asyncio.wait_for(reader.read(), 10)
+        except ConnectionResetError:  # closed as it was accepted: a reset, not a FIN
+            return b""
+
+    async def main() -> None:
+        sock = socket.create_server(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        limited = limited_protocol(0.5, 4, parser)  # type: ignore[arg-type]
+        server = uvicorn.Server(uvicorn.Config(app, http=limited, lifespan="off", log_level="warning"))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(6)]
+            held[0][1].write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers begun, never ended
+            # Two connections over the cap are closed at once; the four taken, once their headers are late.
+            assert [await read_all(reader) for reader, _ in held] == [b""] * 6
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await asyncio.wait_for(reader.readuntil(b"ok"), 10)
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            # Kept alive after the response: the next request's headers are due in time too.
+            assert await read_all(reader) == b""
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, 10)
+
+    asyncio.run(main())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from typing import Literal
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -93,10 +94,16 @@ if HttpToolsProtocol is not None:
             super().on_headers_complete()
 
 
-def limited_protocol(header_timeout: float, max_connections: int) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol (httptools if installed, as uvicorn's "auto" picks, else h11) with a
-    header deadline and a connection cap, for ``uvicorn.Config(http=...)``."""
-    base = _HttpToolsDeadline if HttpToolsProtocol is not None else _H11Deadline
+def limited_protocol(
+    header_timeout: float, max_connections: int, parser: Literal["auto", "h11", "httptools"] = "auto"
+) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a header deadline and a connection cap, for
+    ``uvicorn.Config(http=...)``; ``parser`` "auto" takes httptools if installed, as uvicorn does,
+    else h11."""
+    if parser == "httptools" and HttpToolsProtocol is None:
+        raise ValueError("httptools is not installed")
+    use_h11 = parser == "h11" or HttpToolsProtocol is None
+    base = _H11Deadline if use_h11 else _HttpToolsDeadline
     return type("LimitedProtocol", (base,), {"header_timeout": header_timeout, "max_connections": max_connections})
 
 
