@@ -223,8 +223,8 @@ MUXER_OPTIONS = frozenset({
 #: explain refusals and, in the tests, to check that nothing allowed is one of those.
 FILE_WORDS = re.compile(
     r"(?<!pro)file|path|url\b|uri\b|dump|stats|passlog|plot|script|command|\bcmd|protocol|whitelist|blacklist|"
-    r"headers|listen|socket|device|model|librar|fifo|segment|playlist|analysis|csv|recon\b|key_info|master_pl|"
-    r"init_seg|media_seg|attach|director",
+    r"http|listen|socket|device|librar|fifo|segment|playlist|analysis[-_ ]?(save|load|reuse)|csv|recon\b|"
+    r"key_info|master_pl|init_seg|media_seg|attach|director",
     re.IGNORECASE,
 )
 
@@ -314,7 +314,21 @@ def _expected(obj: FFObject, hit: Found) -> str:
         if consts:
             joiner = "'+'-separated" if option.type == OptionType.FLAGS else "one of"
             return f"expected {joiner}: {_names(consts)}"
-    return f"expected a {option.type.name.lower().replace('_', ' ')}"
+    kind = _KIND_NAMES.get(option.type, option.type.name.lower().replace("_", " "))
+    if option.type in _NUMBERS and option.min < option.max:
+        return f"expected {kind} from {option.min:g} to {option.max:g}"
+    return f"expected {kind}"
+
+
+_NUMBERS = {OptionType.INT, OptionType.INT64, OptionType.UINT, OptionType.UINT64, OptionType.DOUBLE,
+            OptionType.FLOAT, OptionType.BOOL}
+_KIND_NAMES = {OptionType.INT: "an integer", OptionType.INT64: "an integer", OptionType.UINT: "an integer",
+               OptionType.UINT64: "an integer", OptionType.DOUBLE: "a number", OptionType.FLOAT: "a number",
+               OptionType.BOOL: "a boolean (0/1, true/false)", OptionType.STRING: "a string",
+               OptionType.RATIONAL: "a ratio (a/b)", OptionType.DURATION: "a duration ([-][HH:]MM:SS[.m...])",
+               OptionType.IMAGE_SIZE: "a size (WxH)", OptionType.VIDEO_RATE: "a frame rate",
+               OptionType.COLOR: "a color", OptionType.PIXEL_FMT: "a pixel format",
+               OptionType.SAMPLE_FMT: "a sample format", OptionType.CHLAYOUT: "a channel layout"}
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,8 @@ class Option:
     offset: int
     unit: str | None
     value: int  # the default (int-like types), or a CONST's value
+    min: float = 0.0
+    max: float = 0.0
 
     @property
     def is_const(self) -> bool:
@@ -154,6 +156,8 @@ def _option(raw: _AVOption) -> Option:
         offset=raw.offset,
         unit=raw.unit.decode() if raw.unit else None,
         value=raw.default_val,
+        min=raw.min,
+        max=raw.max,
     )
 
 
