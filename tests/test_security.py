@@ -140,12 +140,17 @@ def test_sdk_uses_the_api_key_and_keys_never_leak(keyed, tmp_path, monkeypatch):
 
 def test_sessions_per_key_are_limited(keyed):
     headers = {"Authorization": "Bearer key-two-77c1"}
-    created = [httpx.post(keyed.url + "/v1/sessions", json=body(), headers=headers, timeout=30) for _ in range(2)]
+
+    def own_file(name: str) -> dict:  # a path is one open session's at a time (outputs.py)
+        return body({"type": "server_file", "path": f"sec/limit-{name}.mkv"})
+
+    created = [httpx.post(keyed.url + "/v1/sessions", json=own_file(str(i)), headers=headers, timeout=30)
+               for i in range(2)]
     assert all(r.status_code == 201 for r in created)
-    third = httpx.post(keyed.url + "/v1/sessions", json=body(), headers=headers, timeout=30)
+    third = httpx.post(keyed.url + "/v1/sessions", json=own_file("third"), headers=headers, timeout=30)
     assert third.status_code == 503 and "already has 2 open sessions" in third.json()["error"]["message"]
-    other = httpx.post(keyed.url + "/v1/sessions", json=body(), headers={"Authorization": "Bearer key-one-3f9a"},
-                       timeout=30)
+    other = httpx.post(keyed.url + "/v1/sessions", json=own_file("other"),
+                       headers={"Authorization": "Bearer key-one-3f9a"}, timeout=30)
     assert other.status_code == 201
     for r in [*created, other]:
         httpx.delete(f"{keyed.url}/v1/sessions/{r.json()['id']}", headers=headers, timeout=30)
