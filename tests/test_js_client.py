@@ -65,12 +65,19 @@ def run_node(*args: str, env: dict[str, str] | None = None, cwd: Path = JS_TESTS
 
 def test_node_runs_the_vectors_and_pushes_to_a_server_file(js_deps, server: ServerProcess):
     """`node --test tests/js/`: the protocol vectors, then pushes from Node: 90 frames and 3 s of
-    a sine to a server file (decoded here), a ClientBlob equal to the server muxer's file, errors."""
-    proc = run_node("--test", str(JS_TESTS), env={"FRAMECAST_TEST_SERVER": server.url, "FRAMECAST_TEST_PREFIX": "node"},
-                    cwd=ROOT)
+    a sine to a server file (decoded here), a ClientBlob equal to the server muxer's file, errors,
+    and both again through proxies that cut the websocket three times each."""
+    with CuttingProxy(server.port, cuts=3, min_bytes=200_000, max_bytes=1_000_000, seed=1) as to_file, \
+            CuttingProxy(server.port, cuts=3, min_bytes=100_000, max_bytes=400_000, seed=2) as to_blob:
+        proc = run_node("--test", str(JS_TESTS), cwd=ROOT, env={
+            "FRAMECAST_TEST_SERVER": server.url, "FRAMECAST_TEST_PREFIX": "node",
+            "FRAMECAST_TEST_PROXY_FILE": to_file.url, "FRAMECAST_TEST_PROXY_BLOB": to_blob.url,
+        })
+        cuts = (to_file.cuts, to_blob.cuts)
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0, report[-6000:]
-    assert "# fail 0" in report and "# pass 11" in report, report[-3000:]
+    assert "# fail 0" in report and "# pass 13" in report, report[-3000:]
+    assert cuts == (3, 3)
 
     out = decode(server.output_dir / "node" / "push.mkv")
     video, audio = out["streams"]
@@ -80,6 +87,8 @@ def test_node_runs_the_vectors_and_pushes_to_a_server_file(js_deps, server: Serv
         assert psnr(video["frames"][index], pattern_rgb(index, 128, 96)) > 30
     assert abs(audio["sample_count"] - 144000) <= 2048 and audio["channels"] == 2
     assert abs(dominant_frequency(audio["pcm"][:, 0], 48000) - 440) < 2
+    cut = decode(server.output_dir / "node" / "cut.mkv")["streams"][0]
+    assert [read_stamp(frame) for frame in cut["frames"]] == list(range(90))  # each frame once, in order
 
 
 def pattern_rgb(f: int, width: int, height: int) -> np.ndarray:

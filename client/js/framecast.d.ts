@@ -110,7 +110,9 @@ export function ClientBlob(filename?: string | null): ClientDestination;
 export function Discard(options?: { encode?: boolean }): DiscardDestination;
 
 /** A WebSocket class that takes `{headers}` as its third argument, as the `ws` package's does. */
-export type HeaderWebSocket = new (url: string, protocols: undefined, options: { headers: Record<string, string> }) => unknown;
+export type HeaderWebSocket = new (
+  url: string, protocols: undefined, options: { headers: Record<string, string>; perMessageDeflate: boolean },
+) => unknown;
 
 export interface StreamWriterOptions {
   format?: string | null;

@@ -283,7 +283,8 @@ export class StreamWriter {
       let ws;
       try {
         ws = this._headerWebSocket
-          ? new this._headerWebSocket(url, undefined, { headers: { Authorization: `Bearer ${token}` } })
+          // No permessage-deflate (as the Python SDK): compressing raw pixels costs both ends more CPU than it saves.
+          ? new this._headerWebSocket(url, undefined, { headers: { Authorization: `Bearer ${token}` }, perMessageDeflate: false })
           : new globalThis.WebSocket(url, [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + token]);
       } catch (error) {
         reject(new TransportError(`cannot open the stream websocket ${url}: ${error.message}`, { cause: error }));

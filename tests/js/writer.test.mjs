@@ -105,3 +105,41 @@ test("a server that is not there is a TransportError", { timeout: 30_000 }, asyn
   s.addVideoStream({ frameRate: 30, width: W, height: H });
   await assert.rejects(s.open(), (error) => error instanceof TransportError && error.code === "transport_error");
 });
+
+// Through tests/faults.py's CuttingProxy (started by tests/test_js_client.py): the stream
+// websocket is cut after a random number of bytes, three times per proxy.
+const proxies = { file: process.env.FRAMECAST_TEST_PROXY_FILE, blob: process.env.FRAMECAST_TEST_PROXY_BLOB };
+
+test("cut three times, a push to a server file resumes and resends what was not acknowledged", { timeout: 120_000 }, async () => {
+  assert.ok(proxies.file, "FRAMECAST_TEST_PROXY_FILE is set by tests/test_js_client.py");
+  const s = writer(ServerFile(`${prefix}/cut.mkv`), { server: proxies.file });
+  s.addVideoStream({ frameRate: 30, width: W, height: H, format: "rgba" });
+  s.addAudioStream({ sampleRate: 48000, numChannels: 2 });
+  await s.open();
+  await push(s);
+  await s.close();
+  assert.ok(s.reconnects >= 3, `${s.reconnects} reconnects`);
+  assert.equal(s.summary.streams[0].counters.frames, 90); // the server took each frame once
+  assert.equal(s.summary.streams[1].counters.frames, 144000);
+  // on("event") hears the server's account (events while no client is connected may not reach it).
+  assert.ok(s.events.some((e) => e.event === "client_reconnected"), JSON.stringify(s.events));
+});
+
+test("cut three times, a ClientBlob still holds exactly the server muxer's bytes", { timeout: 120_000 }, async () => {
+  assert.ok(proxies.blob, "FRAMECAST_TEST_PROXY_BLOB is set by tests/test_js_client.py");
+  const outputs = [];
+  let reconnects = 0;
+  for (const [dst, server] of [[ClientBlob("cut.mkv"), proxies.blob], [ServerFile(`${prefix}/cut-twin.mkv`), undefined]]) {
+    const s = writer(dst, server ? { server } : {});
+    s.addVideoStream({ frameRate: 30, width: W, height: H, format: "rgba", encoder: "ffv1" });
+    s.addAudioStream({ sampleRate: 48000, numChannels: 2, encoder: "flac" });
+    await s.open({ fflags: "+bitexact" });
+    await push(s, { frames: 60, seconds: 2 });
+    await s.close();
+    reconnects += s.reconnects;
+    outputs.push(new Uint8Array(await (dst.type === "client" ? s.blob() : await s.download()).arrayBuffer()));
+  }
+  assert.ok(reconnects >= 3, `${reconnects} reconnects`);
+  assert.ok(outputs[0].length > 100_000, `${outputs[0].length} bytes`);
+  assert.deepEqual(outputs[0], outputs[1]);
+});
