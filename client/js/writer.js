@@ -162,6 +162,7 @@ export class StreamWriter {
     this._failure = null;
     this._broken = null;
     this._closedByUser = false;
+    this._outage = null; // while reconnecting: {deadline, delay, attempts}
     this._outputsApplied = 0;
     this._output = this.destination.type === "client" ? new OutputBuffer() : null;
     this._waiters = new Set();
@@ -311,6 +312,7 @@ export class StreamWriter {
 
   _handle(data) {
     if (this._broken) return;
+    this._outage = null; // the server is talking: a reconnect is over
     try {
       if (typeof data === "string") this._control(parseControl(data));
       else this._binary(parseServerBinary(data));
@@ -397,16 +399,27 @@ export class StreamWriter {
       this._break(fatal ? fatal() : new TransportError(`the connection to the framecast server closed (code ${code})`));
       return;
     }
+    if (this._outage && Date.now() > this._outage.deadline) {
+      this._break(new TransportError(`could not resume the stream within ${this._reconnectTimeout / 1000} s (close code ${code})`));
+      return;
+    }
     this._resume();
   }
 
-  /** Reconnect with capped exponential backoff; resend every chunk not acknowledged, in order. */
+  /**
+   * Reconnect with capped exponential backoff; resend every chunk not acknowledged, in order.
+   *
+   * The outage (its deadline and delay) lasts until a new socket has held for a second or the
+   * server has said something on it: one that opens and is closed at once (4409 while the server
+   * still holds the old connection) counts as a failed attempt, not as the end of the outage.
+   */
   async _resume() {
-    const deadline = Date.now() + this._reconnectTimeout;
-    let delay = 50;
-    let attempts = 0;
+    this._outage ??= { deadline: Date.now() + this._reconnectTimeout, delay: 0, attempts: 0 };
+    const outage = this._outage;
     while (!this._closedByUser && !this._broken) {
-      attempts += 1;
+      if (outage.delay) await new Promise((resolve) => setTimeout(resolve, outage.delay));
+      outage.delay = Math.min(Math.max(2 * outage.delay, 50), 2000);
+      outage.attempts += 1;
       try {
         const ws = await this._connect();
         if (this._closedByUser) { ws.close(); return; }
@@ -414,17 +427,16 @@ export class StreamWriter {
         if (this.state === "closing") ws.send(encodeControl("finish"));
         this._ws = ws;
         this.reconnects += 1;
+        setTimeout(() => { if (this._ws === ws) this._outage = null; }, 1000); // it held: the outage is over
         this._wake();
         return;
       } catch (error) {
-        if (error instanceof SessionNotFound || Date.now() + delay > deadline) {
+        if (error instanceof SessionNotFound || Date.now() + outage.delay > outage.deadline) {
           this._break(error instanceof SessionNotFound ? error : new TransportError(
             `lost the connection to the framecast server and could not reconnect within ${this._reconnectTimeout / 1000} s ` +
-            `(${attempts} attempts): ${error.message}`, { cause: error }));
+            `(${outage.attempts} attempts): ${error.message}`, { cause: error }));
           return;
         }
-        await new Promise((resolve) => setTimeout(resolve, delay));
-        delay = Math.min(delay * 2, 2000);
       }
     }
   }
