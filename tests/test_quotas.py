@@ -252,6 +252,20 @@ def test_a_filter_whose_output_grows_at_run_time_fails_the_session(own_server):
                       "above this server's limit of 1920x1080 (FRAMECAST_MAX_WIDTH/_HEIGHT)")
 
 
+def test_a_filter_chain_faster_than_the_frame_rate_limit_fails_the_session(api):
+    stream = {"type": "video", "frame_rate": 30, "width": 64, "height": 48, "filter_desc": "fps=1000",
+              "encoder_option": {"preset": "ultrafast"}}
+    created = create_on(api, [stream], "q/fast.mkv")
+    ws = open_ws(created)
+    ws.send(chunk(0, np.zeros((30, 3, 48, 64), np.uint8)))
+    reason = failed_reason(ws)
+    ws.close()
+    # Frame n comes at n/1000 s: past 240 * (n/1000 + 1) frames, a second of slack included, at n = 316.
+    assert reason.startswith("encoder error: streams.0.filter_desc: the filter chain put out 316 frames in 0.315 s "
+                             "of media, faster than this server's limit of 240 frames per second "
+                             "(FRAMECAST_MAX_FRAME_RATE)"), reason
+
+
 def test_sessions_beyond_the_memory_budget_are_refused_with_503(own_server):
     server = own_server(FRAMECAST_MEMORY_BUDGET=str(1024 * MiB))
     hd = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder_width": 1920,

@@ -169,13 +169,13 @@ class _Stream:
 
     def _check_filtered(self, frame: av.frame.Frame) -> None:
         """A filter chain's frame must be within the server's limits (see ``_check_probe``)."""
-        problem = _beyond_limits(frame, self.limits)
+        problem = _beyond_limits(frame, self.limits) or self._timing(frame)
         if problem is not None:
             raise FilterOutputRefused(f"streams.{self.plan.index}.filter_desc: the filter chain put out {problem}")
-        self._retime(frame)
 
-    def _retime(self, frame: av.frame.Frame) -> None:
-        """Give a filter chain's frame a usable timestamp if it has none (see _VideoStream)."""
+    def _timing(self, frame: av.frame.Frame) -> str | None:
+        """Check (and for video, mend) a filter chain's frame's timestamp; what is wrong, or None."""
+        return None
 
 
 class _VideoStream(_Stream):
@@ -203,14 +203,20 @@ class _VideoStream(_Stream):
         return out
 
     _reformatter: Any = None
-    #: Media time of the last frame a filter chain put out (``_retime``).
+    #: Media times of the first and the last frame a filter chain put out, and how many (``_timing``).
+    _first_time: Fraction | None = None
     _last_time: Fraction | None = None
+    _filtered = 0
 
-    def _retime(self, frame: av.frame.Frame) -> None:
+    def _timing(self, frame: av.frame.Frame) -> str | None:
         """A frame out of the filter chain without a timestamp, or with one not after the frame
         before, follows that frame by one frame at the encoder's rate. Filters that make frames
         do that with the push API this uses: ``tpad`` pads past the end without timestamps, ``loop``
-        starts its repeats over at the first frame's; the muxer would refuse them."""
+        starts its repeats over at the first frame's; the muxer would refuse them.
+
+        Returns what is wrong if the chain puts out frames faster than the frame-rate limit
+        (``fps=100000``): more than the limit's frames in any stretch of media from the first
+        frame, a second of slack included."""
         step = 1 / self.plan.encoder_frame_rate
         time = None if frame.pts is None or frame.time_base is None else frame.pts * frame.time_base
         last = self._last_time
@@ -221,6 +227,15 @@ class _VideoStream(_Stream):
             frame.time_base = base
             time = frame.pts * base
         self._last_time = time
+        if self._first_time is None:
+            self._first_time = time
+        self._filtered += 1
+        limit = self.limits.max_frame_rate
+        span = float(time - self._first_time)
+        if limit is not None and self._filtered > limit * (span + 1):
+            return (f"{self._filtered} frames in {span:.3f} s of media, faster than this server's limit of "
+                    f"{limit:g} frames per second (FRAMECAST_MAX_FRAME_RATE)")
+        return None
 
     #: Converts RGB chunks straight into the encoder's yuv420p frames where libyuv applies (set by
     #: OutputWriter); then frames come out of ``frames`` ready and ``ready`` has nothing to do.

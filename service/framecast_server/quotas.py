@@ -55,6 +55,7 @@ class EncoderLimits:
     memory_limit: int | None = None
     max_width: int | None = None
     max_height: int | None = None
+    max_frame_rate: float | None = None
     max_sample_rate: int | None = None
     max_channels: int | None = None
 
@@ -68,6 +69,7 @@ def encoder_limits(settings: Settings) -> EncoderLimits:
         memory_limit=settings.encoder_memory_limit or None,
         max_width=settings.max_width,
         max_height=settings.max_height,
+        max_frame_rate=settings.max_frame_rate,
         max_sample_rate=settings.max_sample_rate,
         max_channels=settings.max_channels,
     )
