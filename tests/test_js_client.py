@@ -318,6 +318,17 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) 
         time.sleep(0.1)
 
 
+def test_node_with_its_global_websocket(browser_auth, server: ServerProcess):
+    """Node 22's global WebSocket (Node 20's behind --experimental-websocket) works as a browser's:
+    the token goes as a subprotocol, no `ws` package needed."""
+    flags = ["--experimental-websocket"] if run_node("-e", "process.exit(globalThis.WebSocket ? 0 : 1)").returncode else []
+    proc = run_node(*flags, "--test", str(JS_TESTS / "global_websocket.mjs"), env={"FRAMECAST_TEST_SERVER": server.url},
+                    timeout=120)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    video = decode(server.output_dir / "node" / "global.mkv")["streams"][0]
+    assert [read_stamp(frame) for frame in video["frames"]] == list(range(30))
+
+
 def test_example_page_pushes_its_canvas_to_a_server_file(browser_auth, browser_page: Page, own_server):
     examples = own_server(FRAMECAST_EXAMPLES="1")
     page = browser_page.page
