@@ -26,11 +26,16 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 
+from . import test_dashboard as dashboard_tests
 from .conftest import ROOT, ServerProcess
 from .faults import CuttingProxy
 from .media import decode, dominant_frequency, psnr, read_stamp
 from .peers import NginxRtmp
-from .test_dashboard import Page, browser, browser_page  # noqa: F401  (fixtures)
+from .test_dashboard import Page
+
+#: The dashboard tests' fixtures: Debian's Chromium (module scope), a fresh page per test.
+browser = dashboard_tests.browser
+browser_page = dashboard_tests.browser_page
 
 JS_TESTS = ROOT / "tests" / "js"
 NODE_MODULES = JS_TESTS / "node_modules"
@@ -241,53 +246,7 @@ def test_chromium_resumes_through_cuts_and_every_frame_arrives_once(browser_auth
     assert result["summary"]["streams"][1]["counters"]["frames"] == 144000
 
 
-INPUTS = """async () => {
-  const { VideoStream, AudioStream } = await import("/static/framecast.js");
-  const { videoChunk, audioChunk } = await import("/static/media.js");
-  const stream = new VideoStream({ frameRate: 30, width: 4, height: 2, format: "rgba" });
-  const planes = async (source, shape) => Array.from((await videoChunk(stream, source, shape)).data);
-  const flat = new Uint8Array(4 * 2 * 4);
-  for (let p = 0; p < 8; p++) flat.set([10 * p, 10 * p + 1, 10 * p + 2, 255], 4 * p);
-  const twoD = Object.assign(document.createElement("canvas"), { width: 4, height: 2 });
-  twoD.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(flat), 4, 2), 0, 0);
-  const webgl = Object.assign(document.createElement("canvas"), { width: 4, height: 2 });
-  const gl = webgl.getContext("webgl", { preserveDrawingBuffer: true });
-  gl.clearColor(0.2, 0.4, 0.6, 1);
-  gl.clear(gl.COLOR_BUFFER_BIT);
-  const frame = new VideoFrame(twoD, { timestamp: 0 });
-  const yuv = new VideoFrame(new Uint8Array(4 * 2 + 2 * 2 * 1), { format: "I420", codedWidth: 4, codedHeight: 2, timestamp: 0 });
-  const rgb24 = new VideoStream({ frameRate: 30, width: 4, height: 2, format: "rgb24" });
-  const audio = new AudioStream({ sampleRate: 8000, numChannels: 2 });
-  const s16 = new AudioStream({ sampleRate: 8000, numChannels: 2, format: "s16" });
-  const buffer = new AudioBuffer({ length: 3, numberOfChannels: 2, sampleRate: 8000 });
-  buffer.copyToChannel(Float32Array.from([0.5, -0.5, 1]), 0);
-  buffer.copyToChannel(Float32Array.from([0.25, 0, -1]), 1);
-  const data = new AudioData({ format: "f32-planar", sampleRate: 8000, numberOfFrames: 3, numberOfChannels: 2,
-    timestamp: 0, data: Float32Array.from([0.5, -0.5, 1, 0.25, 0, -1]) });
-  const errors = [];
-  for (const bad of [() => videoChunk(stream, Object.assign(document.createElement("canvas"), { width: 5, height: 2 })),
-                     () => videoChunk(stream, new Uint8Array(7)), () => videoChunk(rgb24, new Uint8Array(24), [1, 3, 4, 2]),
-                     async () => audioChunk(audio, new Int16Array(4)), async () => audioChunk(audio, new Float32Array(3)),
-                     async () => audioChunk(audio, new AudioBuffer({ length: 1, numberOfChannels: 1, sampleRate: 8000 }))]) {
-    try { await bad(); errors.push(null); } catch (error) { errors.push([error.name, error.code, error.message]); }
-  }
-  return {
-    typed: await planes(flat, [1, 2, 4, 4]),
-    imageData: await planes(new ImageData(new Uint8ClampedArray(flat), 4, 2)),
-    canvas2d: await planes(twoD),
-    bitmap: await planes(await createImageBitmap(twoD)),
-    videoFrame: await planes(frame),
-    list: await planes([twoD, new ImageData(new Uint8ClampedArray(flat), 4, 2)]),
-    webgl: await planes(webgl),
-    yuvFrame: (await videoChunk(stream, yuv)).shape,
-    rgb24: Array.from((await videoChunk(rgb24, twoD)).data),
-    audioBuffer: Array.from(audioChunk(audio, buffer).data),
-    audioData: Array.from(audioChunk(audio, data).data),
-    audioDataS16: Array.from(audioChunk(s16, data).data),
-    int16: audioChunk(s16, Int16Array.from([1, 2, 3, 4])).shape,
-    errors,
-  };
-}"""
+INPUTS = (JS_TESTS / "browser_inputs.js").read_text()
 
 
 def test_chromium_takes_every_kind_of_input(browser_page: Page, server: ServerProcess):
@@ -321,7 +280,8 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) 
 def test_node_with_its_global_websocket(browser_auth, server: ServerProcess):
     """Node 22's global WebSocket (Node 20's behind --experimental-websocket) works as a browser's:
     the token goes as a subprotocol, no `ws` package needed."""
-    flags = ["--experimental-websocket"] if run_node("-e", "process.exit(globalThis.WebSocket ? 0 : 1)").returncode else []
+    has_global = run_node("-e", "process.exit(globalThis.WebSocket ? 0 : 1)").returncode == 0
+    flags = [] if has_global else ["--experimental-websocket"]
     proc = run_node(*flags, "--test", str(JS_TESTS / "global_websocket.mjs"), env={"FRAMECAST_TEST_SERVER": server.url},
                     timeout=120)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
