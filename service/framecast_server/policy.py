@@ -93,15 +93,21 @@ def check_metadata(metadata: dict[str, str]) -> None:
 
 
 def check_limits(settings: Settings, kind: str, where: str, **values: float) -> None:
-    """Operator limits on sizes and rates; each refusal names the limit."""
+    """Operator limits on sizes and rates; each refusal names the limit and the setting that sets it.
+
+    These bound what a stream takes in and hands its encoder; what a filter chain puts out is held
+    to the same limits in the encoder process (``encoder.py``), and what a session produces in all
+    to its quotas (``quotas.py``).
+    """
     limits = {
-        "width": settings.max_width,
-        "height": settings.max_height,
-        "frame_rate": settings.max_frame_rate,
-        "sample_rate": settings.max_sample_rate,
-        "num_channels": settings.max_channels,
+        "width": (settings.max_width, "FRAMECAST_MAX_WIDTH"),
+        "height": (settings.max_height, "FRAMECAST_MAX_HEIGHT"),
+        "frame_rate": (settings.max_frame_rate, "FRAMECAST_MAX_FRAME_RATE"),
+        "sample_rate": (settings.max_sample_rate, "FRAMECAST_MAX_SAMPLE_RATE"),
+        "num_channels": (settings.max_channels, "FRAMECAST_MAX_CHANNELS"),
     }
     for name, value in values.items():
-        limit = limits[name]
+        limit, setting = limits[name]
         if value > limit:
-            raise InvalidConfig(f"{name} {value:g} is above this server's limit of {limit:g}", f"{where}.{name}")
+            raise InvalidConfig(f"{name} {value:g} is above this server's limit of {limit:g} ({setting})",
+                                f"{where}.{name}")
