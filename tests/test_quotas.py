@@ -175,6 +175,29 @@ def test_a_pts_gap_beyond_the_cap_is_refused_and_the_session_goes_on(own_server)
     assert 9 * 48000 <= samples <= 9 * 48000 + 480 + 2048  # silence up to 9 s, then the chunk
 
 
+def test_a_paced_session_fills_an_allowed_gap_with_silence(api, server):
+    # Real time: the pacer holds the gap's silence (in pieces) until it is due.
+    response = api.post("/v1/sessions", json={"destination": {"type": "server_file", "path": "q/paced.mka"},
+                                              "streams": [{"type": "audio", "sample_rate": 8000, "num_channels": 1,
+                                                           "encoder": "pcm_f32le"}],
+                                              "realtime": True})
+    assert response.status_code == 201, response.text
+    created = response.json()
+    ws = open_ws(created)
+    ws.send(chunk(0, np.full((800, 1), 0.25, np.float32), pts=0.0))
+    ws.send(chunk(1, np.full((800, 1), 0.25, np.float32), pts=1.5))
+    recv_until(ws, is_ack(1))
+    ws.send(protocol.encode_control("finish"))
+    assert recv_until(ws, is_type("closed"))[-1]["session"]["state"] == "closed"
+    ws.close()
+    with av.open(str(server.output_dir / "q/paced.mka")) as container:
+        pcm = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)])
+    loud = np.flatnonzero(np.abs(pcm) > 0.1)
+    # 800 samples of sound, 1.4 s of silence, 800 of sound.
+    assert pcm.size == 12000 + 800
+    assert loud.tolist() == list(range(800)) + list(range(12000, 12800))
+
+
 def test_silence_for_an_audio_gap_is_written_in_pieces(own_server):
     # 59 s at 384 kHz in 16 channels of float: 1.45 GB as one array; written piece by piece it
     # costs the encoder next to nothing, and the byte quota ends the output.
