@@ -115,7 +115,8 @@ def ffmpeg_parse(desc: str) -> list[tuple[str, str | None, list[tuple[str, str]]
                 if not cur:
                     break
                 opts.append((cur.contents.key.decode(), cur.contents.value.decode()))
-            out.append((p.filter_name.decode(), p.instance_name.decode() if p.instance_name is not None else None, opts))
+            instance = p.instance_name.decode() if p.instance_name is not None else None
+            out.append((p.filter_name.decode(), instance, opts))
         return out
     finally:
         FILT.avfilter_graph_segment_free(ctypes.byref(seg))

@@ -430,8 +430,9 @@ def _check_value(obj: FFObject, rules: _Rules, key: str, hit: Found, before: int
             bad = value & ~mask
             if bad:
                 named = sorted({c.name for c in consts if c.value & bad}) or [hex(bad)]
-                raise InvalidConfig(f"{key} value{'s' if len(named) > 1 else ''} {', '.join(named)} "
-                                    f"{'are' if len(named) > 1 else 'is'} not allowed; allowed: {_names(allowed_names)} "
+                plural = len(named) > 1
+                raise InvalidConfig(f"{key} value{'s' if plural else ''} {', '.join(named)} "
+                                    f"{'are' if plural else 'is'} not allowed; allowed: {_names(allowed_names)} "
                                     f"({rules.extra_setting} extends the list with '{flags_option}.VALUE')", where)
     cap = next((CAPS[a] for a in aliases if a in CAPS), None)
     if cap is not None:
@@ -445,8 +446,8 @@ def _check_value(obj: FFObject, rules: _Rules, key: str, hit: Found, before: int
         if params is None:
             raise InvalidConfig(f"option {key!r} takes library parameters this server has no rules for", where)
         canonical = next(a for a in aliases if a in PARAMS)
-        for name, value in obj.get_dict(hit.scope, key):
-            _check_param(canonical, params, rules, name, value, where)
+        for name, entry in obj.get_dict(hit.scope, key):
+            _check_param(canonical, params, rules, name, entry, where)
 
 
 _DECIMAL = re.compile(r"\s*\+?\d{1,9}\s*")

@@ -20,19 +20,18 @@ Only the public ``AVOption`` struct layout (unchanged since FFmpeg 7) and public
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import enum
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 from .ffmpeg import _bundled
 
 #: ``av_opt_find2`` search flags
 SEARCH_CHILDREN = 1
-#: ``AVERROR_OPTION_NOT_FOUND``: FFERRTAG(0xF8,'O','P','T')
-_OPTION_NOT_FOUND = -(0xF8 | ord("O") << 8 | ord("P") << 16 | ord("T") << 24)
 
 
 class OptionType(enum.IntEnum):
@@ -178,7 +177,7 @@ class Found:
     option: Option
 
 
-class FFObject:
+class FFObject(abc.ABC):
     """A freshly allocated, never initialized FFmpeg object and its private context.
 
     ``generic`` is the object itself (``AVCodecContext``, ``AVFormatContext``, ``AVFilterContext``),
@@ -193,14 +192,15 @@ class FFObject:
         self.generic: int = 0
         self.private: int | None = None
 
-    def __enter__(self) -> FFObject:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:  # pragma: no cover - every subclass frees its own
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Free the object (each kind has its own FFmpeg function for it)."""
 
     def _obj(self, scope: Scope) -> int | None:
         return self.generic if scope == "generic" else self.private
@@ -211,7 +211,8 @@ class FFObject:
         if not obj:
             return []
         util = _libs()[0]
-        rows, cur = [], _OptPtr()
+        rows: list[Option] = []
+        cur = _OptPtr()
         while True:
             cur = util.av_opt_next(obj, cur)
             if not cur:
@@ -227,13 +228,14 @@ class FFObject:
         """
         util = _libs()[0]
         hits = []
-        for scope, flags in (("generic", 0), ("private", SEARCH_CHILDREN)):
-            obj = self._obj(scope)  # type: ignore[arg-type]
+        searches: tuple[tuple[Scope, int], ...] = (("generic", 0), ("private", SEARCH_CHILDREN))
+        for scope, flags in searches:
+            obj = self._obj(scope)
             if not obj:
                 continue
             found = util.av_opt_find2(obj, name.encode(), None, 0, flags, None)
             if found:
-                hits.append(Found(scope, _option(found.contents)))  # type: ignore[arg-type]
+                hits.append(Found(scope, _option(found.contents)))
         return hits
 
     def aliases(self, found: Found) -> list[str]:
@@ -367,7 +369,7 @@ class Filter(FFObject):
         return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def filter_table(name: str) -> tuple[tuple[Option, ...], tuple[Option, ...]]:
     """(generic, private) option rows of filter ``name``; cached, as tables never change at runtime."""
     with Filter(name) as f:
@@ -376,6 +378,7 @@ def filter_table(name: str) -> tuple[tuple[Option, ...], tuple[Option, ...]]:
 
 def iter_tables(obj: FFObject) -> Iterator[tuple[Scope, Option]]:
     """Every (scope, row) of an object: its generic table, then its private one."""
-    for scope in ("generic", "private"):
-        for o in obj.options(scope):  # type: ignore[arg-type]
-            yield scope, o  # type: ignore[misc]
+    scopes: tuple[Scope, ...] = ("generic", "private")
+    for scope in scopes:
+        for o in obj.options(scope):
+            yield scope, o
