@@ -25,6 +25,10 @@ import psutil
 import pytest
 
 from framecast import protocol
+from framecast_server import budget
+from framecast_server.config import Settings
+from framecast_server.models import SessionConfig
+from framecast_server.plan import make_plan
 
 from .test_api import chunk, is_ack, is_type, open_ws, recv_until
 
@@ -305,6 +309,41 @@ def test_sessions_beyond_the_memory_budget_are_refused_with_503(own_server):
     create(server, [hd], "q/hd3.mkv")
 
 
+@pytest.mark.parametrize("streams, extra", [
+    ([{"type": "video", "frame_rate": 30, "width": 1280, "height": 720}], {}),  # x264 medium, frame threads
+    ([{"type": "video", "frame_rate": 30, "width": 640, "height": 360, "encoder_option": {"preset": "veryfast"}},
+      {"type": "audio", "sample_rate": 48000, "num_channels": 2}], {}),
+    ([{"type": "video", "frame_rate": 30, "width": 960, "height": 540, "filter_desc": "hflip"}], {"realtime": True}),
+])
+def test_the_memory_estimate_is_above_what_encoders_hold(api, server, streams, extra):
+    # What admission counts must not be less than what an encoder really takes at its peak, here.
+    config = {"destination": {"type": "server_file", "path": f"q/est{time.monotonic_ns()}.mkv"},
+              "streams": streams, **extra}
+    settings = Settings(output_dir=server.output_dir)  # as the shared server runs
+    estimate = budget.estimate(make_plan(SessionConfig.model_validate(config), settings),
+                               budget.chunks_in_flight(settings))
+    response = api.post("/v1/sessions", json=config)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    rng = np.random.default_rng(1)
+    with Watch(server, created["encoder_pid"]).running() as watch:
+        ws = open_ws(created)
+        seq = 0
+        for _ in range(12):  # 60 frames of noise: every lookahead, reference and thread buffer filled
+            for index, stream in enumerate(streams):
+                if stream["type"] == "video":
+                    array = rng.integers(0, 256, (5, 3, stream["height"], stream["width"]), np.uint8)
+                else:
+                    array = rng.uniform(-0.5, 0.5, (stream["sample_rate"] // 6, 2)).astype(np.float32)
+                ws.send(chunk(seq, array, stream=index))
+                seq += 1
+        recv_until(ws, is_ack(seq - 1), timeout=120)
+        ws.send(protocol.encode_control("finish"))
+        recv_until(ws, is_type("closed"), timeout=120)
+        ws.close()
+    assert 0 < watch.peak_rss < estimate, (watch.peak_rss >> 20, estimate >> 20)
+
+
 def test_sixteen_8k_x264_streams_are_refused_before_any_memory_is_taken(api):
     # The issue: 16 streams of 8K x264 per session took 1.5 GB before a frame arrived.
     stream = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder_width": 7680,
@@ -314,8 +353,7 @@ def test_sixteen_8k_x264_streams_are_refused_before_any_memory_is_taken(api):
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["field"] == "streams"
-    assert "more than one encoder process may use: 4 GiB of address space (FRAMECAST_ENCODER_MEMORY_LIMIT)" \
-        in error["message"]
+    assert "more than one encoder process may have (4 GiB, FRAMECAST_ENCODER_MEMORY_LIMIT)" in error["message"]
     assert "streams.0 " in error["message"] and "13 more" in error["message"]
     # The issue's third case, one stream: 8K with rc-lookahead=40 took 3.6 GB. Refused the same way.
     one = {**stream, "encoder_option": {"rc-lookahead": "40"}}

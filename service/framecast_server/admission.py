@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .budget import EncoderMemoryBudget, default_budget
+from .budget import EncoderMemoryBudget, chunks_in_flight, default_budget
 from .config import Settings
 from .plan import OutputPlan
 from .quotas import KeyAccount, KeyLedger
@@ -23,7 +23,7 @@ class Admission:
 
     def __init__(self, settings: Settings) -> None:
         self.memory = EncoderMemoryBudget(settings.memory_budget or default_budget(),
-                                          settings.encoder_memory_limit or None)
+                                          settings.encoder_memory_limit or None, chunks_in_flight(settings))
         self.keys = KeyLedger(settings.max_key_bytes or None, settings.max_key_seconds or None)
         self._starting_for = settings.open_timeout + 5.0
         self._starting: list[tuple[float, OutputPlan]] = []

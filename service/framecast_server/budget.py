@@ -12,7 +12,8 @@ Three defences, all here:
 
 - ``estimate(plan)``: the bytes a session's encoder process is expected to hold at its peak,
   from each stream's encoder frame size and the frames its encoder keeps (from the preset and
-  ``rc-lookahead``, ``bf``, ``refs``, ``threads``). Deliberately on the high side.
+  ``rc-lookahead``, ``bf``, ``refs``, ``threads``), plus the chunks on their way to it.
+  Deliberately on the high side (``tests/test_quotas.py`` holds real encoders' peaks under it).
 - ``EncoderMemoryBudget``: admission. A session whose estimate does not fit into what is left of the
   server's budget (``FRAMECAST_MEMORY_BUDGET`` minus the estimates of open sessions) is refused
   with 503; one that could never fit into one encoder process's limit with 422.
@@ -33,6 +34,7 @@ from collections.abc import Iterable
 
 import av
 
+from .config import Settings
 from .errors import InvalidConfig, OverBudget
 from .plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan
 from .quotas import size_text
@@ -50,8 +52,9 @@ _X264_PRESETS = {
     "veryslow": (60, 8, 16), "placebo": (60, 16, 16),
 }
 #: Bytes x264 holds per frame it keeps, in frames of the encoder's size (planes with borders,
-#: half-resolution lookahead planes, motion vectors): fitted to the measurements above.
-_X264_COPIES = 2.2
+#: half-resolution lookahead planes, motion vectors): fitted to the measurements above (2.2),
+#: with some margin.
+_X264_COPIES = 2.5
 #: Frames other encoders hold at their defaults, in frames of the encoder's size (measured at
 #: 1080p: libvpx-vp9 ~90, libsvtav1 ~85 plus ~150 MiB of its own, mpeg4 ~22).
 _OTHER_ENCODERS = {"libx265": 120, "libvpx-vp9": 100, "libvpx": 60, "libsvtav1": 140, "libaom-av1": 120,
@@ -143,17 +146,26 @@ def stream_bytes(stream: StreamPlan, realtime: bool) -> int:
     return need
 
 
-def estimate(plan: OutputPlan) -> int:
-    """Bytes the encoder process of ``plan`` is expected to hold at its peak (resident)."""
+def estimate(plan: OutputPlan, in_flight: int = 0) -> int:
+    """Bytes the encoder process of ``plan`` is expected to hold at its peak (resident), with
+    ``in_flight`` bytes of chunks on their way to its encoders (``chunks_in_flight``)."""
     if not plan.encode:
-        return BASELINE
-    return BASELINE + sum(stream_bytes(s, plan.realtime) for s in plan.streams)
+        return BASELINE + in_flight
+    return BASELINE + in_flight + sum(stream_bytes(s, plan.realtime) for s in plan.streams)
+
+
+def chunks_in_flight(settings: Settings) -> int:
+    """Chunk bytes an encoder process can hold besides its frames: the shared memory they arrive
+    through (``FRAMECAST_ENCODER_BUFFER_BYTES``, its pages touched as chunks pass) and the two
+    chunks whose frames wait, built, for the encoder (each up to ``FRAMECAST_MAX_MESSAGE_BYTES``)."""
+    return settings.encoder_buffer_bytes + 2 * settings.max_message_bytes
 
 
 def address_space(resident: int) -> int:
     """Address space an encoder process holding ``resident`` bytes reserves: thread stacks and
-    malloc arenas reserve more than they touch (measured: 8K x264 4.2 GiB RSS in 5.8 GiB)."""
-    return int(resident * 1.4) + (256 << 20)
+    malloc arenas reserve more than they touch (measured: 1.35 times the peak RSS at 4K and 8K,
+    340 MiB more at 1080p)."""
+    return int(resident * 1.25) + (256 << 20)
 
 
 def default_budget() -> int:
@@ -172,11 +184,13 @@ class EncoderMemoryBudget:
         total: bytes all open sessions' encoders may hold together (``FRAMECAST_MEMORY_BUDGET``).
         per_encoder: one encoder process's address-space limit (``FRAMECAST_ENCODER_MEMORY_LIMIT``),
             None for none.
+        in_flight: chunk bytes each encoder process may hold besides its frames (``chunks_in_flight``).
     """
 
-    def __init__(self, total: int, per_encoder: int | None) -> None:
+    def __init__(self, total: int, per_encoder: int | None, in_flight: int = 0) -> None:
         self.total = total
         self.per_encoder = per_encoder
+        self.in_flight = in_flight
 
     def admit(self, plan: OutputPlan, open_plans: Iterable[OutputPlan]) -> int:
         """Check that ``plan``'s encoder fits; return its estimate.
@@ -185,22 +199,24 @@ class EncoderMemoryBudget:
             InvalidConfig: it could never fit into one encoder process (names ``streams``).
             OverBudget: it does not fit into what open sessions leave of the budget now.
         """
-        need = estimate(plan)
+        need = estimate(plan, self.in_flight)
         if self.per_encoder is not None and address_space(need) > self.per_encoder:
             raise InvalidConfig(
                 f"these streams need an estimated {size_text(need)} of encoder memory "
-                f"({self._breakdown(plan)}), more than one encoder process may use: {size_text(self.per_encoder)} "
-                f"of address space ({MEMORY_LIMIT}); use fewer or smaller streams, or a lighter preset "
-                "or fewer rc-lookahead, bf, refs or threads",
+                f"({self._breakdown(plan)}), {size_text(address_space(need))} of address space with thread "
+                f"stacks and allocator reserves: more than one encoder process may have "
+                f"({size_text(self.per_encoder)}, {MEMORY_LIMIT}); use fewer or smaller streams, or a lighter "
+                "preset or fewer rc-lookahead, bf, refs or threads",
                 "streams",
             )
-        held = [estimate(p) for p in open_plans]
+        held = [estimate(p, self.in_flight) for p in open_plans]
         left = self.total - sum(held)
         if need > left:
             raise OverBudget(
                 f"this session needs an estimated {size_text(need)} of encoder memory; "
                 f"{size_text(max(0, left))} of this server's {size_text(self.total)} ({MEMORY_BUDGET}) is left, "
-                f"{len(held)} open sessions hold the rest; try again later or with smaller streams"
+                f"{len(held)} open {'session holds' if len(held) == 1 else 'sessions hold'} the rest; "
+                "try again later or with smaller streams"
             )
         return need
 
