@@ -81,7 +81,7 @@ def test_node_runs_the_vectors_and_pushes_to_a_server_file(js_deps, server: Serv
         cuts = (to_file.cuts, to_blob.cuts)
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0, report[-6000:]
-    assert "# fail 0" in report and "# pass 13" in report, report[-3000:]
+    assert "# fail 0" in report and "# pass 14" in report, report[-3000:]
     assert cuts == (3, 3)
 
     out = decode(server.output_dir / "node" / "push.mkv")
@@ -222,14 +222,19 @@ def test_chromium_streams_a_canvas_and_a_sine_to_a_server_file(browser_auth, bro
 
 
 def test_chromium_blob_is_the_server_muxers_bytes(browser_auth, browser_page: Page, server: ServerProcess):
-    """The same frames to a ClientBlob and to a server file (lossless, bitexact): equal bytes."""
+    """The same frames to a ClientBlob and to a server file (lossless, bitexact): equal bytes, and
+    the same bytes again as the page's download (writer.save())."""
     same = {"frames": 30, "seconds": 1, "video": {"encoder": "ffv1"}, "audio": {"encoder": "flac"},
             "option": {"fflags": "+bitexact"}}
-    blob = push(browser_page, server.url, dst={"kind": "blob", "name": "canvas.mkv"}, **same)
+    with browser_page.page.expect_download(timeout=30_000) as download:
+        blob = push(browser_page, server.url, dst={"kind": "blob", "name": "canvas.mkv", "save": True}, **same)
     push(browser_page, server.url, dst={"kind": "file", "path": "js/twin.mkv"}, **same)
     data = base64.b64decode(blob["bytes"])
     assert len(data) > 100_000
     assert data == (server.output_dir / "js" / "twin.mkv").read_bytes()
+    # writer.save(): the same bytes as a download named after the ClientBlob.
+    assert download.value.suggested_filename == "canvas.mkv"
+    assert Path(download.value.path()).read_bytes() == data
     video, audio = decode(data)["streams"]
     assert (video["codec"], video["frame_count"], audio["codec"]) == ("ffv1", 30, "flac")
     assert [read_stamp(frame) for frame in video["frames"]] == list(range(30))

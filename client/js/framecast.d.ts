@@ -181,6 +181,8 @@ export class StreamWriter {
   readonly summary: Record<string, any> | null;
   readonly events: SessionEvent[];
   readonly reconnects: number;
+  /** What is sent and not yet acknowledged (the ACK window bounds it). */
+  readonly inFlight: { chunks: number; bytes: number; seconds: number };
 
   /** Returns the stream's index. */
   addVideoStream(config: VideoStreamConfig): number;

@@ -235,6 +235,11 @@ export class StreamWriter {
 
   get sessionId() { return this.session?.id ?? null; }
 
+  /** What is sent and not yet acknowledged: chunk messages, their bytes and media seconds. */
+  get inFlight() {
+    return { chunks: this._pending.size, bytes: this._pendingBytes, seconds: this._pendingSeconds };
+  }
+
   // -- lifecycle ------------------------------------------------------------------------------
 
   _headers(extra = {}) {

@@ -60,6 +60,7 @@ async ({ dst, frames, seconds, width, height, keep, video = {}, audio = {}, opti
   await s.close();
   let bytes = null;
   if (dst.kind === "blob") {
+    if (dst.save) await s.save(); // a download named after the ClientBlob
     const blob = s.blob();
     const array = new Uint8Array(await blob.arrayBuffer());
     let text = "";

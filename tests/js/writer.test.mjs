@@ -67,6 +67,27 @@ test("a ClientBlob holds exactly the bytes the server's muxer writes to a file",
   assert.deepEqual(outputs[0], outputs[1]);
 });
 
+test("a real-time session holds the writer to the ACK window", { timeout: 60_000 }, async () => {
+  const s = writer(ServerFile(`${prefix}/paced.mkv`), { realtime: true });
+  const heard = [];
+  s.on("event", (event) => heard.push(event.event));
+  s.addVideoStream({ frameRate: 30, width: W, height: H, format: "rgba" });
+  await s.open();
+  let most = 0;
+  for (let f = 0; f < 60; f++) {
+    await s.writeVideoChunk(0, patternRGBA(f, W, H), { shape: [1, H, W, 4] });
+    most = Math.max(most, s.inFlight.seconds);
+  }
+  // Frames leave at media time, so the writer runs ahead until a second is unacknowledged and no
+  // further: each write resolves once what is in flight fits the window (plus the frame just sent).
+  assert.ok(most <= 1.0 + 1 / 30 + 1e-9, `${most} s in flight`);
+  assert.ok(most >= 0.9, `${most} s in flight: the window never filled`);
+  await s.close();
+  assert.equal(s.inFlight.chunks, 0);
+  assert.deepEqual(heard, s.events.map((e) => e.event));
+  assert.ok(heard.includes("finalized"), heard.join());
+});
+
 test("errors carry the server's code, field and seq", { timeout: 60_000 }, async () => {
   const bad = writer(ServerFile(`${prefix}/bad.mp4`));
   bad.addVideoStream({ frameRate: 30, width: W, height: H, encoder: "no-such-encoder" });
