@@ -344,6 +344,25 @@ def test_the_memory_estimate_is_above_what_encoders_hold(api, server, streams, e
     assert 0 < watch.peak_rss < estimate, (watch.peak_rss >> 20, estimate >> 20)
 
 
+def test_sessions_asked_for_at_once_cannot_all_take_the_same_memory(own_server):
+    # A session counts from its admission on, while its encoder is still starting.
+    server = own_server(FRAMECAST_MEMORY_BUDGET=str(1024 * MiB), FRAMECAST_SPARE_ENCODERS="0")
+    hd = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder_width": 1920,
+          "encoder_height": 1080}
+    statuses: list[int] = []
+
+    def ask(n: int) -> None:
+        body = {"destination": {"type": "server_file", "path": f"q/race{n}.mkv"}, "streams": [hd]}
+        statuses.append(httpx.post(server.url + "/v1/sessions", json=body, timeout=60).status_code)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [201, 503, 503, 503]
+
+
 def test_sixteen_8k_x264_streams_are_refused_before_any_memory_is_taken(api):
     # The issue: 16 streams of 8K x264 per session took 1.5 GB before a frame arrived.
     stream = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder_width": 7680,
