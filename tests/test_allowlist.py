@@ -337,10 +337,16 @@ def test_operators_extend_each_list():
     ({"x264-params": "keyint=30:dump-yuv=x.yuv"}, "names files"),
     ({"x264-params": "opencl=1"}, "key 'opencl' is not allowed"),
     ({"me_method": "dia", "motion-est": "hex", "crf": "x"}, "cannot take 'x' for 'crf'"),
+    ({"preset": "ultrafast\x00/tmp/x"}, "NUL"),
 ])
 def test_encoder_options_are_checked_as_ffmpeg_reads_them(options, message):
     with pytest.raises(InvalidConfig, match=message):
         allowlist.check_encoder_options(Settings(), "libx264", options, "streams.0.encoder_option")
+
+
+def test_nul_characters_are_refused_in_chains():
+    with pytest.raises(InvalidConfig, match="NUL"):
+        allowlist.check_filters(Settings(), "video", "hflip\x00,curves=plot=/tmp/x", "f")
 
 
 def test_encoder_options_ffmpeg_does_not_know_pass_through_as_before():

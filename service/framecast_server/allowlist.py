@@ -256,6 +256,8 @@ def check_filters(settings: Settings, media: Media, desc: str, field_name: str) 
 
     Returns the chain with every option named (what the encoder process builds).
     """
+    if "\x00" in desc:
+        raise InvalidConfig("contains a NUL character, where FFmpeg would cut the chain short", field_name)
     try:
         raw = split_graph(desc)
     except FilterSyntaxError as exc:
@@ -373,6 +375,8 @@ def _check_options(obj: FFObject, rules: _Rules, options: dict[str, str], field_
         if len(value) > _MAX_VALUE or len(key) > 64:
             raise InvalidConfig(f"option too long (at most 64 characters for a name, {_MAX_VALUE} for a value)",
                                 where)
+        if "\x00" in key + value:
+            raise InvalidConfig("contains a NUL character, where FFmpeg would cut it short", where)
         hits = obj.find(key)
         if not hits:
             # FFmpeg does not know this name for this encoder or muxer: it sets nothing, and the

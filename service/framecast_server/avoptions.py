@@ -168,6 +168,9 @@ def _error_text(code: int) -> str:
 
 Scope = Literal["generic", "private"]
 
+#: option tables read so far: (object kind, name, scope) -> rows
+_TABLES: dict[tuple[str, str, str], list[Option]] = {}
+
 
 @dataclass(frozen=True)
 class Found:
@@ -206,7 +209,16 @@ class FFObject(abc.ABC):
         return self.generic if scope == "generic" else self.private
 
     def options(self, scope: Scope) -> list[Option]:
-        """Every row of one table, in declared order (constants included)."""
+        """Every row of one table, in declared order (constants included).
+
+        Tables are static data of the FFmpeg build, so they are read once per object kind and name.
+        """
+        key = (self.kind, self.name, scope)
+        if key not in _TABLES:
+            _TABLES[key] = self._read_options(scope)
+        return _TABLES[key]
+
+    def _read_options(self, scope: Scope) -> list[Option]:
         obj = self._obj(scope)
         if not obj:
             return []
@@ -344,6 +356,7 @@ class Filter(FFObject):
         if not found:
             raise LookupError(f"no filter {name!r}")
         self._graph = _vp(filt.avfilter_graph_alloc())
+        util.av_opt_set(self._graph, b"thread_type", b"0", 0)  # no slice-thread pool for a probe
         self.generic = filt.avfilter_graph_alloc_filter(self._graph, found, b"probe")
         if not self.generic:
             self.close()
@@ -356,17 +369,8 @@ class Filter(FFObject):
         self.generic = 0
 
     def shorthand(self) -> list[Option]:
-        """The options that positional arguments fill, in order: the private table's non-constant
-        rows, each setting once (an alias right after its option is skipped), as FFmpeg's
-        ``ff_filter_opt_parse`` walks them."""
-        out: list[Option] = []
-        offset = -1
-        for o in self.options("private"):
-            if o.is_const or o.offset == offset:
-                continue
-            offset = o.offset
-            out.append(o)
-        return out
+        """The options positional arguments fill, in order (``filter_shorthand``)."""
+        return list(filter_shorthand(self.name))
 
 
 @functools.cache
@@ -374,6 +378,21 @@ def filter_table(name: str) -> tuple[tuple[Option, ...], tuple[Option, ...]]:
     """(generic, private) option rows of filter ``name``; cached, as tables never change at runtime."""
     with Filter(name) as f:
         return tuple(f.options("generic")), tuple(f.options("private"))
+
+
+@functools.cache
+def filter_shorthand(name: str) -> tuple[Option, ...]:
+    """The options that positional arguments of filter ``name`` fill, in order: the private table's
+    non-constant rows, each setting once (an alias right after its option is skipped), as FFmpeg's
+    ``ff_filter_opt_parse`` walks them."""
+    out: list[Option] = []
+    offset = -1
+    for o in filter_table(name)[1]:
+        if o.is_const or o.offset == offset:
+            continue
+        offset = o.offset
+        out.append(o)
+    return tuple(out)
 
 
 def iter_tables(obj: FFObject) -> Iterator[tuple[Scope, Option]]:

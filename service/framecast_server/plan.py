@@ -292,8 +292,7 @@ def split_filter_chain(desc: str) -> list[tuple[str, str | None]]:
     for raw in filtergraph.split_graph(desc):
         if raw.name not in av.filter.filters_available:
             raise filtergraph.FilterSyntaxError(f"unknown filter {raw.name!r}")
-        with avoptions.Filter(raw.name) as ff:
-            shorthand = [o.name for o in ff.shorthand()]
+        shorthand = [o.name for o in avoptions.filter_shorthand(raw.name)]
         steps.append((raw.name, filtergraph.split_options(raw.args, shorthand, raw.name).args()))
     return steps
 
