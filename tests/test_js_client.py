@@ -294,23 +294,37 @@ def test_node_with_its_global_websocket(browser_auth, server: ServerProcess):
     assert [read_stamp(frame) for frame in video["frames"]] == list(range(30))
 
 
-def test_example_page_pushes_its_canvas_to_a_server_file(browser_auth, browser_page: Page, own_server):
+def test_example_page_pushes_its_canvas_to_a_server_file_and_to_rtmp(browser_auth, browser_page: Page, own_server,
+                                                                     rtmp: NginxRtmp):
+    """examples/browser_canvas.html at /examples/canvas (FRAMECAST_EXAMPLES=1), under its strict
+    policy: start, stop, the state shown; to a server file, then live to nginx-rtmp."""
     examples = own_server(FRAMECAST_EXAMPLES="1")
     page = browser_page.page
     violations: list[str] = []
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(examples.url + "/examples/canvas")
-    page.fill("#dest", "web/example.mp4")
-    page.click("#start")
-    # Polled from here: the page's policy refuses the eval that wait_for_function's strings need.
-    wait_until(lambda: int(page.text_content("#frames") or 0) >= 45, "45 frames sent")
-    assert page.text_content("#state") == "open"
-    page.click("#start")  # stop
-    wait_until(lambda: page.text_content("#state") == "closed", "the writer closed")
-    assert page.text_content("#error") == ""
-    assert not violations and not browser_page.errors, violations + browser_page.errors
-    assert browser_page.only_from(examples.url) == []
-    sent = int(page.text_content("#frames") or 0)
+
+    def run(kind: str, dest: str, frames: int) -> int:
+        page.select_option("#kind", kind)
+        page.fill("#dest", dest)
+        page.click("#start")
+        # Polled from here: the page's policy refuses the eval that wait_for_function's strings need.
+        wait_until(lambda: int(page.text_content("#frames") or 0) >= frames, f"{frames} frames sent")
+        assert page.text_content("#state") == "open"
+        page.click("#start")  # stop
+        wait_until(lambda: page.text_content("#state") == "closed", "the writer closed")
+        assert page.text_content("#error") == ""
+        return int(page.text_content("#frames") or 0)
+
+    sent = run("file", "web/example.mp4", 45)
     video, audio = decode(examples.output_dir / "web" / "example.mp4")["streams"]
     assert (video["width"], video["height"], video["frame_count"]) == (640, 360, sent)
     assert abs(dominant_frequency(audio["pcm"][:, 0], 48000) - 440) < 2
+
+    sent = run("url", rtmp.url("canvas"), 30)
+    assert rtmp.wait_closed("canvas", timeout=15), rtmp.log()
+    live = rtmp.decode("canvas", keep_rgb=False)
+    assert live["video"]["codec"] == "h264" and live["video"]["frames"] == sent
+    assert live["audio"]["codec"] == "aac"
+    assert not violations and not browser_page.errors, violations + browser_page.errors
+    assert browser_page.only_from(examples.url) == []
