@@ -152,8 +152,12 @@ async function copyVideoFrame(frame, width, height) {
     if (packed) throw error;
     return readBack(frame, width, height);
   }
-  if (frame.format === "BGRA" || frame.format === "BGRX") {
-    for (let q = 0; q < out.length; q += 4) [out[q], out[q + 2]] = [out[q + 2], out[q]];
+  if (frame.format === "BGRA" || frame.format === "BGRX") { // what Chromium makes of a canvas
+    for (let q = 0; q < out.length; q += 4) {
+      const blue = out[q];
+      out[q] = out[q + 2];
+      out[q + 2] = blue;
+    }
   }
   return out;
 }

@@ -10,8 +10,8 @@
  * @module
  */
 
-import { FramecastError, InvalidChunk, InvalidConfig, ServerError, SessionFailed, SessionNotFound, StateError,
-  TransportError } from "./errors.js";
+import { FramecastError, InvalidChunk, InvalidConfig, ProtocolError, ServerError, SessionFailed, SessionNotFound,
+  StateError, TransportError } from "./errors.js";
 import { AudioStream, VideoStream, audioChunk, videoChunk } from "./media.js";
 import { encodeChunk, encodeControl, parseControl, parseServerBinary } from "./protocol.js";
 
@@ -224,7 +224,13 @@ export class StreamWriter {
 
   _emit(name, value) {
     if (name === "warning" && !this._listeners.warning.size) console.warn(`framecast: ${value}`);
-    for (const listener of this._listeners[name]) listener(value);
+    for (const listener of this._listeners[name]) {
+      try {
+        listener(value);
+      } catch (error) { // as an EventTarget does: reported, and the writer goes on
+        queueMicrotask(() => { throw error; });
+      }
+    }
   }
 
   _setState(state) {
@@ -336,11 +342,11 @@ export class StreamWriter {
       }
       return;
     }
-    if (!this._output) throw new FramecastError("server sent output bytes for a destination that lives on the server", { code: "protocol_error" });
+    if (!this._output) throw new ProtocolError("server sent output bytes for a destination that lives on the server");
     const index = Number(message.index);
     if (index < this._outputsApplied) return; // a repeat after a reconnect: already written
     if (index > this._outputsApplied) {
-      throw new FramecastError(`output message ${index} arrived before ${this._outputsApplied}`, { code: "protocol_error" });
+      throw new ProtocolError(`output message ${index} arrived before ${this._outputsApplied}`);
     }
     this._output.write(Number(message.offset), message.data);
     this._outputsApplied += 1;

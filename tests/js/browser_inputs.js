@@ -14,7 +14,9 @@ async () => {
   gl.clearColor(0.2, 0.4, 0.6, 1);
   gl.clear(gl.COLOR_BUFFER_BIT);
   const frame = new VideoFrame(twoD, { timestamp: 0 });
-  const yuv = new VideoFrame(new Uint8Array(4 * 2 + 2 * 2 * 1), { format: "I420", codedWidth: 4, codedHeight: 2, timestamp: 0 });
+  // A mid-grey I420 frame (Y 128, U and V 128): the browser converts it to RGBA for copyTo.
+  const yuv = new VideoFrame(new Uint8Array(4 * 2 + 2 * 2).fill(128),
+    { format: "I420", codedWidth: 4, codedHeight: 2, timestamp: 0 });
   const rgb24 = new VideoStream({ frameRate: 30, width: 4, height: 2, format: "rgb24" });
   const audio = new AudioStream({ sampleRate: 8000, numChannels: 2 });
   const s16 = new AudioStream({ sampleRate: 8000, numChannels: 2, format: "s16" });
@@ -38,7 +40,7 @@ async () => {
     videoFrame: await planes(frame),
     list: await planes([twoD, new ImageData(new Uint8ClampedArray(flat), 4, 2)]),
     webgl: await planes(webgl),
-    yuvFrame: (await videoChunk(stream, yuv)).shape,
+    yuvFrame: await videoChunk(stream, yuv).then(({ data, shape }) => [shape, Array.from(data)]),
     rgb24: Array.from((await videoChunk(rgb24, twoD)).data),
     audioBuffer: Array.from(audioChunk(audio, buffer).data),
     audioData: Array.from(audioChunk(audio, data).data),
