@@ -452,3 +452,35 @@ def test_an_encoder_that_dies_of_a_signal_allocation_failures_end_in_says_so(api
     ws.close()
     assert reason == ("encoder process died (killed by SIGSEGV); it may have run out of memory: "
                       "limit 4096 MiB (FRAMECAST_ENCODER_MEMORY_LIMIT)")
+
+
+def test_open_sessions_of_a_key_over_its_byte_quota_are_stopped(own_server):
+    # Both sessions start with the key's whole 2 MiB; the server charges what each writes and
+    # stops them once their sum is over, wherever it was crossed.
+    server = own_server(FRAMECAST_API_KEYS="key-c-5e6f", FRAMECAST_MAX_KEY_BYTES=str(2 * MiB))
+    raw = {"type": "video", "frame_rate": 30, "width": 64, "height": 48, "encoder": "rawvideo"}
+    frames = np.zeros((170, 3, 48, 64), np.uint8)  # 1.5 MiB of rawvideo
+    first = create(server, [raw], "q/keyb1.nut", key="key-c-5e6f")
+    second = create(server, [raw], "q/keyb2.nut", key="key-c-5e6f")
+    ws1, ws2 = open_ws(first), open_ws(second)
+    ws1.send(chunk(0, frames))
+    recv_until(ws1, is_ack(0))
+    ws2.send(chunk(0, frames))
+    reason = failed_reason(ws2)
+    assert reason.startswith("stopped: this API key's output quota of 2 MiB (FRAMECAST_MAX_KEY_BYTES) is used up ("), \
+        reason
+    assert file_size(server, "q/keyb2.nut") < 2 * MiB
+    # The first session is stopped too, when it next reports (stats ride on ACKs at most every 0.1 s).
+    seq = 1
+    while True:
+        ws1.send(chunk(seq, frames[:1]))
+        got = recv_until(ws1, lambda m, seq=seq: is_ack(seq)(m) or is_type("failed")(m))
+        if is_type("failed")(got[-1]):
+            break
+        seq += 1
+    assert got[-1]["reason"].startswith("stopped: this API key's output quota of 2 MiB (FRAMECAST_MAX_KEY_BYTES) is "
+                                        "used up ("), got[-1]["reason"]
+    ws1.close()
+    ws2.close()
+    refused = create(server, [raw], "q/keyb3.nut", key="key-c-5e6f", expect=503)["error"]
+    assert refused["code"] == "over_budget" and "(FRAMECAST_MAX_KEY_BYTES) is used up" in refused["message"]
