@@ -128,7 +128,9 @@ X264_PARAM_KEYS = sorted(allowlist.PARAMS["x264-params"].keys) + [
 
 @st.composite
 def options_from(draw: st.DrawFn, rows: list[avoptions.Option], consts: dict[str, list[str]]) -> dict[str, str]:
-    chosen = draw(st.lists(st.sampled_from(rows), max_size=3, unique_by=lambda o: o.name))
+    allowed = [o for o in rows if o.name in allowlist.ENCODER_OPTIONS | allowlist.MUXER_OPTIONS]
+    pick = st.one_of(st.sampled_from(allowed), st.sampled_from(rows))  # half from the allowlist
+    chosen = draw(st.lists(pick, max_size=3, unique_by=lambda o: o.name))
     out = {}
     for o in chosen:
         if o.name == "x264-params":
