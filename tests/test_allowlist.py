@@ -344,6 +344,14 @@ def test_encoder_options_are_checked_as_ffmpeg_reads_them(options, message):
         allowlist.check_encoder_options(Settings(), "libx264", options, "streams.0.encoder_option")
 
 
+def test_enumerations_take_only_their_named_values():
+    """scale's out_primaries=13..21 are in FFmpeg's range but name nothing, and crash FFmpeg 8.0."""
+    with pytest.raises(InvalidConfig, match="20 is not a named value of option 'out_primaries'"):
+        allowlist.check_filters(Settings(), "video", "scale=out_color_matrix=bt2020:out_primaries=20:h=iw/2", "f")
+    steps = allowlist.check_filters(Settings(), "video", "scale=out_primaries=bt2020:out_transfer=14", "f")
+    assert steps[0].options == [("out_primaries", "bt2020"), ("out_transfer", "14")]  # 14 is bt2020-10's number
+
+
 def test_nul_characters_are_refused_in_chains():
     with pytest.raises(InvalidConfig, match="NUL"):
         allowlist.check_filters(Settings(), "video", "hflip\x00,curves=plot=/tmp/x", "f")

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import av
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +41,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 TOKEN = "fcfuzz" + secrets.token_hex(4)
 MAX_RUNS = 40  # accepted configs encoded under strace: about a second each on a slow machine
+RUN_TIMEOUT = 240  # seconds for all of them
 
 
 def _single_io(media: str) -> list[str]:
@@ -167,6 +169,12 @@ for i, plan in enumerate(plans):
         os.stat(f"/{sys.argv[2]}-marker-{i}")
     except OSError:
         pass
+    pid = os.fork()  # each config in a process of its own, as a session's encoder is: a crash is its own
+    if pid:
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            print(i, "crashed: signal", os.WTERMSIG(status), flush=True)
+        continue
     try:
         _enter_workdir(plan.workdir)
         writer = OutputWriter(plan)
@@ -180,6 +188,7 @@ for i, plan in enumerate(plans):
         print(i, "encoded", flush=True)
     except Exception as exc:
         print(i, "failed:", type(exc).__name__, str(exc)[:200], flush=True)
+    os._exit(0)
 """
 
 #: syscalls that create, change or remove a name, or open for writing
@@ -195,16 +204,18 @@ def _violations(log: str, start_cwd: str, root: Path) -> list[str]:
     """Every file change outside ``root`` and every socket call, with the config it happened under."""
     found = []
     current = "before the first config"
-    cwd = start_cwd
+    cwds: dict[str, str] = {}  # pid -> working directory; the runner never moves, its forks start where it is
     allowed_roots = (str(root), "/dev/null", "/dev/shm/")  # shm: PyAV/numpy never, but harmless scratch
     for line in log.splitlines():
         marker = _MARKER.search(line)
         if marker:
             current = f"config {marker.group(1)}"
             continue
+        pid = line.split(" ", 1)[0]
+        cwd = cwds.get(pid, start_cwd)
         chdir = _CHDIR.match(line)
         if chdir:
-            cwd = os.path.join(cwd, chdir.group(2))
+            cwds[pid] = os.path.join(cwd, chdir.group(2))
             continue
         if _SOCKET.match(line):
             found.append(f"{current}: {line}")
@@ -253,6 +264,10 @@ def test_whatever_the_allowlists_accept_runs_without_files_outside_or_sockets(tm
 
     lines, problems = _run_under_strace(accepted, tmp_path, out)
     assert len(lines) == len(accepted)
+    crashed = [int(line.split()[0]) for line in lines if "crashed" in line]
+    assert crashed == [], "FFmpeg crashed on accepted configs:\n" + "\n".join(
+        f"{lines[i]}: {accepted[i].streams[0].filter_desc!r} {accepted[i].streams[0].encoder_option} "
+        f"{accepted[i].options}" for i in crashed)
     assert sum("encoded" in line for line in lines) >= len(accepted) // 2, lines
     assert problems == [], "\n".join(problems[:20]) + "\n" + "\n".join(
         f"config {i}: {p.streams[0].filter_desc} {p.streams[0].encoder_option} {p.options}"
@@ -269,11 +284,18 @@ def _run_under_strace(plans: list, tmp_path: Path, out: Path) -> tuple[list[str]
     empty_cwd.mkdir(exist_ok=True)
     log = tmp_path / "strace.log"
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    result = subprocess.run(
-        ["strace", "-f", "-qq", "-s", "256", "-e", "trace=%file,%network", "-o", str(log),
-         sys.executable, "-c", RUNNER, str(pickled), TOKEN],
-        cwd=empty_cwd, env=env, capture_output=True, text=True, timeout=300,
-    )
+    try:
+        result = subprocess.run(
+            ["strace", "-f", "--seccomp-bpf", "-qq", "-s", "256", "-e", "trace=%file,%network", "-o", str(log),
+             sys.executable, "-c", RUNNER, str(pickled), TOKEN],
+            cwd=empty_cwd, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        done = [line for line in (exc.stdout or b"").decode(errors="replace").splitlines() if line.strip()]
+        stuck = int(done[-1].split()[0]) + 1 if done else 0
+        s = plans[stuck].streams[0]
+        pytest.fail(f"config {stuck} ran over {RUN_TIMEOUT} s: {s.filter_desc!r} {s.encoder_option} "
+                    f"{plans[stuck].options}")
     assert result.returncode == 0, result.stderr[-3000:]
     problems = _violations(log.read_text(), str(empty_cwd), out.resolve())
     if list(empty_cwd.iterdir()):

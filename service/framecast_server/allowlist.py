@@ -306,6 +306,29 @@ def _check_filter_option(ff: avoptions.Filter, key: str, value: str, field_name:
     if error is not None:
         raise InvalidConfig(f"{name}: option {key!r} cannot be {value!r} ({error}); {_expected(ff, hit)}",
                             field_name)
+    unnamed = _unnamed_value(ff, hit, key)
+    if unnamed is not None:
+        raise InvalidConfig(f"{name}: {unnamed} is not a named value of option {key!r}; {_expected(ff, hit)}",
+                            field_name)
+
+
+def _unnamed_value(obj: FFObject, hit: Found, key: str) -> int | None:
+    """The number an enumeration option was set to, if it is none of the option's named values.
+
+    FFmpeg's ranges for enumerations have holes (scale's ``out_primaries`` takes -1 to 22, but 13
+    to 21 name nothing and crash FFmpeg 8.0's swscale: tests/test_filter_fuzz.py found it), so an
+    option with named values and a small range takes only those, or its default.
+    """
+    option = hit.option
+    if option.type not in (OptionType.INT, OptionType.INT64, OptionType.UINT) or not option.unit:
+        return None
+    if option.max - option.min >= 256:
+        return None  # a number with a few special values (threads=auto), not an enumeration
+    named = {c.value for c in obj.constants(hit.scope, option.unit)}
+    if not named:
+        return None
+    value = obj.get_int(hit.scope, key)
+    return None if value in named or value == option.value else value
 
 
 def _expected(obj: FFObject, hit: Found) -> str:
@@ -418,9 +441,13 @@ def _check_name(obj: FFObject, rules: _Rules, key: str, hit: Found, where: str) 
 
 
 def _check_value(obj: FFObject, rules: _Rules, key: str, hit: Found, before: int, where: str) -> None:
-    """The value as FFmpeg parsed it: allowed flag bits, caps, library parameters."""
+    """The value as FFmpeg parsed it: named values of enumerations, allowed flag bits, caps, library
+    parameters."""
     aliases = obj.aliases(hit)
     option = hit.option
+    unnamed = _unnamed_value(obj, hit, key)
+    if unnamed is not None:
+        raise InvalidConfig(f"{unnamed} is not a named value of {key!r}; {_expected(obj, hit)}", where)
     if option.type == OptionType.FLAGS:
         flags_option = next((a for a in aliases if a in FLAG_VALUES), None)
         if flags_option is not None:
