@@ -465,122 +465,164 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def _push(av: Any, container: Any, args: argparse.Namespace, dst: Any) -> int:
-    from .writer import StreamWriter
+    return _Push(av, container, args, dst).run()
 
-    pictures = av.stream.Disposition.attached_pic  # cover art is a "video" stream of one picture
-    video = next((s for s in container.streams.video if not s.disposition & pictures), None) if args.video else None
-    audio = next(iter(container.streams.audio), None) if args.audio else None
-    if video is None and audio is None:
-        wanted = " and ".join(k for k, on in (("video", args.video), ("audio", args.audio)) if on) or "stream"
-        raise CliError(f"{args.file} has no {wanted} stream to push")
 
-    writer = StreamWriter(dst, args.format, server=args.server, api_key=args.api_key, realtime=args.realtime,
-                          on_event=None if args.quiet else _print_event)
-    buffers: dict[int, _Buffer] = {}  # by input stream index
-    described = []
-    if video is not None:
+class _Push:
+    """One ``framecast push``: the input's chosen streams, a buffer for each, and the writer they
+    feed. Set up in named steps (choose the streams, declare them, line up their starts, cap them
+    at ``--duration``); ``run`` decodes and writes."""
+
+    def __init__(self, av: Any, container: Any, args: argparse.Namespace, dst: Any) -> None:
+        from .writer import StreamWriter
+
+        self.av, self.container, self.args = av, container, args
+        self.video, self.audio = self._choose_streams()
+        self.writer = StreamWriter(dst, args.format, server=args.server, api_key=args.api_key,
+                                   realtime=args.realtime, on_event=None if args.quiet else _print_event)
+        self.buffers: dict[int, _Buffer] = {}  # by input stream index
+        self.described: list[str] = []
+        if self.video is not None:
+            self._declare_video(self.video)
+        if self.audio is not None:
+            self._declare_audio(self.audio)
+        self.selected = [s for s in (self.video, self.audio) if s is not None]
+        self._line_up_starts()
+        self.limit = {i: None if args.duration is None else max(0, int((args.duration - b.offset) * b.rate))
+                      for i, b in self.buffers.items()}
+        self.finished = {i for i, cap in self.limit.items() if cap == 0}  # starts after --duration
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def _choose_streams(self) -> tuple[Any, Any]:
+        """The first video stream that is not cover art and the first audio stream, as asked."""
+        args = self.args
+        pictures = self.av.stream.Disposition.attached_pic  # cover art is a "video" stream of one picture
+        streams = self.container.streams
+        video = next((s for s in streams.video if not s.disposition & pictures), None) if args.video else None
+        audio = next(iter(streams.audio), None) if args.audio else None
+        if video is None and audio is None:
+            wanted = " and ".join(k for k, on in (("video", args.video), ("audio", args.audio)) if on) or "stream"
+            raise CliError(f"{args.file} has no {wanted} stream to push")
+        return video, audio
+
+    def _declare_video(self, video: Any) -> None:
         ctx = video.codec_context
         rate = video.average_rate or video.guessed_rate or video.base_rate
         if not rate:
-            raise CliError(f"{args.file}: the video stream has no frame rate")
+            raise CliError(f"{self.args.file}: the video stream has no frame rate")
         rate = Fraction(rate.numerator, rate.denominator)
-        width, height = int(ctx.width), int(ctx.height)
-        writer.add_video_stream(frame_rate=_rate_text(rate), width=width, height=height)
-        buffers[video.index] = _Buffer(len(buffers), "video", rate)
-        described.append(f"video {width}x{height} @ {_rate_text(rate)} fps ({ctx.name})")
-    if audio is not None:
+        self.width, self.height = int(ctx.width), int(ctx.height)
+        self.writer.add_video_stream(frame_rate=_rate_text(rate), width=self.width, height=self.height)
+        self.buffers[video.index] = _Buffer(len(self.buffers), "video", rate)
+        self.described.append(f"video {self.width}x{self.height} @ {_rate_text(rate)} fps ({ctx.name})")
+
+    def _declare_audio(self, audio: Any) -> None:
         ctx = audio.codec_context
         sample_rate = int(ctx.sample_rate)
-        channels = int(ctx.layout.nb_channels)
-        if not sample_rate or not channels:
-            raise CliError(f"{args.file}: the audio stream has no sample rate or channel layout")
-        writer.add_audio_stream(sample_rate=sample_rate, num_channels=channels)
-        buffers[audio.index] = _Buffer(len(buffers), "audio", Fraction(sample_rate))
-        resampler = av.AudioResampler(format="flt", layout=ctx.layout, rate=sample_rate)
-        described.append(f"audio {sample_rate} Hz x{channels} ({ctx.name})")
-    selected = [s for s in (video, audio) if s is not None]
-    starts = {s.index: _start_seconds(s) for s in selected}
-    origin = min(starts.values())
-    for s in selected:  # a stream that starts later than the other keeps its offset
-        offset = starts[s.index] - origin
-        if offset > 0.001:
-            buffers[s.index].offset = buffers[s.index].pts = offset
+        self.channels = int(ctx.layout.nb_channels)
+        if not sample_rate or not self.channels:
+            raise CliError(f"{self.args.file}: the audio stream has no sample rate or channel layout")
+        self.writer.add_audio_stream(sample_rate=sample_rate, num_channels=self.channels)
+        self.buffers[audio.index] = _Buffer(len(self.buffers), "audio", Fraction(sample_rate))
+        self.resampler = self.av.AudioResampler(format="flt", layout=ctx.layout, rate=sample_rate)
+        self.described.append(f"audio {sample_rate} Hz x{self.channels} ({ctx.name})")
 
-    limit = {i: None if args.duration is None else max(0, int((args.duration - b.offset) * b.rate))
-             for i, b in buffers.items()}
-    finished = {i for i, cap in limit.items() if cap == 0}  # starts after --duration
+    def _line_up_starts(self) -> None:
+        """A stream that starts later than the other keeps its offset (its first chunk's pts)."""
+        starts = {s.index: _start_seconds(s) for s in self.selected}
+        origin = min(starts.values())
+        for s in self.selected:
+            offset = starts[s.index] - origin
+            if offset > 0.001:
+                self.buffers[s.index].offset = self.buffers[s.index].pts = offset
 
-    def write(index: int) -> None:
-        buffer = buffers[index]
+    # -- feeding the writer -----------------------------------------------------------------------
+
+    def write(self, index: int) -> None:
+        """Send what stream ``index`` has buffered as one chunk."""
+        buffer = self.buffers[index]
         taken = buffer.take()
         if taken is None:
             return
         chunk, pts = taken
         if buffer.kind == "video":
-            writer.write_video_chunk(buffer.index, chunk, pts)
+            self.writer.write_video_chunk(buffer.index, chunk, pts)
         else:
-            writer.write_audio_chunk(buffer.index, chunk, pts)
+            self.writer.write_audio_chunk(buffer.index, chunk, pts)
         buffer.written += chunk.shape[0]
 
-    def add(index: int, array: np.ndarray) -> None:
-        if index in finished:
+    def add(self, index: int, array: np.ndarray) -> None:
+        """Buffer decoded frames or samples of stream ``index``, cut at its ``--duration`` cap;
+        write once the buffer is full or the stream is done."""
+        if index in self.finished:
             return
-        buffer = buffers[index]
-        cap = limit[index]
+        buffer = self.buffers[index]
+        cap = self.limit[index]
         if cap is not None and buffer.written + buffer.count + array.shape[0] >= cap:
             array = array[: max(0, cap - buffer.written - buffer.count)]
-            finished.add(index)
+            self.finished.add(index)
         if array.shape[0] and buffer.add(array):
-            write(index)
-        elif index in finished:
-            write(index)
+            self.write(index)
+        elif index in self.finished:
+            self.write(index)
 
-    def status() -> tuple[float, str]:
+    def status(self) -> tuple[float, str]:
+        """Media seconds pushed so far, and what of each stream."""
         parts, seconds = [], 0.0
-        for buffer in buffers.values():
+        for buffer in self.buffers.values():
             unit = "frames" if buffer.kind == "video" else "samples"
             parts.append(f"{buffer.kind} {buffer.written} {unit}")
             seconds = max(seconds, buffer.offset + buffer.written / float(buffer.rate))
         return seconds, ", ".join(parts)
 
-    started = time.monotonic()
-    interrupted = False
-    with writer.open():
-        if not args.quiet:
-            mode = "in real time" if args.realtime else "as fast as possible"
-            print(f"pushing {args.file} ({', '.join(described)}) to {args.dst} {mode} (session {writer.session_id})",
-                  file=sys.stderr, flush=True)
-        progress = _Progress(args.quiet)
-        try:
-            for packet in container.demux(selected):
-                if packet.stream.index in finished:
-                    if len(finished) == len(buffers):
-                        break
-                    continue
-                for frame in _decode(av, packet, args.file):
-                    if packet.stream.type == "video":
-                        rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
-                        add(packet.stream.index, rgb.transpose(2, 0, 1)[None])
-                    else:
-                        for out in resampler.resample(frame):
-                            add(packet.stream.index, _interleaved(out, channels))
-                progress.update(*status())
-            if audio is not None and audio.index not in finished:
-                for out in resampler.resample(None):
-                    add(audio.index, _interleaved(out, channels))
-            for index in buffers:
-                write(index)
-            progress.update(*status(), force=True)
-        except KeyboardInterrupt:  # stop reading; leaving the block finalizes what was sent
-            interrupted = True
-        finally:
-            progress.done()
-        if interrupted:
-            print("framecast push: interrupted; finishing the output (Ctrl-C again to stop waiting)",
-                  file=sys.stderr, flush=True)
-    elapsed = time.monotonic() - started
-    print(_summary(writer, args.dst, server_url(args.server), buffers, elapsed, interrupted))
-    return 130 if interrupted else 0
+    def _decode_all(self, progress: _Progress) -> None:
+        """Demux and decode the chosen streams to the end (or every cap), feeding the writer."""
+        for packet in self.container.demux(self.selected):
+            if packet.stream.index in self.finished:
+                if len(self.finished) == len(self.buffers):
+                    break
+                continue
+            for frame in _decode(self.av, packet, self.args.file):
+                if packet.stream.type == "video":
+                    rgb = frame.reformat(width=self.width, height=self.height, format="rgb24").to_ndarray()
+                    self.add(packet.stream.index, rgb.transpose(2, 0, 1)[None])
+                else:
+                    for out in self.resampler.resample(frame):
+                        self.add(packet.stream.index, _interleaved(out, self.channels))
+            progress.update(*self.status())
+        if self.audio is not None and self.audio.index not in self.finished:
+            for out in self.resampler.resample(None):
+                self.add(self.audio.index, _interleaved(out, self.channels))
+        for index in self.buffers:
+            self.write(index)
+        progress.update(*self.status(), force=True)
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Push everything (or until Ctrl-C), finalize the output, print the summary; the exit code."""
+        args, writer = self.args, self.writer
+        started = time.monotonic()
+        interrupted = False
+        with writer.open():
+            if not args.quiet:
+                mode = "in real time" if args.realtime else "as fast as possible"
+                print(f"pushing {args.file} ({', '.join(self.described)}) to {args.dst} {mode} "
+                      f"(session {writer.session_id})", file=sys.stderr, flush=True)
+            progress = _Progress(args.quiet)
+            try:
+                self._decode_all(progress)
+            except KeyboardInterrupt:  # stop reading; leaving the block finalizes what was sent
+                interrupted = True
+            finally:
+                progress.done()
+            if interrupted:
+                print("framecast push: interrupted; finishing the output (Ctrl-C again to stop waiting)",
+                      file=sys.stderr, flush=True)
+        elapsed = time.monotonic() - started
+        print(_summary(writer, args.dst, server_url(args.server), self.buffers, elapsed, interrupted))
+        return 130 if interrupted else 0
 
 
 def _start_seconds(stream: Any) -> float:
