@@ -184,10 +184,24 @@ def server_takes_the_token_from_a_browser(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def browser_auth(server: ServerProcess) -> None:
-    if not server_takes_the_token_from_a_browser(server.url):
-        pytest.xfail("the server takes the stream token only from an Authorization header, which a browser's "
-                     "WebSocket cannot send; ingest.py must also take it as the subprotocol framecast.bearer.<token> "
-                     "(the change is in the issue 19 report)")
+    """A browser's WebSocket sends no headers: the server takes the token as a subprotocol."""
+    assert server_takes_the_token_from_a_browser(server.url), (
+        "the server must take the stream token as the subprotocol framecast.bearer.<token> (ingest.py)"
+    )
+
+
+def test_a_wrong_subprotocol_token_is_refused(server: ServerProcess) -> None:
+    created = httpx.post(f"{server.url}/v1/sessions", timeout=30, json={
+        "destination": {"type": "discard"}, "streams": [{"type": "video", "frame_rate": 30, "width": W, "height": H}],
+    }).json()
+    try:
+        with pytest.raises(ConnectionClosed) as closed:
+            with connect(created["stream_url"], open_timeout=10, close_timeout=5,
+                         subprotocols=["framecast.v1", "framecast.bearer.not-" + created["token"]]) as ws:  # type: ignore[list-item]
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    finally:
+        httpx.delete(f"{server.url}/v1/sessions/{created['id']}", timeout=30)
 
 
 def push(page: Page, origin: str, **kwargs: Any) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """The websocket ingest: chunks in, acks, output bytes and control messages out.
 
 One connection per session at a time, authenticated by the session's stream token in the
-``Authorization: Bearer`` header. The receive loop only moves bytes: it checks each chunk header
-and hands the message on to the session's encoder process, awaiting while that process is busy,
-which is what slows a client that writes faster than its encoder (TCP backpressure does the rest).
+``Authorization: Bearer`` header or, from a browser (whose WebSocket cannot send headers), offered
+as the subprotocol ``framecast.bearer.<token>`` beside ``framecast.v1``, which the server selects.
+The receive loop only moves bytes: it checks each chunk header and hands the message on to the
+session's encoder process, awaiting while that process is busy, which is what slows a client that
+writes faster than its encoder (TCP backpressure does the rest).
 A separate task sends the session's outbox to the client in order.
 
 A refused chunk or control message is answered with an error, within limits: the session's
@@ -45,6 +47,20 @@ CLOSE_WAIT_SECONDS = 10.0
 #: The error code of one reply that stands for refusals not answered one by one.
 REFUSED_MORE = "refused_more"
 
+#: The subprotocol a browser offers (and the server selects), and the prefix of the one carrying
+#: the stream token: a browser's WebSocket sends no headers but these (client/js/writer.js).
+SUBPROTOCOL = "framecast.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "framecast.bearer."
+
+
+def _stream_token(ws: WebSocket) -> tuple[str, str | None]:
+    """The stream token the client presented, and the subprotocol to select (None: none offered)."""
+    token = bearer(ws.headers.get("authorization", ""))
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    if not token:
+        token = next((p[len(TOKEN_SUBPROTOCOL_PREFIX):] for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)), "")
+    return token, SUBPROTOCOL if SUBPROTOCOL in offered else None
+
 
 async def _send_outbox(ws: WebSocket, session: Session) -> None:
     while True:
@@ -61,14 +77,15 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     manager: SessionManager = ws.app.state.manager
     # Refusals accept first and then close with a code and reason: a handshake refusal would
     # reach the client as a bare HTTP 403 and lose why.
-    await ws.accept()
+    token, subprotocol = _stream_token(ws)
+    await ws.accept(subprotocol=subprotocol)
     try:
         # Any tenant's session: what authorizes a stream is the session's own token, checked next.
         session = manager.get(session_id, OPERATOR)
     except SessionNotFound as exc:
         await ws.close(CLOSE_NOT_FOUND, exc.message[:120])
         return
-    if not hmac.compare_digest(bearer(ws.headers.get("authorization", "")).encode(), session.token.encode()):
+    if not hmac.compare_digest(token.encode(), session.token.encode()):
         await ws.close(CLOSE_UNAUTHORIZED, "missing or wrong stream token")
         return
     try:
