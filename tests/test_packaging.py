@@ -39,3 +39,16 @@ def test_cli_help_lists_serve_flags():
 def test_sdk_is_mypy_strict_clean():
     out = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_wheel_carries_the_javascript_client(tmp_path):
+    """A non-editable install (the Docker image's) serves /static/framecast.js from the package."""
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, timeout=300, capture_output=True)
+    (wheel,) = tmp_path.glob("framecast-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("framecast.js", "writer.js", "media.js", "protocol.js", "errors.js", "framecast.d.ts"):
+        assert f"framecast_server/js/{name}" in names, name
+    assert "framecast_server/static/dashboard.js" in names

@@ -25,9 +25,11 @@ from fastapi.responses import FileResponse, HTMLResponse
 from .errors import ServerError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-#: The JavaScript client and the examples, in a source checkout (``pip install -e``).
+#: The JavaScript client: inside the package once installed (pyproject maps client/js there), in
+#: the source checkout under ``pip install -e``; the examples only in a source checkout.
 _ROOT = Path(__file__).resolve().parents[2]
-JS_DIR = _ROOT / "client" / "js"
+JS_DIR = next((d for d in (Path(__file__).resolve().parent / "js", _ROOT / "client" / "js") if d.is_dir()),
+              _ROOT / "client" / "js")
 EXAMPLES_DIR = _ROOT / "examples"
 
 #: The files served under /static/, with their media types and folders; nothing else is (no path walking).
