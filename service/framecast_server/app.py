@@ -78,68 +78,87 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.api_keys:  # keyless: answer only to loopback names and the operator's (DNS rebinding)
         app.add_middleware(HostCheck, allowed=server_names(settings.server_names, settings.public_url, settings.host))
 
-    @app.middleware("http")
-    async def _time_requests(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            metrics.requests.labels(request.method, route_of(request.scope), str(status)).observe(
-                time.perf_counter() - started
-            )
+    app.middleware("http")(_time_requests)
     app.include_router(rest_router)
     app.include_router(public_router)
     app.include_router(dashboard_router)
     app.include_router(ingest_router)
-
-    @app.exception_handler(ServerError)
-    async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
-        metrics.errors.labels(exc.code).inc()
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"error": {"code": "internal_error", "message": f"unexpected server error ({type(exc).__name__}); "
-                       "the server log has the details"}},
-            status_code=500,
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
-        empty = any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors)
-        if broken is not None or empty:  # not a config at all: 400, saying why
-            metrics.errors.labels("bad_request").inc()
-            if broken is not None:
-                reason = (broken.get("ctx") or {}).get("error", broken.get("msg", ""))
-                where = broken["loc"][-1] if broken.get("loc") else "?"
-                message = f"request body is not valid JSON: {reason} (at character {where})"
-            else:
-                message = "request body is empty; expected a session config as a JSON object"
-            return JSONResponse({"error": {"code": "bad_request", "message": message}}, status_code=400)
-        metrics.errors.labels("invalid_config").inc()
-        details = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors]
-        first = details[0] if details else {"field": "", "message": "invalid request"}
-        message = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
-        return JSONResponse(
-            {"error": {"code": "invalid_config", "message": message, "field": first["field"], "details": details}},
-            status_code=422,
-        )
-
+    app.add_exception_handler(ServerError, _server_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     return app
+
+
+# -- what create_app installs: one request timer, and the one place errors become answers ---------
+
+
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+async def _time_requests(request: Request, call_next: Any) -> Any:
+    """Every request's latency, by method, route template and status."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        _metrics(request).requests.labels(request.method, route_of(request.scope), str(status)).observe(
+            time.perf_counter() - started
+        )
+
+
+async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
+    """A domain error: its own status and ``{"error": {"code", "message", "field"?}}``."""
+    _metrics(request).errors.labels(exc.code).inc()
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: logged with its traceback, answered 500 without details."""
+    log.exception("unexpected error in %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": {"code": "internal_error", "message": f"unexpected server error ({type(exc).__name__}); "
+                   "the server log has the details"}},
+        status_code=500,
+    )
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own refusals (no route, wrong method) in the same body shape."""
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A body that is not JSON (400), or a config the schema refuses (422, naming each field)."""
+    metrics = _metrics(request)
+    errors = exc.errors()
+    broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    empty = any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors)
+    if broken is not None or empty:  # not a config at all: 400, saying why
+        metrics.errors.labels("bad_request").inc()
+        if broken is not None:
+            reason = (broken.get("ctx") or {}).get("error", broken.get("msg", ""))
+            where = broken["loc"][-1] if broken.get("loc") else "?"
+            message = f"request body is not valid JSON: {reason} (at character {where})"
+        else:
+            message = "request body is empty; expected a session config as a JSON object"
+        return JSONResponse({"error": {"code": "bad_request", "message": message}}, status_code=400)
+    metrics.errors.labels("invalid_config").inc()
+    details = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in errors]
+    first = details[0] if details else {"field": "", "message": "invalid request"}
+    message = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details)
+    return JSONResponse(
+        {"error": {"code": "invalid_config", "message": message, "field": first["field"], "details": details}},
+        status_code=422,
+    )
 
 
 def _version() -> str:
