@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from framecast import ServerFile, StreamWriter
+from framecast import ServerFile, SessionFailed, StreamWriter
 
 from .faults import CuttingProxy
 from .media import decode, patterns, read_stamp
@@ -241,7 +241,7 @@ def test_sigkill_of_an_encoder_keeps_what_an_ack_promises(server, name, encoder_
             assert time.monotonic() < deadline, "the killed encoder did not fail its session"
             time.sleep(0.05)
     finally:
-        with pytest.raises(Exception):
+        with pytest.raises(SessionFailed):
             writer.close()  # the session failed: close says so
     (video,) = decode(server.output_dir / name, truncated=True)["streams"]
     stamps = [read_stamp(f) for f in video["frames"]]

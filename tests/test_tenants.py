@@ -19,10 +19,15 @@ import pytest
 
 import framecast
 
+from . import test_dashboard as dashboard_tests
 from .conftest import ServerProcess
 from .media import patterns
 from .test_cli import cli, ok
-from .test_dashboard import Page, browser, browser_page  # noqa: F401  (fixtures)
+from .test_dashboard import Page
+
+#: The dashboard tests' browser fixtures, shared.
+browser = dashboard_tests.browser
+browser_page = dashboard_tests.browser_page
 
 KEY_A, KEY_B, ADMIN = "tenant-a-5d1e", "tenant-b-90c2", "operator-77aa"
 SIZE = (48, 64)

@@ -231,7 +231,8 @@ class Settings(BaseSettings):
         "limit_concurrency answers 503 before that). The file descriptor limit is raised to allow it where possible.",
     )
     header_timeout: float = Field(
-        10.0, gt=0, description="Seconds a client has to send a request's headers (slow or stalled requests are closed)."
+        10.0, gt=0,
+        description="Seconds a client has to send a request's headers (slow or stalled requests are closed).",
     )
     keep_alive_timeout: float = Field(
         5.0, gt=0, description="Seconds an idle keep-alive connection is kept open between requests."

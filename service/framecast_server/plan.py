@@ -22,7 +22,6 @@ from . import avoptions, destinations, ffmpeg, filtergraph, policy
 from .config import Settings
 from .errors import InvalidConfig
 from .libyuv import Conversion
-from .quotas import EncoderLimits, encoder_limits
 from .models import (
     AudioStreamConfig,
     ClientDestination,
@@ -33,6 +32,7 @@ from .models import (
     VideoStreamConfig,
     parse_frame_rate,
 )
+from .quotas import EncoderLimits, encoder_limits
 from .scheduling import Policy
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
@@ -25,6 +25,9 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
 
+
+#: The caller of a route: 401 unless the request carries a key this server has (auth.py).
+CallerDep = Annotated[Caller, Depends(require_api_key)]
 
 router = APIRouter(dependencies=[Depends(require_api_key)], responses=_errors(401))
 #: Routes that need no API key.
@@ -48,7 +51,7 @@ def _stream_url(request: Request, session_id: str) -> str:
 @router.post("/v1/sessions", status_code=201, response_model=SessionCreated, tags=["sessions"],
              responses=_errors(400, 422, 503))
 async def create_session(
-    config: SessionConfig, request: Request, caller: Caller = Depends(require_api_key)
+    config: SessionConfig, request: Request, caller: CallerDep
 ) -> SessionCreated:
     """Open an output and start its encoder. Answers with where and how to stream chunks."""
     manager = _manager(request)
@@ -71,7 +74,7 @@ def _from_loopback(request: Request) -> bool:
 
 
 @router.get("/v1/sessions", response_model=list[SessionInfo], tags=["sessions"])
-async def list_sessions(request: Request, caller: Caller = Depends(require_api_key)) -> list[SessionInfo]:
+async def list_sessions(request: Request, caller: CallerDep) -> list[SessionInfo]:
     """The caller's sessions, open or finished (every tenant's for an admin key)."""
     sessions = _manager(request).visible(caller)
     for session in sessions:
@@ -80,7 +83,7 @@ async def list_sessions(request: Request, caller: Caller = Depends(require_api_k
 
 
 @router.get("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"], responses=_errors(404))
-async def get_session(session_id: str, request: Request, caller: Caller = Depends(require_api_key)) -> SessionInfo:
+async def get_session(session_id: str, request: Request, caller: CallerDep) -> SessionInfo:
     """State and per-stream counters of one session."""
     session = _manager(request).get(session_id, caller)
     session.watched()
@@ -89,14 +92,14 @@ async def get_session(session_id: str, request: Request, caller: Caller = Depend
 
 @router.delete("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"],
                responses=_errors(404))
-async def close_session(session_id: str, request: Request, caller: Caller = Depends(require_api_key)) -> SessionInfo:
+async def close_session(session_id: str, request: Request, caller: CallerDep) -> SessionInfo:
     """Flush the encoders, write the trailer and close the output. Idempotent."""
     return (await _manager(request).close(session_id, caller)).info()
 
 
 @router.get("/v1/sessions/{session_id}/output", tags=["sessions"], response_class=FileResponse,
             responses=_errors(404, 409))
-async def download_output(session_id: str, request: Request, caller: Caller = Depends(require_api_key)) -> FileResponse:
+async def download_output(session_id: str, request: Request, caller: CallerDep) -> FileResponse:
     """Download a closed session's server-side output file."""
     session = _manager(request).get(session_id, caller)
     if session.plan.target != "file":
@@ -108,8 +111,7 @@ async def download_output(session_id: str, request: Request, caller: Caller = De
 
 @router.get("/v1/sessions/{session_id}/preview", tags=["sessions"], responses={
     200: {"content": {"image/jpeg": {}}, "description": "The latest frame, 320 pixels wide"}, **_errors(404)})
-async def preview(session_id: str, request: Request, stream: int = 0,
-                  caller: Caller = Depends(require_api_key)) -> Response:
+async def preview(session_id: str, request: Request, caller: CallerDep, stream: int = 0) -> Response:
     """The latest video frame of a stream as a small JPEG (refreshed about twice a second while
     anyone asks for it or for the session; the first request after a quiet spell may be a 404)."""
     session = _manager(request).get(session_id, caller)
@@ -143,7 +145,7 @@ async def capabilities(request: Request) -> Capabilities:
 
 @router.get("/metrics", tags=["server"], response_class=Response, responses={
     200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}})
-async def metrics(request: Request, caller: Caller = Depends(require_api_key)) -> Response:
+async def metrics(request: Request, caller: CallerDep) -> Response:
     """Prometheus metrics: sessions by state, chunks and bytes in, packets and bytes out, drops,
     reconnects, errors by kind, request latencies; for admin keys also each open session's queue
     depth, waiting output and encode rates (labelled with session ids, which other tenants must not

@@ -35,8 +35,8 @@ import numpy as np
 from framecast import protocol
 from framecast.errors import ProtocolError
 
-from .auth import Caller
 from .admission import Admission
+from .auth import Caller
 from .budget import death_hint
 from .chunks import ChunkChecker
 from .config import Settings
@@ -45,10 +45,10 @@ from .logs import SessionLog
 from .metrics import Gauges, Metrics, OpenSession, RateMeter
 from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
+from .outputs import OutputFiles
 from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
 from .quotas import KeyAccount
 from .refusals import Refusals
-from .outputs import OutputFiles
 from .shm import ClientMemory, MemoryBudget, Unavailable, segment_size, sweep
 from .spares import SparePool
 from .worker import EncoderProcess, Spare, exit_text, stop_message, watch_message
