@@ -13,7 +13,7 @@ from framecast_server.chunks import ChunkChecker, Timeline
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidChunk, InvalidConfig
 from framecast_server.models import SessionConfig, parse_frame_rate
-from framecast_server.plan import make_plan, split_filter_chain
+from framecast_server.plan import _plan_destination, make_plan, split_filter_chain
 
 
 def config(streams, dest=None, **extra):
@@ -74,6 +74,25 @@ def test_defaults_follow_the_muxer_like_streamwriter(tmp_path, filename, muxer, 
     assert plan.muxer == muxer
     encoders = [s.encoder for s in plan.streams]
     assert encoders == [e for e in (video, audio) if e]
+
+
+@pytest.mark.parametrize(
+    "dest, target, plan_muxer, muxer, filename",
+    [
+        ({"type": "client", "filename": "still.png"}, "client", "image2pipe", "image2", "still.png"),
+        ({"type": "server_file", "path": "rec/a.wav"}, "file", "wav", "wav", "rec/a.wav"),
+        ({"type": "url", "url": "rtmp://127.0.0.1/live/k"}, "url", "flv", "flv", None),
+        ({"type": "discard"}, "discard", "null", "null", None),
+    ],
+)
+def test_each_destination_is_planned_before_its_streams(tmp_path, dest, target, plan_muxer, muxer, filename):
+    """The muxer the encoder defaults follow may differ from the plan's (image2 sends image2pipe to
+    a client); the file name they are guessed from is the server's own path for a server file."""
+    session = config([VIDEO], dest)
+    plan, resolved, name = _plan_destination(session.destination, session, at(tmp_path))
+    assert (plan.target, plan.muxer, resolved) == (target, plan_muxer, muxer)
+    assert name == (str(tmp_path.resolve() / filename) if target == "file" else filename)
+    assert plan.streams == [] and plan.options == {}
 
 
 def test_encoder_formats_default_to_input_when_possible(tmp_path):

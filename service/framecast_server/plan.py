@@ -25,6 +25,7 @@ from .libyuv import Conversion
 from .models import (
     AudioStreamConfig,
     ClientDestination,
+    Destination,
     DiscardDestination,
     ServerFileDestination,
     SessionConfig,
@@ -310,33 +311,76 @@ def _check_filter(desc: str | None, where: str) -> str | None:
 def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
     """Resolve ``config`` into an OutputPlan or raise InvalidConfig naming the field.
 
-    Every policy check (``policy.py``) runs here, before anything reaches FFmpeg.
+    Every policy check (``policy.py``) runs here, before anything reaches FFmpeg. The steps run in
+    this order, so a config wrong in several places is refused for the same field every time:
+    destination and muxer, streams, the streams' policies, metadata, muxer options.
     """
-    dest = config.destination
-    filename: str | None
-    if isinstance(dest, UrlDestination):
-        policy.check_url(settings, dest.url)
-        url, implied = destinations.network_url(dest.url)
-        muxer = _resolve_muxer(config, None, implied)
-        plan = OutputPlan(muxer=muxer, target="url", url=url, realtime=True)
-        filename = None
-    elif isinstance(dest, DiscardDestination):
-        muxer = _resolve_muxer(config, None, "null")
-        plan = OutputPlan(muxer=muxer, target="discard", encode=dest.encode)
-        filename = None
-    elif isinstance(dest, ServerFileDestination):
-        policy.check_destination_scheme(settings, "file", "destination")
-        path = destinations.confine(settings.output_dir, dest.path, "destination.path")
-        filename = str(path)
-        muxer = _resolve_muxer(config, filename)
-        plan = OutputPlan(muxer=muxer, target="file", path=str(path), relative_path=dest.path)
-    else:
-        assert isinstance(dest, ClientDestination)
-        policy.check_destination_scheme(settings, "file", "destination")
-        filename = dest.filename
-        muxer = _resolve_muxer(config, filename)
-        plan = OutputPlan(muxer=destinations.client_muxer(muxer), target="client", seekable=dest.seekable)
+    plan, muxer, filename = _plan_destination(config.destination, config, settings)
     policy.check_muxer(muxer, plan.path)
+    _apply_session_options(plan, config, settings)
+    default_video, default_audio = _default_encoders(plan, muxer, filename)
+    plan.streams = _plan_streams(config, muxer, default_video, default_audio, live=plan.live)
+    _check_stream_policies(plan.streams, settings)
+    policy.check_metadata(config.metadata)
+    plan.metadata = dict(config.metadata)
+    plan.options = _plan_muxer_options(plan, muxer, config, settings)
+    return plan
+
+
+def _plan_destination(dest: Destination, config: SessionConfig,
+                      settings: Settings) -> tuple[OutputPlan, str, str | None]:
+    """The plan for one destination, before its streams: ``(plan, muxer, filename)``.
+
+    ``muxer`` is the muxer as resolved, which the encoder defaults and muxer options follow;
+    ``plan.muxer`` may differ from it (``destinations.client_muxer``). ``filename`` is the name the
+    muxer's default encoders are guessed from (image2: ``.png`` or ``.jpg``), None for URLs.
+    """
+    if isinstance(dest, UrlDestination):
+        return _plan_url(dest, config, settings)
+    if isinstance(dest, DiscardDestination):
+        return _plan_discard(dest, config)
+    if isinstance(dest, ServerFileDestination):
+        return _plan_server_file(dest, config, settings)
+    assert isinstance(dest, ClientDestination)
+    return _plan_client(dest, config, settings)
+
+
+def _plan_url(dest: UrlDestination, config: SessionConfig, settings: Settings) -> tuple[OutputPlan, str, None]:
+    """A network output: an allowed URL, the muxer its scheme implies, paced at media time."""
+    policy.check_url(settings, dest.url)
+    url, implied = destinations.network_url(dest.url)
+    muxer = _resolve_muxer(config, None, implied)
+    return OutputPlan(muxer=muxer, target="url", url=url, realtime=True), muxer, None
+
+
+def _plan_discard(dest: DiscardDestination, config: SessionConfig) -> tuple[OutputPlan, str, None]:
+    """No output at all: FFmpeg's null muxer unless the config names one."""
+    muxer = _resolve_muxer(config, None, "null")
+    return OutputPlan(muxer=muxer, target="discard", encode=dest.encode), muxer, None
+
+
+def _plan_server_file(dest: ServerFileDestination, config: SessionConfig,
+                      settings: Settings) -> tuple[OutputPlan, str, str]:
+    """A file in the server's output directory, confined to it; the muxer guessed from its name."""
+    policy.check_destination_scheme(settings, "file", "destination")
+    path = destinations.confine(settings.output_dir, dest.path, "destination.path")
+    filename = str(path)
+    muxer = _resolve_muxer(config, filename)
+    return OutputPlan(muxer=muxer, target="file", path=str(path), relative_path=dest.path), muxer, filename
+
+
+def _plan_client(dest: ClientDestination, config: SessionConfig,
+                 settings: Settings) -> tuple[OutputPlan, str, str | None]:
+    """Bytes sent back to the client: a file all the same as far as the allowed schemes go."""
+    policy.check_destination_scheme(settings, "file", "destination")
+    filename = dest.filename
+    muxer = _resolve_muxer(config, filename)
+    return OutputPlan(muxer=destinations.client_muxer(muxer), target="client", seekable=dest.seekable), muxer, filename
+
+
+def _apply_session_options(plan: OutputPlan, config: SessionConfig, settings: Settings) -> None:
+    """Copy what the session and the server decide about running the output (pacing, reconnects,
+    scheduling, conversion, working directory, quotas) onto ``plan``."""
     if config.realtime is not None:
         plan.realtime = config.realtime
     plan.on_drop = config.on_destination_drop
@@ -347,23 +391,43 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
     # Whatever an encoder library or filter still writes to a relative path lands in the output dir.
     plan.workdir = str(settings.output_dir.resolve() / ENCODER_WORKDIR)
     plan.limits = encoder_limits(settings)
+
+
+def _default_encoders(plan: OutputPlan, muxer: str, filename: str | None) -> tuple[str | None, str | None]:
+    """The ``(video, audio)`` encoders a stream without ``encoder=`` gets: the muxer's own, except
+    on network outputs whose muxer's defaults no live viewer wants (``destinations.LIVE_ENCODERS``)
+    and on discard, whose null muxer would default to no encoding at all."""
     default_video = ffmpeg.default_encoder(muxer, "video", filename)
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
     if plan.live and muxer in destinations.LIVE_ENCODERS:
         default_video, default_audio = destinations.LIVE_ENCODERS[muxer]
-    if plan.target == "discard":  # the null muxer would default to no encoding at all
+    if plan.target == "discard":
         default_video, default_audio = "libx264", "aac"
+    return default_video, default_audio
+
+
+def _plan_streams(config: SessionConfig, muxer: str, default_video: str | None, default_audio: str | None, *,
+                  live: bool) -> list[StreamPlan]:
+    """A plan for each of the config's streams, in order; a live output's video gets the encoder
+    options a receiver needs to join mid-stream (``destinations.live_video_defaults``)."""
+    streams: list[StreamPlan] = []
     for i, stream in enumerate(config.streams):
         if isinstance(stream, AudioStreamConfig):
-            plan.streams.append(_plan_audio(i, stream, muxer, default_audio))
-        else:
-            video = _plan_video(i, stream, muxer, default_video)
-            if plan.live:
-                video.encoder_option, video.codec_config = destinations.live_video_defaults(
-                    video.encoder, video.encoder_frame_rate, video.encoder_option, video.codec_config
-                )
-            plan.streams.append(video)
-    for stream in plan.streams:
+            streams.append(_plan_audio(i, stream, muxer, default_audio))
+            continue
+        video = _plan_video(i, stream, muxer, default_video)
+        if live:
+            video.encoder_option, video.codec_config = destinations.live_video_defaults(
+                video.encoder, video.encoder_frame_rate, video.encoder_option, video.codec_config
+            )
+        streams.append(video)
+    return streams
+
+
+def _check_stream_policies(streams: list[StreamPlan], settings: Settings) -> None:
+    """The server's policies for each planned stream: its encoder options, its filter chain, and its
+    size and rate, input and encoder side alike (whichever is larger is what the encoder costs)."""
+    for stream in streams:
         where = f"streams.{stream.index}"
         policy.check_encoder_options(settings, stream.encoder, stream.encoder_option, where + ".encoder_option")
         if stream.filter_desc:
@@ -376,15 +440,19 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
             policy.check_limits(settings, "audio", where,
                                 sample_rate=max(stream.sample_rate, stream.encoder_sample_rate),
                                 num_channels=max(stream.num_channels, stream.encoder_num_channels))
-    policy.check_metadata(config.metadata)
-    plan.metadata = dict(config.metadata)
-    plan.options = _options(config.options)
-    policy.check_muxer_options(settings, plan.muxer, plan.options, "options")
+
+
+def _plan_muxer_options(plan: OutputPlan, muxer: str, config: SessionConfig, settings: Settings) -> dict[str, str]:
+    """The muxer options: the client's, checked against the policy, then what a live output or a
+    crash-safe file adds to them (added after the check: they are the server's own)."""
+    options = _options(config.options)
+    policy.check_muxer_options(settings, plan.muxer, options, "options")
     if plan.live:
-        plan.options = destinations.live_muxer_options(muxer, plan.options)
+        options = destinations.live_muxer_options(muxer, options)
+    dest = config.destination
     if isinstance(dest, ServerFileDestination) and dest.crash_safe:
-        plan.options = destinations.crash_safe_options(muxer, plan.options)
-    return plan
+        options = destinations.crash_safe_options(muxer, options)
+    return options
 
 
 def describe_stream(stream: StreamPlan) -> dict[str, object]:
