@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from framecast_server.config import Settings
-from framecast_server.encoder import OutputWriter, SetupError
+from framecast_server.encoder import OutputWriter, SetupError, _video_filter_steps
 from framecast_server.models import SessionConfig
 from framecast_server.plan import make_plan
 
@@ -216,3 +216,14 @@ def test_encoder_refusal_is_a_setup_error_naming_the_stream(tmp_path):
     with pytest.raises(SetupError, match="libmp3lame") as err:
         writer_for(tmp_path, [audio(num_channels=6, encoder="libmp3lame")], "six.mp3")
     assert err.value.field == "streams.0"
+
+
+def test_a_frame_rate_conversion_is_the_last_filter_step(tmp_path):
+    def steps(**kw):
+        body = {"destination": {"type": "server_file", "path": "out.mkv"}, "streams": [video(**kw)]}
+        plan = make_plan(SessionConfig.model_validate(body), Settings(output_dir=tmp_path))
+        return _video_filter_steps(plan.streams[0])
+
+    assert steps() == []
+    assert steps(filter_desc="hflip") == [("hflip", None)]
+    assert steps(filter_desc="hflip", encoder_frame_rate=15) == [("hflip", None), ("fps", "15")]

@@ -382,6 +382,35 @@ def _apply_codec_config(ctx: Any, cfg: dict[str, int | None], options: dict[str,
             ctx.max_b_frames = cfg["max_b_frames"]
 
 
+def _video_filter_steps(plan: VideoPlan) -> list[tuple[str, str | None]]:
+    """The video filter chain's steps: the client's filters, then an ``fps`` step when the encoder
+    runs at another frame rate than the input (empty: no chain)."""
+    steps = split_filter_chain(plan.filter_desc) if plan.filter_desc else []
+    if plan.encoder_frame_rate != plan.frame_rate:
+        steps.append(("fps", str(plan.encoder_frame_rate)))
+    return steps
+
+
+def _video_source(plan: VideoPlan) -> dict[str, Any]:
+    """The ``buffer`` source's arguments: the input frames as ``_VideoStream.frames`` builds them."""
+    return {
+        "video_size": f"{plan.width}x{plan.height}",
+        "pix_fmt": str(int(av.VideoFormat(_PLANAR_LAYOUT[plan.format][0]))),  # as frames() builds them
+        "time_base": str(1 / plan.frame_rate),
+        "pixel_aspect": "1/1",
+    }
+
+
+def _audio_source(plan: AudioPlan) -> dict[str, Any]:
+    """The ``abuffer`` source's arguments: the input frames as ``_AudioStream.frames`` builds them."""
+    return {
+        "sample_rate": str(plan.sample_rate),
+        "sample_fmt": plan.format,
+        "channel_layout": _layout(plan.num_channels).name,
+        "time_base": f"1/{plan.sample_rate}",
+    }
+
+
 def describe_error(exc: BaseException) -> str:
     """FFmpeg's own words for an error where it left some (its last log line), else the error text.
 
@@ -453,24 +482,28 @@ class OutputWriter:
         self.warnings.extend(f"open options: {m}" for m in collector.messages)
 
     def _add_stream(self, plan: StreamPlan) -> _Stream:
+        """Add ``plan``'s stream to the container with its encoder open, then set up how the
+        client's arrays become the frames that encoder takes (filter chain, conversion, frame length)."""
         where = f"streams.{plan.index}"
+        stream = self._open_encoder(plan, where)
+        if isinstance(plan, VideoPlan):
+            return self._video_stream(plan, stream, where)
+        return self._audio_stream(plan, stream, where)
+
+    def _open_encoder(self, plan: StreamPlan, where: str) -> av.stream.Stream:
+        """Add the stream, configure its encoder from the plan and open it; options the encoder did
+        not use become a warning for the client.
+
+        Raises:
+            SetupError: PyAV refused a setting, or the encoder refused to open with them.
+        """
         options = dict(plan.encoder_option)
         try:
             if isinstance(plan, VideoPlan):
-                stream = self.container.add_stream(plan.encoder, rate=plan.encoder_frame_rate)
-                ctx = stream.codec_context
-                ctx.width = plan.encoder_width
-                ctx.height = plan.encoder_height
-                ctx.pix_fmt = plan.encoder_format
-                ctx.time_base = 1 / plan.encoder_frame_rate
-                ctx.framerate = plan.encoder_frame_rate
-                ctx.thread_type, ctx.thread_count = _threading(self.plan.realtime, plan)
+                stream = self._add_video_encoder(plan)
             else:
-                stream = self.container.add_stream(plan.encoder, rate=plan.encoder_sample_rate)
-                ctx = stream.codec_context
-                ctx.format = plan.encoder_format
-                ctx.layout = _layout(plan.encoder_num_channels)
-                ctx.time_base = Fraction(1, plan.encoder_sample_rate)
+                stream = self._add_audio_encoder(plan)
+            ctx = stream.codec_context
             _apply_codec_config(ctx, plan.codec_config, options)
             ctx.options = options
         except Exception as exc:
@@ -482,42 +515,80 @@ class OutputWriter:
         unused = dict(ctx.options or {})
         if unused:
             self.warnings.append(f"{where}.encoder_option: not used by {plan.encoder}: {unused}")
-        chain = None
-        if isinstance(plan, VideoPlan):
-            steps = split_filter_chain(plan.filter_desc) if plan.filter_desc else []
-            if plan.encoder_frame_rate != plan.frame_rate:
-                steps.append(("fps", str(plan.encoder_frame_rate)))
-            if steps:
-                source = {
-                    "video_size": f"{plan.width}x{plan.height}",
-                    "pix_fmt": str(int(av.VideoFormat(_PLANAR_LAYOUT[plan.format][0]))),  # as frames() builds them
-                    "time_base": str(1 / plan.frame_rate),
-                    "pixel_aspect": "1/1",
-                }
-                chain = self._chain(where, "video", steps, source)
-                if plan.filter_desc:
-                    self._check_probe(where, "video", split_filter_chain(plan.filter_desc), source, plan)
-            video = _VideoStream(plan, stream, chain, self.plan.limits)
-            if (self.plan.rgb_conversion == "libyuv" and chain is None
-                    and libyuv.applies(plan.format, plan.width, plan.height, ctx.pix_fmt, ctx.width, ctx.height)):
-                try:
-                    video.rgb_to_i420 = libyuv.RgbToI420(plan.format, plan.width, plan.height)
-                except RuntimeError as exc:  # the server found libyuv, this process did not: same frames, slower
-                    log.warning("%s: converting with swscale: %s", where, exc)
-            return video
+        return stream
+
+    def _add_video_encoder(self, plan: VideoPlan) -> av.stream.Stream:
+        """A video stream whose encoder takes the plan's encoder size, pixel format and frame rate,
+        threaded as the output's pacing wants (``_threading``)."""
+        stream = self.container.add_stream(plan.encoder, rate=plan.encoder_frame_rate)
+        ctx = stream.codec_context
+        ctx.width = plan.encoder_width
+        ctx.height = plan.encoder_height
+        ctx.pix_fmt = plan.encoder_format
+        ctx.time_base = 1 / plan.encoder_frame_rate
+        ctx.framerate = plan.encoder_frame_rate
+        ctx.thread_type, ctx.thread_count = _threading(self.plan.realtime, plan)
+        return stream
+
+    def _add_audio_encoder(self, plan: AudioPlan) -> av.stream.Stream:
+        """An audio stream whose encoder takes the plan's encoder sample format, rate and channels."""
+        stream = self.container.add_stream(plan.encoder, rate=plan.encoder_sample_rate)
+        ctx = stream.codec_context
+        ctx.format = plan.encoder_format
+        ctx.layout = _layout(plan.encoder_num_channels)
+        ctx.time_base = Fraction(1, plan.encoder_sample_rate)
+        return stream
+
+    def _video_stream(self, plan: VideoPlan, stream: av.stream.Stream, where: str) -> _VideoStream:
+        """The video stream's frame path: its filter chain if it needs one, else libyuv's RGB to
+        yuv420p conversion where the settings ask for it and it applies."""
+        chain = self._video_chain(plan, where)
+        video = _VideoStream(plan, stream, chain, self.plan.limits)
+        if chain is None:
+            video.rgb_to_i420 = self._rgb_converter(plan, stream.codec_context, where)
+        return video
+
+    def _video_chain(self, plan: VideoPlan, where: str) -> _FilterChain | None:
+        """The video filter chain (``_video_filter_steps``), None if it has no steps. The client's
+        filters are probed (``_check_probe``); a frame-rate conversion alone needs no probe."""
+        steps = _video_filter_steps(plan)
+        if not steps:
+            return None
+        source = _video_source(plan)
+        chain = self._chain(where, "video", steps, source)
         if plan.filter_desc:
-            source = {
-                "sample_rate": str(plan.sample_rate),
-                "sample_fmt": plan.format,
-                "channel_layout": _layout(plan.num_channels).name,
-                "time_base": f"1/{plan.sample_rate}",
-            }
-            chain = self._chain(where, "audio", split_filter_chain(plan.filter_desc), source)
-            self._check_probe(where, "audio", split_filter_chain(plan.filter_desc), source, plan)
-        audio = _AudioStream(plan, stream, chain, self.plan.limits)
+            self._check_probe(where, "video", split_filter_chain(plan.filter_desc), source, plan)
+        return chain
+
+    def _rgb_converter(self, plan: VideoPlan, ctx: Any, where: str) -> libyuv.RgbToI420 | None:
+        """libyuv's converter for RGB chunks bound for a yuv420p encoder at their own size, where the
+        settings choose libyuv and it applies; None: swscale converts (``_VideoStream.ready``)."""
+        if self.plan.rgb_conversion != "libyuv":
+            return None
+        if not libyuv.applies(plan.format, plan.width, plan.height, ctx.pix_fmt, ctx.width, ctx.height):
+            return None
+        try:
+            return libyuv.RgbToI420(plan.format, plan.width, plan.height)
+        except RuntimeError as exc:  # the server found libyuv, this process did not: same frames, slower
+            log.warning("%s: converting with swscale: %s", where, exc)
+            return None
+
+    def _audio_stream(self, plan: AudioPlan, stream: av.stream.Stream, where: str) -> _AudioStream:
+        """The audio stream's frame path: its filter chain if it has one, and short frames when the
+        output is paced (``_AudioStream.max_samples``)."""
+        audio = _AudioStream(plan, stream, self._audio_chain(plan, where), self.plan.limits)
         if self.plan.realtime:
             audio.max_samples = max(1, plan.sample_rate // 50)  # 20 ms
         return audio
+
+    def _audio_chain(self, plan: AudioPlan, where: str) -> _FilterChain | None:
+        """The audio filter chain, probed (``_check_probe``); None without ``filter_desc``."""
+        if not plan.filter_desc:
+            return None
+        source = _audio_source(plan)
+        chain = self._chain(where, "audio", split_filter_chain(plan.filter_desc), source)
+        self._check_probe(where, "audio", split_filter_chain(plan.filter_desc), source, plan)
+        return chain
 
     @staticmethod
     def _chain(where: str, media: str, steps: list[tuple], source: dict[str, Any]) -> _FilterChain:
