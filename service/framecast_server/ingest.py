@@ -22,6 +22,7 @@ import hmac
 import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.types import Message
 
 from framecast import protocol
 from framecast.errors import ProtocolError
@@ -74,9 +75,31 @@ async def _send_outbox(ws: WebSocket, session: Session) -> None:
 
 @router.websocket("/v1/sessions/{session_id}/stream")
 async def stream(ws: WebSocket, session_id: str) -> None:
+    """One connection to a session: authorize it, take its messages until the client finishes the
+    session or goes, then let the session go (another connection may attach to it)."""
     manager: SessionManager = ws.app.state.manager
-    # Refusals accept first and then close with a code and reason: a handshake refusal would
-    # reach the client as a bare HTTP 403 and lose why.
+    session = await _authorize(ws, manager, session_id)
+    if session is None:
+        return
+    sender = asyncio.create_task(_send_outbox(ws, session))
+    try:
+        if await _receive_loop(ws, session):
+            # Everything the encoder produced, then the final summary, then a normal close.
+            await _drain(session, sender, session.settings.finish_timeout)
+            await ws.close(1000)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await _finish_connection(session, sender)
+
+
+async def _authorize(ws: WebSocket, manager: SessionManager, session_id: str) -> Session | None:
+    """Accept the connection, then check it may stream to the session and attach it: the session,
+    or None when the connection has been closed with the code and reason why not.
+
+    Refusals accept first and then close with a code and reason: a handshake refusal would reach
+    the client as a bare HTTP 403 and lose why.
+    """
     token, subprotocol = _stream_token(ws)
     await ws.accept(subprotocol=subprotocol)
     try:
@@ -84,51 +107,76 @@ async def stream(ws: WebSocket, session_id: str) -> None:
         session = manager.get(session_id, OPERATOR)
     except SessionNotFound as exc:
         await ws.close(CLOSE_NOT_FOUND, exc.message[:120])
-        return
+        return None
     if not hmac.compare_digest(token.encode(), session.token.encode()):
         await ws.close(CLOSE_UNAUTHORIZED, "missing or wrong stream token")
-        return
+        return None
     try:
         session.attach()
     except StateConflict as exc:
         await ws.close(CLOSE_CONFLICT, exc.message[:120])
-        return
-    sender = asyncio.create_task(_send_outbox(ws, session))
+        return None
+    return session
+
+
+async def _receive_loop(ws: WebSocket, session: Session) -> bool:
+    """Take the client's messages until it finishes the session (True), or until it disconnects or
+    is closed for sending nothing but refused messages (False).
+
+    Raises:
+        WebSocketDisconnect: the connection broke while the server was closing it.
+    """
     finished = False
-    try:
-        while not finished:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            data = message.get("bytes")
-            try:
-                if data is not None:
-                    await session.ingest(data)
-                else:
-                    finished = await _control(session, message.get("text") or "")
-            except (InvalidChunk, _RefusedMessage) as exc:
-                close_reason = _refused(ws, session, exc, data if data is not None else message.get("text") or "")
-                if close_reason is not None:
-                    # Bounded: a client that does not read may leave no room for the close frame.
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(ws.close(CLOSE_POLICY, close_reason), CLOSE_WAIT_SECONDS)
-                    break
-                continue
-            summary = session.refusals.accepted()
-            if summary is not None:
-                session.outbox.put_notice(_error(None, REFUSED_MORE, summary))
-        if finished:
-            # Everything the encoder produced, then the final summary, then a normal close.
-            await _drain(session, sender, session.settings.finish_timeout)
-            await ws.close(1000)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sender
-        session.refusals.gone()
-        session.detach()
+    while not finished:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return False
+        data = message.get("bytes")
+        try:
+            finished = await _take(session, message)
+        except (InvalidChunk, _RefusedMessage) as exc:
+            close_reason = _refused(ws, session, exc, data if data is not None else message.get("text") or "")
+            if close_reason is not None:
+                await _close_refused(ws, close_reason)
+                return False
+            continue
+        summary = session.refusals.accepted()
+        if summary is not None:
+            session.outbox.put_notice(_error(None, REFUSED_MORE, summary))
+    return True
+
+
+async def _take(session: Session, message: Message) -> bool:
+    """Hand one message to the session, a chunk to its encoder process and text as a control
+    message; True when that finished the session.
+
+    Raises:
+        InvalidChunk: the session refused the chunk.
+        _RefusedMessage: not a control message this server takes.
+    """
+    data = message.get("bytes")
+    if data is not None:
+        await session.ingest(data)
+        return False
+    return await _control(session, message.get("text") or "")
+
+
+async def _close_refused(ws: WebSocket, reason: str) -> None:
+    """Close a connection that sends only what is refused, with 1008 and ``reason``.
+
+    Bounded: a client that does not read may leave no room for the close frame.
+    """
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(ws.close(CLOSE_POLICY, reason), CLOSE_WAIT_SECONDS)
+
+
+async def _finish_connection(session: Session, sender: asyncio.Task[None]) -> None:
+    """However the connection ended: stop sending the outbox, and detach the session from it."""
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await sender
+    session.refusals.gone()
+    session.detach()
 
 
 class _RefusedMessage(Exception):
