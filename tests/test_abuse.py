@@ -65,6 +65,31 @@ async def _outbox_checks() -> None:
     assert len(outbox) == 0 and outbox.waiting_bytes == outbox.unconfirmed_bytes == 0
 
 
+def test_a_writer_waits_for_room_until_the_client_reads_or_the_session_ends() -> None:
+    async def main() -> None:
+        outbox = Outbox()
+        for index in range(3):
+            outbox.put(b"x" * 100, output_index=index)
+        waiting = asyncio.create_task(outbox.wait_for_room(150))
+        await asyncio.sleep(0.05)
+        assert not waiting.done(), "300 bytes wait, the limit is 150"
+        await outbox.peek()
+        outbox.pop()
+        await asyncio.sleep(0.05)
+        assert not waiting.done(), "200 bytes still wait"
+        outbox.pop()
+        await asyncio.wait_for(waiting, 5)  # 100 bytes: room
+        outbox.put(b"y" * 1000)
+        waiting = asyncio.create_task(outbox.wait_for_room(150))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        outbox.stop_waiting()  # the session ended: the chunk is not delivered, nobody hangs
+        await asyncio.wait_for(waiting, 5)
+        await asyncio.wait_for(outbox.wait_for_room(0), 5)  # and nobody waits later either
+
+    asyncio.run(main())
+
+
 def test_refusals_reply_at_a_rate_summarize_log_little_and_lose_patience() -> None:
     now = [100.0]
     lines: list[str] = []

@@ -209,7 +209,7 @@ def test_bytesio_output_through_the_same_writer(tmp_path):
     w.close()
     v, a = decode(buf.getvalue())["streams"]
     assert v["frame_count"] == 15 and a["codec"] == "aac"
-    assert w.stats()[0]["frames"] == 15 and w.stats()[0]["packets"] == 15
+    assert w.stats()[0].frames == 15 and w.stats()[0].packets == 15
 
 
 def test_encoder_refusal_is_a_setup_error_naming_the_stream(tmp_path):

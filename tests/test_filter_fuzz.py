@@ -162,7 +162,7 @@ RUNNER = r"""
 import os, pickle, sys
 import numpy as np
 from framecast_server.encoder import OutputWriter
-from framecast_server.worker import _enter_workdir
+from framecast_server.encoder_main import _enter_workdir
 plans = pickle.load(open(sys.argv[1], "rb"))
 for i, plan in enumerate(plans):
     try:

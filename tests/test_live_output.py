@@ -10,6 +10,7 @@ import pytest
 
 from framecast_server.encoder import SetupError
 from framecast_server.live import DestinationLost, LiveOutput
+from framecast_server.messages import Dropped, Reconnecting, Recovered
 
 
 class Frame:
@@ -57,15 +58,15 @@ def test_outage_keeps_a_bounded_backlog_drops_oldest_and_recovers_in_order():
         live.tick()
     assert live.down and dest.sent == [(0, 0.0)]
     assert live.dropped == [19, 0]  # 30 frames, 1 s (11 frames) kept, the oldest 19 dropped
-    assert [m for m in told if m[0] == "dropped"][-1] == ("dropped", 0, 1, 19)
-    attempts = [m for m in told if m[0] == "reconnecting"]
-    assert attempts and all(m[2].startswith(("Broken pipe", "cannot reach")) for m in attempts)
+    assert [m for m in told if isinstance(m, Dropped)][-1] == Dropped(stream=0, count=1, total=19)
+    attempts = [m for m in told if isinstance(m, Reconnecting)]
+    assert attempts and all(m.reason.startswith(("Broken pipe", "cannot reach")) for m in attempts)
     # Backoff: attempts get sparser (0.25 s, 0.5 s, 1 s, ...), not one per tick.
     assert len(attempts) < 8
     dest.up = True
     clock.now = 10.0
     live.tick()
-    assert not live.down and told[-1][0] == "recovered"
+    assert not live.down and isinstance(told[-1], Recovered)
     assert [t for _, t in dest.sent] == [0.0] + [round(k / 10, 1) for k in range(20, 31)]
 
 

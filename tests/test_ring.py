@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from framecast import protocol
 from framecast_server.config import Settings
-from framecast_server.ring import PayloadRing, RingClosed, RingReader, descriptor, read_descriptor
+from framecast_server.messages import ChunkDescriptor, decode_to_encoder, encode_chunk
+from framecast_server.ring import PayloadRing, RingClosed, RingReader
 
 
 def reader_of(ring: PayloadRing) -> RingReader:
@@ -46,8 +47,9 @@ def test_payloads_wrap_around_and_wait_for_space() -> None:
         assert not third.done()  # full: it waits for the encoder to free the oldest
         ring.release()
         assert await asyncio.wait_for(third, 5) == 0  # wrapped to the start
-        got_header, got, in_ring = read_descriptor(descriptor(header, 0), reader, None)
-        assert got_header.seq == 2 and in_ring and np.array_equal(got, array)
+        descriptor = decode_to_encoder(encode_chunk(header, 0))
+        assert isinstance(descriptor, ChunkDescriptor) and descriptor.header.seq == 2
+        assert np.array_equal(reader.array(descriptor.header, descriptor.offset), array)
         assert ring.in_flight == 2
         ring.release()
         ring.release()

@@ -1,7 +1,7 @@
 """The PyAV side: turn arrays into frames, frames into packets, packets into an output.
 
 ``OutputWriter`` owns one container and its streams. It runs inside the session's encoder process
-(``worker.py``) and never on the server's event loop. It knows the OutputPlan and the chunk arrays,
+(``encoder_main.py``) and never on the server's event loop. It knows the OutputPlan and the chunk arrays,
 nothing of sockets.
 
 Frame building copies each frame exactly once: straight from the client's (T, C, H, W) array into
@@ -31,6 +31,7 @@ import numpy as np
 
 from . import libyuv, masking
 from .chunks import Timeline
+from .messages import StreamStats
 from .plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan, split_filter_chain
 from .quotas import EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
 
@@ -38,12 +39,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class StreamStats:
+class _Counts:
+    """One stream's running totals (sent to the server as ``messages.StreamStats``)."""
+
     chunks: int = 0
     frames: int = 0
     packets: int = 0
     bytes: int = 0
-    seconds: float = 0.0  # media seconds encoded (after the filter chain), as the quota counts them
 
 
 class SetupError(Exception):
@@ -133,7 +135,7 @@ class _Stream:
         self.limits = limits
         self.timeline = Timeline(plan.rate, max_gap=limits.max_pts_gap)
         self.time_base = Fraction(1, 1) / plan.rate
-        self.stats = StreamStats()
+        self.stats = _Counts()
 
     def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
         """Frames for a (T, ...) chunk whose first tick is ``start``."""
@@ -720,7 +722,9 @@ class OutputWriter:
         except Exception:  # the output is broken already; the original error is what matters
             log.debug("closing a half-open output failed", exc_info=True)
 
-    def stats(self) -> list[dict[str, float]]:
-        for stream, seconds in zip(self.streams, self.meter.seconds):
-            stream.stats.seconds = round(seconds, 6)
-        return [vars(s.stats).copy() for s in self.streams]
+    def stats(self) -> tuple[StreamStats, ...]:
+        """Every stream's totals so far."""
+        return tuple(
+            StreamStats(s.stats.chunks, s.stats.frames, s.stats.packets, s.stats.bytes, round(seconds, 6))
+            for s, seconds in zip(self.streams, self.meter.seconds)
+        )

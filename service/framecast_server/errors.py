@@ -8,8 +8,7 @@
     ├── StateConflict                   409  the session's state does not allow the request
     ├── TooManySessions                 503  the session limit is reached
     ├── OverBudget                      503  no memory left in the budget, or the API key's quota is used up
-    ├── InvalidChunk (ValueError)       --   a websocket chunk does not fit its stream (session lives on)
-    └── EncoderFailed                   --   the encoder (FFmpeg) failed; the session is failed
+    └── InvalidChunk (ValueError)       --   a websocket chunk does not fit its stream (session lives on)
 
 Routes never raise HTTPException themselves: ``app.py`` installs one handler that maps these
 to JSON error bodies ``{"error": {"code", "message", "field"?}}``.
@@ -92,8 +91,3 @@ class InvalidChunk(ServerError, ValueError):
     status = 400
     code = "invalid_chunk"
 
-
-class EncoderFailed(ServerError):
-    """The session's encoder failed; ``reason`` is FFmpeg's or the worker's own account."""
-
-    code = "encoder_failed"

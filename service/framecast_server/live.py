@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .encoder import OutputWriter, SetupError, describe_error
+from .messages import Dropped, FromEncoder, Reconnecting, Recovered
 from .quotas import FilterOutputRefused, QuotaReached
 
 #: First and largest pause between reconnect attempts, seconds.
@@ -38,7 +39,7 @@ class LiveOutput:
 
     Args:
         writer: the open writer.
-        notify: sends a message tuple to the server (("reconnecting", ...), ("recovered", ...), ...).
+        notify: sends a message to the server (``Reconnecting``, ``Recovered``, ``Dropped``).
         policy: "drop" or "block" (see the module docstring).
         outage_buffer: seconds of media kept during an outage under "drop".
         reconnect_timeout: seconds of outage after which the session fails.
@@ -47,7 +48,7 @@ class LiveOutput:
     def __init__(
         self,
         writer: OutputWriter,
-        notify: Callable[[tuple], None],
+        notify: Callable[[FromEncoder], None],
         policy: str = "drop",
         outage_buffer: float = 5.0,
         reconnect_timeout: float = 60.0,
@@ -97,7 +98,7 @@ class LiveOutput:
         while self._backlog and newest - self._backlog[0][0] > self.outage_buffer:
             _, old_stream, _ = self._backlog.popleft()
             self.dropped[old_stream] += 1
-            self.notify(("dropped", old_stream, 1, self.dropped[old_stream]))
+            self.notify(Dropped(old_stream, 1, self.dropped[old_stream]))
 
     def _lost(self, reason: str) -> None:
         self.down_since = self.clock()
@@ -120,7 +121,7 @@ class LiveOutput:
         if now < self._next_attempt:
             return
         self.attempts += 1
-        self.notify(("reconnecting", self.attempts, self._last_reason))
+        self.notify(Reconnecting(self.attempts, self._last_reason))
         try:
             self.writer.reopen()
         except SetupError as exc:
@@ -130,7 +131,7 @@ class LiveOutput:
             return
         outage = self.clock() - self.down_since
         self.down_since = None
-        self.notify(("recovered", self.attempts, outage))
+        self.notify(Recovered(self.attempts, outage))
         backlog, self._backlog = self._backlog, collections.deque()
         for _, stream, frame in backlog:
             self.emit(stream, frame)

@@ -62,6 +62,8 @@ class Outbox:
         self._items: collections.deque[_Item] = collections.deque()
         self._unconfirmed: collections.deque[_Item] = collections.deque()
         self._ready = asyncio.Event()
+        self._sent = asyncio.Event()  # set whenever a message leaves: room for a writer waiting
+        self._stopped_waiting = False
         self.replay_limit = replay_limit
         self.notice_limit = notice_limit
         #: Bytes waiting to be sent: what a client that does not read makes grow.
@@ -126,6 +128,7 @@ class Outbox:
         """The message from ``peek()`` was sent."""
         item = self._items.popleft()
         self.waiting_bytes -= len(item.message)
+        self._sent.set()
         if item.kind is Kind.NOTICE:
             self.notice_bytes -= len(item.message) + ITEM_OVERHEAD
             if self._unreported_drops and self.notice_bytes <= self.notice_limit // 2:
@@ -138,6 +141,20 @@ class Outbox:
             while self.unconfirmed_bytes > self.replay_limit and len(self._unconfirmed) > 1:
                 self.unconfirmed_bytes -= len(self._unconfirmed.popleft().message)
                 self.forgotten += 1
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Return once at most ``limit`` bytes wait to be sent (or ``stop_waiting`` was called).
+
+        How a client that does not read its output is not sent more work: its chunks wait here.
+        """
+        while self.waiting_bytes > limit and not self._stopped_waiting:
+            self._sent.clear()
+            await self._sent.wait()
+
+    def stop_waiting(self) -> None:
+        """The session ended: nothing waits for room any more, now or later."""
+        self._stopped_waiting = True
+        self._sent.set()
 
     def _report_drops(self) -> None:
         count, self._unreported_drops = self._unreported_drops, 0
@@ -172,6 +189,7 @@ class Outbox:
         self._unconfirmed.clear()
         self.waiting_bytes = self.unconfirmed_bytes = self.notice_bytes = 0
         self._unreported_drops = 0
+        self._sent.set()
         if held >= TRIM_AFTER_BYTES:
             trim_heap()
 

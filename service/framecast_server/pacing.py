@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .messages import PacingStats
+
 
 @dataclass(order=True)
 class _Item:
@@ -153,6 +155,6 @@ class Pacer:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> PacingStats:
         """Pacing health: how late the latest frames left and how far the stream has got."""
-        return {"max_lateness_ms": round(self.max_lateness * 1000, 3), "media_seconds": round(self.released_media, 3)}
+        return PacingStats(round(self.max_lateness * 1000, 3), round(self.released_media, 3))

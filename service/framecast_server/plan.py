@@ -126,7 +126,7 @@ class OutputPlan:
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
-    workdir: str | None = None  # the encoder process's working directory: inside the output dir (worker.py)
+    workdir: str | None = None  # the encoder process's working directory: inside the output dir (encoder_main.py)
 
     @property
     def live(self) -> bool:

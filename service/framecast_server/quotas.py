@@ -30,6 +30,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import OverBudget
+from .messages import Stats
 
 #: Setting names, quoted in refusals so that an operator knows what to raise.
 SESSION_BYTES = "FRAMECAST_MAX_SESSION_BYTES"
@@ -167,15 +168,13 @@ class KeyAccount:
     last: Usage = field(default_factory=Usage)
     stopped: bool = False
 
-    def charge(self, stats: dict[str, Any]) -> str | None:
+    def charge(self, stats: Stats) -> str | None:
         """Charge the session's totals in an encoder's ``stats`` (only what is new since last time).
 
         Returns:
             why the session must stop, the first time its key is found over a quota; else None.
         """
-        streams = stats.get("streams") or []
-        now = Usage(sum(int(s.get("bytes", 0)) for s in streams),
-                    max((float(s.get("seconds", 0.0)) for s in streams), default=0.0))
+        now = Usage(sum(s.bytes for s in stats.streams), max((s.seconds for s in stats.streams), default=0.0))
         used = self.ledger.used(self.owner)
         used.bytes += max(0, now.bytes - self.last.bytes)
         used.seconds += max(0.0, now.seconds - self.last.seconds)

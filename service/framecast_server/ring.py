@@ -12,9 +12,9 @@ inherits as a file descriptor when it starts. Nothing is left behind in ``/dev/s
 server is killed: the memory goes when the last process holding it does.
 
 Space is handed out first in, first out, the way the encoder consumes it: the server keeps the
-regions in flight in a queue, and each ``("free",)`` message from the encoder releases the
-oldest. When the ring empties, writing starts again at its beginning, so a session whose
-encoder keeps up touches only a few chunks' worth of pages, not the whole capacity.
+regions in flight in a queue, and each ``messages.Free`` from the encoder releases the oldest.
+When the ring empties, writing starts again at its beginning, so a session whose encoder keeps up
+touches only a few chunks' worth of pages, not the whole capacity.
 
 The number of chunks in flight is bounded too (``max_chunks``), which bounds the descriptors
 queued in the pipe however small the chunks are.
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
-import struct
 import tempfile
 import threading
 from multiprocessing import reduction
@@ -35,11 +34,6 @@ import numpy as np
 
 from framecast import protocol
 from framecast.regions import Regions, aligned
-
-#: Descriptors after the chunk header: the payload's offset, and which memory it is in.
-_TRAILER = struct.Struct("<QB7x")
-#: Where a descriptor's payload lies: the server's ring, or the client's shared memory.
-IN_RING, IN_CLIENT_MEMORY = 0, 1
 
 
 def _anonymous_file(capacity: int) -> int:
@@ -167,11 +161,6 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-def descriptor(header: bytes | memoryview, offset: int, where: int = IN_RING) -> bytes:
-    """What goes down the pipe for a chunk: its header bytes, then where its payload lies."""
-    return bytes(header) + _TRAILER.pack(offset, where)
-
-
 class RingReader:
     """The encoder's side of shared memory: views of chunk payloads, read-only and without a copy."""
 
@@ -189,15 +178,3 @@ def payload_view(memory: Any, header: protocol.ChunkHeader, offset: int) -> np.n
     """The payload of chunk ``header`` at ``offset`` of mapped ``memory``, as an array (no copy)."""
     count = header.payload_size // header.dtype.numpy.itemsize
     return np.frombuffer(memory, dtype=header.dtype.numpy, count=count, offset=offset).reshape(header.shape)
-
-
-def read_descriptor(message: bytes, ring: RingReader, client: RingReader | None) -> tuple[
-        protocol.ChunkHeader, np.ndarray, bool]:
-    """Header and payload array of a descriptor from the server, and whether it is in the ring
-    (whose space the encoder must hand back once it has copied the payload out)."""
-    header = protocol.parse_chunk_header(message)
-    offset, where = _TRAILER.unpack_from(message, len(message) - _TRAILER.size)
-    if where == IN_CLIENT_MEMORY:
-        assert client is not None, "a client-memory chunk for a session without shared memory"
-        return header, client.array(header, offset), False
-    return header, ring.array(header, offset), True

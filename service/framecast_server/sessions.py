@@ -40,8 +40,28 @@ from .auth import Caller
 from .budget import death_hint
 from .chunks import ChunkChecker
 from .config import Settings
+from .encoder_process import EncoderProcess, Spare, exit_text
 from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
 from .logs import SessionLog
+from .messages import (
+    Ack,
+    Closed,
+    Connected,
+    Dropped,
+    Exited,
+    Failed,
+    Finish,
+    FromEncoder,
+    OutputBytes,
+    Preview,
+    Reconnecting,
+    Recovered,
+    SetupFailed,
+    Stats,
+    Stop,
+    Stopped,
+    Watch,
+)
 from .metrics import Gauges, Metrics, OpenSession, RateMeter
 from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from .outbox import Outbox
@@ -51,7 +71,6 @@ from .quotas import KeyAccount
 from .refusals import Refusals
 from .shm import ClientMemory, MemoryBudget, Unavailable, segment_size, sweep
 from .spares import SparePool
-from .worker import EncoderProcess, Spare, exit_text, stop_message, watch_message
 
 log = logging.getLogger(__name__)
 
@@ -101,57 +120,70 @@ class Session:
         self, session_id: str, config: SessionConfig, plan: OutputPlan, settings: Settings, metrics: Metrics,
         client_memory: ClientMemory | None = None,
     ) -> None:
+        # What it is, and whose.
         self.id = session_id
-        self.client_memory = client_memory
-        self._watch_told = float("-inf")
-        self.metrics = metrics
-        self.in_flight = 0  # chunks handed to the encoder, not yet acknowledged
-        self._rates = [RateMeter() for _ in plan.streams]
-        self.log = SessionLog(log, {"session_id": session_id})
-        self.token = secrets.token_urlsafe(32)
         self.config = config
         self.plan = plan
         self.settings = settings
+        self.token = secrets.token_urlsafe(32)  # authorizes its websocket
+        self.owner: str | None = None  # fingerprint of the API key that created it
+        self.key_account: KeyAccount | None = None  # its key's quota, charged as the encoder reports
         self.created_at = time.time()
+        self.log = SessionLog(log, {"session_id": session_id})
+        self.metrics = metrics
+        self._loop = asyncio.get_running_loop()
+
+        # Where it is in its life (SessionState), and what it said about it.
         self.state = SessionState.CREATED
         self.error: str | None = None
         self.warnings: list[str] = []
-        self.counters = [StreamCounters() for _ in plan.streams]
-        self.output_bytes = 0
+        self.events: list[dict[str, Any]] = []
+        self.ended_at: float | None = None
+        self._final: str | None = None  # the closed/failed message, repeated to a late client
+        self._done = asyncio.Event()
+
+        # The client: its connection, what waits to be sent to it, what it was refused.
+        self.connected = False
+        self._was_connected = False
+        self.last_activity = time.monotonic()
         self.outbox = Outbox(settings.max_queued_output_bytes, settings.max_queued_message_bytes)
         self.refusals = Refusals(
             settings.max_error_replies_per_second, settings.max_refused_in_a_row,
             settings.max_refused_bytes_in_a_row, lambda level, *args, **kw: getattr(self.log, level)(*args, **kw),
         )
-        self._release_timer: asyncio.TimerHandle | None = None
-        self.connected = False
-        self.last_seq = -1
-        self.owner: str | None = None  # fingerprint of the API key that created it
-        self.key_account: KeyAccount | None = None  # its key's quota, charged as the encoder reports
-        self.previews: dict[int, bytes] = {}  # stream -> latest frame as JPEG
-        self.audio_levels: dict[int, list[float]] = {}  # stream -> dBFS per channel
-        self.ended_at: float | None = None
-        self.destination_connected: bool | None = False if plan.live else None
-        self.acked_seq = -1
-        self.reconnects = 0
-        self.events: list[dict[str, Any]] = []
-        self.last_activity = time.monotonic()
-        self._output_index = 0
-        self._final: str | None = None
-        self._was_connected = False
-        self._connect_timer: asyncio.TimerHandle | None = None
-        self.pacing: dict[str, float] | None = None
-        self._connect_timeout = config.connect_timeout or settings.connect_timeout
+        self._resume_timer: asyncio.TimerHandle | None = None  # finalize unless the client comes back
+        self._release_timer: asyncio.TimerHandle | None = None  # free the outbox unless it comes back
+        self.client_memory = client_memory  # shared memory it writes payloads into, if any
+
+        # Chunks: taken, handed to the encoder, acknowledged; counted per stream.
         self._checker = ChunkChecker(plan.streams, plan.limits.max_pts_gap)
+        self.last_seq = -1
+        self.acked_seq = -1
+        self.in_flight = 0  # chunks handed to the encoder, not yet acknowledged
+        self.counters = [StreamCounters() for _ in plan.streams]
+        self._rates = [RateMeter() for _ in plan.streams]
         # Each stream's labelled counters, looked up once instead of three times a chunk.
         self._counted_in = [
             (metrics.chunks_in.labels(st.type), metrics.bytes_in.labels(st.type), metrics.frames_in.labels(st.type))
             for st in plan.streams
         ]
-        self._done = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._resume_timer: asyncio.TimerHandle | None = None
-        self.encoder = EncoderProcess(plan, settings.encoder_buffer_bytes, self._from_worker, client_memory)
+
+        # The output, and for network outputs their connection.
+        self.output_bytes = 0
+        self._output_index = 0  # of the next OUTPUT message (client-side destinations)
+        self.destination_connected: bool | None = False if plan.live else None
+        self.reconnects = 0
+        self.pacing: dict[str, float] | None = None
+        self._connect_timeout = config.connect_timeout or settings.connect_timeout
+        self._connect_timer: asyncio.TimerHandle | None = None
+
+        # Previews for the dashboard, made by the encoder while someone watches.
+        self.previews: dict[int, bytes] = {}  # stream -> latest frame as JPEG
+        self.audio_levels: dict[int, list[float]] = {}  # stream -> dBFS per channel
+        self._watch_told = float("-inf")
+
+        # The encoder process, and the thread that waits for it to start.
+        self.encoder = EncoderProcess(plan, settings.encoder_buffer_bytes, self._from_encoder, client_memory)
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"session-{session_id}")
 
     async def _blocking(self, fn: Any, *args: Any) -> Any:
@@ -192,6 +224,7 @@ class Session:
     def _ended(self) -> None:
         self.ended_at = time.time()
         self._done.set()
+        self.outbox.stop_waiting()  # a chunk waiting for the client to read is not delivered
         self._cancel_resume_timer()
         if self._connect_timer is not None:
             self._connect_timer.cancel()
@@ -235,11 +268,10 @@ class Session:
         """Start the encoder process (or put ``spare`` to work) and open the output; InvalidConfig
         if FFmpeg refuses it."""
         first = await self._blocking(self.encoder.start, self.settings.open_timeout, spare)
-        if first[0] == "setup_failed":
-            _, message, field = first
-            raise InvalidConfig(message, field)
+        if isinstance(first, SetupFailed):
+            raise InvalidConfig(first.message, first.field)
         await self.encoder.attach()
-        self._warn(first[1])
+        self._warn(first.warnings)
         if self.plan.live:
             self._arm_connect_timer()
 
@@ -266,83 +298,89 @@ class Session:
 
     # -- messages from the encoder ------------------------------------------------------------
 
-    def _from_worker(self, message: tuple) -> None:
-        kind = message[0]
-        if kind == "out":
-            _, offset, data = message
-            self.output_bytes = max(self.output_bytes, offset + len(data))
-            self.outbox.put(protocol.encode_output_header(self._output_index, offset) + data, self._output_index)
-            self._output_index += 1
-        elif kind == "ack":
-            _, seq, stats = message
-            if stats is not None:
+    def _from_encoder(self, message: FromEncoder) -> None:
+        """One message from the encoder process (``messages.py``), on the event loop."""
+        match message:
+            case OutputBytes(offset, data):
+                self.output_bytes = max(self.output_bytes, offset + len(data))
+                self.outbox.put(protocol.encode_output_header(self._output_index, offset) + data, self._output_index)
+                self._output_index += 1
+            case Ack(seq, stats):
+                if stats is not None:
+                    self._take_stats(stats)
+                self.in_flight = max(0, self.in_flight - (seq - self.acked_seq))
+                self.acked_seq = seq
+                self.outbox.put_ack(protocol.encode_ack(seq))
+            case Connected(warnings):
+                self.destination_connected = True
+                self._warn(warnings)
+                self._event("destination_connected", url=self.plan.describe_destination()["url"])
+            case Reconnecting(attempt, reason):
+                self._reconnecting(attempt, reason)
+            case Recovered(attempts, outage):
+                self.destination_connected = True
+                if self.state is SessionState.RECONNECTING:
+                    self._move(SessionState.STREAMING if self.connected else SessionState.CREATED)
+                self._event("recovered", attempts=attempts, outage_seconds=round(outage, 3))
+            case Preview(jpegs, levels):
+                self.previews.update(jpegs)
+                self.audio_levels.update(levels)
+            case Dropped(stream, count, total):
+                self.counters[stream].dropped = total
+                self.metrics.dropped.labels(self.plan.streams[stream].type).inc(count)
+                self._event("dropped", stream=stream, frames=count, total=total)
+            case Closed(stats):
+                self._closed(stats)
+            case Failed(reason):
+                self._fail(f"encoder error: {reason}")
+            case Stopped(reason, stats):  # a quota ran out; the output is finalized (quotas.py)
                 self._take_stats(stats)
-            self.in_flight = max(0, self.in_flight - (seq - self.acked_seq))
-            self.acked_seq = seq
-            self.outbox.put_ack(protocol.encode_ack(seq))
-        elif kind == "connected":
-            self.destination_connected = True
-            self._warn(message[1])
-            self._event("destination_connected", url=self.plan.describe_destination()["url"])
-        elif kind == "reconnecting":
-            _, attempt, reason = message
-            self.destination_connected = False
-            self.reconnects = attempt
-            self.metrics.reconnects.inc()
-            if self.state in (SessionState.CREATED, SessionState.STREAMING):
-                self._move(SessionState.RECONNECTING)
-            self._event("reconnecting", attempt=attempt, reason=reason)
-            self._arm_connect_timer()
-        elif kind == "recovered":
-            _, attempts, outage = message
-            self.destination_connected = True
-            if self.state is SessionState.RECONNECTING:
-                self._move(SessionState.STREAMING if self.connected else SessionState.CREATED)
-            self._event("recovered", attempts=attempts, outage_seconds=round(outage, 3))
-        elif kind == "preview":
-            _, jpegs, levels = message
-            self.previews.update(jpegs)
-            self.audio_levels.update(levels)
-        elif kind == "dropped":
-            _, stream, count, total = message
-            self.counters[stream].dropped = total
-            self.metrics.dropped.labels(self.plan.streams[stream].type).inc(count)
-            self._event("dropped", stream=stream, frames=count, total=total)
-        elif kind == "closed":
-            self._take_stats(message[1])
-            if self.plan.target == "file" and self.plan.path and os.path.exists(self.plan.path):
-                self.output_bytes = os.path.getsize(self.plan.path)
-            self._move(SessionState.CLOSED)
-            self._event("finalized", output_bytes=self.output_bytes)
-            self._final = protocol.encode_control(protocol.CLOSED, session=self.info().model_dump())
-            self.outbox.put(self._final)
-            self._ended()
-        elif kind == "failed":
-            self._fail(f"encoder error: {message[1]}")
-        elif kind == "stopped":  # a quota ran out; the output is finalized (quotas.py)
-            _, reason, stats = message
-            self._take_stats(stats)
-            if self.plan.target == "file" and self.plan.path and os.path.exists(self.plan.path):
-                self.output_bytes = os.path.getsize(self.plan.path)
-            self._fail(reason)
-        elif kind == "exited":
-            if not self.state.done:
-                hint = death_hint(message[1], self.plan.limits.memory_limit)  # budget.py
-                self._fail(f"encoder process died ({exit_text(message[1])}){hint}")
+                self._measure_file()
+                self._fail(reason)
+            case Exited(exitcode):
+                if not self.state.done:
+                    hint = death_hint(exitcode, self.plan.limits.memory_limit)  # budget.py
+                    self._fail(f"encoder process died ({exit_text(exitcode)}){hint}")
+            case _:
+                self.log.error("unexpected message from the encoder: %r", message)
 
-    def _take_stats(self, stats: dict[str, Any]) -> None:
+    def _reconnecting(self, attempt: int, reason: str) -> None:
+        self.destination_connected = False
+        self.reconnects = attempt
+        self.metrics.reconnects.inc()
+        if self.state in (SessionState.CREATED, SessionState.STREAMING):
+            self._move(SessionState.RECONNECTING)
+        self._event("reconnecting", attempt=attempt, reason=reason)
+        self._arm_connect_timer()
+
+    def _closed(self, stats: Stats) -> None:
+        """The encoder wrote the trailer and closed the output: the session is complete."""
+        self._take_stats(stats)
+        self._measure_file()
+        self._move(SessionState.CLOSED)
+        self._event("finalized", output_bytes=self.output_bytes)
+        self._final = protocol.encode_control(protocol.CLOSED, session=self.info().model_dump())
+        self.outbox.put(self._final)
+        self._ended()
+
+    def _measure_file(self) -> None:
+        """A server file's size, once the encoder has closed it."""
+        if self.plan.target == "file" and self.plan.path and os.path.exists(self.plan.path):
+            self.output_bytes = os.path.getsize(self.plan.path)
+
+    def _take_stats(self, stats: Stats) -> None:
         now = time.monotonic()
-        for stream, counters, st, rate in zip(self.plan.streams, self.counters, stats["streams"], self._rates):
-            self.metrics.packets_out.labels(stream.type).inc(st["packets"] - counters.packets)
-            self.metrics.bytes_out.labels(stream.type).inc(st["bytes"] - counters.bytes)
-            counters.packets = st["packets"]
-            counters.bytes = st["bytes"]
-            rate.update(st["frames"], now)
-        if stats.get("pacing") is not None:
-            self.pacing = stats["pacing"]
+        for stream, counters, st, rate in zip(self.plan.streams, self.counters, stats.streams, self._rates):
+            self.metrics.packets_out.labels(stream.type).inc(st.packets - counters.packets)
+            self.metrics.bytes_out.labels(stream.type).inc(st.bytes - counters.bytes)
+            counters.packets = st.packets
+            counters.bytes = st.bytes
+            rate.update(st.frames, now)
+        if stats.pacing is not None:
+            self.pacing = stats.pacing._asdict()
         if self.key_account is not None and (over := self.key_account.charge(stats)) is not None:
             with contextlib.suppress(OSError):  # gone already: nothing more to stop
-                self.encoder.send(stop_message(over))
+                self.encoder.send(Stop(over))
 
     # -- chunks and control from the client ---------------------------------------------------
 
@@ -401,8 +439,7 @@ class Session:
         bytes_in.inc(header.payload_size)
         frames_in.inc(header.shape[0])
         # A client that does not read its output (OUTPUT messages) is not sent more work.
-        while self.outbox.waiting_bytes > self.settings.max_queued_output_bytes and not self.state.done:
-            await asyncio.sleep(0.01)
+        await self.outbox.wait_for_room(self.settings.max_queued_output_bytes)
         try:
             if offset is None:
                 await self.encoder.send_chunk(message, header.size, payload)
@@ -420,7 +457,7 @@ class Session:
             return
         self._watch_told = now
         with contextlib.suppress(OSError):  # not attached yet, or gone: nothing to preview
-            self.encoder.send(watch_message(PREVIEW_SECONDS))
+            self.encoder.send(Watch(PREVIEW_SECONDS))
 
     def _shared_payload(self, header: protocol.ChunkHeader, payload: memoryview) -> tuple[int, np.ndarray]:
         """Where a shared-memory chunk's payload lies, checked against the session's segment, and
@@ -448,7 +485,7 @@ class Session:
             self._move(SessionState.FINISHING)
             self._cancel_resume_timer()
             with contextlib.suppress(OSError):  # already dead: its exit fails the session
-                self.encoder.send(protocol.encode_control(protocol.FINISH).encode())
+                self.encoder.send(Finish())
         try:
             await asyncio.wait_for(self._done.wait(), self.settings.finish_timeout)
         except asyncio.TimeoutError:

@@ -1,0 +1,338 @@
+"""The two ways an encoder process works through its chunks, once its output is open.
+
+- ``DirectLoop``: encode each chunk as it comes (files, client-side outputs, unpaced network
+  outputs). Two stages overlap: a thread takes chunks off the pipe and builds their frames (the
+  copy out of shared memory), this one encodes, muxes and acknowledges.
+- ``PacedLoop``: release frames at media time, as ``ffmpeg -re`` does (``pacing.py``), and read
+  ahead only as far as the pacer allows, which is the client's backpressure.
+
+Both hand frames of network outputs to a ``LiveOutput`` (``live.py``), which reconnects when the
+destination drops, and both make previews while someone watches. Everything here runs in the
+encoder process, never on the server's event loop.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from framecast import protocol
+
+from .encoder import ChunkFrames, OutputWriter
+from .encoder_pipe import NothingYet, Pipe
+from .live import LiveOutput
+from .messages import (
+    FREE,
+    IN_CLIENT_MEMORY,
+    Ack,
+    ChunkDescriptor,
+    Closed,
+    Finish,
+    Preview,
+    Stats,
+    Stop,
+    Stopped,
+    Watch,
+)
+from .pacing import Pacer
+from .preview import Previewer, levels_db
+from .quotas import QuotaReached
+from .ring import RingReader
+
+
+def stats_of(writer: OutputWriter, pacer: Pacer | None = None) -> Stats:
+    """The counters that ride on ``Ack``, ``Closed`` and ``Stopped``."""
+    return Stats(writer.stats(), pacer.stats() if pacer is not None else None)
+
+
+def send_closed(pipe: Pipe, writer: OutputWriter, pacer: Pacer | None = None) -> None:
+    """The output is closed after a ``Finish``: ``Closed``, or ``Stopped`` if a quota ran out while
+    the filter chains flushed."""
+    if writer.stopped is not None:
+        pipe.send(Stopped(writer.stopped, stats_of(writer, pacer)))
+    else:
+        pipe.send(Closed(stats_of(writer, pacer)))
+
+
+class StatsEvery:
+    """Counters ride on ACKs at most every ``interval`` seconds (None in between): enough for the
+    dashboard and metrics, and one pickled record less per chunk. ``Closed`` always carries them."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._last = float("-inf")
+
+    def __call__(self, writer: OutputWriter, pacer: Pacer | None = None) -> Stats | None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return None
+        self._last = now
+        return stats_of(writer, pacer)
+
+
+class Payloads:
+    """Where chunk payloads come from: the server's ring, or the client's shared memory."""
+
+    def __init__(self, ring: RingReader, client: RingReader | None) -> None:
+        self.ring, self.client = ring, client
+
+    def array(self, chunk: ChunkDescriptor) -> tuple[np.ndarray, bool]:
+        """The payload (a view, no copy), and whether its ring space must be handed back after use
+        (``Free``)."""
+        if chunk.where == IN_CLIENT_MEMORY:
+            assert self.client is not None, "a client-memory chunk for a session without shared memory"
+            return self.client.array(chunk.header, chunk.offset), False
+        return self.ring.array(chunk.header, chunk.offset), True
+
+
+def live_output(pipe: Pipe, writer: OutputWriter) -> LiveOutput | None:
+    """A LiveOutput for network destinations (reconnects, outage policy); None for the rest."""
+    plan = writer.plan
+    if not plan.live:
+        return None
+    return LiveOutput(writer, pipe.send, plan.on_drop, plan.outage_buffer, plan.reconnect_timeout)
+
+
+def _send_preview(pipe: Pipe, previewer: Previewer) -> None:
+    if previewer.due():
+        pipe.send(Preview(previewer.take(), dict(previewer.levels)))
+
+
+class _Prepared(NamedTuple):
+    """A chunk with its frames built, handed from the prepare thread to the encoding thread."""
+
+    header: protocol.ChunkHeader
+    frames: ChunkFrames | list[object]
+    levels: list[float] | None  # audio: its levels for the preview
+
+
+#: What the prepare thread hands on: a chunk, a control record, None once the server went away,
+#: or the exception that stopped it (``QuotaReached`` for ``Stop``).
+_Item = _Prepared | Watch | Finish | BaseException | None
+
+
+class AckCoalescer:
+    """ACKs of the direct loop, one for several chunks while the encoder is behind.
+
+    ACKs are cumulative, so while the next chunk is already prepared the ACK of this one can wait
+    and go out with it: one message (and one wake-up of the server, and of the client after it)
+    for up to ``most`` chunks or ``delay`` seconds, where a busy encoder would send one for each.
+    An encoder that keeps up finds nothing waiting and acknowledges every chunk at once, and the
+    loop flushes before it waits for anything, so no ACK waits for input that is not there yet.
+    """
+
+    def __init__(self, pipe: Pipe, writer: OutputWriter, stats: StatsEvery, most: int = 4,
+                 delay: float = 0.02) -> None:
+        self._pipe, self._writer, self._stats = pipe, writer, stats
+        self.most, self.delay = most, delay
+        self._seq: int | None = None
+        self._count = 0
+        self._since = 0.0
+
+    def done(self, seq: int, busy: bool) -> None:
+        """Chunk ``seq`` is encoded and muxed; ``busy``: another one is ready to be encoded."""
+        if self._seq is None:
+            self._since = time.monotonic()
+        self._seq = seq
+        self._count += 1
+        if not busy or self._count >= self.most or time.monotonic() - self._since >= self.delay:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._seq is not None:
+            self._pipe.send(Ack(self._seq, self._stats(self._writer)))
+            self._seq, self._count = None, 0
+
+
+class DirectLoop:
+    """Encode each chunk as it comes; at most two prepared chunks wait between the two stages."""
+
+    def __init__(self, pipe: Pipe, writer: OutputWriter, payloads: Payloads) -> None:
+        self.pipe, self.writer, self.payloads = pipe, writer, payloads
+        self.live = live_output(pipe, writer)
+        self.previewer = Previewer()
+        self.prepared: queue.Queue[_Item] = queue.Queue(maxsize=2)
+        self.acks = AckCoalescer(pipe, writer, StatsEvery())
+
+    def run(self) -> None:
+        """Until the server says ``Finish`` (or goes away): then close the output."""
+        threading.Thread(target=self._prepare, daemon=True, name="prepare").start()
+        while True:
+            self._wait_for_destination()
+            match self._next():
+                case _Prepared() as chunk:
+                    self._encode(chunk)
+                case Watch(seconds):
+                    self.previewer.watch(seconds)
+                case Finish():
+                    self.acks.flush()
+                    self.writer.close()
+                    send_closed(self.pipe, self.writer)
+                    return
+                case None:  # the server went away: finalize what we have
+                    self.writer.close()
+                    return
+                case BaseException() as exc:
+                    self.acks.flush()
+                    raise exc
+
+    def _wait_for_destination(self) -> None:
+        """While a network destination is down nothing more is taken: backpressure."""
+        while self.live is not None and self.live.down:
+            self.acks.flush()
+            self.live.tick()
+            time.sleep(min(self.live.next_attempt_in() or 0.0, 0.05))
+
+    def _next(self) -> _Item:
+        try:
+            return self.prepared.get_nowait()
+        except queue.Empty:  # nothing to do next: whatever is encoded is acknowledged now
+            self.acks.flush()
+            return self.prepared.get()
+
+    def _encode(self, chunk: _Prepared) -> None:
+        header, frames = chunk.header, chunk.frames
+        if frames:
+            if self.live is not None:
+                for frame in frames:
+                    self.live.emit(header.stream, frame)
+            else:
+                self.writer.emit(header.stream, frames)  # type: ignore[arg-type]
+        if chunk.levels is not None:
+            self.previewer.offer_levels(header.stream, chunk.levels)
+        elif isinstance(frames, ChunkFrames):
+            self.previewer.offer_video(header.stream, frames.built)
+        self.acks.done(header.seq, busy=not self.prepared.empty())
+        _send_preview(self.pipe, self.previewer)
+
+    def _prepare(self) -> None:
+        """The first stage, on its own thread: take each message off the pipe and build the chunk's
+        frames (the copy out of shared memory), so that it overlaps the encoding of the chunk
+        before. NumPy's copy and PyAV's encoding both release the GIL."""
+        out = self.prepared
+        try:
+            while True:
+                match self.pipe.receive():
+                    case ChunkDescriptor() as chunk:
+                        out.put(self._build(chunk))
+                    case Watch() as watch:
+                        out.put(watch)
+                    case Finish() as finish:
+                        out.put(finish)
+                        return
+                    case Stop(reason):
+                        out.put(QuotaReached(reason))
+                        return
+                    case None:
+                        out.put(None)
+                        return
+        except BaseException as exc:  # the encoding thread raises it: the session fails with its reason
+            out.put(exc)
+
+    def _build(self, chunk: ChunkDescriptor) -> _Prepared:
+        writer, header = self.writer, chunk.header
+        array, in_ring = self.payloads.array(chunk)
+        frames = writer.frames_for(header.stream, array, header.pts) if writer.plan.encode else []
+        audio = writer.plan.encode and writer.plan.streams[header.stream].type == "audio"
+        levels = levels_db(array) if audio else None
+        del array  # frames hold copies: the ring space can be written again
+        if in_ring:
+            self.pipe.send(FREE)
+        return _Prepared(header, frames, levels)
+
+
+class PacedLoop:
+    """Release frames at media time; read ahead only as far as the pacer allows (backpressure)."""
+
+    def __init__(self, pipe: Pipe, writer: OutputWriter, payloads: Payloads) -> None:
+        self.pipe, self.writer, self.payloads = pipe, writer, payloads
+        self.pacer = Pacer(len(writer.streams))
+        self.stats = StatsEvery()
+        self.previewer = Previewer()
+        self.live = live_output(pipe, writer)
+        self.held_since: float | None = None
+        self.finishing = False
+
+    def run(self) -> None:
+        """Until the server says ``Finish`` (or goes away) and every frame has left."""
+        pacer = self.pacer
+        while True:
+            now = pacer.clock()
+            if self._holding_back(now):
+                continue
+            self._release_due(now)
+            if self.finishing and not len(pacer) and not (self.live is not None and self.live.down):
+                self.writer.close()
+                send_closed(self.pipe, self.writer, pacer)
+                return
+            wait = self._wait()
+            if self.finishing or not pacer.wants_more(now):
+                time.sleep(wait if wait is not None else 0.01)
+                continue
+            try:
+                message = self.pipe.receive(wait)
+            except NothingYet:
+                continue
+            self._take(message)
+
+    def _holding_back(self, now: float) -> bool:
+        """Reconnect when due. Under "block" release nothing and read nothing while the destination
+        is down (True); once it is back, resume the schedule where it stopped."""
+        live = self.live
+        if live is None:
+            return False
+        live.tick()
+        if live.holding_back:
+            self.held_since = self.held_since if self.held_since is not None else now
+            time.sleep(min(live.next_attempt_in() or 0.0, 0.05))
+            return True
+        if self.held_since is not None:
+            self.pacer.shift(now - self.held_since)
+            self.held_since = None
+        return False
+
+    def _release_due(self, now: float) -> None:
+        """Encode every frame whose time has come, then acknowledge the chunks that are all out."""
+        for stream, frame in self.pacer.pop_due(now):
+            if self.live is not None:
+                self.live.emit(stream, frame)
+            else:
+                self.writer.emit(stream, [frame])
+            if self.writer.plan.streams[stream].type == "video":
+                self.previewer.offer_video(stream, [frame])
+        _send_preview(self.pipe, self.previewer)
+        done = self.pacer.completed()
+        if done is not None:
+            self.pipe.send(Ack(done, self.stats(self.writer, self.pacer)))
+
+    def _wait(self) -> float | None:
+        """Seconds until something is due: the next frame, or the next reconnect attempt."""
+        due = self.pacer.next_due()
+        wait = None if due is None else max(0.0, due - self.pacer.clock())
+        if self.live is not None and self.live.down:
+            retry = self.live.next_attempt_in() or 0.0
+            wait = retry if wait is None else min(wait, retry)
+        return wait
+
+    def _take(self, message: ChunkDescriptor | Watch | Finish | Stop | None) -> None:
+        match message:
+            case ChunkDescriptor(header):
+                array, in_ring = self.payloads.array(message)
+                # The pacer holds a gap's silence until it is due: bounded by FRAMECAST_MAX_PTS_GAP.
+                frames = list(self.writer.frames_for(header.stream, array, header.pts))
+                self.pacer.add(header.stream, frames, header.seq, array.nbytes)
+                if self.writer.plan.streams[header.stream].type == "audio":
+                    self.previewer.offer_audio(header.stream, array)
+                del array
+                if in_ring:
+                    self.pipe.send(FREE)
+            case Watch(seconds):
+                self.previewer.watch(seconds)
+            case Finish() | None:
+                self.finishing = True
+            case Stop(reason):
+                raise QuotaReached(reason)

@@ -1,0 +1,81 @@
+"""The encoder process's end of its pipe to the server (the vocabulary is ``messages.py``).
+
+The encoder reads its pipe directly, with a plain ``multiprocessing.Connection``: descriptors are
+small, and the ring bounds how many are in flight, so the pipe never fills however long the
+encoder is busy between reads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from multiprocessing.connection import Connection
+
+from .messages import FromEncoder, OutputBytes, ToEncoder, decode_to_encoder
+
+
+class NothingYet(Exception):
+    """No message within the timeout (not an OSError: those mean the pipe is gone)."""
+
+
+class Pipe:
+    """The encoder's end of the pipe. Sends are locked, so that the prepare thread (``Free``), the
+    muxer writing client output and the encoding thread (``Ack``) never interleave bytes of two
+    messages; receiving is done by one thread at a time."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, message: FromEncoder) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+    def receive(self, timeout: float | None = None) -> ToEncoder | None:
+        """The next message from the server; None once it went away.
+
+        Raises:
+            NothingYet: ``timeout`` given, and nothing came within it.
+        """
+        try:
+            if timeout is not None and not self._conn.poll(timeout):
+                raise NothingYet
+            data = self._conn.recv_bytes()
+        except (EOFError, OSError):
+            return None
+        return decode_to_encoder(data)
+
+
+class PipeSink:
+    """A file object whose writes (and seeks) become ``OutputBytes`` messages.
+
+    The muxer sees a seekable file exactly when the client's destination is seekable, so the
+    bytes written (headers patched by seeking back included) are the ones a local StreamWriter
+    would have produced.
+    """
+
+    def __init__(self, pipe: Pipe, seekable: bool) -> None:
+        self._pipe = pipe
+        self._seekable = seekable
+        self._pos = 0
+        self._size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        data = bytes(data)
+        self._pipe.send(OutputBytes(self._pos, data))
+        self._pos += len(data)
+        self._size = max(self._size, self._pos)
+        return len(data)
+
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if not self._seekable:
+            raise OSError("destination is not seekable")
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos

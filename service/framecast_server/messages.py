@@ -1,0 +1,246 @@
+"""Every message that crosses the pipe between the server and an encoder process.
+
+Each session's encoder runs in its own process (``session/encoder_process.py`` on the server's
+side, ``encoder/main.py`` on the other), joined by one duplex pipe framed as
+``multiprocessing.Connection`` frames it. This module is the whole vocabulary of that pipe: a
+reader finds here every kind of message, what it carries and who sends it. The records are
+NamedTuples: cheap to pickle, immutable, and matched by ``match`` statements on both sides.
+
+Server -> encoder (bytes, built by ``encode_chunk`` and ``encode_control``):
+
+- a chunk descriptor, the hot path: the CHUNK header as the client sent it (already checked by
+  the server), then where its payload lies in shared memory (``ring.py``). Binary, not pickled,
+  and told apart from the rest by the protocol's magic bytes.
+- ``Watch(seconds)``: someone looks at this session's previews; make them for that long.
+- ``Finish()``: no more chunks; flush, write the trailer, close.
+- ``Stop(reason)``: the session's API key used up a quota; finalize now and stop.
+- ``Assign(...)``: the first message to a spare process (``spares.py``), naming its session.
+
+Encoder -> server (pickled records, ``FromEncoder``):
+
+- ``Ready`` or ``SetupFailed``: the answer to opening the output, always the first message.
+- ``Connected``: a network output is connected and its header written.
+- ``OutputBytes``: encoded bytes for a client-side destination, at an offset of its file.
+- ``Free``: the oldest chunk's payload was copied out of the ring; its space is free again.
+- ``Ack``: chunk ``seq`` and all before it are encoded and muxed.
+- ``Reconnecting``, ``Recovered``, ``Dropped``: a network destination dropped (``live.py``).
+- ``Preview``: the latest frames as JPEG and audio levels, while someone watches.
+- ``Closed``, ``Stopped``, ``Failed``: the last message; the process exits after it.
+
+``Exited`` never crosses the pipe: the server makes it when the pipe closes, so that a process
+that died without a last word is handled like the rest.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
+
+from framecast import protocol
+
+if TYPE_CHECKING:
+    from .plan import OutputPlan
+
+
+# -- counters that ride on messages -----------------------------------------------------------
+
+
+class StreamStats(NamedTuple):
+    """One stream's totals so far, as its encoder counts them."""
+
+    chunks: int
+    frames: int
+    packets: int
+    bytes: int
+    seconds: float  # media seconds encoded (after the filter chain), as the quotas count them
+
+
+class PacingStats(NamedTuple):
+    """How a paced (real-time) output keeps time (``pacing.py``)."""
+
+    max_lateness_ms: float
+    media_seconds: float
+
+
+class Stats(NamedTuple):
+    """Every stream's totals, and the pacing of a real-time output (None for the rest)."""
+
+    streams: tuple[StreamStats, ...]
+    pacing: PacingStats | None
+
+
+# -- encoder -> server --------------------------------------------------------------------------
+
+
+class Ready(NamedTuple):
+    """The output is open (for network outputs: not connected yet). Warnings go to the client."""
+
+    warnings: list[str]
+
+
+class SetupFailed(NamedTuple):
+    """The output could not be opened; the session is a 422 naming ``field`` of its config."""
+
+    message: str
+    field: str | None
+
+
+class Connected(NamedTuple):
+    """A network output is connected and its header written."""
+
+    warnings: list[str]
+
+
+class OutputBytes(NamedTuple):
+    """Bytes the muxer wrote at ``offset`` of a client-side destination (seeks included)."""
+
+    offset: int
+    data: bytes
+
+
+class Free(NamedTuple):
+    """The oldest chunk's payload is copied out of the ring: the ring may hand out its space."""
+
+
+class Ack(NamedTuple):
+    """Chunk ``seq`` and every chunk before it are encoded and muxed. ``stats`` at most every
+    100 ms (None in between): enough for the dashboard and the quotas."""
+
+    seq: int
+    stats: Stats | None
+
+
+class Reconnecting(NamedTuple):
+    """A network destination dropped; reconnect attempt number ``attempt`` starts."""
+
+    attempt: int
+    reason: str
+
+
+class Recovered(NamedTuple):
+    """The destination is back after ``attempts`` attempts and ``outage`` seconds."""
+
+    attempts: int
+    outage: float
+
+
+class Dropped(NamedTuple):
+    """``count`` frames of ``stream`` were dropped while the destination was down (``total`` so far)."""
+
+    stream: int
+    count: int
+    total: int
+
+
+class Preview(NamedTuple):
+    """The latest frames (stream -> JPEG) and audio levels (stream -> dBFS per channel)."""
+
+    jpegs: dict[int, bytes]
+    levels: dict[int, list[float]]
+
+
+class Closed(NamedTuple):
+    """Trailer written and output closed after a ``Finish``; the process exits."""
+
+    stats: Stats
+
+
+class Stopped(NamedTuple):
+    """A quota ran out: the output is finalized all the same (trailer written, closed), and the
+    session fails with ``reason``; the process exits."""
+
+    reason: str
+    stats: Stats
+
+
+class Failed(NamedTuple):
+    """Encoding or connecting failed; the process exits."""
+
+    reason: str
+
+
+class Exited(NamedTuple):
+    """Made by the server, not sent: the pipe closed and the process exited with ``exitcode``."""
+
+    exitcode: int | None
+
+
+FromEncoder: TypeAlias = (
+    Ready | SetupFailed | Connected | OutputBytes | Free | Ack | Reconnecting | Recovered | Dropped | Preview
+    | Closed | Stopped | Failed | Exited
+)
+
+#: The one Free message (it carries nothing).
+FREE = Free()
+
+
+# -- server -> encoder ----------------------------------------------------------------------------
+
+
+class Assign(NamedTuple):
+    """A spare process's session: its plan and the sizes of the memory whose descriptors follow
+    (SCM_RIGHTS): the ring, and the client's shared memory if it has any."""
+
+    plan: OutputPlan
+    ring_bytes: int
+    client_bytes: int | None
+
+
+class Watch(NamedTuple):
+    """Someone looks at the session's previews: make them for the next ``seconds``."""
+
+    seconds: float
+
+
+class Finish(NamedTuple):
+    """No more chunks: flush, write the trailer, close, then answer ``Closed``."""
+
+
+class Stop(NamedTuple):
+    """The session's key is over a quota: finalize now, then answer ``Stopped`` with ``reason``."""
+
+    reason: str
+
+
+class ChunkDescriptor(NamedTuple):
+    """A chunk for the encoder: its header, and where its payload lies (``IN_RING`` or
+    ``IN_CLIENT_MEMORY``) at ``offset``."""
+
+    header: protocol.ChunkHeader
+    offset: int
+    where: int
+
+
+Control: TypeAlias = Watch | Finish | Stop
+ToEncoder: TypeAlias = ChunkDescriptor | Control
+
+#: Where a chunk's payload lies: the server's ring, or shared memory the client wrote it into.
+IN_RING, IN_CLIENT_MEMORY = 0, 1
+
+#: After the chunk header: the payload's offset, and which memory it is in.
+_TRAILER = struct.Struct("<QB7x")
+
+
+def encode_chunk(header: bytes | memoryview, offset: int, where: int = IN_RING) -> bytes:
+    """A chunk descriptor: the header bytes as they arrived, then the payload's place."""
+    return bytes(header) + _TRAILER.pack(offset, where)
+
+
+def encode_control(message: Control) -> bytes:
+    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+
+
+def decode_to_encoder(data: bytes) -> ToEncoder:
+    """What the server sent: a chunk descriptor, or a control record.
+
+    Only the server writes this pipe, so the pickle is of its own making.
+    """
+    if data[:2] == protocol.MAGIC:
+        header = protocol.parse_chunk_header(data)
+        offset, where = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
+        return ChunkDescriptor(header, offset, where)
+    message = pickle.loads(data)
+    if not isinstance(message, Watch | Finish | Stop):
+        raise TypeError(f"not a message for an encoder: {message!r}")
+    return message

@@ -1,0 +1,90 @@
+"""The vocabulary of the pipe between the server and an encoder process (``messages.py``).
+
+Every record survives the trip as the pipe makes it (pickled by ``Connection.send``, or encoded
+by the server's own framing), and the module holds every kind there is: a reader who opens it
+finds the whole conversation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import typing
+
+import numpy as np
+import pytest
+
+from framecast import protocol
+from framecast_server import messages
+from framecast_server.messages import (
+    IN_CLIENT_MEMORY,
+    IN_RING,
+    Ack,
+    ChunkDescriptor,
+    Finish,
+    PacingStats,
+    Stats,
+    Stop,
+    StreamStats,
+    Watch,
+    decode_to_encoder,
+    encode_chunk,
+    encode_control,
+)
+
+STATS = Stats((StreamStats(chunks=2, frames=50, packets=48, bytes=12345, seconds=2.0),), PacingStats(1.5, 2.0))
+
+
+def records() -> list[type]:
+    return [
+        cls for _, cls in inspect.getmembers(messages, inspect.isclass)
+        if cls.__module__ == messages.__name__ and issubclass(cls, tuple)
+    ]
+
+
+def test_every_record_is_part_of_the_vocabulary() -> None:
+    union = set(typing.get_args(messages.FromEncoder)) | set(typing.get_args(messages.ToEncoder))
+    counters = {StreamStats, PacingStats, Stats}
+    assert set(records()) - counters - {messages.Assign} == union
+    for cls in records():
+        assert cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("), f"{cls.__name__} needs a docstring"
+
+
+@pytest.mark.parametrize("message", [
+    messages.Ready(["a warning"]), messages.SetupFailed("no such encoder", "streams.0.encoder"),
+    messages.Connected([]), messages.OutputBytes(42, b"\x00" * 10), messages.FREE, Ack(7, STATS), Ack(8, None),
+    messages.Reconnecting(1, "Broken pipe"), messages.Recovered(3, 1.25), messages.Dropped(0, 1, 19),
+    messages.Preview({0: b"\xff\xd8"}, {1: [-20.0, -21.5]}), messages.Closed(STATS),
+    messages.Stopped("stopped: quota", STATS), messages.Failed("encoder error"), messages.Exited(-9),
+], ids=lambda m: type(m).__name__)
+def test_records_from_the_encoder_survive_pickling(message: tuple) -> None:
+    again = pickle.loads(pickle.dumps(message))
+    assert type(again) is type(message) and again == message
+
+
+@pytest.mark.parametrize("control", [Watch(10.0), Finish(), Stop("stopped: this API key's quota is used up")],
+                         ids=lambda m: type(m).__name__)
+def test_control_records_round_trip(control: messages.Control) -> None:
+    again = decode_to_encoder(encode_control(control))
+    assert type(again) is type(control) and again == control
+
+
+@pytest.mark.parametrize("where", [IN_RING, IN_CLIENT_MEMORY])
+def test_a_chunk_descriptor_carries_the_header_and_the_payloads_place(where: int) -> None:
+    array = np.zeros((2, 4, 6, 3), np.uint8)
+    header, _ = protocol.encode_chunk(1, 99, array, pts=1.5)
+    got = decode_to_encoder(encode_chunk(header, 4096, where))
+    assert isinstance(got, ChunkDescriptor)
+    assert (got.header.stream, got.header.seq, got.header.shape, got.header.pts) == (1, 99, (2, 4, 6, 3), 1.5)
+    assert (got.offset, got.where) == (4096, where)
+
+
+def test_empty_records_are_told_apart_by_type_not_by_equality() -> None:
+    # Both are empty tuples, so == cannot tell them apart: both sides match on the class.
+    assert messages.FREE == Finish() and type(messages.FREE) is not Finish
+    assert not isinstance(decode_to_encoder(encode_control(Finish())), messages.Free)
+
+
+def test_the_encoder_is_not_handed_a_record_meant_for_the_server() -> None:
+    with pytest.raises(TypeError, match="not a message for an encoder"):
+        decode_to_encoder(pickle.dumps(messages.Failed("x")))
