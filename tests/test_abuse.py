@@ -25,9 +25,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from framecast import protocol
-from framecast_server import shm
-from framecast_server.outbox import Outbox
-from framecast_server.refusals import LOG_FIRST, Refusals
+from framecast_server.session import client_memory
+from framecast_server.session.outbox import Outbox
+from framecast_server.session.refusals import LOG_FIRST, Refusals
 
 from .conftest import ServerProcess
 from .test_api import VIDEO, chunk, create, is_ack, is_type, open_ws, recv_until
@@ -120,7 +120,7 @@ def test_the_sweep_removes_only_our_users_segments_of_dead_servers(tmp_path: Pat
     for path in (ours, not_ours, look_alike):
         path.write_bytes(b"x")
     os.chown(not_ours, 65534, 65534)  # another user's (these tests run as root, as the issue's server did)
-    assert shm.sweep(tmp_path) == 1
+    assert client_memory.sweep(tmp_path) == 1
     assert not ours.exists() and not_ours.exists() and look_alike.exists()
 
 
@@ -459,7 +459,7 @@ def test_the_header_deadline_and_the_connection_cap_hold_with_either_parser(pars
     uvicorn upgrade that changes them fails here, for both parsers, not in production."""
     import uvicorn
 
-    from framecast_server.connections import limited_protocol
+    from framecast_server.api.connections import limited_protocol
 
     async def app(scope: dict, receive: Callable, send: Callable) -> None:
         await asyncio.sleep(1.0)  # longer than the header deadline: a request under way is not cut

@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import framecast
-from framecast_server import allowlist, avoptions, destinations, ffmpeg
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidConfig
-from framecast_server.filtergraph import FilterSyntaxError, escape, get_token, split_graph, split_options
+from framecast_server.planning import allowlist, avoptions, destinations, ffmpeg
+from framecast_server.planning.filtergraph import FilterSyntaxError, escape, get_token, split_graph, split_options
 
 from .media import decode, patterns
 

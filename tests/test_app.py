@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from framecast_server.app import create_app
+from framecast_server.api.app import create_app
 from framecast_server.config import Settings
 
 VIDEO = {"type": "video", "frame_rate": 30, "width": 64, "height": 48}

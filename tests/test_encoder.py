@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from framecast_server.config import Settings
-from framecast_server.encoder import OutputWriter, SetupError, _video_filter_steps
+from framecast_server.encoder.output import OutputWriter, SetupError, _video_filter_steps
 from framecast_server.models import SessionConfig
-from framecast_server.plan import make_plan
+from framecast_server.planning.plan import make_plan
 
 from .media import decode, dominant_frequency, patterns, psnr, read_stamp, sine
 

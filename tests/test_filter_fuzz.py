@@ -5,7 +5,7 @@ options drawn from each filter's table and values of each option's type (strings
 relative and URL-like names), plus encoder options from libx264's tables and x264-params entries,
 and muxer options from matroska's. Each config goes through ``make_plan``, exactly as a session's
 would. Every config it accepts is then encoded for real: the encoder process's own code
-(``worker._enter_workdir``, ``encoder.OutputWriter``) in a subprocess under ``strace -f``, started in
+(``encoder.main._enter_workdir``, ``encoder.output.OutputWriter``) in a subprocess under ``strace -f``, started in
 an empty working directory. Nothing accepted may create, write, rename or remove a file outside the
 output directory, nor create a socket.
 """
@@ -27,13 +27,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from framecast_server import allowlist, avoptions, ffmpeg
-from framecast_server.avoptions import OptionType
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidConfig
-from framecast_server.filtergraph import WHITESPACES, escape
 from framecast_server.models import SessionConfig
-from framecast_server.plan import make_plan
+from framecast_server.planning import allowlist, avoptions, ffmpeg
+from framecast_server.planning.avoptions import OptionType
+from framecast_server.planning.filtergraph import WHITESPACES, escape
+from framecast_server.planning.plan import make_plan
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("dev")
@@ -161,8 +161,8 @@ def session(draw: st.DrawFn) -> dict:
 RUNNER = r"""
 import os, pickle, sys
 import numpy as np
-from framecast_server.encoder import OutputWriter
-from framecast_server.encoder_main import _enter_workdir
+from framecast_server.encoder.output import OutputWriter
+from framecast_server.encoder.main import _enter_workdir
 plans = pickle.load(open(sys.argv[1], "rb"))
 for i, plan in enumerate(plans):
     try:

@@ -21,7 +21,7 @@ from framecast_server.chunks import ChunkChecker
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidChunk, InvalidConfig
 from framecast_server.models import SessionConfig
-from framecast_server.plan import make_plan
+from framecast_server.planning.plan import make_plan
 
 # On CI the examples are derived from the test itself (derandomize): a submission's CI run is
 # repeatable. Elsewhere every run explores new inputs, and failures are kept in .hypothesis/.

@@ -8,8 +8,8 @@ from fractions import Fraction
 
 import pytest
 
-from framecast_server.encoder import SetupError
-from framecast_server.live import DestinationLost, LiveOutput
+from framecast_server.encoder.live import DestinationLost, LiveOutput
+from framecast_server.encoder.output import SetupError
 from framecast_server.messages import Dropped, Reconnecting, Recovered
 
 

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import av
 
-from framecast_server.pacing import Pacer
+from framecast_server.encoder.pacing import Pacer
 
 
 class Clock:

@@ -51,4 +51,4 @@ def test_the_wheel_carries_the_javascript_client(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("framecast.js", "writer.js", "media.js", "protocol.js", "errors.js", "framecast.d.ts"):
         assert f"framecast_server/js/{name}" in names, name
-    assert "framecast_server/static/dashboard.js" in names
+    assert "framecast_server/api/static/dashboard.js" in names

@@ -13,7 +13,7 @@ from framecast_server.chunks import ChunkChecker, Timeline
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidChunk, InvalidConfig
 from framecast_server.models import SessionConfig, parse_frame_rate
-from framecast_server.plan import _plan_destination, make_plan, split_filter_chain
+from framecast_server.planning.plan import _plan_destination, make_plan, split_filter_chain
 
 
 def config(streams, dest=None, **extra):

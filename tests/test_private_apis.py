@@ -5,7 +5,7 @@ that changes them fails with a message that says where, instead of as a hang or 
   (websockets' receiving thread hands every parsed frame to it) to apply each message on that
   thread, and uses ``protocol_mutex``, ``send_data`` and ``protocol.fail`` to fail a connection on
   invalid UTF-8 as websockets itself does.
-- ``framecast_server.cli.GracefulServer`` overrides uvicorn's ``Server.handle_exit`` and appends to
+- ``framecast_server.api.serve.GracefulServer`` overrides uvicorn's ``Server.handle_exit`` and appends to
   ``Server._captured_signals``, which uvicorn re-raises once it has shut down, so that the process
   exits with the signal's status.
 """
@@ -23,8 +23,8 @@ WEBSOCKETS_HINT = (
     "relies on; adapt _Connection (client/framecast/writer.py) or cap websockets in pyproject.toml"
 )
 UVICORN_HINT = (
-    f"uvicorn {uvicorn.__version__} changed a private API that framecast_server.cli.GracefulServer "
-    "relies on; adapt GracefulServer (service/framecast_server/cli.py) or cap uvicorn in pyproject.toml"
+    f"uvicorn {uvicorn.__version__} changed a private API that framecast_server.api.serve.GracefulServer "
+    "relies on; adapt GracefulServer (service/framecast_server/api/serve.py) or cap uvicorn in pyproject.toml"
 )
 
 
@@ -48,7 +48,7 @@ def test_uvicorn_reraises_captured_signals_after_shutdown():
 def test_the_overrides_still_override_something():
     """Both overrides name methods that exist on the classes they subclass."""
     from framecast.writer import _Connection
-    from framecast_server.cli import GracefulServer
+    from framecast_server.api.serve import GracefulServer
 
     assert _Connection.process_event is not Connection.process_event
     assert GracefulServer.handle_exit is not uvicorn.Server.handle_exit

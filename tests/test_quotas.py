@@ -28,7 +28,7 @@ from framecast import protocol
 from framecast_server import budget
 from framecast_server.config import Settings
 from framecast_server.models import SessionConfig
-from framecast_server.plan import make_plan
+from framecast_server.planning.plan import make_plan
 
 from .test_api import chunk, is_ack, is_type, open_ws, recv_until
 

@@ -22,9 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect
 
-from framecast_server import ffmpeg, hosts, masking, urls
+from framecast_server import masking
+from framecast_server.api import hosts
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidConfig
+from framecast_server.planning import ffmpeg, urls
 
 from .conftest import free_port
 

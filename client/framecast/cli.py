@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         try:
-            from framecast_server.cli import serve as run
+            from framecast_server.api.serve import serve as run
         except ImportError as exc:
             print(f"framecast serve needs the server extra: pip install 'framecast[server]' ({exc})", file=sys.stderr)
             return EXIT_USAGE

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from .config import Settings
-from .errors import Unauthorized
+from framecast_server.config import Settings
+from framecast_server.errors import Unauthorized
 
 
 def fingerprint(key: str) -> str:

@@ -34,10 +34,10 @@ from collections.abc import Iterable
 
 import av
 
-from .config import Settings
-from .errors import InvalidConfig, OverBudget
-from .plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan
-from .quotas import size_text
+from framecast_server.config import Settings
+from framecast_server.errors import InvalidConfig, OverBudget
+from framecast_server.planning.plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan
+from framecast_server.quotas import size_text
 
 MEMORY_LIMIT = "FRAMECAST_ENCODER_MEMORY_LIMIT"
 MEMORY_BUDGET = "FRAMECAST_MEMORY_BUDGET"

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from framecast.protocol import ChunkHeader
-
-from .errors import InvalidChunk
-from .plan import AudioPlan, StreamPlan, VideoPlan
-from .quotas import PTS_GAP
+from framecast_server.errors import InvalidChunk
+from framecast_server.planning.plan import AudioPlan, StreamPlan, VideoPlan
+from framecast_server.quotas import PTS_GAP
 
 
 @dataclass

@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from . import libyuv
-from .libyuv import Choice, Conversion
-from .scheduling import Policy
+from framecast_server import libyuv
+from framecast_server.libyuv import Choice, Conversion
+from framecast_server.scheduling import Policy
 
 
 class Settings(BaseSettings):
@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     @classmethod
     def _host_patterns(cls, value: list[str]) -> list[str]:
         """Every allowed-hosts pattern must compile, so a typo stops the server, not a session."""
-        from .urls import patterns  # urls imports PyAV; settings are read before the server needs it
+        from framecast_server.planning.urls import patterns
 
         patterns(tuple(value))
         return value

@@ -1,6 +1,6 @@
 """Exceptions of the framecast server: one root, each carrying its HTTP status and error code.
 
-    ServerError
+    ApiError
     ├── InvalidConfig (ValueError)      422  a session config that cannot work; names the field
     ├── Unauthorized                    401  no or wrong API key
     ├── SessionNotFound (LookupError)   404  no session with that id
@@ -10,14 +10,15 @@
     ├── OverBudget                      503  no memory left in the budget, or the API key's quota is used up
     └── InvalidChunk (ValueError)       --   a websocket chunk does not fit its stream (session lives on)
 
-Routes never raise HTTPException themselves: ``app.py`` installs one handler that maps these
-to JSON error bodies ``{"error": {"code", "message", "field"?}}``.
+Routes never raise HTTPException themselves: ``api/app.py`` installs one handler that maps these
+to JSON error bodies ``{"error": {"code", "message", "field"?}}``, which the SDK raises as its own
+``framecast.ServerError`` and subclasses (hence this root's different name).
 """
 
 from __future__ import annotations
 
 
-class ServerError(Exception):
+class ApiError(Exception):
     """Root of every error the framecast server raises on purpose."""
 
     status: int = 500
@@ -31,7 +32,7 @@ class ServerError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
-class InvalidConfig(ServerError, ValueError):
+class InvalidConfig(ApiError, ValueError):
     """The session config can't work. ``field`` is the dotted path of the culprit."""
 
     status = 422
@@ -49,12 +50,12 @@ class InvalidConfig(ServerError, ValueError):
         return body
 
 
-class Unauthorized(ServerError):
+class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
 
 
-class SessionNotFound(ServerError, LookupError):
+class SessionNotFound(ApiError, LookupError):
     status = 404
     code = "session_not_found"
 
@@ -63,29 +64,29 @@ class SessionNotFound(ServerError, LookupError):
         self.session_id = session_id
 
 
-class PreviewNotFound(ServerError, LookupError):
+class PreviewNotFound(ApiError, LookupError):
     status = 404
     code = "preview_not_found"
 
 
-class StateConflict(ServerError):
+class StateConflict(ApiError):
     status = 409
     code = "state_conflict"
 
 
-class TooManySessions(ServerError):
+class TooManySessions(ApiError):
     status = 503
     code = "too_many_sessions"
 
 
-class OverBudget(ServerError):
+class OverBudget(ApiError):
     """The server's memory budget cannot take the session now, or its API key's quota is used up."""
 
     status = 503
     code = "over_budget"
 
 
-class InvalidChunk(ServerError, ValueError):
+class InvalidChunk(ApiError, ValueError):
     """A chunk refused at the websocket; the session goes on."""
 
     status = 400

@@ -86,7 +86,7 @@ class RgbToI420:
     """Converts (C, H, W) RGB frames into yuv420p AVFrames of one stream.
 
     Holds one packed-RGB scratch frame, reused for every frame: a stream's frames are built on one
-    thread at a time (its timeline assumes the same, encoder.py).
+    thread at a time (its timeline assumes the same, encoder/output.py).
     """
 
     def __init__(self, in_format: str, width: int, height: int) -> None:

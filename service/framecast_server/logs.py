@@ -18,7 +18,7 @@ CONTEXT_FIELDS = ("session_id", "stream")
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-22 06:30:01,123 INFO framecast_server.sessions [session=ab12 stream=0]: message``."""
+    """``2026-11-22 06:30:01,123 INFO framecast_server.session.session [session=ab12 stream=0]: message``."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s")

@@ -23,7 +23,7 @@ import sys
 from typing import TextIO
 from urllib.parse import unquote
 
-from .urls import SECRET_OPTIONS
+from framecast_server.planning.urls import SECRET_OPTIONS
 
 #: What replaces a secret.
 MASK = "****"

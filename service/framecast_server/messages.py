@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 from framecast import protocol
 
 if TYPE_CHECKING:
-    from .plan import OutputPlan
+    from framecast_server.planning.plan import OutputPlan
 
 
 # -- counters that ride on messages -----------------------------------------------------------

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from .config import Settings
-from .errors import OverBudget
-from .messages import Stats
+from framecast_server.config import Settings
+from framecast_server.errors import OverBudget
+from framecast_server.messages import Stats
 
 #: Setting names, quoted in refusals so that an operator knows what to raise.
 SESSION_BYTES = "FRAMECAST_MAX_SESSION_BYTES"

@@ -10,8 +10,9 @@ from typing import Any
 
 import uvicorn
 
-from . import connections, logs
-from .config import Settings
+from framecast_server import logs
+from framecast_server.api import connections
+from framecast_server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def serve(
     """Start the server; flags given here override the FRAMECAST_* environment."""
     from pydantic import ValidationError
 
-    from .app import create_app
+    from framecast_server.api.app import create_app
 
     overrides: dict[str, Any] = {
         k: v for k, v in {"host": host, "port": port, "output_dir": output_dir}.items() if v is not None

@@ -4,9 +4,9 @@ Why a process: PyAV holds the GIL while it opens a network output, writes the he
 the trailer, and a crash inside FFmpeg kills whatever process it runs in. In its own process an
 encoder can hang or die without touching the event loop or any other session.
 
-This module and everything it imports for encoding (``encoder_loops``, ``encoder``, ``live``,
-``pacing``, ``preview``, ``malloc``) run only in encoder processes. The server starts them and
-talks to them through ``encoder_process.py``; what crosses the pipe is in ``messages.py``.
+This module and the rest of ``encoder/`` (``loops``, ``pipe``, ``output``, ``live``, ``pacing``,
+``preview``, ``malloc``) run only in encoder processes. The server starts them and
+talks to them through ``session/encoder_process.py``; what crosses the pipe is in ``messages.py``.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from multiprocessing.connection import Connection
 
 import av.logging
 
-from . import budget, masking, scheduling
-from .encoder import OutputWriter, SetupError, describe_error
-from .encoder_loops import DirectLoop, PacedLoop, Payloads, stats_of
-from .encoder_pipe import Pipe, PipeSink
-from .malloc import keep_frame_buffers
-from .messages import Assign, Connected, Failed, Ready, SetupFailed, Stopped
-from .plan import OutputPlan
-from .quotas import QuotaReached
-from .ring import RingReader
+from framecast_server import budget, masking, scheduling
+from framecast_server.encoder.loops import DirectLoop, PacedLoop, Payloads, stats_of
+from framecast_server.encoder.malloc import keep_frame_buffers
+from framecast_server.encoder.output import OutputWriter, SetupError, describe_error
+from framecast_server.encoder.pipe import Pipe, PipeSink
+from framecast_server.messages import Assign, Connected, Failed, Ready, SetupFailed, Stopped
+from framecast_server.planning.plan import OutputPlan
+from framecast_server.quotas import QuotaReached
+from framecast_server.ring import RingReader
 
 
 def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: RingReader | None) -> None:

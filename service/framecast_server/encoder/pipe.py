@@ -11,7 +11,7 @@ import os
 import threading
 from multiprocessing.connection import Connection
 
-from .messages import FromEncoder, OutputBytes, ToEncoder, decode_to_encoder
+from framecast_server.messages import FromEncoder, OutputBytes, ToEncoder, decode_to_encoder
 
 
 class NothingYet(Exception):

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from . import ffmpeg
-from .errors import InvalidConfig
+from framecast_server.errors import InvalidConfig
+from framecast_server.planning import ffmpeg
 
 #: Schemes whose URLs this module reads. Each has its own FFmpeg protocol.
 SCHEMES = ("rtmp", "rtmps", "udp", "tcp", "srt")

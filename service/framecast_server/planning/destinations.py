@@ -16,8 +16,9 @@ from pathlib import Path
 
 import av
 
-from . import ffmpeg, masking, urls
-from .errors import InvalidConfig
+from framecast_server import masking
+from framecast_server.errors import InvalidConfig
+from framecast_server.planning import ffmpeg, urls
 
 #: scheme -> the muxer it implies
 NETWORK_MUXERS = {"rtmp": "flv", "rtmps": "flv", "udp": "mpegts", "tcp": "mpegts", "srt": "mpegts"}

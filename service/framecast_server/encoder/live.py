@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .encoder import OutputWriter, SetupError, describe_error
-from .messages import Dropped, FromEncoder, Reconnecting, Recovered
-from .quotas import FilterOutputRefused, QuotaReached
+from framecast_server.encoder.output import OutputWriter, SetupError, describe_error
+from framecast_server.messages import Dropped, FromEncoder, Reconnecting, Recovered
+from framecast_server.quotas import FilterOutputRefused, QuotaReached
 
 #: First and largest pause between reconnect attempts, seconds.
 BACKOFF_FIRST = 0.25

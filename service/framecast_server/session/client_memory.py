@@ -42,10 +42,9 @@ import numpy as np
 
 from framecast import protocol
 from framecast.regions import ALIGN, aligned
-
-from .errors import InvalidChunk
-from .plan import OutputPlan, VideoPlan
-from .ring import RingReader, payload_view
+from framecast_server.errors import InvalidChunk
+from framecast_server.planning.plan import OutputPlan, VideoPlan
+from framecast_server.ring import RingReader, payload_view
 
 log = logging.getLogger(__name__)
 

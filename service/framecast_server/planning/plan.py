@@ -17,12 +17,10 @@ from typing import Union
 import av
 
 from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS, DType
-
-from . import avoptions, destinations, ffmpeg, filtergraph, policy
-from .config import Settings
-from .errors import InvalidConfig
-from .libyuv import Conversion
-from .models import (
+from framecast_server.config import Settings
+from framecast_server.errors import InvalidConfig
+from framecast_server.libyuv import Conversion
+from framecast_server.models import (
     AudioStreamConfig,
     ClientDestination,
     Destination,
@@ -33,8 +31,9 @@ from .models import (
     VideoStreamConfig,
     parse_frame_rate,
 )
-from .quotas import EncoderLimits, encoder_limits
-from .scheduling import Policy
+from framecast_server.planning import avoptions, destinations, ffmpeg, filtergraph, policy
+from framecast_server.quotas import EncoderLimits, encoder_limits
+from framecast_server.scheduling import Policy
 
 
 @dataclass
@@ -126,7 +125,7 @@ class OutputPlan:
     metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
-    workdir: str | None = None  # the encoder process's working directory: inside the output dir (encoder_main.py)
+    workdir: str | None = None  # the encoder process's working directory: inside the output dir (encoder/main.py)
 
     @property
     def live(self) -> bool:

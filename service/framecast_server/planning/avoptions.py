@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Self
 
-from .ffmpeg import _bundled
+from framecast_server.planning.ffmpeg import _bundled
 
 #: ``av_opt_find2`` search flags
 SEARCH_CHILDREN = 1

@@ -1,7 +1,7 @@
 """The PyAV side: turn arrays into frames, frames into packets, packets into an output.
 
 ``OutputWriter`` owns one container and its streams. It runs inside the session's encoder process
-(``encoder_main.py``) and never on the server's event loop. It knows the OutputPlan and the chunk arrays,
+(``encoder/main.py``) and never on the server's event loop. It knows the OutputPlan and the chunk arrays,
 nothing of sockets.
 
 Frame building copies each frame exactly once: straight from the client's (T, C, H, W) array into
@@ -29,11 +29,11 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
-from . import libyuv, masking
-from .chunks import Timeline
-from .messages import StreamStats
-from .plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan, split_filter_chain
-from .quotas import EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
+from framecast_server import libyuv, masking
+from framecast_server.chunks import Timeline
+from framecast_server.messages import StreamStats
+from framecast_server.planning.plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan, split_filter_chain
+from framecast_server.quotas import EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
 
 log = logging.getLogger(__name__)
 

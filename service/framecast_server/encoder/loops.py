@@ -21,11 +21,12 @@ from typing import NamedTuple
 import numpy as np
 
 from framecast import protocol
-
-from .encoder import ChunkFrames, OutputWriter
-from .encoder_pipe import NothingYet, Pipe
-from .live import LiveOutput
-from .messages import (
+from framecast_server.encoder.live import LiveOutput
+from framecast_server.encoder.output import ChunkFrames, OutputWriter
+from framecast_server.encoder.pacing import Pacer
+from framecast_server.encoder.pipe import NothingYet, Pipe
+from framecast_server.encoder.preview import Previewer, levels_db
+from framecast_server.messages import (
     FREE,
     IN_CLIENT_MEMORY,
     Ack,
@@ -38,10 +39,8 @@ from .messages import (
     Stopped,
     Watch,
 )
-from .pacing import Pacer
-from .preview import Previewer, levels_db
-from .quotas import QuotaReached
-from .ring import RingReader
+from framecast_server.quotas import QuotaReached
+from framecast_server.ring import RingReader
 
 
 def stats_of(writer: OutputWriter, pacer: Pacer | None = None) -> Stats:

@@ -34,16 +34,12 @@ import numpy as np
 
 from framecast import protocol
 from framecast.errors import ProtocolError
-
-from .admission import Admission
-from .auth import Caller
-from .budget import death_hint
-from .chunks import ChunkChecker
-from .config import Settings
-from .encoder_process import EncoderProcess, Spare, exit_text
-from .errors import InvalidChunk, InvalidConfig, SessionNotFound, StateConflict, TooManySessions
-from .logs import SessionLog
-from .messages import (
+from framecast_server.budget import death_hint
+from framecast_server.chunks import ChunkChecker
+from framecast_server.config import Settings
+from framecast_server.errors import InvalidChunk, InvalidConfig, StateConflict
+from framecast_server.logs import SessionLog
+from framecast_server.messages import (
     Ack,
     Closed,
     Connected,
@@ -62,15 +58,14 @@ from .messages import (
     Stopped,
     Watch,
 )
-from .metrics import Gauges, Metrics, OpenSession, RateMeter
-from .models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
-from .outbox import Outbox
-from .outputs import OutputFiles
-from .plan import AudioPlan, OutputPlan, describe_stream, make_plan
-from .quotas import KeyAccount
-from .refusals import Refusals
-from .shm import ClientMemory, MemoryBudget, Unavailable, segment_size, sweep
-from .spares import SparePool
+from framecast_server.metrics import Metrics, RateMeter
+from framecast_server.models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
+from framecast_server.planning.plan import AudioPlan, OutputPlan, describe_stream
+from framecast_server.quotas import KeyAccount
+from framecast_server.session.client_memory import ClientMemory
+from framecast_server.session.encoder_process import EncoderProcess, Spare, exit_text
+from framecast_server.session.outbox import Outbox
+from framecast_server.session.refusals import Refusals
 
 log = logging.getLogger(__name__)
 
@@ -596,135 +591,3 @@ class Session:
             audio_levels={str(k): v for k, v in self.audio_levels.items()},
             owner=self.owner,
         )
-
-
-class SessionManager:
-    """All sessions of one server. Owned by the app's lifespan."""
-
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
-        self.settings = settings
-        self.metrics = metrics or Metrics()
-        self.sessions: dict[str, Session] = {}
-        self.spares = SparePool(settings.spare_encoders)
-        self.admission = Admission(settings)
-        self._reaper: asyncio.Task[None] | None = None
-        self.output_files = OutputFiles()
-        self.shared_memory = MemoryBudget(settings.shared_memory_total_bytes)
-        settings.output_dir.mkdir(parents=True, exist_ok=True)
-
-    def active(self) -> list[Session]:
-        return [s for s in self.sessions.values() if not s.state.done]
-
-    def gauges(self) -> Gauges:
-        """What /metrics shows of the sessions (``metrics.GaugeSource``)."""
-        by_state = {state.value: 0 for state in SessionState}
-        for session in self.sessions.values():
-            by_state[session.state.value] += 1
-        return Gauges(by_state, [
-            OpenSession(s.id, s.in_flight, s.outbox.waiting_bytes, s.encode_rates) for s in self.active()
-        ])
-
-    def _forget_old(self) -> None:
-        """Keep the newest ``keep_finished_sessions`` finished sessions; drop older ones."""
-        finished = sorted((s for s in self.sessions.values() if s.state.done), key=lambda s: s.ended_at or 0)
-        for session in finished[: max(0, len(finished) - self.settings.keep_finished_sessions)]:
-            del self.sessions[session.id]
-
-    async def create(self, config: SessionConfig, owner: str | None = None, same_host: bool = False) -> Session:
-        """Plan, check and open a session for the API key with fingerprint ``owner``.
-
-        ``same_host``: the request came from this machine, so shared memory can be offered.
-        """
-        self._forget_old()
-        if len(self.active()) >= self.settings.max_sessions:
-            raise TooManySessions(f"this server runs at most {self.settings.max_sessions} sessions at once")
-        if owner is not None and sum(s.owner == owner for s in self.active()) >= self.settings.max_sessions_per_key:
-            raise TooManySessions(
-                f"this API key already has {self.settings.max_sessions_per_key} open sessions, the most allowed"
-            )
-        plan = make_plan(config, self.settings)
-        key_account = self.admission.admit(plan, owner, self.sessions.values())  # memory, key quotas
-        if plan.path:
-            self.output_files.claim(plan.path, plan.relative_path or plan.path, owner, self.sessions.values())
-        memory = None
-        if config.shared_memory and same_host and self.settings.shared_memory:
-            try:
-                memory = ClientMemory(segment_size(plan, self.settings.shared_memory_bytes), self.shared_memory)
-            except Unavailable as exc:
-                log.warning("no shared memory for a new session, its chunks come over the websocket: %s", exc)
-        session = Session(secrets.token_hex(8), config, plan, self.settings, self.metrics, memory)
-        session.owner = owner
-        session.key_account = key_account
-        try:
-            await session.start(self.spares.take())
-        except BaseException:
-            if memory is not None:
-                memory.dispose()
-            if plan.path:
-                self.output_files.abandon(plan.path)
-            raise
-        finally:
-            self.spares.refill()  # once this session's output is open: starting one costs CPU too
-        self.sessions[session.id] = session
-        if plan.path:
-            self.output_files.opened(plan.path)
-        session.log.info("created: %s -> %s", plan.muxer, plan.describe_destination())
-        return session
-
-    def get(self, session_id: str, caller: Caller) -> Session:
-        """The session ``session_id`` if ``caller`` may see it.
-
-        Raises:
-            SessionNotFound: no such session, or another tenant's: the two are indistinguishable.
-        """
-        session = self.sessions.get(session_id)
-        if session is None or not caller.sees(session.owner):
-            raise SessionNotFound(session_id)
-        return session
-
-    def visible(self, caller: Caller) -> list[Session]:
-        """Every session ``caller`` may see, open or finished: its own, or all for an operator."""
-        return [s for s in self.sessions.values() if caller.sees(s.owner)]
-
-    async def close(self, session_id: str, caller: Caller) -> Session:
-        session = self.get(session_id, caller)
-        await session.finish()
-        return session
-
-    async def shutdown(self) -> None:
-        """Finalize every session that is still open (server shutdown)."""
-        if self._reaper is not None:
-            self._reaper.cancel()
-        await asyncio.gather(
-            self.spares.close(), *(s.finish() for s in self.active()), return_exceptions=True
-        )
-
-    async def drain(self) -> None:
-        """Finalize every open session and let connected clients receive what is left."""
-        await asyncio.gather(*(s.finish() for s in self.active()), return_exceptions=True)
-        deadline = time.monotonic() + self.settings.finish_timeout
-        while any(s.connected and len(s.outbox) for s in self.sessions.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-
-    def start(self) -> None:
-        """Start the idle reaper and the first spare encoder (on the running loop); remove shared
-        memory dead servers left."""
-        self._reaper = asyncio.create_task(self._reap_idle())
-        self.spares.refill()
-        if self.settings.shared_memory:
-            sweep()
-
-    async def _reap_idle(self) -> None:
-        """Finalize sessions that have had no client and no data for idle_timeout seconds, and
-        sessions whose client never connected within connect_grace (what they hold, an encoder
-        process and maybe shared memory, is not left to someone who only creates sessions)."""
-        while True:
-            await asyncio.sleep(min(1.0, self.settings.idle_timeout / 4, self.settings.connect_grace / 4))
-            now = time.monotonic()
-            for session in self.active():
-                if session.connected or not session.state.taking_chunks:
-                    continue
-                if session.never_connected and now - session.last_activity > self.settings.connect_grace:
-                    session.idle(self.settings.connect_grace)
-                elif now - session.last_activity > self.settings.idle_timeout:
-                    session.idle()

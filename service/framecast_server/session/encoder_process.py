@@ -1,6 +1,6 @@
 """The server's handle on an encoder process: start it, hand it chunks, hear its messages.
 
-Each session's encoder runs in its own process (``encoder_main.py``, and why). This is the
+Each session's encoder runs in its own process (``encoder/main.py``, and why). This is the
 server's half of the pipe between them, on the event loop; the messages are in ``messages.py``.
 Chunk payloads do not cross the pipe: the server copies each into shared memory (``ring.py``) and
 sends a descriptor of it.
@@ -22,8 +22,8 @@ from collections.abc import Callable
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 
-from .encoder_main import spare_main, worker_main
-from .messages import (
+from framecast_server.encoder.main import spare_main, worker_main
+from framecast_server.messages import (
     IN_CLIENT_MEMORY,
     Assign,
     Control,
@@ -36,9 +36,9 @@ from .messages import (
     encode_chunk,
     encode_control,
 )
-from .plan import OutputPlan
-from .ring import PayloadRing
-from .shm import ClientMemory
+from framecast_server.planning.plan import OutputPlan
+from framecast_server.ring import PayloadRing
+from framecast_server.session.client_memory import ClientMemory
 
 _context: multiprocessing.context.BaseContext | None = None
 
@@ -48,7 +48,7 @@ def encoder_context() -> multiprocessing.context.BaseContext:
     global _context
     if _context is None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["framecast_server.encoder_main"])
+        ctx.set_forkserver_preload(["framecast_server.encoder.main"])
         _context = ctx
     return _context
 
@@ -113,7 +113,7 @@ class EncoderProcess:
 
     Args:
         buffer_bytes: size of the shared memory the chunks cross over (``ring.py``).
-        client_memory: the session's ``shm.ClientMemory``, if its client puts payloads there.
+        client_memory: the session's ``client_memory.ClientMemory``, if its client puts payloads there.
     """
 
     def __init__(self, plan: OutputPlan, buffer_bytes: int, on_message: Callable[[FromEncoder], None],

@@ -22,9 +22,9 @@ from typing import Literal
 
 import av
 
-from . import allowlist, urls
-from .config import Settings
-from .errors import InvalidConfig
+from framecast_server.config import Settings
+from framecast_server.errors import InvalidConfig
+from framecast_server.planning import allowlist, urls
 
 _MAX_OPTIONS = 64
 
@@ -96,7 +96,7 @@ def check_limits(settings: Settings, kind: str, where: str, **values: float) -> 
     """Operator limits on sizes and rates; each refusal names the limit and the setting that sets it.
 
     These bound what a stream takes in and hands its encoder; what a filter chain puts out is held
-    to the same limits in the encoder process (``encoder.py``), and what a session produces in all
+    to the same limits in the encoder process (``encoder/output.py``), and what a session produces in all
     to its quotas (``quotas.py``).
     """
     limits = {

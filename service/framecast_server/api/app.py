@@ -14,16 +14,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import ffmpeg
-from .config import Settings
-from .dashboard import router as dashboard_router
-from .errors import ServerError
-from .hosts import HostCheck, server_names
-from .ingest import router as ingest_router
-from .metrics import Metrics, route_of
-from .routes import public as public_router
-from .routes import router as rest_router
-from .sessions import SessionManager
+from framecast_server.api.dashboard import router as dashboard_router
+from framecast_server.api.hosts import HostCheck, server_names
+from framecast_server.api.ingest import router as ingest_router
+from framecast_server.api.routes import public as public_router
+from framecast_server.api.routes import router as rest_router
+from framecast_server.config import Settings
+from framecast_server.errors import ApiError
+from framecast_server.metrics import Metrics, route_of
+from framecast_server.planning import ffmpeg
+from framecast_server.session.manager import SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(public_router)
     app.include_router(dashboard_router)
     app.include_router(ingest_router)
-    app.add_exception_handler(ServerError, _server_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ApiError, _server_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -112,7 +112,7 @@ async def _time_requests(request: Request, call_next: Any) -> Any:
         )
 
 
-async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
+async def _server_error(request: Request, exc: ApiError) -> JSONResponse:
     """A domain error: its own status and ``{"error": {"code", "message", "field"?}}``."""
     _metrics(request).errors.labels(exc.code).inc()
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None

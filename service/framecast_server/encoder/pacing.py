@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .messages import PacingStats
+from framecast_server.messages import PacingStats
 
 
 @dataclass(order=True)

@@ -35,11 +35,11 @@ from typing import Literal
 
 import av
 
-from . import avoptions
-from .avoptions import FFObject, Found, OptionType
-from .config import Settings
-from .errors import InvalidConfig
-from .filtergraph import FilterStep, FilterSyntaxError, split_graph, split_options
+from framecast_server.config import Settings
+from framecast_server.errors import InvalidConfig
+from framecast_server.planning import avoptions
+from framecast_server.planning.avoptions import FFObject, Found, OptionType
+from framecast_server.planning.filtergraph import FilterStep, FilterSyntaxError, split_graph, split_options
 
 Media = Literal["video", "audio"]
 

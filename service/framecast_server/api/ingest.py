@@ -26,11 +26,11 @@ from starlette.types import Message
 
 from framecast import protocol
 from framecast.errors import ProtocolError
-
-from .auth import OPERATOR, bearer
-from .errors import InvalidChunk, SessionNotFound, StateConflict
-from .refusals import shorten
-from .sessions import Session, SessionManager
+from framecast_server.auth import OPERATOR, bearer
+from framecast_server.errors import InvalidChunk, SessionNotFound, StateConflict
+from framecast_server.session.manager import SessionManager
+from framecast_server.session.refusals import shorten
+from framecast_server.session.session import Session
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -1,5 +1,5 @@
 """What the session manager asks before it opens a session: is there memory for its encoders, and
-has its API key any quota left? (The session count limits stay in ``sessions.py``.)"""
+has its API key any quota left? (The session count limits stay in ``manager.py``.)"""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .budget import EncoderMemoryBudget, chunks_in_flight, default_budget
-from .config import Settings
-from .plan import OutputPlan
-from .quotas import KeyAccount, KeyLedger
+from framecast_server.budget import EncoderMemoryBudget, chunks_in_flight, default_budget
+from framecast_server.config import Settings
+from framecast_server.planning.plan import OutputPlan
+from framecast_server.quotas import KeyAccount, KeyLedger
 
 
 class Admission:

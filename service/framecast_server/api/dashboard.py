@@ -22,13 +22,13 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from .errors import ServerError
+from framecast_server.errors import ApiError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The JavaScript client: inside the package once installed (pyproject maps client/js there), in
 #: the source checkout under ``pip install -e``; the examples only in a source checkout.
-_ROOT = Path(__file__).resolve().parents[2]
-JS_DIR = next((d for d in (Path(__file__).resolve().parent / "js", _ROOT / "client" / "js") if d.is_dir()),
+_ROOT = Path(__file__).resolve().parents[3]
+JS_DIR = next((d for d in (Path(__file__).resolve().parents[1] / "js", _ROOT / "client" / "js") if d.is_dir()),
               _ROOT / "client" / "js")
 EXAMPLES_DIR = _ROOT / "examples"
 
@@ -62,7 +62,7 @@ HEADERS = {
 router = APIRouter(include_in_schema=False)
 
 
-class _NoSuchFile(ServerError):
+class _NoSuchFile(ApiError):
     status = 404
     code = "not_found"
 

@@ -1,6 +1,6 @@
 """Encoder processes started before the sessions that will use them.
 
-Every session runs in its own encoder process (``encoder_main.py``). Starting one costs about 15 ms on
+Every session runs in its own encoder process (``encoder/main.py``). Starting one costs about 15 ms on
 the path of ``POST /v1/sessions`` (the forkserver forks, the child unpickles its arguments), and
 the server's first about half a second more, because the forkserver itself starts then and imports
 PyAV. A session that finds a spare waiting skips both: it hands the spare its plan and memory and
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .encoder_process import Spare
+from framecast_server.session.encoder_process import Spare
 
 log = logging.getLogger(__name__)
 

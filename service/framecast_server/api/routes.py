@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import ffmpeg
-from .auth import Caller, require_api_key
-from .errors import PreviewNotFound, StateConflict
-from .models import Capabilities, ErrorBody, SessionConfig, SessionCreated, SessionInfo
-from .sessions import SessionManager, SessionState
+from framecast_server.auth import Caller, require_api_key
+from framecast_server.errors import PreviewNotFound, StateConflict
+from framecast_server.models import Capabilities, ErrorBody, SessionConfig, SessionCreated, SessionInfo
+from framecast_server.planning import ffmpeg
+from framecast_server.session.manager import SessionManager
+from framecast_server.session.session import SessionState
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
