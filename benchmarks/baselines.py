@@ -50,8 +50,9 @@ def ffmpeg_version() -> str:
     return out.stdout.split("\n", 1)[0].replace("ffmpeg version ", "").split(" Copyright")[0]
 
 
-def _video_stream(container: av.container.OutputContainer, rate: int, width: int, height: int,
-                  options: dict[str, str]) -> av.video.stream.VideoStream:
+def _video_stream(
+    container: av.container.OutputContainer, rate: int, width: int, height: int, options: dict[str, str]
+) -> av.video.stream.VideoStream:
     stream = container.add_stream("libx264", rate=rate)
     stream.width = width
     stream.height = height
@@ -66,8 +67,9 @@ def _frame(array: np.ndarray, pts: int) -> av.VideoFrame:
     return frame
 
 
-def pyav_encode(frames_hwc: np.ndarray, path: Path | str, rate: int, options: dict[str, str],
-                format: str | None = None) -> float:
+def pyav_encode(
+    frames_hwc: np.ndarray, path: Path | str, rate: int, options: dict[str, str], format: str | None = None
+) -> float:
     """Encode (T, H, W, 3) rgb24 frames with libx264 into ``path``; returns wall seconds, open to close."""
     t0 = time.perf_counter()
     container = av.open(str(path), "w", format=format)
@@ -85,9 +87,28 @@ def ffmpeg_pipe_encode(frames_hwc: np.ndarray, path: Path | str, rate: int, pres
     alone, ffmpeg would pick yuv444p for rgb24 input, a different amount of work)."""
     height, width = frames_hwc.shape[1:3]
     cmd = [
-        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(rate), "-i", "-",
-        "-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", str(path),
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        str(rate),
+        "-i",
+        "-",
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
     ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -144,9 +165,16 @@ def count_video_packets(path: Path | str) -> int:
         return sum(1 for p in container.demux(video=0) if p.size)
 
 
-def _realtime_process(frames_hwc: np.ndarray, rate: int, options: dict[str, str], count: int, offset: float,
-                      go: multiprocessing.synchronize.Barrier, results: multiprocessing.queues.Queue,
-                      index: int) -> None:
+def _realtime_process(
+    frames_hwc: np.ndarray,
+    rate: int,
+    options: dict[str, str],
+    count: int,
+    offset: float,
+    go: multiprocessing.synchronize.Barrier,
+    results: multiprocessing.queues.Queue,
+    index: int,
+) -> None:
     """One live PyAV encoder: open, wait for the others, then frame i at start + offset + i/rate."""
     try:
         container = av.open("null", "w", format="null")
@@ -169,8 +197,14 @@ def _realtime_process(frames_hwc: np.ndarray, rate: int, options: dict[str, str]
         results.put((index, {"error": f"{type(exc).__name__}: {exc}"}))
 
 
-def pyav_realtime_sessions(frames_hwc: np.ndarray, rate: int, options: dict[str, str], seconds: float,
-                           offsets: list[float], on_start: Callable[[], object] | None = None) -> list[dict]:
+def pyav_realtime_sessions(
+    frames_hwc: np.ndarray,
+    rate: int,
+    options: dict[str, str],
+    seconds: float,
+    offsets: list[float],
+    on_start: Callable[[], object] | None = None,
+) -> list[dict]:
     """Run ``len(offsets)`` live PyAV encoders at once, one process each (forked, so the frames are
     shared, not copied), encoding into the null muxer; process k starts ``offsets[k]`` s after the
     common start, and ``on_start`` is called in this process at that start. Per process:
@@ -181,8 +215,12 @@ def pyav_realtime_sessions(frames_hwc: np.ndarray, rate: int, options: dict[str,
     results = ctx.Queue()
     count = int(seconds * rate)
     procs = [
-        ctx.Process(target=_realtime_process, args=(frames_hwc, rate, options, count, offset, go, results, k),
-                    daemon=True, name=f"pyav-live-{k}")
+        ctx.Process(
+            target=_realtime_process,
+            args=(frames_hwc, rate, options, count, offset, go, results, k),
+            daemon=True,
+            name=f"pyav-live-{k}",
+        )
         for k, offset in enumerate(offsets)
     ]
     for proc in procs:

@@ -78,18 +78,28 @@ def machine() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     names = [s.NAME for s in ALL]
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="toy sizes and durations (a smoke run, < 60 s)")
     p.add_argument("--only", default=",".join(names), help=f"comma-separated scenarios (default: all of {names})")
     p.add_argument("--memory-seconds", type=float, help="length of the memory soak (full: 600)")
     p.add_argument("--drift-seconds", type=float, help="length of the drift stream (full: 60)")
     p.add_argument("--out", type=Path, help="results directory (default: benchmarks/results/<time>-<mode>)")
     p.add_argument("--publish", action="store_true", help="copy plot.png and results.json to benchmarks/latest.*")
-    p.add_argument("--retries", type=int, default=2, help="scenarios measured while other processes were busy "
-                   "are measured again, this many times at most, keeping the quietest (full run only)")
-    p.add_argument("--settle", type=float, help="wait up to this many seconds for an idle machine before each "
-                   "scenario (default: 600 for the full run, 0 for --quick)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="scenarios measured while other processes were busy "
+        "are measured again, this many times at most, keeping the quietest (full run only)",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        help="wait up to this many seconds for an idle machine before each "
+        "scenario (default: 600 for the full run, 0 for --quick)",
+    )
     args = p.parse_args(argv)
     unknown = set(args.only.split(",")) - set(names)
     if unknown:
@@ -160,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or HERE / "results" / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{mode}"
     out.mkdir(parents=True, exist_ok=True)
     info = machine()
-    print(f"framecast benchmarks ({mode}) on {info['nproc']} x {info['cpu']}, Python {info['python']}, "
-          f"PyAV {info['pyav']} (FFmpeg {info['pyav_ffmpeg']}), ffmpeg CLI {info['ffmpeg_cli']}", flush=True)
+    print(
+        f"framecast benchmarks ({mode}) on {info['nproc']} x {info['cpu']}, Python {info['python']}, "
+        f"PyAV {info['pyav']} (FFmpeg {info['pyav_ffmpeg']}), ffmpeg CLI {info['ffmpeg_cli']}",
+        flush=True,
+    )
 
     selected = [s for s in ALL if s.NAME in args.only.split(",")]
     results = []
@@ -190,16 +203,25 @@ def main(argv: list[str] | None = None) -> int:
     end = machine()
     if (end["commit"], end["tree_dirty"]) != (info["commit"], info["tree_dirty"]) or info["tree_dirty"]:
         # Each scenario's server imports the code as it is when that scenario starts.
-        print(f"note: the code changed during the run or has local changes (commit {info['commit']} -> "
-              f"{end['commit']}, local changes: {info['tree_dirty']} -> {end['tree_dirty']})", flush=True)
+        print(
+            f"note: the code changed during the run or has local changes (commit {info['commit']} -> "
+            f"{end['commit']}, local changes: {info['tree_dirty']} -> {end['tree_dirty']})",
+            flush=True,
+        )
     info["commit_at_end"], info["tree_dirty_at_end"] = end["commit"], end["tree_dirty"]
-    payload = {"mode": mode, "machine": info, "settings": dataclasses.asdict(settings),
-               "results": [r.to_json() for r in results]}
+    payload = {
+        "mode": mode,
+        "machine": info,
+        "settings": dataclasses.asdict(settings),
+        "results": [r.to_json() for r in results],
+    }
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=float))
     (out / "table.txt").write_text(table + "\n")
     (out / "table.md").write_text(report.markdown_table(results) + "\n")
-    title = (f"framecast benchmarks ({mode}, {info['date']}, commit {info['commit']}"
-             f"{' + local changes' if info['tree_dirty'] else ''}): {info['nproc']} x {info['cpu']}")
+    title = (
+        f"framecast benchmarks ({mode}, {info['date']}, commit {info['commit']}"
+        f"{' + local changes' if info['tree_dirty'] else ''}): {info['nproc']} x {info['cpu']}"
+    )
     plot.draw(results, out / "plot.png", title)
     if args.publish:
         shutil.copy(out / "plot.png", HERE / "latest.png")

@@ -150,8 +150,9 @@ class SteadyWindow:
         first = {role: processes_cpu_seconds(pids) for role, pids in roles.items()}
         sleep_until(self._t0 + self._end)
         self.seconds = time.perf_counter() - start
-        self.role_cores = {role: (processes_cpu_seconds(pids) - first[role]) / self.seconds
-                           for role, pids in roles.items()}
+        self.role_cores = {
+            role: (processes_cpu_seconds(pids) - first[role]) / self.seconds for role, pids in roles.items()
+        }
         self.busy = (machine_busy_seconds() - machine) / self.seconds
 
     def result(self, timeout: float) -> tuple[float, dict[str, float]]:

@@ -16,8 +16,13 @@ from .report import ScenarioResult  # noqa: E402
 
 def _e2e(ax: Any, r: ScenarioResult) -> None:
     fps = r.series["fps"]
-    labels = ["framecast\nserver file", "framecast\nwebsocket", "framecast\nlocal file", "PyAV\nin-process",
-              "ffmpeg\npipe"]
+    labels = [
+        "framecast\nserver file",
+        "framecast\nwebsocket",
+        "framecast\nlocal file",
+        "PyAV\nin-process",
+        "ffmpeg\npipe",
+    ]
     values = [fps["server_file"], fps.get("websocket", float("nan")), fps["local_file"], fps["pyav"], fps["ffmpeg"]]
     values = [0.0 if v != v else v for v in values]  # NaN: that contender failed
     bars = ax.bar(labels, values, color=["C0", "C9", "C0", "C2", "C1"])
@@ -79,8 +84,13 @@ def _concurrency(ax: Any, r: ScenarioResult) -> None:
     pyav = r.series.get("pyav_levels") or []
     if pyav:
         pyav = _deciding(pyav)
-        ax.plot([lv["sessions"] for lv in pyav], [max(floor, lv["p99_ms"]) for lv in pyav], "^--", color="C4",
-                label="live PyAV processes: worst p99")
+        ax.plot(
+            [lv["sessions"] for lv in pyav],
+            [max(floor, lv["p99_ms"]) for lv in pyav],
+            "^--",
+            color="C4",
+            label="live PyAV processes: worst p99",
+        )
     failed = [lv["sessions"] for lv in levels if not lv["passed"]]
     if failed:
         ax.plot(failed, [floor] * len(failed), "x", color="C3", ms=10, label="level failed")
@@ -118,8 +128,14 @@ def _drift(ax: Any, r: ScenarioResult) -> None:
     ax.legend(loc="upper left", fontsize=8)
 
 
-PANELS = {"e2e": _e2e, "transport": _transport, "latency": _latency, "concurrency": _concurrency,
-          "memory": _memory, "drift": _drift}
+PANELS = {
+    "e2e": _e2e,
+    "transport": _transport,
+    "latency": _latency,
+    "concurrency": _concurrency,
+    "memory": _memory,
+    "drift": _drift,
+}
 
 
 def draw(results: list[ScenarioResult], path: Path, title: str) -> None:
@@ -128,7 +144,7 @@ def draw(results: list[ScenarioResult], path: Path, title: str) -> None:
     cols = 3
     rows = max(1, (len(shown) + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(16, 4.6 * rows), squeeze=False)
-    for ax in axes.flat[len(shown):]:
+    for ax in axes.flat[len(shown) :]:
         ax.axis("off")
     for ax, r in zip(axes.flat, shown):
         ax.set_title(r.title, fontsize=9)
@@ -157,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     payload = json.loads(source.read_text())
     results = [ScenarioResult.from_json(r) for r in payload["results"]]
     info = payload["machine"]
-    title = (f"framecast benchmarks ({payload['mode']}, {info['date']}, commit {info['commit']}"
-             f"{' + local changes' if info['tree_dirty'] else ''}): {info['nproc']} x {info['cpu']}")
+    title = (
+        f"framecast benchmarks ({payload['mode']}, {info['date']}, commit {info['commit']}"
+        f"{' + local changes' if info['tree_dirty'] else ''}): {info['nproc']} x {info['cpu']}"
+    )
     draw(results, Path(args[1]) if len(args) > 1 else source.with_name("plot.png"), title)
     return 0
 

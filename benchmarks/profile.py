@@ -75,12 +75,13 @@ def summarize(path: Path, top: int = 15) -> str:
     out += ["  self:"] + [f"    {v / total:6.1%}  {k}" for k, v in leaf.most_common(top)]
     skip = ("_bootstrap", "Thread.run", "<module>", "run_module", "_run_code", "BaseProcess", "spawn.py", "forkserver")
     useful = [(k, v) for k, v in inclusive.most_common(200) if not any(s in k for s in skip)]
-    out += ["  inclusive:"] + [f"    {v / total:6.1%}  {k}" for k, v in useful[:top * 2]]
+    out += ["  inclusive:"] + [f"    {v / total:6.1%}  {k}" for k, v in useful[: top * 2]]
     return "\n".join(out)
 
 
-def _write_frames(writer: framecast.StreamWriter, frames, stop: threading.Event, rate: int | None,
-                  written: list[int], slot: int) -> None:
+def _write_frames(
+    writer: framecast.StreamWriter, frames, stop: threading.Event, rate: int | None, written: list[int], slot: int
+) -> None:
     start, i = time.perf_counter(), 0
     while not stop.is_set():
         if rate:
@@ -114,8 +115,9 @@ def _library(dso: str) -> str:
 
 def perf_breakdown(data: Path, roles: dict[int, str], frames: int, hz: int = PERF_HZ) -> str:
     """Milliseconds of CPU per frame, by role and library, from ``perf record -a`` samples."""
-    script = subprocess.run([_perf_exe(), "script", "-i", str(data), "-F", "pid,ip,dso"], capture_output=True,
-                            text=True, timeout=600)
+    script = subprocess.run(
+        [_perf_exe(), "script", "-i", str(data), "-F", "pid,ip,dso"], capture_output=True, text=True, timeout=600
+    )
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
     for line in script.stdout.splitlines():
         match = re.match(r"\s*(\d+)\s+\S+\s+\((.*)\)\s*$", line)
@@ -141,8 +143,10 @@ def _live_pyav(sessions: int, seconds: float, out: Path) -> int:
     from .scenarios.concurrency import spread_offsets
 
     frames = moving_frames(60, 360, 640, "thwc")
-    runner = threading.Thread(target=pyav_realtime_sessions,
-                              args=(frames, 30, {**LIVE, "threads": "1"}, seconds + 6, spread_offsets(sessions)))
+    runner = threading.Thread(
+        target=pyav_realtime_sessions,
+        args=(frames, 30, {**LIVE, "threads": "1"}, seconds + 6, spread_offsets(sessions)),
+    )
     runner.start()
     time.sleep(3.0)  # every process started, past its first keyframe
     roles = {p.pid: "encoders" for p in psutil.Process().children(recursive=True)}
@@ -153,8 +157,9 @@ def _live_pyav(sessions: int, seconds: float, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("workload", choices=["e2e", "transport", "concurrency", "live-pyav"])
     p.add_argument("--seconds", type=float, default=15)
     p.add_argument("--sessions", type=int, default=6, help="concurrency: sessions at once")
@@ -171,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     with BenchServer() as server:
         if args.workload == "concurrency":
             frames = moving_frames(60, 360, 640)
-            writers = [video_writer(framecast.Discard(encode=True), server.url, (640, 360), 30, LIVE, realtime=True)
-                       for _ in range(args.sessions)]
+            writers = [
+                video_writer(framecast.Discard(encode=True), server.url, (640, 360), 30, LIVE, realtime=True)
+                for _ in range(args.sessions)
+            ]
             rate: int | None = 30
         else:
             frames = moving_frames(64, 720, 1280)
@@ -180,15 +187,18 @@ def main(argv: list[str] | None = None) -> int:
                 dst = framecast.ServerFile("profile.mp4", crash_safe=False)
                 writers = [video_writer(dst, server.url, (1280, 720), 30, ULTRAFAST)]
             else:
-                writers = [video_writer(framecast.Discard(encode=False), server.url, (1280, 720), 30, None,
-                                        encoder=None)]
+                writers = [
+                    video_writer(framecast.Discard(encode=False), server.url, (1280, 720), 30, None, encoder=None)
+                ]
             rate = None
         for w in writers:
             w.open()
         stop = threading.Event()
         written = [0] * len(writers)
-        threads = [threading.Thread(target=_write_frames, args=(w, frames, stop, rate, written, i))
-                   for i, w in enumerate(writers)]
+        threads = [
+            threading.Thread(target=_write_frames, args=(w, frames, stop, rate, written, i))
+            for i, w in enumerate(writers)
+        ]
         for t in threads:
             t.start()
         time.sleep(1.0 if not args.perf else 3.0)  # past the start (perf: every session's first keyframe too)

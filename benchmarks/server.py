@@ -60,9 +60,20 @@ class BenchServer:
         full_env.pop("FRAMECAST_SERVER", None)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "framecast.cli", "serve", "--port", str(self.port),
-             "--output-dir", str(self.output_dir)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(base),
+            [
+                sys.executable,
+                "-m",
+                "framecast.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--output-dir",
+                str(self.output_dir),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=str(base),
         )
         self.process = psutil.Process(self.proc.pid)
         self._http = httpx.Client(base_url=self.url, timeout=30)

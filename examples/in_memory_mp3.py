@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     bytes2 = encode(data, args.rate, chunk, args.server)
     pieces = -(-len(data) // chunk)
     print(f"chunked:  {len(bytes2)} bytes  {bytes2[:10]!r}...{bytes2[-10:]!r}  ({pieces} chunks of {chunk} frames)")
-    print(f"{len(data)} samples x {args.channels} channels at {args.rate} Hz: "
-          f"{len(data) * args.channels * 4} bytes of float32 in, {len(bytes1)} bytes of MP3 out")
+    print(
+        f"{len(data)} samples x {args.channels} channels at {args.rate} Hz: "
+        f"{len(data) * args.channels * 4} bytes of float32 in, {len(bytes1)} bytes of MP3 out"
+    )
     if args.save:
         with open(args.save, "wb") as f:
             f.write(bytes1)

@@ -20,8 +20,19 @@ import framecast
 def test_pattern(index: int, width: int, height: int, fps: float) -> np.ndarray:
     """Frame ``index``: colour bars sliding left, a white box bouncing across. (3, H, W) uint8."""
     x = np.arange(width)
-    bars = np.array([[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0],
-                     [255, 0, 255], [255, 0, 0], [0, 0, 255], [16, 16, 16]], dtype=np.uint8)
+    bars = np.array(
+        [
+            [255, 255, 255],
+            [255, 255, 0],
+            [0, 255, 255],
+            [0, 255, 0],
+            [255, 0, 255],
+            [255, 0, 0],
+            [0, 0, 255],
+            [16, 16, 16],
+        ],
+        dtype=np.uint8,
+    )
     shift = int(index * width / (4 * fps))  # one screen width every 4 s
     columns = bars[((x + shift) * len(bars) // width) % len(bars)]  # (W, 3)
     frame = np.repeat(columns.T[:, None, :], height, axis=1).copy()  # (3, H, W)

@@ -152,8 +152,10 @@ def main(argv: list[str] | None = None) -> None:
                 s.write_video_chunk(1, np.stack(frames))
                 written += len(frames)
             i += args.fps
-    print(f"wrote {written} frames ({canvas.width}x{canvas.height} @ {args.fps} fps) and {num_frames} samples "
-          f"to {args.dst} in {time.monotonic() - started:.1f} s (session {s.session_id})")
+    print(
+        f"wrote {written} frames ({canvas.width}x{canvas.height} @ {args.fps} fps) and {num_frames} samples "
+        f"to {args.dst} in {time.monotonic() - started:.1f} s (session {s.session_id})"
+    )
 
 
 if __name__ == "__main__":

@@ -106,8 +106,11 @@ class Scene:
         sun_x, sun_y, sun_r = (0.1 + 0.05 * t) % 1.2 * w, 0.25 * h, 0.08 * h
         img[((x - sun_x) ** 2 + (y - sun_y) ** 2) < sun_r**2] = (255, 220, 80)
         for base, amp, speed, colour in ((0.6, 0.08, 0.03, (60, 130, 70)), (0.75, 0.06, 0.12, (30, 90, 40))):
-            ridge = h * (base + amp * np.sin(2 * np.pi * (x / w * 2 + t * speed))
-                         + amp / 2 * np.sin(2 * np.pi * (x / w * 5 - t * speed * 1.7)))
+            ridge = h * (
+                base
+                + amp * np.sin(2 * np.pi * (x / w * 2 + t * speed))
+                + amp / 2 * np.sin(2 * np.pi * (x / w * 5 - t * speed * 1.7))
+            )
             img[np.broadcast_to(y > ridge, (h, w))] = colour
         period = 2.0  # seconds for the ball to cross and come back
         phase = (t / period) % 1.0
@@ -119,8 +122,11 @@ class Scene:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dst", default="rtmp://localhost:1935/live/camera",
-                        help="where to publish: rtmp://..., udp://..., or a file (default %(default)s)")
+    parser.add_argument(
+        "--dst",
+        default="rtmp://localhost:1935/live/camera",
+        help="where to publish: rtmp://..., udp://..., or a file (default %(default)s)",
+    )
     parser.add_argument("--server", default=None, help="framecast server (default $FRAMECAST_SERVER or :8000)")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the camera runs")
     parser.add_argument("--width", type=int, default=640)
@@ -149,8 +155,10 @@ def main(argv: list[str] | None = None) -> None:
             draw_overlay(frame, overlay_lines(captured, i), scale)
             writer.write_video_chunk(0, frame[None])
     lateness = f", {late} frames captured late (a slow machine?)" if late else ""
-    print(f"streamed {frames} frames ({args.width}x{args.height} @ {args.fps:g} fps) to {args.dst} "
-          f"in {time.monotonic() - start:.1f} s{lateness} (session {writer.session_id})")
+    print(
+        f"streamed {frames} frames ({args.width}x{args.height} @ {args.fps:g} fps) to {args.dst} "
+        f"in {time.monotonic() - start:.1f} s{lateness} (session {writer.session_id})"
+    )
 
 
 if __name__ == "__main__":

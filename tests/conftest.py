@@ -35,9 +35,21 @@ class ServerProcess:
         full_env.pop("FRAMECAST_SERVER", None)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "framecast.cli", "serve", "--port", str(self.port),
-             "--output-dir", str(output_dir), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=str(output_dir.parent),
+            [
+                sys.executable,
+                "-m",
+                "framecast.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--output-dir",
+                str(output_dir),
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=str(output_dir.parent),
             start_new_session=True,  # its own process group: encoders included, for kill_group()
         )
         self.wait_healthy()

@@ -99,12 +99,18 @@ def decode(source: Source, format: str | None = None, truncated: bool = False) -
         for stream in container.streams:
             info: dict[str, Any] = {"type": stream.type, "codec": stream.codec_context.codec.canonical_name}
             if stream.type == "video":
-                info.update(width=stream.codec_context.width, height=stream.codec_context.height,
-                            pix_fmt=stream.codec_context.pix_fmt, frames=[],
-                            average_rate=stream.average_rate, time_base=stream.time_base)
+                info.update(
+                    width=stream.codec_context.width,
+                    height=stream.codec_context.height,
+                    pix_fmt=stream.codec_context.pix_fmt,
+                    frames=[],
+                    average_rate=stream.average_rate,
+                    time_base=stream.time_base,
+                )
             else:
-                info.update(sample_rate=stream.codec_context.sample_rate,
-                            channels=stream.codec_context.channels, samples=[])
+                info.update(
+                    sample_rate=stream.codec_context.sample_rate, channels=stream.codec_context.channels, samples=[]
+                )
             infos.append(info)
         try:
             for packet in container.demux():

@@ -214,8 +214,11 @@ class NginxRtmp:
             # start_new_session: master and workers share a process group we can kill whole.
             self.proc = subprocess.Popen(
                 [nginx, "-p", str(self.workdir), "-e", str(self.error_log_path), "-c", str(self.conf_path)],
-                stdin=subprocess.DEVNULL, stdout=stderr, stderr=subprocess.STDOUT,
-                cwd=str(self.workdir), start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=subprocess.STDOUT,
+                cwd=str(self.workdir),
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
@@ -229,8 +232,9 @@ class NginxRtmp:
                 return
             time.sleep(0.05)
         self._kill_group()
-        raise NginxError(f"nginx did not accept connections on port {self.port} within "
-                         f"{self.start_timeout} s:\n{self.log()}")
+        raise NginxError(
+            f"nginx did not accept connections on port {self.port} within {self.start_timeout} s:\n{self.log()}"
+        )
 
     def _pid_file_matches(self) -> bool:
         try:
@@ -424,8 +428,9 @@ class UdpTsReceiver:
     loopback UDP drops datagrams rather than slow the sender when the reader falls behind.
     """
 
-    def __init__(self, max_seconds: float = 120.0, max_bytes: int = 256 * 1024 * 1024,
-                 rcvbuf: int = 8 * 1024 * 1024) -> None:
+    def __init__(
+        self, max_seconds: float = 120.0, max_bytes: int = 256 * 1024 * 1024, rcvbuf: int = 8 * 1024 * 1024
+    ) -> None:
         self.max_seconds = max_seconds
         self.max_bytes = max_bytes
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -560,13 +565,22 @@ def decode_summary(source: Source, format: str | None = None, keep_rgb: bool = T
         video = next(iter(container.streams.video), None)
         audio = next(iter(container.streams.audio), None)
         if video is not None:
-            summary["video"] = {"codec": video.codec_context.name, "frames": 0,
-                                "width": video.codec_context.width, "height": video.codec_context.height,
-                                "pix_fmt": video.codec_context.pix_fmt, "times": []}
+            summary["video"] = {
+                "codec": video.codec_context.name,
+                "frames": 0,
+                "width": video.codec_context.width,
+                "height": video.codec_context.height,
+                "pix_fmt": video.codec_context.pix_fmt,
+                "times": [],
+            }
         if audio is not None:
-            summary["audio"] = {"codec": audio.codec_context.name, "frames": 0,
-                                "sample_rate": audio.codec_context.sample_rate,
-                                "channels": audio.codec_context.layout.nb_channels, "samples": 0}
+            summary["audio"] = {
+                "codec": audio.codec_context.name,
+                "frames": 0,
+                "sample_rate": audio.codec_context.sample_rate,
+                "channels": audio.codec_context.layout.nb_channels,
+                "samples": 0,
+            }
         wanted = [stream for stream in (video, audio) if stream is not None]
         if not wanted:
             return summary

@@ -93,8 +93,13 @@ def test_a_writer_waits_for_room_until_the_client_reads_or_the_session_ends() ->
 def test_refusals_reply_at_a_rate_summarize_log_little_and_lose_patience() -> None:
     now = [100.0]
     lines: list[str] = []
-    refusals = Refusals(replies_per_second=3, max_in_a_row=10, max_bytes_in_a_row=10**9,
-                        log=lambda level, fmt, *args, **kw: lines.append(fmt % args), clock=lambda: now[0])
+    refusals = Refusals(
+        replies_per_second=3,
+        max_in_a_row=10,
+        max_bytes_in_a_row=10**9,
+        log=lambda level, fmt, *args, **kw: lines.append(fmt % args),
+        clock=lambda: now[0],
+    )
     verdicts = [refusals.refused("chunk", 10, "wrong shape " + "y" * 1000) for _ in range(8)]
     assert [v.reply for v in verdicts] == [True] * 3 + [False] * 5
     assert all(v.close_reason is None for v in verdicts)
@@ -164,8 +169,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def never_reading(created: dict) -> ClientConnection:
     """A websocket client that stops reading: its receive queue holds one message, then the
     server's writes back up into TCP."""
-    return connect(created["stream_url"], additional_headers={"Authorization": f"Bearer {created['token']}"},
-                   max_size=None, max_queue=1, open_timeout=10).__enter__()
+    return connect(
+        created["stream_url"],
+        additional_headers={"Authorization": f"Bearer {created['token']}"},
+        max_size=None,
+        max_queue=1,
+        open_timeout=10,
+    ).__enter__()
 
 
 def closed_with(ws: ClientConnection, timeout: float = 30) -> tuple[int, str, list]:
@@ -259,8 +269,11 @@ def test_a_finished_sessions_buffers_are_freed(own_server) -> None:
         held = rss(server)
         ws.socket.shutdown(socket.SHUT_RDWR)  # gone without a word, its output unread
         wait_for(lambda: state_of(server, created["id"]) == "closed", 60, "the session to finalize")
-        wait_for(lambda: rss(server) < before + (held - before) / 2, 30,
-                 f"the server to release the output (held {(held - before) / MiB:.0f} MiB more than before)")
+        wait_for(
+            lambda: rss(server) < before + (held - before) / 2,
+            30,
+            f"the server to release the output (held {(held - before) / MiB:.0f} MiB more than before)",
+        )
 
 
 # -- connections that only send garbage -----------------------------------------------------------
@@ -334,8 +347,10 @@ def test_a_path_belongs_to_one_session_at_a_time(api, server) -> None:
     first = api.post("/v1/sessions", json=config).json()
     status, field, message = refusal(api.post("/v1/sessions", json=config))
     assert (status, field) == (422, "destination.path")
-    assert message == (f"destination.path: 'abuse/same.mkv' is being written by another open session "
-                       f"({first['id']}); choose another path")
+    assert message == (
+        f"destination.path: 'abuse/same.mkv' is being written by another open session "
+        f"({first['id']}); choose another path"
+    )
     stream_one(first)
     again = api.post("/v1/sessions", json=config)  # finished, and the same key's (none here): replaced
     assert again.status_code == 201, again.text
@@ -381,11 +396,15 @@ def test_a_fifo_in_the_output_dir_is_refused_at_once(api, server) -> None:
     fifo = server.output_dir / "abuse" / "pipe.mkv"
     fifo.parent.mkdir(exist_ok=True)
     os.mkfifo(fifo)
-    response = api.post("/v1/sessions", json={"destination": {"type": "server_file", "path": "abuse/pipe.mkv"},
-                                              "streams": [VIDEO]}, timeout=10)
+    response = api.post(
+        "/v1/sessions",
+        json={"destination": {"type": "server_file", "path": "abuse/pipe.mkv"}, "streams": [VIDEO]},
+        timeout=10,
+    )
     assert refusal(response) == (
-        422, "destination.path", "destination.path: 'abuse/pipe.mkv' exists and is a FIFO; only a regular file "
-        "can be replaced",
+        422,
+        "destination.path",
+        "destination.path: 'abuse/pipe.mkv' exists and is a FIFO; only a regular file can be replaced",
     )
 
 
@@ -440,8 +459,11 @@ def test_shared_memory_is_budgeted_and_sessions_never_connected_expire(own_serve
         assert all(os.path.exists(os.path.join(SHM, s["name"])) for s in segments[:2])
         connected = create(api, [VIDEO])
         ws = open_ws(connected)  # a client that connects within the grace keeps its session
-        wait_for(lambda: all(state_of(server, c["id"]) == "closed" for c in created), 30,
-                 "the never-connected sessions to finalize")
+        wait_for(
+            lambda: all(state_of(server, c["id"]) == "closed" for c in created),
+            30,
+            "the never-connected sessions to finalize",
+        )
         events = api.get(f"/v1/sessions/{created[0]['id']}").json()["events"]
         assert any(e["event"] == "idle" and e.get("never_connected") for e in events), events
         assert not any(os.path.exists(os.path.join(SHM, s["name"])) for s in segments[:2])

@@ -38,10 +38,18 @@ GRAMMAR = settings(max_examples=400, deadline=None, suppress_health_check=[Healt
 
 # -- FFmpeg's own parser, as the reference ------------------------------------------------------
 
+
 class _Params(ctypes.Structure):
-    _fields_ = [("filter", ctypes.c_void_p), ("filter_name", ctypes.c_char_p), ("instance_name", ctypes.c_char_p),
-                ("opts", ctypes.c_void_p), ("inputs", ctypes.c_void_p), ("nb_inputs", ctypes.c_uint),
-                ("outputs", ctypes.c_void_p), ("nb_outputs", ctypes.c_uint)]
+    _fields_ = [
+        ("filter", ctypes.c_void_p),
+        ("filter_name", ctypes.c_char_p),
+        ("instance_name", ctypes.c_char_p),
+        ("opts", ctypes.c_void_p),
+        ("inputs", ctypes.c_void_p),
+        ("nb_inputs", ctypes.c_uint),
+        ("outputs", ctypes.c_void_p),
+        ("nb_outputs", ctypes.c_uint),
+    ]
 
 
 class _Chain(ctypes.Structure):
@@ -49,8 +57,12 @@ class _Chain(ctypes.Structure):
 
 
 class _Segment(ctypes.Structure):
-    _fields_ = [("graph", ctypes.c_void_p), ("chains", ctypes.POINTER(ctypes.POINTER(_Chain))),
-                ("nb_chains", ctypes.c_size_t), ("scale_sws_opts", ctypes.c_char_p)]
+    _fields_ = [
+        ("graph", ctypes.c_void_p),
+        ("chains", ctypes.POINTER(ctypes.POINTER(_Chain))),
+        ("nb_chains", ctypes.c_size_t),
+        ("scale_sws_opts", ctypes.c_char_p),
+    ]
 
 
 class _Entry(ctypes.Structure):
@@ -65,15 +77,24 @@ def _ffmpeg() -> tuple[ctypes.CDLL, ctypes.CDLL]:
     util.av_dict_iterate.restype = ctypes.POINTER(_Entry)
     util.av_dict_iterate.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Entry)]
     util.av_opt_set_from_string.restype = ctypes.c_int
-    util.av_opt_set_from_string.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_char_p,
-                                            ctypes.c_char_p]
+    util.av_opt_set_from_string.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+    ]
     util.av_opt_get.restype = ctypes.c_int
     util.av_opt_get.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
     filt.avfilter_graph_alloc.restype = ctypes.c_void_p
     filt.avfilter_graph_free.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
     filt.avfilter_graph_segment_parse.restype = ctypes.c_int
-    filt.avfilter_graph_segment_parse.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
-                                                  ctypes.POINTER(ctypes.POINTER(_Segment))]
+    filt.avfilter_graph_segment_parse.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.POINTER(_Segment)),
+    ]
     filt.avfilter_graph_segment_free.argtypes = [ctypes.POINTER(ctypes.POINTER(_Segment))]
     return util, filt
 
@@ -134,8 +155,23 @@ def ours(desc: str) -> list[tuple[str, str | None, list[tuple[str, str]]]]:
 
 # -- 1. the grammar ------------------------------------------------------------------------------
 
-TOKENS = ["a", "  a b  ", r"a\:b", "'a:b'", r"'a\'b", "'unterminated", "a\\", r"\ a\ ", "' a '", "a' 'b",
-          r"\\", "''", "a:b", "x=y,z", "\t\n a"]
+TOKENS = [
+    "a",
+    "  a b  ",
+    r"a\:b",
+    "'a:b'",
+    r"'a\'b",
+    "'unterminated",
+    "a\\",
+    r"\ a\ ",
+    "' a '",
+    "a' 'b",
+    r"\\",
+    "''",
+    "a:b",
+    "x=y,z",
+    "\t\n a",
+]
 
 
 @pytest.mark.parametrize("text", TOKENS)
@@ -165,9 +201,9 @@ ISSUE_AND_VARIANTS = [
     r"curves=plot=\'/tmp/x\'",
     "curves=plot=/tmp/x",
     "curves=psfile='/etc/passwd'",
-    r"curves=preset=none\:plot=/tmp/x",         # the escaped ':' separates options one level down
-    r"curves=preset=none\\:plot=/tmp/x",        # ...and this one stays in the value
-    "curves=none:'0/0 1/1':plot=x",            # positional: preset, master, ...
+    r"curves=preset=none\:plot=/tmp/x",  # the escaped ':' separates options one level down
+    r"curves=preset=none\\:plot=/tmp/x",  # ...and this one stays in the value
+    "curves=none:'0/0 1/1':plot=x",  # positional: preset, master, ...
     "deshake=0:0:-1:-1:16:16:mirror:8:160:0:stats.log",  # the 11th positional is 'filename'
     "firequalizer='gain(f)':dumpfile=x.txt",
     "scale=64:48:flags=bicubic",
@@ -191,8 +227,9 @@ NAMES = ["scale", "drawbox", "hflip", "curves", "setpts", "volume", "deshake"]
 
 
 @GRAMMAR
-@given(st.lists(st.tuples(st.sampled_from(NAMES), st.text(alphabet="\\':=,@ abw1/", max_size=14)),
-                min_size=1, max_size=3))
+@given(
+    st.lists(st.tuples(st.sampled_from(NAMES), st.text(alphabet="\\':=,@ abw1/", max_size=14)), min_size=1, max_size=3)
+)
 def test_any_chain_we_accept_is_what_ffmpeg_reads(parts):
     desc = ",".join(f"{name}{args}" if args.startswith("@") else f"{name}={args}" for name, args in parts)
     try:
@@ -221,6 +258,7 @@ def test_written_back_arguments_set_exactly_the_checked_values_in_ffmpeg():
 
 # -- 2. the allowlists, against FFmpeg's tables ---------------------------------------------------
 
+
 def _rows(obj: avoptions.FFObject):
     return [(scope, o) for scope, o in avoptions.iter_tables(obj) if not o.is_const]
 
@@ -238,8 +276,13 @@ def test_no_allowed_filter_has_an_option_naming_a_file_url_or_command(name):
 
 
 def test_the_filters_of_the_issue_are_not_allowed_and_are_known_to_write():
-    for name, option in [("curves", "plot"), ("curves", "psfile"), ("deshake", "filename"),
-                         ("firequalizer", "dumpfile"), ("loudnorm", "stats_file")]:
+    for name, option in [
+        ("curves", "plot"),
+        ("curves", "psfile"),
+        ("deshake", "filename"),
+        ("firequalizer", "dumpfile"),
+        ("loudnorm", "stats_file"),
+    ]:
         assert name not in allowlist.VIDEO_FILTERS | allowlist.AUDIO_FILTERS
         with avoptions.Filter(name) as f:
             row = next(o for o in f.options("private") if o.name == option)
@@ -248,8 +291,14 @@ def test_the_filters_of_the_issue_are_not_allowed_and_are_known_to_write():
 
 #: Allowed options whose help text says "file" about the output file itself (its layout), reviewed.
 OUTPUT_FILE_LAYOUT = {
-    ("avi", "reserve_index_space"), ("matroska", "reserve_index_space"), ("webm", "reserve_index_space"),
-    ("matroska", "live"), ("webm", "live"), ("flac", "write_header"), ("mp3", "write_xing"), ("wav", "rf64"),
+    ("avi", "reserve_index_space"),
+    ("matroska", "reserve_index_space"),
+    ("webm", "reserve_index_space"),
+    ("matroska", "live"),
+    ("webm", "live"),
+    ("flac", "write_header"),
+    ("mp3", "write_xing"),
+    ("wav", "rf64"),
     ("flv", "no_duration_filesize"),
 }
 
@@ -259,9 +308,14 @@ def test_no_allowed_encoder_or_muxer_option_names_a_file_in_any_encoder_or_muxer
     alias or help text of it names a file, URL or command, and no flag value it allows does either
     (except the reviewed few that speak of the output file's own layout)."""
     checked = 0
-    kinds = [(avoptions.Encoder, sorted(ffmpeg.video_encoders()) + sorted(ffmpeg.audio_encoders()),
-              allowlist.ENCODER_OPTIONS),
-             (avoptions.Muxer, sorted(ffmpeg.muxers()), allowlist.MUXER_OPTIONS)]
+    kinds = [
+        (
+            avoptions.Encoder,
+            sorted(ffmpeg.video_encoders()) + sorted(ffmpeg.audio_encoders()),
+            allowlist.ENCODER_OPTIONS,
+        ),
+        (avoptions.Muxer, sorted(ffmpeg.muxers()), allowlist.MUXER_OPTIONS),
+    ]
     for kind, names, allowed in kinds:
         for name in names:
             try:
@@ -302,19 +356,24 @@ def test_what_framecast_adds_itself_is_allowed():
     s = Settings()
     options, _ = destinations.live_video_defaults("libx264", Fraction(30), {}, {})
     allowlist.check_encoder_options(s, "libx264", options, "o")
-    allowlist.check_encoder_options(s, "libx265", destinations.live_video_defaults("libx265", Fraction(30), {}, {})[0],
-                                    "o")
+    allowlist.check_encoder_options(
+        s, "libx265", destinations.live_video_defaults("libx265", Fraction(30), {}, {})[0], "o"
+    )
     allowlist.check_muxer_options(s, "flv", destinations.live_muxer_options("flv", {}), "o")
     for muxer in ("mp4", "mov", "matroska", "webm", "mpegts"):
         allowlist.check_muxer_options(s, muxer, destinations.crash_safe_options(muxer, {}), "o")
 
 
 def test_operators_extend_each_list():
-    s = Settings(extra_filters="curves", extra_encoder_options="x264opts,flags.pass1,x264-params.zones",
-                 extra_muxer_options="movflags.rtphint")
+    s = Settings(
+        extra_filters="curves",
+        extra_encoder_options="x264opts,flags.pass1,x264-params.zones",
+        extra_muxer_options="movflags.rtphint",
+    )
     assert allowlist.check_filters(s, "video", "curves=preset=vintage", "f")[0].options == [("preset", "vintage")]
-    allowlist.check_encoder_options(s, "libx264", {"x264opts": "ref=2", "flags": "+pass1",
-                                                   "x264-params": "zones=0,10,q=20"}, "o")
+    allowlist.check_encoder_options(
+        s, "libx264", {"x264opts": "ref=2", "flags": "+pass1", "x264-params": "zones=0,10,q=20"}, "o"
+    )
     allowlist.check_muxer_options(s, "mp4", {"movflags": "+rtphint"}, "o")
     with pytest.raises(InvalidConfig, match="looks like a path or URL"):  # extended, still no paths
         allowlist.check_filters(s, "video", "curves=plot=/tmp/x", "f")
@@ -322,23 +381,26 @@ def test_operators_extend_each_list():
         allowlist.check_filters(Settings(), "video", "curves=preset=vintage", "f")
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"flags": "+pass1"}, "pass1 is not allowed"),
-    ({"flags": "0x400"}, "pass2 is not allowed"),
-    ({"flags": "256*2"}, "pass1 is not allowed"),
-    ({"flags": "+global_header+pass1+pass2"}, "values pass1, pass2 are not allowed"),
-    ({"rc-lookahead": "61"}, "cap of 60"),
-    ({"refs": "8*8"}, "refs 64 is above this server's cap of 16"),
-    ({"bf": "17"}, "cap of 16"),
-    ({"x264-params": "rc_lookahead=250"}, "cap of 60"),
-    ({"x264-params": "ref=0x40"}, "whole number"),
-    ({"x264-params": "pass=1"}, "names files"),
-    ({"x264-params": "no-pass=0"}, "names files"),
-    ({"x264-params": "keyint=30:dump-yuv=x.yuv"}, "names files"),
-    ({"x264-params": "opencl=1"}, "key 'opencl' is not allowed"),
-    ({"me_method": "dia", "motion-est": "hex", "crf": "x"}, "cannot take 'x' for 'crf'"),
-    ({"preset": "ultrafast\x00/tmp/x"}, "NUL"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"flags": "+pass1"}, "pass1 is not allowed"),
+        ({"flags": "0x400"}, "pass2 is not allowed"),
+        ({"flags": "256*2"}, "pass1 is not allowed"),
+        ({"flags": "+global_header+pass1+pass2"}, "values pass1, pass2 are not allowed"),
+        ({"rc-lookahead": "61"}, "cap of 60"),
+        ({"refs": "8*8"}, "refs 64 is above this server's cap of 16"),
+        ({"bf": "17"}, "cap of 16"),
+        ({"x264-params": "rc_lookahead=250"}, "cap of 60"),
+        ({"x264-params": "ref=0x40"}, "whole number"),
+        ({"x264-params": "pass=1"}, "names files"),
+        ({"x264-params": "no-pass=0"}, "names files"),
+        ({"x264-params": "keyint=30:dump-yuv=x.yuv"}, "names files"),
+        ({"x264-params": "opencl=1"}, "key 'opencl' is not allowed"),
+        ({"me_method": "dia", "motion-est": "hex", "crf": "x"}, "cannot take 'x' for 'crf'"),
+        ({"preset": "ultrafast\x00/tmp/x"}, "NUL"),
+    ],
+)
 def test_encoder_options_are_checked_as_ffmpeg_reads_them(options, message):
     with pytest.raises(InvalidConfig, match=message):
         allowlist.check_encoder_options(Settings(), "libx264", options, "streams.0.encoder_option")
@@ -375,12 +437,18 @@ REFUSED = [
     ({**VIDEO, "filter_desc": f"curves=plot='{T}-a.plt'"}, "filter_desc", "'curves'"),
     ({**VIDEO, "encoder_option": {"flags": "+pass1"}}, "encoder_option.flags", "pass1"),
     ({**VIDEO, "encoder_option": {"x264-params": "pass=1"}}, "encoder_option.x264-params", "names files"),
-    ({**VIDEO, "encoder": "libx265", "encoder_option": {"x265-params": f"analysis-save={T}-b.dat"}},
-     "encoder_option.x265-params", "names files"),
+    (
+        {**VIDEO, "encoder": "libx265", "encoder_option": {"x265-params": f"analysis-save={T}-b.dat"}},
+        "encoder_option.x265-params",
+        "names files",
+    ),
     ({**VIDEO, "filter_desc": f"deshake=0:0:-1:-1:16:16:mirror:8:160:0:{TOKEN}-c.log"}, "filter_desc", "'deshake'"),
     ({**AUDIO, "filter_desc": f"firequalizer='gain(f)':dumpfile={TOKEN}-d.txt"}, "filter_desc", "'firequalizer'"),
-    ({**AUDIO, "filter_desc": f"firequalizer=1:'':0:5:hann:0:0:0:linlog:{TOKEN}-e.txt"}, "filter_desc",
-     "'firequalizer'"),
+    (
+        {**AUDIO, "filter_desc": f"firequalizer=1:'':0:5:hann:0:0:0:linlog:{TOKEN}-e.txt"},
+        "filter_desc",
+        "'firequalizer'",
+    ),
     # variants
     ({**VIDEO, "filter_desc": rf"curves=plot=\'{T}-f.plt\'"}, "filter_desc", "'curves'"),
     ({**VIDEO, "filter_desc": f"hflip,curves=psfile={T}-g.acv"}, "filter_desc", "'curves'"),
@@ -392,25 +460,42 @@ REFUSED = [
     ({**AUDIO, "filter_desc": f"loudnorm=stats_file={TOKEN}-l.json"}, "filter_desc", "'loudnorm'"),
     ({**VIDEO, "encoder_option": {"flags": "pass2"}}, "encoder_option.flags", "pass2"),
     ({**VIDEO, "encoder_option": {"flags": "+cgop+0x200"}}, "encoder_option.flags", "pass1"),
-    ({**VIDEO, "encoder_option": {"x264-params": f"keyint=30:stats='{T}-m.log'"}}, "encoder_option.x264-params",
-     "names files"),
-    ({**VIDEO, "encoder_option": {"x264-params": f"stats={TOKEN}-n.log"}}, "encoder_option.x264-params",
-     "names files"),
+    (
+        {**VIDEO, "encoder_option": {"x264-params": f"keyint=30:stats='{T}-m.log'"}},
+        "encoder_option.x264-params",
+        "names files",
+    ),
+    ({**VIDEO, "encoder_option": {"x264-params": f"stats={TOKEN}-n.log"}}, "encoder_option.x264-params", "names files"),
     ({**VIDEO, "encoder_option": {"passlogfile": f"{TOKEN}-o"}}, "encoder_option.passlogfile", "names files"),
     ({**VIDEO, "encoder_option": {"stats": f"{TOKEN}-p"}}, "encoder_option.stats", "names files"),
     ({**VIDEO, "encoder_option": {"x264opts": "pass=1"}}, "encoder_option.x264opts", "not allowed"),
-    ({**VIDEO, "encoder": "libx265", "encoder_option": {"x265-stats": f"{TOKEN}-q"}}, "encoder_option.x265-stats",
-     "names files"),
-    ({**VIDEO, "encoder": "libx265", "encoder_option": {"x265-params": f"csv={TOKEN}-r.csv"}},
-     "encoder_option.x265-params", "names files"),
-    ({**VIDEO, "encoder": "libx265", "encoder_option": {"x265-params": "rc-lookahead=250"}},
-     "encoder_option.x265-params", "cap of 60"),
+    (
+        {**VIDEO, "encoder": "libx265", "encoder_option": {"x265-stats": f"{TOKEN}-q"}},
+        "encoder_option.x265-stats",
+        "names files",
+    ),
+    (
+        {**VIDEO, "encoder": "libx265", "encoder_option": {"x265-params": f"csv={TOKEN}-r.csv"}},
+        "encoder_option.x265-params",
+        "names files",
+    ),
+    (
+        {**VIDEO, "encoder": "libx265", "encoder_option": {"x265-params": "rc-lookahead=250"}},
+        "encoder_option.x265-params",
+        "cap of 60",
+    ),
     ({**VIDEO, "encoder_option": {"rc-lookahead": "250"}}, "encoder_option.rc-lookahead", "cap of 60"),
     ({**VIDEO, "encoder_option": {"refs": "40"}}, "encoder_option.refs", "cap of 16"),
-    ({**VIDEO, "encoder": "libvpx-vp9", "encoder_option": {"lag-in-frames": "100"}},
-     "encoder_option.lag-in-frames", "cap of 25"),
-    ({**VIDEO, "encoder": "libvpx-vp9", "encoder_option": {"rc_lookahead": "1000"}},  # alias of lag-in-frames
-     "encoder_option.rc_lookahead", "expected an integer from 0 to 25"),
+    (
+        {**VIDEO, "encoder": "libvpx-vp9", "encoder_option": {"lag-in-frames": "100"}},
+        "encoder_option.lag-in-frames",
+        "cap of 25",
+    ),
+    (
+        {**VIDEO, "encoder": "libvpx-vp9", "encoder_option": {"rc_lookahead": "1000"}},  # alias of lag-in-frames
+        "encoder_option.rc_lookahead",
+        "expected an integer from 0 to 25",
+    ),
 ]
 
 
@@ -440,8 +525,7 @@ def outside(server):
     cwd = server.output_dir.parent
 
     def snapshot() -> tuple[set[str], set[str]]:
-        return ({p for p in _tree(cwd, skip=server.output_dir) if not p.endswith(".log")},
-                set(os.listdir("/tmp")))
+        return ({p for p in _tree(cwd, skip=server.output_dir) if not p.endswith(".log")}, set(os.listdir("/tmp")))
 
     before = snapshot()
     yield
@@ -456,8 +540,11 @@ def outside(server):
 @pytest.mark.parametrize("stream, field, message", REFUSED, ids=[f"{i}-{r[1]}" for i, r in enumerate(REFUSED)])
 def test_the_issues_configs_and_their_variants_are_refused(api, server, outside, stream, field, message):
     fmt = "matroska"
-    body = {"destination": {"type": "server_file", "path": f"allow/{secrets.token_hex(4)}.mkv"}, "format": fmt,
-            "streams": [stream]}
+    body = {
+        "destination": {"type": "server_file", "path": f"allow/{secrets.token_hex(4)}.mkv"},
+        "format": fmt,
+        "streams": [stream],
+    }
     response = api.post("/v1/sessions", json=body)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -465,17 +552,23 @@ def test_the_issues_configs_and_their_variants_are_refused(api, server, outside,
     assert message in error["message"], error
 
 
-@pytest.mark.parametrize("options, muxer, message", [
-    ({"movflags": "+rtphint"}, "mp4", "rtphint is not allowed"),
-    ({"movflags": "frag_keyframe+0x1"}, "mp4", "rtphint is not allowed"),
-    ({"fflags": "+genpts"}, "mp4", "genpts is not allowed"),
-    ({"protocol_whitelist": "file,http"}, "matroska", "names files"),
-    ({"cluster_time_limit": f"{T}"}, "matroska", "path or URL"),
-])
+@pytest.mark.parametrize(
+    "options, muxer, message",
+    [
+        ({"movflags": "+rtphint"}, "mp4", "rtphint is not allowed"),
+        ({"movflags": "frag_keyframe+0x1"}, "mp4", "rtphint is not allowed"),
+        ({"fflags": "+genpts"}, "mp4", "genpts is not allowed"),
+        ({"protocol_whitelist": "file,http"}, "matroska", "names files"),
+        ({"cluster_time_limit": f"{T}"}, "matroska", "path or URL"),
+    ],
+)
 def test_muxer_options_are_refused_naming_the_option(api, outside, options, muxer, message):
     ext = {"mp4": "mp4", "matroska": "mkv"}[muxer]
-    body = {"destination": {"type": "server_file", "path": f"allow/{secrets.token_hex(4)}.{ext}"},
-            "streams": [VIDEO], "options": options}
+    body = {
+        "destination": {"type": "server_file", "path": f"allow/{secrets.token_hex(4)}.{ext}"},
+        "streams": [VIDEO],
+        "options": options,
+    }
     response = api.post("/v1/sessions", json=body)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -488,11 +581,20 @@ def test_lookalikes_are_allowed_and_encode_inside_the_output_dir(server, outside
     path = f"allow/ok-{secrets.token_hex(4)}.mp4"
     w = framecast.StreamWriter(framecast.ServerFile(path), server=server.url)
     w.add_video_stream(
-        30, 64, 48,
+        30,
+        64,
+        48,
         filter_desc=r"scale=width=64:height='48',drawbox=x=1:y=1:w=8:h=8:color='red@0.5':t=fill,"
-                    r"select='gte(n\,0)',setpts=PTS-STARTPTS,format=pix_fmts=yuv420p|yuvj420p",
-        encoder_option={"preset": "ultrafast", "flags": "+global_header+cgop", "refs": "2", "bf": "2",
-                        "x264-params": "keyint=30:min-keyint=30:no-mbtree=1:rc_lookahead=10", "me_method": "dia"})
+        r"select='gte(n\,0)',setpts=PTS-STARTPTS,format=pix_fmts=yuv420p|yuvj420p",
+        encoder_option={
+            "preset": "ultrafast",
+            "flags": "+global_header+cgop",
+            "refs": "2",
+            "bf": "2",
+            "x264-params": "keyint=30:min-keyint=30:no-mbtree=1:rc_lookahead=10",
+            "me_method": "dia",
+        },
+    )
     w.add_audio_stream(8000, 1, filter_desc="volume=0.5,highpass=f=200:p=2,afade=t=in:d=0.1")
     with w.open(option={"movflags": "+frag_keyframe+empty_moov+default_base_moof"}):
         w.write_video_chunk(0, patterns(10, 48, 64))
@@ -500,7 +602,8 @@ def test_lookalikes_are_allowed_and_encode_inside_the_output_dir(server, outside
     info = decode(server.output_dir / path)
     assert info["streams"][0]["frame_count"] == 10 and info["streams"][1]["sample_count"] > 0
     assert not (server.output_dir / ".encoders").exists() or not any(
-        TOKEN in p for p in _tree(server.output_dir / ".encoders"))
+        TOKEN in p for p in _tree(server.output_dir / ".encoders")
+    )
 
 
 def test_encoders_work_inside_the_output_dir(own_server, tmp_path):

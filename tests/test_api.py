@@ -22,16 +22,23 @@ AUDIO = {"type": "audio", "sample_rate": 8000, "num_channels": 1}
 
 
 def create(api, streams=None, dest=None, **extra):
-    body = {"destination": dest or {"type": "server_file", "path": f"api/{time.monotonic_ns()}.mkv"},
-            "streams": streams or [VIDEO], **extra}
+    body = {
+        "destination": dest or {"type": "server_file", "path": f"api/{time.monotonic_ns()}.mkv"},
+        "streams": streams or [VIDEO],
+        **extra,
+    }
     response = api.post("/v1/sessions", json=body)
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def open_ws(created):
-    return connect(created["stream_url"], additional_headers={"Authorization": f"Bearer {created['token']}"},
-                   max_size=None, open_timeout=10).__enter__()
+    return connect(
+        created["stream_url"],
+        additional_headers={"Authorization": f"Bearer {created['token']}"},
+        max_size=None,
+        open_timeout=10,
+    ).__enter__()
 
 
 def recv_until(ws, predicate, timeout=30.0):
@@ -141,14 +148,26 @@ def test_capabilities_name_only_the_destinations_the_settings_allow(own_server):
         ({"streams": [VIDEO], "destination": {"type": "server_file"}}, "destination.path", "Field required"),
         ({"streams": [VIDEO], "destination": {"type": "url"}}, "destination.url", "Field required"),
         ({"streams": [{**AUDIO, "num_channels": 6, "encoder": "libmp3lame"}]}, "streams.0", "libmp3lame"),
-        ({"streams": [VIDEO], "destination": {"type": "url", "url": "srt://127.0.0.1:9000"}},
-         "destination.url", "this server's FFmpeg has no srt protocol"),
-        ({"streams": [VIDEO], "destination": {"type": "url", "url": "gopher://127.0.0.1/x"}},
-         "destination.url", "destinations of kind 'gopher' are not allowed on this server"),
-        ({"streams": [VIDEO], "destination": {"type": "server_file", "path": "../../etc/passwd.mp4"}},
-         "destination.path", "must not contain '..'"),
-        ({"streams": [VIDEO], "destination": {"type": "client", "seekable": False}, "format": "mp4"},
-         "format", "non seekable"),
+        (
+            {"streams": [VIDEO], "destination": {"type": "url", "url": "srt://127.0.0.1:9000"}},
+            "destination.url",
+            "this server's FFmpeg has no srt protocol",
+        ),
+        (
+            {"streams": [VIDEO], "destination": {"type": "url", "url": "gopher://127.0.0.1/x"}},
+            "destination.url",
+            "destinations of kind 'gopher' are not allowed on this server",
+        ),
+        (
+            {"streams": [VIDEO], "destination": {"type": "server_file", "path": "../../etc/passwd.mp4"}},
+            "destination.path",
+            "must not contain '..'",
+        ),
+        (
+            {"streams": [VIDEO], "destination": {"type": "client", "seekable": False}, "format": "mp4"},
+            "format",
+            "non seekable",
+        ),
     ],
 )
 def test_configs_that_cannot_work_are_422_naming_the_field(api, body, field, message):
@@ -161,11 +180,14 @@ def test_configs_that_cannot_work_are_422_naming_the_field(api, body, field, mes
     assert api.get("/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"streams": [', "request body is not valid JSON: Expecting value (at character 13)"),
-    ("not json", "request body is not valid JSON: Expecting value (at character 0)"),
-    ("", "request body is empty; expected a session config as a JSON object"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"streams": [', "request body is not valid JSON: Expecting value (at character 13)"),
+        ("not json", "request body is not valid JSON: Expecting value (at character 0)"),
+        ("", "request body is empty; expected a session config as a JSON object"),
+    ],
+)
 def test_a_body_that_is_not_a_json_config_is_400_saying_why(api, text, message):
     response = api.post("/v1/sessions", content=text, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
@@ -255,8 +277,11 @@ def test_second_connection_to_a_streaming_session_is_refused(api):
 
 def test_many_fast_chunks_are_slowed_not_dropped(api, server):
     """A client writing far faster than the encoder: every frame arrives, once, in order."""
-    created = create(api, [{**VIDEO, "width": 320, "height": 240, "encoder_option": {"preset": "medium"}}],
-                     {"type": "server_file", "path": "api/flood.mkv"})
+    created = create(
+        api,
+        [{**VIDEO, "width": 320, "height": 240, "encoder_option": {"preset": "medium"}}],
+        {"type": "server_file", "path": "api/flood.mkv"},
+    )
     ws = open_ws(created)
     total = 0
     for seq in range(60):
@@ -355,15 +380,23 @@ def test_sigterm_finalizes_open_sessions(tmp_path):
 
 
 def test_preview_jpeg_and_audio_levels(api):
-    created = create(api, [{**VIDEO, "width": 160, "height": 120}, {**AUDIO, "num_channels": 2}],
-                     {"type": "server_file", "path": "api/preview.mkv"})
+    created = create(
+        api,
+        [{**VIDEO, "width": 160, "height": 120}, {**AUDIO, "num_channels": 2}],
+        {"type": "server_file", "path": "api/preview.mkv"},
+    )
     sid = created["id"]
     assert api.get(f"/v1/sessions/{sid}/preview").status_code == 404
     ws = open_ws(created)
     frames = patterns(10, 120, 160)
     ws.send(chunk(0, frames))
-    ws.send(chunk(1, np.repeat((0.5 * np.sin(np.arange(8000) / 8000 * 2 * np.pi * 440)).astype(np.float32)[:, None],
-                               2, axis=1), stream=1))
+    ws.send(
+        chunk(
+            1,
+            np.repeat((0.5 * np.sin(np.arange(8000) / 8000 * 2 * np.pi * 440)).astype(np.float32)[:, None], 2, axis=1),
+            stream=1,
+        )
+    )
     recv_until(ws, is_ack(1))
     deadline = time.monotonic() + 10
     seq = 2
@@ -416,16 +449,21 @@ def test_prometheus_metrics(api):
     text = api.get("/metrics").text
     from prometheus_client.parser import text_string_to_metric_families
 
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     assert samples[("framecast_sessions", (("state", "streaming"),))] >= 1
     assert samples[("framecast_chunks_in_total", (("media", "video"),))] >= 1
     assert samples[("framecast_frames_in_total", (("media", "video"),))] >= 6
     assert samples[("framecast_bytes_in_total", (("media", "video"),))] >= 6 * 48 * 64 * 3
     assert samples[("framecast_errors_total", (("kind", "invalid_chunk"),))] >= 1
     assert samples[("framecast_errors_total", (("kind", "invalid_config"),))] >= 1
-    assert any(name == "framecast_http_request_duration_seconds_count" and dict(labels).get("route") ==
-               "/v1/sessions" for name, labels in samples)
+    assert any(
+        name == "framecast_http_request_duration_seconds_count" and dict(labels).get("route") == "/v1/sessions"
+        for name, labels in samples
+    )
     assert ("framecast_session_queue_chunks", (("session", created["id"]),)) in samples
     ws.send(protocol.encode_control("finish"))
     recv_until(ws, is_type("closed"))

@@ -33,8 +33,9 @@ RATE, CHANNELS = 48000, 2
 FRAMES, SAMPLES = int(FPS * SECONDS), int(RATE * SECONDS)
 
 
-def cli(*args: str, server: str | None = None, env: dict[str, str] | None = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, server: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m framecast.cli ARGS`` (with ``--server`` appended when given)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
     full_env.update(env or {})
@@ -148,8 +149,9 @@ def test_push_real_time_to_server_file(server, media_file):
 
 def test_push_duration_and_single_stream(server, media_file, tmp_path):
     out = tmp_path / "first-second.mkv"
-    stdout = ok(cli("push", str(media_file), str(out), "--no-realtime", "--duration", "1", "--quiet",
-                    server=server.url))
+    stdout = ok(
+        cli("push", str(media_file), str(out), "--no-realtime", "--duration", "1", "--quiet", server=server.url)
+    )
     assert f"video: {FPS} frames" in stdout and f"audio: {RATE} samples" in stdout, stdout
     check_pushed(decode(out), video_frames=FPS, samples=RATE)
 
@@ -189,8 +191,9 @@ def test_push_keeps_a_late_start(server, tmp_path):
             container.mux(video.encode(picture))
         tone = (sine(440, RATE, 1.5, 1, amplitude=0.4) * 32767).astype(np.int16)
         for start in range(0, len(tone), 1024):
-            sound = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[start : start + 1024].T), format="s16",
-                                               layout="mono")
+            sound = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(tone[start : start + 1024].T), format="s16", layout="mono"
+            )
             sound.sample_rate, sound.pts = RATE, RATE // 2 + start
             container.mux(audio.encode(sound))
         container.mux(video.encode(None))
@@ -214,7 +217,10 @@ def test_ctrl_c_finishes_what_was_pushed(server, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "framecast.cli", "push", str(source), str(out), "--server", server.url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     seen = []
     try:
@@ -305,8 +311,9 @@ def test_sessions_without_an_action_lists(server):
 
 def test_server_from_the_environment(server):
     assert ok(cli("sessions", "list", env={"FRAMECAST_SERVER": server.url}))
-    caps = json.loads(ok(cli("capabilities", "--json", env={"FRAMECAST_SERVER": server.url,
-                                                          "FRAMECAST_API_KEY": "unused"})))
+    caps = json.loads(
+        ok(cli("capabilities", "--json", env={"FRAMECAST_SERVER": server.url, "FRAMECAST_API_KEY": "unused"}))
+    )
     assert "mp4" in caps["muxers"]
 
 
@@ -327,12 +334,19 @@ def test_api_key(media_file, tmp_path):
         failed(cli("sessions", "list", server=keyed.url), "API key", "--api-key")
         failed(cli("push", str(media_file), "server:k.mkv", "--no-realtime", server=keyed.url), "API key")
         assert ok(cli("sessions", "list", "--api-key", "sesame", server=keyed.url)) == "no sessions\n"
-        stdout = ok(cli("push", str(media_file), "server:k.mkv", "--no-realtime", "--api-key", "sesame",
-                        server=keyed.url))
+        stdout = ok(
+            cli("push", str(media_file), "server:k.mkv", "--no-realtime", "--api-key", "sesame", server=keyed.url)
+        )
         check_pushed(decode(keyed.output_dir / "k.mkv"))
         assert session_id(stdout) in ok(cli("sessions", "list", "--api-key", "sesame", server=keyed.url))
-        shown = ok(cli("sessions", "show", session_id(stdout), env={"FRAMECAST_SERVER": keyed.url,
-                                                                      "FRAMECAST_API_KEY": "sesame"}))
+        shown = ok(
+            cli(
+                "sessions",
+                "show",
+                session_id(stdout),
+                env={"FRAMECAST_SERVER": keyed.url, "FRAMECAST_API_KEY": "sesame"},
+            )
+        )
         assert re.search(r"^state\s+closed$", shown, re.M), shown
     finally:
         keyed.stop()
@@ -342,8 +356,11 @@ def test_api_key(media_file, tmp_path):
 
 
 def test_missing_file(server, tmp_path):
-    failed(cli("push", str(tmp_path / "nope.mp4"), str(tmp_path / "out.mp4"), server=server.url),
-           "no such file", "nope.mp4")
+    failed(
+        cli("push", str(tmp_path / "nope.mp4"), str(tmp_path / "out.mp4"), server=server.url),
+        "no such file",
+        "nope.mp4",
+    )
 
 
 def test_file_that_is_not_media(server, tmp_path):
@@ -369,8 +386,9 @@ def test_server_refusals_carry_the_servers_message(server, media_file, tmp_path)
     assert "outside" in line or "output dir" in line, line
     # A destination that refuses the connection: FFmpeg's reason.
     url = f"rtmp://127.0.0.1:{free_port()}/live/nobody"
-    line = failed(cli("push", str(media_file), url, server=server.url, timeout=60), "session failed", "refused",
-                  alone=False)
+    line = failed(
+        cli("push", str(media_file), url, server=server.url, timeout=60), "session failed", "refused", alone=False
+    )
     assert line.count("refused") == 1, line
 
 

@@ -27,8 +27,13 @@ from .conftest import ServerProcess
 from .media import patterns, sine
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 CHROMIUM_HINT = "apt-get install -y --no-install-recommends chromium (or set FRAMECAST_CHROMIUM to a Chromium binary)"
 VIEWPORT = {"width": 1280, "height": 800}
@@ -44,8 +49,10 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("the dashboard tests need Playwright's Python package: pip install playwright "
-                    "(no 'playwright install': the system Chromium is used)")
+        pytest.fail(
+            "the dashboard tests need Playwright's Python package: pip install playwright "
+            "(no 'playwright install': the system Chromium is used)"
+        )
     path = chromium_path()
     if path is None:
         pytest.fail(f"the dashboard tests need Chromium: {CHROMIUM_HINT}")
@@ -94,8 +101,9 @@ class Streamer(threading.Thread):
 
     def run(self) -> None:
         try:
-            writer = framecast.StreamWriter(framecast.Discard(encode=True), server=self.url, realtime=True,
-                                            api_key=self.api_key)
+            writer = framecast.StreamWriter(
+                framecast.Discard(encode=True), server=self.url, realtime=True, api_key=self.api_key
+            )
             writer.add_video_stream(frame_rate=15, width=320, height=240)
             writer.add_audio_stream(sample_rate=48000, num_channels=2)
             tone = sine(440, 48000, 1.0, channels=2, amplitude=0.5)  # -9 dBFS RMS
@@ -232,8 +240,9 @@ def test_dashboard_live_session(server: ServerProcess, browser_page: Page, tmp_p
         while True:
             later_frames = int(frames.get_attribute("data-value"))
             later_preview = preview.evaluate(PIXELS_JS)
-            if (later_frames > first_frames and later_preview["hash"] != first_preview["hash"]) \
-                    or time.monotonic() > deadline:
+            if (
+                later_frames > first_frames and later_preview["hash"] != first_preview["hash"]
+            ) or time.monotonic() > deadline:
                 break
             time.sleep(0.25)
         assert later_frames > first_frames, (first_frames, later_frames)
@@ -248,7 +257,8 @@ def test_dashboard_live_session(server: ServerProcess, browser_page: Page, tmp_p
         page.wait_for_function(
             """sid => ["chunks", "packets", "bytes"].every(counter => Number(document.querySelector(
                 `[data-session-id="${sid}"] tr[data-stream="0"] [data-counter="${counter}"]`).dataset.value) > 0)""",
-            arg=sid, timeout=20_000,
+            arg=sid,
+            timeout=20_000,
         )
         for counter in ("errors", "dropped"):
             assert row.locator(f'tr[data-stream="0"] [data-counter="{counter}"]').get_attribute("data-value") == "0"

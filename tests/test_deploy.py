@@ -24,8 +24,14 @@ COMPOSE_KEY = "compose-test-key"
 
 def test_compose_refuses_to_start_without_api_keys():
     env = {k: v for k, v in os.environ.items() if k != "FRAMECAST_API_KEYS"}
-    out = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    out = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
     assert out.returncode != 0 and "set FRAMECAST_API_KEYS" in out.stderr
 
 
@@ -34,7 +40,11 @@ def compose_config() -> dict:
     env = {**os.environ, "FRAMECAST_API_KEYS": COMPOSE_KEY}
     out = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
@@ -134,9 +144,25 @@ def test_container_command_runs_on_the_host_as_compose_would(tmp_path):
         # Publish the example's test pattern to an RTMP server standing in for MediaMTX.
         with NginxRtmp(tmp_path / "nginx") as rtmp:
             subprocess.run(
-                [sys.executable, str(ROOT / "examples" / "live_rtmp.py"), "--url", rtmp.url("demo"),
-                 "--server", url, "--seconds", "2", "--width", "320", "--height", "180", "--fps", "25"],
-                check=True, timeout=60, env=env,
+                [
+                    sys.executable,
+                    str(ROOT / "examples" / "live_rtmp.py"),
+                    "--url",
+                    rtmp.url("demo"),
+                    "--server",
+                    url,
+                    "--seconds",
+                    "2",
+                    "--width",
+                    "320",
+                    "--height",
+                    "180",
+                    "--fps",
+                    "25",
+                ],
+                check=True,
+                timeout=60,
+                env=env,
             )
             assert rtmp.wait_closed("demo", timeout=10)
             out = decode(str(rtmp.recording("demo")))

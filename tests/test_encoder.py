@@ -153,8 +153,12 @@ def test_audio_rate_layout_and_filter_conversions(tmp_path):
 def test_codec_config_and_unused_options(tmp_path):
     w, path = writer_for(
         tmp_path,
-        [video(codec_config={"gop_size": 10, "max_b_frames": 0, "bit_rate": 200_000},
-               encoder_option={"preset": "ultrafast", "not_an_option": "1"})],
+        [
+            video(
+                codec_config={"gop_size": 10, "max_b_frames": 0, "bit_rate": 200_000},
+                encoder_option={"preset": "ultrafast", "not_an_option": "1"},
+            )
+        ],
         "gop.mp4",
     )
     assert any("not_an_option" in m for m in w.warnings), w.warnings
@@ -168,8 +172,11 @@ def test_codec_config_and_unused_options(tmp_path):
 
 def test_metadata_and_fragmented_mp4(tmp_path):
     w, path = writer_for(
-        tmp_path, [video()], "frag.mp4",
-        metadata={"title": "framecast test"}, options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+        tmp_path,
+        [video()],
+        "frag.mp4",
+        metadata={"title": "framecast test"},
+        options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
     )
     w.write(0, patterns(30, 48, 64), None)
     w.close()

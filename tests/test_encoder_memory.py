@@ -16,8 +16,15 @@ from framecast import protocol
 from .media import patterns
 from .test_api import chunk, create, open_ws, recv_until
 
-LIVE_360P = {"type": "video", "frame_rate": 30, "width": 640, "height": 360, "format": "rgb24",
-             "encoder": "libx264", "encoder_option": {"preset": "veryfast", "tune": "zerolatency"}}
+LIVE_360P = {
+    "type": "video",
+    "frame_rate": 30,
+    "width": 640,
+    "height": 360,
+    "format": "rgb24",
+    "encoder": "libx264",
+    "encoder_option": {"preset": "veryfast", "tune": "zerolatency"},
+}
 
 
 def minor_faults(pid: int) -> int:

@@ -16,8 +16,11 @@ from .media import patterns
 
 def test_ack_hooks_see_every_chunk_acknowledged(server: ServerProcess) -> None:
     acks: list[tuple[int, float]] = []
-    writer = framecast.StreamWriter(framecast.Discard(encode=True), server=server.url,
-                                    event_hooks={"ack": [lambda seq, now: acks.append((seq, now))]})
+    writer = framecast.StreamWriter(
+        framecast.Discard(encode=True),
+        server=server.url,
+        event_hooks={"ack": [lambda seq, now: acks.append((seq, now))]},
+    )
     writer.add_video_stream(frame_rate=25, width=64, height=48)
     clock = AckClock.attach(writer)  # appends to writer.event_hooks, after construction
     start = time.perf_counter()

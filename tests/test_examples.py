@@ -27,7 +27,11 @@ def run_example(name: str, *args: str, server: str, cwd: Path, timeout: float = 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), "--server", server, *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=str(cwd),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(cwd),
     )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc.stdout
@@ -66,8 +70,23 @@ def check_spectrum_video(frames: list[np.ndarray], width: int, height: int) -> N
 
 def test_spectrum_visualizer_to_mp4(server, tmp_path):
     out = tmp_path / "spectrum.mp4"
-    stdout = run_example("spectrum_visualizer.py", "--seconds", "2", "--fps", "10", "--width", "160",
-                         "--height", "120", "--n-fft", "512", "--dst", str(out), server=server.url, cwd=tmp_path)
+    stdout = run_example(
+        "spectrum_visualizer.py",
+        "--seconds",
+        "2",
+        "--fps",
+        "10",
+        "--width",
+        "160",
+        "--height",
+        "120",
+        "--n-fft",
+        "512",
+        "--dst",
+        str(out),
+        server=server.url,
+        cwd=tmp_path,
+    )
     assert "wrote 20 frames" in stdout, stdout
     result = decode(out)
     audio, video = result["streams"]  # the tutorial's order: audio is stream 0
@@ -83,9 +102,23 @@ def test_spectrum_visualizer_to_mp4(server, tmp_path):
 
 
 def test_spectrum_visualizer_to_rtmp(server, rtmp, tmp_path):
-    stdout = run_example("spectrum_visualizer.py", "--seconds", "2", "--fps", "10", "--width", "160",
-                         "--height", "120", "--n-fft", "512", "--dst", rtmp.url("spectrum"),
-                         server=server.url, cwd=tmp_path)
+    stdout = run_example(
+        "spectrum_visualizer.py",
+        "--seconds",
+        "2",
+        "--fps",
+        "10",
+        "--width",
+        "160",
+        "--height",
+        "120",
+        "--n-fft",
+        "512",
+        "--dst",
+        rtmp.url("spectrum"),
+        server=server.url,
+        cwd=tmp_path,
+    )
     assert "wrote 20 frames" in stdout, stdout
     assert rtmp.wait_closed("spectrum", timeout=15), rtmp.log()
     summary = rtmp.decode("spectrum")
@@ -146,8 +179,21 @@ def check_camera_frames(frames: list[np.ndarray], fps: float, started: float, en
 
 def test_synthetic_camera_to_rtmp(server, rtmp, tmp_path):
     started = time.time()
-    stdout = run_example("synthetic_camera.py", "--seconds", "2", "--fps", "15", "--width", "320",
-                         "--height", "180", "--dst", rtmp.url("camera"), server=server.url, cwd=tmp_path)
+    stdout = run_example(
+        "synthetic_camera.py",
+        "--seconds",
+        "2",
+        "--fps",
+        "15",
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--dst",
+        rtmp.url("camera"),
+        server=server.url,
+        cwd=tmp_path,
+    )
     assert rtmp.wait_closed("camera", timeout=15), rtmp.log()
     ended = time.time()
     assert "streamed 30 frames" in stdout, stdout
@@ -165,8 +211,21 @@ def test_synthetic_camera_to_rtmp(server, rtmp, tmp_path):
 def test_synthetic_camera_to_file(server, tmp_path):
     out = tmp_path / "camera.mkv"
     started = time.time()
-    run_example("synthetic_camera.py", "--seconds", "1", "--fps", "10", "--width", "240", "--height", "120",
-                "--dst", str(out), server=server.url, cwd=tmp_path)
+    run_example(
+        "synthetic_camera.py",
+        "--seconds",
+        "1",
+        "--fps",
+        "10",
+        "--width",
+        "240",
+        "--height",
+        "120",
+        "--dst",
+        str(out),
+        server=server.url,
+        cwd=tmp_path,
+    )
     ended = time.time()
     (video,) = decode(out)["streams"]
     assert (video["codec"], video["width"], video["height"], video["frame_count"]) == ("h264", 240, 120, 10)
@@ -178,8 +237,19 @@ def test_synthetic_camera_to_file(server, tmp_path):
 
 def test_in_memory_mp3(server, tmp_path):
     out = tmp_path / "tone.mp3"
-    stdout = run_example("in_memory_mp3.py", "--seconds", "2", "--rate", "16000", "--chunk-seconds", "0.3",
-                         "--save", str(out), server=server.url, cwd=tmp_path)
+    stdout = run_example(
+        "in_memory_mp3.py",
+        "--seconds",
+        "2",
+        "--rate",
+        "16000",
+        "--chunk-seconds",
+        "0.3",
+        "--save",
+        str(out),
+        server=server.url,
+        cwd=tmp_path,
+    )
     assert "identical" in stdout, stdout
     size = out.stat().st_size
     assert f"one-shot: {size} bytes" in stdout and f"chunked:  {size} bytes" in stdout, stdout

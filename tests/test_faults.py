@@ -19,8 +19,9 @@ from .media import decode, patterns, read_stamp
 W, H = 160, 120
 
 
-@pytest.mark.parametrize(("destination", "shared_memory"),
-                         [("server_file", True), ("server_file", False), ("client_bytesio", None)])
+@pytest.mark.parametrize(
+    ("destination", "shared_memory"), [("server_file", True), ("server_file", False), ("client_bytesio", None)]
+)
 def test_websocket_cuts_lose_and_duplicate_nothing(server, destination, shared_memory):
     frames = patterns(240, H, W)  # 13.8 MB of rgb24
     # Through shared memory a chunk message is its 56-byte header and offset: cut after fewer bytes.
@@ -28,8 +29,14 @@ def test_websocket_cuts_lose_and_duplicate_nothing(server, destination, shared_m
     with CuttingProxy(server.port, cuts=6, min_bytes=cut_bytes[0], max_bytes=cut_bytes[1], seed=7) as proxy:
         dst = ServerFile(f"faults/cut-{destination}.mkv") if destination == "server_file" else io.BytesIO()
         events = []
-        writer = StreamWriter(dst, format="matroska", server=proxy.url, reconnect_timeout=20,
-                              on_event=events.append, shared_memory=shared_memory)
+        writer = StreamWriter(
+            dst,
+            format="matroska",
+            server=proxy.url,
+            reconnect_timeout=20,
+            on_event=events.append,
+            shared_memory=shared_memory,
+        )
         writer.add_video_stream(frame_rate=30, width=W, height=H, encoder="ffv1")
         with writer.open():
             assert writer.shared_memory is (shared_memory is not False)  # the proxy is on loopback too
@@ -81,8 +88,9 @@ def _stream_then(server_proc, names, seconds=5, fps=30):
     writers = []
     for name in names:
         writer = StreamWriter(ServerFile(name), server=server_proc.url, reconnect=False)
-        writer.add_video_stream(frame_rate=fps, width=W, height=H, encoder="libx264",
-                                encoder_option={"preset": "ultrafast"})
+        writer.add_video_stream(
+            frame_rate=fps, width=W, height=H, encoder="libx264", encoder_option={"preset": "ultrafast"}
+        )
         writer.open()
         writer.write_video_chunk(0, patterns(fps * seconds, H, W))
         writer.flush()  # everything is encoded and muxed
@@ -168,10 +176,13 @@ def test_idle_sessions_are_finalized(tmp_path):
 
     proc = ServerProcess(tmp_path / "out", env={"FRAMECAST_IDLE_TIMEOUT": "1"})
     try:
-        created = httpx.post(proc.url + "/v1/sessions", json={
-            "destination": {"type": "server_file", "path": "idle.mkv"},
-            "streams": [{"type": "video", "frame_rate": 30, "width": W, "height": H}],
-        }).json()
+        created = httpx.post(
+            proc.url + "/v1/sessions",
+            json={
+                "destination": {"type": "server_file", "path": "idle.mkv"},
+                "streams": [{"type": "video", "frame_rate": 30, "width": W, "height": H}],
+            },
+        ).json()
         deadline = time.monotonic() + 20
         while (info := httpx.get(f"{proc.url}/v1/sessions/{created['id']}").json())["state"] != "closed":
             assert time.monotonic() < deadline, info
@@ -193,8 +204,9 @@ def test_async_writer_survives_websocket_cuts(server, shared_memory):
     cut_bytes, step = ((100, 600), 2) if shared_memory else ((200_000, 1_500_000), 8)
 
     async def main():
-        writer = AsyncStreamWriter(sink, format="matroska", server=proxy.url, reconnect_timeout=20,
-                                   shared_memory=shared_memory)
+        writer = AsyncStreamWriter(
+            sink, format="matroska", server=proxy.url, reconnect_timeout=20, shared_memory=shared_memory
+        )
         writer.add_video_stream(frame_rate=30, width=W, height=H, encoder="ffv1")
         async with writer.open():
             assert writer.shared_memory is shared_memory

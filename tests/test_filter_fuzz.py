@@ -56,15 +56,30 @@ def _single_io(media: str) -> list[str]:
     for name in sorted(av.filter.filters_available):
         filt = lib.avfilter_get_by_name(name.encode())
         _, _, inputs, outputs = (ctypes.c_void_p * 4).from_address(filt)  # AVFilter: name, description, pads
-        if (lib.avfilter_filter_pad_count(filt, 0) == 1 == lib.avfilter_filter_pad_count(filt, 1)
-                and lib.avfilter_pad_get_type(inputs, 0) == kind == lib.avfilter_pad_get_type(outputs, 0)):
+        if lib.avfilter_filter_pad_count(filt, 0) == 1 == lib.avfilter_filter_pad_count(
+            filt, 1
+        ) and lib.avfilter_pad_get_type(inputs, 0) == kind == lib.avfilter_pad_get_type(outputs, 0):
             names.append(name)
     return names
 
 
 FILTERS = {"video": _single_io("video"), "audio": _single_io("audio")}
-STRINGS = [f"/tmp/{TOKEN}-abs", f"{TOKEN}-rel.txt", f"../{TOKEN}-up", f"file:{TOKEN}", "tcp://127.0.0.1:9",
-           "iw/2", "0", "1", "red", "x", "PTS-STARTPTS", "a|b", "'q'", " "]
+STRINGS = [
+    f"/tmp/{TOKEN}-abs",
+    f"{TOKEN}-rel.txt",
+    f"../{TOKEN}-up",
+    f"file:{TOKEN}",
+    "tcp://127.0.0.1:9",
+    "iw/2",
+    "0",
+    "1",
+    "red",
+    "x",
+    "PTS-STARTPTS",
+    "a|b",
+    "'q'",
+    " ",
+]
 
 
 def _value(option: avoptions.Option, consts: list[str]) -> st.SearchStrategy[str]:
@@ -81,10 +96,18 @@ def _value(option: avoptions.Option, consts: list[str]) -> st.SearchStrategy[str
         lo, hi = max(option.min, -100.0), min(option.max, 100.0)
         nums = st.floats(lo, hi, allow_nan=False).map(lambda v: f"{v:.3g}") if lo <= hi else st.just("0")
         return st.one_of(nums, *named)
-    simple = {OptionType.DURATION: "0.5", OptionType.COLOR: "red", OptionType.IMAGE_SIZE: "32x24",
-              OptionType.PIXEL_FMT: "yuv420p", OptionType.SAMPLE_FMT: "fltp", OptionType.VIDEO_RATE: "25",
-              OptionType.RATIONAL: "1/2", OptionType.CHLAYOUT: "mono", OptionType.BINARY: "00",
-              OptionType.DICT: "a=b"}
+    simple = {
+        OptionType.DURATION: "0.5",
+        OptionType.COLOR: "red",
+        OptionType.IMAGE_SIZE: "32x24",
+        OptionType.PIXEL_FMT: "yuv420p",
+        OptionType.SAMPLE_FMT: "fltp",
+        OptionType.VIDEO_RATE: "25",
+        OptionType.RATIONAL: "1/2",
+        OptionType.CHLAYOUT: "mono",
+        OptionType.BINARY: "00",
+        OptionType.DICT: "a=b",
+    }
     if t in simple:
         return st.one_of(st.just(simple[t]), st.sampled_from(STRINGS))
     return st.sampled_from(STRINGS)
@@ -125,7 +148,16 @@ def _table(kind: type, name: str) -> tuple[list[avoptions.Option], dict[str, lis
 X264_ROWS, X264_CONSTS = _table(avoptions.Encoder, "libx264")
 MKV_ROWS, MKV_CONSTS = _table(avoptions.Muxer, "matroska")
 X264_PARAM_KEYS = sorted(allowlist.PARAMS["x264-params"].keys) + [
-    "pass", "stats", "dump-yuv", "no-stats", "cqmfile", "opencl", "qpfile", "rc_lookahead", "psnr"]
+    "pass",
+    "stats",
+    "dump-yuv",
+    "no-stats",
+    "cqmfile",
+    "opencl",
+    "qpfile",
+    "rc_lookahead",
+    "psnr",
+]
 
 
 @st.composite
@@ -136,9 +168,15 @@ def options_from(draw: st.DrawFn, rows: list[avoptions.Option], consts: dict[str
     out = {}
     for o in chosen:
         if o.name == "x264-params":
-            entries = draw(st.lists(st.tuples(st.sampled_from(X264_PARAM_KEYS),
-                                              st.sampled_from(["1", "0", "30", "250", f"{TOKEN}.log"])),
-                                    min_size=1, max_size=3))
+            entries = draw(
+                st.lists(
+                    st.tuples(
+                        st.sampled_from(X264_PARAM_KEYS), st.sampled_from(["1", "0", "30", "250", f"{TOKEN}.log"])
+                    ),
+                    min_size=1,
+                    max_size=3,
+                )
+            )
             out[o.name] = ":".join(f"{k}={v}" for k, v in entries)
         else:
             out[o.name] = draw(_value(o, consts.get(o.unit or "", [])))
@@ -150,12 +188,23 @@ def session(draw: st.DrawFn) -> dict:
     media = draw(st.sampled_from(["video", "audio"]))
     chain = ",".join(draw(st.lists(filter_step(media), min_size=1, max_size=3)))
     if media == "video":
-        stream = {"type": "video", "frame_rate": 25, "width": 64, "height": 48, "filter_desc": chain,
-                  "encoder": "libx264", "encoder_option": draw(options_from(X264_ROWS, X264_CONSTS))}
+        stream = {
+            "type": "video",
+            "frame_rate": 25,
+            "width": 64,
+            "height": 48,
+            "filter_desc": chain,
+            "encoder": "libx264",
+            "encoder_option": draw(options_from(X264_ROWS, X264_CONSTS)),
+        }
     else:
         stream = {"type": "audio", "sample_rate": 16000, "num_channels": 2, "filter_desc": chain, "encoder": "flac"}
-    return {"destination": {"type": "server_file", "path": "out.mkv"}, "format": "matroska", "streams": [stream],
-            "options": draw(options_from(MKV_ROWS, MKV_CONSTS))}
+    return {
+        "destination": {"type": "server_file", "path": "out.mkv"},
+        "format": "matroska",
+        "streams": [stream],
+        "options": draw(options_from(MKV_ROWS, MKV_CONSTS)),
+    }
 
 
 RUNNER = r"""
@@ -192,8 +241,10 @@ for i, plan in enumerate(plans):
 """
 
 #: syscalls that create, change or remove a name, or open for writing
-_CHANGES = re.compile(r"^(\d+)\s+(mkdir|mkdirat|rename|renameat2?|unlink|unlinkat|rmdir|link|linkat|symlink|symlinkat|"
-                      r"truncate|creat|chmod|fchmodat|utimensat)\(")
+_CHANGES = re.compile(
+    r"^(\d+)\s+(mkdir|mkdirat|rename|renameat2?|unlink|unlinkat|rmdir|link|linkat|symlink|symlinkat|"
+    r"truncate|creat|chmod|fchmodat|utimensat)\("
+)
 _OPEN = re.compile(r'^(\d+)\s+(open|openat|openat2)\((?:AT_FDCWD, |\d+<[^>]*>, )?"([^"]*)", ([A-Z_|]+)')
 _SOCKET = re.compile(r"^(\d+)\s+(socket|connect|bind|listen)\(")
 _MARKER = re.compile(r'"/' + TOKEN + r'-marker-(\d+)"')
@@ -267,11 +318,18 @@ def test_whatever_the_allowlists_accept_runs_without_files_outside_or_sockets(tm
     crashed = [int(line.split()[0]) for line in lines if "crashed" in line]
     assert crashed == [], "FFmpeg crashed on accepted configs:\n" + "\n".join(
         f"{lines[i]}: {accepted[i].streams[0].filter_desc!r} {accepted[i].streams[0].encoder_option} "
-        f"{accepted[i].options}" for i in crashed)
+        f"{accepted[i].options}"
+        for i in crashed
+    )
     assert sum("encoded" in line for line in lines) >= len(accepted) // 2, lines
-    assert problems == [], "\n".join(problems[:20]) + "\n" + "\n".join(
-        f"config {i}: {p.streams[0].filter_desc} {p.streams[0].encoder_option} {p.options}"
-        for i, p in enumerate(accepted))
+    assert problems == [], (
+        "\n".join(problems[:20])
+        + "\n"
+        + "\n".join(
+            f"config {i}: {p.streams[0].filter_desc} {p.streams[0].encoder_option} {p.options}"
+            for i, p in enumerate(accepted)
+        )
+    )
     assert not [p for p in Path("/tmp").iterdir() if TOKEN in p.name]
 
 
@@ -286,16 +344,36 @@ def _run_under_strace(plans: list, tmp_path: Path, out: Path) -> tuple[list[str]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         result = subprocess.run(
-            ["strace", "-f", "--seccomp-bpf", "-qq", "-s", "256", "-e", "trace=%file,%network", "-o", str(log),
-             sys.executable, "-c", RUNNER, str(pickled), TOKEN],
-            cwd=empty_cwd, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+            [
+                "strace",
+                "-f",
+                "--seccomp-bpf",
+                "-qq",
+                "-s",
+                "256",
+                "-e",
+                "trace=%file,%network",
+                "-o",
+                str(log),
+                sys.executable,
+                "-c",
+                RUNNER,
+                str(pickled),
+                TOKEN,
+            ],
+            cwd=empty_cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
         )
     except subprocess.TimeoutExpired as exc:
         done = [line for line in (exc.stdout or b"").decode(errors="replace").splitlines() if line.strip()]
         stuck = int(done[-1].split()[0]) + 1 if done else 0
         s = plans[stuck].streams[0]
-        pytest.fail(f"config {stuck} ran over {RUN_TIMEOUT} s: {s.filter_desc!r} {s.encoder_option} "
-                    f"{plans[stuck].options}")
+        pytest.fail(
+            f"config {stuck} ran over {RUN_TIMEOUT} s: {s.filter_desc!r} {s.encoder_option} {plans[stuck].options}"
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     problems = _violations(log.read_text(), str(empty_cwd), out.resolve())
     if list(empty_cwd.iterdir()):
@@ -309,9 +387,19 @@ def test_the_watch_sees_a_filter_writing_outside(tmp_path):
     out.mkdir()
     conf = Settings(output_dir=out, extra_filters="curves")
     target = f"/tmp/{TOKEN}-watch.plt"
-    body = {"destination": {"type": "server_file", "path": "w.mkv"}, "format": "matroska",
-            "streams": [{"type": "video", "frame_rate": 25, "width": 64, "height": 48,
-                         "filter_desc": f"curves=preset=vintage:plot={target[1:]}"}]}
+    body = {
+        "destination": {"type": "server_file", "path": "w.mkv"},
+        "format": "matroska",
+        "streams": [
+            {
+                "type": "video",
+                "frame_rate": 25,
+                "width": 64,
+                "height": 48,
+                "filter_desc": f"curves=preset=vintage:plot={target[1:]}",
+            }
+        ],
+    }
     plan = make_plan(SessionConfig.model_validate(body), conf)
     plan.streams[0].filter_desc = f"curves=preset=vintage:plot='{target}'"  # past the path check, as a bug would
     try:

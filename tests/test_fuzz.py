@@ -89,11 +89,15 @@ def test_server_messages_parse_or_raise_protocol_error(data):
 @FAST
 @given(headers)
 def test_chunk_checker_only_refuses_with_invalid_chunk(header):
-    config = SessionConfig.model_validate({
-        "destination": {"type": "discard"},
-        "streams": [{"type": "video", "frame_rate": 30, "width": 4, "height": 2},
-                    {"type": "audio", "sample_rate": 8000, "num_channels": 2}],
-    })
+    config = SessionConfig.model_validate(
+        {
+            "destination": {"type": "discard"},
+            "streams": [
+                {"type": "video", "frame_rate": 30, "width": 4, "height": 2},
+                {"type": "audio", "sample_rate": 8000, "num_channels": 2},
+            ],
+        }
+    )
     checker = ChunkChecker(make_plan(config, Settings()).streams)
     try:
         assert checker.check(header) >= 0
@@ -110,30 +114,45 @@ json_values = st.recursive(
 names = st.sampled_from(["libx264", "aac", "png", "nope", "ffv1", "pcm_s16le", "libmp3lame", "rawvideo", ""])
 small = st.integers(-4, 5000)
 video = st.fixed_dictionaries(
-    {"type": st.just("video"), "frame_rate": st.one_of(st.floats(-1, 2000), st.text(max_size=12)),
-     "width": small, "height": small},
-    optional={"format": st.sampled_from(["rgb24", "gray8", "yuv444p", "bgr0", "rgba", ""]), "encoder": names,
-              "encoder_format": st.sampled_from(["yuv420p", "yuv444p", "rgb24", "nv12", "bogus"]),
-              "encoder_option": st.dictionaries(st.text(max_size=12), st.text(max_size=24), max_size=3),
-              "filter_desc": st.text(max_size=40), "encoder_frame_rate": st.floats(0.1, 500)},
+    {
+        "type": st.just("video"),
+        "frame_rate": st.one_of(st.floats(-1, 2000), st.text(max_size=12)),
+        "width": small,
+        "height": small,
+    },
+    optional={
+        "format": st.sampled_from(["rgb24", "gray8", "yuv444p", "bgr0", "rgba", ""]),
+        "encoder": names,
+        "encoder_format": st.sampled_from(["yuv420p", "yuv444p", "rgb24", "nv12", "bogus"]),
+        "encoder_option": st.dictionaries(st.text(max_size=12), st.text(max_size=24), max_size=3),
+        "filter_desc": st.text(max_size=40),
+        "encoder_frame_rate": st.floats(0.1, 500),
+    },
 )
 audio = st.fixed_dictionaries(
     {"type": st.just("audio"), "sample_rate": st.integers(-1, 10**6), "num_channels": st.integers(-1, 70)},
-    optional={"format": st.sampled_from(["flt", "s16", "u8", "dbl", "s24"]), "encoder": names,
-              "encoder_sample_rate": st.integers(1, 200000), "filter_desc": st.text(max_size=40)},
+    optional={
+        "format": st.sampled_from(["flt", "s16", "u8", "dbl", "s24"]),
+        "encoder": names,
+        "encoder_sample_rate": st.integers(1, 200000),
+        "filter_desc": st.text(max_size=40),
+    },
 )
 destinations = st.one_of(
-    st.fixed_dictionaries({"type": st.just("client")}, optional={"filename": st.text(max_size=20),
-                                                                  "seekable": st.booleans()}),
+    st.fixed_dictionaries(
+        {"type": st.just("client")}, optional={"filename": st.text(max_size=20), "seekable": st.booleans()}
+    ),
     st.fixed_dictionaries({"type": st.just("server_file"), "path": st.text(min_size=1, max_size=40)}),
     st.fixed_dictionaries({"type": st.just("url"), "url": st.text(min_size=1, max_size=40)}),
     st.fixed_dictionaries({"type": st.just("discard")}),
 )
 configs = st.fixed_dictionaries(
     {"destination": destinations, "streams": st.lists(st.one_of(video, audio), max_size=3)},
-    optional={"format": st.sampled_from(["mp4", "matroska", "tee", "hls", "null", "wav", "bogus"]),
-              "options": st.dictionaries(st.text(max_size=12), st.text(max_size=24), max_size=3),
-              "metadata": st.dictionaries(st.text(max_size=12), st.text(max_size=24), max_size=3)},
+    optional={
+        "format": st.sampled_from(["mp4", "matroska", "tee", "hls", "null", "wav", "bogus"]),
+        "options": st.dictionaries(st.text(max_size=12), st.text(max_size=24), max_size=3),
+        "metadata": st.dictionaries(st.text(max_size=12), st.text(max_size=24), max_size=3),
+    },
 )
 
 

@@ -59,10 +59,17 @@ def js_deps() -> Path:
     return NODE_MODULES
 
 
-def run_node(*args: str, env: dict[str, str] | None = None, cwd: Path = JS_TESTS,
-             timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([node(), *args], capture_output=True, text=True, timeout=timeout, cwd=str(cwd),
-                          env={**os.environ, **(env or {})})
+def run_node(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = JS_TESTS, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [node(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(cwd),
+        env={**os.environ, **(env or {})},
+    )
 
 
 # -- Node -----------------------------------------------------------------------------------------
@@ -72,12 +79,21 @@ def test_node_runs_the_vectors_and_pushes_to_a_server_file(js_deps, server: Serv
     """`node --test tests/js/`: the protocol vectors, then pushes from Node: 90 frames and 3 s of
     a sine to a server file (decoded here), a ClientBlob equal to the server muxer's file, errors,
     and both again through proxies that cut the websocket three times each."""
-    with CuttingProxy(server.port, cuts=3, min_bytes=200_000, max_bytes=1_000_000, seed=1) as to_file, \
-            CuttingProxy(server.port, cuts=3, min_bytes=100_000, max_bytes=400_000, seed=2) as to_blob:
-        proc = run_node("--test", str(JS_TESTS), cwd=ROOT, env={
-            "FRAMECAST_TEST_SERVER": server.url, "FRAMECAST_TEST_PREFIX": "node",
-            "FRAMECAST_TEST_PROXY_FILE": to_file.url, "FRAMECAST_TEST_PROXY_BLOB": to_blob.url,
-        })
+    with (
+        CuttingProxy(server.port, cuts=3, min_bytes=200_000, max_bytes=1_000_000, seed=1) as to_file,
+        CuttingProxy(server.port, cuts=3, min_bytes=100_000, max_bytes=400_000, seed=2) as to_blob,
+    ):
+        proc = run_node(
+            "--test",
+            str(JS_TESTS),
+            cwd=ROOT,
+            env={
+                "FRAMECAST_TEST_SERVER": server.url,
+                "FRAMECAST_TEST_PREFIX": "node",
+                "FRAMECAST_TEST_PROXY_FILE": to_file.url,
+                "FRAMECAST_TEST_PROXY_BLOB": to_blob.url,
+            },
+        )
         cuts = (to_file.cuts, to_blob.cuts)
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0, report[-6000:]
@@ -99,11 +115,14 @@ def test_node_runs_the_vectors_and_pushes_to_a_server_file(js_deps, server: Serv
 def pattern_rgb(f: int, width: int, height: int) -> np.ndarray:
     """tests/js/pattern.mjs's patternRGBA(f), as (H, W, 3)."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    rgb = np.stack([
-        np.round(128 + 100 * np.sin(2 * np.pi * (x / width + f / 60))),
-        np.round(128 + 100 * np.sin(2 * np.pi * (y / height + f / 90))),
-        np.round(128 + 100 * np.sin(2 * np.pi * ((x + y) / (width + height) - f / 120))),
-    ], axis=-1).astype(np.uint8)
+    rgb = np.stack(
+        [
+            np.round(128 + 100 * np.sin(2 * np.pi * (x / width + f / 60))),
+            np.round(128 + 100 * np.sin(2 * np.pi * (y / height + f / 90))),
+            np.round(128 + 100 * np.sin(2 * np.pi * ((x + y) / (width + height) - f / 120))),
+        ],
+        axis=-1,
+    ).astype(np.uint8)
     block = width // 12
     for bit in range(12):
         rgb[:16, bit * block : (bit + 1) * block] = 255 if (f >> bit) & 1 else 0
@@ -124,8 +143,20 @@ def rtmp(tmp_path: Path):
 
 def test_node_push_example_streams_to_rtmp(js_deps, server: ServerProcess, rtmp: NginxRtmp):
     """examples/node_push.mjs: a generated pattern and a tone, in real time, to nginx-rtmp."""
-    proc = run_node(str(ROOT / "examples" / "node_push.mjs"), "--url", rtmp.url("node"), "--seconds", "2",
-                    "--width", "192", "--height", "108", "--server", server.url, timeout=120)
+    proc = run_node(
+        str(ROOT / "examples" / "node_push.mjs"),
+        "--url",
+        rtmp.url("node"),
+        "--seconds",
+        "2",
+        "--width",
+        "192",
+        "--height",
+        "108",
+        "--server",
+        server.url,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "wrote 60 frames and 96000 samples" in proc.stdout, proc.stdout
     assert rtmp.wait_closed("node", timeout=15), rtmp.log()
@@ -165,12 +196,21 @@ def test_the_server_serves_the_module_under_its_policy(server: ServerProcess):
 def server_takes_the_token_from_a_browser(url: str) -> bool:
     """Whether the server accepts a stream token offered as a websocket subprotocol, which is all
     a browser's WebSocket can send (client/js/writer.js offers it that way)."""
-    created = httpx.post(f"{url}/v1/sessions", timeout=30, json={
-        "destination": {"type": "discard"}, "streams": [{"type": "video", "frame_rate": 30, "width": 64, "height": 48}],
-    }).json()
+    created = httpx.post(
+        f"{url}/v1/sessions",
+        timeout=30,
+        json={
+            "destination": {"type": "discard"},
+            "streams": [{"type": "video", "frame_rate": 30, "width": 64, "height": 48}],
+        },
+    ).json()
     try:
-        with connect(created["stream_url"], open_timeout=10, close_timeout=5,
-                     subprotocols=["framecast.v1", "framecast.bearer." + created["token"]]) as ws:  # type: ignore[list-item]
+        with connect(
+            created["stream_url"],
+            open_timeout=10,
+            close_timeout=5,
+            subprotocols=["framecast.v1", "framecast.bearer." + created["token"]],
+        ) as ws:  # type: ignore[list-item]
             ws.send(json.dumps({"type": "finish"}))
             while True:
                 ws.recv(timeout=10)
@@ -191,13 +231,22 @@ def browser_auth(server: ServerProcess) -> None:
 
 
 def test_a_wrong_subprotocol_token_is_refused(server: ServerProcess) -> None:
-    created = httpx.post(f"{server.url}/v1/sessions", timeout=30, json={
-        "destination": {"type": "discard"}, "streams": [{"type": "video", "frame_rate": 30, "width": W, "height": H}],
-    }).json()
+    created = httpx.post(
+        f"{server.url}/v1/sessions",
+        timeout=30,
+        json={
+            "destination": {"type": "discard"},
+            "streams": [{"type": "video", "frame_rate": 30, "width": W, "height": H}],
+        },
+    ).json()
     try:
         with pytest.raises(ConnectionClosed) as closed:
-            with connect(created["stream_url"], open_timeout=10, close_timeout=5,
-                         subprotocols=["framecast.v1", "framecast.bearer.not-" + created["token"]]) as ws:  # type: ignore[list-item]
+            with connect(
+                created["stream_url"],
+                open_timeout=10,
+                close_timeout=5,
+                subprotocols=["framecast.v1", "framecast.bearer.not-" + created["token"]],
+            ) as ws:  # type: ignore[list-item]
                 ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     finally:
@@ -212,13 +261,20 @@ def push(page: Page, origin: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def kept_frames(result: dict[str, Any]) -> dict[int, np.ndarray]:
-    return {int(f): np.frombuffer(base64.b64decode(data), np.uint8).reshape(H, W, 3)
-            for f, data in result["kept"].items()}
+    return {
+        int(f): np.frombuffer(base64.b64decode(data), np.uint8).reshape(H, W, 3) for f, data in result["kept"].items()
+    }
 
 
 def test_chromium_streams_a_canvas_and_a_sine_to_a_server_file(browser_auth, browser_page: Page, server: ServerProcess):
-    result = push(browser_page, server.url, dst={"kind": "file", "path": "js/canvas.mp4"}, frames=90, seconds=3,
-                  keep=[0, 1, 2, 3, 44, 89])
+    result = push(
+        browser_page,
+        server.url,
+        dst={"kind": "file", "path": "js/canvas.mp4"},
+        frames=90,
+        seconds=3,
+        keep=[0, 1, 2, 3, 44, 89],
+    )
     assert result["states"] == ["open", "closing", "closed"]
     video_counters, audio_counters = (s["counters"] for s in result["summary"]["streams"])
     assert video_counters["frames"] == 90 and audio_counters["frames"] == 144000
@@ -238,8 +294,13 @@ def test_chromium_streams_a_canvas_and_a_sine_to_a_server_file(browser_auth, bro
 def test_chromium_blob_is_the_server_muxers_bytes(browser_auth, browser_page: Page, server: ServerProcess):
     """The same frames to a ClientBlob and to a server file (lossless, bitexact): equal bytes, and
     the same bytes again as the page's download (writer.save())."""
-    same = {"frames": 30, "seconds": 1, "video": {"encoder": "ffv1"}, "audio": {"encoder": "flac"},
-            "option": {"fflags": "+bitexact"}}
+    same = {
+        "frames": 30,
+        "seconds": 1,
+        "video": {"encoder": "ffv1"},
+        "audio": {"encoder": "flac"},
+        "option": {"fflags": "+bitexact"},
+    }
     with browser_page.page.expect_download(timeout=30_000) as download:
         blob = push(browser_page, server.url, dst={"kind": "blob", "name": "canvas.mkv", "save": True}, **same)
     push(browser_page, server.url, dst={"kind": "file", "path": "js/twin.mkv"}, **same)
@@ -254,8 +315,9 @@ def test_chromium_blob_is_the_server_muxers_bytes(browser_auth, browser_page: Pa
     assert [read_stamp(frame) for frame in video["frames"]] == list(range(30))
 
 
-def test_chromium_resumes_through_cuts_and_every_frame_arrives_once(browser_auth, browser_page: Page,
-                                                                    server: ServerProcess):
+def test_chromium_resumes_through_cuts_and_every_frame_arrives_once(
+    browser_auth, browser_page: Page, server: ServerProcess
+):
     # Chromium deflates its messages (the server accepts permessage-deflate): budgets of compressed bytes.
     with CuttingProxy(server.port, cuts=3, min_bytes=50_000, max_bytes=400_000, seed=19) as proxy:
         result = push(browser_page, proxy.url, dst={"kind": "file", "path": "js/cut.mkv"}, frames=90, seconds=3)
@@ -303,15 +365,17 @@ def test_node_with_its_global_websocket(browser_auth, server: ServerProcess):
     the token goes as a subprotocol, no `ws` package needed."""
     has_global = run_node("-e", "process.exit(globalThis.WebSocket ? 0 : 1)").returncode == 0
     flags = [] if has_global else ["--experimental-websocket"]
-    proc = run_node(*flags, "--test", str(JS_TESTS / "global_websocket.mjs"), env={"FRAMECAST_TEST_SERVER": server.url},
-                    timeout=120)
+    proc = run_node(
+        *flags, "--test", str(JS_TESTS / "global_websocket.mjs"), env={"FRAMECAST_TEST_SERVER": server.url}, timeout=120
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     video = decode(server.output_dir / "node" / "global.mkv")["streams"][0]
     assert [read_stamp(frame) for frame in video["frames"]] == list(range(30))
 
 
-def test_example_page_pushes_its_canvas_to_a_server_file_and_to_rtmp(browser_auth, browser_page: Page, own_server,
-                                                                     rtmp: NginxRtmp):
+def test_example_page_pushes_its_canvas_to_a_server_file_and_to_rtmp(
+    browser_auth, browser_page: Page, own_server, rtmp: NginxRtmp
+):
     """examples/browser_canvas.html at /examples/canvas (FRAMECAST_EXAMPLES=1), under its strict
     policy: start, stop, the state shown; to a server file, then live to nginx-rtmp."""
     examples = own_server(FRAMECAST_EXAMPLES="1")

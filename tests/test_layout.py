@@ -121,8 +121,10 @@ def test_shared_and_planning_modules_import_neither_side() -> None:
 
 
 def test_no_import_cycles() -> None:
-    graph = {module: {m for m in imports(path, lazy=False) if m in MODULES and m != module}
-             for module, path in MODULES.items()}
+    graph = {
+        module: {m for m in imports(path, lazy=False) if m in MODULES and m != module}
+        for module, path in MODULES.items()
+    }
     # A package's __init__ importing its own modules is how packages work, not a cycle.
     for module in graph:
         if module in (NAME,) or MODULES[module].name == "__init__.py":
@@ -134,7 +136,7 @@ def test_no_import_cycles() -> None:
         state[module] = 1
         for dep in sorted(graph[module]):
             if state.get(dep) == 1:
-                cycles.append(stack[stack.index(dep):] + [dep])
+                cycles.append(stack[stack.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep, stack + [dep])
         state[module] = 2

@@ -53,13 +53,17 @@ def test_every_public_name_resolves_to_its_module() -> None:
 
 
 def test_an_unknown_name_is_an_attribute_error_that_says_where_to_look() -> None:
-    with pytest.raises(AttributeError, match=r"^module 'framecast' has no attribute 'StreamWritr'; "
-                                             r"its public names are listed in framecast.__all__$") as info:
+    with pytest.raises(
+        AttributeError,
+        match=r"^module 'framecast' has no attribute 'StreamWritr'; "
+        r"its public names are listed in framecast.__all__$",
+    ) as info:
         framecast.StreamWritr  # noqa: B018
     assert info.value.name == "StreamWritr"
     with pytest.raises(ImportError, match="cannot import name 'Nothing'"):
         from framecast import Nothing  # noqa: F401
     # The suggestion Python prints under the traceback comes from name and obj.
-    result = subprocess.run([sys.executable, "-c", "import framecast; framecast.StreamWritr"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import framecast; framecast.StreamWritr"], capture_output=True, text=True, timeout=60
+    )
     assert "Did you mean: 'StreamWriter'?" in result.stderr

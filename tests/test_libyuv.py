@@ -90,26 +90,38 @@ def test_a_frame_of_another_shape_is_refused_with_both_shapes():
         converter.convert(np.zeros((3, 48, 62), np.uint8), frame)
 
 
-@pytest.mark.parametrize(("case", "args", "expected"), [
-    ("rgb24 to yuv420p", ("rgb24", 64, 48, "yuv420p", 64, 48), True),
-    ("bgr0 to yuv420p", ("bgr0", 64, 48, "yuv420p", 64, 48), True),
-    ("scaled", ("rgb24", 64, 48, "yuv420p", 32, 24), False),
-    ("odd width", ("rgb24", 63, 48, "yuv420p", 63, 48), False),
-    ("to yuv444p", ("rgb24", 64, 48, "yuv444p", 64, 48), False),
-    ("from gray8", ("gray8", 64, 48, "yuv420p", 64, 48), False),
-    ("from yuv444p", ("yuv444p", 64, 48, "yuv420p", 64, 48), False),
-])
+@pytest.mark.parametrize(
+    ("case", "args", "expected"),
+    [
+        ("rgb24 to yuv420p", ("rgb24", 64, 48, "yuv420p", 64, 48), True),
+        ("bgr0 to yuv420p", ("bgr0", 64, 48, "yuv420p", 64, 48), True),
+        ("scaled", ("rgb24", 64, 48, "yuv420p", 32, 24), False),
+        ("odd width", ("rgb24", 63, 48, "yuv420p", 63, 48), False),
+        ("to yuv444p", ("rgb24", 64, 48, "yuv444p", 64, 48), False),
+        ("from gray8", ("gray8", 64, 48, "yuv420p", 64, 48), False),
+        ("from yuv444p", ("yuv444p", 64, 48, "yuv420p", 64, 48), False),
+    ],
+)
 def test_what_libyuv_converts(case, args, expected):
     assert libyuv.applies(*args) is expected, case
 
 
-def encode_lossless(server: ServerProcess, name: str, frames: np.ndarray, pixel_format: str = "rgb24",
-                    **stream: object) -> list[list[np.ndarray]]:
+def encode_lossless(
+    server: ServerProcess, name: str, frames: np.ndarray, pixel_format: str = "rgb24", **stream: object
+) -> list[list[np.ndarray]]:
     """Encode ``frames`` at qp 0 into server file ``name``; the decoded yuv420p planes of each frame."""
     _, _, height, width = frames.shape
     writer = framecast.StreamWriter(framecast.ServerFile(name), server=server.url)
-    writer.add_video_stream(frame_rate=30, width=width, height=height, format=pixel_format,
-                            encoder="libx264", encoder_format="yuv420p", encoder_option=LOSSLESS, **stream)
+    writer.add_video_stream(
+        frame_rate=30,
+        width=width,
+        height=height,
+        format=pixel_format,
+        encoder="libx264",
+        encoder_format="yuv420p",
+        encoder_option=LOSSLESS,
+        **stream,
+    )
     with writer.open():
         writer.write_video_chunk(0, frames)
     with av.open(str(server.output_dir / name)) as container:

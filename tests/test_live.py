@@ -57,8 +57,11 @@ def packet_order(path_or_bytes, format=None):
     """(stream type, dts seconds, keyframe) of every packet in file order."""
     source = path_or_bytes if not isinstance(path_or_bytes, bytes) else __import__("io").BytesIO(path_or_bytes)
     with av.open(source if isinstance(source, str) else source, format=format) as c:
-        return [(p.stream.type, float(p.dts * p.time_base), p.is_keyframe)
-                for p in c.demux() if p.size and p.dts is not None]
+        return [
+            (p.stream.type, float(p.dts * p.time_base), p.is_keyframe)
+            for p in c.demux()
+            if p.size and p.dts is not None
+        ]
 
 
 def max_av_skew(order) -> float:
@@ -73,7 +76,7 @@ def max_av_skew(order) -> float:
 
 
 def check_received(out, seconds):
-    video, audio = (out["streams"] if out["streams"][0]["type"] == "video" else out["streams"][::-1])
+    video, audio = out["streams"] if out["streams"][0]["type"] == "video" else out["streams"][::-1]
     count = int(seconds * FPS)
     assert video["codec"] == "h264" and (video["width"], video["height"]) == (W, H)
     assert [read_stamp(f) for f in video["frames"]] == list(range(count))

@@ -37,7 +37,8 @@ STATS = Stats((StreamStats(chunks=2, frames=50, packets=48, bytes=12345, seconds
 
 def records() -> list[type]:
     return [
-        cls for _, cls in inspect.getmembers(messages, inspect.isclass)
+        cls
+        for _, cls in inspect.getmembers(messages, inspect.isclass)
         if cls.__module__ == messages.__name__ and issubclass(cls, tuple)
     ]
 
@@ -50,20 +51,35 @@ def test_every_record_is_part_of_the_vocabulary() -> None:
         assert cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("), f"{cls.__name__} needs a docstring"
 
 
-@pytest.mark.parametrize("message", [
-    messages.Ready(["a warning"]), messages.SetupFailed("no such encoder", "streams.0.encoder"),
-    messages.Connected([]), messages.OutputBytes(42, b"\x00" * 10), messages.FREE, Ack(7, STATS), Ack(8, None),
-    messages.Reconnecting(1, "Broken pipe"), messages.Recovered(3, 1.25), messages.Dropped(0, 1, 19),
-    messages.Preview({0: b"\xff\xd8"}, {1: [-20.0, -21.5]}), messages.Closed(STATS),
-    messages.Stopped("stopped: quota", STATS), messages.Failed("encoder error"), messages.Exited(-9),
-], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize(
+    "message",
+    [
+        messages.Ready(["a warning"]),
+        messages.SetupFailed("no such encoder", "streams.0.encoder"),
+        messages.Connected([]),
+        messages.OutputBytes(42, b"\x00" * 10),
+        messages.FREE,
+        Ack(7, STATS),
+        Ack(8, None),
+        messages.Reconnecting(1, "Broken pipe"),
+        messages.Recovered(3, 1.25),
+        messages.Dropped(0, 1, 19),
+        messages.Preview({0: b"\xff\xd8"}, {1: [-20.0, -21.5]}),
+        messages.Closed(STATS),
+        messages.Stopped("stopped: quota", STATS),
+        messages.Failed("encoder error"),
+        messages.Exited(-9),
+    ],
+    ids=lambda m: type(m).__name__,
+)
 def test_records_from_the_encoder_survive_pickling(message: tuple) -> None:
     again = pickle.loads(pickle.dumps(message))
     assert type(again) is type(message) and again == message
 
 
-@pytest.mark.parametrize("control", [Watch(10.0), Finish(), Stop("stopped: this API key's quota is used up")],
-                         ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize(
+    "control", [Watch(10.0), Finish(), Stop("stopped: this API key's quota is used up")], ids=lambda m: type(m).__name__
+)
 def test_control_records_round_trip(control: messages.Control) -> None:
     again = decode_to_encoder(encode_control(control))
     assert type(again) is type(control) and again == control

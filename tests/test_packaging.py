@@ -30,8 +30,13 @@ def test_importing_the_sdk_loads_no_server_pyav_or_torch():
 
 
 def test_cli_help_lists_serve_flags():
-    out = subprocess.run([sys.executable, "-m", "framecast.cli", "serve", "--help"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "framecast.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     for flag in ("--host", "--port", "--output-dir", "FRAMECAST_HOST", "FRAMECAST_OUTPUT_DIR"):
         assert flag in out
 
@@ -45,8 +50,12 @@ def test_the_wheel_carries_the_javascript_client(tmp_path):
     """A non-editable install (the Docker image's) serves /static/framecast.js from the package."""
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("framecast-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("framecast.js", "writer.js", "media.js", "protocol.js", "errors.js", "framecast.d.ts"):

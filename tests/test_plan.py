@@ -108,8 +108,9 @@ def test_sample_rate_picks_a_supported_one(tmp_path):
     plan = make_plan(config([{**AUDIO, "sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}), at(tmp_path))
     assert plan.streams[0].encoder_sample_rate == 48000
     with pytest.raises(InvalidConfig, match="does not take 96000 Hz") as err:
-        make_plan(config([{**AUDIO, "encoder_sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}),
-                  at(tmp_path))
+        make_plan(
+            config([{**AUDIO, "encoder_sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}), at(tmp_path)
+        )
     assert err.value.field == "streams.0.encoder_sample_rate"
 
 
@@ -196,8 +197,10 @@ def test_chunk_checker_names_expected_and_received(tmp_path):
     cases = [
         (ChunkHeader(5, 2, DType.UINT8, (1,)), "stream index 5 does not exist; this session has streams 0..1"),
         (ChunkHeader(0, 2, DType.FLOAT32, (1, 3, 96, 128)), "expected dtype uint8 .* got float32"),
-        (ChunkHeader(0, 2, DType.UINT8, (1, 3, 96, 100)),
-         r"expected shape \(frames, 3, 96, 128\), got \(1, 3, 96, 100\)"),
+        (
+            ChunkHeader(0, 2, DType.UINT8, (1, 3, 96, 100)),
+            r"expected shape \(frames, 3, 96, 128\), got \(1, 3, 96, 100\)",
+        ),
         (ChunkHeader(1, 2, DType.FLOAT32, (100, 1)), r"expected shape \(frames, 2\), got \(100, 1\)"),
         (ChunkHeader(0, 2, DType.UINT8, (1, 3, 96, 128), pts=0.0), "goes backwards"),
     ]
@@ -218,9 +221,14 @@ def test_network_outputs_get_live_defaults(tmp_path):
     assert plan.options == {"flvflags": "no_duration_filesize"}
     assert plan.describe_destination() == {"type": "url", "url": "rtmp://127.0.0.1:1935/live/****"}
 
-    udp = make_plan(config([{**VIDEO, "frame_rate": 29.97, "codec_config": {"gop_size": 15},
-                              "encoder_option": {"tune": "film"}}],
-                            {"type": "url", "url": "udp://127.0.0.1:5000"}, realtime=False), at(tmp_path))
+    udp = make_plan(
+        config(
+            [{**VIDEO, "frame_rate": 29.97, "codec_config": {"gop_size": 15}, "encoder_option": {"tune": "film"}}],
+            {"type": "url", "url": "udp://127.0.0.1:5000"},
+            realtime=False,
+        ),
+        at(tmp_path),
+    )
     assert udp.muxer == "mpegts" and udp.url == "udp://127.0.0.1:5000?pkt_size=1316" and not udp.realtime
     assert udp.streams[0].codec_config["gop_size"] == 15  # explicit settings win
     assert udp.streams[0].encoder_option == {"tune": "film", "preset": "veryfast"}

@@ -139,8 +139,14 @@ VECTORS = json.loads((Path(__file__).parent / "protocol_vectors.json").read_text
 
 @pytest.mark.parametrize("v", VECTORS["chunk_headers"], ids=lambda v: f"{v['dtype']}{v['shape']}")
 def test_vector_chunk_headers(v):
-    header = protocol.ChunkHeader(stream=v["stream"], seq=int(v["seq"]), dtype=protocol.DType.from_numpy(v["dtype"]),
-                                  shape=tuple(v["shape"]), pts=v["pts"], shared=v["shared"])
+    header = protocol.ChunkHeader(
+        stream=v["stream"],
+        seq=int(v["seq"]),
+        dtype=protocol.DType.from_numpy(v["dtype"]),
+        shape=tuple(v["shape"]),
+        pts=v["pts"],
+        shared=v["shared"],
+    )
     assert header.serialize().hex() == v["hex"]
     assert protocol.parse_chunk_header(bytes.fromhex(v["hex"])) == header
 
@@ -167,8 +173,9 @@ def test_vector_server_messages():
         assert protocol.encode_ack(int(v["seq"])).hex() == v["hex"]
         assert protocol.parse_server_binary(bytes.fromhex(v["hex"])) == protocol.Ack(int(v["seq"]))
     for v in VECTORS["outputs"]:
-        assert (protocol.encode_output_header(int(v["index"]), int(v["offset"])) + bytes.fromhex(v["data_hex"])).hex() \
-            == v["hex"]
+        assert (
+            protocol.encode_output_header(int(v["index"]), int(v["offset"])) + bytes.fromhex(v["data_hex"])
+        ).hex() == v["hex"]
         out = protocol.parse_server_binary(bytes.fromhex(v["hex"]))
         assert isinstance(out, protocol.Output)
         assert (out.index, out.offset, bytes(out.data).hex()) == (int(v["index"]), int(v["offset"]), v["data_hex"])

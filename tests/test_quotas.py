@@ -84,8 +84,10 @@ class Watch:
         self.peak_rss = 0
         self.health: list[int] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._memory, daemon=True),
-                         threading.Thread(target=self._healthz, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._memory, daemon=True),
+            threading.Thread(target=self._healthz, daemon=True),
+        ]
 
     def _memory(self) -> None:
         try:
@@ -120,8 +122,16 @@ def test_8k_rawvideo_across_a_pts_gap_stops_at_the_byte_quota(own_server):
     # The issue's first case: 16x16 frames, encoded as 8K rawvideo at 240 fps, with a pts gap
     # that the frame-rate conversion fills with duplicates (50 s: 12000 frames of 100 MB).
     server = own_server(FRAMECAST_MAX_SESSION_BYTES=str(48 * MiB))
-    stream = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder": "rawvideo",
-              "encoder_width": 7680, "encoder_height": 4320, "encoder_frame_rate": 240}
+    stream = {
+        "type": "video",
+        "frame_rate": 30,
+        "width": 16,
+        "height": 16,
+        "encoder": "rawvideo",
+        "encoder_width": 7680,
+        "encoder_height": 4320,
+        "encoder_frame_rate": 240,
+    }
     created = create(server, [stream], "q/raw8k.nut")
     frame_bytes = 7680 * 4320 * 3  # rawvideo keeps rgb24: 100 MB a frame
     with Watch(server, created["encoder_pid"]).running() as watch:
@@ -130,8 +140,9 @@ def test_8k_rawvideo_across_a_pts_gap_stops_at_the_byte_quota(own_server):
         ws.send(chunk(1, np.zeros((1, 3, 16, 16), np.uint8), pts=50.0))
         reason = failed_reason(ws)
         ws.close()
-    assert reason == ("stopped: output quota of 48 MiB (FRAMECAST_MAX_SESSION_BYTES) reached; "
-                      "the output is finalized up to there")
+    assert reason == (
+        "stopped: output quota of 48 MiB (FRAMECAST_MAX_SESSION_BYTES) reached; the output is finalized up to there"
+    )
     # Stopped at the first packet past the quota; the file is finalized and plays.
     assert file_size(server, "q/raw8k.nut") <= 48 * MiB + frame_bytes + MiB
     packets, width, height = video_packets(server.output_dir / "q/raw8k.nut")
@@ -144,16 +155,24 @@ def test_8k_rawvideo_across_a_pts_gap_stops_at_the_byte_quota(own_server):
 
 def test_a_video_gap_filled_by_frame_rate_conversion_counts_against_the_duration_quota(own_server):
     server = own_server(FRAMECAST_MAX_SESSION_SECONDS="20")
-    stream = {"type": "video", "frame_rate": 30, "width": 64, "height": 48, "encoder_frame_rate": 240,
-              "encoder_option": {"preset": "ultrafast"}}
+    stream = {
+        "type": "video",
+        "frame_rate": 30,
+        "width": 64,
+        "height": 48,
+        "encoder_frame_rate": 240,
+        "encoder_option": {"preset": "ultrafast"},
+    }
     created = create(server, [stream], "q/gap.mkv")
     ws = open_ws(created)
     ws.send(chunk(0, np.zeros((1, 3, 48, 64), np.uint8), pts=0.0))
     ws.send(chunk(1, np.zeros((1, 3, 48, 64), np.uint8), pts=59.0))
     reason = failed_reason(ws)
     ws.close()
-    assert reason == ("stopped: output quota of 20 s of media (FRAMECAST_MAX_SESSION_SECONDS) reached; "
-                      "the output is finalized up to there")
+    assert reason == (
+        "stopped: output quota of 20 s of media (FRAMECAST_MAX_SESSION_SECONDS) reached; "
+        "the output is finalized up to there"
+    )
     packets, _, _ = video_packets(server.output_dir / "q/gap.mkv")
     assert packets == 20 * 240  # exactly the quota's frames at the encoder's rate
 
@@ -181,10 +200,14 @@ def test_a_pts_gap_beyond_the_cap_is_refused_and_the_session_goes_on(own_server)
 
 def test_a_paced_session_fills_an_allowed_gap_with_silence(api, server):
     # Real time: the pacer holds the gap's silence (in pieces) until it is due.
-    response = api.post("/v1/sessions", json={"destination": {"type": "server_file", "path": "q/paced.mka"},
-                                              "streams": [{"type": "audio", "sample_rate": 8000, "num_channels": 1,
-                                                           "encoder": "pcm_f32le"}],
-                                              "realtime": True})
+    response = api.post(
+        "/v1/sessions",
+        json={
+            "destination": {"type": "server_file", "path": "q/paced.mka"},
+            "streams": [{"type": "audio", "sample_rate": 8000, "num_channels": 1, "encoder": "pcm_f32le"}],
+            "realtime": True,
+        },
+    )
     assert response.status_code == 201, response.text
     created = response.json()
     ws = open_ws(created)
@@ -219,16 +242,25 @@ def test_silence_for_an_audio_gap_is_written_in_pieces(own_server):
     assert watch.peak_rss < 400 * MiB
 
 
-@pytest.mark.parametrize("filter_desc", [
-    "loop=loop=-1:size=1",           # repeats the first frame forever
-    "zoompan=d=100000:s=64x48",      # 100000 frames for every frame in
-    "tpad=stop=-1:stop_mode=clone",  # pads forever once the input ends: at finish
-])
+@pytest.mark.parametrize(
+    "filter_desc",
+    [
+        "loop=loop=-1:size=1",  # repeats the first frame forever
+        "zoompan=d=100000:s=64x48",  # 100000 frames for every frame in
+        "tpad=stop=-1:stop_mode=clone",  # pads forever once the input ends: at finish
+    ],
+)
 def test_filters_that_multiply_frames_stop_at_the_duration_quota(own_server, filter_desc):
     # Not on the built-in filter allowlist; an operator who allows them is still covered.
     server = own_server(FRAMECAST_MAX_SESSION_SECONDS="10", FRAMECAST_EXTRA_FILTERS="loop,zoompan,tpad")
-    stream = {"type": "video", "frame_rate": 25, "width": 64, "height": 48, "filter_desc": filter_desc,
-              "encoder_option": {"preset": "ultrafast"}}
+    stream = {
+        "type": "video",
+        "frame_rate": 25,
+        "width": 64,
+        "height": 48,
+        "filter_desc": filter_desc,
+        "encoder_option": {"preset": "ultrafast"},
+    }
     path = f"q/{filter_desc.split('=')[0]}.mkv"
     created = create(server, [stream], path)
     ws = open_ws(created)
@@ -236,25 +268,42 @@ def test_filters_that_multiply_frames_stop_at_the_duration_quota(own_server, fil
     ws.send(protocol.encode_control("finish"))
     reason = failed_reason(ws)
     ws.close()
-    assert reason == ("stopped: output quota of 10 s of media (FRAMECAST_MAX_SESSION_SECONDS) reached; "
-                      "the output is finalized up to there")
+    assert reason == (
+        "stopped: output quota of 10 s of media (FRAMECAST_MAX_SESSION_SECONDS) reached; "
+        "the output is finalized up to there"
+    )
     packets, _, _ = video_packets(server.output_dir / path)
     assert packets <= 10 * 25
 
 
-@pytest.mark.parametrize("stream, what", [
-    ({"type": "video", "frame_rate": 30, "width": 16, "height": 16, "filter_desc": "scale=3840:2160"},
-     "3840x2160 frames, above this server's limit of 1920x1080 (FRAMECAST_MAX_WIDTH/_HEIGHT)"),
-    ({"type": "video", "frame_rate": 30, "width": 16, "height": 16, "filter_desc": "pad=2000:16"},
-     "2000x16 frames, above this server's limit of 1920x1080 (FRAMECAST_MAX_WIDTH/_HEIGHT)"),
-    ({"type": "video", "frame_rate": 30, "width": 16, "height": 16, "filter_desc": "zoompan=d=1"},
-     "1280x720 frames"),  # zoompan's own default size: within the limits, taken
-    ({"type": "audio", "sample_rate": 8000, "num_channels": 1, "filter_desc": "aresample=96000"},
-     "audio at 96000 Hz, above this server's limit of 48000 Hz (FRAMECAST_MAX_SAMPLE_RATE)"),
-])
+@pytest.mark.parametrize(
+    "stream, what",
+    [
+        (
+            {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "filter_desc": "scale=3840:2160"},
+            "3840x2160 frames, above this server's limit of 1920x1080 (FRAMECAST_MAX_WIDTH/_HEIGHT)",
+        ),
+        (
+            {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "filter_desc": "pad=2000:16"},
+            "2000x16 frames, above this server's limit of 1920x1080 (FRAMECAST_MAX_WIDTH/_HEIGHT)",
+        ),
+        (
+            {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "filter_desc": "zoompan=d=1"},
+            "1280x720 frames",
+        ),  # zoompan's own default size: within the limits, taken
+        (
+            {"type": "audio", "sample_rate": 8000, "num_channels": 1, "filter_desc": "aresample=96000"},
+            "audio at 96000 Hz, above this server's limit of 48000 Hz (FRAMECAST_MAX_SAMPLE_RATE)",
+        ),
+    ],
+)
 def test_filter_chains_whose_output_exceeds_the_limits_are_refused(own_server, stream, what):
-    server = own_server(FRAMECAST_MAX_WIDTH="1920", FRAMECAST_MAX_HEIGHT="1080", FRAMECAST_MAX_SAMPLE_RATE="48000",
-                        FRAMECAST_EXTRA_FILTERS="zoompan,aresample")
+    server = own_server(
+        FRAMECAST_MAX_WIDTH="1920",
+        FRAMECAST_MAX_HEIGHT="1080",
+        FRAMECAST_MAX_SAMPLE_RATE="48000",
+        FRAMECAST_EXTRA_FILTERS="zoompan,aresample",
+    )
     if what == "1280x720 frames":
         created = create(server, [stream], "q/zoompan.mkv")
         assert created["state"] == "created"
@@ -268,35 +317,50 @@ def test_a_filter_whose_output_grows_at_run_time_fails_the_session(own_server):
     server = own_server(FRAMECAST_MAX_WIDTH="1920", FRAMECAST_MAX_HEIGHT="1080")
     # scale evaluated per frame: 64x48 for the probe's first frame, 2560x1920 from the fourth on.
     grow = r"scale=w='if(gt(n\,2)\,2560\,64)':h='if(gt(n\,2)\,1920\,48)':eval=frame"
-    stream = {"type": "video", "frame_rate": 30, "width": 64, "height": 48, "filter_desc": grow,
-              "encoder_option": {"preset": "ultrafast"}}
+    stream = {
+        "type": "video",
+        "frame_rate": 30,
+        "width": 64,
+        "height": 48,
+        "filter_desc": grow,
+        "encoder_option": {"preset": "ultrafast"},
+    }
     created = create(server, [stream], "q/grow.mkv")
     ws = open_ws(created)
     ws.send(chunk(0, np.zeros((6, 3, 48, 64), np.uint8)))
     reason = failed_reason(ws)
     ws.close()
-    assert reason == ("encoder error: streams.0.filter_desc: the filter chain put out 2560x1920 frames, "
-                      "above this server's limit of 1920x1080 (FRAMECAST_MAX_WIDTH/_HEIGHT)")
+    assert reason == (
+        "encoder error: streams.0.filter_desc: the filter chain put out 2560x1920 frames, "
+        "above this server's limit of 1920x1080 (FRAMECAST_MAX_WIDTH/_HEIGHT)"
+    )
 
 
 def test_a_filter_chain_faster_than_the_frame_rate_limit_fails_the_session(api):
-    stream = {"type": "video", "frame_rate": 30, "width": 64, "height": 48, "filter_desc": "fps=1000",
-              "encoder_option": {"preset": "ultrafast"}}
+    stream = {
+        "type": "video",
+        "frame_rate": 30,
+        "width": 64,
+        "height": 48,
+        "filter_desc": "fps=1000",
+        "encoder_option": {"preset": "ultrafast"},
+    }
     created = create_on(api, [stream], "q/fast.mkv")
     ws = open_ws(created)
     ws.send(chunk(0, np.zeros((30, 3, 48, 64), np.uint8)))
     reason = failed_reason(ws)
     ws.close()
     # Frame n comes at n/1000 s: past 240 * (n/1000 + 1) frames, a second of slack included, at n = 316.
-    assert reason.startswith("encoder error: streams.0.filter_desc: the filter chain put out 316 frames in 0.315 s "
-                             "of media, faster than this server's limit of 240 frames per second "
-                             "(FRAMECAST_MAX_FRAME_RATE)"), reason
+    assert reason.startswith(
+        "encoder error: streams.0.filter_desc: the filter chain put out 316 frames in 0.315 s "
+        "of media, faster than this server's limit of 240 frames per second "
+        "(FRAMECAST_MAX_FRAME_RATE)"
+    ), reason
 
 
 def test_sessions_beyond_the_memory_budget_are_refused_with_503(own_server):
     server = own_server(FRAMECAST_MEMORY_BUDGET=str(1024 * MiB))
-    hd = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder_width": 1920,
-          "encoder_height": 1080}
+    hd = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder_width": 1920, "encoder_height": 1080}
     first = create(server, [hd], "q/hd1.mkv")  # x264 medium at 1080p: ~0.6 GiB estimated
     refused = create(server, [hd], "q/hd2.mkv", expect=503)["error"]
     assert refused["code"] == "over_budget"
@@ -309,19 +373,40 @@ def test_sessions_beyond_the_memory_budget_are_refused_with_503(own_server):
     create(server, [hd], "q/hd3.mkv")
 
 
-@pytest.mark.parametrize("streams, extra", [
-    ([{"type": "video", "frame_rate": 30, "width": 1280, "height": 720}], {}),  # x264 medium, frame threads
-    ([{"type": "video", "frame_rate": 30, "width": 640, "height": 360, "encoder_option": {"preset": "veryfast"}},
-      {"type": "audio", "sample_rate": 48000, "num_channels": 2}], {}),
-    ([{"type": "video", "frame_rate": 30, "width": 960, "height": 540, "filter_desc": "hflip"}], {"realtime": True}),
-])
+@pytest.mark.parametrize(
+    "streams, extra",
+    [
+        ([{"type": "video", "frame_rate": 30, "width": 1280, "height": 720}], {}),  # x264 medium, frame threads
+        (
+            [
+                {
+                    "type": "video",
+                    "frame_rate": 30,
+                    "width": 640,
+                    "height": 360,
+                    "encoder_option": {"preset": "veryfast"},
+                },
+                {"type": "audio", "sample_rate": 48000, "num_channels": 2},
+            ],
+            {},
+        ),
+        (
+            [{"type": "video", "frame_rate": 30, "width": 960, "height": 540, "filter_desc": "hflip"}],
+            {"realtime": True},
+        ),
+    ],
+)
 def test_the_memory_estimate_is_above_what_encoders_hold(api, server, streams, extra):
     # What admission counts must not be less than what an encoder really takes at its peak, here.
-    config = {"destination": {"type": "server_file", "path": f"q/est{time.monotonic_ns()}.mkv"},
-              "streams": streams, **extra}
+    config = {
+        "destination": {"type": "server_file", "path": f"q/est{time.monotonic_ns()}.mkv"},
+        "streams": streams,
+        **extra,
+    }
     settings = Settings(output_dir=server.output_dir)  # as the shared server runs
-    estimate = budget.estimate(make_plan(SessionConfig.model_validate(config), settings),
-                               budget.chunks_in_flight(settings))
+    estimate = budget.estimate(
+        make_plan(SessionConfig.model_validate(config), settings), budget.chunks_in_flight(settings)
+    )
     response = api.post("/v1/sessions", json=config)
     assert response.status_code == 201, response.text
     created = response.json()
@@ -347,8 +432,7 @@ def test_the_memory_estimate_is_above_what_encoders_hold(api, server, streams, e
 def test_sessions_asked_for_at_once_cannot_all_take_the_same_memory(own_server):
     # A session counts from its admission on, while its encoder is still starting.
     server = own_server(FRAMECAST_MEMORY_BUDGET=str(1024 * MiB), FRAMECAST_SPARE_ENCODERS="0")
-    hd = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder_width": 1920,
-          "encoder_height": 1080}
+    hd = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder_width": 1920, "encoder_height": 1080}
     statuses: list[int] = []
 
     def ask(n: int) -> None:
@@ -365,10 +449,17 @@ def test_sessions_asked_for_at_once_cannot_all_take_the_same_memory(own_server):
 
 def test_sixteen_8k_x264_streams_are_refused_before_any_memory_is_taken(api):
     # The issue: 16 streams of 8K x264 per session took 1.5 GB before a frame arrived.
-    stream = {"type": "video", "frame_rate": 30, "width": 16, "height": 16, "encoder_width": 7680,
-              "encoder_height": 4320}
-    response = api.post("/v1/sessions", json={"destination": {"type": "server_file", "path": "q/x16.mkv"},
-                                              "streams": [stream] * 16})
+    stream = {
+        "type": "video",
+        "frame_rate": 30,
+        "width": 16,
+        "height": 16,
+        "encoder_width": 7680,
+        "encoder_height": 4320,
+    }
+    response = api.post(
+        "/v1/sessions", json={"destination": {"type": "server_file", "path": "q/x16.mkv"}, "streams": [stream] * 16}
+    )
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["field"] == "streams"
@@ -376,13 +467,15 @@ def test_sixteen_8k_x264_streams_are_refused_before_any_memory_is_taken(api):
     assert "streams.0 " in error["message"] and "13 more" in error["message"]
     # The issue's third case, one stream: 8K with rc-lookahead=40 took 3.6 GB. Refused the same way.
     one = {**stream, "encoder_option": {"rc-lookahead": "40"}}
-    response = api.post("/v1/sessions", json={"destination": {"type": "server_file", "path": "q/x1.mkv"},
-                                              "streams": [one]})
+    response = api.post(
+        "/v1/sessions", json={"destination": {"type": "server_file", "path": "q/x1.mkv"}, "streams": [one]}
+    )
     assert response.status_code == 422 and response.json()["error"]["field"] == "streams"
     # The same stream at ultrafast is taken.
     light = {**stream, "encoder_option": {"preset": "ultrafast"}}
-    response = api.post("/v1/sessions", json={"destination": {"type": "server_file", "path": "q/x1.mkv"},
-                                              "streams": [light]})
+    response = api.post(
+        "/v1/sessions", json={"destination": {"type": "server_file", "path": "q/x1.mkv"}, "streams": [light]}
+    )
     assert response.status_code == 201, response.text
     api.delete(f"/v1/sessions/{response.json()['id']}")
 
@@ -390,8 +483,14 @@ def test_sixteen_8k_x264_streams_are_refused_before_any_memory_is_taken(api):
 def test_an_encoder_past_its_memory_limit_fails_with_a_clear_reason(own_server):
     # 'reverse' keeps every frame until the input ends: memory the estimate cannot foresee.
     server = own_server(FRAMECAST_ENCODER_MEMORY_LIMIT=str(768 * MiB), FRAMECAST_EXTRA_FILTERS="reverse")
-    stream = {"type": "video", "frame_rate": 30, "width": 640, "height": 360, "filter_desc": "reverse",
-              "encoder_option": {"preset": "ultrafast"}}
+    stream = {
+        "type": "video",
+        "frame_rate": 30,
+        "width": 640,
+        "height": 360,
+        "filter_desc": "reverse",
+        "encoder_option": {"preset": "ultrafast"},
+    }
     created = create(server, [stream], "q/reverse.mkv")
     frames = np.zeros((20, 3, 360, 640), np.uint8)  # 14 MB a chunk
     with Watch(server, created["encoder_pid"]).running() as watch:
@@ -405,8 +504,9 @@ def test_an_encoder_past_its_memory_limit_fails_with_a_clear_reason(own_server):
                 break
         ws.close()
     assert reason is not None, "the encoder took 1.4 GB of frames within a 768 MiB limit"
-    assert reason.startswith("encoder error: encoder process ran out of memory: limit 768 MiB "
-                             "(FRAMECAST_ENCODER_MEMORY_LIMIT)"), reason
+    assert reason.startswith(
+        "encoder error: encoder process ran out of memory: limit 768 MiB (FRAMECAST_ENCODER_MEMORY_LIMIT)"
+    ), reason
     assert watch.peak_rss < 768 * MiB
 
 
@@ -430,15 +530,18 @@ def test_an_api_keys_quota_holds_across_its_sessions(own_server):
         ws.send(chunk(seq, frames))
     reason = failed_reason(ws)
     ws.close()
-    assert reason == ("stopped: this API key's quota (FRAMECAST_MAX_KEY_SECONDS) is used up; "
-                      "the output is finalized up to there")
+    assert reason == (
+        "stopped: this API key's quota (FRAMECAST_MAX_KEY_SECONDS) is used up; the output is finalized up to there"
+    )
     packets, _, _ = video_packets(server.output_dir / "q/key2.mkv")
     assert packets == 4 * 30
     # Now the key has nothing left; another key is not affected.
     refused = create(server, [stream], "q/key3.mkv", key="key-a-1f2e", expect=503)["error"]
     assert refused["code"] == "over_budget"
-    assert refused["message"] == ("this API key's quota of 12 s of media (FRAMECAST_MAX_KEY_SECONDS) is used up "
-                                  "(12.0 s since the server started); no new session can start")
+    assert refused["message"] == (
+        "this API key's quota of 12 s of media (FRAMECAST_MAX_KEY_SECONDS) is used up "
+        "(12.0 s since the server started); no new session can start"
+    )
     create(server, [stream], "q/other.mkv", key="key-b-3d4c")
 
 
@@ -450,8 +553,10 @@ def test_an_encoder_that_dies_of_a_signal_allocation_failures_end_in_says_so(api
     psutil.Process(created["encoder_pid"]).send_signal(signal.SIGSEGV)
     reason = failed_reason(ws)
     ws.close()
-    assert reason == ("encoder process died (killed by SIGSEGV); it may have run out of memory: "
-                      "limit 4096 MiB (FRAMECAST_ENCODER_MEMORY_LIMIT)")
+    assert reason == (
+        "encoder process died (killed by SIGSEGV); it may have run out of memory: "
+        "limit 4096 MiB (FRAMECAST_ENCODER_MEMORY_LIMIT)"
+    )
 
 
 def test_open_sessions_of_a_key_over_its_byte_quota_are_stopped(own_server):
@@ -467,8 +572,9 @@ def test_open_sessions_of_a_key_over_its_byte_quota_are_stopped(own_server):
     recv_until(ws1, is_ack(0))
     ws2.send(chunk(0, frames))
     reason = failed_reason(ws2)
-    assert reason.startswith("stopped: this API key's output quota of 2 MiB (FRAMECAST_MAX_KEY_BYTES) is used up ("), \
+    assert reason.startswith("stopped: this API key's output quota of 2 MiB (FRAMECAST_MAX_KEY_BYTES) is used up ("), (
         reason
+    )
     assert file_size(server, "q/keyb2.nut") < 2 * MiB
     # The first session is stopped too, when it next reports (stats ride on ACKs at most every 0.1 s).
     seq = 1
@@ -478,8 +584,9 @@ def test_open_sessions_of_a_key_over_its_byte_quota_are_stopped(own_server):
         if is_type("failed")(got[-1]):
             break
         seq += 1
-    assert got[-1]["reason"].startswith("stopped: this API key's output quota of 2 MiB (FRAMECAST_MAX_KEY_BYTES) is "
-                                        "used up ("), got[-1]["reason"]
+    assert got[-1]["reason"].startswith(
+        "stopped: this API key's output quota of 2 MiB (FRAMECAST_MAX_KEY_BYTES) is used up ("
+    ), got[-1]["reason"]
     ws1.close()
     ws2.close()
     refused = create(server, [raw], "q/keyb3.nut", key="key-c-5e6f", expect=503)["error"]

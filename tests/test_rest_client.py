@@ -60,12 +60,12 @@ def client_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def answer(status: int, body: Any = None, *, text: str | None = None, headers: dict[str, str] | None = None
-           ) -> Handler:
+def answer(status: int, body: Any = None, *, text: str | None = None, headers: dict[str, str] | None = None) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         if text is not None:
             return httpx.Response(status, text=text, headers=headers)
         return httpx.Response(status, json=body, headers=headers)
+
     return handler
 
 
@@ -81,12 +81,14 @@ def test_success_returns_the_json_body_and_sends_the_api_key(client_kind: str) -
         assert client.request("GET", "/v1/sessions/r0.abc") == {"id": "r0.abc", "state": "streaming"}
         client.close()
     else:
+
         async def main() -> Any:
             aclient = AsyncRestClient(SERVER, api_key="k-123", transport=httpx.MockTransport(handler))
             try:
                 return await aclient.request("GET", "/v1/sessions/r0.abc")
             finally:
                 await aclient.aclose()
+
         assert asyncio.run(main()) == {"id": "r0.abc", "state": "streaming"}
     assert [str(r.url) for r in seen] == [f"{SERVER}/v1/sessions/r0.abc"]
     assert seen[0].headers["authorization"] == "Bearer k-123"
@@ -185,20 +187,23 @@ def test_a_success_that_is_not_json_is_a_protocol_error(client_kind: str) -> Non
 def raising(exc: Exception) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc
+
     return handler
 
 
 def test_a_refused_connection_is_a_transport_error(client_kind: str) -> None:
-    with pytest.raises(TransportError, match=r"cannot reach the framecast server at http://framecast.test: "
-                                              r"\[Errno 111\] Connection refused") as info:
+    with pytest.raises(
+        TransportError,
+        match=r"cannot reach the framecast server at http://framecast.test: "
+        r"\[Errno 111\] Connection refused",
+    ) as info:
         call(raising(httpx.ConnectError("[Errno 111] Connection refused")), client_kind)
     assert isinstance(info.value, ConnectionError)
     assert isinstance(info.value.__cause__, httpx.ConnectError)
 
 
 @pytest.mark.parametrize("timeout", [httpx.ConnectTimeout, httpx.ReadTimeout, httpx.PoolTimeout])
-def test_a_timeout_is_a_transport_error_that_says_so(client_kind: str, timeout: type[httpx.TimeoutException]
-                                                     ) -> None:
+def test_a_timeout_is_a_transport_error_that_says_so(client_kind: str, timeout: type[httpx.TimeoutException]) -> None:
     with pytest.raises(TransportError, match=r"framecast server at http://framecast.test did not answer in time"):
         call(raising(timeout("timed out")), client_kind)
 
@@ -210,8 +215,11 @@ def test_an_undecodable_answer_is_a_transport_error(client_kind: str) -> None:
 
 def test_no_httpx_exception_leaks(client_kind: str) -> None:
     # Every failure above is a FramecastError: callers catch one root, never httpx's.
-    for handler in (raising(httpx.RemoteProtocolError("peer closed")), raising(httpx.WriteError("broken pipe")),
-                    answer(418, text="teapot")):
+    for handler in (
+        raising(httpx.RemoteProtocolError("peer closed")),
+        raising(httpx.WriteError("broken pipe")),
+        answer(418, text="teapot"),
+    ):
         with pytest.raises(FramecastError):
             call(handler, client_kind)
 
@@ -255,6 +263,8 @@ def test_the_request_body_reaches_the_transport() -> None:
     client = RestClient(SERVER, transport=httpx.MockTransport(handler))
     try:
         assert client.request("POST", "/v1/sessions", json={"format": "mp4"}) == {
-            "echo": {"format": "mp4"}, "method": "POST"}
+            "echo": {"format": "mp4"},
+            "method": "POST",
+        }
     finally:
         client.close()

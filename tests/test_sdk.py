@@ -23,8 +23,16 @@ def test_write_video_like_torchvision_keeps_fractional_fps(server, tmp_path):
     frames = torch.from_numpy(patterns(30, 96, 128).transpose(0, 2, 3, 1).copy())  # [T, H, W, C]
     audio = torch.from_numpy(sine(440, 16000, 1.0, channels=2).T.copy())  # [C, N]
     path = tmp_path / "tv.mp4"
-    framecast.write_video(str(path), frames, fps=29.97, options={"crf": "17"},
-                          audio_array=audio, audio_fps=16000, audio_codec="aac", server=server.url)
+    framecast.write_video(
+        str(path),
+        frames,
+        fps=29.97,
+        options={"crf": "17"},
+        audio_array=audio,
+        audio_fps=16000,
+        audio_codec="aac",
+        server=server.url,
+    )
     video, sound = decode(path)["streams"]
     assert video["average_rate"] == Fraction(30000, 1001)  # torchvision would have written 30
     assert video["frame_count"] == 30 and (video["width"], video["height"]) == (128, 96)
@@ -222,8 +230,10 @@ def test_capabilities_and_default_server_from_environment(server, monkeypatch):
 def small_message_server(tmp_path_factory):
     # The encoder buffer as small as allowed: a 36 KiB frame fills more than half of it, so every
     # chunk waits for the one before it to leave the ring, and the audio wraps around it.
-    proc = ServerProcess(tmp_path_factory.mktemp("small") / "out",
-                         env={"FRAMECAST_MAX_MESSAGE_BYTES": "65536", "FRAMECAST_ENCODER_BUFFER_BYTES": "65536"})
+    proc = ServerProcess(
+        tmp_path_factory.mktemp("small") / "out",
+        env={"FRAMECAST_MAX_MESSAGE_BYTES": "65536", "FRAMECAST_ENCODER_BUFFER_BYTES": "65536"},
+    )
     yield proc
     proc.stop()
 
@@ -275,8 +285,14 @@ def test_discard_destination_takes_everything_and_keeps_nothing(server, encode):
 
 def test_progress_bars_for_long_writes(small_message_server, tmp_path, capfd):
     frames = patterns(24, 96, 128)  # 36 KiB frames, 64 KiB messages: one message per frame
-    framecast.write_video(str(tmp_path / "p.mkv"), frames.transpose(0, 2, 3, 1), fps=12, video_codec="ffv1",
-                          server=small_message_server.url, progress=True)
+    framecast.write_video(
+        str(tmp_path / "p.mkv"),
+        frames.transpose(0, 2, 3, 1),
+        fps=12,
+        video_codec="ffv1",
+        server=small_message_server.url,
+        progress=True,
+    )
     assert "write_video" in capfd.readouterr().err
     writer = StreamWriter(tmp_path / "q.mkv", server=small_message_server.url, progress=True)
     writer.add_video_stream(frame_rate=12, width=128, height=96, encoder="ffv1")

@@ -59,13 +59,22 @@ HOSTILE = [
     (body(streams=[{**VIDEO, "filter_desc": "zmq"}]), "streams.0.filter_desc", "'zmq'"),
     (body(streams=[{**VIDEO, "filter_desc": "hflip,scale=w=/etc:h=2"}]), "streams.0.filter_desc", "path or URL"),
     # Options naming files or URLs.
-    (body(streams=[{**VIDEO, "encoder_option": {"passlogfile": "/tmp/x"}}]), "streams.0.encoder_option.passlogfile",
-     "names files"),
+    (
+        body(streams=[{**VIDEO, "encoder_option": {"passlogfile": "/tmp/x"}}]),
+        "streams.0.encoder_option.passlogfile",
+        "names files",
+    ),
     (body(streams=[{**VIDEO, "encoder_option": {"stats": "x.log"}}]), "streams.0.encoder_option.stats", "names files"),
-    (body(streams=[{**VIDEO, "encoder_option": {"x264-params": "keyint=30:stats=/tmp/s"}}]),
-     "streams.0.encoder_option.x264-params", "names files"),
-    (body(streams=[{**VIDEO, "encoder_option": {"preset": "http://evil/"}}]), "streams.0.encoder_option.preset",
-     "path or URL"),
+    (
+        body(streams=[{**VIDEO, "encoder_option": {"x264-params": "keyint=30:stats=/tmp/s"}}]),
+        "streams.0.encoder_option.x264-params",
+        "names files",
+    ),
+    (
+        body(streams=[{**VIDEO, "encoder_option": {"preset": "http://evil/"}}]),
+        "streams.0.encoder_option.preset",
+        "path or URL",
+    ),
     (body(options={"hls_segment_filename": "/tmp/s%d.ts"}), "options.hls_segment_filename", "names files"),
     (body(options={"movflags": "../../x"}), "options.movflags", "path or URL"),
     (body(options={"protocol_whitelist": "file,http"}), "options.protocol_whitelist", "names files"),
@@ -93,9 +102,15 @@ def test_hostile_configs_are_refused_naming_the_field(api, server, config, field
 def test_safe_lookalikes_still_work(api):
     """The policy is not so broad that ordinary settings trip it."""
     ok = body(
-        streams=[{**VIDEO, "filter_desc": "hflip,scale=64:48,setpts=PTS-STARTPTS,vflip",
-                  "encoder_option": {"preset": "ultrafast", "x264-params": "keyint=30:min-keyint=30", "crf": "20"}}],
-        options={"cluster_time_limit": "500"}, metadata={"title": "a: b / c"},
+        streams=[
+            {
+                **VIDEO,
+                "filter_desc": "hflip,scale=64:48,setpts=PTS-STARTPTS,vflip",
+                "encoder_option": {"preset": "ultrafast", "x264-params": "keyint=30:min-keyint=30", "crf": "20"},
+            }
+        ],
+        options={"cluster_time_limit": "500"},
+        metadata={"title": "a: b / c"},
     )
     response = api.post("/v1/sessions", json=ok)
     assert response.status_code == 201, response.text
@@ -112,8 +127,14 @@ def keyed(tmp_path_factory):
 
 def test_api_keys_guard_every_rest_route_but_healthz(keyed):
     assert httpx.get(keyed.url + "/healthz").status_code == 200
-    for method, path in [("GET", "/v1/sessions"), ("GET", "/v1/capabilities"), ("POST", "/v1/sessions"),
-                         ("GET", "/v1/sessions/x"), ("DELETE", "/v1/sessions/x"), ("GET", "/v1/sessions/x/output")]:
+    for method, path in [
+        ("GET", "/v1/sessions"),
+        ("GET", "/v1/capabilities"),
+        ("POST", "/v1/sessions"),
+        ("GET", "/v1/sessions/x"),
+        ("DELETE", "/v1/sessions/x"),
+        ("GET", "/v1/sessions/x/output"),
+    ]:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "key-one-3f9a"}):
             response = httpx.request(method, keyed.url + path, headers=headers, json=body())
             assert response.status_code == 401, (method, path, response.text)
@@ -144,13 +165,15 @@ def test_sessions_per_key_are_limited(keyed):
     def own_file(name: str) -> dict:  # a path is one open session's at a time (outputs.py)
         return body({"type": "server_file", "path": f"sec/limit-{name}.mkv"})
 
-    created = [httpx.post(keyed.url + "/v1/sessions", json=own_file(str(i)), headers=headers, timeout=30)
-               for i in range(2)]
+    created = [
+        httpx.post(keyed.url + "/v1/sessions", json=own_file(str(i)), headers=headers, timeout=30) for i in range(2)
+    ]
     assert all(r.status_code == 201 for r in created)
     third = httpx.post(keyed.url + "/v1/sessions", json=own_file("third"), headers=headers, timeout=30)
     assert third.status_code == 503 and "already has 2 open sessions" in third.json()["error"]["message"]
-    other = httpx.post(keyed.url + "/v1/sessions", json=own_file("other"),
-                       headers={"Authorization": "Bearer key-one-3f9a"}, timeout=30)
+    other = httpx.post(
+        keyed.url + "/v1/sessions", json=own_file("other"), headers={"Authorization": "Bearer key-one-3f9a"}, timeout=30
+    )
     assert other.status_code == 201
     for r in [*created, other]:
         httpx.delete(f"{keyed.url}/v1/sessions/{r.json()['id']}", headers=headers, timeout=30)
@@ -158,16 +181,30 @@ def test_sessions_per_key_are_limited(keyed):
 
 def test_listening_beyond_loopback_needs_keys_or_insecure(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
-    command = [sys.executable, "-m", "framecast.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port()),
-               "--output-dir", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "framecast.cli",
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(free_port()),
+        "--output-dir",
+        str(tmp_path),
+    ]
     refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0
     assert "refusing to listen on 0.0.0.0 without API keys" in refused.stderr
     assert "--insecure" in refused.stderr
     # With --insecure it starts (and is only ever spoken to on loopback here).
     port = free_port()
-    proc = subprocess.Popen([*command[:-4], "--port", str(port), "--output-dir", str(tmp_path), "--insecure"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*command[:-4], "--port", str(port), "--output-dir", str(tmp_path), "--insecure"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -220,12 +257,30 @@ def test_schemathesis_finds_no_server_errors(tmp_path):
     proc = ServerProcess(tmp_path / "out", env=env)
     try:
         result = subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "schemathesis") if (ROOT / ".venv" / "bin" / "schemathesis").exists()
-             else "schemathesis", "run", f"{proc.url}/openapi.json",
-             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance",
-             "--max-examples", "40", "--phases", "examples,coverage,fuzzing", "--workers", "1",
-             "--request-timeout", "30", "--seed", "1", "--no-color"],
-            capture_output=True, text=True, timeout=900, cwd=tmp_path,
+            [
+                str(ROOT / ".venv" / "bin" / "schemathesis")
+                if (ROOT / ".venv" / "bin" / "schemathesis").exists()
+                else "schemathesis",
+                "run",
+                f"{proc.url}/openapi.json",
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance",
+                "--max-examples",
+                "40",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--workers",
+                "1",
+                "--request-timeout",
+                "30",
+                "--seed",
+                "1",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         assert proc.proc.poll() is None  # the server is still alive

@@ -67,8 +67,11 @@ def test_bad_shared_chunks_get_clear_errors_and_the_session_lives_on(api, server
     bad_audio = np.full((100, 1), np.nan, np.float32)
     memory[8192 : 8192 + bad_audio.nbytes] = bad_audio.tobytes()
     cases = [
-        (shared_chunk(0, good, size - 64), 0,
-         f"must start on a multiple of 64 and end within the session's {size} bytes"),
+        (
+            shared_chunk(0, good, size - 64),
+            0,
+            f"must start on a multiple of 64 and end within the session's {size} bytes",
+        ),
         (shared_chunk(1, good, 100), 1, "must start on a multiple of 64"),
         (shared_chunk(2, good, 0)[:-4], 2, "carries an 8-byte offset after its header, got 4 bytes"),
         (shared_chunk(3, bad_audio, 8192, stream=1), 3, "100 samples are NaN or infinite"),

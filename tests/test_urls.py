@@ -108,7 +108,7 @@ def test_characters_ffmpeg_or_python_read_differently_are_refused(scheme, sep):
         ("rtmp://h\uff0eexample/x", "the character '\uff0e'"),
         ("rtmp://h\u2024example/x", "the character '\u2024'"),
         ("rtmp://h.example/x|y", "the character '|'"),
-        ("rtmp://h.example/\"x", "the character '\"'"),
+        ('rtmp://h.example/"x', "the character '\"'"),
         ("tcp://h:1?listen", "option 'listen' is not allowed"),
         ("tcp://h:1?listen=1", "option 'listen' is not allowed"),
         ("tcp://h:1?timeout=1&listen=2", "option 'listen' is not allowed"),
@@ -147,10 +147,46 @@ def test_schemes_are_lower_cased_for_ffmpeg_which_matches_protocol_names_exactly
 URLISH = st.builds(
     "".join,
     st.lists(
-        st.sampled_from(["rtmp://", "tcp://", "udp://", "srt://", "rtmps://", "[", "]", "::1", "@", ":", "/", "?",
-                         "&", "=", "%", "%00", "\x00", "\\", ".", "127.0.0.1", "1935", "99999", "h.example",
-                         "user:pw", "listen=1", "timeout=5", "pkt_size=1316", "#", " ", "\t", "\u3002", "0x7f",
-                         "a", "-", "_", "+"]),
+        st.sampled_from(
+            [
+                "rtmp://",
+                "tcp://",
+                "udp://",
+                "srt://",
+                "rtmps://",
+                "[",
+                "]",
+                "::1",
+                "@",
+                ":",
+                "/",
+                "?",
+                "&",
+                "=",
+                "%",
+                "%00",
+                "\x00",
+                "\\",
+                ".",
+                "127.0.0.1",
+                "1935",
+                "99999",
+                "h.example",
+                "user:pw",
+                "listen=1",
+                "timeout=5",
+                "pkt_size=1316",
+                "#",
+                " ",
+                "\t",
+                "\u3002",
+                "0x7f",
+                "a",
+                "-",
+                "_",
+                "+",
+            ]
+        ),
         max_size=14,
     ),
 )
@@ -279,8 +315,15 @@ SECRET = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-_"), min_
 
 
 @settings(max_examples=300, deadline=None)
-@given(user=SECRET, password=SECRET, key=SECRET, token=SECRET, app=st.sampled_from(["live", "app"]),
-       trailing=st.booleans(), scheme=st.sampled_from(["rtmp", "rtmps"]))
+@given(
+    user=SECRET,
+    password=SECRET,
+    key=SECRET,
+    token=SECRET,
+    app=st.sampled_from(["live", "app"]),
+    trailing=st.booleans(),
+    scheme=st.sampled_from(["rtmp", "rtmps"]),
+)
 def test_no_secret_of_an_rtmp_url_survives_masking(user, password, key, token, app, trailing, scheme):
     url = f"{scheme}://{user}:{password}@ingest.example.com:1935/{app}/{key}{'/' if trailing else ''}?token={token}"
     shown = masking.masked(url)
@@ -298,7 +341,8 @@ def test_redactor_masks_ffmpegs_lines_and_leaves_the_rest():
     assert redact(line) == "Connection to tcp://127.0.0.1:9 failed: Connection refused"
     # Any URL with user info or a query is masked, known or not, and sentence punctuation stays.
     assert redact("see rtmp://x:y@other.example/live/k, then udp://h:1?ttl=3.") == (
-        "see rtmp://other.example/live/****, then udp://h:1.")
+        "see rtmp://other.example/live/****, then udp://h:1."
+    )
     assert redact("password hunter2pass; admin:hunter2pass") == "password ****; ****"
     assert redact("timeout 2000000 stays") == "timeout 2000000 stays"  # not a secret option
 
@@ -320,11 +364,24 @@ def test_redacting_stream_masks_lines_written_in_pieces():
 @pytest.mark.parametrize(
     "header, accepted",
     [
-        ("127.0.0.1", True), ("127.0.0.1:8000", True), ("127.9.8.7:1", True), ("localhost", True),
-        ("LOCALHOST:8000", True), ("localhost.:8000", True), ("[::1]", True), ("[::1]:8000", True),
-        ("framecast.internal:8000", True), ("evil.example", False), ("evil.example:8000", False),
-        ("127.0.0.1.evil.example", False), ("localhost.evil.example", False), ("", False),
-        ("127.0.0.1:80:80", False), ("[::1", False), ("[::1]x", False), ("10.0.0.1", False),
+        ("127.0.0.1", True),
+        ("127.0.0.1:8000", True),
+        ("127.9.8.7:1", True),
+        ("localhost", True),
+        ("LOCALHOST:8000", True),
+        ("localhost.:8000", True),
+        ("[::1]", True),
+        ("[::1]:8000", True),
+        ("framecast.internal:8000", True),
+        ("evil.example", False),
+        ("evil.example:8000", False),
+        ("127.0.0.1.evil.example", False),
+        ("localhost.evil.example", False),
+        ("", False),
+        ("127.0.0.1:80:80", False),
+        ("[::1", False),
+        ("[::1]x", False),
+        ("10.0.0.1", False),
         ("[::ffff:8.8.8.8]", False),
     ],
 )
@@ -425,9 +482,19 @@ def test_nul_bytes_and_parser_tricks_never_reach_a_host_that_is_not_allowed(own_
             api.delete(f"/v1/sessions/{created.json()['id']}")
 
 
-@pytest.mark.parametrize("url", ["rtmp://h.example:99999/x", "rtmp://h.example:abc/x", "rtmp://[h/x",
-                                 "rtmp://h.example:/x", "udp://h.example:0", "tcp://[::1]:65536",
-                                 "rtmp://h.example:1935:1/x", "srt://[::1%25eth0]:9000"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rtmp://h.example:99999/x",
+        "rtmp://h.example:abc/x",
+        "rtmp://[h/x",
+        "rtmp://h.example:/x",
+        "udp://h.example:0",
+        "tcp://[::1]:65536",
+        "rtmp://h.example:1935:1/x",
+        "srt://[::1%25eth0]:9000",
+    ],
+)
 def test_bad_ports_are_422_and_leave_every_listing_working(api, url):
     response = api.post("/v1/sessions", json=body(url))
     assert response.status_code == 422, response.text
@@ -459,14 +526,23 @@ def stream_messages(created: dict, until: float) -> list[str]:
     "template, shown, ffmpeg_says",
     [
         # FFmpeg's tcp protocol quotes the whole URL in its error: "Connection to tcp://user:pass@..."
-        ("tcp://admin:hunter2pass@127.0.0.1:{port}?timeout=2000000", "tcp://127.0.0.1:{port}",
-         "Connection to tcp://127.0.0.1:{port} failed"),
-        ("rtmp://admin:hunter2pass@127.0.0.1:{port}/live/streamkey123?token=tokensecret9",
-         "rtmp://127.0.0.1:{port}/live/****", "Connection refused"),
+        (
+            "tcp://admin:hunter2pass@127.0.0.1:{port}?timeout=2000000",
+            "tcp://127.0.0.1:{port}",
+            "Connection to tcp://127.0.0.1:{port} failed",
+        ),
+        (
+            "rtmp://admin:hunter2pass@127.0.0.1:{port}/live/streamkey123?token=tokensecret9",
+            "rtmp://127.0.0.1:{port}/live/****",
+            "Connection refused",
+        ),
         ("rtmp://127.0.0.1:{port}/streamkey123", "rtmp://127.0.0.1:{port}/****", "Connection refused"),
         ("rtmp://127.0.0.1:{port}/live/streamkey123/", "rtmp://127.0.0.1:{port}/live/****", "Connection refused"),
-        ("rtmps://admin:hunter2pass@127.0.0.1:{port}/app/streamkey123?tokensecret9",
-         "rtmps://127.0.0.1:{port}/app/****", "Connection refused"),
+        (
+            "rtmps://admin:hunter2pass@127.0.0.1:{port}/app/streamkey123?tokensecret9",
+            "rtmps://127.0.0.1:{port}/app/****",
+            "Connection refused",
+        ),
     ],
 )
 def test_secrets_reach_no_listing_event_message_or_log(server, api, template, shown, ffmpeg_says):
@@ -508,8 +584,8 @@ def raw_handshake(port: int, host: str) -> tuple[int, bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(
             f"GET /v1/sessions/nope/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            .encode()
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
         )
         data = b""
         while b"\r\n\r\n" not in data:
@@ -518,8 +594,9 @@ def raw_handshake(port: int, host: str) -> tuple[int, bytes]:
                 break
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+        )
         while len(rest) < length:
             chunk = sock.recv(4096)
             if not chunk:
@@ -532,17 +609,33 @@ def test_a_keyless_server_answers_only_to_loopback_and_its_own_names(own_server)
     server = own_server(FRAMECAST_SERVER_NAMES="framecast.internal", FRAMECAST_PUBLIC_URL="https://cast.example.org")
     port = server.port
     with httpx.Client(base_url=server.url, timeout=30) as api:
-        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.evil.example",
-                     "10.0.0.1", "framecast.internal.evil.example"):
+        for host in (
+            "evil.example",
+            f"evil.example:{port}",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "10.0.0.1",
+            "framecast.internal.evil.example",
+        ):
             response = api.get("/v1/sessions", headers={"Host": host})
             assert response.status_code == 421, (host, response.text)
             error = response.json()["error"]
             assert error["code"] == "misdirected_request" and repr(host) in error["message"], error
-        for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", f"[::1]:{port}", "127.3.4.5",
-                     f"framecast.internal:{port}", "FRAMECAST.internal", "cast.example.org"):
+        for host in (
+            f"127.0.0.1:{port}",
+            "127.0.0.1",
+            f"localhost:{port}",
+            f"[::1]:{port}",
+            "127.3.4.5",
+            f"framecast.internal:{port}",
+            "FRAMECAST.internal",
+            "cast.example.org",
+        ):
             assert api.get("/v1/sessions", headers={"Host": host}).status_code == 200, host
-        assert api.post("/v1/sessions", json=body("rtmp://h.example/live/k"),
-                        headers={"Host": "evil.example"}).status_code == 421
+        assert (
+            api.post("/v1/sessions", json=body("rtmp://h.example/live/k"), headers={"Host": "evil.example"}).status_code
+            == 421
+        )
         assert api.get("/healthz").status_code == 200
     # Websockets too: the handshake is answered with the same 421, before any session is looked up.
     status, refusal = raw_handshake(port, "evil.example")

@@ -32,8 +32,9 @@ def frames(count: int, start: int = 0) -> np.ndarray:
     return values.astype(np.uint8).reshape(count, 3, 4, 4)
 
 
-def opened_core(dst: Any = None, *, realtime: bool = False, frames_per_message: int | None = None,
-                audio: bool = False) -> WriterCore:
+def opened_core(
+    dst: Any = None, *, realtime: bool = False, frames_per_message: int | None = None, audio: bool = False
+) -> WriterCore:
     """A core with a 30 fps 4x4 video stream (and a 1 kHz mono audio stream), opened as the server
     would answer POST /v1/sessions."""
     core = WriterCore(Discard() if dst is None else dst, "mp4")
@@ -110,14 +111,16 @@ def test_a_frame_larger_than_a_message_is_refused_before_anything_is_sent() -> N
     assert core.flushed
 
 
-@pytest.mark.parametrize(("index", "chunk", "kind", "error"), [
-    (1, frames(1), "video", r"stream index 1 does not exist; this writer has streams 0..0"),
-    (0, frames(1), "audio", r"stream 0 is a video stream; use write_video_chunk"),
-    (0, frames(1)[:, :2], "video", r"stream 0 \(video\) expects shape \(frames, 3, 4, 4\), got \(1, 2, 4, 4\)"),
-    (0, frames(1).astype(np.float32), "video", r"expects dtype uint8, got float32"),
-])
-def test_a_wrong_chunk_is_refused_locally_and_uses_no_seq(index: int, chunk: np.ndarray, kind: str,
-                                                          error: str) -> None:
+@pytest.mark.parametrize(
+    ("index", "chunk", "kind", "error"),
+    [
+        (1, frames(1), "video", r"stream index 1 does not exist; this writer has streams 0..0"),
+        (0, frames(1), "audio", r"stream 0 is a video stream; use write_video_chunk"),
+        (0, frames(1)[:, :2], "video", r"stream 0 \(video\) expects shape \(frames, 3, 4, 4\), got \(1, 2, 4, 4\)"),
+        (0, frames(1).astype(np.float32), "video", r"expects dtype uint8, got float32"),
+    ],
+)
+def test_a_wrong_chunk_is_refused_locally_and_uses_no_seq(index: int, chunk: np.ndarray, kind: str, error: str) -> None:
     core = opened_core()
     with pytest.raises(InvalidChunk, match=error):
         core.chunk_messages(index, chunk, None, kind)
@@ -271,16 +274,18 @@ def test_a_refused_chunk_is_not_resent() -> None:
     assert resent(core) == [sent[0], sent[2]]
 
 
-@pytest.mark.parametrize(("code", "reconnect", "expected"), [
-    (1006, True, None),
-    (1011, True, None),
-    (None, True, None),
-    (4401, True, "the server refused the stream token"),
-    (4404, True, "the server no longer has this session"),
-    (1006, False, "the connection to the framecast server closed unexpectedly"),
-])
-def test_which_lost_connections_are_worth_a_reconnect(code: int | None, reconnect: bool, expected: str | None
-                                                      ) -> None:
+@pytest.mark.parametrize(
+    ("code", "reconnect", "expected"),
+    [
+        (1006, True, None),
+        (1011, True, None),
+        (None, True, None),
+        (4401, True, "the server refused the stream token"),
+        (4404, True, "the server no longer has this session"),
+        (1006, False, "the connection to the framecast server closed unexpectedly"),
+    ],
+)
+def test_which_lost_connections_are_worth_a_reconnect(code: int | None, reconnect: bool, expected: str | None) -> None:
     error = opened_core().lost_connection(code, reconnect)
     if expected is None:
         assert error is None
@@ -503,8 +508,11 @@ def test_send_and_ack_hooks_get_seq_stream_seconds_and_time() -> None:
     core.hooks["ack"].append(lambda *args: acked.append(args))
     send_all(core, core.chunk_messages(0, frames(3), None, "video"))  # seqs 0, 1
     send_all(core, core.chunk_messages(1, np.zeros((24, 1), np.float32), None, "audio"))  # seq 2, 96 bytes
-    assert sent == [(0, 0, pytest.approx(2 / 30), 101.0), (1, 0, pytest.approx(1 / 30), 102.0),
-                    (2, 1, pytest.approx(0.024), 103.0)]
+    assert sent == [
+        (0, 0, pytest.approx(2 / 30), 101.0),
+        (1, 0, pytest.approx(1 / 30), 102.0),
+        (2, 1, pytest.approx(0.024), 103.0),
+    ]
     core.handle(protocol.encode_ack(1))
     core.resend()  # a reconnect: resending is not sending anew
     core.handle(protocol.encode_ack(1))  # the server re-ACKs after a reconnect: reported again
@@ -519,8 +527,9 @@ def test_every_hook_runs_in_order_and_none_costs_a_clock_reading() -> None:
     core.add_stream(VideoStream(30, 4, 4))
     core.opened({"id": "r0.core"})
     calls: list[str] = []
-    core.hooks["ack"].extend([lambda seq, t: calls.append(f"first {seq}"),
-                              lambda seq, t: calls.append(f"second {seq}")])
+    core.hooks["ack"].extend(
+        [lambda seq, t: calls.append(f"first {seq}"), lambda seq, t: calls.append(f"second {seq}")]
+    )
     core.handle(protocol.encode_ack(7))
     assert calls == ["first 7", "second 7"]
     core.hooks["ack"].clear()
@@ -530,11 +539,14 @@ def test_every_hook_runs_in_order_and_none_costs_a_clock_reading() -> None:
     assert clock.now == before
 
 
-@pytest.mark.parametrize(("hooks", "error"), [
-    ({"acks": [print]}, r"^unknown event hook 'acks'; the hooks are 'send', 'ack'$"),
-    ({"ack": print}, r"^event_hooks\['ack'\] must be a list of callables \(seq, time\)$"),
-    ({"send": [None]}, r"^event_hooks\['send'\] must be a list of callables \(seq, stream, seconds, time\)$"),
-])
+@pytest.mark.parametrize(
+    ("hooks", "error"),
+    [
+        ({"acks": [print]}, r"^unknown event hook 'acks'; the hooks are 'send', 'ack'$"),
+        ({"ack": print}, r"^event_hooks\['ack'\] must be a list of callables \(seq, time\)$"),
+        ({"send": [None]}, r"^event_hooks\['send'\] must be a list of callables \(seq, stream, seconds, time\)$"),
+    ],
+)
 def test_hooks_that_cannot_work_are_refused(hooks: Any, error: str) -> None:
     with pytest.raises(InvalidConfig, match=error) as info:
         writer_base.checked_hooks(hooks)

@@ -15,9 +15,16 @@ ULTRAFAST_ZEROLATENCY = {"preset": "ultrafast", "tune": "zerolatency"}
 LIVE = {"preset": "veryfast", "tune": "zerolatency", "g": "60", "bf": "0"}
 
 
-def video_writer(dst: Any, server: str, size: tuple[int, int], rate: int, options: dict[str, str] | None,
-                 realtime: bool | None = None, encoder: str | None = "libx264",
-                 shared_memory: bool | None = None) -> framecast.StreamWriter:
+def video_writer(
+    dst: Any,
+    server: str,
+    size: tuple[int, int],
+    rate: int,
+    options: dict[str, str] | None,
+    realtime: bool | None = None,
+    encoder: str | None = "libx264",
+    shared_memory: bool | None = None,
+) -> framecast.StreamWriter:
     """A StreamWriter with one rgb24 video stream (not opened yet).
 
     ``shared_memory``: None is the SDK's default, which on this machine (a loopback server) puts
@@ -26,8 +33,9 @@ def video_writer(dst: Any, server: str, size: tuple[int, int], rate: int, option
     """
     writer = framecast.StreamWriter(dst, server=server, realtime=realtime, shared_memory=shared_memory)
     width, height = size
-    writer.add_video_stream(frame_rate=rate, width=width, height=height, format="rgb24",
-                            encoder=encoder, encoder_option=options)
+    writer.add_video_stream(
+        frame_rate=rate, width=width, height=height, format="rgb24", encoder=encoder, encoder_option=options
+    )
     return writer
 
 

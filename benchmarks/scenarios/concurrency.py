@@ -77,8 +77,9 @@ WARMUP_FRAMES = 10
 GOP_SECONDS = 2.0
 
 
-def _session(server: BenchServer, frames, rate: int, seconds: float, go: threading.Barrier, out: dict,
-             offset: float) -> None:
+def _session(
+    server: BenchServer, frames, rate: int, seconds: float, go: threading.Barrier, out: dict, offset: float
+) -> None:
     """One real-time session; fills ``out`` with what it measured (or ``error``)."""
     try:
         size = (frames.shape[3], frames.shape[2])
@@ -100,13 +101,15 @@ def _session(server: BenchServer, frames, rate: int, seconds: float, go: threadi
         pacing = (writer.summary or {}).get("pacing") or {}
         latencies = clock.latencies_ms(WARMUP_FRAMES)
         out.update(
-            frames_written=count, frames=counters.get("frames", 0), packets=counters.get("packets", 0),
+            frames_written=count,
+            frames=counters.get("frames", 0),
+            packets=counters.get("packets", 0),
             max_lateness_ms=float(pacing.get("max_lateness_ms", float("inf"))),
-            p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99), client_slip_ms=slip * 1000,
+            p50_ms=percentile(latencies, 50),
+            p99_ms=percentile(latencies, 99),
+            client_slip_ms=slip * 1000,
         )
-        out["ok"] = (
-            out["frames"] == count and out["packets"] == count and out["p99_ms"] < LIMIT_MS
-        )
+        out["ok"] = out["frames"] == count and out["packets"] == count and out["p99_ms"] < LIMIT_MS
     except Exception as exc:  # a session that failed fails its level; the ramp goes on to report it
         go.abort()
         out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -161,8 +164,11 @@ def _level(server: BenchServer, sessions: int, frames, rate: int, seconds: float
         return max(values) if values else float("nan")
 
     return {
-        "sessions": sessions, "passed": len(ok) == sessions, "ok_sessions": len(ok),
-        "p99_ms": worst("p99_ms"), "max_lateness_ms": worst("max_lateness_ms"),
+        "sessions": sessions,
+        "passed": len(ok) == sessions,
+        "ok_sessions": len(ok),
+        "p99_ms": worst("p99_ms"),
+        "max_lateness_ms": worst("max_lateness_ms"),
         "client_slip_ms": worst("client_slip_ms"),
         "frames_short": sum(o.get("frames_written", 0) - o.get("packets", 0) for o in outs),
         "errors": [o["error"] for o in outs if "error" in o],
@@ -181,8 +187,14 @@ def _pyav_level(sessions: int, frames_hwc, rate: int, seconds: float) -> dict:
     machine = machine_busy_seconds()
     t0 = time.perf_counter()
     windows: list[SteadyWindow] = []
-    outs = pyav_realtime_sessions(frames_hwc, rate, {**LIVE, "threads": "1"}, seconds, spread_offsets(sessions),
-                                  on_start=lambda: windows.append(SteadyWindow(*_window(seconds))))
+    outs = pyav_realtime_sessions(
+        frames_hwc,
+        rate,
+        {**LIVE, "threads": "1"},
+        seconds,
+        spread_offsets(sessions),
+        on_start=lambda: windows.append(SteadyWindow(*_window(seconds))),
+    )
     elapsed = time.perf_counter() - t0
     steady = windows[0].result(10)[0] if windows else float("nan")
     busy = machine_busy_seconds() - machine
@@ -190,8 +202,11 @@ def _pyav_level(sessions: int, frames_hwc, rate: int, seconds: float) -> dict:
     errors = [o["error"] for o in outs if "error" in o]
     cpu = [o["cpu_ms_per_frame"] for o in outs if "cpu_ms_per_frame" in o]
     return {
-        "sessions": sessions, "passed": not errors and max(p99) < LIMIT_MS, "p99_ms": max(p99, default=float("nan")),
-        "cpu_ms_per_frame": sum(cpu) / len(cpu) if cpu else float("nan"), "errors": errors,
+        "sessions": sessions,
+        "passed": not errors and max(p99) < LIMIT_MS,
+        "p99_ms": max(p99, default=float("nan")),
+        "cpu_ms_per_frame": sum(cpu) / len(cpu) if cpu else float("nan"),
+        "errors": errors,
         "cores_busy": busy / elapsed,
         "machine_ms_per_frame": busy * 1000 / (sessions * int(seconds * rate)),
         "steady_cores": steady,
@@ -199,8 +214,13 @@ def _pyav_level(sessions: int, frames_hwc, rate: int, seconds: float) -> dict:
     }
 
 
-def _side_by_side(ramps: dict[str, Callable[[int], dict]], start: int, limit: int,
-                  quick: bool, probe: Callable[[], dict] | None = None) -> dict[str, list[dict]]:
+def _side_by_side(
+    ramps: dict[str, Callable[[int], dict]],
+    start: int,
+    limit: int,
+    quick: bool,
+    probe: Callable[[], dict] | None = None,
+) -> dict[str, list[dict]]:
     """Ramp every contender together: at each count from ``start`` up, each one still passing runs
     its level, in alternating order, so that all of them meet the machine in the same minutes (its
     speed moves by 25% within an hour here, more than the difference measured). A level that fails
@@ -253,8 +273,10 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     def encode_speed() -> dict:
         """PyAV's encode speed now, 1 thread and x264's threads: best of three, since a bound is
         the most the machine does and one run moves by 10-20% here."""
-        return {"fps_single": max(pyav_encode_fps(thwc, rate, {**LIVE, "threads": "1"}) for _ in range(3)),
-                "fps_auto": max(pyav_encode_fps(thwc, rate, LIVE) for _ in range(3))}
+        return {
+            "fps_single": max(pyav_encode_fps(thwc, rate, {**LIVE, "threads": "1"}) for _ in range(3)),
+            "fps_auto": max(pyav_encode_fps(thwc, rate, LIVE) for _ in range(3)),
+        }
 
     pyav_encode_fps(thwc[:10], rate, {**LIVE, "threads": "1"})  # warm-up
     before = encode_speed()
@@ -264,10 +286,16 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     # Counts under half of what one process encodes pass for both with room to spare: start there.
     start = 1 if settings.quick else max(1, int(0.5 * before["fps_auto"] / rate))
     with BenchServer() as server:
-        runs = _side_by_side({
-            "framecast": lambda n: _level(server, n, tchw, rate, seconds),
-            "pyav": lambda n: _pyav_level(n, hwc, rate, seconds),
-        }, start, settings.concurrency_max_sessions, settings.quick, probe=encode_speed)
+        runs = _side_by_side(
+            {
+                "framecast": lambda n: _level(server, n, tchw, rate, seconds),
+                "pyav": lambda n: _pyav_level(n, hwc, rate, seconds),
+            },
+            start,
+            settings.concurrency_max_sessions,
+            settings.quick,
+            probe=encode_speed,
+        )
         levels, pyav_levels, speeds = runs["framecast"], runs["pyav"], runs["probe"]
         best = _best(levels)
         aligned = _level(server, best, tchw, rate, seconds, spread=False) if best else None
@@ -302,54 +330,95 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     if pyav_best:
         result.add("ratio_pyav", "framecast sessions / live PyAV processes", best / pyav_best, "x", 2)
         pyav_bound = speed_near(pyav_best)["fps_single"] * cores / rate
-        result.add("pyav_ratio_bound", "live PyAV processes / the strict bound in their minutes",
-                   pyav_best / pyav_bound, "x", 2)
+        result.add(
+            "pyav_ratio_bound",
+            "live PyAV processes / the strict bound in their minutes",
+            pyav_best / pyav_bound,
+            "x",
+            2,
+        )
     # The passing run at each best count (a count can have a failed run before its passing retry).
     top_fc = next((lv for lv in levels if lv["sessions"] == best and lv["passed"]), None)
     top_pyav = next((lv for lv in pyav_levels if lv["sessions"] == pyav_best and lv["passed"]), None)
     if top_pyav is not None:
-        result.add("pyav_live_ms", f"live PyAV, CPU per frame at {pyav_best} processes", top_pyav["cpu_ms_per_frame"],
-                   "ms", 2)
+        result.add(
+            "pyav_live_ms", f"live PyAV, CPU per frame at {pyav_best} processes", top_pyav["cpu_ms_per_frame"], "ms", 2
+        )
         hot = pyav_encode_fps(hwc, rate, {**LIVE, "threads": "1"}, repeat=max(1, 300 // len(hwc)))
         result.add("pyav_hot_ms", "PyAV as fast as it can, same frames, CPU per frame", 1000 / hot, "ms", 2)
     if top_fc is not None:
         # While the level streams (opening and closing left out): the whole machine, then by whom.
-        result.add("fc_steady_ms", f"CPU per frame streaming, framecast at {best} sessions: machine",
-                   top_fc["steady_ms_per_frame"], "ms", 2)
+        result.add(
+            "fc_steady_ms",
+            f"CPU per frame streaming, framecast at {best} sessions: machine",
+            top_fc["steady_ms_per_frame"],
+            "ms",
+            2,
+        )
         for role, ms in top_fc["steady_role_ms_per_frame"].items():
             result.add(f"fc_steady_{role}_ms", f"  of which {role}", ms, "ms", 2)
     if top_pyav is not None:
-        result.add("pyav_steady_ms", f"CPU per frame streaming, live PyAV at {pyav_best} processes: machine",
-                   top_pyav["steady_ms_per_frame"], "ms", 2)
+        result.add(
+            "pyav_steady_ms",
+            f"CPU per frame streaming, live PyAV at {pyav_best} processes: machine",
+            top_pyav["steady_ms_per_frame"],
+            "ms",
+            2,
+        )
     if first_fail is not None:
         result.add("fail_p99", f"at {first_fail['sessions']} sessions: worst p99", first_fail["p99_ms"], "ms", 0)
-        result.add("fail_lateness", f"at {first_fail['sessions']} sessions: worst max_lateness",
-                   first_fail["max_lateness_ms"], "ms", 0)
+        result.add(
+            "fail_lateness",
+            f"at {first_fail['sessions']} sessions: worst max_lateness",
+            first_fail["max_lateness_ms"],
+            "ms",
+            0,
+        )
     if top_fc is not None:
         result.add("busy_at_best", f"at {best} sessions: machine busy", top_fc["cores_busy"], "cores", 2)
     if aligned is not None:
-        result.add("aligned_p99", f"{best} sessions starting at once (keyframes together): worst p99",
-                   aligned["p99_ms"], "ms", 0)
-        result.add("aligned_lateness", f"{best} sessions starting at once: worst max_lateness",
-                   aligned["max_lateness_ms"], "ms", 0)
+        result.add(
+            "aligned_p99",
+            f"{best} sessions starting at once (keyframes together): worst p99",
+            aligned["p99_ms"],
+            "ms",
+            0,
+        )
+        result.add(
+            "aligned_lateness",
+            f"{best} sessions starting at once: worst max_lateness",
+            aligned["max_lateness_ms"],
+            "ms",
+            0,
+        )
         result.notes.append(
             f"{best} sessions starting at once: {'pass' if aligned['passed'] else 'FAIL'}, "
             f"p99 {aligned['p99_ms']:.0f} ms, lateness {aligned['max_lateness_ms']:.0f} ms, "
             f"machine busy {aligned['cores_busy']:.2f} cores"
         )
     result.target(">= 80% of the single-process bound", "ratio_bound", ">=", 0.8, "x")
-    result.series = {"levels": levels, "bound": bound, "aligned": aligned, "pyav_levels": pyav_levels,
-                     "encode_speed": {"before": before, "during": speeds}}
-    result.notes.append("PyAV encode speed (fps, 1 thread / x264's threads): before the ramps "
-                        f"{before['fps_single']:.0f} / {before['fps_auto']:.0f}; after each count's levels "
-                        + ", ".join(f"{s['sessions']}: {s['fps_single']:.0f} / {s['fps_auto']:.0f}" for s in speeds))
-    result.notes.append("live PyAV processes: " + "; ".join(
-        f"{lv['sessions']}: {'pass' if lv['passed'] else 'FAIL'} p99 {lv['p99_ms']:.0f} ms, CPU "
-        f"{lv['cpu_ms_per_frame']:.2f} ms/frame, machine busy {lv['cores_busy']:.2f} cores "
-        f"({lv['machine_ms_per_frame']:.2f} ms/frame; streaming {lv['steady_ms_per_frame']:.2f})"
-        + (f", {lv['errors'][0]}" if lv["errors"] else "")
-        for lv in pyav_levels
-    ))
+    result.series = {
+        "levels": levels,
+        "bound": bound,
+        "aligned": aligned,
+        "pyav_levels": pyav_levels,
+        "encode_speed": {"before": before, "during": speeds},
+    }
+    result.notes.append(
+        "PyAV encode speed (fps, 1 thread / x264's threads): before the ramps "
+        f"{before['fps_single']:.0f} / {before['fps_auto']:.0f}; after each count's levels "
+        + ", ".join(f"{s['sessions']}: {s['fps_single']:.0f} / {s['fps_auto']:.0f}" for s in speeds)
+    )
+    result.notes.append(
+        "live PyAV processes: "
+        + "; ".join(
+            f"{lv['sessions']}: {'pass' if lv['passed'] else 'FAIL'} p99 {lv['p99_ms']:.0f} ms, CPU "
+            f"{lv['cpu_ms_per_frame']:.2f} ms/frame, machine busy {lv['cores_busy']:.2f} cores "
+            f"({lv['machine_ms_per_frame']:.2f} ms/frame; streaming {lv['steady_ms_per_frame']:.2f})"
+            + (f", {lv['errors'][0]}" if lv["errors"] else "")
+            for lv in pyav_levels
+        )
+    )
     result.notes.append(
         f"{width}x{height} rgb24, libx264 {LIVE}, {settings.concurrency_level_seconds:g} s per level; "
         + "; ".join(
@@ -357,8 +426,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             f"{lv['max_lateness_ms']:.0f} ms, client slip {lv['client_slip_ms']:.0f} ms, machine busy "
             f"{lv['cores_busy']:.2f} cores ({lv['system_share']:.0%} kernel, "
             f"{lv['machine_ms_per_frame']:.2f} ms/frame; streaming {lv['steady_ms_per_frame']:.2f}), "
-            f"client {lv['cores_client']:.2f}"
-            + (f", {lv['errors'][0]}" if lv["errors"] else "")
+            f"client {lv['cores_client']:.2f}" + (f", {lv['errors'][0]}" if lv["errors"] else "")
             for lv in levels
         )
     )

@@ -70,8 +70,9 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     drift_ms = [(w - m) * 1000 for w, m in zip(wall, media)]
     worst = max(drift_ms, key=abs)
 
-    result.add("max_lateness", "server pacing max_lateness_ms", float(pacing.get("max_lateness_ms", float("nan"))),
-               "ms", 1)
+    result.add(
+        "max_lateness", "server pacing max_lateness_ms", float(pacing.get("max_lateness_ms", float("nan"))), "ms", 1
+    )
     result.add("media_seconds", "server pacing media_seconds", float(pacing.get("media_seconds", float("nan"))), "s", 2)
     result.add("wall_span", "wall seconds, first to last video ACK", wall[-1], "s", 3)
     result.add("media_span", "media seconds, first to last video ACK", media[-1], "s", 3)

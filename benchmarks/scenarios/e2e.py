@@ -41,8 +41,9 @@ NAME = "e2e"
 TITLE = "End to end: client -> server -> file vs PyAV in-process vs ffmpeg pipe"
 
 
-def _framecast(server: BenchServer, frames: Any, dst: Any, rate: int,
-               shared_memory: bool | None = None) -> tuple[float, dict[str, float]]:
+def _framecast(
+    server: BenchServer, frames: Any, dst: Any, rate: int, shared_memory: bool | None = None
+) -> tuple[float, dict[str, float]]:
     """Seconds to write ``frames`` 1 frame per chunk into ``dst``; and CPU cores used, by process."""
     size = (frames.shape[3], frames.shape[2])
     cpu_client, cpu_server = own_cpu_seconds(), server.cpu_seconds()
@@ -73,8 +74,11 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     n, rate = settings.e2e_frames, settings.frame_rate
     tchw = moving_frames(n, height, width, "tchw")
     thwc = moving_frames(n, height, width, "thwc")
-    outputs = {"pyav": workdir / "e2e-pyav.mp4", "ffmpeg": workdir / "e2e-ffmpeg.mp4",
-               "local_file": workdir / "e2e-framecast.mp4"}
+    outputs = {
+        "pyav": workdir / "e2e-pyav.mp4",
+        "ffmpeg": workdir / "e2e-ffmpeg.mp4",
+        "local_file": workdir / "e2e-framecast.mp4",
+    }
     times: dict[str, list[float]] = {k: [] for k in ("server_file", "websocket", "local_file", "pyav", "ffmpeg")}
     cores: list[dict[str, float]] = []
     cores_websocket: list[dict[str, float]] = []
@@ -107,7 +111,8 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             "local_file": local_file,
             "pyav": lambda: times["pyav"].append(pyav_encode(thwc, outputs["pyav"], rate, ULTRAFAST)),
             "ffmpeg": lambda: times["ffmpeg"].append(
-                ffmpeg_pipe_encode(thwc, outputs["ffmpeg"], rate, ULTRAFAST["preset"])),
+                ffmpeg_pipe_encode(thwc, outputs["ffmpeg"], rate, ULTRAFAST["preset"])
+            ),
         }
         order = list(contenders)
         for r in range(settings.e2e_rounds):
@@ -144,8 +149,13 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         result.add(f"cores_{part}", f"framecast cores used: {part}", median(c[part] for c in cores), "cores", 2)
     if cores_websocket:
         for part in ("client", "server", "encoder"):
-            result.add(f"cores_websocket_{part}", f"over the websocket, cores used: {part}",
-                       median(c[part] for c in cores_websocket), "cores", 2)
+            result.add(
+                f"cores_websocket_{part}",
+                f"over the websocket, cores used: {part}",
+                median(c[part] for c in cores_websocket),
+                "cores",
+                2,
+            )
     result.target("framecast >= 0.9x PyAV in-process", "ratio_pyav", ">=", 0.9, "x")
     result.target("framecast ahead of the ffmpeg pipe", "ratio_ffmpeg", ">=", 1.0, "x")
     result.failures = [f"framecast -> {k}: {v.strip()}" for k, v in failed.items()]

@@ -48,16 +48,25 @@ TITLE = "Latency: chunk sent -> packet written, real time, zerolatency"
 DISTINCT_FRAMES = 60
 
 
-def _paced(server: BenchServer, dst: Any, frames: Any, rate: int, count: int, realtime: bool,
-           encoder: str | None = "libx264", shared_memory: bool | None = None) -> tuple[list[float], list[float], dict]:
+def _paced(
+    server: BenchServer,
+    dst: Any,
+    frames: Any,
+    rate: int,
+    count: int,
+    realtime: bool,
+    encoder: str | None = "libx264",
+    shared_memory: bool | None = None,
+) -> tuple[list[float], list[float], dict]:
     """Write ``count`` 1-frame chunks, one every 1/rate s, each followed by flush().
 
     Returns (ACK latencies, write+flush times) in ms, per frame, and the final summary.
     """
     size = (frames.shape[3], frames.shape[2])
     options = ULTRAFAST_ZEROLATENCY if encoder else None
-    writer = video_writer(dst, server.url, size, rate, options, realtime=realtime, encoder=encoder,
-                          shared_memory=shared_memory)
+    writer = video_writer(
+        dst, server.url, size, rate, options, realtime=realtime, encoder=encoder, shared_memory=shared_memory
+    )
     clock = AckClock.attach(writer)
     writer.open()
     round_trip = []
@@ -111,12 +120,19 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     result.add("transport_p50", "breakdown: transport alone p50", percentile(transport, 50), "ms", 1)
     result.add("unpaced_p50", "breakdown: + encode, no pacing p50", percentile(unpaced, 50), "ms", 1)
     result.add("unpaced_p99", "breakdown: + encode, no pacing p99", percentile(unpaced, 99), "ms", 1)
-    result.add("max_lateness", "server pacing max_lateness_ms", float(pacing.get("max_lateness_ms", float("nan"))),
-               "ms", 1)
+    result.add(
+        "max_lateness", "server pacing max_lateness_ms", float(pacing.get("max_lateness_ms", float("nan"))), "ms", 1
+    )
     result.target("p50 <= 15 ms", "p50", "<=", 15, "ms")
     result.target("p99 <= 40 ms", "p99", "<=", 40, "ms")
-    result.series = {"ack_ms": acks, "round_trip_ms": round_trip, "floor_ms": floor, "transport_ms": transport,
-                     "unpaced_ms": unpaced, "websocket_ms": websocket}
+    result.series = {
+        "ack_ms": acks,
+        "round_trip_ms": round_trip,
+        "floor_ms": floor,
+        "transport_ms": transport,
+        "unpaced_ms": unpaced,
+        "websocket_ms": websocket,
+    }
     result.notes.append(
         f"{width}x{height} rgb24 at {rate} fps, {count} frames ({short} for each breakdown run; the first {skip} "
         f"left out), libx264 ultrafast/zerolatency to udp:// on loopback ({receiver.datagrams} datagrams received)."

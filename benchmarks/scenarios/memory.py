@@ -82,8 +82,14 @@ class Stream:
     def __init__(self, server: BenchServer, frames, audio, settings: Settings) -> None:
         width, height = frames.shape[3], frames.shape[2]
         self.writer = framecast.StreamWriter(framecast.Discard(encode=True), server=server.url, realtime=True)
-        self.writer.add_video_stream(frame_rate=settings.frame_rate, width=width, height=height, format="rgb24",
-                                     encoder="libx264", encoder_option=LIVE)
+        self.writer.add_video_stream(
+            frame_rate=settings.frame_rate,
+            width=width,
+            height=height,
+            format="rgb24",
+            encoder="libx264",
+            encoder_option=LIVE,
+        )
         self.writer.add_audio_stream(sample_rate=settings.sample_rate, num_channels=2, encoder="aac")
         self.writer.open()
         self.error: BaseException | None = None
@@ -171,14 +177,20 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
 
     result.add("rss_idle", "server tree RSS, idle", idle[1] / MB, "MB", 0)
     result.add("rss_streaming", "server tree RSS, 1 session streaming (end)", long_samples[-1][1] / MB, "MB", 0)
-    result.add("growth_trend", f"RSS trend after {warmup:.0f} s warm-up, per 10 min", _trend_per_10_min(steady, 1) / MB,
-               "MB", 1)
+    result.add(
+        "growth_trend",
+        f"RSS trend after {warmup:.0f} s warm-up, per 10 min",
+        _trend_per_10_min(steady, 1) / MB,
+        "MB",
+        1,
+    )
     result.add("growth_pss_trend", "PSS trend after warm-up, per 10 min", _trend_per_10_min(steady, 2) / MB, "MB", 1)
     result.add("growth_raw", f"RSS growth, first to last sample ({t_end - t_start:.0f} s)", growth_raw / MB, "MB", 1)
     result.add("per_session_rss", "RSS per extra streaming session", per_session_rss / MB, "MB", 1)
     result.add("per_session_pss", "PSS per extra streaming session", per_session_pss / MB, "MB", 1)
-    result.add("main_leftover", "server main process RSS after all closed - idle", (after_all[4] - idle[4]) / MB,
-               "MB", 1)
+    result.add(
+        "main_leftover", "server main process RSS after all closed - idle", (after_all[4] - idle[4]) / MB, "MB", 1
+    )
     result.target("RSS growth <= 5 MB over 10 minutes", "growth_trend", "<=", 5.0, "MB")
     result.series = {
         "long": [(s[0] - t_start, s[1], s[2]) for s in long_samples],

@@ -58,8 +58,9 @@ MODES = {"websocket": False, "shared": True}
 
 def _framecast(server: BenchServer, frames, chunk: int, seconds: float, shared_memory: bool) -> dict[str, float]:
     size = (frames.shape[3], frames.shape[2])
-    writer = video_writer(framecast.Discard(encode=False), server.url, size, 30, None, encoder=None,
-                          shared_memory=shared_memory)
+    writer = video_writer(
+        framecast.Discard(encode=False), server.url, size, 30, None, encoder=None, shared_memory=shared_memory
+    )
     writer.open()
     pid = server.session(writer.session_id)["encoder_pid"]
     cpu = (own_cpu_seconds(), server.cpu_seconds(), process_cpu_seconds(pid))
@@ -80,8 +81,12 @@ def _framecast(server: BenchServer, frames, chunk: int, seconds: float, shared_m
     if counters.get("chunks", 0) < chunks:
         raise RuntimeError(f"server counted {counters.get('chunks')} chunks, {chunks} were written")
     return {
-        "gbps": sent_bytes / elapsed / 1e9, "chunks_per_s": chunks / elapsed, "frames_per_s": chunks * chunk / elapsed,
-        "cores_client": used[0] / elapsed, "cores_server": used[1] / elapsed, "cores_encoder": used[2] / elapsed,
+        "gbps": sent_bytes / elapsed / 1e9,
+        "chunks_per_s": chunks / elapsed,
+        "frames_per_s": chunks * chunk / elapsed,
+        "cores_client": used[0] / elapsed,
+        "cores_server": used[1] / elapsed,
+        "cores_encoder": used[2] / elapsed,
     }
 
 
@@ -131,12 +136,22 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         best[mode] = max(best[mode], gbps)
         way = "over the websocket" if mode == "websocket" else "through shared memory"
         result.add(f"gbps_{mode}_{chunk}", f"{chunk}-frame chunks {way} (GB/s)", gbps, "GB/s", 2)
-        result.add(f"chunks_{mode}_{chunk}", f"{chunk}-frame chunks {way} (chunks/s)",
-                   median(m["chunks_per_s"] for m in measured), "chunks/s", 0)
+        result.add(
+            f"chunks_{mode}_{chunk}",
+            f"{chunk}-frame chunks {way} (chunks/s)",
+            median(m["chunks_per_s"] for m in measured),
+            "chunks/s",
+            0,
+        )
         if chunk == settings.transport_chunk_frames[0]:
             for part in ("client", "server", "encoder"):
-                result.add(f"cores_{mode}_{part}", f"cores used, {chunk}-frame {way}: {part}",
-                           median(m[f"cores_{part}"] for m in measured), "cores", 2)
+                result.add(
+                    f"cores_{mode}_{part}",
+                    f"cores used, {chunk}-frame {way}: {part}",
+                    median(m[f"cores_{part}"] for m in measured),
+                    "cores",
+                    2,
+                )
     result.add("gbps_best", "best over the websocket (GB/s)", best["websocket"], "GB/s", 2)
     result.add("gbps_best_shared", "best through shared memory (GB/s)", best["shared"], "GB/s", 2)
     result.add("gbps_tcp", "plain loopback TCP, Python to Python (GB/s)", median(tcp), "GB/s", 2)

@@ -99,7 +99,8 @@ def __getattr__(name: str) -> Any:
         # name and obj let Python suggest a close public name ("Did you mean: 'StreamWriter'?").
         raise AttributeError(
             f"module {__name__!r} has no attribute {name!r}; its public names are listed in framecast.__all__",
-            name=name, obj=sys.modules[__name__],
+            name=name,
+            obj=sys.modules[__name__],
         )
     globals()[name] = value  # later lookups are plain attribute reads
     return value

@@ -142,8 +142,16 @@ class BaseStreamWriter(abc.ABC):
         """Add an audio stream; chunks are (frames, num_channels) arrays of ``format``'s dtype."""
         self._core.add_stream(
             AudioStream(
-                sample_rate, num_channels, format, encoder, encoder_option, encoder_format,
-                encoder_sample_rate, encoder_num_channels, codec_config, filter_desc,
+                sample_rate,
+                num_channels,
+                format,
+                encoder,
+                encoder_option,
+                encoder_format,
+                encoder_sample_rate,
+                encoder_num_channels,
+                codec_config,
+                filter_desc,
             )
         )
 
@@ -173,8 +181,18 @@ class BaseStreamWriter(abc.ABC):
             )
         self._core.add_stream(
             VideoStream(
-                frame_rate, width, height, format, encoder, encoder_option, encoder_format,
-                encoder_frame_rate, encoder_width, encoder_height, codec_config, filter_desc,
+                frame_rate,
+                width,
+                height,
+                format,
+                encoder,
+                encoder_option,
+                encoder_format,
+                encoder_frame_rate,
+                encoder_width,
+                encoder_height,
+                codec_config,
+                filter_desc,
             )
         )
 
@@ -235,4 +253,3 @@ class BaseStreamWriter(abc.ABC):
 
     def __repr__(self) -> str:
         return self._core.describe(type(self).__name__)
-

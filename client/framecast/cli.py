@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", type=Path, default=None, help="server-side outputs (FRAMECAST_OUTPUT_DIR, default ./output)"
     )
     serve.add_argument(
-        "--insecure", action="store_true",
+        "--insecure",
+        action="store_true",
         help="allow listening beyond loopback without API keys (FRAMECAST_INSECURE); behind an authenticating proxy",
     )
 
@@ -87,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     action_remote, action_json = _shared_flags(argparse.SUPPRESS, argparse.SUPPRESS)
 
     sessions = sub.add_parser(
-        "sessions", parents=[remote, as_json], help="list, show and close sessions (no action: list)",
+        "sessions",
+        parents=[remote, as_json],
+        help="list, show and close sessions (no action: list)",
         description="Without an action, list the sessions, as `git remote` and `docker ps` do.",
     )
     actions = sessions.add_subparsers(dest="action", metavar="ACTION")
@@ -112,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("dst", help="rtmp://..., udp://..., a local path, or server:relative/path.mp4")
     push.add_argument("--format", default=None, help="output muxer (default: from DST's name or scheme)")
     push.add_argument(
-        "--realtime", action=argparse.BooleanOptionalAction, default=True,
+        "--realtime",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="send at media time, as ffmpeg -re (default: on)",
     )
     push.add_argument("--no-video", dest="video", action="store_false", help="leave the video stream out")
@@ -290,8 +295,9 @@ def format_session(info: dict[str, Any], now: float) -> str:
     for stream in info.get("streams", []):
         config = stream.get("config", {})
         if stream.get("type") == "video":
-            what = (f"{config.get('width')}x{config.get('height')} {config.get('format')} "
-                    f"@ {config.get('frame_rate')} fps")
+            what = (
+                f"{config.get('width')}x{config.get('height')} {config.get('format')} @ {config.get('frame_rate')} fps"
+            )
         else:
             what = f"{config.get('sample_rate')} Hz x{config.get('num_channels')} {config.get('format')}"
         counters = stream.get("counters", {})
@@ -363,10 +369,11 @@ def parse_destination(dst: str) -> Any:
     from .streams import ServerFile
 
     if dst.startswith(SERVER_PREFIX) and "://" not in dst:
-        path = dst[len(SERVER_PREFIX):]
+        path = dst[len(SERVER_PREFIX) :]
         if not path:
-            raise CliError("server: needs a path under the server's output dir, e.g. server:recordings/a.mp4",
-                           EXIT_USAGE)
+            raise CliError(
+                "server: needs a path under the server's output dir, e.g. server:recordings/a.mp4", EXIT_USAGE
+            )
         return ServerFile(path)
     return dst
 
@@ -386,8 +393,7 @@ def _import_av() -> Any:
 class _Buffer:
     """Decoded arrays of one stream, written as a chunk once they hold ``seconds`` of media."""
 
-    def __init__(self, index: int, kind: str, rate: Fraction, seconds: float = 0.25,
-                 max_bytes: int = 8 << 20) -> None:
+    def __init__(self, index: int, kind: str, rate: Fraction, seconds: float = 0.25, max_bytes: int = 8 << 20) -> None:
         self.index = index
         self.kind = kind
         self.rate = rate
@@ -478,8 +484,14 @@ class _Push:
 
         self.av, self.container, self.args = av, container, args
         self.video, self.audio = self._choose_streams()
-        self.writer = StreamWriter(dst, args.format, server=args.server, api_key=args.api_key,
-                                   realtime=args.realtime, on_event=None if args.quiet else _print_event)
+        self.writer = StreamWriter(
+            dst,
+            args.format,
+            server=args.server,
+            api_key=args.api_key,
+            realtime=args.realtime,
+            on_event=None if args.quiet else _print_event,
+        )
         self.buffers: dict[int, _Buffer] = {}  # by input stream index
         self.described: list[str] = []
         if self.video is not None:
@@ -488,8 +500,10 @@ class _Push:
             self._declare_audio(self.audio)
         self.selected = [s for s in (self.video, self.audio) if s is not None]
         self._line_up_starts()
-        self.limit = {i: None if args.duration is None else max(0, int((args.duration - b.offset) * b.rate))
-                      for i, b in self.buffers.items()}
+        self.limit = {
+            i: None if args.duration is None else max(0, int((args.duration - b.offset) * b.rate))
+            for i, b in self.buffers.items()
+        }
         self.finished = {i for i, cap in self.limit.items() if cap == 0}  # starts after --duration
 
     # -- setup ------------------------------------------------------------------------------------
@@ -608,8 +622,12 @@ class _Push:
         with writer.open():
             if not args.quiet:
                 mode = "in real time" if args.realtime else "as fast as possible"
-                print(f"pushing {args.file} ({', '.join(self.described)}) to {args.dst} {mode} "
-                      f"(session {writer.session_id})", file=sys.stderr, flush=True)
+                print(
+                    f"pushing {args.file} ({', '.join(self.described)}) to {args.dst} {mode} "
+                    f"(session {writer.session_id})",
+                    file=sys.stderr,
+                    flush=True,
+                )
             progress = _Progress(args.quiet)
             try:
                 self._decode_all(progress)
@@ -618,8 +636,11 @@ class _Push:
             finally:
                 progress.done()
             if interrupted:
-                print("framecast push: interrupted; finishing the output (Ctrl-C again to stop waiting)",
-                      file=sys.stderr, flush=True)
+                print(
+                    "framecast push: interrupted; finishing the output (Ctrl-C again to stop waiting)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         elapsed = time.monotonic() - started
         print(_summary(writer, args.dst, server_url(args.server), self.buffers, elapsed, interrupted))
         return 130 if interrupted else 0
@@ -652,8 +673,9 @@ def _print_event(event: dict[str, Any]) -> None:
     print(f"event: {event.get('event')} {fields}".rstrip(), file=sys.stderr, flush=True)
 
 
-def _summary(writer: Any, dst: str, server: str, buffers: dict[int, _Buffer], elapsed: float,
-             interrupted: bool = False) -> str:
+def _summary(
+    writer: Any, dst: str, server: str, buffers: dict[int, _Buffer], elapsed: float, interrupted: bool = False
+) -> str:
     session = writer.summary or {}
     what = "interrupted: pushed the start" if interrupted else "pushed"
     lines = [f"{what} to {dst} in {elapsed:.1f} s (session {writer.session_id})"]
@@ -669,8 +691,10 @@ def _summary(writer: Any, dst: str, server: str, buffers: dict[int, _Buffer], el
         lines.append(f"  output: {_bytes(int(session['output_bytes']))}")
     destination = session.get("destination") or {}
     if destination.get("type") == "server_file":
-        lines.append(f"  on the server at {destination.get('path')}; download it from "
-                     f"{server}/v1/sessions/{writer.session_id}/output")
+        lines.append(
+            f"  on the server at {destination.get('path')}; download it from "
+            f"{server}/v1/sessions/{writer.session_id}/output"
+        )
     return "\n".join(lines)
 
 

@@ -44,9 +44,12 @@ def write_video(
     frames, height, width, channels = video.shape
     writer = StreamWriter(filename, server=server, api_key=api_key)
     writer.add_video_stream(
-        frame_rate=float(fps), width=width, height=height,
+        frame_rate=float(fps),
+        width=width,
+        height=height,
         format="rgb24" if channels == 3 else "gray8",
-        encoder=video_codec, encoder_option=options,
+        encoder=video_codec,
+        encoder_option=options,
     )
     audio = None
     if audio_array is not None:
@@ -59,8 +62,11 @@ def write_video(
         if fmt is None:
             raise InvalidConfig(f"audio_array dtype {audio.dtype} is not supported; use float32 or int16")
         writer.add_audio_stream(
-            sample_rate=int(audio_fps), num_channels=audio.shape[0], format=fmt,
-            encoder=audio_codec, encoder_option=audio_options,
+            sample_rate=int(audio_fps),
+            num_channels=audio.shape[0],
+            format=fmt,
+            encoder=audio_codec,
+            encoder_option=audio_options,
         )
     with writer.open():
         # [T, H, W, C] -> [T, C, H, W], in slices so the transposed copy stays small.

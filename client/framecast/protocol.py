@@ -97,9 +97,7 @@ class DType(enum.IntEnum):
         for code, name in _NUMPY_NAMES.items():
             if dt.kind == np.dtype(name).kind and dt.itemsize == np.dtype(name).itemsize:
                 return code
-        raise ProtocolError(
-            f"unsupported dtype {dt}; expected one of {', '.join(_NUMPY_NAMES.values())}"
-        )
+        raise ProtocolError(f"unsupported dtype {dt}; expected one of {', '.join(_NUMPY_NAMES.values())}")
 
 
 _NUMPY_NAMES = {
@@ -212,16 +210,13 @@ def parse_chunk_header(data: bytes | bytearray | memoryview) -> ChunkHeader:
     view = memoryview(data).cast("B")
     _check_preamble(view, Kind.CHUNK)
     if len(view) < _CHUNK_FIXED.size:
-        raise ProtocolError(
-            f"truncated chunk header: {len(view)} bytes, need at least {_CHUNK_FIXED.size}"
-        )
+        raise ProtocolError(f"truncated chunk header: {len(view)} bytes, need at least {_CHUNK_FIXED.size}")
     _, _, _, stream, dtype_code, flags, seq, pts, ndim = _CHUNK_FIXED.unpack_from(view)
     try:
         dtype = DType(dtype_code)
     except ValueError:
         raise ProtocolError(
-            f"unknown dtype code {dtype_code}; expected one of "
-            + ", ".join(f"{int(d)} ({d.label})" for d in DType)
+            f"unknown dtype code {dtype_code}; expected one of " + ", ".join(f"{int(d)} ({d.label})" for d in DType)
         ) from None
     if not 1 <= ndim <= MAX_NDIM:
         raise ProtocolError(f"chunk must have 1 to {MAX_NDIM} dimensions, got {ndim}")
@@ -234,8 +229,14 @@ def parse_chunk_header(data: bytes | bytearray | memoryview) -> ChunkHeader:
     has_pts = bool(flags & FLAG_HAS_PTS)
     if has_pts and not math.isfinite(pts):
         raise ProtocolError(f"pts must be a finite number of seconds, got {pts}")
-    return ChunkHeader(stream=stream, seq=seq, dtype=dtype, shape=tuple(shape), pts=pts if has_pts else None,
-                       shared=bool(flags & FLAG_SHARED))
+    return ChunkHeader(
+        stream=stream,
+        seq=seq,
+        dtype=dtype,
+        shape=tuple(shape),
+        pts=pts if has_pts else None,
+        shared=bool(flags & FLAG_SHARED),
+    )
 
 
 def parse_chunk(data: bytes | bytearray | memoryview) -> tuple[ChunkHeader, memoryview]:
@@ -279,8 +280,7 @@ def encode_chunk(stream: int, seq: int, array: np.ndarray, pts: float | None = N
 def encode_shared_chunk(stream: int, seq: int, array: np.ndarray, offset: int, pts: float | None = None) -> bytes:
     """A CHUNK whose payload (``array``'s bytes) the sender put at ``offset`` of the session's
     shared memory: the header with the shared flag, then the offset."""
-    header = ChunkHeader(stream=stream, seq=seq, dtype=DType.from_numpy(array.dtype), shape=tuple(array.shape),
-                         pts=pts)
+    header = ChunkHeader(stream=stream, seq=seq, dtype=DType.from_numpy(array.dtype), shape=tuple(array.shape), pts=pts)
     return shared_chunk(header, offset)
 
 

@@ -117,12 +117,18 @@ class RestClient:
             network. Tests pass ``httpx.MockTransport`` to answer without a server.
     """
 
-    def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        server: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.server = server_url(server)
         self.headers = auth_headers(api_key)
-        self._http = httpx.Client(base_url=self.server, headers=self.headers, timeout=timeout, verify=tls_context(),
-                                  transport=transport)
+        self._http = httpx.Client(
+            base_url=self.server, headers=self.headers, timeout=timeout, verify=tls_context(), transport=transport
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request (``kwargs`` go to httpx); returns the JSON body, or None if empty.
@@ -155,12 +161,18 @@ class AsyncRestClient:
     """Non-blocking REST calls for asyncio code; the arguments are RestClient's, with an
     ``httpx.AsyncBaseTransport`` for ``transport``."""
 
-    def __init__(self, server: str | None = None, api_key: str | None = None, timeout: float = 60.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        server: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.server = server_url(server)
         self.headers = auth_headers(api_key)
-        self._http = httpx.AsyncClient(base_url=self.server, headers=self.headers, timeout=timeout,
-                                       verify=tls_context(), transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=self.server, headers=self.headers, timeout=timeout, verify=tls_context(), transport=transport
+        )
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request; as ``RestClient.request``."""

@@ -205,9 +205,7 @@ Stream = Union[AudioStream, VideoStream]
 
 def _check_dtype(i: int, kind: str, array: np.ndarray, expected: np.dtype, fmt: str) -> None:
     if array.dtype.kind != expected.kind or array.dtype.itemsize != expected.itemsize:
-        raise InvalidChunk(
-            f"stream {i} ({kind}, format {fmt!r}) expects dtype {expected.name}, got {array.dtype.name}"
-        )
+        raise InvalidChunk(f"stream {i} ({kind}, format {fmt!r}) expects dtype {expected.name}, got {array.dtype.name}")
 
 
 def to_numpy(chunk: Any) -> np.ndarray:
@@ -235,9 +233,7 @@ def split(array: np.ndarray, max_bytes: int) -> Iterator[tuple[int, np.ndarray]]
     """
     per_frame = array[:1].nbytes if array.shape[0] else 0
     if per_frame > max_bytes:
-        raise InvalidChunk(
-            f"one frame is {per_frame} bytes, more than the server's message limit of {max_bytes} bytes"
-        )
+        raise InvalidChunk(f"one frame is {per_frame} bytes, more than the server's message limit of {max_bytes} bytes")
     step = max(1, max_bytes // per_frame) if per_frame else max(1, array.shape[0])
     if array.shape[0] == 0:
         yield 0, array

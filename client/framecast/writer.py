@@ -109,8 +109,11 @@ class StreamWriter(BaseStreamWriter):
                 finally:
                     self._send_lock.release()
         except Exception as exc:
-            broken = exc if isinstance(exc, FramecastError) else TransportError(
-                f"handling a message from the server failed: {exc!r}")
+            broken = (
+                exc
+                if isinstance(exc, FramecastError)
+                else TransportError(f"handling a message from the server failed: {exc!r}")
+            )
             with self._lock:
                 self._broken = broken
                 self._lock.notify_all()
@@ -152,8 +155,12 @@ class StreamWriter(BaseStreamWriter):
             try:
                 with self._send_lock:
                     assert self._rest is not None
-                    ws = _connect(self._core.session["stream_url"], self._core.session["token"], self._rest.headers,
-                                  self._on_message)
+                    ws = _connect(
+                        self._core.session["stream_url"],
+                        self._core.session["token"],
+                        self._rest.headers,
+                        self._on_message,
+                    )
                     with self._lock:
                         backlog = self._core.resend()
                     for message in backlog:
@@ -318,8 +325,7 @@ class _Connection(ClientConnection):
     tests/test_private_apis.py fails with a clear message when an upgrade changes them.
     """
 
-    def __init__(self, *args: Any, on_message: Callable[[ClientConnection, str | bytes], None],
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_message: Callable[[ClientConnection, str | bytes], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_message = on_message
         self._fragments: list[Frame] = []
@@ -352,8 +358,9 @@ class _Connection(ClientConnection):
         self._on_message(self, message)
 
 
-def _connect(url: str, token: str, headers: dict[str, str],
-             on_message: Callable[[ClientConnection, str | bytes], None]) -> ClientConnection:
+def _connect(
+    url: str, token: str, headers: dict[str, str], on_message: Callable[[ClientConnection, str | bytes], None]
+) -> ClientConnection:
     try:
         # connect() is meant as a context manager; entering it by hand keeps the connection
         # open across calls, and ClientConnection.close() ends it.

@@ -115,14 +115,16 @@ def checked_hooks(hooks: Mapping[str, Sequence[Callable[..., object]]] | None) -
     given = dict(hooks or {})
     unknown = sorted(set(given) - set(HOOK_NAMES))
     if unknown:
-        raise InvalidConfig(f"unknown event hook {unknown[0]!r}; the hooks are {', '.join(map(repr, HOOK_NAMES))}",
-                            field="event_hooks")
+        raise InvalidConfig(
+            f"unknown event hook {unknown[0]!r}; the hooks are {', '.join(map(repr, HOOK_NAMES))}", field="event_hooks"
+        )
     checked: EventHooks = {}
     for name in HOOK_NAMES:
         fns = given.get(name, [])
         if callable(fns) or not all(callable(fn) for fn in fns):
-            raise InvalidConfig(f"event_hooks[{name!r}] must be a list of callables {HOOK_NAMES[name]}",
-                                field="event_hooks")
+            raise InvalidConfig(
+                f"event_hooks[{name!r}] must be a list of callables {HOOK_NAMES[name]}", field="event_hooks"
+            )
         checked[name] = list(fns)
     return checked
 
@@ -174,9 +176,7 @@ class LocalSink:
             elif self._pos is None:
                 self._pos = offset  # a fresh non-seekable stream starts where the server does
             else:
-                raise ProtocolError(
-                    f"server wrote at offset {offset} but the destination cannot seek (at {self._pos})"
-                )
+                raise ProtocolError(f"server wrote at offset {offset} but the destination cannot seek (at {self._pos})")
         view = memoryview(data)
         while len(view):
             written = self._file.write(view)
@@ -451,8 +451,12 @@ class WriterCore:
         """
         if self.done:
             return True
-        if message is not None and self.shared is not None and self.shared.takes(len(message.payload)) \
-                and not self.shared.has_room(len(message.payload)):
+        if (
+            message is not None
+            and self.shared is not None
+            and self.shared.takes(len(message.payload))
+            and not self.shared.has_room(len(message.payload))
+        ):
             return False
         if not self._pending:
             return True
@@ -518,4 +522,3 @@ class WriterCore:
             f"<{cls} {where!r} format={self.format or 'auto'} streams={len(self.streams)} "
             f"state={self.state.value}{' session=' + sid if sid else ''}>"
         )
-

@@ -47,9 +47,16 @@ BASELINE = 128 << 20
 
 #: x264's presets: (rc-lookahead, bframes, refs).
 _X264_PRESETS = {
-    "ultrafast": (0, 0, 1), "superfast": (0, 3, 1), "veryfast": (10, 3, 1), "faster": (20, 3, 2),
-    "fast": (30, 3, 2), "medium": (40, 3, 3), "slow": (50, 3, 5), "slower": (60, 3, 8),
-    "veryslow": (60, 8, 16), "placebo": (60, 16, 16),
+    "ultrafast": (0, 0, 1),
+    "superfast": (0, 3, 1),
+    "veryfast": (10, 3, 1),
+    "faster": (20, 3, 2),
+    "fast": (30, 3, 2),
+    "medium": (40, 3, 3),
+    "slow": (50, 3, 5),
+    "slower": (60, 3, 8),
+    "veryslow": (60, 8, 16),
+    "placebo": (60, 16, 16),
 }
 #: Bytes x264 holds per frame it keeps, in frames of the encoder's size (planes with borders,
 #: half-resolution lookahead planes, motion vectors): fitted to the measurements above (2.2),
@@ -57,12 +64,36 @@ _X264_PRESETS = {
 _X264_COPIES = 2.5
 #: Frames other encoders hold at their defaults, in frames of the encoder's size (measured at
 #: 1080p: libvpx-vp9 ~90, libsvtav1 ~85 plus ~150 MiB of its own, mpeg4 ~22).
-_OTHER_ENCODERS = {"libx265": 120, "libvpx-vp9": 100, "libvpx": 60, "libsvtav1": 140, "libaom-av1": 120,
-                   "librav1e": 120, "libkvazaar": 100}
+_OTHER_ENCODERS = {
+    "libx265": 120,
+    "libvpx-vp9": 100,
+    "libvpx": 60,
+    "libsvtav1": 140,
+    "libaom-av1": 120,
+    "librav1e": 120,
+    "libkvazaar": 100,
+}
 #: Encoders that code each frame on its own hold the frame and its packet, per thread.
-_INTRA_ENCODERS = {"rawvideo": 2, "png": 6, "apng": 6, "mjpeg": 6, "ljpeg": 6, "ffv1": 6, "ffvhuff": 6,
-                   "huffyuv": 6, "utvideo": 6, "magicyuv": 6, "qtrle": 6, "prores": 6, "prores_ks": 6,
-                   "dnxhd": 6, "v210": 4, "gif": 6, "bmp": 4, "tiff": 4}
+_INTRA_ENCODERS = {
+    "rawvideo": 2,
+    "png": 6,
+    "apng": 6,
+    "mjpeg": 6,
+    "ljpeg": 6,
+    "ffv1": 6,
+    "ffvhuff": 6,
+    "huffyuv": 6,
+    "utvideo": 6,
+    "magicyuv": 6,
+    "qtrle": 6,
+    "prores": 6,
+    "prores_ks": 6,
+    "dnxhd": 6,
+    "v210": 4,
+    "gif": 6,
+    "bmp": 4,
+    "tiff": 4,
+}
 _DEFAULT_FRAMES = 24
 #: Frames a filter chain is expected to keep: at the larger of the input and encoder size for a
 #: chain of the client's (it may scale), at the input's size for a frame-rate conversion alone.
@@ -254,8 +285,14 @@ def peak_address_space() -> int | None:
 
 
 #: Words FFmpeg and its libraries log when an allocation fails (x264: "malloc of size N failed").
-_ALLOCATION_WORDS = ("malloc", "out of memory", "cannot allocate memory", "can't start new thread",
-                     "failed to allocate", "allocation failed")
+_ALLOCATION_WORDS = (
+    "malloc",
+    "out of memory",
+    "cannot allocate memory",
+    "can't start new thread",
+    "failed to allocate",
+    "allocation failed",
+)
 
 
 def out_of_memory(exc: BaseException, text: str, limit: int | None) -> bool:

@@ -96,8 +96,7 @@ class ChunkChecker:
         where = f"chunk {header.seq} for stream {header.stream} ({stream.type})"
         if header.dtype != stream.dtype:
             raise InvalidChunk(
-                f"{where}: expected dtype {stream.dtype.label} (format {stream.format!r}), "
-                f"got {header.dtype.label}"
+                f"{where}: expected dtype {stream.dtype.label} (format {stream.format!r}), got {header.dtype.label}"
             )
         expected = _expected_shape(stream)
         shape = header.shape

@@ -121,6 +121,7 @@ class Settings(BaseSettings):
 
         patterns(tuple(value))
         return value
+
     max_sessions: int = Field(64, ge=1, description="Sessions open at once.")
     max_sessions_per_key: int = Field(16, ge=1, description="Sessions open at once for one API key.")
     max_width: int = Field(7680, ge=16, description="Largest frame width.")
@@ -231,7 +232,8 @@ class Settings(BaseSettings):
         "limit_concurrency answers 503 before that). The file descriptor limit is raised to allow it where possible.",
     )
     header_timeout: float = Field(
-        10.0, gt=0,
+        10.0,
+        gt=0,
         description="Seconds a client has to send a request's headers (slow or stalled requests are closed).",
     )
     keep_alive_timeout: float = Field(

@@ -91,4 +91,3 @@ class InvalidChunk(ApiError, ValueError):
 
     status = 400
     code = "invalid_chunk"
-

@@ -78,8 +78,13 @@ def resolve(choice: Choice) -> Conversion:
 def applies(in_format: str, width: int, height: int, out_format: str, out_width: int, out_height: int) -> bool:
     """Whether a stream's frames can be converted here: RGB in, yuv420p out, the same even size
     (scaling, other formats and odd sizes stay with swscale)."""
-    return (in_format in RGB_CHANNELS and out_format == "yuv420p" and (width, height) == (out_width, out_height)
-            and width % 2 == 0 and height % 2 == 0)
+    return (
+        in_format in RGB_CHANNELS
+        and out_format == "yuv420p"
+        and (width, height) == (out_width, out_height)
+        and width % 2 == 0
+        and height % 2 == 0
+    )
 
 
 class RgbToI420:
@@ -101,15 +106,37 @@ class RgbToI420:
     def convert(self, chw: np.ndarray, frame: Any) -> None:
         """Fill ``frame`` (a yuv420p av.VideoFrame of this size) from one (C, H, W) uint8 frame."""
         if chw.dtype != np.uint8 or chw.shape[1:] != (self.height, self.width) or chw.strides[2] != 1:
-            raise ValueError(f"expected a ({len(self.channels)}+, {self.height}, {self.width}) uint8 frame with "
-                             f"contiguous rows, got {chw.shape} {chw.dtype} strides {chw.strides}")
+            raise ValueError(
+                f"expected a ({len(self.channels)}+, {self.height}, {self.width}) uint8 frame with "
+                f"contiguous rows, got {chw.shape} {chw.dtype} strides {chw.strides}"
+            )
         r, g, b = (chw[c] for c in self.channels)
         y, u, v = frame.planes
         w, h = self.width, self.height
         packed = self._packed
-        self._merge(r.ctypes.data, r.strides[0], g.ctypes.data, g.strides[0], b.ctypes.data, b.strides[0],
-                    packed.ctypes.data, packed.strides[0], w, h)
-        result = self._to_i420(packed.ctypes.data, packed.strides[0], y.buffer_ptr, y.line_size,
-                               u.buffer_ptr, u.line_size, v.buffer_ptr, v.line_size, w, h)
+        self._merge(
+            r.ctypes.data,
+            r.strides[0],
+            g.ctypes.data,
+            g.strides[0],
+            b.ctypes.data,
+            b.strides[0],
+            packed.ctypes.data,
+            packed.strides[0],
+            w,
+            h,
+        )
+        result = self._to_i420(
+            packed.ctypes.data,
+            packed.strides[0],
+            y.buffer_ptr,
+            y.line_size,
+            u.buffer_ptr,
+            u.line_size,
+            v.buffer_ptr,
+            v.line_size,
+            w,
+            h,
+        )
         if result != 0:
             raise RuntimeError(f"libyuv RAWToI420 failed ({result}) for a {w}x{h} frame")

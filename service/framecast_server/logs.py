@@ -24,8 +24,11 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        context = " ".join(f"{key.split('_')[0]}={getattr(record, key)}" for key in CONTEXT_FIELDS
-                           if getattr(record, key, None) is not None)
+        context = " ".join(
+            f"{key.split('_')[0]}={getattr(record, key)}"
+            for key in CONTEXT_FIELDS
+            if getattr(record, key, None) is not None
+        )
         record.context = f" [{context}]" if context else ""
         return super().format(record)
 

@@ -33,8 +33,9 @@ MASK = "****"
 MIN_SECRET = 4
 
 #: scheme ':' '//'? authority (up to '/', '?', '#') path (up to '?', '#') and the rest
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<slashes>/*)(?P<authority>[^/?#]*)(?P<path>[^?#]*)",
-                  re.DOTALL)
+_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<slashes>/*)(?P<authority>[^/?#]*)(?P<path>[^?#]*)", re.DOTALL
+)
 
 #: A URL in free text: a scheme, '://', and everything up to whitespace or a quote.
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]*")
@@ -76,12 +77,14 @@ def _rtmp_app(path: str) -> str:
 
 
 def _printable(text: str) -> str:
-    return "".join(c if " " < c < "\x7f" else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
-                   for c in text)
+    return "".join(
+        c if " " < c < "\x7f" else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass")) for c in text
+    )
 
 
 def scrub(text: str) -> str:
     """``text`` with every ``scheme://...`` in it masked: the pass for text about no known URL."""
+
     def one(match: re.Match[str]) -> str:
         token = match.group()
         tail = _TRAILING.search(token)
@@ -131,7 +134,7 @@ def _secrets_of(url: str) -> set[str]:
         found.add(userinfo)
         found.add(userinfo.partition(":")[2])
     rtmp = match["scheme"].lower() in ("rtmp", "rtmps")
-    query = url[match.end():].partition("#")[0]
+    query = url[match.end() :].partition("#")[0]
     if query.startswith("?"):
         pairs = [pair.partition("=") for pair in query[1:].split("&")]
         # RTMP's query is part of the stream name; other protocols' options are settings, some secret

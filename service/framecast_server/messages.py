@@ -167,8 +167,20 @@ class Exited(NamedTuple):
 
 
 FromEncoder: TypeAlias = (
-    Ready | SetupFailed | Connected | OutputBytes | Free | Ack | Reconnecting | Recovered | Dropped | Preview
-    | Closed | Stopped | Failed | Exited
+    Ready
+    | SetupFailed
+    | Connected
+    | OutputBytes
+    | Free
+    | Ack
+    | Reconnecting
+    | Recovered
+    | Dropped
+    | Preview
+    | Closed
+    | Stopped
+    | Failed
+    | Exited
 )
 
 #: The one Free message (it carries nothing).

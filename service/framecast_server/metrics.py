@@ -31,25 +31,35 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.tenant_registry = CollectorRegistry()
-        self.chunks_in = self._shared(Counter("framecast_chunks_in", "Chunks taken into sessions", ["media"],
-                                              registry=None))
-        self.bytes_in = self._shared(Counter("framecast_bytes_in", "Chunk payload bytes taken", ["media"],
-                                             registry=None))
-        self.frames_in = self._shared(Counter("framecast_frames_in", "Video frames or audio samples taken",
-                                              ["media"], registry=None))
-        self.packets_out = self._shared(Counter("framecast_packets_out", "Encoded packets written", ["media"],
-                                                registry=None))
-        self.bytes_out = self._shared(Counter("framecast_bytes_out", "Encoded bytes written", ["media"],
-                                              registry=None))
-        self.dropped = self._shared(Counter("framecast_dropped_frames", "Frames dropped during destination outages",
-                                            ["media"], registry=None))
-        self.reconnects = self._shared(Counter("framecast_destination_reconnects",
-                                               "Attempts to reconnect a destination", registry=None))
+        self.chunks_in = self._shared(
+            Counter("framecast_chunks_in", "Chunks taken into sessions", ["media"], registry=None)
+        )
+        self.bytes_in = self._shared(
+            Counter("framecast_bytes_in", "Chunk payload bytes taken", ["media"], registry=None)
+        )
+        self.frames_in = self._shared(
+            Counter("framecast_frames_in", "Video frames or audio samples taken", ["media"], registry=None)
+        )
+        self.packets_out = self._shared(
+            Counter("framecast_packets_out", "Encoded packets written", ["media"], registry=None)
+        )
+        self.bytes_out = self._shared(Counter("framecast_bytes_out", "Encoded bytes written", ["media"], registry=None))
+        self.dropped = self._shared(
+            Counter("framecast_dropped_frames", "Frames dropped during destination outages", ["media"], registry=None)
+        )
+        self.reconnects = self._shared(
+            Counter("framecast_destination_reconnects", "Attempts to reconnect a destination", registry=None)
+        )
         self.errors = self._shared(Counter("framecast_errors", "Errors by kind", ["kind"], registry=None))
-        self.requests = self._shared(Histogram(
-            "framecast_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
-            registry=None, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        ))
+        self.requests = self._shared(
+            Histogram(
+                "framecast_http_request_duration_seconds",
+                "HTTP request latency",
+                ["method", "route", "status"],
+                registry=None,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            )
+        )
 
     def _shared(self, collector: _C) -> _C:
         for registry in (self.registry, self.tenant_registry):
@@ -105,12 +115,19 @@ class _SessionGauges:
         yield by_state
         if not self.per_session:
             return
-        queue = GaugeMetricFamily("framecast_session_queue_chunks",
-                                  "Chunks handed to a session's encoder and not yet encoded", labels=["session"])
-        outbox = GaugeMetricFamily("framecast_session_outbox_bytes",
-                                   "Bytes waiting for a session's client", labels=["session"])
-        fps = GaugeMetricFamily("framecast_session_encode_rate",
-                                "Frames (video) or samples (audio) encoded per second", labels=["session", "stream"])
+        queue = GaugeMetricFamily(
+            "framecast_session_queue_chunks",
+            "Chunks handed to a session's encoder and not yet encoded",
+            labels=["session"],
+        )
+        outbox = GaugeMetricFamily(
+            "framecast_session_outbox_bytes", "Bytes waiting for a session's client", labels=["session"]
+        )
+        fps = GaugeMetricFamily(
+            "framecast_session_encode_rate",
+            "Frames (video) or samples (audio) encoded per second",
+            labels=["session", "stream"],
+        )
         for session in gauges.open:
             queue.add_metric([session.id], session.queued_chunks)
             outbox.add_metric([session.id], session.outbox_bytes)

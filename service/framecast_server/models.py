@@ -110,9 +110,7 @@ class VideoStreamConfig(_Strict):
     @classmethod
     def _known_format(cls, value: str) -> str:
         if value not in VIDEO_PIXEL_FORMATS:
-            raise ValueError(
-                f"unknown input pixel format {value!r}; expected one of {', '.join(VIDEO_PIXEL_FORMATS)}"
-            )
+            raise ValueError(f"unknown input pixel format {value!r}; expected one of {', '.join(VIDEO_PIXEL_FORMATS)}")
         return value
 
     @field_validator("frame_rate", "encoder_frame_rate")
@@ -182,8 +180,10 @@ class SessionConfig(_Strict):
                         {"type": "audio", "sample_rate": 48000, "num_channels": 2},
                     ],
                 },
-                {"destination": {"type": "discard"}, "streams": [{"type": "video", "frame_rate": 30, "width": 64,
-                                                                  "height": 48}]},
+                {
+                    "destination": {"type": "discard"},
+                    "streams": [{"type": "video", "frame_rate": 30, "width": 64, "height": 48}],
+                },
             ]
         },
     )
@@ -299,8 +299,10 @@ class Capabilities(BaseModel):
     video_encoders: dict[str, str]
     protocols: list[str]
     destinations: list[str] = Field(description="Destination types this server takes, as its allowed schemes permit.")
-    rgb_conversion: str = Field(description="What converts RGB frames for yuv420p encoders here: 'libyuv' or "
-                                "'swscale' (FRAMECAST_RGB_CONVERSION).")
+    rgb_conversion: str = Field(
+        description="What converts RGB frames for yuv420p encoders here: 'libyuv' or "
+        "'swscale' (FRAMECAST_RGB_CONVERSION)."
+    )
 
 
 class ErrorDetail(BaseModel):

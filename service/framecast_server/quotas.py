@@ -207,11 +207,15 @@ class KeyLedger:
         if used is None:
             return None
         if self.max_bytes is not None and used.bytes >= self.max_bytes:
-            return (f"stopped: this API key's output quota of {size_text(self.max_bytes)} ({KEY_BYTES}) is used up "
-                    f"({size_text(used.bytes)} written since the server started)")
+            return (
+                f"stopped: this API key's output quota of {size_text(self.max_bytes)} ({KEY_BYTES}) is used up "
+                f"({size_text(used.bytes)} written since the server started)"
+            )
         if self.max_seconds is not None and used.seconds >= self.max_seconds:
-            return (f"stopped: this API key's quota of {self.max_seconds:g} s of media ({KEY_SECONDS}) is used up "
-                    f"({used.seconds:.1f} s since the server started)")
+            return (
+                f"stopped: this API key's quota of {self.max_seconds:g} s of media ({KEY_SECONDS}) is used up "
+                f"({used.seconds:.1f} s since the server started)"
+            )
         return None
 
     def admit(self, owner: str | None, limits: EncoderLimits) -> tuple[EncoderLimits, KeyAccount | None]:
@@ -231,6 +235,7 @@ class KeyLedger:
         if self.max_seconds is not None and (
             limits.max_seconds is None or self.max_seconds - used.seconds < limits.max_seconds
         ):
-            limits = dataclasses.replace(limits, max_seconds=self.max_seconds - used.seconds,
-                                         seconds_setting=KEY_SECONDS)
+            limits = dataclasses.replace(
+                limits, max_seconds=self.max_seconds - used.seconds, seconds_setting=KEY_SECONDS
+            )
         return limits, KeyAccount(self, owner)

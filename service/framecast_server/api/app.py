@@ -59,8 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # opens as fast as any other.
         await asyncio.to_thread(lambda: (ffmpeg.muxers(), ffmpeg.audio_encoders(), ffmpeg.output_protocols()))
         await manager.spares.filled()
-        log.info("framecast ready; outputs under %s; RGB frames converted with %s", settings.output_dir.resolve(),
-                 settings.rgb_converter)
+        log.info(
+            "framecast ready; outputs under %s; RGB frames converted with %s",
+            settings.output_dir.resolve(),
+            settings.rgb_converter,
+        )
         try:
             yield
         finally:
@@ -123,8 +126,12 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     """A bug: logged with its traceback, answered 500 without details."""
     log.exception("unexpected error in %s %s", request.method, request.url.path)
     return JSONResponse(
-        {"error": {"code": "internal_error", "message": f"unexpected server error ({type(exc).__name__}); "
-                   "the server log has the details"}},
+        {
+            "error": {
+                "code": "internal_error",
+                "message": f"unexpected server error ({type(exc).__name__}); the server log has the details",
+            }
+        },
         status_code=500,
     )
 
@@ -132,8 +139,11 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """Starlette's own refusals (no route, wrong method) in the same body shape."""
     code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail)}},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -46,8 +46,11 @@ class _HeaderDeadline:
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         if len(self.connections) > self.max_connections:  # type: ignore[attr-defined]
-            log.warning("%d connections open, at most %d are taken: closing a new one",
-                        len(self.connections) - 1, self.max_connections)  # type: ignore[attr-defined]
+            log.warning(
+                "%d connections open, at most %d are taken: closing a new one",
+                len(self.connections) - 1,
+                self.max_connections,
+            )  # type: ignore[attr-defined]
             transport.abort()
             return
         self._arm_header_timer()

@@ -28,8 +28,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: The JavaScript client: inside the package once installed (pyproject maps client/js there), in
 #: the source checkout under ``pip install -e``; the examples only in a source checkout.
 _ROOT = Path(__file__).resolve().parents[3]
-JS_DIR = next((d for d in (Path(__file__).resolve().parents[1] / "js", _ROOT / "client" / "js") if d.is_dir()),
-              _ROOT / "client" / "js")
+JS_DIR = next(
+    (d for d in (Path(__file__).resolve().parents[1] / "js", _ROOT / "client" / "js") if d.is_dir()),
+    _ROOT / "client" / "js",
+)
 EXAMPLES_DIR = _ROOT / "examples"
 
 #: The files served under /static/, with their media types and folders; nothing else is (no path walking).
@@ -38,8 +40,10 @@ STATIC_FILES = {
     "dashboard.css": ("text/css; charset=utf-8", STATIC_DIR),
     "dashboard.js": ("text/javascript; charset=utf-8", STATIC_DIR),
     # The JavaScript client: framecast.js and the modules it imports by relative URL.
-    **{name: ("text/javascript; charset=utf-8", JS_DIR)
-       for name in ("framecast.js", "writer.js", "media.js", "protocol.js", "errors.js")},
+    **{
+        name: ("text/javascript; charset=utf-8", JS_DIR)
+        for name in ("framecast.js", "writer.js", "media.js", "protocol.js", "errors.js")
+    },
 }
 
 #: The example pages served at /examples/{name} with FRAMECAST_EXAMPLES=1.

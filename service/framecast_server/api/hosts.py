@@ -90,11 +90,15 @@ class HostCheck:
             await self.app(scope, receive, send)
             return
         shown = header[:100] if header else "(none)"
-        body = json.dumps({"error": {
-            "code": "misdirected_request",
-            "message": f"this server does not answer to host {shown!r}: without API keys it answers only to "
-                       "localhost, 127.0.0.1 and [::1] (and the names in FRAMECAST_SERVER_NAMES)",
-        }}).encode()
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "misdirected_request",
+                    "message": f"this server does not answer to host {shown!r}: without API keys it answers only to "
+                    "localhost, 127.0.0.1 and [::1] (and the names in FRAMECAST_SERVER_NAMES)",
+                }
+            }
+        ).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if scope["type"] == "websocket":
             await receive()  # websocket.connect, which comes before any answer

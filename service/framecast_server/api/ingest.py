@@ -59,7 +59,9 @@ def _stream_token(ws: WebSocket) -> tuple[str, str | None]:
     token = bearer(ws.headers.get("authorization", ""))
     offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     if not token:
-        token = next((p[len(TOKEN_SUBPROTOCOL_PREFIX):] for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)), "")
+        token = next(
+            (p[len(TOKEN_SUBPROTOCOL_PREFIX) :] for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)), ""
+        )
     return token, SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 

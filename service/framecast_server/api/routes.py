@@ -20,8 +20,11 @@ from framecast_server.session.session import SessionState
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI documentation of the error answers a route can give."""
     text = {
-        400: "Malformed request body", 401: "Missing or wrong API key", 404: "No such session",
-        409: "The session's state does not allow this", 422: "The config cannot work; names the field",
+        400: "Malformed request body",
+        401: "Missing or wrong API key",
+        404: "No such session",
+        409: "The session's state does not allow this",
+        422: "The config cannot work; names the field",
         503: "Session limit reached",
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
@@ -49,11 +52,10 @@ def _stream_url(request: Request, session_id: str) -> str:
     return f"{base}/v1/sessions/{session_id}/stream"
 
 
-@router.post("/v1/sessions", status_code=201, response_model=SessionCreated, tags=["sessions"],
-             responses=_errors(400, 422, 503))
-async def create_session(
-    config: SessionConfig, request: Request, caller: CallerDep
-) -> SessionCreated:
+@router.post(
+    "/v1/sessions", status_code=201, response_model=SessionCreated, tags=["sessions"], responses=_errors(400, 422, 503)
+)
+async def create_session(config: SessionConfig, request: Request, caller: CallerDep) -> SessionCreated:
     """Open an output and start its encoder. Answers with where and how to stream chunks."""
     manager = _manager(request)
     session = await manager.create(config, owner=caller.owner, same_host=_from_loopback(request))
@@ -91,15 +93,15 @@ async def get_session(session_id: str, request: Request, caller: CallerDep) -> S
     return session.info()
 
 
-@router.delete("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"],
-               responses=_errors(404))
+@router.delete("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"], responses=_errors(404))
 async def close_session(session_id: str, request: Request, caller: CallerDep) -> SessionInfo:
     """Flush the encoders, write the trailer and close the output. Idempotent."""
     return (await _manager(request).close(session_id, caller)).info()
 
 
-@router.get("/v1/sessions/{session_id}/output", tags=["sessions"], response_class=FileResponse,
-            responses=_errors(404, 409))
+@router.get(
+    "/v1/sessions/{session_id}/output", tags=["sessions"], response_class=FileResponse, responses=_errors(404, 409)
+)
 async def download_output(session_id: str, request: Request, caller: CallerDep) -> FileResponse:
     """Download a closed session's server-side output file."""
     session = _manager(request).get(session_id, caller)
@@ -110,8 +112,14 @@ async def download_output(session_id: str, request: Request, caller: CallerDep) 
     return FileResponse(session.plan.path, filename=session.plan.path.rsplit("/", 1)[-1])  # type: ignore[union-attr]
 
 
-@router.get("/v1/sessions/{session_id}/preview", tags=["sessions"], responses={
-    200: {"content": {"image/jpeg": {}}, "description": "The latest frame, 320 pixels wide"}, **_errors(404)})
+@router.get(
+    "/v1/sessions/{session_id}/preview",
+    tags=["sessions"],
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The latest frame, 320 pixels wide"},
+        **_errors(404),
+    },
+)
 async def preview(session_id: str, request: Request, caller: CallerDep, stream: int = 0) -> Response:
     """The latest video frame of a stream as a small JPEG (refreshed about twice a second while
     anyone asks for it or for the session; the first request after a quiet spell may be a 404)."""
@@ -144,8 +152,12 @@ async def capabilities(request: Request) -> Capabilities:
     )
 
 
-@router.get("/metrics", tags=["server"], response_class=Response, responses={
-    200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}})
+@router.get(
+    "/metrics",
+    tags=["server"],
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"}},
+)
 async def metrics(request: Request, caller: CallerDep) -> Response:
     """Prometheus metrics: sessions by state, chunks and bytes in, packets and bytes out, drops,
     reconnects, errors by kind, request latencies; for admin keys also each open session's queue

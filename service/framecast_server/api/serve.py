@@ -75,9 +75,12 @@ def serve(
     logs.configure(settings.log_level, settings.log_format)
     soft, _ = connections.raise_fd_limit()
     if soft < settings.max_connections + 256:
-        log.warning("open file limit %d leaves little room over FRAMECAST_MAX_CONNECTIONS=%d (sessions, encoders "
-                    "and files need descriptors too): raise it (ulimit -n) or lower the setting",
-                    soft, settings.max_connections)
+        log.warning(
+            "open file limit %d leaves little room over FRAMECAST_MAX_CONNECTIONS=%d (sessions, encoders "
+            "and files need descriptors too): raise it (ulimit -n) or lower the setting",
+            soft,
+            settings.max_connections,
+        )
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

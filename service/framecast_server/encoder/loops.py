@@ -124,8 +124,7 @@ class AckCoalescer:
     loop flushes before it waits for anything, so no ACK waits for input that is not there yet.
     """
 
-    def __init__(self, pipe: Pipe, writer: OutputWriter, stats: StatsEvery, most: int = 4,
-                 delay: float = 0.02) -> None:
+    def __init__(self, pipe: Pipe, writer: OutputWriter, stats: StatsEvery, most: int = 4, delay: float = 0.02) -> None:
         self._pipe, self._writer, self._stats = pipe, writer, stats
         self.most, self.delay = most, delay
         self._seq: int | None = None

@@ -71,8 +71,11 @@ def _open(pipe: Pipe, plan: OutputPlan) -> OutputWriter | None:
             writer.start()  # files: header now, so a muxer refusal is a 422 at create time
     except SetupError as exc:
         if budget.out_of_memory(exc.__cause__ or exc, str(exc), memory_limit):
-            pipe.send(SetupFailed(f"{budget.oom_reason(memory_limit)} while opening the output ({exc})",
-                                  exc.field or "streams"))
+            pipe.send(
+                SetupFailed(
+                    f"{budget.oom_reason(memory_limit)} while opening the output ({exc})", exc.field or "streams"
+                )
+            )
         else:
             pipe.send(SetupFailed(str(exc), exc.field))
         return None

@@ -127,8 +127,9 @@ class ChunkFrames:
 class _Stream:
     """One output stream: builds frames from arrays, filters, encodes."""
 
-    def __init__(self, plan: StreamPlan, stream: av.stream.Stream, chain: _FilterChain | None,
-                 limits: EncoderLimits) -> None:
+    def __init__(
+        self, plan: StreamPlan, stream: av.stream.Stream, chain: _FilterChain | None, limits: EncoderLimits
+    ) -> None:
         self.plan = plan
         self.stream = stream
         self.chain = chain
@@ -235,8 +236,10 @@ class _VideoStream(_Stream):
         limit = self.limits.max_frame_rate
         span = float(time - self._first_time)
         if limit is not None and self._filtered > limit * (span + 1):
-            return (f"{self._filtered} frames in {span:.3f} s of media, faster than this server's limit of "
-                    f"{limit:g} frames per second (FRAMECAST_MAX_FRAME_RATE)")
+            return (
+                f"{self._filtered} frames in {span:.3f} s of media, faster than this server's limit of "
+                f"{limit:g} frames per second (FRAMECAST_MAX_FRAME_RATE)"
+            )
         return None
 
     #: Converts RGB chunks straight into the encoder's yuv420p frames where libyuv applies (set by
@@ -314,8 +317,11 @@ class _AudioStream(_Stream):
         """Silent frames from tick ``end`` to ``start``, SILENCE_PIECE samples at most each, built
         one at a time (a gap of a minute at 384 kHz in 16 channels would be 1.5 GB at once)."""
         step = min(SILENCE_PIECE, self.max_samples or SILENCE_PIECE)
-        piece = np.full((min(step, start - end), self.plan.num_channels), 128 if self.plan.format == "u8" else 0,
-                        dtype=self.plan.dtype.numpy)
+        piece = np.full(
+            (min(step, start - end), self.plan.num_channels),
+            128 if self.plan.format == "u8" else 0,
+            dtype=self.plan.dtype.numpy,
+        )
         for tick in range(end, start, step):
             yield from self.frames(piece[: min(step, start - tick)], tick)
 
@@ -330,16 +336,19 @@ def _beyond_limits(frame: av.frame.Frame, limits: EncoderLimits) -> str | None:
         too_wide = limits.max_width is not None and frame.width > limits.max_width
         too_high = limits.max_height is not None and frame.height > limits.max_height
         if too_wide or too_high:
-            return (f"{frame.width}x{frame.height} frames, above this server's limit of "
-                    f"{limits.max_width}x{limits.max_height} (FRAMECAST_MAX_WIDTH/_HEIGHT)")
+            return (
+                f"{frame.width}x{frame.height} frames, above this server's limit of "
+                f"{limits.max_width}x{limits.max_height} (FRAMECAST_MAX_WIDTH/_HEIGHT)"
+            )
         return None
     if limits.max_sample_rate is not None and frame.sample_rate > limits.max_sample_rate:
-        return (f"audio at {frame.sample_rate} Hz, above this server's limit of {limits.max_sample_rate} Hz "
-                "(FRAMECAST_MAX_SAMPLE_RATE)")
+        return (
+            f"audio at {frame.sample_rate} Hz, above this server's limit of {limits.max_sample_rate} Hz "
+            "(FRAMECAST_MAX_SAMPLE_RATE)"
+        )
     channels = len(frame.layout.channels)
     if limits.max_channels is not None and channels > limits.max_channels:
-        return (f"{channels} audio channels, above this server's limit of {limits.max_channels} "
-                "(FRAMECAST_MAX_CHANNELS)")
+        return f"{channels} audio channels, above this server's limit of {limits.max_channels} (FRAMECAST_MAX_CHANNELS)"
     return None
 
 
@@ -445,8 +454,9 @@ class OutputWriter:
         self._closed = False
         #: Why the output stopped early (a quota ran out while closing), if it did.
         self.stopped: str | None = None
-        self.meter = OutputMeter(plan.limits, [s.encoder_frame_rate if isinstance(s, VideoPlan) else None
-                                               for s in plan.streams])
+        self.meter = OutputMeter(
+            plan.limits, [s.encoder_frame_rate if isinstance(s, VideoPlan) else None for s in plan.streams]
+        )
         self._open(file)
 
     def _open(self, file: BinaryIO | None) -> None:
@@ -599,8 +609,9 @@ class OutputWriter:
         except Exception as exc:
             raise SetupError(f"filter chain refused: {describe_error(exc)}", where + ".filter_desc") from exc
 
-    def _check_probe(self, where: str, media: str, steps: list[tuple], source: dict[str, Any],
-                     plan: StreamPlan) -> None:
+    def _check_probe(
+        self, where: str, media: str, steps: list[tuple], source: dict[str, Any], plan: StreamPlan
+    ) -> None:
         """Push one blank input frame through a copy of the stream's filter chain and refuse the
         chain if what comes out is beyond the server's limits (``scale``, ``pad``, ``zoompan``
         and friends choose their own output size, whatever the input's)."""
@@ -618,8 +629,9 @@ class OutputWriter:
         try:
             out = _FilterChain(source, media, steps).first(frame)
         except Exception as exc:
-            raise SetupError(f"filter chain refused a first frame: {describe_error(exc)}", where + ".filter_desc") \
-                from exc
+            raise SetupError(
+                f"filter chain refused a first frame: {describe_error(exc)}", where + ".filter_desc"
+            ) from exc
         problem = _beyond_limits(out, self.plan.limits) if out is not None else None
         if problem is not None:
             raise SetupError(f"the filter chain puts out {problem}", where + ".filter_desc")

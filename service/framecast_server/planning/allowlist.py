@@ -43,6 +43,8 @@ from framecast_server.planning.filtergraph import FilterStep, FilterSyntaxError,
 
 Media = Literal["video", "audio"]
 
+# The allowlists are tables, kept dense so that a review sees them whole.
+# fmt: off
 #: Video filters whose every option is a number, an expression, a colour or a format.
 VIDEO_FILTERS = frozenset({
     "avgblur", "bwdif", "chromakey", "colorbalance", "colorchannelmixer", "colorkey", "colorlevels",
@@ -218,6 +220,7 @@ MUXER_OPTIONS = frozenset({
     "write_peak", "rf64", "peak_block_size", "peak_format", "peak_ppv", "serial_offset", "page_duration",
     "write_header", "syncpoints", "write_index",
 })
+# fmt: on
 
 #: Words in an option's name or help text that mean it names a file, URL, device or command. Used to
 #: explain refusals and, in the tests, to check that nothing allowed is one of those.
@@ -272,7 +275,9 @@ def check_filters(settings: Settings, media: Media, desc: str, field_name: str) 
         if item.name not in allowed:
             raise InvalidConfig(
                 f"filter {item.name!r} is not allowed; allowed {media} filters: {_names(allowed, 100)} "
-                "(FRAMECAST_EXTRA_FILTERS extends the list)", field_name)
+                "(FRAMECAST_EXTRA_FILTERS extends the list)",
+                field_name,
+            )
         with avoptions.Filter(item.name) as ff:
             try:
                 step = split_options(item.args, [o.name for o in ff.shorthand()], item.name)
@@ -297,19 +302,23 @@ def _check_filter_option(ff: avoptions.Filter, key: str, value: str, field_name:
         options = [o.name for o in ff.options("private") if not o.is_const]
         raise InvalidConfig(f"filter {name!r} has no option {key!r}; it takes: {_names(options)}", field_name)
     if hit.scope == "generic" and key not in FILTER_CONTEXT_OPTIONS:
-        raise InvalidConfig(f"{name}: option {key!r} is not allowed in a filter chain; of the filter "
-                            f"context's options only {_names(FILTER_CONTEXT_OPTIONS)}", field_name)
+        raise InvalidConfig(
+            f"{name}: option {key!r} is not allowed in a filter chain; of the filter "
+            f"context's options only {_names(FILTER_CONTEXT_OPTIONS)}",
+            field_name,
+        )
     if hit.option.type in (OptionType.STRING, OptionType.BINARY, OptionType.DICT) and PATH_OR_URL.search(value):
-        raise InvalidConfig(f"{name}: value {value!r} of option {key!r} looks like a path or URL; not allowed",
-                            field_name)
+        raise InvalidConfig(
+            f"{name}: value {value!r} of option {key!r} looks like a path or URL; not allowed", field_name
+        )
     error = ff.set(hit.scope, key, value)
     if error is not None:
-        raise InvalidConfig(f"{name}: option {key!r} cannot be {value!r} ({error}); {_expected(ff, hit)}",
-                            field_name)
+        raise InvalidConfig(f"{name}: option {key!r} cannot be {value!r} ({error}); {_expected(ff, hit)}", field_name)
     unnamed = _unnamed_value(ff, hit, key)
     if unnamed is not None:
-        raise InvalidConfig(f"{name}: {unnamed} is not a named value of option {key!r}; {_expected(ff, hit)}",
-                            field_name)
+        raise InvalidConfig(
+            f"{name}: {unnamed} is not a named value of option {key!r}; {_expected(ff, hit)}", field_name
+        )
 
 
 def _unnamed_value(obj: FFObject, hit: Found, key: str) -> int | None:
@@ -345,15 +354,33 @@ def _expected(obj: FFObject, hit: Found) -> str:
     return f"expected {kind}"
 
 
-_NUMBERS = {OptionType.INT, OptionType.INT64, OptionType.UINT, OptionType.UINT64, OptionType.DOUBLE,
-            OptionType.FLOAT, OptionType.BOOL}
-_KIND_NAMES = {OptionType.INT: "an integer", OptionType.INT64: "an integer", OptionType.UINT: "an integer",
-               OptionType.UINT64: "an integer", OptionType.DOUBLE: "a number", OptionType.FLOAT: "a number",
-               OptionType.BOOL: "a boolean (0/1, true/false)", OptionType.STRING: "a string",
-               OptionType.RATIONAL: "a ratio (a/b)", OptionType.DURATION: "a duration ([-][HH:]MM:SS[.m...])",
-               OptionType.IMAGE_SIZE: "a size (WxH)", OptionType.VIDEO_RATE: "a frame rate",
-               OptionType.COLOR: "a color", OptionType.PIXEL_FMT: "a pixel format",
-               OptionType.SAMPLE_FMT: "a sample format", OptionType.CHLAYOUT: "a channel layout"}
+_NUMBERS = {
+    OptionType.INT,
+    OptionType.INT64,
+    OptionType.UINT,
+    OptionType.UINT64,
+    OptionType.DOUBLE,
+    OptionType.FLOAT,
+    OptionType.BOOL,
+}
+_KIND_NAMES = {
+    OptionType.INT: "an integer",
+    OptionType.INT64: "an integer",
+    OptionType.UINT: "an integer",
+    OptionType.UINT64: "an integer",
+    OptionType.DOUBLE: "a number",
+    OptionType.FLOAT: "a number",
+    OptionType.BOOL: "a boolean (0/1, true/false)",
+    OptionType.STRING: "a string",
+    OptionType.RATIONAL: "a ratio (a/b)",
+    OptionType.DURATION: "a duration ([-][HH:]MM:SS[.m...])",
+    OptionType.IMAGE_SIZE: "a size (WxH)",
+    OptionType.VIDEO_RATE: "a frame rate",
+    OptionType.COLOR: "a color",
+    OptionType.PIXEL_FMT: "a pixel format",
+    OptionType.SAMPLE_FMT: "a sample format",
+    OptionType.CHLAYOUT: "a channel layout",
+}
 
 
 @dataclass(frozen=True)
@@ -396,8 +423,7 @@ def _check_options(obj: FFObject, rules: _Rules, options: dict[str, str], field_
     for key, value in options.items():
         where = f"{field_name}.{key}"
         if len(value) > _MAX_VALUE or len(key) > 64:
-            raise InvalidConfig(f"option too long (at most 64 characters for a name, {_MAX_VALUE} for a value)",
-                                where)
+            raise InvalidConfig(f"option too long (at most 64 characters for a name, {_MAX_VALUE} for a value)", where)
         if "\x00" in key + value:
             raise InvalidConfig("contains a NUL character, where FFmpeg would cut it short", where)
         hits = obj.find(key)
@@ -423,8 +449,9 @@ def _check_options(obj: FFObject, rules: _Rules, options: dict[str, str], field_
             _check_value(obj, rules, key, hit, before, where)
         if len(errors) == len(hits):
             hit, error = errors[0]
-            raise InvalidConfig(f"{obj.kind} {obj.name!r} cannot take {value!r} for {key!r} ({error}); "
-                                f"{_expected(obj, hit)}", where)
+            raise InvalidConfig(
+                f"{obj.kind} {obj.name!r} cannot take {value!r} for {key!r} ({error}); {_expected(obj, hit)}", where
+            )
 
 
 def _check_name(obj: FFObject, rules: _Rules, key: str, hit: Found, where: str) -> None:
@@ -433,11 +460,16 @@ def _check_name(obj: FFObject, rules: _Rules, key: str, hit: Found, where: str) 
         return
     words = " ".join([*aliases, hit.option.help])
     if FILE_WORDS.search(words):
-        raise InvalidConfig(f"option {key!r} ({hit.option.help or 'no description'}) names files, URLs or "
-                            f"commands and is not allowed", where)
+        raise InvalidConfig(
+            f"option {key!r} ({hit.option.help or 'no description'}) names files, URLs or commands and is not allowed",
+            where,
+        )
     known = sorted({o.name for _, o in avoptions.iter_tables(obj) if not o.is_const} & rules.names)
-    raise InvalidConfig(f"option {key!r} of {obj.kind} {obj.name!r} is not allowed; allowed: {_names(known)} "
-                        f"({rules.extra_setting} extends the list)", where)
+    raise InvalidConfig(
+        f"option {key!r} of {obj.kind} {obj.name!r} is not allowed; allowed: {_names(known)} "
+        f"({rules.extra_setting} extends the list)",
+        where,
+    )
 
 
 def _check_value(obj: FFObject, rules: _Rules, key: str, hit: Found, before: int, where: str) -> None:
@@ -462,16 +494,25 @@ def _check_value(obj: FFObject, rules: _Rules, key: str, hit: Found, before: int
             if bad:
                 named = sorted({c.name for c in consts if c.value & bad}) or [hex(bad)]
                 plural = len(named) > 1
-                raise InvalidConfig(f"{key} value{'s' if plural else ''} {', '.join(named)} "
-                                    f"{'are' if plural else 'is'} not allowed; allowed: {_names(allowed_names)} "
-                                    f"({rules.extra_setting} extends the list with '{flags_option}.VALUE')", where)
+                raise InvalidConfig(
+                    f"{key} value{'s' if plural else ''} {', '.join(named)} "
+                    f"{'are' if plural else 'is'} not allowed; allowed: {_names(allowed_names)} "
+                    f"({rules.extra_setting} extends the list with '{flags_option}.VALUE')",
+                    where,
+                )
     cap = next((CAPS[a] for a in aliases if a in CAPS), None)
     if cap is not None:
-        number = (obj.get_int(hit.scope, key) if option.type in (OptionType.INT, OptionType.INT64, OptionType.UINT)
-                  else obj.get_double(hit.scope, key))
+        number = (
+            obj.get_int(hit.scope, key)
+            if option.type in (OptionType.INT, OptionType.INT64, OptionType.UINT)
+            else obj.get_double(hit.scope, key)
+        )
         if number > cap:
-            raise InvalidConfig(f"{key} {number:g} is above this server's cap of {cap} (it makes the encoder "
-                                f"hold that many frames, or threads holding frames, in memory)", where)
+            raise InvalidConfig(
+                f"{key} {number:g} is above this server's cap of {cap} (it makes the encoder "
+                f"hold that many frames, or threads holding frames, in memory)",
+                where,
+            )
     if option.type == OptionType.DICT:
         params = next((PARAMS[a] for a in aliases if a in PARAMS), None)
         if params is None:
@@ -491,8 +532,11 @@ def _check_param(option: str, params: Params, rules: _Rules, name: str, value: s
     if effective not in allowed:
         if FILE_WORDS.search(effective) or effective in ("pass", "stats", "qpfile", "zonefile", "cqmfile"):
             raise InvalidConfig(f"{option} entry {entry!r} names files, URLs or commands and is not allowed", where)
-        raise InvalidConfig(f"{option} key {name!r} is not allowed; allowed: {_names(params.keys, 200)} "
-                            f"({rules.extra_setting} extends the list with '{option}.KEY')", where)
+        raise InvalidConfig(
+            f"{option} key {name!r} is not allowed; allowed: {_names(params.keys, 200)} "
+            f"({rules.extra_setting} extends the list with '{option}.KEY')",
+            where,
+        )
     if PATH_OR_URL.search(value):
         raise InvalidConfig(f"{option} entry {entry!r} looks like a path or URL; not allowed", where)
     cap = params.caps.get(effective)
@@ -500,5 +544,8 @@ def _check_param(option: str, params: Params, rules: _Rules, name: str, value: s
         if not _DECIMAL.fullmatch(value):
             raise InvalidConfig(f"{option} {name} must be a whole number up to {cap}, got {value!r}", where)
         if int(value) > cap:
-            raise InvalidConfig(f"{option} {name}={int(value)} is above this server's cap of {cap} (it makes the "
-                                f"encoder hold that many frames, or threads holding frames, in memory)", where)
+            raise InvalidConfig(
+                f"{option} {name}={int(value)} is above this server's cap of {cap} (it makes the "
+                f"encoder hold that many frames, or threads holding frames, in memory)",
+                where,
+            )

@@ -116,10 +116,18 @@ def _libs() -> tuple[ctypes.CDLL, ctypes.CDLL, ctypes.CDLL, ctypes.CDLL]:
     util.av_opt_next.restype, util.av_opt_next.argtypes = _OptPtr, [_vp, _OptPtr]
     util.av_opt_child_next.restype, util.av_opt_child_next.argtypes = _vp, [_vp, _vp]
     util.av_opt_find2.restype = _OptPtr
-    util.av_opt_find2.argtypes = [_vp, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_int,
-                                  ctypes.POINTER(_vp)]
-    util.av_opt_set.restype, util.av_opt_set.argtypes = ctypes.c_int, [_vp, ctypes.c_char_p, ctypes.c_char_p,
-                                                                      ctypes.c_int]
+    util.av_opt_find2.argtypes = [
+        _vp,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.POINTER(_vp),
+    ]
+    util.av_opt_set.restype, util.av_opt_set.argtypes = (
+        ctypes.c_int,
+        [_vp, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int],
+    )
     util.av_opt_get_int.restype = ctypes.c_int
     util.av_opt_get_int.argtypes = [_vp, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int64)]
     util.av_opt_get_double.restype = ctypes.c_int
@@ -252,8 +260,11 @@ class FFObject(abc.ABC):
 
     def aliases(self, found: Found) -> list[str]:
         """The names of one setting: every non-constant row of its table with its offset and type."""
-        return [o.name for o in self.options(found.scope)
-                if not o.is_const and o.offset == found.option.offset and o.type == found.option.type]
+        return [
+            o.name
+            for o in self.options(found.scope)
+            if not o.is_const and o.offset == found.option.offset and o.type == found.option.type
+        ]
 
     def constants(self, scope: Scope, unit: str) -> list[Option]:
         """The named values of a flags or enum option (the CONST rows of its unit)."""
@@ -293,8 +304,7 @@ class FFObject(abc.ABC):
                 cur = util.av_dict_iterate(dct, cur)
                 if not cur:
                     break
-                entries.append((cur.contents.key.decode(errors="replace"),
-                                cur.contents.value.decode(errors="replace")))
+                entries.append((cur.contents.key.decode(errors="replace"), cur.contents.value.decode(errors="replace")))
         finally:
             util.av_dict_free(ctypes.byref(dct))
         return entries

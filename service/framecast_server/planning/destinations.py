@@ -67,8 +67,12 @@ def confine(output_dir: Path, relative: str, field_name: str) -> Path:
     if stat.S_ISDIR(mode):
         raise InvalidConfig(f"{relative!r} is a directory", field_name)
     if not stat.S_ISREG(mode):
-        kind = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-                stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(mode), "not a regular file")
+        kind = {
+            stat.S_IFIFO: "a FIFO",
+            stat.S_IFSOCK: "a socket",
+            stat.S_IFCHR: "a character device",
+            stat.S_IFBLK: "a block device",
+        }.get(stat.S_IFMT(mode), "not a regular file")
         raise InvalidConfig(f"{relative!r} exists and is {kind}; only a regular file can be replaced", field_name)
     return target
 

@@ -34,8 +34,16 @@ def _libavformat() -> ctypes.CDLL:
     lib.av_guess_codec.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
     lib.av_url_split.restype = None
     lib.av_url_split.argtypes = [
-        ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
-        ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
     ]
     return lib
 
@@ -66,8 +74,18 @@ def url_split(url: str) -> UrlParts:
     buffers = [ctypes.create_string_buffer(_URL_SPLIT_SIZE) for _ in range(4)]
     port = ctypes.c_int(-1)
     proto, auth, host, path = buffers
-    _libavformat().av_url_split(proto, _URL_SPLIT_SIZE, auth, _URL_SPLIT_SIZE, host, _URL_SPLIT_SIZE,
-                                ctypes.byref(port), path, _URL_SPLIT_SIZE, raw)
+    _libavformat().av_url_split(
+        proto,
+        _URL_SPLIT_SIZE,
+        auth,
+        _URL_SPLIT_SIZE,
+        host,
+        _URL_SPLIT_SIZE,
+        ctypes.byref(port),
+        path,
+        _URL_SPLIT_SIZE,
+        raw,
+    )
     text = [b.value.decode("utf-8", "surrogateescape") for b in buffers]
     return UrlParts(text[0], text[1], text[2], port.value, text[3])
 

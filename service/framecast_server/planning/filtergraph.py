@@ -169,7 +169,7 @@ def split_options(args: str | None, shorthand: list[str], filter_name: str) -> F
             key, pos = keyed
         elif implicit is None:
             raise FilterSyntaxError(
-                f"{filter_name}: no option name near {args[pos:pos + 40]!r} (it takes "
+                f"{filter_name}: no option name near {args[pos : pos + 40]!r} (it takes "
                 f"{len(shorthand)} positional value{'s' if len(shorthand) != 1 else ''}; name the rest as key=value)"
             )
         else:

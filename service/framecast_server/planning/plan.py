@@ -201,9 +201,7 @@ def _pick_format(requested: str | None, input_format: str, supported: list[str],
 def _check_even(fmt: str, width: int, height: int, where: str) -> None:
     name = fmt.lower()
     if ("420" in name or name.startswith(("nv12", "nv21"))) and (width % 2 or height % 2):
-        raise InvalidConfig(
-            f"{fmt} needs an even width and height, got {width}x{height}", where
-        )
+        raise InvalidConfig(f"{fmt} needs an even width and height, got {width}x{height}", where)
     if ("422" in name or name.startswith(("nv16", "yuyv", "uyvy"))) and width % 2:
         raise InvalidConfig(f"{fmt} needs an even width, got {width}", where)
     if "411" in name and width % 4:
@@ -326,8 +324,9 @@ def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
     return plan
 
 
-def _plan_destination(dest: Destination, config: SessionConfig,
-                      settings: Settings) -> tuple[OutputPlan, str, str | None]:
+def _plan_destination(
+    dest: Destination, config: SessionConfig, settings: Settings
+) -> tuple[OutputPlan, str, str | None]:
     """The plan for one destination, before its streams: ``(plan, muxer, filename)``.
 
     ``muxer`` is the muxer as resolved, which the encoder defaults and muxer options follow;
@@ -358,8 +357,9 @@ def _plan_discard(dest: DiscardDestination, config: SessionConfig) -> tuple[Outp
     return OutputPlan(muxer=muxer, target="discard", encode=dest.encode), muxer, None
 
 
-def _plan_server_file(dest: ServerFileDestination, config: SessionConfig,
-                      settings: Settings) -> tuple[OutputPlan, str, str]:
+def _plan_server_file(
+    dest: ServerFileDestination, config: SessionConfig, settings: Settings
+) -> tuple[OutputPlan, str, str]:
     """A file in the server's output directory, confined to it; the muxer guessed from its name."""
     policy.check_destination_scheme(settings, "file", "destination")
     path = destinations.confine(settings.output_dir, dest.path, "destination.path")
@@ -368,8 +368,9 @@ def _plan_server_file(dest: ServerFileDestination, config: SessionConfig,
     return OutputPlan(muxer=muxer, target="file", path=str(path), relative_path=dest.path), muxer, filename
 
 
-def _plan_client(dest: ClientDestination, config: SessionConfig,
-                 settings: Settings) -> tuple[OutputPlan, str, str | None]:
+def _plan_client(
+    dest: ClientDestination, config: SessionConfig, settings: Settings
+) -> tuple[OutputPlan, str, str | None]:
     """Bytes sent back to the client: a file all the same as far as the allowed schemes go."""
     policy.check_destination_scheme(settings, "file", "destination")
     filename = dest.filename
@@ -405,8 +406,9 @@ def _default_encoders(plan: OutputPlan, muxer: str, filename: str | None) -> tup
     return default_video, default_audio
 
 
-def _plan_streams(config: SessionConfig, muxer: str, default_video: str | None, default_audio: str | None, *,
-                  live: bool) -> list[StreamPlan]:
+def _plan_streams(
+    config: SessionConfig, muxer: str, default_video: str | None, default_audio: str | None, *, live: bool
+) -> list[StreamPlan]:
     """A plan for each of the config's streams, in order; a live output's video gets the encoder
     options a receiver needs to join mid-stream (``destinations.live_video_defaults``)."""
     streams: list[StreamPlan] = []
@@ -432,13 +434,22 @@ def _check_stream_policies(streams: list[StreamPlan], settings: Settings) -> Non
         if stream.filter_desc:
             policy.check_filters(settings, stream.type, stream.filter_desc, where + ".filter_desc")
         if isinstance(stream, VideoPlan):
-            policy.check_limits(settings, "video", where, width=max(stream.width, stream.encoder_width),
-                                height=max(stream.height, stream.encoder_height),
-                                frame_rate=float(max(stream.frame_rate, stream.encoder_frame_rate)))
+            policy.check_limits(
+                settings,
+                "video",
+                where,
+                width=max(stream.width, stream.encoder_width),
+                height=max(stream.height, stream.encoder_height),
+                frame_rate=float(max(stream.frame_rate, stream.encoder_frame_rate)),
+            )
         else:
-            policy.check_limits(settings, "audio", where,
-                                sample_rate=max(stream.sample_rate, stream.encoder_sample_rate),
-                                num_channels=max(stream.num_channels, stream.encoder_num_channels))
+            policy.check_limits(
+                settings,
+                "audio",
+                where,
+                sample_rate=max(stream.sample_rate, stream.encoder_sample_rate),
+                num_channels=max(stream.num_channels, stream.encoder_num_channels),
+            )
 
 
 def _plan_muxer_options(plan: OutputPlan, muxer: str, config: SessionConfig, settings: Settings) -> dict[str, str]:

@@ -109,5 +109,6 @@ def check_limits(settings: Settings, kind: str, where: str, **values: float) -> 
     for name, value in values.items():
         limit, setting = limits[name]
         if value > limit:
-            raise InvalidConfig(f"{name} {value:g} is above this server's limit of {limit:g} ({setting})",
-                                f"{where}.{name}")
+            raise InvalidConfig(
+                f"{name} {value:g} is above this server's limit of {limit:g} ({setting})", f"{where}.{name}"
+            )

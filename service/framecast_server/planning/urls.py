@@ -70,21 +70,48 @@ def _transtype(value: str) -> bool:
 #: ``sources``, ``block``; srt ``mode`` (listener, rendezvous) and its local address.
 QUERY_OPTIONS: dict[str, dict[str, Callable[[str], bool]]] = {
     "tcp": {
-        "timeout": _integer, "tcp_nodelay": _boolean, "tcp_mss": _integer,
-        "send_buffer_size": _integer, "recv_buffer_size": _integer,
+        "timeout": _integer,
+        "tcp_nodelay": _boolean,
+        "tcp_mss": _integer,
+        "send_buffer_size": _integer,
+        "recv_buffer_size": _integer,
     },
     "udp": {
-        "pkt_size": _integer, "ttl": _integer, "buffer_size": _integer, "bitrate": _integer,
-        "burst_bits": _integer, "dscp": _integer,
+        "pkt_size": _integer,
+        "ttl": _integer,
+        "buffer_size": _integer,
+        "bitrate": _integer,
+        "burst_bits": _integer,
+        "dscp": _integer,
     },
     "srt": {
-        "passphrase": _text, "pbkeylen": _integer, "latency": _integer, "rcvlatency": _integer,
-        "peerlatency": _integer, "tlpktdrop": _boolean, "nakreport": _boolean, "connect_timeout": _integer,
-        "maxbw": _integer, "inputbw": _integer, "oheadbw": _integer, "payload_size": _integer,
-        "pkt_size": _integer, "mss": _integer, "ffs": _integer, "ipttl": _integer, "iptos": _integer,
-        "sndbuf": _integer, "rcvbuf": _integer, "streamid": _text, "enforced_encryption": _boolean,
-        "transtype": _transtype, "linger": _integer, "kmrefreshrate": _integer, "kmpreannounce": _integer,
-        "snddropdelay": _integer, "timeout": _integer,
+        "passphrase": _text,
+        "pbkeylen": _integer,
+        "latency": _integer,
+        "rcvlatency": _integer,
+        "peerlatency": _integer,
+        "tlpktdrop": _boolean,
+        "nakreport": _boolean,
+        "connect_timeout": _integer,
+        "maxbw": _integer,
+        "inputbw": _integer,
+        "oheadbw": _integer,
+        "payload_size": _integer,
+        "pkt_size": _integer,
+        "mss": _integer,
+        "ffs": _integer,
+        "ipttl": _integer,
+        "iptos": _integer,
+        "sndbuf": _integer,
+        "rcvbuf": _integer,
+        "streamid": _text,
+        "enforced_encryption": _boolean,
+        "transtype": _transtype,
+        "linger": _integer,
+        "kmrefreshrate": _integer,
+        "kmpreannounce": _integer,
+        "snddropdelay": _integer,
+        "timeout": _integer,
     },
 }
 
@@ -145,17 +172,21 @@ def parse(url: str, field: str = "destination.url") -> NetworkUrl:
     _check_characters(url, field)
     head = _SCHEME.match(url)
     if head is None:
-        raise InvalidConfig("expected a URL of the form scheme://host[:port]/..., e.g. rtmp://ingest.example.com/live/KEY",
-                            field)
+        raise InvalidConfig(
+            "expected a URL of the form scheme://host[:port]/..., e.g. rtmp://ingest.example.com/live/KEY", field
+        )
     scheme = head.group(1).lower()
     if scheme not in SCHEMES:
         raise InvalidConfig(f"unsupported URL scheme {scheme!r}; expected one of {', '.join(SCHEMES)}", field)
-    url = scheme + url[len(scheme):]  # FFmpeg matches protocol names case-sensitively
-    netloc = re.match(r"[^/?]*", url[len(scheme) + 3:]).group()  # type: ignore[union-attr]  # '#' is refused
+    url = scheme + url[len(scheme) :]  # FFmpeg matches protocol names case-sensitively
+    netloc = re.match(r"[^/?]*", url[len(scheme) + 3 :]).group()  # type: ignore[union-attr]  # '#' is refused
     userinfo, _, hostport = netloc.rpartition("@")
     if not hostport:
-        raise InvalidConfig(f"{scheme} URL needs a host, e.g. {scheme}://ingest.example.com"
-                            f"{':PORT' if scheme in _NEEDS_PORT else '/live/KEY'}", field)
+        raise InvalidConfig(
+            f"{scheme} URL needs a host, e.g. {scheme}://ingest.example.com"
+            f"{':PORT' if scheme in _NEEDS_PORT else '/live/KEY'}",
+            field,
+        )
     host, port = _host_and_port(hostport, scheme, field)
     try:
         ours = urlsplit(url)
@@ -163,22 +194,34 @@ def parse(url: str, field: str = "destination.url") -> NetworkUrl:
     except ValueError as exc:  # what _host_and_port let through and urlsplit does not take
         raise InvalidConfig(f"malformed {scheme} URL: {exc}", field) from None
     theirs = ffmpeg.url_split(url)
-    rest = url[len(scheme) + 3 + len(netloc):]
+    rest = url[len(scheme) + 3 + len(netloc) :]
     agree = (
-        theirs.proto == scheme and theirs.authorization == userinfo and theirs.hostname.lower() == host
+        theirs.proto == scheme
+        and theirs.authorization == userinfo
+        and theirs.hostname.lower() == host
         and theirs.port == (-1 if port is None else port) == (-1 if our_port is None else our_port)
-        and theirs.path == rest and ours.netloc == netloc and (ours.hostname or "") == host
+        and theirs.path == rest
+        and ours.netloc == netloc
+        and (ours.hostname or "") == host
     )
     if not agree:
         raise InvalidConfig(
             f"FFmpeg would read this URL differently (host {theirs.hostname!r}, port {theirs.port}) than "
-            f"the checks here (host {host!r}, port {port}); write it plainly", field,
+            f"the checks here (host {host!r}, port {port}); write it plainly",
+            field,
         )
     path, question, raw_query = rest.partition("?")
     query = _query(scheme, path, raw_query if question else None, field)
     return NetworkUrl(
-        url=url, scheme=scheme, host=host, address=_address(host), port=port, userinfo=userinfo, path=path,
-        query=query, raw_query=raw_query if question else None,
+        url=url,
+        scheme=scheme,
+        host=host,
+        address=_address(host),
+        port=port,
+        userinfo=userinfo,
+        path=path,
+        query=query,
+        raw_query=raw_query if question else None,
     )
 
 
@@ -187,8 +230,15 @@ def _check_characters(url: str, field: str) -> None:
     assert bad is not None  # '*' matches the empty string
     if bad.end() < len(url):
         char = url[bad.end()]
-        what = {"\x00": "a NUL byte", "\\": "a backslash", " ": "a space", "#": "a '#'", "\t": "a tab",
-                "\n": "a newline", "\r": "a carriage return"}.get(char, f"the character {char!r}")
+        what = {
+            "\x00": "a NUL byte",
+            "\\": "a backslash",
+            " ": "a space",
+            "#": "a '#'",
+            "\t": "a tab",
+            "\n": "a newline",
+            "\r": "a carriage return",
+        }.get(char, f"the character {char!r}")
         raise InvalidConfig(
             f"URL contains {what} at position {bad.end()}; URLs here are plain ASCII without spaces, control "
             "characters, '#' or backslashes (percent-encode such characters in the stream key or query)",
@@ -239,7 +289,8 @@ def _check_name(host: str, field: str) -> None:
         if not _LABEL.fullmatch(label):
             raise InvalidConfig(
                 f"host {host!r} is not a DNS name (dot-separated labels of letters, digits, '-' and '_'), an "
-                "IPv4 address or a bracketed IPv6 address", field,
+                "IPv4 address or a bracketed IPv6 address",
+                field,
             )
     if labels[-1][0].isdigit():
         try:
@@ -247,8 +298,9 @@ def _check_name(host: str, field: str) -> None:
         except ValueError:
             canonical = None
         if canonical != host:
-            raise InvalidConfig(f"host {host!r} looks numeric but is not a dotted-quad IPv4 address like 10.0.0.1",
-                                field)
+            raise InvalidConfig(
+                f"host {host!r} looks numeric but is not a dotted-quad IPv4 address like 10.0.0.1", field
+            )
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -325,15 +377,19 @@ class HostPattern:
         octet_like = re.compile(r"[0-9*?\[\]!-]+")
         if all(octet_like.fullmatch(label) for label in labels) and any(c.isdigit() for c in pattern):
             if len(labels) != 4:
-                raise ValueError(f"host pattern {text!r} looks like an IPv4 address but does not have 4 octets "
-                                 "(use a CIDR network like 10.0.0.0/8 for a range)")
+                raise ValueError(
+                    f"host pattern {text!r} looks like an IPv4 address but does not have 4 octets "
+                    "(use a CIDR network like 10.0.0.0/8 for a range)"
+                )
             for label in labels:
                 if label.isdigit() and not (str(int(label)) == label and int(label) <= 255):
                     raise ValueError(f"host pattern {text!r}: {label!r} is not an octet from 0 to 255")
             return cls(text, "ipv4", labels=labels)
         if labels[-1][0].isdigit():
-            raise ValueError(f"host pattern {text!r} ends in a label starting with a digit, which no host name "
-                             "taken here does; IPv4 patterns are 4 octets of digits and wildcards")
+            raise ValueError(
+                f"host pattern {text!r} ends in a label starting with a digit, which no host name "
+                "taken here does; IPv4 patterns are 4 octets of digits and wildcards"
+            )
         return cls(text, "name", labels=labels)
 
     def matches(self, target: NetworkUrl) -> bool:

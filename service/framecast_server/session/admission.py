@@ -22,8 +22,11 @@ class Admission:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.memory = EncoderMemoryBudget(settings.memory_budget or default_budget(),
-                                          settings.encoder_memory_limit or None, chunks_in_flight(settings))
+        self.memory = EncoderMemoryBudget(
+            settings.memory_budget or default_budget(),
+            settings.encoder_memory_limit or None,
+            chunks_in_flight(settings),
+        )
         self.keys = KeyLedger(settings.max_key_bytes or None, settings.max_key_seconds or None)
         self._starting_for = settings.open_timeout + 5.0
         self._starting: list[tuple[float, OutputPlan]] = []

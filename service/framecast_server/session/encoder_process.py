@@ -116,8 +116,13 @@ class EncoderProcess:
         client_memory: the session's ``client_memory.ClientMemory``, if its client puts payloads there.
     """
 
-    def __init__(self, plan: OutputPlan, buffer_bytes: int, on_message: Callable[[FromEncoder], None],
-                 client_memory: ClientMemory | None = None) -> None:
+    def __init__(
+        self,
+        plan: OutputPlan,
+        buffer_bytes: int,
+        on_message: Callable[[FromEncoder], None],
+        client_memory: ClientMemory | None = None,
+    ) -> None:
         self.plan = plan
         self._client_memory = client_memory
         self._on_message = on_message
@@ -135,7 +140,9 @@ class EncoderProcess:
         if spare is None or not self._assign(spare):
             parent, child = multiprocessing.Pipe(duplex=True)
             self.process = encoder_context().Process(
-                target=worker_main, args=(child, self.plan, self.ring, self._client_memory), daemon=True,
+                target=worker_main,
+                args=(child, self.plan, self.ring, self._client_memory),
+                daemon=True,
                 name="framecast-encoder",
             )
             self.process.start()
@@ -279,4 +286,3 @@ def exit_text(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-

@@ -45,9 +45,9 @@ class SessionManager:
         by_state = {state.value: 0 for state in SessionState}
         for session in self.sessions.values():
             by_state[session.state.value] += 1
-        return Gauges(by_state, [
-            OpenSession(s.id, s.in_flight, s.outbox.waiting_bytes, s.encode_rates) for s in self.active()
-        ])
+        return Gauges(
+            by_state, [OpenSession(s.id, s.in_flight, s.outbox.waiting_bytes, s.encode_rates) for s in self.active()]
+        )
 
     def _forget_old(self) -> None:
         """Keep the newest ``keep_finished_sessions`` finished sessions; drop older ones."""
@@ -120,9 +120,7 @@ class SessionManager:
         """Finalize every session that is still open (server shutdown)."""
         if self._reaper is not None:
             self._reaper.cancel()
-        await asyncio.gather(
-            self.spares.close(), *(s.finish() for s in self.active()), return_exceptions=True
-        )
+        await asyncio.gather(self.spares.close(), *(s.finish() for s in self.active()), return_exceptions=True)
 
     async def drain(self) -> None:
         """Finalize every open session and let connected clients receive what is left."""

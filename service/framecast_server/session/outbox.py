@@ -158,11 +158,13 @@ class Outbox:
 
     def _report_drops(self) -> None:
         count, self._unreported_drops = self._unreported_drops, 0
-        self.put_notice(protocol.encode_control(
-            protocol.WARNING,
-            message=f"{count} messages to this client (errors, warnings, events) were dropped because it was "
-            f"not reading them; at most {self.notice_limit} bytes of them wait",
-        ))
+        self.put_notice(
+            protocol.encode_control(
+                protocol.WARNING,
+                message=f"{count} messages to this client (errors, warnings, events) were dropped because it was "
+                f"not reading them; at most {self.notice_limit} bytes of them wait",
+            )
+        )
 
     def confirm(self, output_index: int) -> None:
         """The client applied every OUTPUT message up to ``output_index``."""

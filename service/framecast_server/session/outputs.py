@@ -55,7 +55,8 @@ class OutputFiles:
             if session.owner != owner:
                 raise InvalidConfig(
                     f"{shown!r} was written by another API key's session, which this server still keeps; "
-                    "choose another path", FIELD,
+                    "choose another path",
+                    FIELD,
                 )
         if path in self._opening:
             raise InvalidConfig(f"{shown!r} is being opened by another session; choose another path", FIELD)

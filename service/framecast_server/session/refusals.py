@@ -66,8 +66,12 @@ class Refusals:
     """
 
     def __init__(
-        self, replies_per_second: int, max_in_a_row: int, max_bytes_in_a_row: int,
-        log: Callable[..., Any], clock: Callable[[], float] = time.monotonic,
+        self,
+        replies_per_second: int,
+        max_in_a_row: int,
+        max_bytes_in_a_row: int,
+        log: Callable[..., Any],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.replies_per_second = replies_per_second
         self.max_in_a_row = max_in_a_row
@@ -109,8 +113,13 @@ class Refusals:
         elif self.bytes_in_a_row > self.max_bytes_in_a_row:
             close_reason = f"{self.bytes_in_a_row} bytes in a row refused, nothing valid in between"
         if close_reason is not None:
-            self._log("warning", "closing the connection: %s (limits: %d messages, %d bytes)",
-                      close_reason, self.max_in_a_row, self.max_bytes_in_a_row)
+            self._log(
+                "warning",
+                "closing the connection: %s (limits: %d messages, %d bytes)",
+                close_reason,
+                self.max_in_a_row,
+                self.max_bytes_in_a_row,
+            )
         return Verdict(reply, summary, close_reason)
 
     def accepted(self) -> str | None:
@@ -129,8 +138,10 @@ class Refusals:
         if not self._unanswered:
             return None
         count, self._unanswered = self._unanswered, 0
-        return (f"and {count} more messages refused, not answered one by one (at most "
-                f"{self.replies_per_second} error replies a second)")
+        return (
+            f"and {count} more messages refused, not answered one by one (at most "
+            f"{self.replies_per_second} error replies a second)"
+        )
 
     def _log_refusal(self, now: float, what: str, reason: str, fields: dict[str, Any]) -> None:
         if self.total <= LOG_FIRST:
@@ -144,7 +155,13 @@ class Refusals:
             self._log_summary(now)
 
     def _log_summary(self, now: float) -> None:
-        self._log("info", "refused %d more messages in the last %.0f s (%d in all); the last: %s",
-                  self._unlogged, now - self._last_summary_log, self.total, shorten(self._last_reason))
+        self._log(
+            "info",
+            "refused %d more messages in the last %.0f s (%d in all); the last: %s",
+            self._unlogged,
+            now - self._last_summary_log,
+            self.total,
+            shorten(self._last_reason),
+        )
         self._unlogged = 0
         self._last_summary_log = now

@@ -98,7 +98,10 @@ class SessionState(str, enum.Enum):
 
 _ALLOWED = {
     SessionState.CREATED: {
-        SessionState.STREAMING, SessionState.RECONNECTING, SessionState.FINISHING, SessionState.FAILED
+        SessionState.STREAMING,
+        SessionState.RECONNECTING,
+        SessionState.FINISHING,
+        SessionState.FAILED,
     },
     SessionState.STREAMING: {SessionState.RECONNECTING, SessionState.FINISHING, SessionState.FAILED},
     SessionState.RECONNECTING: {SessionState.STREAMING, SessionState.FINISHING, SessionState.FAILED},
@@ -112,7 +115,12 @@ class Session:
     """One output being written, from POST /v1/sessions to CLOSED or FAILED."""
 
     def __init__(
-        self, session_id: str, config: SessionConfig, plan: OutputPlan, settings: Settings, metrics: Metrics,
+        self,
+        session_id: str,
+        config: SessionConfig,
+        plan: OutputPlan,
+        settings: Settings,
+        metrics: Metrics,
         client_memory: ClientMemory | None = None,
     ) -> None:
         # What it is, and whose.
@@ -143,8 +151,10 @@ class Session:
         self.last_activity = time.monotonic()
         self.outbox = Outbox(settings.max_queued_output_bytes, settings.max_queued_message_bytes)
         self.refusals = Refusals(
-            settings.max_error_replies_per_second, settings.max_refused_in_a_row,
-            settings.max_refused_bytes_in_a_row, lambda level, *args, **kw: getattr(self.log, level)(*args, **kw),
+            settings.max_error_replies_per_second,
+            settings.max_refused_in_a_row,
+            settings.max_refused_bytes_in_a_row,
+            lambda level, *args, **kw: getattr(self.log, level)(*args, **kw),
         )
         self._resume_timer: asyncio.TimerHandle | None = None  # finalize unless the client comes back
         self._release_timer: asyncio.TimerHandle | None = None  # free the outbox unless it comes back
@@ -197,9 +207,13 @@ class Session:
         """Record a session event: kept in the session info, logged, and sent to the client."""
         event = {"time": round(time.time(), 3), "event": name, **fields}
         self.events.append(event)
-        del self.events[: -MAX_EVENTS]
-        self.log.info("%s %s", name, " ".join(f"{k}={v}" for k, v in fields.items()),
-                      **({"stream": fields["stream"]} if "stream" in fields else {}))
+        del self.events[:-MAX_EVENTS]
+        self.log.info(
+            "%s %s",
+            name,
+            " ".join(f"{k}={v}" for k, v in fields.items()),
+            **({"stream": fields["stream"]} if "stream" in fields else {}),
+        )
         self.outbox.put_notice(
             protocol.encode_control(protocol.EVENT, **{k: v for k, v in event.items() if k != "time"})
         )
