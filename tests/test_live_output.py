@@ -58,7 +58,7 @@ def test_outage_keeps_a_bounded_backlog_drops_oldest_and_recovers_in_order():
         live.tick()
     assert live.down and dest.sent == [(0, 0.0)]
     assert live.dropped == [19, 0]  # 30 frames, 1 s (11 frames) kept, the oldest 19 dropped
-    assert [m for m in told if isinstance(m, Dropped)][-1] == Dropped(stream=0, count=1, total=19)
+    assert [m for m in told if isinstance(m, Dropped)][-1] == Dropped(stream=0, frames=1, total=19)
     attempts = [m for m in told if isinstance(m, Reconnecting)]
     assert attempts and all(m.reason.startswith(("Broken pipe", "cannot reach")) for m in attempts)
     # Backoff: attempts get sparser (0.25 s, 0.5 s, 1 s, ...), not one per tick.

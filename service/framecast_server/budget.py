@@ -139,7 +139,7 @@ def _x264_frames(stream: VideoPlan, realtime: bool) -> float:
         lookahead, bframes = 0, 0
     configured_b = stream.codec_config.get("max_b_frames")
     if configured_b not in (None, -1):
-        bframes = int(configured_b)  # type: ignore[arg-type]
+        bframes = int(configured_b)
     lookahead = _first(_int_option(options, "rc-lookahead", "rc_lookahead"), lookahead)
     bframes = _first(_int_option(options, "bf", "bframes"), bframes)
     refs = _first(_int_option(options, "refs"), refs)

@@ -17,6 +17,8 @@ to JSON error bodies ``{"error": {"code", "message", "field"?}}``, which the SDK
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ApiError(Exception):
     """Root of every error the framecast server raises on purpose."""
@@ -28,7 +30,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}
 
 
@@ -43,7 +45,7 @@ class InvalidConfig(ApiError, ValueError):
         self.field = field
         self.reason = message
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         body = super().body()
         if self.field:
             body["error"]["field"] = self.field

@@ -65,7 +65,7 @@ def configure(level: str, fmt: str) -> None:
         logger.propagate = True
 
 
-class SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class SessionLog(logging.LoggerAdapter[logging.Logger]):
     """A logger whose records carry the session id; ``stream=`` adds the stream index."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:

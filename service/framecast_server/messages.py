@@ -126,10 +126,10 @@ class Recovered(NamedTuple):
 
 
 class Dropped(NamedTuple):
-    """``count`` frames of ``stream`` were dropped while the destination was down (``total`` so far)."""
+    """``frames`` frames of ``stream`` were dropped while the destination was down (``total`` so far)."""
 
     stream: int
-    count: int
+    frames: int
     total: int
 
 

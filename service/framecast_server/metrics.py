@@ -9,7 +9,7 @@ as a ``Gauges`` record it makes (``GaugeSource``): this module imports nothing o
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -157,7 +157,7 @@ class RateMeter:
         self._last = (total, now)
 
 
-def route_of(scope: dict[str, Any]) -> str:
+def route_of(scope: MutableMapping[str, Any]) -> str:
     """The route template of a request (``/v1/sessions/{session_id}``), not its raw path."""
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"

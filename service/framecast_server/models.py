@@ -74,14 +74,14 @@ def parse_frame_rate(value: float | int | str) -> Fraction:
         except ZeroDivisionError:
             raise ValueError(f"frame rate {value!r} divides by zero") from None
     else:
-        rate = None
-        for n in (24, 30, 48, 60, 120):
-            ntsc = Fraction(n * 1000, 1001)
-            if abs(float(value) - float(ntsc)) < 0.005 and value != n:
-                rate = ntsc
-                break
-        if rate is None:
-            rate = Fraction(repr(float(value)))
+        rate = next(
+            (
+                Fraction(n * 1000, 1001)
+                for n in (24, 30, 48, 60, 120)
+                if abs(float(value) - n * 1000 / 1001) < 0.005 and value != n
+            ),
+            Fraction(repr(float(value))),
+        )
     if rate <= 0 or rate > 1000:
         raise ValueError(f"frame rate must be in (0, 1000], got {value!r}")
     if rate.denominator > 1_000_000:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 _UNION_TAGS = {"streams": {"video", "audio"}, "destination": {"client", "server_file", "url", "discard"}}
 
 
-def _field(loc: tuple) -> str:
+def _field(loc: tuple[str | int, ...]) -> str:
     """The config path of an error's location, as config checks name fields: ``streams.0.width``
     (pydantic says ``body.streams.0.video.width``)."""
     parts = list(loc[1:] if loc[:1] == ("body",) else loc)

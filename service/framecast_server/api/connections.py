@@ -45,12 +45,13 @@ class _HeaderDeadline:
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
-        if len(self.connections) > self.max_connections:  # type: ignore[attr-defined]
+        connections = self.connections  # type: ignore[attr-defined]
+        if len(connections) > self.max_connections:
             log.warning(
                 "%d connections open, at most %d are taken: closing a new one",
-                len(self.connections) - 1,
+                len(connections) - 1,
                 self.max_connections,
-            )  # type: ignore[attr-defined]
+            )
             transport.abort()
             return
         self._arm_header_timer()

@@ -39,7 +39,8 @@ public = APIRouter()
 
 
 def _manager(request: Request) -> SessionManager:
-    return request.app.state.manager
+    manager: SessionManager = request.app.state.manager
+    return manager
 
 
 def _stream_url(request: Request, session_id: str) -> str:
@@ -109,7 +110,9 @@ async def download_output(session_id: str, request: Request, caller: CallerDep) 
         raise StateConflict(f"session {session_id} writes to its client, not to a server-side file")
     if session.state is not SessionState.CLOSED:
         raise StateConflict(f"session {session_id} is {session.state.value}; its output is ready once closed")
-    return FileResponse(session.plan.path, filename=session.plan.path.rsplit("/", 1)[-1])  # type: ignore[union-attr]
+    path = session.plan.path
+    assert path is not None  # a server file's plan has its path
+    return FileResponse(path, filename=path.rsplit("/", 1)[-1])
 
 
 @router.get(
@@ -169,6 +172,6 @@ async def metrics(request: Request, caller: CallerDep) -> Response:
 
 
 @public.get("/healthz", tags=["server"])
-async def healthz(request: Request) -> dict:
+async def healthz(request: Request) -> dict[str, Any]:
     """Liveness: answers as long as the event loop runs."""
     return {"status": "ok", "sessions": len(_manager(request).active())}

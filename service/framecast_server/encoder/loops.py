@@ -105,7 +105,7 @@ class _Prepared(NamedTuple):
     """A chunk with its frames built, handed from the prepare thread to the encoding thread."""
 
     header: protocol.ChunkHeader
-    frames: ChunkFrames | list[object]
+    frames: ChunkFrames
     levels: list[float] | None  # audio: its levels for the preview
 
 
@@ -199,10 +199,10 @@ class DirectLoop:
                 for frame in frames:
                     self.live.emit(header.stream, frame)
             else:
-                self.writer.emit(header.stream, frames)  # type: ignore[arg-type]
+                self.writer.emit(header.stream, frames)
         if chunk.levels is not None:
             self.previewer.offer_levels(header.stream, chunk.levels)
-        elif isinstance(frames, ChunkFrames):
+        elif frames:
             self.previewer.offer_video(header.stream, frames.built)
         self.acks.done(header.seq, busy=not self.prepared.empty())
         _send_preview(self.pipe, self.previewer)
@@ -234,7 +234,7 @@ class DirectLoop:
     def _build(self, chunk: ChunkDescriptor) -> _Prepared:
         writer, header = self.writer, chunk.header
         array, in_ring = self.payloads.array(chunk)
-        frames = writer.frames_for(header.stream, array, header.pts) if writer.plan.encode else []
+        frames = writer.frames_for(header.stream, array, header.pts) if writer.plan.encode else ChunkFrames(None, [])
         audio = writer.plan.encode and writer.plan.streams[header.stream].type == "audio"
         levels = levels_db(array) if audio else None
         del array  # frames hold copies: the ring space can be written again

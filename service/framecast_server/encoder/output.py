@@ -24,7 +24,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
 import av
 import numpy as np
@@ -36,6 +36,10 @@ from framecast_server.planning.plan import AudioPlan, OutputPlan, StreamPlan, Vi
 from framecast_server.quotas import EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
 
 log = logging.getLogger(__name__)
+
+#: What flows through a stream: frames of either medium, and the streams that encode them.
+Frame: TypeAlias = av.VideoFrame | av.AudioFrame
+EncoderStream: TypeAlias = av.video.stream.VideoStream | av.audio.stream.AudioStream
 
 
 @dataclass
@@ -70,7 +74,7 @@ class _WarningCollector(logging.Handler):
 class _FilterChain:
     """A linear filter graph between the input frames and the encoder."""
 
-    def __init__(self, source_args: dict[str, Any], media: str, chain: list[tuple]) -> None:
+    def __init__(self, source_args: dict[str, Any], media: str, chain: list[tuple[str, str | None]]) -> None:
         self.graph = av.filter.Graph()
         if media == "video":
             nodes = [self.graph.add("buffer", **source_args)]
@@ -81,7 +85,7 @@ class _FilterChain:
         nodes.append(self.graph.add("buffersink" if media == "video" else "abuffersink"))
         self.graph.link_nodes(*nodes).configure()
 
-    def push(self, frame: av.frame.Frame | None) -> Iterator[av.frame.Frame]:
+    def push(self, frame: Frame | None) -> Iterator[Frame]:
         """Push ``frame`` (None: end of stream) and yield what comes out, one frame at a time.
 
         Lazily: a filter may put out any number of frames for one (``loop``, ``tpad``,
@@ -95,7 +99,7 @@ class _FilterChain:
             except (BlockingIOError, av.error.EOFError):
                 return
 
-    def first(self, frame: av.frame.Frame) -> av.frame.Frame | None:
+    def first(self, frame: Frame) -> Frame | None:
         """The first frame out for ``frame``, flushing the chain if it holds it back; for probing."""
         for pushed in (frame, None):
             self.graph.push(pushed)
@@ -111,11 +115,11 @@ class ChunkFrames:
     a time as the encoder takes it, then the chunk's own frames, built already (their pixels are
     copied out of the shared memory the chunk came through, which can then be written again)."""
 
-    def __init__(self, gap: Iterator[av.frame.Frame] | None, built: list[av.frame.Frame]) -> None:
+    def __init__(self, gap: Iterator[Frame] | None, built: list[Frame]) -> None:
         self.gap = gap
         self.built = built
 
-    def __iter__(self) -> Iterator[av.frame.Frame]:
+    def __iter__(self) -> Iterator[Frame]:
         if self.gap is not None:
             yield from self.gap
         yield from self.built
@@ -128,7 +132,7 @@ class _Stream:
     """One output stream: builds frames from arrays, filters, encodes."""
 
     def __init__(
-        self, plan: StreamPlan, stream: av.stream.Stream, chain: _FilterChain | None, limits: EncoderLimits
+        self, plan: StreamPlan, stream: EncoderStream, chain: _FilterChain | None, limits: EncoderLimits
     ) -> None:
         self.plan = plan
         self.stream = stream
@@ -138,15 +142,15 @@ class _Stream:
         self.time_base = Fraction(1, 1) / plan.rate
         self.stats = _Counts()
 
-    def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
+    def frames(self, array: np.ndarray, start: int) -> list[Frame]:
         """Frames for a (T, ...) chunk whose first tick is ``start``."""
         raise NotImplementedError
 
-    def ready(self, frames: list[av.frame.Frame]) -> list[av.frame.Frame]:
+    def ready(self, frames: list[Frame]) -> list[Frame]:
         """Frames as the encoder takes them (see _VideoStream); others as they are."""
         return frames
 
-    def gap(self, end: int, start: int) -> Iterator[av.frame.Frame] | None:
+    def gap(self, end: int, start: int) -> Iterator[Frame] | None:
         """Frames that fill the time between the previous chunk's ``end`` and ``start``, or None.
 
         Video needs none: a frame lasts until the next one. Audio containers like WAV have no
@@ -154,37 +158,38 @@ class _Stream:
         """
         return None
 
-    def encode(self, frames: Iterable[av.frame.Frame | None], meter: OutputMeter) -> Iterator[av.Packet]:
+    def encode(self, frames: Iterable[Frame | None], meter: OutputMeter) -> Iterator[av.Packet[Any]]:
         """Filter and encode ``frames`` (None: flush), yielding packets as they come; every frame
         that reaches the encoder is checked and counted first (``QuotaReached``,
         ``FilterOutputRefused``)."""
         index = self.plan.index
         for frame in frames:
-            filtered: Iterable[av.frame.Frame | None] = (frame,) if self.chain is None else self.chain.push(frame)
+            filtered: Iterable[Frame | None] = (frame,) if self.chain is None else self.chain.push(frame)
             for f in filtered:
                 if f is not None:
                     if self.chain is not None:
                         self._check_filtered(f)
                     meter.frame(index, f)
-                yield from self.stream.encode(f)
+                yield from self.stream.encode(f)  # type: ignore[arg-type]  # frames of the stream's own medium
             if frame is None and self.chain is not None:
                 yield from self.stream.encode(None)
 
-    def _check_filtered(self, frame: av.frame.Frame) -> None:
+    def _check_filtered(self, frame: Frame) -> None:
         """A filter chain's frame must be within the server's limits (see ``_check_probe``)."""
         problem = _beyond_limits(frame, self.limits) or self._timing(frame)
         if problem is not None:
             raise FilterOutputRefused(f"streams.{self.plan.index}.filter_desc: the filter chain put out {problem}")
 
-    def _timing(self, frame: av.frame.Frame) -> str | None:
+    def _timing(self, frame: Frame) -> str | None:
         """Check (and for video, mend) a filter chain's frame's timestamp; what is wrong, or None."""
         return None
 
 
 class _VideoStream(_Stream):
     plan: VideoPlan
+    stream: av.video.stream.VideoStream
 
-    def ready(self, frames: list[av.frame.Frame]) -> list[av.frame.Frame]:
+    def ready(self, frames: list[Frame]) -> list[Frame]:
         """Convert frames to the encoder's pixel format and size now, as PyAV's ``encode`` would
         (the same swscale call and settings), so the conversion can run before encoding, on
         another thread (the direct loop's prepare stage, as the ffmpeg CLI converts next to x264),
@@ -194,11 +199,12 @@ class _VideoStream(_Stream):
             return frames
         ctx = self.stream.codec_context
         first = frames[0]
+        assert isinstance(first, av.VideoFrame)
         if (first.format.name, first.width, first.height) == (ctx.pix_fmt, ctx.width, ctx.height):
             return frames
         if self._reformatter is None:
             self._reformatter = av.video.reformatter.VideoReformatter()
-        out = []
+        out: list[Frame] = []
         for frame in frames:
             converted = self._reformatter.reformat(frame, ctx.width, ctx.height, ctx.format, threads=ctx.thread_count)
             converted.pts, converted.time_base = frame.pts, frame.time_base
@@ -211,7 +217,7 @@ class _VideoStream(_Stream):
     _last_time: Fraction | None = None
     _filtered = 0
 
-    def _timing(self, frame: av.frame.Frame) -> str | None:
+    def _timing(self, frame: Frame) -> str | None:
         """A frame out of the filter chain without a timestamp, or with one not after the frame
         before, follows that frame by one frame at the encoder's rate. Filters that make frames
         do that with the push API this uses: ``tpad`` pads past the end without timestamps, ``loop``
@@ -246,10 +252,10 @@ class _VideoStream(_Stream):
     #: OutputWriter); then frames come out of ``frames`` ready and ``ready`` has nothing to do.
     rgb_to_i420: libyuv.RgbToI420 | None = None
 
-    def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
+    def frames(self, array: np.ndarray, start: int) -> list[Frame]:
         plan = self.plan
         frame_format, planes = _PLANAR_LAYOUT[plan.format]
-        out = []
+        out: list[Frame] = []
         for i in range(array.shape[0]):
             src = array[i]  # (C, H, W): channel planes, as the client sent them
             if self.rgb_to_i420 is not None:
@@ -293,27 +299,27 @@ class _AudioStream(_Stream):
     #: and interleaves with video within one codec frame. None: one frame per chunk.
     max_samples: int | None = None
 
-    def frames(self, array: np.ndarray, start: int) -> list[av.frame.Frame]:
+    def frames(self, array: np.ndarray, start: int) -> list[Frame]:
         plan = self.plan
         step = self.max_samples or max(1, array.shape[0])
-        out = []
+        out: list[Frame] = []
         for offset in range(0, array.shape[0], step):
             piece = array[offset : offset + step]
             # Packed samples go straight into the frame's one plane (PyAV's from_ndarray lacks s64).
             frame = av.AudioFrame(format=plan.format, layout=_layout(plan.num_channels), samples=piece.shape[0])
-            np.frombuffer(frame.planes[0], dtype=piece.dtype)[: piece.size] = piece.reshape(-1)
+            np.frombuffer(memoryview(frame.planes[0]), dtype=piece.dtype)[: piece.size] = piece.reshape(-1)
             frame.sample_rate = plan.sample_rate
             frame.pts = start + offset
             frame.time_base = self.time_base
             out.append(frame)
         return out
 
-    def gap(self, end: int, start: int) -> Iterator[av.frame.Frame] | None:
+    def gap(self, end: int, start: int) -> Iterator[Frame] | None:
         if start <= end:
             return None
         return self._silence(end, start)
 
-    def _silence(self, end: int, start: int) -> Iterator[av.frame.Frame]:
+    def _silence(self, end: int, start: int) -> Iterator[Frame]:
         """Silent frames from tick ``end`` to ``start``, SILENCE_PIECE samples at most each, built
         one at a time (a gap of a minute at 384 kHz in 16 channels would be 1.5 GB at once)."""
         step = min(SILENCE_PIECE, self.max_samples or SILENCE_PIECE)
@@ -330,7 +336,7 @@ class _AudioStream(_Stream):
 SILENCE_PIECE = 8192
 
 
-def _beyond_limits(frame: av.frame.Frame, limits: EncoderLimits) -> str | None:
+def _beyond_limits(frame: Frame, limits: EncoderLimits) -> str | None:
     """What about a filter chain's ``frame`` is beyond ``limits`` (as words), or None."""
     if isinstance(frame, av.VideoFrame):
         too_wide = limits.max_width is not None and frame.width > limits.max_width
@@ -406,7 +412,7 @@ def _video_source(plan: VideoPlan) -> dict[str, Any]:
     """The ``buffer`` source's arguments: the input frames as ``_VideoStream.frames`` builds them."""
     return {
         "video_size": f"{plan.width}x{plan.height}",
-        "pix_fmt": str(int(av.VideoFormat(_PLANAR_LAYOUT[plan.format][0]))),  # as frames() builds them
+        "pix_fmt": _PLANAR_LAYOUT[plan.format][0],  # as frames() builds them
         "time_base": str(1 / plan.frame_rate),
         "pixel_aspect": "1/1",
     }
@@ -502,7 +508,7 @@ class OutputWriter:
             return self._video_stream(plan, stream, where)
         return self._audio_stream(plan, stream, where)
 
-    def _open_encoder(self, plan: StreamPlan, where: str) -> av.stream.Stream:
+    def _open_encoder(self, plan: StreamPlan, where: str) -> EncoderStream:
         """Add the stream, configure its encoder from the plan and open it; options the encoder did
         not use become a warning for the client.
 
@@ -529,10 +535,11 @@ class OutputWriter:
             self.warnings.append(f"{where}.encoder_option: not used by {plan.encoder}: {unused}")
         return stream
 
-    def _add_video_encoder(self, plan: VideoPlan) -> av.stream.Stream:
+    def _add_video_encoder(self, plan: VideoPlan) -> EncoderStream:
         """A video stream whose encoder takes the plan's encoder size, pixel format and frame rate,
         threaded as the output's pacing wants (``_threading``)."""
         stream = self.container.add_stream(plan.encoder, rate=plan.encoder_frame_rate)
+        assert isinstance(stream, av.video.stream.VideoStream), f"{plan.encoder} is a video encoder"
         ctx = stream.codec_context
         ctx.width = plan.encoder_width
         ctx.height = plan.encoder_height
@@ -542,16 +549,17 @@ class OutputWriter:
         ctx.thread_type, ctx.thread_count = _threading(self.plan.realtime, plan)
         return stream
 
-    def _add_audio_encoder(self, plan: AudioPlan) -> av.stream.Stream:
+    def _add_audio_encoder(self, plan: AudioPlan) -> EncoderStream:
         """An audio stream whose encoder takes the plan's encoder sample format, rate and channels."""
         stream = self.container.add_stream(plan.encoder, rate=plan.encoder_sample_rate)
+        assert isinstance(stream, av.audio.stream.AudioStream), f"{plan.encoder} is an audio encoder"
         ctx = stream.codec_context
         ctx.format = plan.encoder_format
         ctx.layout = _layout(plan.encoder_num_channels)
         ctx.time_base = Fraction(1, plan.encoder_sample_rate)
         return stream
 
-    def _video_stream(self, plan: VideoPlan, stream: av.stream.Stream, where: str) -> _VideoStream:
+    def _video_stream(self, plan: VideoPlan, stream: EncoderStream, where: str) -> _VideoStream:
         """The video stream's frame path: its filter chain if it needs one, else libyuv's RGB to
         yuv420p conversion where the settings ask for it and it applies."""
         chain = self._video_chain(plan, where)
@@ -585,7 +593,7 @@ class OutputWriter:
             log.warning("%s: converting with swscale: %s", where, exc)
             return None
 
-    def _audio_stream(self, plan: AudioPlan, stream: av.stream.Stream, where: str) -> _AudioStream:
+    def _audio_stream(self, plan: AudioPlan, stream: EncoderStream, where: str) -> _AudioStream:
         """The audio stream's frame path: its filter chain if it has one, and short frames when the
         output is paced (``_AudioStream.max_samples``)."""
         audio = _AudioStream(plan, stream, self._audio_chain(plan, where), self.plan.limits)
@@ -603,27 +611,27 @@ class OutputWriter:
         return chain
 
     @staticmethod
-    def _chain(where: str, media: str, steps: list[tuple], source: dict[str, Any]) -> _FilterChain:
+    def _chain(where: str, media: str, steps: list[tuple[str, str | None]], source: dict[str, Any]) -> _FilterChain:
         try:
             return _FilterChain(source, media, steps)
         except Exception as exc:
             raise SetupError(f"filter chain refused: {describe_error(exc)}", where + ".filter_desc") from exc
 
     def _check_probe(
-        self, where: str, media: str, steps: list[tuple], source: dict[str, Any], plan: StreamPlan
+        self, where: str, media: str, steps: list[tuple[str, str | None]], source: dict[str, Any], plan: StreamPlan
     ) -> None:
         """Push one blank input frame through a copy of the stream's filter chain and refuse the
         chain if what comes out is beyond the server's limits (``scale``, ``pad``, ``zoompan``
         and friends choose their own output size, whatever the input's)."""
         if media == "video":
             assert isinstance(plan, VideoPlan)
-            frame: av.frame.Frame = av.VideoFrame(plan.width, plan.height, _PLANAR_LAYOUT[plan.format][0])
+            frame: Frame = av.VideoFrame(plan.width, plan.height, _PLANAR_LAYOUT[plan.format][0])
         else:
             assert isinstance(plan, AudioPlan)
             frame = av.AudioFrame(format=plan.format, layout=_layout(plan.num_channels), samples=1024)
             frame.sample_rate = plan.sample_rate
         for plane in frame.planes:
-            np.frombuffer(plane, dtype=np.uint8)[:] = 128 if getattr(plan, "format", "") == "u8" else 0
+            np.frombuffer(memoryview(plane), dtype=np.uint8)[:] = 128 if getattr(plan, "format", "") == "u8" else 0
         frame.pts = 0
         frame.time_base = Fraction(1, 1) / plan.rate
         try:
@@ -657,7 +665,7 @@ class OutputWriter:
         stream.stats.frames += array.shape[0]
         return ChunkFrames(stream.gap(previous_end, start), stream.ready(stream.frames(array, start)))
 
-    def emit(self, index: int, frames: Iterable[av.frame.Frame]) -> None:
+    def emit(self, index: int, frames: Iterable[Frame]) -> None:
         """Encode frames of stream ``index`` and mux the packets as they come out.
 
         Raises:
@@ -666,7 +674,7 @@ class OutputWriter:
         """
         self._mux(self.streams[index].encode(frames, self.meter))
 
-    def _mux(self, packets: Iterable[av.Packet]) -> None:
+    def _mux(self, packets: Iterable[av.Packet[Any]]) -> None:
         for packet in packets:
             st = self.streams[packet.stream.index].stats
             st.packets += 1

@@ -120,7 +120,8 @@ def guess_muxer(filename: str) -> str | None:
     ptr = _libavformat().av_guess_format(None, os.fsencode(filename), None)
     if not ptr:
         return None
-    return ctypes.cast(ptr, ctypes.POINTER(ctypes.c_char_p))[0].decode()
+    name: bytes = ctypes.cast(ptr, ctypes.POINTER(ctypes.c_char_p))[0]
+    return name.decode()
 
 
 def default_encoder(muxer: str, media: str, filename: str | None = None) -> str | None:

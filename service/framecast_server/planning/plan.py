@@ -10,9 +10,10 @@ muxer; whatever FFmpeg itself still refuses there is reported as a 422 too.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from typing import Union
+from typing import Literal, Union
 
 import av
 
@@ -23,6 +24,7 @@ from framecast_server.libyuv import Conversion
 from framecast_server.models import (
     AudioStreamConfig,
     ClientDestination,
+    CodecConfig,
     Destination,
     DiscardDestination,
     ServerFileDestination,
@@ -49,7 +51,7 @@ class AudioPlan:
     encoder_option: dict[str, str]
     codec_config: dict[str, int | None]
     filter_desc: str | None
-    type: str = "audio"
+    type: Literal["audio"] = "audio"
 
     @property
     def dtype(self) -> DType:
@@ -79,7 +81,7 @@ class VideoPlan:
     encoder_option: dict[str, str]
     codec_config: dict[str, int | None]
     filter_desc: str | None
-    type: str = "video"
+    type: Literal["video"] = "video"
 
     @property
     def dtype(self) -> DType:
@@ -142,7 +144,7 @@ class OutputPlan:
         return {"type": "client", "seekable": self.seekable}
 
 
-def _options(values: dict[str, object] | None) -> dict[str, str]:
+def _options(values: Mapping[str, object] | None) -> dict[str, str]:
     out = {}
     for key, value in (values or {}).items():
         if isinstance(value, bool):
@@ -208,7 +210,7 @@ def _check_even(fmt: str, width: int, height: int, where: str) -> None:
         raise InvalidConfig(f"{fmt} needs a width divisible by 4, got {width}", where)
 
 
-def _codec_config(cfg: object | None) -> dict[str, int | None]:
+def _codec_config(cfg: CodecConfig | None) -> dict[str, int | None]:
     return cfg.model_dump() if cfg is not None else {}
 
 

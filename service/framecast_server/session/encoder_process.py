@@ -40,10 +40,10 @@ from framecast_server.planning.plan import OutputPlan
 from framecast_server.ring import PayloadRing
 from framecast_server.session.client_memory import ClientMemory
 
-_context: multiprocessing.context.BaseContext | None = None
+_context: multiprocessing.context.ForkServerContext | None = None
 
 
-def encoder_context() -> multiprocessing.context.BaseContext:
+def encoder_context() -> multiprocessing.context.ForkServerContext:
     """A forkserver context that has PyAV and this module loaded already, so starts are cheap."""
     global _context
     if _context is None:
@@ -130,6 +130,7 @@ class EncoderProcess:
         self._conn: Connection | None = None
         self._channel: _WorkerChannel | None = None
         self._early: list[FromEncoder] = []
+        self._exit_task: asyncio.Task[None] | None = None
         self.ring: PayloadRing | None = None
         self.process: multiprocessing.process.BaseProcess | None = None
 
@@ -148,17 +149,17 @@ class EncoderProcess:
             self.process.start()
             child.close()
             self._conn = parent
-        parent = self._conn
-        assert parent is not None and self.process is not None
-        if not parent.poll(timeout):
+        conn = self._conn
+        assert conn is not None and self.process is not None
+        if not conn.poll(timeout):
             self.kill()
             self._abandon()
             return SetupFailed(f"encoder did not open its output within {timeout:g} s", "destination")
         try:
-            first = parent.recv()
+            first = conn.recv()
             while isinstance(first, OutputBytes):  # written while opening (a header): delivered after Ready
                 self._early.append(first)
-                first = parent.recv()
+                first = conn.recv()
         except EOFError:
             self.process.join(5)
             self._abandon()
@@ -196,7 +197,7 @@ class EncoderProcess:
         sock = socket.socket(fileno=os.dup(self._conn.fileno()))  # the socket owns its own descriptor
         self._conn.close()
         self._conn = None
-        channel = _WorkerChannel(self._dispatch, lambda: loop.create_task(self._exited()))
+        channel = _WorkerChannel(self._dispatch, self._pipe_closed)
         await loop.connect_accepted_socket(lambda: channel, sock=sock)
         self._channel = channel
         early, self._early = self._early, []
@@ -209,6 +210,10 @@ class EncoderProcess:
             self.ring.release()
         else:
             self._on_message(message)
+
+    def _pipe_closed(self) -> None:
+        # The loop keeps only a weak reference to a task: the handle keeps this one.
+        self._exit_task = asyncio.get_running_loop().create_task(self._exited())
 
     async def _exited(self) -> None:
         assert self.process is not None and self.ring is not None

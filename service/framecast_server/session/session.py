@@ -586,7 +586,7 @@ class Session:
             streams=[
                 StreamInfo(
                     index=i,
-                    type=s.type,  # type: ignore[arg-type]
+                    type=s.type,
                     encoder=s.encoder,
                     encoder_format=s.encoder_format,
                     config=describe_stream(s),
