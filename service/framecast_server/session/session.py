@@ -111,6 +111,16 @@ _ALLOWED = {
 }
 
 
+def _check_finite(header: protocol.ChunkHeader, array: np.ndarray) -> None:
+    """Float audio must be finite: NaN or infinity would reach the encoder as noise or a crash."""
+    bad = header.shape[0] * header.shape[1] - int(np.isfinite(array).sum())
+    if bad:
+        raise InvalidChunk(
+            f"chunk {header.seq} for stream {header.stream} (audio): {bad} samples are NaN or infinite; "
+            "float audio must be finite (np.nan_to_num cleans it)"
+        )
+
+
 class Session:
     """One output being written, from POST /v1/sessions to CLOSED or FAILED."""
 
@@ -394,19 +404,12 @@ class Session:
     # -- chunks and control from the client ---------------------------------------------------
 
     async def ingest(self, message: bytes) -> None:
-        """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy.
+        """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy
+        or the client does not read its output.
 
         Raises:
             InvalidChunk: the chunk is refused; the session goes on. (The websocket counts, logs and
                 answers refusals through ``self.refusals``.)
-        """
-        await self._ingest(message)
-
-    async def _ingest(self, message: bytes) -> None:
-        """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy.
-
-        Raises:
-            InvalidChunk: the chunk is refused; the session goes on.
         """
         try:
             header, payload = protocol.parse_chunk(message)
@@ -416,37 +419,10 @@ class Session:
         if not self.state.taking_chunks:
             raise InvalidChunk(f"chunk {header.seq}: session is {self.state.value}; no more chunks are taken")
         if header.seq <= self.last_seq:
-            # A resend of something already taken: drop it, and if it is already written say so
-            # again (a client that lost the ACK learns the chunk is safe; one in flight gets its own).
-            if header.seq <= self.acked_seq:
-                self.outbox.put_ack(protocol.encode_ack(self.acked_seq))
+            self._resent(header.seq)
             return
-        try:
-            self._checker.check(header)
-        except InvalidChunk:
-            if header.stream < len(self.counters):
-                self.counters[header.stream].errors += 1
-            raise
-        stream = self.plan.streams[header.stream]
-        offset, shared = self._shared_payload(header, payload) if header.shared else (None, None)
-        if isinstance(stream, AudioPlan) and header.dtype.numpy.kind == "f":
-            array = shared if shared is not None else protocol.chunk_array(header, payload)
-            bad = header.shape[0] * header.shape[1] - int(np.isfinite(array).sum())
-            if bad:
-                self.counters[header.stream].errors += 1
-                raise InvalidChunk(
-                    f"chunk {header.seq} for stream {header.stream} (audio): {bad} samples are NaN or infinite; "
-                    "float audio must be finite (np.nan_to_num cleans it)"
-                )
-        self.last_seq = header.seq
-        counters = self.counters[header.stream]
-        counters.chunks += 1
-        counters.frames += header.shape[0]
-        self.in_flight += 1
-        chunks_in, bytes_in, frames_in = self._counted_in[header.stream]
-        chunks_in.inc()
-        bytes_in.inc(header.payload_size)
-        frames_in.inc(header.shape[0])
+        offset = self._check(header, payload)
+        self._count(header)
         # A client that does not read its output (OUTPUT messages) is not sent more work.
         await self.outbox.wait_for_room(self.settings.max_queued_output_bytes)
         try:
@@ -457,6 +433,43 @@ class Session:
         except OSError:
             # The encoder died; its exit fails the session and the client hears why.
             self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
+
+    def _resent(self, seq: int) -> None:
+        """A resend of a chunk already taken: dropped, and if it is already written that is said
+        again (a client that lost the ACK learns the chunk is safe; one in flight gets its own)."""
+        if seq <= self.acked_seq:
+            self.outbox.put_ack(protocol.encode_ack(self.acked_seq))
+
+    def _check(self, header: protocol.ChunkHeader, payload: memoryview) -> int | None:
+        """Check a new chunk against its stream; where its payload lies in the client's shared
+        memory, or None when it came in the message.
+
+        Raises:
+            InvalidChunk: it does not fit its stream (counted as the stream's error).
+        """
+        try:
+            self._checker.check(header)
+            offset, shared = self._shared_payload(header, payload) if header.shared else (None, None)
+            stream = self.plan.streams[header.stream]
+            if isinstance(stream, AudioPlan) and header.dtype.numpy.kind == "f":
+                _check_finite(header, shared if shared is not None else protocol.chunk_array(header, payload))
+        except InvalidChunk:
+            if header.stream < len(self.counters):
+                self.counters[header.stream].errors += 1
+            raise
+        return offset
+
+    def _count(self, header: protocol.ChunkHeader) -> None:
+        """A chunk is taken: count it, in the session's counters and the server's metrics."""
+        self.last_seq = header.seq
+        counters = self.counters[header.stream]
+        counters.chunks += 1
+        counters.frames += header.shape[0]
+        self.in_flight += 1
+        chunks_in, bytes_in, frames_in = self._counted_in[header.stream]
+        chunks_in.inc()
+        bytes_in.inc(header.payload_size)
+        frames_in.inc(header.shape[0])
 
     def watched(self) -> None:
         """Someone looks at this session (the dashboard, the API): have its encoder make previews
