@@ -35,7 +35,7 @@ if TYPE_CHECKING:
         TransportError,
     )
     from .functional import capabilities, write_video
-    from .streams import CodecConfig, Discard, ServerFile
+    from .streams import CodecConfig, Discard, Output, ServerFile
     from .writer import StreamWriter
     from .writer_base import FramecastWarning, WriterState
 
@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "FramecastWarning": "writer_base",
     "InvalidChunk": "errors",
     "InvalidConfig": "errors",
+    "Output": "streams",
     "ProtocolError": "errors",
     "ServerError": "errors",
     "ServerFile": "streams",
@@ -75,6 +76,7 @@ __all__ = [
     "FramecastWarning",
     "InvalidChunk",
     "InvalidConfig",
+    "Output",
     "ProtocolError",
     "ServerError",
     "ServerFile",

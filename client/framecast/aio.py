@@ -62,7 +62,8 @@ class AsyncStreamWriter(BaseStreamWriter):
         """Create the session and connect: ``await w.open()`` or ``async with w.open():``.
 
         Args:
-            option: muxer options (e.g. ``{"movflags": "frag_keyframe+empty_moov"}``).
+            option: muxer options (e.g. ``{"movflags": "frag_keyframe+empty_moov"}``), for a
+                single destination (with several, each ``framecast.Output`` has its own).
 
         Raises:
             InvalidConfig: the server refused the configuration; the message names the field.

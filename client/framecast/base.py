@@ -52,15 +52,22 @@ class BaseStreamWriter(abc.ABC):
             dst: a local path, a writable file-like object (``write`` required, ``seek`` used
                 when it is seekable), a URL (``rtmp://``, ``udp://``, ... the server connects to
                 it), ``framecast.ServerFile("dir/name.mp4")`` for a file on the server, or
-                ``framecast.Discard()``.
+                ``framecast.Discard()``. Or a list of these, to write to several destinations
+                at once (the server encodes once and muxes into each), where any element may be
+                a ``framecast.Output(dst, format=..., options=..., required=...)`` with settings
+                of its own; a local path or file-like object may appear once (its bytes come
+                back over this writer's connection). A destination that fails for good is an
+                ``output_failed`` event and the others go on, unless it is ``required``.
             format: muxer name; default: guessed from the file name (required for file-like
-                objects without a name).
+                objects without a name). For a single destination: with several, each
+                ``framecast.Output`` names its own.
             server: base URL of the framecast server; default $FRAMECAST_SERVER, else
                 http://127.0.0.1:8000.
             api_key: API key for servers that require one (else $FRAMECAST_API_KEY).
             timeout: seconds to wait for the server to acknowledge a flush or finish a close.
             realtime: send packets at media time (as ``ffmpeg -re``); default: on for network
-                URLs (``rtmp://``, ``udp://``, ...), off for files.
+                URLs (``rtmp://``, ``udp://``, ...), off for files; on when any of several
+                destinations is a network URL.
             connect_timeout: seconds a network destination may take to connect before the
                 session fails; default: the server's setting.
             reconnect: when the websocket drops, reconnect with backoff and resend every chunk
@@ -69,11 +76,12 @@ class BaseStreamWriter(abc.ABC):
             reconnect_timeout: seconds to keep trying to reconnect (keep it under the server's
                 resume timeout, 30 s by default, after which it finalizes the session).
             on_event: called with each session event the server reports:
-                ``{"event": "reconnecting", "attempt": 2, "reason": ...}`` and so on.
+                ``{"event": "reconnecting", "attempt": 2, "reason": ...}`` and so on; an event
+                about one of several destinations names it by index, ``"output": 1``.
             on_destination_drop: for network URLs, what happens while the server reconnects a
                 destination that dropped: ``"drop"`` (default: live semantics, a few seconds are
                 kept and older media is dropped and counted) or ``"block"`` (writes wait until
-                it is back).
+                it is back). With several destinations, the default of each ``Output``.
             progress: show a tqdm progress bar while a chunk too large for one message is sent
                 (needs tqdm installed).
             shared_memory: put chunk payloads into shared memory the server offers, instead of
@@ -98,7 +106,9 @@ class BaseStreamWriter(abc.ABC):
                 An exception from a hook breaks the writer, like a lost connection.
 
         Raises:
-            InvalidConfig: ``dst`` is none of the above, or ``event_hooks`` names an unknown hook.
+            InvalidConfig: ``dst`` is none of the above (an element of a list is named by its
+                index: ``dst[2]``), ``format`` is given with several destinations, or
+                ``event_hooks`` names an unknown hook.
         """
         self._core = WriterCore(
             dst, format, realtime=realtime, connect_timeout=connect_timeout, on_destination_drop=on_destination_drop
@@ -241,6 +251,14 @@ class BaseStreamWriter(abc.ABC):
     def summary(self) -> dict[str, Any] | None:
         """The server's final account of the session (counters per stream), after close()."""
         return self._core.summary
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        """Each destination as the server last reported it (index, destination, format,
+        required, state, error, counters, events): from open() on, and the final account after
+        close(). [] before open(), and from a server that does not report them."""
+        with self._locked():
+            return self._core.outputs
 
     @property
     def event_hooks(self) -> EventHooks:

@@ -32,9 +32,10 @@ def write_video(
 ) -> None:
     """Write a [T, H, W, C] uint8 video (and optional [C, N] audio) to ``filename``.
 
-    torchvision.io.write_video's signature and layout. Unlike torchvision, a fractional ``fps``
-    (29.97) is kept exactly, not rounded to an integer. ``progress=True`` shows a tqdm bar of the
-    frames sent (tqdm must be installed).
+    torchvision.io.write_video's signature and layout. ``filename`` is anything StreamWriter's
+    ``dst`` is, a list of destinations included (encoded once, written to each). Unlike
+    torchvision, a fractional ``fps`` (29.97) is kept exactly, not rounded to an integer.
+    ``progress=True`` shows a tqdm bar of the frames sent (tqdm must be installed).
     """
     video = to_numpy(video_array)
     if video.ndim != 4 or video.shape[3] not in (1, 3):

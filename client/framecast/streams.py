@@ -8,8 +8,9 @@ again, authoritatively.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Union
 
@@ -60,6 +61,143 @@ class Discard:
 
 
 Destination = Union[str, "os.PathLike[str]", ServerFile, Discard, Any]
+
+#: What ``on_destination_drop`` may be (the writer's and each Output's).
+DROP_POLICIES = ("drop", "block")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One destination of a session, with settings of its own: an element of a ``dst`` list.
+
+    A session may write to several destinations at once (``StreamWriter(["rtmp://a/live/k",
+    framecast.ServerFile("rec/a.mp4")])``): the server encodes each stream once and muxes the
+    packets into every destination. A plain element takes the defaults; wrap it in an Output to
+    give it its own muxer, muxer options or live settings, or to make the session depend on it.
+
+    Args:
+        dst: one destination, anything a single ``dst`` can be: a URL, a local path, a writable
+            file-like object, ``framecast.ServerFile`` or ``framecast.Discard``.
+        format: this destination's muxer; default: guessed from its name or URL scheme.
+        options: this destination's muxer options (``{"movflags": "+faststart"}``).
+        required: whether this destination failing for good fails the session. By default it
+            does not: the server reports an ``output_failed`` event (``on_event``,
+            ``writer.events``) and the other destinations go on. Meaningless with a single
+            destination, whose failure is the session's.
+        on_destination_drop: for a network URL, what happens while the server reconnects it:
+            ``"drop"`` or ``"block"`` (as the writer's argument, which is the default).
+        outage_buffer: seconds of media kept for this destination while it reconnects (with
+            ``"drop"``); default: the server's.
+        reconnect_timeout: seconds this destination may stay down before it fails; default: the
+            server's. Not the writer's ``reconnect_timeout``, which is about the connection
+            between the writer and the server.
+
+    Raises:
+        InvalidConfig: a field of the wrong type or out of range, naming it.
+    """
+
+    dst: Any
+    format: str | None = None
+    options: Mapping[str, Any] | None = None
+    required: bool = False
+    on_destination_drop: str | None = None
+    outage_buffer: float | None = None
+    reconnect_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dst, (Output, list, tuple)):
+            raise InvalidConfig(
+                f"framecast.Output takes one destination as dst, got a {type(self.dst).__name__}", field="dst"
+            )
+        describe_destination(self.dst)  # refuses what is no destination, as a writer's dst
+        if self.format is not None and (not isinstance(self.format, str) or not self.format.strip()):
+            raise InvalidConfig(f"Output format must be a muxer name, got {self.format!r}", field="format")
+        if self.options is not None and not isinstance(self.options, Mapping):
+            raise InvalidConfig(
+                f"Output options must be a dict of muxer options, got {type(self.options).__name__}", field="options"
+            )
+        if not isinstance(self.required, bool):
+            raise InvalidConfig(f"Output required must be True or False, got {self.required!r}", field="required")
+        if self.on_destination_drop is not None and self.on_destination_drop not in DROP_POLICIES:
+            raise InvalidConfig(
+                f"Output on_destination_drop must be 'drop' or 'block', got {self.on_destination_drop!r}",
+                field="on_destination_drop",
+            )
+        _check_seconds("outage_buffer", self.outage_buffer, zero=True)
+        _check_seconds("reconnect_timeout", self.reconnect_timeout, zero=False)
+
+    @property
+    def destination(self) -> dict[str, Any]:
+        """The session config's destination object for ``dst`` alone (today's ``destination``)."""
+        return describe_destination(self.dst)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings given, by their session config names (those left as None are left out;
+        ``required`` only when True, as the server defaults it to False)."""
+        given = {
+            "format": self.format,
+            "options": _options(dict(self.options)) if self.options is not None else None,
+            "required": True if self.required else None,
+            "on_destination_drop": self.on_destination_drop,
+            "outage_buffer": None if self.outage_buffer is None else float(self.outage_buffer),
+            "reconnect_timeout": None if self.reconnect_timeout is None else float(self.reconnect_timeout),
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        """This output as an element of the session config's ``destinations``."""
+        return {**self.destination, **self.settings}
+
+
+def _check_seconds(name: str, value: Any, *, zero: bool) -> None:
+    """Refuse ``value`` unless it is None or a finite number of seconds (>= 0, or > 0)."""
+    if value is None:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        bound = ">= 0" if zero else "> 0"
+        raise InvalidConfig(f"Output {name} must be a number of seconds {bound}, got {value!r}", field=name)
+
+
+def destination_list(dst: Any) -> list[Output]:
+    """What the user passed as ``dst`` as a list of Outputs, one per destination, checked.
+
+    A list (or tuple) gives one Output per element, plain elements wrapped with the defaults;
+    anything else is the one destination. A local path or file-like object, whose bytes come back
+    over the writer's connection, may appear once.
+
+    Raises:
+        InvalidConfig: an empty list, an element that is no destination (naming its index), or a
+            second local path or file-like object.
+    """
+    if not isinstance(dst, (list, tuple)):
+        return [dst if isinstance(dst, Output) else Output(dst)]
+    if not dst:
+        raise InvalidConfig("dst is an empty list; give at least one destination", field="dst")
+    outputs: list[Output] = []
+    client: int | None = None
+    for i, item in enumerate(dst):
+        if isinstance(item, (list, tuple)):
+            raise InvalidConfig(
+                f"dst[{i}]: a {type(item).__name__} inside the list of destinations; each element is one destination",
+                field=f"dst[{i}]",
+            )
+        try:
+            output = item if isinstance(item, Output) else Output(item)
+        except InvalidConfig as exc:
+            raise InvalidConfig(f"dst[{i}]: {exc}", field=f"dst[{i}]") from None
+        if output.destination["type"] == "client":
+            if client is not None:
+                raise InvalidConfig(
+                    f"dst[{i}]: only one local path or file-like object per session (its bytes come back over "
+                    f"this connection); dst[{client}] is one already: send the others to the server "
+                    "(framecast.ServerFile) or write them in a session of their own",
+                    field=f"dst[{i}]",
+                )
+            client = i
+        outputs.append(output)
+    return outputs
 
 
 def _codec_config(value: Any) -> dict[str, Any] | None:

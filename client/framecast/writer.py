@@ -62,7 +62,8 @@ class StreamWriter(BaseStreamWriter):
         """Create the session on the server and connect to it. Returns self (a context manager).
 
         Args:
-            option: muxer options (e.g. ``{"movflags": "frag_keyframe+empty_moov"}``).
+            option: muxer options (e.g. ``{"movflags": "frag_keyframe+empty_moov"}``), for a
+                single destination (with several, each ``framecast.Output`` has its own).
 
         Raises:
             InvalidConfig: the server refused the configuration; the message names the field.

@@ -29,7 +29,7 @@ from .errors import (
     TransportError,
 )
 from .shm import SharedSegment
-from .streams import AudioStream, Stream, VideoStream, describe_destination, is_seekable, split, to_numpy
+from .streams import AudioStream, Output, Stream, VideoStream, destination_list, is_seekable, split, to_numpy
 
 log = logging.getLogger("framecast")
 
@@ -201,6 +201,10 @@ class WriterCore:
     Args:
         dst, format, realtime, connect_timeout, on_destination_drop: as the writers take them.
         clock: the time the ``send`` and ``ack`` hooks are given (``self.hooks``).
+
+    Raises:
+        InvalidConfig: ``dst`` is no destination or list of them (``streams.destination_list``),
+            or ``format`` is given for several destinations, or twice for one.
     """
 
     def __init__(
@@ -213,15 +217,21 @@ class WriterCore:
         on_destination_drop: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.destination = describe_destination(dst)
-        self.format = format
+        #: The destinations asked for, in order (one Output each, plain ones with the defaults).
+        self.configured: list[Output] = destination_list(dst)
+        #: The session config's destination objects, one per destination, without their settings.
+        self.destinations = [output.destination for output in self.configured]
+        #: The first destination's: the one the server's top-level ``destination`` describes.
+        self.destination = self.destinations[0]
+        self.format = self._single_format(format)
         self.realtime = realtime
         self.connect_timeout = connect_timeout
         self.on_destination_drop = on_destination_drop
         self.streams: list[Stream] = []
         self.metadata: dict[str, str] = {}
         self.state = WriterState.CONFIGURING
-        self.sink = LocalSink(dst) if self.destination["type"] == "client" else None
+        client = [output.dst for output in self.configured if output.destination["type"] == "client"]
+        self.sink = LocalSink(client[0]) if client else None  # destination_list allows one at most
         self.session: dict[str, Any] = {}
         self.summary: dict[str, Any] | None = None
         self._next_seq = 0
@@ -237,6 +247,25 @@ class WriterCore:
         self._errors: list[FramecastError] = []
         self._failure: SessionFailed | None = None
         self.shared: SharedSegment | None = None  # the session's shared memory, when granted and opened
+
+    def _single_format(self, format: str | None) -> str | None:
+        """The session's muxer: the writer's ``format`` or its one Output's; None with several
+        destinations, where each Output names its own."""
+        if len(self.configured) > 1:
+            if format is not None:
+                raise InvalidConfig(
+                    f"format={format!r} applies to a single destination; with {len(self.configured)} destinations "
+                    "give each its own framecast.Output(dst, format=...)",
+                    field="format",
+                )
+            return None
+        own = self.configured[0].format
+        if format is not None and own is not None and format != own:
+            raise InvalidConfig(
+                f"format is given twice: {format!r} to the writer and {own!r} to its framecast.Output; give one",
+                field="format",
+            )
+        return format or own
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -260,20 +289,43 @@ class WriterCore:
         self.metadata = {str(k): str(v) for k, v in metadata.items()}
 
     def session_config(self, option: dict[str, Any] | None, shared_memory: bool = False) -> dict[str, Any]:
+        """The body of POST /v1/sessions; ``option`` is what ``open(option=...)`` was given.
+
+        One destination (``dst`` alone, a list of one, or one Output) makes today's body:
+        ``destination`` with the muxer and its options at the top level, so every server takes
+        it. Several make ``destinations``, each element with the settings its Output gave; the
+        top-level ``on_destination_drop`` is then every output's default.
+
+        Raises:
+            StateError: not configuring, or no stream yet.
+            InvalidConfig: ``option`` given for several destinations (each Output has its own).
+        """
         self._require(WriterState.CONFIGURING, action="open")
         if not self.streams:
             raise StateError("cannot open: add at least one stream first (add_audio_stream / add_video_stream)")
-        return {
-            "destination": self.destination,
-            "format": self.format,
+        common = {
             "metadata": self.metadata,
-            "options": {str(k): v for k, v in (option or {}).items()},
             "streams": [s.to_json() for s in self.streams],
             "realtime": self.realtime,
             "connect_timeout": self.connect_timeout,
             **({"on_destination_drop": self.on_destination_drop} if self.on_destination_drop else {}),
             **({"shared_memory": True} if shared_memory else {}),
         }
+        if len(self.configured) > 1:
+            if option:
+                raise InvalidConfig(
+                    f"open(option=...) sets the muxer options of a single destination; with "
+                    f"{len(self.configured)} destinations give each its own framecast.Output(dst, options=...)",
+                    field="options",
+                )
+            if self.realtime is None:  # paced when any destination is live, as one URL is alone
+                common["realtime"] = any(d["type"] == "url" for d in self.destinations)
+            return {"destinations": [output.to_json() for output in self.configured], **common}
+        settings = self.configured[0].settings
+        settings.pop("required", None)  # the one destination's failure is the session's anyway
+        settings.pop("format", None)  # in self.format
+        options = {**settings.pop("options", {}), **{str(k): v for k, v in (option or {}).items()}}
+        return {"destination": self.destination, "format": self.format, "options": options, **common, **settings}
 
     def opened(self, created: dict[str, Any]) -> None:
         """The server created the session (the body of POST /v1/sessions)."""
@@ -291,6 +343,17 @@ class WriterCore:
                 log.info("shared memory offered but not usable here (%s); payloads go over the websocket", exc)
         if self.sink is not None:
             self.sink.open()
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        """The destinations' states as the server last reported them (session info's ``outputs``:
+        the final account once closed, else the answer to the POST); [] before open() and from
+        servers that do not report them."""
+        for info in (self.summary, self.session):
+            reported = (info or {}).get("outputs")
+            if isinstance(reported, list):
+                return [dict(output) for output in reported if isinstance(output, dict)]
+        return []
 
     @property
     def max_message_bytes(self) -> int:
@@ -423,6 +486,8 @@ class WriterCore:
             self._errors.append(InvalidChunk(msg.get("message", "chunk refused"), seq=seq))
         elif kind == protocol.EVENT:
             event = {k: v for k, v in msg.items() if k != "type"}
+            if event.get("event") == "output_failed":  # the session goes on without it: say so
+                log.warning("destination %s failed: %s", event.get("output"), event.get("reason", "unknown reason"))
             self.events.append(event)
             del self.events[:-MAX_EVENTS]
             if self.on_event is not None:
@@ -503,22 +568,27 @@ class WriterCore:
             self.shared = None
 
     def download_path(self) -> str:
-        """The REST path of a closed ServerFile output (``download()`` of both writers).
+        """The REST path of a closed ServerFile output (``download()`` of both writers): the
+        session's output file, its first destination's.
 
         Raises:
-            StateError: not a ServerFile destination, or the writer is not closed yet.
+            StateError: the first destination is not a ServerFile, or the writer is not closed yet.
         """
         if self.destination["type"] != "server_file":
-            raise StateError("download() is for framecast.ServerFile destinations")
+            first = " (with several destinations, the first one's: put the ServerFile first)"
+            raise StateError(
+                "download() is for framecast.ServerFile destinations" + (first if len(self.destinations) > 1 else "")
+            )
         if self.state is not WriterState.CLOSED:
             raise StateError("download() needs a closed writer; call close() first")
         return f"/v1/sessions/{self.session['id']}/output"
 
     def describe(self, cls: str) -> str:
-        dest = self.destination
-        where = dest.get("filename") or dest.get("path") or dest.get("url") or "file-like object"
+        wheres = [d.get("filename") or d.get("path") or d.get("url") or "file-like object" for d in self.destinations]
+        where = wheres[0] if len(wheres) == 1 else wheres
+        muxer = f"format={self.format or 'auto'}" if len(wheres) == 1 else f"destinations={len(wheres)}"
         sid = self.session.get("id")
         return (
-            f"<{cls} {where!r} format={self.format or 'auto'} streams={len(self.streams)} "
+            f"<{cls} {where!r} {muxer} streams={len(self.streams)} "
             f"state={self.state.value}{' session=' + sid if sid else ''}>"
         )
