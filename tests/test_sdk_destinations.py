@@ -3,7 +3,8 @@
 ``StreamWriter([...])`` and ``framecast.Output``: the body of POST /v1/sessions the writers build
 (``WriterCore.session_config``, and what StreamWriter and AsyncStreamWriter actually send to an
 ``httpx.MockTransport``), the configurations refused locally with ``InvalidConfig``, events about
-one output fed to the core as encoded control messages, and the ``outputs`` the server reports.
+one output fed to the core as encoded control messages, the ``outputs`` the server reports, and
+the CLI's parsing and formatting of several destinations.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 
 import framecast
-from framecast import protocol
+from framecast import cli, protocol
 from framecast.errors import InvalidConfig, SessionFailed, StateError
 from framecast.rest import AsyncRestClient, RestClient
 from framecast.streams import Discard, Output, ServerFile, VideoStream, destination_list
@@ -428,3 +429,118 @@ def test_the_writers_outputs_property_follows_the_core() -> None:
     assert writer.outputs == [output_info(0, "streaming")]
     awriter = framecast.AsyncStreamWriter(["rtmp://a/live/k", "rtmp://b/app/k2"])
     assert awriter.outputs == []
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+
+def test_push_takes_several_destinations_and_keeps_its_options() -> None:
+    args = cli.build_parser().parse_args(
+        ["push", "in.mp4", "rtmp://a/live/k", "server:rec/a.mp4", "--no-realtime", "--duration", "2", "--quiet"]
+    )
+    assert args.dst == ["rtmp://a/live/k", "server:rec/a.mp4"]
+    assert (args.realtime, args.duration, args.quiet, args.format) == (False, 2.0, True, None)
+    one = cli.build_parser().parse_args(["push", "--format", "flv", "in.mp4", "rtmp://a/live/k"])
+    assert one.dst == ["rtmp://a/live/k"] and one.format == "flv"
+
+
+def test_push_needs_a_destination(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser().parse_args(["push", "in.mp4"])
+    assert info.value.code == cli.EXIT_USAGE
+    assert "dst" in capsys.readouterr().err
+
+
+def test_push_destinations_become_the_writers_dst() -> None:
+    assert cli.parse_destinations(["out.mp4"], "mp4") == "out.mp4"
+    assert cli.parse_destinations(["rtmp://a/live/k", "server:rec/a.mp4", "b.ts"], None) == [
+        "rtmp://a/live/k",
+        ServerFile("rec/a.mp4"),
+        "b.ts",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dsts", "format", "message"),
+    [
+        (["rtmp://a/live/k", "rtmp://b/live/k"], "flv", "--format applies to a single DST; 2 were given"),
+        (["a.mp4", "rtmp://a/live/k", "b.mp4"], None, "only one DST may be a local path (its bytes come back"),
+        (["rtmp://a/live/k", "server:"], None, "server: needs a path under the server's output dir"),
+    ],
+)
+def test_push_destinations_that_cannot_work_are_usage_errors(
+    dsts: list[str], format: str | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(cli.CliError, match=message.replace("(", r"\(")) as info:
+        cli.parse_destinations(dsts, format)
+    assert info.value.status == cli.EXIT_USAGE
+    source = tmp_path / "in.mp4"
+    source.write_bytes(b"not decoded: refused before")
+    argv = ["push", str(source), *dsts, *(["--format", format] if format else []), "--server", "http://127.0.0.1:9"]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == f"framecast push: {info.value}\n"
+
+
+def session_info(**extra: Any) -> dict[str, Any]:
+    return {
+        "id": "r0.multi",
+        "state": "streaming",
+        "format": "flv",
+        "destination": {"type": "url", "url": "rtmp://host0/live/****"},
+        "created_at": 1000.0,
+        "streams": [],
+        **extra,
+    }
+
+
+def test_sessions_show_prints_one_line_per_output() -> None:
+    outputs = [
+        output_info(0, "streaming", required=True),
+        output_info(
+            1,
+            "failed",
+            destination={"type": "server_file", "path": "rec/a.mp4"},
+            format="mp4",
+            error="No space left on device",
+            counters={"packets": 7, "bytes": 2048, "dropped": 3, "reconnects": 2},
+        ),
+    ]
+    text = cli.format_session(session_info(outputs=outputs), now=1010.0)
+    lines = text.splitlines()
+    assert "destination  rtmp://host0/live/**** +1 more" in lines
+    at = lines.index("outputs")
+    assert lines[at + 1 : at + 3] == [
+        "  0: streaming  rtmp://host0/live/****  flv  required  0 packets / 0 B, 0 dropped, 0 reconnects",
+        "  1: failed  server:rec/a.mp4  mp4  7 packets / 2.0 KiB, 3 dropped, 2 reconnects"
+        "  error: No space left on device",
+    ]
+
+
+def test_sessions_show_from_a_server_without_outputs_is_unchanged() -> None:
+    text = cli.format_session(session_info(), now=1010.0)
+    assert "outputs" not in text
+    assert "destination  rtmp://host0/live/****" in text.splitlines()
+
+
+def test_sessions_list_shows_the_first_destination_and_how_many_more() -> None:
+    several = session_info(outputs=[output_info(0, "streaming"), output_info(1, "streaming"), output_info(2, "closed")])
+    one = session_info(id="r0.one", created_at=1001.0, outputs=[output_info(0, "streaming")])
+    old = session_info(id="r0.old", created_at=1002.0, destination={"type": "discard"})
+    rows = cli.format_sessions_table([several, one, old], now=1010.0).splitlines()
+    assert rows[0].split()[:3] == ["ID", "STATE", "DESTINATION"]
+    assert rows[1].split()[:6] == ["r0.multi", "streaming", "rtmp://host0/live/****", "+2", "more", "10s"]
+    assert rows[2].split()[:4] == ["r0.one", "streaming", "rtmp://host0/live/****", "9s"]
+    assert rows[3].split()[:4] == ["r0.old", "streaming", "discard", "8s"]
+
+
+def test_the_push_summary_lists_each_of_several_outputs() -> None:
+    class Finished:
+        session_id = "r0.multi"
+        summary = session_info(outputs=[output_info(0, "closed"), output_info(1, "failed", error="gone")])
+
+    text = cli._summary(Finished(), "rtmp://a/live/k, rtmp://b/live/k", "http://s", {}, 2.0)
+    assert text.splitlines() == [
+        "pushed to rtmp://a/live/k, rtmp://b/live/k in 2.0 s (session r0.multi)",
+        "  output 0: closed  rtmp://host0/live/****  flv  0 packets / 0 B, 0 dropped, 0 reconnects",
+        "  output 1: failed  rtmp://host1/live/****  flv  10 packets / 1000 B, 0 dropped, 0 reconnects  error: gone",
+    ]

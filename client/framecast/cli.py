@@ -5,7 +5,7 @@
     framecast sessions show ID           one session in full, with its events
     framecast sessions close ID          finish a session (flush, trailer, close)
     framecast capabilities               what the server's FFmpeg has
-    framecast push FILE DST              decode a media file and stream it through the server
+    framecast push FILE DST [DST...]     decode a media file and stream it through the server
 
 Every command but ``serve`` takes ``--server`` (default $FRAMECAST_SERVER, else
 http://127.0.0.1:8000) and ``--api-key`` (default $FRAMECAST_API_KEY). Errors are one line on
@@ -15,7 +15,9 @@ stderr and a non-zero exit status.
 command (``pip install 'framecast[server]'`` or ``pip install av``). It takes the first video and
 the first audio stream, writes the pictures in order as rgb24 at the stream's average frame rate
 (kept exact: 30000/1001 stays 30000/1001) and the audio as interleaved float32 at its own rate and
-channel count; a stream that starts later than the other keeps its offset.
+channel count; a stream that starts later than the other keeps its offset. Given several DSTs,
+it streams to all of them in one session (encoded once); one that fails for good is reported and
+the others go on.
 """
 
 from __future__ import annotations
@@ -109,11 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode a media file and stream it through the server",
         description="Decode FILE (its first video and first audio stream) and stream it through the "
         "server to DST, in real time unless --no-realtime. DST is a URL (rtmp://, udp://, ...), a local "
-        "path (the encoded bytes come back here), or server:PATH for a file under the server's output dir.",
+        "path (the encoded bytes come back here), or server:PATH for a file under the server's output dir. "
+        "Several DSTs get the same encoded streams, in one session; at most one may be a local path.",
     )
     push.add_argument("file", help="media file to decode (anything FFmpeg reads)")
-    push.add_argument("dst", help="rtmp://..., udp://..., a local path, or server:relative/path.mp4")
-    push.add_argument("--format", default=None, help="output muxer (default: from DST's name or scheme)")
+    push.add_argument(
+        "dst", nargs="+", help="rtmp://..., udp://..., a local path, or server:relative/path.mp4 (one or more)"
+    )
+    push.add_argument(
+        "--format", default=None, help="output muxer of a single DST (default: from DST's name or scheme)"
+    )
     push.add_argument(
         "--realtime",
         action=argparse.BooleanOptionalAction,
@@ -195,6 +202,27 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_destinations(info: dict[str, Any]) -> str:
+    """A session's destination, or its first and how many more when it has several outputs."""
+    outputs = info.get("outputs") or []
+    if len(outputs) > 1:
+        first = format_destination(outputs[0].get("destination") or info.get("destination", {}))
+        return f"{first} +{len(outputs) - 1} more"
+    return format_destination(info.get("destination", {}))
+
+
+def format_output(output: dict[str, Any]) -> str:
+    """One line for one of a session's outputs: index, state, destination, muxer, counters, error."""
+    counters = output.get("counters") or {}
+    line = (
+        f"{output.get('index', '?')}: {output.get('state')}  {format_destination(output.get('destination') or {})}"
+        f"  {output.get('format')}{'  required' if output.get('required') else ''}  "
+        f"{counters.get('packets', 0)} packets / {_bytes(int(counters.get('bytes', 0)))}, "
+        f"{counters.get('dropped', 0)} dropped, {counters.get('reconnects', 0)} reconnects"
+    )
+    return line + (f"  error: {output['error']}" if output.get("error") else "")
+
+
 def format_destination(destination: dict[str, Any]) -> str:
     kind = destination.get("type")
     if kind == "server_file":
@@ -246,7 +274,7 @@ def format_sessions_table(sessions: list[dict[str, Any]], now: float) -> str:
         row: tuple[str, ...] = (
             str(info.get("id")),
             str(info.get("state")),
-            format_destination(info.get("destination", {})),
+            format_destinations(info),
             ", ".join(format_counters(s) for s in info.get("streams", [])),
             format_age(now - float(info.get("created_at", now))),
         )
@@ -274,7 +302,7 @@ def format_session(info: dict[str, Any], now: float) -> str:
     lines = [
         f"session      {info.get('id')}",
         f"state        {info.get('state')}" + (f" ({info['error']})" if info.get("error") else ""),
-        f"destination  {format_destination(info.get('destination', {}))}",
+        f"destination  {format_destinations(info)}",
         f"format       {info.get('format')}",
         f"created      {_clock(created)} ({format_age(now - created)} ago)",
         f"realtime     {'yes' if info.get('realtime') else 'no'}",
@@ -311,6 +339,10 @@ def format_session(info: dict[str, Any], now: float) -> str:
             f"{counters.get('packets', 0)} packets / {_bytes(int(counters.get('bytes', 0)))} out, "
             f"{counters.get('errors', 0)} errors, {counters.get('dropped', 0)} dropped"
         )
+    outputs = info.get("outputs") or []  # servers before several destinations did not say
+    if outputs:
+        lines.append("outputs")
+        lines.extend(f"  {format_output(output)}" for output in outputs)
     warnings = info.get("warnings") or []
     if warnings:
         lines.append("warnings")
@@ -362,6 +394,33 @@ def format_capabilities(caps: dict[str, Any]) -> str:
 
 
 # -- push --------------------------------------------------------------------------------------
+
+
+def parse_destinations(dsts: list[str], format: str | None) -> Any:
+    """The writer's ``dst`` for push's DST arguments: the one destination, or a list of them.
+
+    Raises:
+        CliError: ``server:`` without a path, ``--format`` with several DSTs, or two local paths
+            (checked before FILE is decoded).
+    """
+    from .streams import describe_destination
+
+    parsed = [parse_destination(dst) for dst in dsts]
+    if len(parsed) == 1:
+        return parsed[0]
+    if format is not None:
+        raise CliError(
+            f"--format applies to a single DST; {len(parsed)} were given (each takes the muxer its name implies)",
+            EXIT_USAGE,
+        )
+    local = [text for text, dst in zip(dsts, parsed) if describe_destination(dst)["type"] == "client"]
+    if len(local) > 1:
+        raise CliError(
+            f"only one DST may be a local path (its bytes come back to this command); got {', '.join(local)}: "
+            "send the others to server:PATH",
+            EXIT_USAGE,
+        )
+    return parsed
 
 
 def parse_destination(dst: str) -> Any:
@@ -458,7 +517,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         raise CliError(f"no such file: {args.file}" if not source.exists() else f"not a file: {args.file}")
     if args.duration is not None and args.duration <= 0:
         raise CliError("--duration must be positive", EXIT_USAGE)
-    dst = parse_destination(args.dst)
+    dst = parse_destinations(args.dst, args.format)
     av = _import_av()
     try:
         container = av.open(str(source))
@@ -623,7 +682,7 @@ class _Push:
             if not args.quiet:
                 mode = "in real time" if args.realtime else "as fast as possible"
                 print(
-                    f"pushing {args.file} ({', '.join(self.described)}) to {args.dst} {mode} "
+                    f"pushing {args.file} ({', '.join(self.described)}) to {', '.join(args.dst)} {mode} "
                     f"(session {writer.session_id})",
                     file=sys.stderr,
                     flush=True,
@@ -642,7 +701,7 @@ class _Push:
                     flush=True,
                 )
         elapsed = time.monotonic() - started
-        print(_summary(writer, args.dst, server_url(args.server), self.buffers, elapsed, interrupted))
+        print(_summary(writer, ", ".join(args.dst), server_url(args.server), self.buffers, elapsed, interrupted))
         return 130 if interrupted else 0
 
 
@@ -689,6 +748,9 @@ def _summary(
         lines.append(line)
     if session.get("output_bytes"):
         lines.append(f"  output: {_bytes(int(session['output_bytes']))}")
+    outputs = session.get("outputs") or []
+    if len(outputs) > 1:
+        lines.extend(f"  output {format_output(output)}" for output in outputs)
     destination = session.get("destination") or {}
     if destination.get("type") == "server_file":
         lines.append(
