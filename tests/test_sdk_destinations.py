@@ -544,3 +544,9 @@ def test_the_push_summary_lists_each_of_several_outputs() -> None:
         "  output 0: closed  rtmp://host0/live/****  flv  0 packets / 0 B, 0 dropped, 0 reconnects",
         "  output 1: failed  rtmp://host1/live/****  flv  10 packets / 1000 B, 0 dropped, 0 reconnects  error: gone",
     ]
+
+
+def test_push_prints_events_about_one_output_once(capsys: pytest.CaptureFixture[str]) -> None:
+    cli._print_event({"event": "reconnecting", "output": 1, "attempt": 2})
+    cli._print_event({"event": "output_failed", "output": 1, "reason": "gone"})  # the SDK logs it
+    assert capsys.readouterr().err == "event: reconnecting output=1 attempt=2\n"

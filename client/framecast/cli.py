@@ -726,7 +726,8 @@ def _interleaved(frame: Any, channels: int) -> np.ndarray:
 
 
 def _print_event(event: dict[str, Any]) -> None:
-    if event.get("event") in ("client_connected", "finalized", "failed"):  # a failure ends with its own line
+    # A failure ends with its own line; a destination that failed (of several) is logged by the SDK.
+    if event.get("event") in ("client_connected", "finalized", "failed", "output_failed"):
         return
     fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "type", "time"))
     print(f"event: {event.get('event')} {fields}".rstrip(), file=sys.stderr, flush=True)
