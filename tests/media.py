@@ -92,13 +92,14 @@ def decode(source: Source, format: str | None = None, truncated: bool = False) -
     elif isinstance(source, Path):
         source = str(source)
     result: dict[str, Any] = {"streams": []}
-    with av.open(source, format=format) as container:
+    with av.open(source, "r", format=format) as container:
         result["format"] = container.format.name
         result["metadata"] = dict(container.metadata)
         infos: list[dict[str, Any]] = []
         for stream in container.streams:
             info: dict[str, Any] = {"type": stream.type, "codec": stream.codec_context.codec.canonical_name}
             if stream.type == "video":
+                assert isinstance(stream, av.VideoStream)
                 info.update(
                     width=stream.codec_context.width,
                     height=stream.codec_context.height,
@@ -108,6 +109,7 @@ def decode(source: Source, format: str | None = None, truncated: bool = False) -
                     time_base=stream.time_base,
                 )
             else:
+                assert isinstance(stream, av.AudioStream)
                 info.update(
                     sample_rate=stream.codec_context.sample_rate, channels=stream.codec_context.channels, samples=[]
                 )
@@ -117,8 +119,10 @@ def decode(source: Source, format: str | None = None, truncated: bool = False) -
                 info = infos[packet.stream.index]
                 for frame in packet.decode():
                     if info["type"] == "video":
+                        assert isinstance(frame, av.VideoFrame)
                         info["frames"].append(frame.to_ndarray(format="rgb24"))
                     else:
+                        assert isinstance(frame, av.AudioFrame)
                         pcm = frame.to_ndarray()
                         info["samples"].append(pcm.T if frame.format.is_planar else pcm.reshape(frame.samples, -1))
         except (av.error.EOFError, av.error.InvalidDataError):

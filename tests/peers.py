@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Union
 
@@ -346,7 +347,7 @@ rtmp {{
         A publisher that reconnects to the same name starts ``NAME.flv`` anew (truncating it)
         unless ``record_append``.
         """
-        actions = {"terminate": self.terminate, "stop": self.stop, "kill": self.kill}
+        actions: dict[str, Callable[[], object]] = {"terminate": self.terminate, "stop": self.stop, "kill": self.kill}
         if how not in actions:
             raise ValueError(f"how must be one of {sorted(actions)}, not {how!r}")
         actions[how]()
@@ -559,7 +560,7 @@ def decode_summary(source: Source, format: str | None = None, keep_rgb: bool = T
         raise FileNotFoundError(f"nothing to decode: {source} does not exist")
 
     summary: dict[str, Any] = {"video": None, "audio": None, "rgb": [], "errors": 0}
-    with av.open(source, format=format) as container:
+    with av.open(source, "r", format=format) as container:
         summary["format"] = container.format.name
         summary["stream_types"] = [stream.type for stream in container.streams]
         video = next(iter(container.streams.video), None)
@@ -592,6 +593,7 @@ def decode_summary(source: Source, format: str | None = None, keep_rgb: bool = T
                 continue
             for frame in frames:
                 if packet.stream is video:
+                    assert isinstance(frame, av.VideoFrame)
                     info = summary["video"]
                     info["frames"] += 1
                     info["width"], info["height"] = frame.width, frame.height
@@ -600,6 +602,7 @@ def decode_summary(source: Source, format: str | None = None, keep_rgb: bool = T
                     if keep_rgb:
                         summary["rgb"].append(frame.to_ndarray(format="rgb24"))
                 else:
+                    assert isinstance(frame, av.AudioFrame)
                     info = summary["audio"]
                     info["frames"] += 1
                     info["samples"] += frame.samples

@@ -110,7 +110,9 @@ def ffmpeg_get_token(text: str, term: str) -> tuple[str, int]:
     ptr = UTIL.av_get_token(ctypes.byref(buf), term.encode())
     token = ctypes.string_at(ptr).decode()
     UTIL.av_free(ptr)
-    return token, ctypes.cast(buf, ctypes.c_void_p).value - start
+    end = ctypes.cast(buf, ctypes.c_void_p).value
+    assert start is not None and end is not None
+    return token, end - start
 
 
 def ffmpeg_parse(desc: str) -> list[tuple[str, str | None, list[tuple[str, str]]]] | None:
@@ -247,7 +249,9 @@ def test_written_back_arguments_set_exactly_the_checked_values_in_ffmpeg():
     for raw in split_graph(desc):
         with avoptions.Filter(raw.name) as f:
             step = split_options(raw.args, [o.name for o in f.shorthand()], raw.name)
-            assert UTIL.av_opt_set_from_string(f.private, step.args().encode(), None, b"=", b":") >= 0
+            args = step.args()
+            assert args is not None
+            assert UTIL.av_opt_set_from_string(f.private, args.encode(), None, b"=", b":") >= 0
             for key, value in step.options:
                 out = ctypes.c_void_p()
                 assert UTIL.av_opt_get(f.private, key.encode(), 0, ctypes.byref(out)) >= 0

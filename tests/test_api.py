@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -43,7 +44,7 @@ def open_ws(created):
 
 def recv_until(ws, predicate, timeout=30.0):
     """Receive messages until predicate(message) is true; return everything received."""
-    got = []
+    got: list[Any] = []  # binary messages as bytes, text ones parsed from JSON
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
@@ -54,6 +55,13 @@ def recv_until(ws, predicate, timeout=30.0):
         got.append(message)
         if predicate(message):
             return got
+
+
+def ack_seq(message: bytes) -> int:
+    """The seq of a binary message that must be an ACK."""
+    reply = protocol.parse_server_binary(message)
+    assert isinstance(reply, protocol.Ack), reply
+    return reply.seq
 
 
 def is_ack(seq):
@@ -200,6 +208,7 @@ def refused(url, headers=None):
     with connect(url, additional_headers=headers or {}, open_timeout=10) as ws:
         with pytest.raises(ConnectionClosed) as err:
             ws.recv(timeout=10)
+    assert err.value.rcvd is not None, "closed without a close frame"
     return err.value.rcvd.code, err.value.rcvd.reason
 
 
@@ -289,7 +298,7 @@ def test_many_fast_chunks_are_slowed_not_dropped(api, server):
         total += 4
     ws.send(protocol.encode_control("finish"))
     got = recv_until(ws, is_type("closed"), timeout=240)
-    acks = [protocol.parse_server_binary(m).seq for m in got if isinstance(m, bytes)]
+    acks = [ack_seq(m) for m in got if isinstance(m, bytes)]
     # ACKs are cumulative: an encoder this far behind covers several chunks with one.
     assert acks == sorted(set(acks)) and acks[-1] == 59
     assert len(acks) < 60, "an encoder with chunks waiting sent an ACK for every one"

@@ -222,7 +222,7 @@ def test_ctrl_c_finishes_what_was_pushed(server, tmp_path):
         text=True,
         env=env,
     )
-    seen = []
+    seen: list[str] = []
     try:
         assert proc.stderr is not None
         deadline = time.monotonic() + 60
@@ -264,6 +264,7 @@ def test_sessions_list_show_close(server):
         running.flush()
         with finished.open():
             finished.write_video_chunk(0, patterns(5, H, W))
+        assert running.session_id is not None and finished.session_id is not None
 
         table = ok(cli("sessions", "list", server=server.url))
         lines = {line.split()[0]: line for line in table.splitlines()[1:]}
@@ -300,6 +301,7 @@ def test_sessions_without_an_action_lists(server):
     writer.add_video_stream(frame_rate=FPS, width=W, height=H)
     with writer.open():
         writer.write_video_chunk(0, patterns(2, H, W))
+    assert writer.session_id is not None
     table = ok(cli("sessions", server=server.url))
     assert table.splitlines()[0].split()[:3] == ["ID", "STATE", "DESTINATION"] and writer.session_id in table
     for args in (("sessions", "--json"), ("sessions", "--json", "list"), ("sessions", "list", "--json")):

@@ -83,7 +83,9 @@ def test_compose_file_is_valid_and_complete():
     assert env["FRAMECAST_OUTPUT_DIR"] == "/data/output" and env["FRAMECAST_API_KEYS"] == COMPOSE_KEY
     assert "outputs:/data/output:rw" in app["volumes"] and "outputs" in config["volumes"]
     # The stop grace period outlasts the encoders' finish timeout, so SIGTERM can finalize outputs.
-    grace = int(re.fullmatch(r"(\d+)s", app["stop_grace_period"]).group(1))
+    period = re.fullmatch(r"(\d+)s", app["stop_grace_period"])
+    assert period is not None, app["stop_grace_period"]
+    grace = int(period.group(1))
     assert grace > float(env["FRAMECAST_FINISH_TIMEOUT"])
     assert mtx["image"].startswith("bluenviron/mediamtx:")
     assert {p["target"] for p in mtx["ports"]} >= {1935, 8888, 8889}

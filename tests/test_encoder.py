@@ -12,7 +12,7 @@ import pytest
 from framecast_server.config import Settings
 from framecast_server.encoder.output import OutputWriter, SetupError, _video_filter_steps
 from framecast_server.models import SessionConfig
-from framecast_server.planning.plan import make_plan
+from framecast_server.planning.plan import VideoPlan, make_plan
 
 from .media import decode, dominant_frequency, patterns, psnr, read_stamp, sine
 
@@ -229,7 +229,9 @@ def test_a_frame_rate_conversion_is_the_last_filter_step(tmp_path):
     def steps(**kw):
         body = {"destination": {"type": "server_file", "path": "out.mkv"}, "streams": [video(**kw)]}
         plan = make_plan(SessionConfig.model_validate(body), Settings(output_dir=tmp_path))
-        return _video_filter_steps(plan.streams[0])
+        stream = plan.streams[0]
+        assert isinstance(stream, VideoPlan)
+        return _video_filter_steps(stream)
 
     assert steps() == []
     assert steps(filter_desc="hflip") == [("hflip", None)]

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import time
 
-from framecast import protocol
-
 from .media import patterns
-from .test_api import chunk, create, open_ws, recv_until
+from .test_api import ack_seq, chunk, create, open_ws, recv_until
 
 LIVE_360P = {
     "type": "video",
@@ -34,7 +32,7 @@ def minor_faults(pid: int) -> int:
 
 
 def acked_through(seq: int):
-    return lambda m: isinstance(m, bytes) and protocol.parse_server_binary(m).seq >= seq
+    return lambda m: isinstance(m, bytes) and ack_seq(m) >= seq
 
 
 def test_a_real_time_encoder_does_not_fault_in_pages_for_every_frame(api):
@@ -55,6 +53,7 @@ def test_a_real_time_encoder_does_not_fault_in_pages_for_every_frame(api):
                 recv_until(ws, acked_through(39))
                 before = minor_faults(pid)
         recv_until(ws, acked_through(119))
+        assert before is not None
         per_frame = (minor_faults(pid) - before) / 80
     finally:
         ws.close()

@@ -64,7 +64,7 @@ def check_spectrum_video(frames: list[np.ndarray], width: int, height: int) -> N
     assert per_frame.max() > 0.002, "no spectrum drawn"
     assert per_frame.std() > 0, "the spectrum does not change"
     assert np.median(stack) < 40, "the background should be black"
-    rows = orange.any(axis=(0, 2)).nonzero()[0]
+    rows = np.nonzero(orange.any(axis=(0, 2)))[0]
     assert rows.min() < height // 2 < rows.max()  # drawn symmetrically around the middle
 
 

@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -28,7 +29,7 @@ def test_websocket_cuts_lose_and_duplicate_nothing(server, destination, shared_m
     cut_bytes, step = ((200_000, 1_800_000), 8) if shared_memory is False else ((100, 600), 2)
     with CuttingProxy(server.port, cuts=6, min_bytes=cut_bytes[0], max_bytes=cut_bytes[1], seed=7) as proxy:
         dst = ServerFile(f"faults/cut-{destination}.mkv") if destination == "server_file" else io.BytesIO()
-        events = []
+        events: list[dict[str, Any]] = []
         writer = StreamWriter(
             dst,
             format="matroska",
@@ -45,9 +46,10 @@ def test_websocket_cuts_lose_and_duplicate_nothing(server, destination, shared_m
         assert proxy.cuts == 6
     assert writer.reconnects >= 1  # (a cut during a reconnect is retried within that reconnect)
     assert any(e["event"] == "client_reconnected" for e in writer.events)
-    source = server.output_dir / "faults" / f"cut-{destination}.mkv" if destination == "server_file" else dst
-    (video,) = decode(source if not isinstance(source, io.BytesIO) else source.getvalue())["streams"]
+    source = dst.getvalue() if isinstance(dst, io.BytesIO) else server.output_dir / "faults" / f"cut-{destination}.mkv"
+    (video,) = decode(source)["streams"]
     assert [read_stamp(f) for f in video["frames"]] == list(range(240))  # each frame once, in order
+    assert writer.summary is not None
     assert writer.summary["streams"][0]["counters"]["frames"] == 240
 
 
@@ -72,6 +74,7 @@ def test_rtmp_server_restart_mid_stream_recovers(server, tmp_path, policy):
         out = decode(str(rtmp.recording("restart")))
     names = [e["event"] for e in writer.events]
     assert "reconnecting" in names and "recovered" in names, writer.events
+    assert writer.summary is not None
     assert writer.summary["reconnects"] >= 1 and writer.summary["state"] == "closed"
     video = next(s for s in out["streams"] if s["type"] == "video")
     stamps = [read_stamp(f) for f in video["frames"]]

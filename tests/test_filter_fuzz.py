@@ -124,7 +124,9 @@ def filter_step(draw: st.DrawFn, media: str) -> str:
     name = draw(st.one_of(st.sampled_from(allowed), st.sampled_from(FILTERS[media])))  # half from the allowlist
     generic, private = avoptions.filter_table(name)
     rows = [o for o in private if not o.is_const]
-    consts = {o.unit: [c.name for c in private if c.is_const and c.unit == o.unit] for o in rows if o.unit}
+    consts: dict[str | None, list[str]] = {
+        o.unit: [c.name for c in private if c.is_const and c.unit == o.unit] for o in rows if o.unit
+    }
     chosen = draw(st.lists(st.sampled_from(rows), max_size=3, unique_by=lambda o: o.name)) if rows else []
     if not chosen:
         return name

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 from . import test_dashboard as dashboard_tests
 from .conftest import ROOT, ServerProcess
@@ -209,8 +210,8 @@ def server_takes_the_token_from_a_browser(url: str) -> bool:
             created["stream_url"],
             open_timeout=10,
             close_timeout=5,
-            subprotocols=["framecast.v1", "framecast.bearer." + created["token"]],
-        ) as ws:  # type: ignore[list-item]
+            subprotocols=[Subprotocol("framecast.v1"), Subprotocol("framecast.bearer." + created["token"])],
+        ) as ws:
             ws.send(json.dumps({"type": "finish"}))
             while True:
                 ws.recv(timeout=10)
@@ -245,8 +246,8 @@ def test_a_wrong_subprotocol_token_is_refused(server: ServerProcess) -> None:
                 created["stream_url"],
                 open_timeout=10,
                 close_timeout=5,
-                subprotocols=["framecast.v1", "framecast.bearer.not-" + created["token"]],
-            ) as ws:  # type: ignore[list-item]
+                subprotocols=[Subprotocol("framecast.v1"), Subprotocol("framecast.bearer.not-" + created["token"])],
+            ) as ws:
                 ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     finally:

@@ -8,6 +8,8 @@ FRAMECAST_RGB_CONVERSION=swscale; formats and sizes libyuv does not take still g
 
 from __future__ import annotations
 
+from typing import Any
+
 import av
 import httpx
 import numpy as np
@@ -41,7 +43,7 @@ def planes(frame: av.VideoFrame) -> list[np.ndarray]:
     """The Y, U and V planes of a yuv420p frame, without line padding."""
     out = []
     for plane, (w, h) in zip(frame.planes, [(frame.width, frame.height)] + [(frame.width // 2, frame.height // 2)] * 2):
-        rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)
+        rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
         out.append(rows[:h, :w].copy())
     return out
 
@@ -107,7 +109,7 @@ def test_what_libyuv_converts(case, args, expected):
 
 
 def encode_lossless(
-    server: ServerProcess, name: str, frames: np.ndarray, pixel_format: str = "rgb24", **stream: object
+    server: ServerProcess, name: str, frames: np.ndarray, pixel_format: str = "rgb24", **stream: Any
 ) -> list[list[np.ndarray]]:
     """Encode ``frames`` at qp 0 into server file ``name``; the decoded yuv420p planes of each frame."""
     _, _, height, width = frames.shape

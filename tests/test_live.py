@@ -108,6 +108,7 @@ def test_rtmp_to_nginx(rtmp, server, video_chunk, audio_chunk):
     # Paced at media time: 3 s of media can't have gone out faster than real time.
     assert elapsed >= seconds - 1.5
     summary = writer.summary
+    assert summary is not None
     assert summary["destination"]["url"] == f"rtmp://127.0.0.1:{rtmp.port}/live/****"
     assert summary["pacing"]["media_seconds"] >= seconds - 0.1
 
@@ -228,4 +229,5 @@ def test_one_call_of_many_seconds_is_paced_not_dropped(server, tmp_path):
     (audio,) = decode(data, format="mpegts")["streams"]
     assert abs(audio["sample_count"] - 6 * RATE) <= 3 * 1024
     assert returned >= 2.0  # the call was held back: the server holds a few seconds ahead, not 6
+    assert writer.summary is not None
     assert writer.summary["pacing"]["media_seconds"] >= 5.9

@@ -5,12 +5,13 @@ fails on command. The PyAV, network and server paths are covered end to end in t
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import cast
 
 import pytest
 
 from framecast_server.encoder.live import DestinationLost, LiveOutput
-from framecast_server.encoder.output import SetupError
-from framecast_server.messages import Dropped, Reconnecting, Recovered
+from framecast_server.encoder.output import OutputWriter, SetupError
+from framecast_server.messages import Dropped, FromEncoder, Reconnecting, Recovered
 
 
 class Frame:
@@ -39,6 +40,11 @@ class FlakyDestination:
             raise SetupError("cannot reach the destination: Connection refused", "destination")
 
 
+def writer(dest: FlakyDestination) -> OutputWriter:
+    """The stand-in where LiveOutput takes an OutputWriter (it uses only what FlakyDestination has)."""
+    return cast(OutputWriter, dest)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -48,8 +54,9 @@ class Clock:
 
 
 def test_outage_keeps_a_bounded_backlog_drops_oldest_and_recovers_in_order():
-    dest, clock, told = FlakyDestination(), Clock(), []
-    live = LiveOutput(dest, told.append, policy="drop", outage_buffer=1.0, reconnect_timeout=30, clock=clock)
+    dest, clock = FlakyDestination(), Clock()
+    told: list[FromEncoder] = []
+    live = LiveOutput(writer(dest), told.append, policy="drop", outage_buffer=1.0, reconnect_timeout=30, clock=clock)
     live.emit(0, Frame(0.0))
     dest.up = False
     for k in range(1, 31):  # 3 s of 10 fps video while the destination is down
@@ -72,7 +79,7 @@ def test_outage_keeps_a_bounded_backlog_drops_oldest_and_recovers_in_order():
 
 def test_outage_past_the_reconnect_timeout_fails():
     dest, clock = FlakyDestination(), Clock()
-    live = LiveOutput(dest, lambda m: None, reconnect_timeout=5, clock=clock)
+    live = LiveOutput(writer(dest), lambda m: None, reconnect_timeout=5, clock=clock)
     dest.up = False
     live.emit(1, Frame(0.0))
     clock.now = 6.0
@@ -82,7 +89,7 @@ def test_outage_past_the_reconnect_timeout_fails():
 
 def test_block_policy_holds_back():
     dest, clock = FlakyDestination(), Clock()
-    live = LiveOutput(dest, lambda m: None, policy="block", clock=clock)
+    live = LiveOutput(writer(dest), lambda m: None, policy="block", clock=clock)
     assert not live.holding_back
     dest.up = False
     live.emit(0, Frame(0.0))

@@ -72,6 +72,7 @@ def test_the_anchor_never_moves_while_frames_are_queued_or_after_settling() -> N
     pacer.add(0, frames(0, 30), seq=0, nbytes=30)  # a second of video at once: a full queue
     pacer.pop_due(clock.now)
     anchor = pacer.anchor
+    assert anchor is not None
     pacer.add(0, frames(30, 30), seq=1, nbytes=30)  # more, faster than real time: the queue is not empty
     assert pacer.anchor == anchor
     clock.now += 2.0  # everything is due; the queue drains

@@ -13,7 +13,7 @@ from framecast_server.chunks import ChunkChecker, Timeline
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidChunk, InvalidConfig
 from framecast_server.models import SessionConfig, parse_frame_rate
-from framecast_server.planning.plan import _plan_destination, make_plan, split_filter_chain
+from framecast_server.planning.plan import AudioPlan, _plan_destination, make_plan, split_filter_chain
 
 
 def config(streams, dest=None, **extra):
@@ -106,6 +106,7 @@ def test_encoder_formats_default_to_input_when_possible(tmp_path):
 
 def test_sample_rate_picks_a_supported_one(tmp_path):
     plan = make_plan(config([{**AUDIO, "sample_rate": 96000}], {"type": "client", "filename": "a.mp3"}), at(tmp_path))
+    assert isinstance(plan.streams[0], AudioPlan)
     assert plan.streams[0].encoder_sample_rate == 48000
     with pytest.raises(InvalidConfig, match="does not take 96000 Hz") as err:
         make_plan(

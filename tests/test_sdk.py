@@ -81,7 +81,7 @@ class WriteOnly:
     """A file-like object with write() and nothing else: not seekable."""
 
     def __init__(self) -> None:
-        self.parts = []
+        self.parts: list[bytes] = []
 
     def write(self, data) -> int:
         self.parts.append(bytes(data))
@@ -133,7 +133,7 @@ def test_server_file_and_download(server, tmp_path):
 
 
 def test_async_writer_downloads_a_server_file_too(server, tmp_path):
-    async def main() -> tuple[int, int]:
+    async def main() -> tuple[int, bytes]:
         s = AsyncStreamWriter(ServerFile("sdk/async-remote.mkv"), server=server.url)
         s.add_video_stream(frame_rate=30, width=64, height=48)
         with pytest.raises(framecast.StateError, match="needs a closed writer"):
@@ -247,6 +247,7 @@ def test_large_chunks_are_split_to_the_servers_message_limit(small_message_serve
     with s.open():
         s.write_video_chunk(0, frames, pts=0.0)
         s.write_audio_chunk(1, audio)
+    assert s.summary is not None
     assert s.summary["streams"][0]["counters"]["chunks"] == 40
     assert s.summary["streams"][1]["counters"]["chunks"] == 6
     video, sound = decode(tmp_path / "split.mkv")["streams"]
@@ -277,6 +278,7 @@ def test_discard_destination_takes_everything_and_keeps_nothing(server, encode):
     with s.open():
         for k in range(3):
             s.write_video_chunk(0, patterns(10, 48, 64, start=10 * k))
+    assert s.summary is not None
     counters = s.summary["streams"][0]["counters"]
     assert s.summary["destination"] == {"type": "discard", "encode": encode}
     assert counters["chunks"] == 3 and counters["frames"] == 30

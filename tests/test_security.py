@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -229,7 +230,7 @@ def test_nan_audio_and_oversized_messages_get_clear_errors(api, server):
         bad[20, 0] = np.inf
         head, payload = protocol.encode_chunk(0, 0, bad)
         ws.send(head + bytes(payload))
-        error = {"type": "event"}
+        error: dict[str, Any] = {"type": "event"}
         while error["type"] == "event":  # skip session events (client_connected)
             error = json.loads(ws.recv(timeout=10))
         assert error["type"] == "error" and error["seq"] == 0
@@ -246,7 +247,7 @@ def test_nan_audio_and_oversized_messages_get_clear_errors(api, server):
         with pytest.raises(ConnectionClosed) as err:
             for _ in range(50):  # what the server repeats on a reconnect (ACK, events), then the close
                 ws.recv(timeout=10)
-        assert err.value.rcvd.code == 1009
+        assert err.value.rcvd is not None and err.value.rcvd.code == 1009
     assert api.get(f"/v1/sessions/{created['id']}").json()["state"] == "streaming"
     assert api.delete(f"/v1/sessions/{created['id']}").json()["state"] == "closed"
 

@@ -148,6 +148,7 @@ def test_payloads_go_inline_when_either_side_says_no(server, no_shm_server, tmp_
         with writer.open():
             assert not writer.shared_memory
             writer.write_video_chunk(0, patterns(10, 96, 128))
+        assert writer.summary is not None
         assert writer.summary["streams"][0]["counters"]["frames"] == 10
 
 

@@ -361,6 +361,10 @@ def test_redacting_stream_masks_lines_written_in_pieces():
 # -- the Host header -------------------------------------------------------------------------------
 
 
+async def unreachable_app(scope, receive, send):
+    raise AssertionError("HostCheck.accepts() never calls the app")
+
+
 @pytest.mark.parametrize(
     "header, accepted",
     [
@@ -386,7 +390,7 @@ def test_redacting_stream_masks_lines_written_in_pieces():
     ],
 )
 def test_host_header_check(header, accepted):
-    check = hosts.HostCheck(app=None, allowed=hosts.server_names(["Framecast.Internal"], None, "127.0.0.1"))
+    check = hosts.HostCheck(app=unreachable_app, allowed=hosts.server_names(["Framecast.Internal"], None, "127.0.0.1"))
     assert check.accepts(header) is accepted
 
 

@@ -59,6 +59,12 @@ def send_all(core: WriterCore, messages: list[Message]) -> list[bytes | str]:
     return [wire(core.sending(m)) for m in messages]
 
 
+def binary(message: bytes | str) -> bytes:
+    """A websocket message that must be binary (a CHUNK)."""
+    assert isinstance(message, bytes), message
+    return message
+
+
 def resent(core: WriterCore) -> list[bytes | str]:
     """What a new connection sends first, as websocket messages."""
     return [wire(m) for m in core.resend()]
@@ -85,7 +91,7 @@ def test_a_chunk_too_big_for_one_message_is_split_with_consecutive_seqs_and_pts(
     core = opened_core(frames_per_message=3)
     video = frames(10)
     messages = core.chunk_messages(0, video, 2.0, "video")
-    sent = [protocol.parse_chunk(m) for m in send_all(core, messages)]
+    sent = [protocol.parse_chunk(binary(m)) for m in send_all(core, messages)]
     assert [h.seq for h, _ in sent] == [0, 1, 2, 3]
     assert [h.shape[0] for h, _ in sent] == [3, 3, 3, 1]
     assert [h.pts for h, _ in sent] == pytest.approx([2.0, 2.1, 2.2, 2.3])
@@ -161,7 +167,7 @@ def test_acks_are_cumulative_and_empty_the_window() -> None:
     send_all(core, core.chunk_messages(0, frames(5), None, "video"))
     assert not core.flushed
     core.handle(protocol.encode_ack(2))
-    assert [protocol.parse_chunk_header(wire(m)).seq for m in core.resend()] == [3, 4]
+    assert [protocol.parse_chunk_header(binary(wire(m))).seq for m in core.resend()] == [3, 4]
     core.handle(protocol.encode_ack(1))  # an older ACK (repeated after a reconnect) changes nothing
     assert len(resent(core)) == 2
     core.handle(protocol.encode_ack(4))
@@ -502,7 +508,7 @@ def test_send_and_ack_hooks_get_seq_stream_seconds_and_time() -> None:
     core.add_stream(VideoStream(30, 4, 4))
     core.add_stream(AudioStream(1000, 1))
     core.opened({"id": "r0.core", "max_message_bytes": HEADER_ROOM + 2 * FRAME_BYTES})
-    sent: list[tuple[int, int, float, float]] = []
+    sent: list[tuple[object, ...]] = []  # (seq, stream, seconds, time), compared with pytest.approx
     acked: list[tuple[int, float]] = []
     core.hooks["send"].append(lambda *args: sent.append(args))
     core.hooks["ack"].append(lambda *args: acked.append(args))
