@@ -341,3 +341,23 @@ def test_dashboard_closed_session_without_preview_and_bytes_out(server: ServerPr
     table = int(row.locator('tr[data-stream="0"] [data-counter="bytes"]').get_attribute("data-value"))
     assert out >= table > 0, (out, table)
     assert browser_page.errors == []
+
+
+def test_dashboard_shows_each_of_several_destinations(server: ServerProcess, browser_page: Page) -> None:
+    writer = framecast.StreamWriter(
+        [framecast.ServerFile("dash/a.mkv"), framecast.Output(framecast.ServerFile("dash/b.mkv"), required=True)],
+        server=server.url,
+    )
+    writer.add_video_stream(frame_rate=15, width=64, height=48)
+    with writer.open():
+        writer.write_video_chunk(0, np.zeros((15, 3, 48, 64), np.uint8))
+        writer.flush()
+        page = browser_page.page
+        page.goto(server.url + "/")
+        lines = page.locator(f'[data-session-id="{writer.session_id}"] [data-field="outputs"] li')
+        lines.nth(1).wait_for(state="visible")
+        texts = lines.all_inner_texts()
+    assert len(texts) == 2, texts
+    assert texts[0].startswith("#0 streaming") and "server_file: dash/a.mkv" in texts[0] and "matroska" in texts[0]
+    assert texts[1].startswith("#1 streaming") and "dash/b.mkv" in texts[1] and texts[1].endswith("required")
+    assert browser_page.errors == []

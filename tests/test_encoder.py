@@ -1,4 +1,4 @@
-"""The PyAV layer alone: OutputWriter into files and BytesIO, decoded and checked."""
+"""The PyAV layer alone: SessionWriter into files and BytesIO, decoded and checked."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from framecast_server.config import Settings
-from framecast_server.encoder.output import OutputWriter, SetupError, _video_filter_steps
+from framecast_server.encoder.errors import SetupError
+from framecast_server.encoder.writer import SessionWriter, _video_filter_steps
 from framecast_server.models import SessionConfig
 from framecast_server.planning.plan import VideoPlan, make_plan
 
@@ -22,9 +23,9 @@ def writer_for(tmp_path, streams, filename="out.mkv", **extra):
         {"destination": {"type": "server_file", "path": filename}, "streams": streams, **extra}
     )
     plan = make_plan(config, Settings(output_dir=tmp_path))
-    writer = OutputWriter(plan)
-    writer.start()
-    return writer, plan.path
+    writer = SessionWriter(plan)
+    writer.start_files()
+    return writer, plan.first.path
 
 
 def video(**kw):
@@ -209,8 +210,8 @@ def test_bytesio_output_through_the_same_writer(tmp_path):
         {"destination": {"type": "client", "filename": "x.mp4"}, "streams": [video(), audio()]}
     )
     buf = io.BytesIO()
-    w = OutputWriter(make_plan(config, Settings(output_dir=tmp_path)), buf)
-    w.start()
+    w = SessionWriter(make_plan(config, Settings(output_dir=tmp_path)), buf)
+    w.start_files()
     w.write(0, patterns(15, 48, 64), None)
     w.write(1, sine(1000, 16000, 0.5, channels=2), None)
     w.close()

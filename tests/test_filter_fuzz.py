@@ -5,7 +5,7 @@ options drawn from each filter's table and values of each option's type (strings
 relative and URL-like names), plus encoder options from libx264's tables and x264-params entries,
 and muxer options from matroska's. Each config goes through ``make_plan``, exactly as a session's
 would. Every config it accepts is then encoded for real: the encoder process's own code
-(``encoder.main._enter_workdir``, ``encoder.output.OutputWriter``) in a subprocess under ``strace -f``, started in
+(``encoder.main._enter_workdir``, ``encoder.writer.SessionWriter``) in a subprocess under ``strace -f``, started in
 an empty working directory. Nothing accepted may create, write, rename or remove a file outside the
 output directory, nor create a socket.
 """
@@ -212,7 +212,7 @@ def session(draw: st.DrawFn) -> dict:
 RUNNER = r"""
 import os, pickle, sys
 import numpy as np
-from framecast_server.encoder.output import OutputWriter
+from framecast_server.encoder.writer import SessionWriter
 from framecast_server.encoder.main import _enter_workdir
 plans = pickle.load(open(sys.argv[1], "rb"))
 for i, plan in enumerate(plans):
@@ -228,8 +228,8 @@ for i, plan in enumerate(plans):
         continue
     try:
         _enter_workdir(plan.workdir)
-        writer = OutputWriter(plan)
-        writer.start()
+        writer = SessionWriter(plan)
+        writer.start_files()
         s = plan.streams[0]
         if s.type == "video":
             writer.write(0, np.random.default_rng(i).integers(0, 255, (5, 3, s.height, s.width), dtype=np.uint8), None)
@@ -306,13 +306,13 @@ def test_whatever_the_allowlists_accept_runs_without_files_outside_or_sockets(tm
         except InvalidConfig:
             refused += 1
             return
-        plan.path = str(out / f"{len(accepted)}.mkv")
+        plan.first.path = str(out / f"{len(accepted)}.mkv")
         accepted.append(plan)
 
     collect()
     assert refused > 50 and len(accepted) >= 10, (refused, len(accepted))
     # The richest accepted configs (most filters, options and entries) are the ones encoded.
-    accepted.sort(key=lambda p: -len(f"{p.streams[0].filter_desc}{p.streams[0].encoder_option}{p.options}"))
+    accepted.sort(key=lambda p: -len(f"{p.streams[0].filter_desc}{p.streams[0].encoder_option}{p.first.options}"))
     accepted = accepted[:MAX_RUNS]
 
     lines, problems = _run_under_strace(accepted, tmp_path, out)
@@ -328,7 +328,7 @@ def test_whatever_the_allowlists_accept_runs_without_files_outside_or_sockets(tm
         "\n".join(problems[:20])
         + "\n"
         + "\n".join(
-            f"config {i}: {p.streams[0].filter_desc} {p.streams[0].encoder_option} {p.options}"
+            f"config {i}: {p.streams[0].filter_desc} {p.streams[0].encoder_option} {p.first.options}"
             for i, p in enumerate(accepted)
         )
     )

@@ -169,9 +169,9 @@ def test_session_configs_validate_or_refuse_clearly(tmp_path_factory, raw):
     except InvalidConfig as exc:
         assert str(exc)
         return
-    assert plan.streams and plan.muxer
-    if plan.path:
-        assert plan.path.startswith(str(root.resolve()))
+    assert plan.streams and plan.first.muxer
+    for output in plan.files:
+        assert output.path is not None and output.path.startswith(str(root.resolve()))
 
 
 def test_struct_sizes_match_the_documented_layout():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Any
 
 import av
 import httpx
@@ -46,8 +47,9 @@ def stream_av(writer: StreamWriter, seconds: float, video_chunk: int, audio_chun
             a += audio_chunk
 
 
-def av_writer(url: str, server_url: str, **kw) -> StreamWriter:
-    writer = StreamWriter(url, server=server_url, **kw)
+def av_writer(dst: Any, server_url: str, **kw: Any) -> StreamWriter:
+    """A writer of stamped 320x240 video (stream 0) and 44.1 kHz stereo (stream 1) to ``dst`` (one or a list)."""
+    writer = StreamWriter(dst, server=server_url, **kw)
     writer.add_video_stream(frame_rate=FPS, width=W, height=H)
     writer.add_audio_stream(sample_rate=RATE, num_channels=2)
     return writer

@@ -22,6 +22,7 @@ from framecast_server.messages import (
     Ack,
     ChunkDescriptor,
     Finish,
+    OutputStats,
     PacingStats,
     Stats,
     Stop,
@@ -32,7 +33,11 @@ from framecast_server.messages import (
     encode_control,
 )
 
-STATS = Stats((StreamStats(chunks=2, frames=50, packets=48, bytes=12345, seconds=2.0),), PacingStats(1.5, 2.0))
+STATS = Stats(
+    (StreamStats(chunks=2, frames=50, packets=48, bytes=12345, seconds=2.0),),
+    PacingStats(1.5, 2.0),
+    (OutputStats(packets=48, bytes=12345, dropped=0, reconnects=1),),
+)
 
 
 def records() -> list[type]:
@@ -45,7 +50,7 @@ def records() -> list[type]:
 
 def test_every_record_is_part_of_the_vocabulary() -> None:
     union = set(typing.get_args(messages.FromEncoder)) | set(typing.get_args(messages.ToEncoder))
-    counters = {StreamStats, PacingStats, Stats}
+    counters = {StreamStats, PacingStats, OutputStats, Stats}
     assert set(records()) - counters - {messages.Assign} == union
     for cls in records():
         assert cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("), f"{cls.__name__} needs a docstring"
@@ -56,14 +61,15 @@ def test_every_record_is_part_of_the_vocabulary() -> None:
     [
         messages.Ready(["a warning"]),
         messages.SetupFailed("no such encoder", "streams.0.encoder"),
-        messages.Connected([]),
+        messages.Connected(0, []),
         messages.OutputBytes(42, b"\x00" * 10),
         messages.FREE,
         Ack(7, STATS),
         Ack(8, None),
-        messages.Reconnecting(1, "Broken pipe"),
-        messages.Recovered(3, 1.25),
-        messages.Dropped(0, 1, 19),
+        messages.Reconnecting(1, 1, "Broken pipe"),
+        messages.Recovered(1, 3, 1.25),
+        messages.Dropped(1, 0, 1, 19),
+        messages.OutputFailed(2, "Connection refused"),
         messages.Preview({0: b"\xff\xd8"}, {1: [-20.0, -21.5]}),
         messages.Closed(STATS),
         messages.Stopped("stopped: quota", STATS),

@@ -13,7 +13,7 @@ from framecast_server.chunks import ChunkChecker, Timeline
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidChunk, InvalidConfig
 from framecast_server.models import SessionConfig, parse_frame_rate
-from framecast_server.planning.plan import AudioPlan, _plan_destination, make_plan, split_filter_chain
+from framecast_server.planning.plan import AudioPlan, _plan_destination, _wanted_outputs, make_plan, split_filter_chain
 
 
 def config(streams, dest=None, **extra):
@@ -71,7 +71,7 @@ def test_bad_frame_rates_are_refused(value):
 def test_defaults_follow_the_muxer_like_streamwriter(tmp_path, filename, muxer, video, audio):
     streams = ([VIDEO] if video else []) + ([AUDIO] if audio else [])
     plan = make_plan(config(streams, {"type": "client", "filename": filename}), at(tmp_path))
-    assert plan.muxer == muxer
+    assert plan.first.muxer == muxer
     encoders = [s.encoder for s in plan.streams]
     assert encoders == [e for e in (video, audio) if e]
 
@@ -89,10 +89,11 @@ def test_each_destination_is_planned_before_its_streams(tmp_path, dest, target, 
     """The muxer the encoder defaults follow may differ from the plan's (image2 sends image2pipe to
     a client); the file name they are guessed from is the server's own path for a server file."""
     session = config([VIDEO], dest)
-    plan, resolved, name = _plan_destination(session.destination, session, at(tmp_path))
-    assert (plan.target, plan.muxer, resolved) == (target, plan_muxer, muxer)
+    (wanted,) = _wanted_outputs(session, at(tmp_path))
+    output, resolved, name = _plan_destination(wanted, at(tmp_path))
+    assert (output.target, output.muxer, resolved) == (target, plan_muxer, muxer)
     assert name == (str(tmp_path.resolve() / filename) if target == "file" else filename)
-    assert plan.streams == [] and plan.options == {}
+    assert output.options == {} and output.where == "destination" and output.required
 
 
 def test_encoder_formats_default_to_input_when_possible(tmp_path):
@@ -153,7 +154,7 @@ def test_symlinks_out_of_the_output_dir_are_refused(tmp_path):
     with pytest.raises(InvalidConfig, match="resolves outside the output directory"):
         make_plan(config([AUDIO], {"type": "server_file", "path": "link/a.wav"}), at(root))
     plan = make_plan(config([AUDIO], {"type": "server_file", "path": "rec/a.wav"}), at(root))
-    assert plan.path == str(root.resolve() / "rec" / "a.wav") and plan.muxer == "wav"
+    assert plan.first.path == str(root.resolve() / "rec" / "a.wav") and plan.first.muxer == "wav"
 
 
 def test_model_refuses_unknown_fields_and_formats():
@@ -214,13 +215,13 @@ def test_chunk_checker_names_expected_and_received(tmp_path):
 def test_network_outputs_get_live_defaults(tmp_path):
     rtmp = {"type": "url", "url": "rtmp://127.0.0.1:1935/live/secretkey"}
     plan = make_plan(config([VIDEO, AUDIO], rtmp), at(tmp_path))
-    assert plan.muxer == "flv" and plan.target == "url" and plan.realtime
+    assert plan.first.muxer == "flv" and plan.first.target == "url" and plan.realtime
     video, audio = plan.streams
     assert (video.encoder, audio.encoder) == ("libx264", "aac")
     assert video.codec_config["gop_size"] == 60 and video.codec_config["max_b_frames"] == 0
     assert video.encoder_option == {"preset": "veryfast", "tune": "zerolatency"}
-    assert plan.options == {"flvflags": "no_duration_filesize"}
-    assert plan.describe_destination() == {"type": "url", "url": "rtmp://127.0.0.1:1935/live/****"}
+    assert plan.first.options == {"flvflags": "no_duration_filesize"}
+    assert plan.first.describe_destination() == {"type": "url", "url": "rtmp://127.0.0.1:1935/live/****"}
 
     udp = make_plan(
         config(
@@ -230,28 +231,28 @@ def test_network_outputs_get_live_defaults(tmp_path):
         ),
         at(tmp_path),
     )
-    assert udp.muxer == "mpegts" and udp.url == "udp://127.0.0.1:5000?pkt_size=1316" and not udp.realtime
+    assert udp.first.muxer == "mpegts" and udp.first.url == "udp://127.0.0.1:5000?pkt_size=1316" and not udp.realtime
     assert udp.streams[0].codec_config["gop_size"] == 15  # explicit settings win
     assert udp.streams[0].encoder_option == {"tune": "film", "preset": "veryfast"}
     kept = make_plan(config([VIDEO], {"type": "url", "url": "udp://127.0.0.1:5000?pkt_size=188"}), at(tmp_path))
-    assert kept.url == "udp://127.0.0.1:5000?pkt_size=188"
+    assert kept.first.url == "udp://127.0.0.1:5000?pkt_size=188"
     tcp = {"type": "url", "url": "tcp://127.0.0.1:5000"}
     ntsc = make_plan(config([{**VIDEO, "frame_rate": 29.97}], tcp), at(tmp_path))
-    assert ntsc.muxer == "mpegts" and ntsc.streams[0].codec_config["gop_size"] == 60  # ceil(2 s * 29.97)
+    assert ntsc.first.muxer == "mpegts" and ntsc.streams[0].codec_config["gop_size"] == 60  # ceil(2 s * 29.97)
     forced = make_plan(config([VIDEO], {"type": "url", "url": "rtmp://h/live/x"}, format="mpegts"), at(tmp_path))
-    assert forced.muxer == "mpegts"
+    assert forced.first.muxer == "mpegts"
 
 
 def test_credentials_are_masked_in_descriptions(tmp_path):
     url = {"type": "url", "url": "rtmp://user:pw@example.com/app/key?token=t"}
     plan = make_plan(config([VIDEO], url), at(tmp_path))
-    assert plan.describe_destination()["url"] == "rtmp://example.com/app/****"
+    assert plan.first.describe_destination()["url"] == "rtmp://example.com/app/****"
 
 
 def test_operator_allowlists_for_schemes_and_hosts(tmp_path):
     strict = Settings(output_dir=tmp_path, allowed_schemes=["file", "rtmp"], allowed_hosts=["*.example.com"])
     ok = make_plan(config([VIDEO], {"type": "url", "url": "rtmp://ingest.example.com/live/k"}), strict)
-    assert ok.muxer == "flv"
+    assert ok.first.muxer == "flv"
     with pytest.raises(InvalidConfig, match="host 'evil.net' is not in this server's allowed hosts") as err:
         make_plan(config([VIDEO], {"type": "url", "url": "rtmp://evil.net/live/k"}), strict)
     assert err.value.field == "destination.url"

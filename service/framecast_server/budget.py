@@ -36,7 +36,7 @@ import av
 
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidConfig, OverBudget
-from framecast_server.planning.plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan
+from framecast_server.planning.plan import AudioPlan, SessionPlan, StreamPlan, VideoPlan
 from framecast_server.quotas import size_text
 
 MEMORY_LIMIT = "FRAMECAST_ENCODER_MEMORY_LIMIT"
@@ -177,7 +177,7 @@ def stream_bytes(stream: StreamPlan, realtime: bool) -> int:
     return need
 
 
-def estimate(plan: OutputPlan, in_flight: int = 0) -> int:
+def estimate(plan: SessionPlan, in_flight: int = 0) -> int:
     """Bytes the encoder process of ``plan`` is expected to hold at its peak (resident), with
     ``in_flight`` bytes of chunks on their way to its encoders (``chunks_in_flight``)."""
     if not plan.encode:
@@ -223,7 +223,7 @@ class EncoderMemoryBudget:
         self.per_encoder = per_encoder
         self.in_flight = in_flight
 
-    def admit(self, plan: OutputPlan, open_plans: Iterable[OutputPlan]) -> int:
+    def admit(self, plan: SessionPlan, open_plans: Iterable[SessionPlan]) -> int:
         """Check that ``plan``'s encoder fits; return its estimate.
 
         Raises:
@@ -252,7 +252,7 @@ class EncoderMemoryBudget:
         return need
 
     @staticmethod
-    def _breakdown(plan: OutputPlan) -> str:
+    def _breakdown(plan: SessionPlan) -> str:
         parts = [f"streams.{s.index} {size_text(stream_bytes(s, plan.realtime))}" for s in plan.streams]
         if len(parts) > 4:
             parts = parts[:3] + [f"{len(parts) - 3} more"]

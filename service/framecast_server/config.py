@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     )
     insecure: bool = Field(False, description="Allow listening beyond loopback without API keys.")
     allowed_schemes: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["file", "rtmp", "rtmps", "udp", "srt", "tcp"],
+        default_factory=lambda: ["file", "rtmp", "rtmps", "rtsp", "rtsps", "udp", "srt", "tcp"],
         description="Destinations allowed: 'file' (the output dir, and client-side outputs) and URL schemes.",
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
@@ -124,6 +124,7 @@ class Settings(BaseSettings):
 
     max_sessions: int = Field(64, ge=1, description="Sessions open at once.")
     max_sessions_per_key: int = Field(16, ge=1, description="Sessions open at once for one API key.")
+    max_outputs: int = Field(8, ge=1, le=64, description="Destinations one session may write to at once.")
     max_width: int = Field(7680, ge=16, description="Largest frame width.")
     max_height: int = Field(4320, ge=16, description="Largest frame height.")
     max_frame_rate: float = Field(240.0, gt=0, description="Highest video frame rate.")

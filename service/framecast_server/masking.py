@@ -8,9 +8,9 @@ so masking the listing is not enough.
 
 - ``masked(url)`` is how a URL is shown: scheme, host, port and, for RTMP, the application only.
   It never raises, whatever the string.
-- ``Redactor(url)`` masks one session's URL in free text: the URL itself, then every
+- ``Redactor(urls)`` masks one session's URLs in free text: the URL itself, then every
   ``scheme://...`` in the text (``masked`` again), then the URL's secrets wherever they stand alone.
-- ``hide_in_process(url)``: an encoder process serves one session, and everything it says reaches
+- ``hide_in_process(urls)``: an encoder process serves one session, and everything it says reaches
   the server through its error texts (``redact``, which ``encoder.describe_error`` applies) and its
   stderr, which is the server's log; from this call on both are masked.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+from collections.abc import Iterable
 from typing import TextIO
 from urllib.parse import unquote
 
@@ -98,21 +99,18 @@ def scrub(text: str) -> str:
 
 
 class Redactor:
-    """Masks one destination URL, and each of its secrets, in any text.
+    """Masks a session's destination URLs, and each of their secrets, in any text.
 
     Args:
-        url: the URL as FFmpeg was given it (None for outputs that are not URLs: then only the
-            generic ``scrub`` applies).
+        urls: the URLs as FFmpeg was given them (one, or None for outputs that are not URLs:
+            then only the generic ``scrub`` applies).
     """
 
-    def __init__(self, url: str | None) -> None:
-        self.url = url
-        self._literals: list[tuple[str, str]] = []
-        if url:
-            self._literals = [(url, masked(url))]
-            self._secrets = sorted(_secrets_of(url), key=len, reverse=True)
-        else:
-            self._secrets = []
+    def __init__(self, urls: str | Iterable[str | None] | None) -> None:
+        given = [urls] if isinstance(urls, str) or urls is None else list(urls)
+        found = [url for url in given if url]
+        self._literals: list[tuple[str, str]] = [(url, masked(url)) for url in found]
+        self._secrets = sorted({secret for url in found for secret in _secrets_of(url)}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for literal, shown in self._literals:
@@ -161,15 +159,15 @@ def redact(text: str) -> str:
     return _process_redactor(text)
 
 
-def hide_in_process(url: str | None) -> None:
-    """Mask ``url`` in everything this process says from now on: ``redact`` and its stderr.
+def hide_in_process(urls: Iterable[str | None]) -> None:
+    """Mask ``urls`` in everything this process says from now on: ``redact`` and its stderr.
 
     For an encoder process, which serves exactly one session. stderr is replaced by a stream that
     masks each line before it reaches the server's log (FFmpeg's lines come through Python logging,
     whose handlers and tracebacks write to ``sys.stderr``).
     """
     global _process_redactor
-    _process_redactor = Redactor(url)
+    _process_redactor = Redactor(urls)
     if isinstance(sys.stderr, RedactingStream):
         sys.stderr.redact = _process_redactor
     elif sys.stderr is not None:

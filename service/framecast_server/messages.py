@@ -24,6 +24,7 @@ Encoder -> server (pickled records, ``FromEncoder``):
 - ``Free``: the oldest chunk's payload was copied out of the ring; its space is free again.
 - ``Ack``: chunk ``seq`` and all before it are encoded and muxed.
 - ``Reconnecting``, ``Recovered``, ``Dropped``: a network destination dropped (``live.py``).
+- ``OutputFailed``: one of several destinations failed for good; the others carry on.
 - ``Preview``: the latest frames as JPEG and audio levels, while someone watches.
 - ``Closed``, ``Stopped``, ``Failed``: the last message; the process exits after it.
 
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 from framecast import protocol
 
 if TYPE_CHECKING:
-    from framecast_server.planning.plan import OutputPlan
+    from framecast_server.planning.plan import SessionPlan
 
 
 # -- counters that ride on messages -----------------------------------------------------------
@@ -63,11 +64,21 @@ class PacingStats(NamedTuple):
     media_seconds: float
 
 
+class OutputStats(NamedTuple):
+    """One output's totals so far: what it muxed, dropped during outages, and its reconnects."""
+
+    packets: int
+    bytes: int
+    dropped: int
+    reconnects: int
+
+
 class Stats(NamedTuple):
-    """Every stream's totals, and the pacing of a real-time output (None for the rest)."""
+    """Every stream's totals, the pacing of a real-time session (None for the rest), every output's totals."""
 
     streams: tuple[StreamStats, ...]
     pacing: PacingStats | None
+    outputs: tuple[OutputStats, ...] = ()
 
 
 # -- encoder -> server --------------------------------------------------------------------------
@@ -87,8 +98,9 @@ class SetupFailed(NamedTuple):
 
 
 class Connected(NamedTuple):
-    """A network output is connected and its header written."""
+    """Network output ``output`` (its index among the destinations) is connected, its header written."""
 
+    output: int
     warnings: list[str]
 
 
@@ -112,22 +124,25 @@ class Ack(NamedTuple):
 
 
 class Reconnecting(NamedTuple):
-    """A network destination dropped; reconnect attempt number ``attempt`` starts."""
+    """Network output ``output`` dropped; reconnect attempt number ``attempt`` starts."""
 
+    output: int
     attempt: int
     reason: str
 
 
 class Recovered(NamedTuple):
-    """The destination is back after ``attempts`` attempts and ``outage`` seconds."""
+    """Network output ``output`` is back after ``attempts`` attempts and ``outage`` seconds."""
 
+    output: int
     attempts: int
     outage: float
 
 
 class Dropped(NamedTuple):
-    """``frames`` frames of ``stream`` were dropped while the destination was down (``total`` so far)."""
+    """``frames`` packets of ``stream`` were dropped for ``output`` while it was down (``total`` so far)."""
 
+    output: int
     stream: int
     frames: int
     total: int
@@ -138,6 +153,13 @@ class Preview(NamedTuple):
 
     jpegs: dict[int, bytes]
     levels: dict[int, list[float]]
+
+
+class OutputFailed(NamedTuple):
+    """Output ``output`` failed for good (``reason``); the session goes on with the others."""
+
+    output: int
+    reason: str
 
 
 class Closed(NamedTuple):
@@ -176,6 +198,7 @@ FromEncoder: TypeAlias = (
     | Reconnecting
     | Recovered
     | Dropped
+    | OutputFailed
     | Preview
     | Closed
     | Stopped
@@ -194,7 +217,7 @@ class Assign(NamedTuple):
     """A spare process's session: its plan and the sizes of the memory whose descriptors follow
     (SCM_RIGHTS): the ring, and the client's shared memory if it has any."""
 
-    plan: OutputPlan
+    plan: SessionPlan
     ring_bytes: int
     client_bytes: int | None
 

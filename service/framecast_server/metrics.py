@@ -8,6 +8,7 @@ as a ``Gauges`` record it makes (``GaugeSource``): this module imports nothing o
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
@@ -73,6 +74,17 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class OpenOutput:
+    """What the per-session gauges show of one destination of an open session."""
+
+    index: int
+    state: str
+    bytes: int
+    dropped: int
+    reconnects: int
+
+
+@dataclass(frozen=True)
 class OpenSession:
     """What the per-session gauges show of one open session."""
 
@@ -80,6 +92,7 @@ class OpenSession:
     queued_chunks: int
     outbox_bytes: int
     encode_rates: list[float]
+    outputs: list[OpenOutput]
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,14 @@ class _SessionGauges:
         for state, count in gauges.by_state.items():
             by_state.add_metric([state], count)
         yield by_state
+        outputs = GaugeMetricFamily(
+            "framecast_outputs",
+            "Destinations of open sessions by state (one session may have several)",
+            labels=["state"],
+        )
+        for state, count in collections.Counter(o.state for s in gauges.open for o in s.outputs).items():
+            outputs.add_metric([state], count)
+        yield outputs
         if not self.per_session:
             return
         queue = GaugeMetricFamily(
@@ -128,14 +149,28 @@ class _SessionGauges:
             "Frames (video) or samples (audio) encoded per second",
             labels=["session", "stream"],
         )
+        per_output = {
+            name: GaugeMetricFamily(f"framecast_session_output_{name}", help_text, labels=["session", "output"])
+            for name, help_text in (
+                ("bytes", "Bytes a destination of a session has muxed"),
+                ("dropped", "Packets a destination dropped during its outages"),
+                ("reconnects", "Attempts to reconnect a destination of a session"),
+            )
+        }
         for session in gauges.open:
             queue.add_metric([session.id], session.queued_chunks)
             outbox.add_metric([session.id], session.outbox_bytes)
             for index, rate in enumerate(session.encode_rates):
                 fps.add_metric([session.id, str(index)], rate)
+            for output in session.outputs:
+                labels = [session.id, str(output.index)]
+                per_output["bytes"].add_metric(labels, output.bytes)
+                per_output["dropped"].add_metric(labels, output.dropped)
+                per_output["reconnects"].add_metric(labels, output.reconnects)
         yield queue
         yield outbox
         yield fps
+        yield from per_output.values()
 
 
 class RateMeter:

@@ -166,6 +166,40 @@ Destination = Annotated[
 ]
 
 
+class _OutputFields(_Strict):
+    """What one element of ``destinations`` may set for itself; unset, the session's settings apply."""
+
+    format: str | None = Field(None, description="Muxer name; default: guessed from the destination.")
+    options: dict[str, _OPTION_VALUE] = Field(default_factory=dict, description="Muxer options.")
+    required: bool = Field(
+        False, description="Whether this output failing for good fails the session (else the others carry on)."
+    )
+    on_destination_drop: Literal["drop", "block"] | None = Field(
+        None, description="This output's own on_destination_drop ('block' holds the whole session)."
+    )
+    outage_buffer: float | None = Field(None, ge=0, le=120, description="This output's own outage_buffer.")
+    reconnect_timeout: float | None = Field(None, gt=0, le=3600, description="This output's own reconnect_timeout.")
+
+
+class ClientOutput(ClientDestination, _OutputFields):
+    """A client-side destination as one of several (at most one per session)."""
+
+
+class ServerFileOutput(ServerFileDestination, _OutputFields):
+    """A server file as one of several destinations."""
+
+
+class UrlOutput(UrlDestination, _OutputFields):
+    """A network output as one of several destinations."""
+
+
+class DiscardOutput(DiscardDestination, _OutputFields):
+    """Nowhere, as one of several destinations."""
+
+
+OutputConfig = Annotated[ClientOutput | ServerFileOutput | UrlOutput | DiscardOutput, Field(discriminator="type")]
+
+
 class SessionConfig(_Strict):
     """Everything needed to open an output: StreamWriter's constructor, streams, metadata, open()."""
 
@@ -188,7 +222,14 @@ class SessionConfig(_Strict):
         },
     )
 
-    destination: Destination
+    destination: Destination | None = Field(None, description="Where the output goes (or give destinations).")
+    destinations: list[OutputConfig] | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Several destinations for one encode, each with its own format, options and live settings "
+        "(instead of destination; at most FRAMECAST_MAX_OUTPUTS).",
+    )
     format: str | None = Field(None, description="Muxer name; default: guessed from the destination.")
     metadata: dict[str, str] = Field(default_factory=dict)
     options: dict[str, _OPTION_VALUE] = Field(
@@ -241,6 +282,28 @@ class StreamInfo(BaseModel):
     counters: StreamCounters
 
 
+class OutputCounters(BaseModel):
+    """What one output has seen so far."""
+
+    packets: int = 0
+    bytes: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+
+
+class OutputInfo(BaseModel):
+    """One destination of a session, as the server keeps it: its state, counters and events."""
+
+    index: int
+    destination: dict[str, object] = Field(description="Where it goes, credentials masked.")
+    format: str
+    required: bool
+    state: Literal["connecting", "streaming", "reconnecting", "closed", "failed"]
+    error: str | None = None
+    counters: OutputCounters
+    events: list[dict[str, Any]] = Field(default_factory=list, description="This output's recent events.")
+
+
 class SessionInfo(BaseModel):
     """The state of a session, as GET /v1/sessions/{id} reports it."""
 
@@ -273,6 +336,10 @@ class SessionInfo(BaseModel):
     )
     owner: str | None = Field(
         None, description="Fingerprint of the API key that created the session (None on a server without keys)."
+    )
+    outputs: list[OutputInfo] = Field(
+        default_factory=list,
+        description="Every destination, in the order given; format and destination above describe the first.",
     )
 
 

@@ -4,7 +4,7 @@ A few bytes of input can ask for a lot of output: 16x16 frames upscaled to 8K ra
 that the frame-rate conversion fills with duplicates, a filter that emits frames forever (``loop``,
 ``tpad``, ``zoompan``). Checking the input is not enough, so what comes *out* is counted:
 
-- ``EncoderLimits`` travels in the OutputPlan to the encoder process: the most encoded bytes and
+- ``EncoderLimits`` travels in the SessionPlan to the encoder process: the most encoded bytes and
   media seconds this session may still produce, the largest pts gap, the memory limit and the
   size and rate limits that the filter chains' output must respect.
 - ``OutputMeter`` runs in the encoder process. Every frame that reaches an encoder (after the

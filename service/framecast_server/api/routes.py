@@ -106,11 +106,12 @@ async def close_session(session_id: str, request: Request, caller: CallerDep) ->
 async def download_output(session_id: str, request: Request, caller: CallerDep) -> FileResponse:
     """Download a closed session's server-side output file."""
     session = _manager(request).get(session_id, caller)
-    if session.plan.target != "file":
-        raise StateConflict(f"session {session_id} writes to its client, not to a server-side file")
+    files = session.plan.files
+    if not files:
+        raise StateConflict(f"session {session_id} writes no server-side file")
     if session.state is not SessionState.CLOSED:
         raise StateConflict(f"session {session_id} is {session.state.value}; its output is ready once closed")
-    path = session.plan.path
+    path = files[0].path  # the first: each file of a session is also in the output directory's listing
     assert path is not None  # a server file's plan has its path
     return FileResponse(path, filename=path.rsplit("/", 1)[-1])
 
@@ -149,7 +150,7 @@ async def capabilities(request: Request) -> Capabilities:
         muxers=ffmpeg.muxers(),
         audio_encoders=ffmpeg.audio_encoders(),
         video_encoders=ffmpeg.video_encoders(),
-        protocols=list(ffmpeg.output_protocols()),
+        protocols=list(ffmpeg.publish_schemes()),
         destinations=kinds,
         rgb_conversion=request.app.state.settings.rgb_converter,
     )

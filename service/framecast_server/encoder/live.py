@@ -3,15 +3,18 @@ media that arrives meanwhile.
 
 An RTMP server restarts, a link blinks: the mux call fails. ``LiveOutput`` then tries to reopen
 the destination with capped exponential backoff, for up to ``reconnect_timeout`` seconds, and
-tells the server about every attempt. Frames due during the outage follow the session's policy:
+tells the server about every attempt. Packets due during the outage follow the output's policy:
 
 - ``drop`` (live semantics, the default): they wait in a bounded backlog (``outage_buffer``
   seconds of media); beyond that the oldest are dropped and counted. On reconnect the backlog goes
   out first, then the stream continues on the wall clock.
-- ``block``: nothing is taken from the client while the destination is down (backpressure), and
-  pacing resumes where it stopped.
+- ``block``: the session takes nothing from the client while the destination is down
+  (backpressure), and pacing resumes where it stopped. With several outputs that holds them all.
 
-The reopened output starts with fresh encoders, so the first frame the receiver gets is a keyframe.
+The encoders are the session's, shared by every output, so a reopened destination cannot get
+fresh ones: instead it gets nothing of a video stream until a keyframe. The backlog is trimmed the
+same way: a video stream in it always starts at a keyframe, so what a receiver gets after a
+reconnect decodes from its first packet. The other outputs never notice.
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from framecast_server.encoder.output import OutputWriter, SetupError, describe_error
+import av
+
+from framecast_server.encoder.errors import SetupError, describe_error
+from framecast_server.encoder.output import Output, copy_packet
 from framecast_server.messages import Dropped, FromEncoder, Reconnecting, Recovered
+from framecast_server.planning.plan import OutputPlan
 from framecast_server.quotas import FilterOutputRefused, QuotaReached
 
 #: First and largest pause between reconnect attempts, seconds.
@@ -35,26 +42,26 @@ class DestinationLost(Exception):
 
 
 class LiveOutput:
-    """Wraps an OutputWriter for a network destination: emits frames, survives drops.
+    """Wraps a network ``Output``: muxes packets, survives drops.
 
     Args:
-        writer: the open writer.
+        output: the output, its header not written yet (``Output.start`` connects).
         notify: sends a message to the server (``Reconnecting``, ``Recovered``, ``Dropped``).
         policy: "drop" or "block" (see the module docstring).
         outage_buffer: seconds of media kept during an outage under "drop".
-        reconnect_timeout: seconds of outage after which the session fails.
+        reconnect_timeout: seconds of outage after which the output fails.
     """
 
     def __init__(
         self,
-        writer: OutputWriter,
+        output: Output,
         notify: Callable[[FromEncoder], None],
         policy: str = "drop",
         outage_buffer: float = 5.0,
         reconnect_timeout: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.writer = writer
+        self.output = output
         self.notify = notify
         self.policy = policy
         self.outage_buffer = outage_buffer
@@ -65,8 +72,15 @@ class LiveOutput:
         self._next_attempt = 0.0
         self._delay = BACKOFF_FIRST
         self._last_reason = ""
-        self._backlog: collections.deque[tuple[float, int, Any]] = collections.deque()
-        self.dropped = [0] * len(writer.streams)
+        self._backlog: collections.deque[tuple[float, av.Packet[Any]]] = collections.deque()
+        self._video = {i for i, stream in enumerate(output.streams) if stream.type == "video"}
+        #: Video streams that send nothing until their next keyframe (after a reconnect).
+        self._need_key: set[int] = set()
+        self.dropped = [0] * len(output.streams)
+
+    @property
+    def plan(self) -> OutputPlan:
+        return self.output.plan
 
     @property
     def down(self) -> bool:
@@ -77,28 +91,56 @@ class LiveOutput:
         """Under "block", the caller should neither release frames nor read chunks."""
         return self.down and self.policy == "block"
 
-    def emit(self, stream: int, frame: Any) -> None:
-        """Encode and send one frame; when the destination is down, keep or drop it."""
+    def mux(self, packet: av.Packet[Any], copy: bool = True) -> None:
+        """Send one packet; when the destination is down, keep or drop it."""
+        stream = packet.stream.index
+        if stream in self._need_key:
+            if not packet.is_keyframe:
+                self._drop(stream)
+                return
+            self._need_key.discard(stream)
         if self.down:
-            self._keep(stream, frame)
+            self._keep(packet, copy)
             return
         try:
-            self.writer.emit(stream, [frame])
+            self.output.mux(packet, copy)
         except (QuotaReached, FilterOutputRefused, MemoryError):
             raise  # the session's own limits, not the destination's: the session stops
         except Exception as exc:  # the destination dropped mid-stream (EPIPE, ECONNRESET, EIO, ...)
             self._lost(describe_error(exc))
-            # The frame that failed may be partly sent; the reopened encoder starts afresh with it.
-            self._keep(stream, frame)
+            # The packet that failed may be partly sent; the reopened output gets it again.
+            self._keep(packet, copy)
 
-    def _keep(self, stream: int, frame: Any) -> None:
-        t = float(frame.pts * frame.time_base)
-        self._backlog.append((t, stream, frame))
-        newest = t
+    def _keep(self, packet: av.Packet[Any], copy: bool) -> None:
+        kept = copy_packet(packet) if copy else packet
+        newest = _seconds(kept, self._backlog[-1][0] if self._backlog else 0.0)
+        self._backlog.append((newest, kept))
+        trimmed = False
         while self._backlog and newest - self._backlog[0][0] > self.outage_buffer:
-            _, old_stream, _ = self._backlog.popleft()
-            self.dropped[old_stream] += 1
-            self.notify(Dropped(old_stream, 1, self.dropped[old_stream]))
+            _, old = self._backlog.popleft()
+            self._drop(old.stream.index)
+            trimmed = True
+        if trimmed:
+            self._start_backlog_at_keyframes()
+
+    def _start_backlog_at_keyframes(self) -> None:
+        """Drop the packets of each video stream before its first keyframe left in the backlog."""
+        waiting = set(self._video)
+        kept: collections.deque[tuple[float, av.Packet[Any]]] = collections.deque()
+        for t, packet in self._backlog:
+            stream = packet.stream.index
+            if stream in waiting:
+                if not packet.is_keyframe:
+                    self._drop(stream)
+                    continue
+                waiting.discard(stream)
+            kept.append((t, packet))
+        self._backlog = kept
+
+    def _drop(self, stream: int) -> None:
+        self.dropped[stream] += 1
+        self.output.dropped += 1
+        self.notify(Dropped(self.plan.index, stream, 1, self.dropped[stream]))
 
     def _lost(self, reason: str) -> None:
         self.down_since = self.clock()
@@ -121,9 +163,10 @@ class LiveOutput:
         if now < self._next_attempt:
             return
         self.attempts += 1
-        self.notify(Reconnecting(self.attempts, self._last_reason))
+        self.output.reconnects += 1
+        self.notify(Reconnecting(self.plan.index, self.attempts, self._last_reason))
         try:
-            self.writer.reopen()
+            self.output.reopen()
         except SetupError as exc:
             self._last_reason = str(exc)
             self._next_attempt = self.clock() + self._delay
@@ -131,11 +174,26 @@ class LiveOutput:
             return
         outage = self.clock() - self.down_since
         self.down_since = None
-        self.notify(Recovered(self.attempts, outage))
+        self.notify(Recovered(self.plan.index, self.attempts, outage))
+        # A new connection: each video stream starts at a keyframe, from the backlog or the encoder.
+        self._need_key = set(self._video)
         backlog, self._backlog = self._backlog, collections.deque()
-        for _, stream, frame in backlog:
-            self.emit(stream, frame)
+        for _, packet in backlog:
+            self.mux(packet, copy=False)
 
     def next_attempt_in(self) -> float | None:
         """Seconds until the next reconnect attempt, or None when the destination is up."""
         return max(0.0, self._next_attempt - self.clock()) if self.down else None
+
+    def close(self) -> None:
+        self.output.close()
+
+    def abort(self) -> None:
+        self.output.abort()
+
+
+def _seconds(packet: av.Packet[Any], default: float) -> float:
+    """A packet's media time in seconds (``default`` for one without a timestamp)."""
+    if packet.pts is None or packet.time_base is None:
+        return default
+    return float(packet.pts * packet.time_base)

@@ -6,7 +6,7 @@
 - ``PacedLoop``: release frames at media time, as ``ffmpeg -re`` does (``pacing.py``), and read
   ahead only as far as the pacer allows, which is the client's backpressure.
 
-Both hand frames of network outputs to a ``LiveOutput`` (``live.py``), which reconnects when the
+Both leave network outputs to the writer's ``LiveOutput`` (``live.py``), which reconnects when the
 destination drops, and both make previews while someone watches. Everything here runs in the
 encoder process, never on the server's event loop.
 """
@@ -21,11 +21,10 @@ from typing import NamedTuple
 import numpy as np
 
 from framecast import protocol
-from framecast_server.encoder.live import LiveOutput
-from framecast_server.encoder.output import ChunkFrames, OutputWriter
 from framecast_server.encoder.pacing import Pacer
 from framecast_server.encoder.pipe import NothingYet, Pipe
 from framecast_server.encoder.preview import Previewer, levels_db
+from framecast_server.encoder.writer import ChunkFrames, SessionWriter
 from framecast_server.messages import (
     FREE,
     IN_CLIENT_MEMORY,
@@ -43,12 +42,12 @@ from framecast_server.quotas import QuotaReached
 from framecast_server.ring import RingReader
 
 
-def stats_of(writer: OutputWriter, pacer: Pacer | None = None) -> Stats:
+def stats_of(writer: SessionWriter, pacer: Pacer | None = None) -> Stats:
     """The counters that ride on ``Ack``, ``Closed`` and ``Stopped``."""
-    return Stats(writer.stats(), pacer.stats() if pacer is not None else None)
+    return Stats(writer.stats(), pacer.stats() if pacer is not None else None, writer.output_stats())
 
 
-def send_closed(pipe: Pipe, writer: OutputWriter, pacer: Pacer | None = None) -> None:
+def send_closed(pipe: Pipe, writer: SessionWriter, pacer: Pacer | None = None) -> None:
     """The output is closed after a ``Finish``: ``Closed``, or ``Stopped`` if a quota ran out while
     the filter chains flushed."""
     if writer.stopped is not None:
@@ -65,7 +64,7 @@ class StatsEvery:
         self.interval = interval
         self._last = float("-inf")
 
-    def __call__(self, writer: OutputWriter, pacer: Pacer | None = None) -> Stats | None:
+    def __call__(self, writer: SessionWriter, pacer: Pacer | None = None) -> Stats | None:
         now = time.monotonic()
         if now - self._last < self.interval:
             return None
@@ -86,14 +85,6 @@ class Payloads:
             assert self.client is not None, "a client-memory chunk for a session without shared memory"
             return self.client.array(chunk.header, chunk.offset), False
         return self.ring.array(chunk.header, chunk.offset), True
-
-
-def live_output(pipe: Pipe, writer: OutputWriter) -> LiveOutput | None:
-    """A LiveOutput for network destinations (reconnects, outage policy); None for the rest."""
-    plan = writer.plan
-    if not plan.live:
-        return None
-    return LiveOutput(writer, pipe.send, plan.on_drop, plan.outage_buffer, plan.reconnect_timeout)
 
 
 def _send_preview(pipe: Pipe, previewer: Previewer) -> None:
@@ -124,7 +115,9 @@ class AckCoalescer:
     loop flushes before it waits for anything, so no ACK waits for input that is not there yet.
     """
 
-    def __init__(self, pipe: Pipe, writer: OutputWriter, stats: StatsEvery, most: int = 4, delay: float = 0.02) -> None:
+    def __init__(
+        self, pipe: Pipe, writer: SessionWriter, stats: StatsEvery, most: int = 4, delay: float = 0.02
+    ) -> None:
         self._pipe, self._writer, self._stats = pipe, writer, stats
         self.most, self.delay = most, delay
         self._seq: int | None = None
@@ -149,9 +142,8 @@ class AckCoalescer:
 class DirectLoop:
     """Encode each chunk as it comes; at most two prepared chunks wait between the two stages."""
 
-    def __init__(self, pipe: Pipe, writer: OutputWriter, payloads: Payloads) -> None:
+    def __init__(self, pipe: Pipe, writer: SessionWriter, payloads: Payloads) -> None:
         self.pipe, self.writer, self.payloads = pipe, writer, payloads
-        self.live = live_output(pipe, writer)
         self.previewer = Previewer()
         self.prepared: queue.Queue[_Item] = queue.Queue(maxsize=2)
         self.acks = AckCoalescer(pipe, writer, StatsEvery())
@@ -180,10 +172,10 @@ class DirectLoop:
 
     def _wait_for_destination(self) -> None:
         """While a network destination is down nothing more is taken: backpressure."""
-        while self.live is not None and self.live.down:
+        while self.writer.down:
             self.acks.flush()
-            self.live.tick()
-            time.sleep(min(self.live.next_attempt_in() or 0.0, 0.05))
+            self.writer.tick()
+            time.sleep(min(self.writer.next_attempt_in() or 0.0, 0.05))
 
     def _next(self) -> _Item:
         try:
@@ -195,11 +187,7 @@ class DirectLoop:
     def _encode(self, chunk: _Prepared) -> None:
         header, frames = chunk.header, chunk.frames
         if frames:
-            if self.live is not None:
-                for frame in frames:
-                    self.live.emit(header.stream, frame)
-            else:
-                self.writer.emit(header.stream, frames)
+            self.writer.emit(header.stream, frames)
         if chunk.levels is not None:
             self.previewer.offer_levels(header.stream, chunk.levels)
         elif frames:
@@ -246,12 +234,11 @@ class DirectLoop:
 class PacedLoop:
     """Release frames at media time; read ahead only as far as the pacer allows (backpressure)."""
 
-    def __init__(self, pipe: Pipe, writer: OutputWriter, payloads: Payloads) -> None:
+    def __init__(self, pipe: Pipe, writer: SessionWriter, payloads: Payloads) -> None:
         self.pipe, self.writer, self.payloads = pipe, writer, payloads
         self.pacer = Pacer(len(writer.streams))
         self.stats = StatsEvery()
         self.previewer = Previewer()
-        self.live = live_output(pipe, writer)
         self.held_since: float | None = None
         self.finishing = False
 
@@ -263,7 +250,7 @@ class PacedLoop:
             if self._holding_back(now):
                 continue
             self._release_due(now)
-            if self.finishing and not len(pacer) and not (self.live is not None and self.live.down):
+            if self.finishing and not len(pacer) and not self.writer.down:
                 self.writer.close()
                 send_closed(self.pipe, self.writer, pacer)
                 return
@@ -280,13 +267,11 @@ class PacedLoop:
     def _holding_back(self, now: float) -> bool:
         """Reconnect when due. Under "block" release nothing and read nothing while the destination
         is down (True); once it is back, resume the schedule where it stopped."""
-        live = self.live
-        if live is None:
-            return False
-        live.tick()
-        if live.holding_back:
+        writer = self.writer
+        writer.tick()
+        if writer.holding_back:
             self.held_since = self.held_since if self.held_since is not None else now
-            time.sleep(min(live.next_attempt_in() or 0.0, 0.05))
+            time.sleep(min(writer.next_attempt_in() or 0.0, 0.05))
             return True
         if self.held_since is not None:
             self.pacer.shift(now - self.held_since)
@@ -296,10 +281,7 @@ class PacedLoop:
     def _release_due(self, now: float) -> None:
         """Encode every frame whose time has come, then acknowledge the chunks that are all out."""
         for stream, frame in self.pacer.pop_due(now):
-            if self.live is not None:
-                self.live.emit(stream, frame)
-            else:
-                self.writer.emit(stream, [frame])
+            self.writer.emit(stream, [frame])
             if self.writer.plan.streams[stream].type == "video":
                 self.previewer.offer_video(stream, [frame])
         _send_preview(self.pipe, self.previewer)
@@ -311,8 +293,8 @@ class PacedLoop:
         """Seconds until something is due: the next frame, or the next reconnect attempt."""
         due = self.pacer.next_due()
         wait = None if due is None else max(0.0, due - self.pacer.clock())
-        if self.live is not None and self.live.down:
-            retry = self.live.next_attempt_in() or 0.0
+        retry = self.writer.next_attempt_in()
+        if retry is not None:
             wait = retry if wait is None else min(wait, retry)
         return wait
 

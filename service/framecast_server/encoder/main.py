@@ -20,17 +20,18 @@ from multiprocessing.connection import Connection
 import av.logging
 
 from framecast_server import budget, masking, scheduling
+from framecast_server.encoder.errors import SetupError, describe_error
 from framecast_server.encoder.loops import DirectLoop, PacedLoop, Payloads, stats_of
 from framecast_server.encoder.malloc import keep_frame_buffers
-from framecast_server.encoder.output import OutputWriter, SetupError, describe_error
 from framecast_server.encoder.pipe import Pipe, PipeSink
-from framecast_server.messages import Assign, Connected, Failed, Ready, SetupFailed, Stopped
-from framecast_server.planning.plan import OutputPlan
+from framecast_server.encoder.writer import SessionWriter
+from framecast_server.messages import Assign, Failed, Ready, SetupFailed, Stopped
+from framecast_server.planning.plan import SessionPlan
 from framecast_server.quotas import QuotaReached
 from framecast_server.ring import RingReader
 
 
-def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: RingReader | None) -> None:
+def worker_main(raw: Connection, plan: SessionPlan, ring: RingReader, client: RingReader | None) -> None:
     """Entry point of an encoder process: open the output, then encode until told to finish."""
     pipe = Pipe(raw)
     budget.limit_address_space(plan.limits.memory_limit)  # first: a spare is handed its session's limit here
@@ -39,15 +40,14 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
     # FFmpeg's error lines reach Python logging (and the encoder's stderr, the server's log), and
     # PyAV attaches the last one to the exception it raises, so failures carry FFmpeg's reason.
     av.logging.set_level(av.logging.ERROR)
-    masking.hide_in_process(plan.url)  # FFmpeg quotes URLs with their credentials; stderr is the server's log
+    # FFmpeg quotes URLs with their credentials; stderr is the server's log.
+    masking.hide_in_process(output.url for output in plan.outputs)
     writer = _open(pipe, plan)
     if writer is None:
         return
     pipe.send(Ready(writer.warnings))
     try:
-        if plan.live:
-            writer.start()  # connects; chunks queue up meanwhile, and then the client waits
-            pipe.send(Connected(writer.warnings))
+        writer.connect()  # network outputs; chunks queue up meanwhile, and then the client waits
         loop = PacedLoop if plan.realtime else DirectLoop
         loop(pipe, writer, Payloads(ring, client)).run()
     except QuotaReached as exc:
@@ -56,19 +56,19 @@ def worker_main(raw: Connection, plan: OutputPlan, ring: RingReader, client: Rin
         _fail(pipe, writer, exc)
 
 
-def _open(pipe: Pipe, plan: OutputPlan) -> OutputWriter | None:
-    """Open the output (files: header written too); None after telling the server why not."""
+def _open(pipe: Pipe, plan: SessionPlan) -> SessionWriter | None:
+    """Open the encoders and outputs (files: header written too); None after telling the server why not."""
     memory_limit = plan.limits.memory_limit
-    sink = PipeSink(pipe, plan.seekable) if plan.target == "client" else None
+    client = plan.client
+    sink = PipeSink(pipe, client.seekable) if client is not None else None
     try:
         _enter_workdir(plan.workdir)
     except OSError as exc:
         pipe.send(SetupFailed(f"cannot enter the encoder's working directory: {exc}", None))
         return None
     try:
-        writer = OutputWriter(plan, sink)  # type: ignore[arg-type]
-        if not plan.live:
-            writer.start()  # files: header now, so a muxer refusal is a 422 at create time
+        writer = SessionWriter(plan, sink, pipe.send)  # type: ignore[arg-type]
+        writer.start_files()  # headers now, so a muxer refusal is a 422 at create time
     except SetupError as exc:
         if budget.out_of_memory(exc.__cause__ or exc, str(exc), memory_limit):
             pipe.send(
@@ -97,7 +97,7 @@ def _enter_workdir(path: str | None) -> None:
         os.chdir(path)
 
 
-def _stop(pipe: Pipe, writer: OutputWriter, reason: str, flush: bool) -> None:
+def _stop(pipe: Pipe, writer: SessionWriter, reason: str, flush: bool) -> None:
     """A quota ran out: finalize the output (playable up to here) and say why the session stops."""
     try:
         writer.finish_early(reason, flush)
@@ -109,7 +109,7 @@ def _stop(pipe: Pipe, writer: OutputWriter, reason: str, flush: bool) -> None:
         pipe.send(Stopped(reason, stats_of(writer)))
 
 
-def _fail(pipe: Pipe, writer: OutputWriter, exc: Exception) -> None:
+def _fail(pipe: Pipe, writer: SessionWriter, exc: Exception) -> None:
     """Encoding failed: keep what the output has (no flush: a filter chain may never finish
     flushing) and tell the server why."""
     reason = describe_error(exc)

@@ -1,63 +1,38 @@
-"""The PyAV side: turn arrays into frames, frames into packets, packets into an output.
+"""One destination of a session: a container that muxes the packets the session's encoders made.
 
-``OutputWriter`` owns one container and its streams. It runs inside the session's encoder process
-(``encoder/main.py``) and never on the server's event loop. It knows the OutputPlan and the chunk arrays,
-nothing of sockets.
+Encode once, mux many (LiveKit Egress's "transcode once, send to many", FFmpeg's tee muxer): the
+session's encoders live apart from every container (``writer.py``), and each ``Output`` copies
+their stream parameters (``add_stream_from_template``) and muxes copies of their packets. What one
+muxer needs that another does not, FFmpeg inserts itself as it muxes (``av_interleaved_write_frame``
+runs the muxer's own bitstream filters: MPEG-TS gets the H.264 parameter sets in-band before every
+keyframe, MP4 and FLV get them in the header), so the encoders are set up once, with global headers
+whenever any destination wants them.
 
-Frame building copies each frame exactly once: straight from the client's (T, C, H, W) array into
-the AVFrame's own planes, a row copy per channel plane. RGB frames bound for a yuv420p encoder at
-their own size are converted on the way instead, with libyuv (``libyuv.py``), where the settings
-allow it; all others are converted with swscale before encoding (``_VideoStream.ready``).
-
-Nothing between a chunk and the muxer is unbounded: frames leave a filter chain one at a time and
-each is encoded and its packets muxed before the next is pulled, silence for a pts gap is built a
-piece at a time as the encoder takes it, and every frame reaching an encoder and every packet
-leaving it is counted against the session's quotas (``quotas.OutputMeter``). A filter chain's
-output must stay within the server's size limits: checked once with a probe frame when the
-stream is set up, and on every frame it puts out.
+An Output can be reopened after its destination dropped (``live.py``): a new container with the
+same streams and a new header; the packets it takes next start at a keyframe.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from fractions import Fraction
-from typing import Any, BinaryIO, TypeAlias
+from collections.abc import Sequence
+from typing import Any, BinaryIO
 
 import av
-import numpy as np
 
-from framecast_server import libyuv, masking
-from framecast_server.chunks import Timeline
-from framecast_server.messages import StreamStats
-from framecast_server.planning.plan import AudioPlan, OutputPlan, StreamPlan, VideoPlan, split_filter_chain
-from framecast_server.quotas import EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
+from framecast_server.encoder.errors import SetupError, describe_error
+from framecast_server.messages import OutputStats
+from framecast_server.planning.plan import OutputPlan
 
 log = logging.getLogger(__name__)
 
-#: What flows through a stream: frames of either medium, and the streams that encode them.
-Frame: TypeAlias = av.VideoFrame | av.AudioFrame
-EncoderStream: TypeAlias = av.video.stream.VideoStream | av.audio.stream.AudioStream
+#: FFmpeg's AVFMT_GLOBALHEADER: the muxer wants codec parameters in the header, not in the stream.
+GLOBAL_HEADER = 0x0040
 
 
-@dataclass
-class _Counts:
-    """One stream's running totals (sent to the server as ``messages.StreamStats``)."""
-
-    chunks: int = 0
-    frames: int = 0
-    packets: int = 0
-    bytes: int = 0
-
-
-class SetupError(Exception):
-    """The output could not be opened; ``field`` says which part of the config is to blame."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+def wants_global_header(muxer: str) -> bool:
+    """Whether ``muxer`` takes the codec's parameter sets from its header (FLV, MP4, Matroska, RTSP, WHIP)."""
+    return bool(av.ContainerFormat(muxer, "w").flags & GLOBAL_HEADER)
 
 
 class _WarningCollector(logging.Handler):
@@ -71,413 +46,51 @@ class _WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-class _FilterChain:
-    """A linear filter graph between the input frames and the encoder."""
-
-    def __init__(self, source_args: dict[str, Any], media: str, chain: list[tuple[str, str | None]]) -> None:
-        self.graph = av.filter.Graph()
-        if media == "video":
-            nodes = [self.graph.add("buffer", **source_args)]
-        else:
-            nodes = [self.graph.add("abuffer", **source_args)]
-        for name, args in chain:
-            nodes.append(self.graph.add(name, args))
-        nodes.append(self.graph.add("buffersink" if media == "video" else "abuffersink"))
-        self.graph.link_nodes(*nodes).configure()
-
-    def push(self, frame: Frame | None) -> Iterator[Frame]:
-        """Push ``frame`` (None: end of stream) and yield what comes out, one frame at a time.
-
-        Lazily: a filter may put out any number of frames for one (``loop``, ``tpad``,
-        ``zoompan``, a frame-rate conversion across a gap), and each is encoded before the next
-        is pulled, so the quota stops an endless one.
-        """
-        self.graph.push(frame)
-        while True:
-            try:
-                yield self.graph.pull()
-            except (BlockingIOError, av.error.EOFError):
-                return
-
-    def first(self, frame: Frame) -> Frame | None:
-        """The first frame out for ``frame``, flushing the chain if it holds it back; for probing."""
-        for pushed in (frame, None):
-            self.graph.push(pushed)
-            try:
-                return self.graph.pull()
-            except (BlockingIOError, av.error.EOFError):
-                continue
-        return None
-
-
-class ChunkFrames:
-    """A chunk's frames, in order: the silence filling a pts gap before it, built lazily a piece at
-    a time as the encoder takes it, then the chunk's own frames, built already (their pixels are
-    copied out of the shared memory the chunk came through, which can then be written again)."""
-
-    def __init__(self, gap: Iterator[Frame] | None, built: list[Frame]) -> None:
-        self.gap = gap
-        self.built = built
-
-    def __iter__(self) -> Iterator[Frame]:
-        if self.gap is not None:
-            yield from self.gap
-        yield from self.built
-
-    def __bool__(self) -> bool:
-        return self.gap is not None or bool(self.built)
-
-
-class _Stream:
-    """One output stream: builds frames from arrays, filters, encodes."""
-
-    def __init__(
-        self, plan: StreamPlan, stream: EncoderStream, chain: _FilterChain | None, limits: EncoderLimits
-    ) -> None:
-        self.plan = plan
-        self.stream = stream
-        self.chain = chain
-        self.limits = limits
-        self.timeline = Timeline(plan.rate, max_gap=limits.max_pts_gap)
-        self.time_base = Fraction(1, 1) / plan.rate
-        self.stats = _Counts()
-
-    def frames(self, array: np.ndarray, start: int) -> list[Frame]:
-        """Frames for a (T, ...) chunk whose first tick is ``start``."""
-        raise NotImplementedError
-
-    def ready(self, frames: list[Frame]) -> list[Frame]:
-        """Frames as the encoder takes them (see _VideoStream); others as they are."""
-        return frames
-
-    def gap(self, end: int, start: int) -> Iterator[Frame] | None:
-        """Frames that fill the time between the previous chunk's ``end`` and ``start``, or None.
-
-        Video needs none: a frame lasts until the next one. Audio containers like WAV have no
-        timestamps, so an explicit pts past the end is kept by writing silence up to it.
-        """
-        return None
-
-    def encode(self, frames: Iterable[Frame | None], meter: OutputMeter) -> Iterator[av.Packet[Any]]:
-        """Filter and encode ``frames`` (None: flush), yielding packets as they come; every frame
-        that reaches the encoder is checked and counted first (``QuotaReached``,
-        ``FilterOutputRefused``)."""
-        index = self.plan.index
-        for frame in frames:
-            filtered: Iterable[Frame | None] = (frame,) if self.chain is None else self.chain.push(frame)
-            for f in filtered:
-                if f is not None:
-                    if self.chain is not None:
-                        self._check_filtered(f)
-                    meter.frame(index, f)
-                yield from self.stream.encode(f)  # type: ignore[arg-type]  # frames of the stream's own medium
-            if frame is None and self.chain is not None:
-                yield from self.stream.encode(None)
-
-    def _check_filtered(self, frame: Frame) -> None:
-        """A filter chain's frame must be within the server's limits (see ``_check_probe``)."""
-        problem = _beyond_limits(frame, self.limits) or self._timing(frame)
-        if problem is not None:
-            raise FilterOutputRefused(f"streams.{self.plan.index}.filter_desc: the filter chain put out {problem}")
-
-    def _timing(self, frame: Frame) -> str | None:
-        """Check (and for video, mend) a filter chain's frame's timestamp; what is wrong, or None."""
-        return None
-
-
-class _VideoStream(_Stream):
-    plan: VideoPlan
-    stream: av.video.stream.VideoStream
-
-    def ready(self, frames: list[Frame]) -> list[Frame]:
-        """Convert frames to the encoder's pixel format and size now, as PyAV's ``encode`` would
-        (the same swscale call and settings), so the conversion can run before encoding, on
-        another thread (the direct loop's prepare stage, as the ffmpeg CLI converts next to x264),
-        and paced frames wait in the encoder's smaller format. Not with a filter chain, which
-        takes the frames as built."""
-        if self.chain is not None or not frames:
-            return frames
-        ctx = self.stream.codec_context
-        first = frames[0]
-        assert isinstance(first, av.VideoFrame)
-        if (first.format.name, first.width, first.height) == (ctx.pix_fmt, ctx.width, ctx.height):
-            return frames
-        if self._reformatter is None:
-            self._reformatter = av.video.reformatter.VideoReformatter()
-        out: list[Frame] = []
-        for frame in frames:
-            converted = self._reformatter.reformat(frame, ctx.width, ctx.height, ctx.format, threads=ctx.thread_count)
-            converted.pts, converted.time_base = frame.pts, frame.time_base
-            out.append(converted)
-        return out
-
-    _reformatter: Any = None
-    #: Media times of the first and the last frame a filter chain put out, and how many (``_timing``).
-    _first_time: Fraction | None = None
-    _last_time: Fraction | None = None
-    _filtered = 0
-
-    def _timing(self, frame: Frame) -> str | None:
-        """A frame out of the filter chain without a timestamp, or with one not after the frame
-        before, follows that frame by one frame at the encoder's rate. Filters that make frames
-        do that with the push API this uses: ``tpad`` pads past the end without timestamps, ``loop``
-        starts its repeats over at the first frame's; the muxer would refuse them.
-
-        Returns what is wrong if the chain puts out frames faster than the frame-rate limit
-        (``fps=100000``): more than the limit's frames in any stretch of media from the first
-        frame, a second of slack included."""
-        step = 1 / self.plan.encoder_frame_rate
-        time = None if frame.pts is None or frame.time_base is None else frame.pts * frame.time_base
-        last = self._last_time
-        if time is None or (last is not None and time <= last):
-            time = Fraction(0) if last is None else last + step
-            base = frame.time_base or step
-            frame.pts = math.ceil(time / base)
-            frame.time_base = base
-            time = frame.pts * base
-        self._last_time = time
-        if self._first_time is None:
-            self._first_time = time
-        self._filtered += 1
-        limit = self.limits.max_frame_rate
-        span = float(time - self._first_time)
-        if limit is not None and self._filtered > limit * (span + 1):
-            return (
-                f"{self._filtered} frames in {span:.3f} s of media, faster than this server's limit of "
-                f"{limit:g} frames per second (FRAMECAST_MAX_FRAME_RATE)"
-            )
-        return None
-
-    #: Converts RGB chunks straight into the encoder's yuv420p frames where libyuv applies (set by
-    #: OutputWriter); then frames come out of ``frames`` ready and ``ready`` has nothing to do.
-    rgb_to_i420: libyuv.RgbToI420 | None = None
-
-    def frames(self, array: np.ndarray, start: int) -> list[Frame]:
-        plan = self.plan
-        frame_format, planes = _PLANAR_LAYOUT[plan.format]
-        out: list[Frame] = []
-        for i in range(array.shape[0]):
-            src = array[i]  # (C, H, W): channel planes, as the client sent them
-            if self.rgb_to_i420 is not None:
-                frame = av.VideoFrame(plan.width, plan.height, "yuv420p")
-                self.rgb_to_i420.convert(src, frame)
-            else:
-                frame = av.VideoFrame(plan.width, plan.height, frame_format)
-                for plane, channel in enumerate(planes):
-                    _plane_rows(frame.planes[plane], plan.height, plan.width)[...] = src[channel]
-            frame.pts = start + i
-            frame.time_base = self.time_base
-            out.append(frame)
-        return out
-
-
-#: How a (C, H, W) chunk maps onto a planar AVFrame: the frame's pixel format, and which input
-#: channel fills each of its planes. Channels-first input is planar already, so frames are built
-#: with one plain copy per plane: FFmpeg's gbrp holds G, B, R planes, so RGB and BGR (and their
-#: padded 4-channel forms, whose 4th channel is ignored) need no interleaving at all. swscale then
-#: converts gbrp to the encoder's format as fast as from packed RGB, with identical results.
-_PLANAR_LAYOUT = {
-    "rgb24": ("gbrp", (1, 2, 0)),
-    "rgb0": ("gbrp", (1, 2, 0)),
-    "bgr24": ("gbrp", (1, 0, 2)),
-    "bgr0": ("gbrp", (1, 0, 2)),
-    "yuv444p": ("yuv444p", (0, 1, 2)),
-    "gray8": ("gray", (0,)),
-}
-
-
-def _plane_rows(plane: Any, height: int, row_bytes: int) -> np.ndarray:
-    """A writable (height, row_bytes) view of a frame plane, skipping its line padding."""
-    buf = np.frombuffer(plane, dtype=np.uint8)
-    return buf[: height * plane.line_size].reshape(height, plane.line_size)[:, :row_bytes]
-
-
-class _AudioStream(_Stream):
-    plan: AudioPlan
-
-    #: Largest frame built from a chunk; paced outputs use short frames so audio leaves smoothly
-    #: and interleaves with video within one codec frame. None: one frame per chunk.
-    max_samples: int | None = None
-
-    def frames(self, array: np.ndarray, start: int) -> list[Frame]:
-        plan = self.plan
-        step = self.max_samples or max(1, array.shape[0])
-        out: list[Frame] = []
-        for offset in range(0, array.shape[0], step):
-            piece = array[offset : offset + step]
-            # Packed samples go straight into the frame's one plane (PyAV's from_ndarray lacks s64).
-            frame = av.AudioFrame(format=plan.format, layout=_layout(plan.num_channels), samples=piece.shape[0])
-            np.frombuffer(memoryview(frame.planes[0]), dtype=piece.dtype)[: piece.size] = piece.reshape(-1)
-            frame.sample_rate = plan.sample_rate
-            frame.pts = start + offset
-            frame.time_base = self.time_base
-            out.append(frame)
-        return out
-
-    def gap(self, end: int, start: int) -> Iterator[Frame] | None:
-        if start <= end:
-            return None
-        return self._silence(end, start)
-
-    def _silence(self, end: int, start: int) -> Iterator[Frame]:
-        """Silent frames from tick ``end`` to ``start``, SILENCE_PIECE samples at most each, built
-        one at a time (a gap of a minute at 384 kHz in 16 channels would be 1.5 GB at once)."""
-        step = min(SILENCE_PIECE, self.max_samples or SILENCE_PIECE)
-        piece = np.full(
-            (min(step, start - end), self.plan.num_channels),
-            128 if self.plan.format == "u8" else 0,
-            dtype=self.plan.dtype.numpy,
-        )
-        for tick in range(end, start, step):
-            yield from self.frames(piece[: min(step, start - tick)], tick)
-
-
-#: Most samples in one frame of silence filling a gap.
-SILENCE_PIECE = 8192
-
-
-def _beyond_limits(frame: Frame, limits: EncoderLimits) -> str | None:
-    """What about a filter chain's ``frame`` is beyond ``limits`` (as words), or None."""
-    if isinstance(frame, av.VideoFrame):
-        too_wide = limits.max_width is not None and frame.width > limits.max_width
-        too_high = limits.max_height is not None and frame.height > limits.max_height
-        if too_wide or too_high:
-            return (
-                f"{frame.width}x{frame.height} frames, above this server's limit of "
-                f"{limits.max_width}x{limits.max_height} (FRAMECAST_MAX_WIDTH/_HEIGHT)"
-            )
-        return None
-    if limits.max_sample_rate is not None and frame.sample_rate > limits.max_sample_rate:
-        return (
-            f"audio at {frame.sample_rate} Hz, above this server's limit of {limits.max_sample_rate} Hz "
-            "(FRAMECAST_MAX_SAMPLE_RATE)"
-        )
-    channels = len(frame.layout.channels)
-    if limits.max_channels is not None and channels > limits.max_channels:
-        return f"{channels} audio channels, above this server's limit of {limits.max_channels} (FRAMECAST_MAX_CHANNELS)"
-    return None
-
-
-def _layout(channels: int) -> av.AudioLayout:
-    """FFmpeg's default layout for a channel count (1 mono, 2 stereo, 6 5.1, ...)."""
-    return av.AudioLayout(f"{channels}c")
-
-
-#: Pixels per second up to which a real-time video stream is encoded (and converted) on one
-#: thread: 640x480 at 60 fps. x264 veryfast takes ~1.5 ms for a 640x360 frame on one core here.
-SINGLE_THREAD_PIXEL_RATE = 640 * 480 * 60
-
-
-def _threading(realtime: bool, plan: VideoPlan) -> tuple[str, int]:
-    """FFmpeg's thread type and count for a video encoder (``threads`` in encoder_option wins).
-
-    As fast as possible (files): frame threads, which x264 runs faster than sliced ones but which
-    hold back several frames. Paced outputs use slice threads, so packets leave as soon as each
-    frame is encoded; small ones a single thread, because slicing a frame that takes a millisecond
-    or two buys no latency worth the thread wake-ups, and with many sessions on a machine the
-    threads of every encoder would contend for the same cores (measured in BENCHMARKS.md).
-    The count also sets the threads PyAV's swscale uses to convert frames for the encoder.
-    """
-    if not realtime:
-        return "AUTO", 0
-    if plan.encoder_width * plan.encoder_height * plan.encoder_frame_rate <= SINGLE_THREAD_PIXEL_RATE:
-        return "SLICE", 1
-    return "SLICE", 0
-
-
-def _apply_codec_config(ctx: Any, cfg: dict[str, int | None], options: dict[str, str]) -> None:
-    if cfg.get("bit_rate", -1) not in (-1, None):
-        ctx.bit_rate = cfg["bit_rate"]
-    if cfg.get("compression_level", -1) not in (-1, None):
-        options.setdefault("compression_level", str(cfg["compression_level"]))
-    if cfg.get("qscale") is not None:
-        ctx.qscale = cfg["qscale"]
-    if ctx.type == "video":
-        if cfg.get("gop_size", -1) not in (-1, None):
-            ctx.gop_size = cfg["gop_size"]
-        if cfg.get("max_b_frames", -1) not in (-1, None):
-            ctx.max_b_frames = cfg["max_b_frames"]
-
-
-def _video_filter_steps(plan: VideoPlan) -> list[tuple[str, str | None]]:
-    """The video filter chain's steps: the client's filters, then an ``fps`` step when the encoder
-    runs at another frame rate than the input (empty: no chain)."""
-    steps = split_filter_chain(plan.filter_desc) if plan.filter_desc else []
-    if plan.encoder_frame_rate != plan.frame_rate:
-        steps.append(("fps", str(plan.encoder_frame_rate)))
-    return steps
-
-
-def _video_source(plan: VideoPlan) -> dict[str, Any]:
-    """The ``buffer`` source's arguments: the input frames as ``_VideoStream.frames`` builds them."""
-    return {
-        "video_size": f"{plan.width}x{plan.height}",
-        "pix_fmt": _PLANAR_LAYOUT[plan.format][0],  # as frames() builds them
-        "time_base": str(1 / plan.frame_rate),
-        "pixel_aspect": "1/1",
-    }
-
-
-def _audio_source(plan: AudioPlan) -> dict[str, Any]:
-    """The ``abuffer`` source's arguments: the input frames as ``_AudioStream.frames`` builds them."""
-    return {
-        "sample_rate": str(plan.sample_rate),
-        "sample_fmt": plan.format,
-        "channel_layout": _layout(plan.num_channels).name,
-        "time_base": f"1/{plan.sample_rate}",
-    }
-
-
-def describe_error(exc: BaseException) -> str:
-    """FFmpeg's own words for an error where it left some (its last log line), else the error text.
-
-    FFmpeg quotes URLs with their credentials (``Connection to tcp://user:pass@...``): the text is
-    masked (``masking.redact``) here, where every failure reason of an encoder is made.
-    """
-    log_entry = getattr(exc, "log", None)
-    if isinstance(exc, av.FFmpegError) and log_entry and len(log_entry) == 3 and log_entry[2]:
-        return masking.redact(f"{log_entry[2].strip()} ({exc.strerror})")
-    text = str(exc)
-    return masking.redact(text) if text else type(exc).__name__
-
-
-class OutputWriter:
-    """A PyAV output built from an OutputPlan.
-
-    Construction opens the container and the encoders (nothing is written yet); ``start()``
-    writes the header, which for a network URL is where FFmpeg connects. Chunks then go through
-    ``write()``, or through ``frames_for()`` and ``emit()`` when a pacer decides when each frame
-    leaves.
+class Output:
+    """One destination's container, fed copies of the encoders' packets.
 
     Args:
-        plan: the resolved output.
-        file: a writable file object for client-side destinations; None for paths and URLs.
+        plan: the destination.
+        templates: the encoders' streams, in stream order; the container gets a stream like each.
+        metadata: the session's container metadata.
+        file: a writable file object for a client-side destination; None for the others.
     """
 
-    def __init__(self, plan: OutputPlan, file: BinaryIO | None = None) -> None:
+    def __init__(
+        self,
+        plan: OutputPlan,
+        templates: Sequence[av.stream.Stream],
+        metadata: dict[str, str],
+        file: BinaryIO | None = None,
+    ) -> None:
         self.plan = plan
+        self._templates = templates
+        self._metadata = metadata
+        self._file = file
         self.warnings: list[str] = []
-        self._closed = False
-        #: Why the output stopped early (a quota ran out while closing), if it did.
-        self.stopped: str | None = None
-        self.meter = OutputMeter(
-            plan.limits, [s.encoder_frame_rate if isinstance(s, VideoPlan) else None for s in plan.streams]
-        )
-        self._open(file)
+        self.packets = 0
+        self.bytes = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.closed = False
+        self.container = self._open()
 
-    def _open(self, file: BinaryIO | None) -> None:
+    def _open(self) -> av.container.OutputContainer:
         plan = self.plan
-        target = {"file": plan.path, "url": plan.url, "discard": "null"}.get(plan.target, file)
+        target: Any = {"file": plan.path, "url": plan.url, "discard": "null"}.get(plan.target, self._file)
         try:
-            self.container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
+            container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
         except Exception as exc:
-            raise SetupError(f"cannot open output: {describe_error(exc)}", "destination") from exc
+            raise SetupError(f"cannot open output: {describe_error(exc)}", plan.where) from exc
         try:
-            self.streams: list[_Stream] = [self._add_stream(s) for s in plan.streams]
-            self.container.metadata.update(plan.metadata)
-        except BaseException:
-            self._abort()
-            raise
+            self.streams = [container.add_stream_from_template(template) for template in self._templates]
+            container.metadata.update(self._metadata)
+        except Exception as exc:
+            _close_quietly(container)
+            raise SetupError(
+                f"muxer {plan.muxer!r} cannot take these streams: {describe_error(exc)}", plan.where
+            ) from exc
+        return container
 
     def start(self) -> None:
         """Write the header: for network outputs this connects, and may take a while or fail.
@@ -491,260 +104,70 @@ class OutputWriter:
         try:
             self.container.start_encoding()
         except Exception as exc:
-            self._abort()
+            self.abort()
             if self.plan.live:
-                raise SetupError(f"cannot reach the destination: {describe_error(exc)}", "destination") from exc
-            raise SetupError(f"muxer {self.plan.muxer!r} refused the streams: {describe_error(exc)}", "format") from exc
+                raise SetupError(f"cannot reach the destination: {describe_error(exc)}", self.plan.where) from exc
+            field = "format" if self.plan.where == "destination" else self.plan.where + ".format"
+            raise SetupError(f"muxer {self.plan.muxer!r} refused the streams: {describe_error(exc)}", field) from exc
         finally:
             av_log.removeHandler(collector)
         self.warnings.extend(f"open options: {m}" for m in collector.messages)
 
-    def _add_stream(self, plan: StreamPlan) -> _Stream:
-        """Add ``plan``'s stream to the container with its encoder open, then set up how the
-        client's arrays become the frames that encoder takes (filter chain, conversion, frame length)."""
-        where = f"streams.{plan.index}"
-        stream = self._open_encoder(plan, where)
-        if isinstance(plan, VideoPlan):
-            return self._video_stream(plan, stream, where)
-        return self._audio_stream(plan, stream, where)
-
-    def _open_encoder(self, plan: StreamPlan, where: str) -> EncoderStream:
-        """Add the stream, configure its encoder from the plan and open it; options the encoder did
-        not use become a warning for the client.
+    def mux(self, packet: av.Packet[Any], copy: bool = True) -> None:
+        """Mux ``packet`` of stream ``packet.stream.index`` (a copy of it unless ``copy`` is False:
+        the muxer rescales a packet's timestamps in place, and the other outputs need them as
+        they were).
 
         Raises:
-            SetupError: PyAV refused a setting, or the encoder refused to open with them.
+            Exception: whatever FFmpeg raised (a network destination that dropped: EPIPE, ...).
         """
-        options = dict(plan.encoder_option)
-        try:
-            if isinstance(plan, VideoPlan):
-                stream = self._add_video_encoder(plan)
-            else:
-                stream = self._add_audio_encoder(plan)
-            ctx = stream.codec_context
-            _apply_codec_config(ctx, plan.codec_config, options)
-            ctx.options = options
-        except Exception as exc:
-            raise SetupError(f"cannot configure encoder {plan.encoder!r}: {describe_error(exc)}", where) from exc
-        try:
-            ctx.open()
-        except Exception as exc:
-            raise SetupError(f"encoder {plan.encoder!r} refused the settings: {describe_error(exc)}", where) from exc
-        unused = dict(ctx.options or {})
-        if unused:
-            self.warnings.append(f"{where}.encoder_option: not used by {plan.encoder}: {unused}")
-        return stream
-
-    def _add_video_encoder(self, plan: VideoPlan) -> EncoderStream:
-        """A video stream whose encoder takes the plan's encoder size, pixel format and frame rate,
-        threaded as the output's pacing wants (``_threading``)."""
-        stream = self.container.add_stream(plan.encoder, rate=plan.encoder_frame_rate)
-        assert isinstance(stream, av.video.stream.VideoStream), f"{plan.encoder} is a video encoder"
-        ctx = stream.codec_context
-        ctx.width = plan.encoder_width
-        ctx.height = plan.encoder_height
-        ctx.pix_fmt = plan.encoder_format
-        ctx.time_base = 1 / plan.encoder_frame_rate
-        ctx.framerate = plan.encoder_frame_rate
-        ctx.thread_type, ctx.thread_count = _threading(self.plan.realtime, plan)
-        return stream
-
-    def _add_audio_encoder(self, plan: AudioPlan) -> EncoderStream:
-        """An audio stream whose encoder takes the plan's encoder sample format, rate and channels."""
-        stream = self.container.add_stream(plan.encoder, rate=plan.encoder_sample_rate)
-        assert isinstance(stream, av.audio.stream.AudioStream), f"{plan.encoder} is an audio encoder"
-        ctx = stream.codec_context
-        ctx.format = plan.encoder_format
-        ctx.layout = _layout(plan.encoder_num_channels)
-        ctx.time_base = Fraction(1, plan.encoder_sample_rate)
-        return stream
-
-    def _video_stream(self, plan: VideoPlan, stream: EncoderStream, where: str) -> _VideoStream:
-        """The video stream's frame path: its filter chain if it needs one, else libyuv's RGB to
-        yuv420p conversion where the settings ask for it and it applies."""
-        chain = self._video_chain(plan, where)
-        video = _VideoStream(plan, stream, chain, self.plan.limits)
-        if chain is None:
-            video.rgb_to_i420 = self._rgb_converter(plan, stream.codec_context, where)
-        return video
-
-    def _video_chain(self, plan: VideoPlan, where: str) -> _FilterChain | None:
-        """The video filter chain (``_video_filter_steps``), None if it has no steps. The client's
-        filters are probed (``_check_probe``); a frame-rate conversion alone needs no probe."""
-        steps = _video_filter_steps(plan)
-        if not steps:
-            return None
-        source = _video_source(plan)
-        chain = self._chain(where, "video", steps, source)
-        if plan.filter_desc:
-            self._check_probe(where, "video", split_filter_chain(plan.filter_desc), source, plan)
-        return chain
-
-    def _rgb_converter(self, plan: VideoPlan, ctx: Any, where: str) -> libyuv.RgbToI420 | None:
-        """libyuv's converter for RGB chunks bound for a yuv420p encoder at their own size, where the
-        settings choose libyuv and it applies; None: swscale converts (``_VideoStream.ready``)."""
-        if self.plan.rgb_conversion != "libyuv":
-            return None
-        if not libyuv.applies(plan.format, plan.width, plan.height, ctx.pix_fmt, ctx.width, ctx.height):
-            return None
-        try:
-            return libyuv.RgbToI420(plan.format, plan.width, plan.height)
-        except RuntimeError as exc:  # the server found libyuv, this process did not: same frames, slower
-            log.warning("%s: converting with swscale: %s", where, exc)
-            return None
-
-    def _audio_stream(self, plan: AudioPlan, stream: EncoderStream, where: str) -> _AudioStream:
-        """The audio stream's frame path: its filter chain if it has one, and short frames when the
-        output is paced (``_AudioStream.max_samples``)."""
-        audio = _AudioStream(plan, stream, self._audio_chain(plan, where), self.plan.limits)
-        if self.plan.realtime:
-            audio.max_samples = max(1, plan.sample_rate // 50)  # 20 ms
-        return audio
-
-    def _audio_chain(self, plan: AudioPlan, where: str) -> _FilterChain | None:
-        """The audio filter chain, probed (``_check_probe``); None without ``filter_desc``."""
-        if not plan.filter_desc:
-            return None
-        source = _audio_source(plan)
-        chain = self._chain(where, "audio", split_filter_chain(plan.filter_desc), source)
-        self._check_probe(where, "audio", split_filter_chain(plan.filter_desc), source, plan)
-        return chain
-
-    @staticmethod
-    def _chain(where: str, media: str, steps: list[tuple[str, str | None]], source: dict[str, Any]) -> _FilterChain:
-        try:
-            return _FilterChain(source, media, steps)
-        except Exception as exc:
-            raise SetupError(f"filter chain refused: {describe_error(exc)}", where + ".filter_desc") from exc
-
-    def _check_probe(
-        self, where: str, media: str, steps: list[tuple[str, str | None]], source: dict[str, Any], plan: StreamPlan
-    ) -> None:
-        """Push one blank input frame through a copy of the stream's filter chain and refuse the
-        chain if what comes out is beyond the server's limits (``scale``, ``pad``, ``zoompan``
-        and friends choose their own output size, whatever the input's)."""
-        if media == "video":
-            assert isinstance(plan, VideoPlan)
-            frame: Frame = av.VideoFrame(plan.width, plan.height, _PLANAR_LAYOUT[plan.format][0])
-        else:
-            assert isinstance(plan, AudioPlan)
-            frame = av.AudioFrame(format=plan.format, layout=_layout(plan.num_channels), samples=1024)
-            frame.sample_rate = plan.sample_rate
-        for plane in frame.planes:
-            np.frombuffer(memoryview(plane), dtype=np.uint8)[:] = 128 if getattr(plan, "format", "") == "u8" else 0
-        frame.pts = 0
-        frame.time_base = Fraction(1, 1) / plan.rate
-        try:
-            out = _FilterChain(source, media, steps).first(frame)
-        except Exception as exc:
-            raise SetupError(
-                f"filter chain refused a first frame: {describe_error(exc)}", where + ".filter_desc"
-            ) from exc
-        problem = _beyond_limits(out, self.plan.limits) if out is not None else None
-        if problem is not None:
-            raise SetupError(f"the filter chain puts out {problem}", where + ".filter_desc")
-
-    def write(self, index: int, array: np.ndarray, pts: float | None) -> None:
-        """Encode one chunk of stream ``index`` and mux its packets."""
-        self.emit(index, self.frames_for(index, array, pts))
-
-    def frames_for(self, index: int, array: np.ndarray, pts: float | None) -> ChunkFrames:
-        """Place a chunk on its stream's timeline and build its frames (nothing encoded yet).
-
-        Each frame's ``pts * time_base`` is its media time in seconds. Silence for a gap before
-        the chunk is built later, as the encoder takes it (``ChunkFrames``).
-
-        Raises:
-            InvalidChunk: its pts goes backwards or jumps too far (``Timeline``).
-        """
-        stream = self.streams[index]
-        previous_end = stream.timeline.next_tick
-        start = stream.timeline.start_of(array.shape[0], pts)
-        stream.timeline.advance(start, array.shape[0])
-        stream.stats.chunks += 1
-        stream.stats.frames += array.shape[0]
-        return ChunkFrames(stream.gap(previous_end, start), stream.ready(stream.frames(array, start)))
-
-    def emit(self, index: int, frames: Iterable[Frame]) -> None:
-        """Encode frames of stream ``index`` and mux the packets as they come out.
-
-        Raises:
-            QuotaReached: the session's output quota ran out; what was encoded before is muxed.
-            FilterOutputRefused: the stream's filter chain put out frames beyond the limits.
-        """
-        self._mux(self.streams[index].encode(frames, self.meter))
-
-    def _mux(self, packets: Iterable[av.Packet[Any]]) -> None:
-        for packet in packets:
-            st = self.streams[packet.stream.index].stats
-            st.packets += 1
-            st.bytes += packet.size
-            self.container.mux_one(packet)
-            self.meter.packet(packet.size)
+        index = packet.stream.index
+        out = copy_packet(packet) if copy else packet
+        out.stream = self.streams[index]
+        self.container.mux_one(out)
+        self.packets += 1
+        self.bytes += packet.size
 
     def close(self) -> None:
-        """Flush every filter chain and encoder, write the trailer and close the output. Runs once.
-
-        A quota that runs out while a filter chain flushes (``tpad`` can pad forever) stops that
-        chain: its encoder is flushed without it, the output is finalized all the same, and
-        ``stopped`` says why.
-        """
-        if self._closed:
+        """Write the trailer and close. Runs once."""
+        if self.closed:
             return
-        self.meter.closing = True
-        try:
-            for stream in self.streams:
-                try:
-                    self._mux(stream.encode([None], self.meter))
-                except QuotaReached as exc:
-                    self.stopped = self.stopped or str(exc)
-                    if exc.flush:
-                        self._mux(stream.stream.encode(None))
-        finally:
-            self._closed = True
-            self.container.close()
+        self.closed = True
+        self.container.close()
 
-    def finish_early(self, reason: str, flush: bool = True) -> None:
-        """Finalize the output after a quota ran out or encoding failed: flush the encoders unless
-        told not to (never the filter chains, which may never end), write the trailer, close;
-        ``stopped`` says why."""
-        if self._closed:
-            return
-        self.stopped = reason
-        self.meter.closing = True
-        try:
-            for stream in self.streams if flush else ():
-                self._mux(stream.stream.encode(None))
-        finally:
-            self._closed = True
-            self.container.close()
+    def abort(self) -> None:
+        """Close without caring whether the trailer could be written (a broken output)."""
+        self.closed = True
+        _close_quietly(self.container)
 
     def reopen(self) -> None:
-        """Open the destination again after it dropped: new container, new encoders, new header.
+        """Open the destination again after it dropped: a new container, the same streams, a new
+        header (which connects).
 
-        Timelines and counters carry over, so pts go on where they were; fresh encoders start
-        with a keyframe, which is what a receiver needs to resume.
+        Raises:
+            SetupError: still unreachable.
         """
-        old = self.streams
-        self._abort()
-        self._closed = False
-        self._open(None)
-        for new, previous in zip(self.streams, old):
-            new.timeline, new.stats = previous.timeline, previous.stats
-            if isinstance(new, _AudioStream) and isinstance(previous, _AudioStream):
-                new.max_samples = previous.max_samples
+        self.abort()
+        self.closed = False
+        self.container = self._open()
         self.start()
 
-    def _abort(self) -> None:
-        self._closed = True
-        try:
-            self.container.close()
-        except Exception:  # the output is broken already; the original error is what matters
-            log.debug("closing a half-open output failed", exc_info=True)
+    def stats(self) -> OutputStats:
+        return OutputStats(self.packets, self.bytes, self.dropped, self.reconnects)
 
-    def stats(self) -> tuple[StreamStats, ...]:
-        """Every stream's totals so far."""
-        return tuple(
-            StreamStats(s.stats.chunks, s.stats.frames, s.stats.packets, s.stats.bytes, round(seconds, 6))
-            for s, seconds in zip(self.streams, self.meter.seconds)
-        )
+
+def copy_packet(packet: av.Packet[Any]) -> av.Packet[Any]:
+    """A copy of ``packet``: its bytes, timestamps, key flag and stream (muxing one rescales its
+    timestamps in place, and the next output needs them as the encoder made them)."""
+    out: av.Packet[Any] = av.Packet(bytes(packet))
+    out.pts, out.dts, out.time_base, out.duration = packet.pts, packet.dts, packet.time_base, packet.duration
+    out.is_keyframe = packet.is_keyframe
+    out.stream = packet.stream
+    return out
+
+
+def _close_quietly(container: av.container.OutputContainer) -> None:
+    try:
+        container.close()
+    except Exception:  # the output is broken already; the original error is what matters
+        log.debug("closing a half-open output failed", exc_info=True)

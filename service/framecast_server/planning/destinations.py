@@ -13,6 +13,7 @@ import os
 import stat
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 
@@ -21,10 +22,22 @@ from framecast_server.errors import InvalidConfig
 from framecast_server.planning import ffmpeg, urls
 
 #: scheme -> the muxer it implies
-NETWORK_MUXERS = {"rtmp": "flv", "rtmps": "flv", "udp": "mpegts", "tcp": "mpegts", "srt": "mpegts"}
+NETWORK_MUXERS = {
+    "rtmp": "flv",
+    "rtmps": "flv",
+    "rtsp": "rtsp",
+    "rtsps": "rtsp",
+    "udp": "mpegts",
+    "tcp": "mpegts",
+    "srt": "mpegts",
+}
 
-#: muxers whose default codecs (FLV1, MP3, MPEG-2, MP2) no live viewer wants: use H.264 + AAC
-LIVE_ENCODERS = {"flv": ("libx264", "aac"), "mpegts": ("libx264", "aac")}
+#: muxers whose default codecs (FLV1, MP3, MPEG-2, MP2, MPEG-4 part 2) no live viewer wants: use H.264 + AAC
+LIVE_ENCODERS = {"flv": ("libx264", "aac"), "mpegts": ("libx264", "aac"), "rtsp": ("libx264", "aac")}
+
+#: Seconds an RTSP server may leave the publisher waiting for an answer: without a bound, one that
+#: accepts the connection and says nothing would hold the encoder forever.
+RTSP_TIMEOUT = 10
 
 #: seconds between keyframes on network outputs
 LIVE_KEYFRAME_SECONDS = 2
@@ -93,8 +106,17 @@ def client_muxer(muxer: str) -> str:
     return muxer
 
 
-def network_url(url: str, field_name: str = "destination.url") -> tuple[str, str]:
-    """Check a network URL; return (url with live defaults, the muxer its scheme implies).
+class NetworkTarget(NamedTuple):
+    """A checked network URL: what FFmpeg is given, the muxer its scheme implies, and muxer options
+    the URL asked for (RTSP's ``?rtsp_transport=udp``)."""
+
+    url: str
+    muxer: str
+    options: dict[str, str]
+
+
+def network_url(url: str, field_name: str = "destination.url") -> NetworkTarget:
+    """Check a network URL; return it with live defaults, the muxer its scheme implies, its options.
 
     The URL is read as FFmpeg will read it (``urls.parse``): anything FFmpeg would parse differently,
     a bad port, a query option that is not known to be safe, is an InvalidConfig naming
@@ -106,16 +128,20 @@ def network_url(url: str, field_name: str = "destination.url") -> tuple[str, str
             f"unsupported URL scheme {scheme or '(none)'!r}; expected one of {', '.join(NETWORK_MUXERS)}",
             field_name,
         )
-    if scheme not in ffmpeg.output_protocols():
+    if scheme not in ffmpeg.publish_schemes():
         raise InvalidConfig(
             f"this server's FFmpeg has no {scheme} protocol; GET /v1/capabilities lists the ones it has",
             field_name,
         )
     target = urls.parse(url, field_name)
     url = target.url
+    options: dict[str, str] = {}
     if scheme == "udp" and not any(key == "pkt_size" for key, _ in target.query):
         url += ("&" if target.raw_query else "?") + "pkt_size=1316"
-    return url, NETWORK_MUXERS[scheme]
+    if scheme in ("rtsp", "rtsps") and target.raw_query is not None:
+        url = url[: -len(target.raw_query) - 1]
+        options = dict(target.query)
+    return NetworkTarget(url, NETWORK_MUXERS[scheme], options)
 
 
 def masked(url: str) -> str:
@@ -145,6 +171,9 @@ def live_muxer_options(muxer: str, options: dict[str, str]) -> dict[str, str]:
     options = dict(options)
     if muxer == "flv":
         options.setdefault("flvflags", "no_duration_filesize")
+    if muxer == "rtsp":
+        options.setdefault("rtsp_transport", "tcp")  # interleaved: through any NAT, no UDP ports to open
+        options.setdefault("timeout", str(RTSP_TIMEOUT * 1_000_000))  # microseconds
     return options
 
 

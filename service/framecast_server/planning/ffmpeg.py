@@ -32,6 +32,8 @@ def _libavformat() -> ctypes.CDLL:
     lib.av_guess_format.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
     lib.av_guess_codec.restype = ctypes.c_int  # enum AVCodecID
     lib.av_guess_codec.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+    lib.avformat_query_codec.restype = ctypes.c_int
+    lib.avformat_query_codec.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     lib.av_url_split.restype = None
     lib.av_url_split.argtypes = [
         ctypes.c_char_p,
@@ -102,6 +104,17 @@ _AVMEDIA_TYPE = {"video": 0, "audio": 1}
 
 
 @functools.lru_cache(maxsize=1)
+def publish_schemes() -> tuple[str, ...]:
+    """URL schemes this FFmpeg can publish to: its output protocols, and ``rtsp`` (``rtsps``) where
+    it has the rtsp muxer and the tcp (tls) protocol under it."""
+    protocols = output_protocols()
+    extra = []
+    if "rtsp" in muxers():
+        extra += [scheme for scheme, under in (("rtsp", "tcp"), ("rtsps", "tls")) if under in protocols]
+    return protocols + tuple(extra)
+
+
+@functools.lru_cache(maxsize=1)
 def output_protocols() -> tuple[str, ...]:
     """Protocols libavformat can write to (``file``, ``rtmp``, ``udp``, ...)."""
     lib = _libavformat()
@@ -113,6 +126,16 @@ def output_protocols() -> tuple[str, ...]:
             break
         names.append(name.decode())
     return tuple(names)
+
+
+def muxer_takes(muxer: str, encoder: str) -> bool | None:
+    """Whether ``muxer`` can carry what ``encoder`` makes (FFmpeg's ``avformat_query_codec``);
+    None when the muxer does not say, and only opening it would tell."""
+    fmt = _libavformat().av_guess_format(muxer.encode(), None, None)
+    if not fmt:
+        return None
+    answer: int = _libavformat().avformat_query_codec(fmt, av.Codec(encoder, "w").id, 0)  # FF_COMPLIANCE_NORMAL
+    return None if answer < 0 else bool(answer)
 
 
 def guess_muxer(filename: str) -> str | None:

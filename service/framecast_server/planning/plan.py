@@ -1,4 +1,4 @@
-"""Turn a SessionConfig into an OutputPlan: every default filled in, every static check done.
+"""Turn a SessionConfig into an SessionPlan: every default filled in, every static check done.
 
 This is where StreamWriter's defaults live (encoder = the muxer's default for the media type,
 encoder format = the input format when the encoder takes it, else the encoder's first format, and
@@ -27,13 +27,14 @@ from framecast_server.models import (
     CodecConfig,
     Destination,
     DiscardDestination,
+    OutputConfig,
     ServerFileDestination,
     SessionConfig,
     UrlDestination,
     VideoStreamConfig,
     parse_frame_rate,
 )
-from framecast_server.planning import avoptions, destinations, ffmpeg, filtergraph, policy
+from framecast_server.planning import avoptions, destinations, ffmpeg, filtergraph, policy, urls
 from framecast_server.quotas import EncoderLimits, encoder_limits
 from framecast_server.scheduling import Policy
 
@@ -108,26 +109,22 @@ ENCODER_WORKDIR = ".encoders"
 
 @dataclass
 class OutputPlan:
-    """A fully resolved output: where, which muxer, which streams, how paced."""
+    """One destination of a session: where, which muxer, with which options, how kept alive."""
 
     muxer: str
-    target: str  # "client", "file" or "url"
+    target: str  # "client", "file", "url" or "discard"
+    index: int = 0  # its place in the session's destinations
+    where: str = "destination"  # the config's path to it, for errors: "destination" or "destinations.N"
     path: str | None = None  # absolute path for "file"
     relative_path: str | None = None  # the same, as the client named it (what listings show)
     url: str | None = None  # for "url"
     seekable: bool = True  # for "client"
-    realtime: bool = False  # pace packets at media time, as ffmpeg -re
     encode: bool = True  # False: a discard destination that only takes chunks
+    required: bool = True  # its failing for good fails the session (a single destination always does)
     on_drop: str = "drop"  # network outputs: "drop" or "block" while reconnecting
     outage_buffer: float = 5.0  # seconds of media kept while reconnecting under "drop"
     reconnect_timeout: float = 60.0  # seconds a dropped destination may stay down
-    scheduling: Policy = "batch"  # how the kernel schedules the encoder process (scheduling.py)
-    rgb_conversion: Conversion = "swscale"  # what converts RGB frames to yuv420p (libyuv.py)
-    limits: EncoderLimits = field(default_factory=EncoderLimits)  # quotas the encoder enforces (quotas.py)
-    metadata: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
-    streams: list[StreamPlan] = field(default_factory=list)
-    workdir: str | None = None  # the encoder process's working directory: inside the output dir (encoder/main.py)
 
     @property
     def live(self) -> bool:
@@ -144,6 +141,46 @@ class OutputPlan:
         return {"type": "client", "seekable": self.seekable}
 
 
+@dataclass
+class SessionPlan:
+    """A fully resolved session: its streams and their encoders (one encode), its outputs (every
+    destination the encoded packets go to), how it is paced and what it may cost."""
+
+    outputs: list[OutputPlan] = field(default_factory=list)
+    realtime: bool = False  # pace packets at media time, as ffmpeg -re
+    scheduling: Policy = "batch"  # how the kernel schedules the encoder process (scheduling.py)
+    rgb_conversion: Conversion = "swscale"  # what converts RGB frames to yuv420p (libyuv.py)
+    limits: EncoderLimits = field(default_factory=EncoderLimits)  # quotas the encoder enforces (quotas.py)
+    metadata: dict[str, str] = field(default_factory=dict)
+    streams: list[StreamPlan] = field(default_factory=list)
+    workdir: str | None = None  # the encoder process's working directory: inside the output dir (encoder/main.py)
+
+    @property
+    def first(self) -> OutputPlan:
+        """The first destination: what the session's ``format`` and ``destination`` describe."""
+        return self.outputs[0]
+
+    @property
+    def encode(self) -> bool:
+        """Whether frames are encoded at all (not for a lone discard destination that only takes chunks)."""
+        return any(output.encode for output in self.outputs)
+
+    @property
+    def live(self) -> bool:
+        """Whether any output is a network output."""
+        return any(output.live for output in self.outputs)
+
+    @property
+    def client(self) -> OutputPlan | None:
+        """The output whose bytes go back to the client, if there is one (at most one)."""
+        return next((output for output in self.outputs if output.target == "client"), None)
+
+    @property
+    def files(self) -> list[OutputPlan]:
+        """The outputs that are files on the server."""
+        return [output for output in self.outputs if output.target == "file"]
+
+
 def _options(values: Mapping[str, object] | None) -> dict[str, str]:
     out = {}
     for key, value in (values or {}).items():
@@ -153,11 +190,13 @@ def _options(values: Mapping[str, object] | None) -> dict[str, str]:
     return out
 
 
-def _resolve_muxer(config: SessionConfig, hint: str | None, implied: str | None = None) -> str:
-    if config.format is not None:
-        if config.format not in ffmpeg.muxers():
-            raise InvalidConfig(f"unknown muxer {config.format!r}; GET /v1/capabilities lists them", "format")
-        return config.format
+def _resolve_muxer(wanted: _Wanted, hint: str | None, implied: str | None = None) -> str:
+    if wanted.format is not None:
+        if wanted.format not in ffmpeg.muxers():
+            raise InvalidConfig(
+                f"unknown muxer {wanted.format!r}; GET /v1/capabilities lists them", wanted.format_field
+            )
+        return wanted.format
     if implied:
         return implied
     if hint:
@@ -165,9 +204,9 @@ def _resolve_muxer(config: SessionConfig, hint: str | None, implied: str | None 
         if guessed:
             return guessed
         raise InvalidConfig(
-            f"cannot guess a muxer from {os.path.basename(hint)!r}; pass format= (e.g. 'mp4')", "format"
+            f"cannot guess a muxer from {os.path.basename(hint)!r}; pass format= (e.g. 'mp4')", wanted.format_field
         )
-    raise InvalidConfig("required when the destination has no file name (e.g. a file-like object)", "format")
+    raise InvalidConfig("required when the destination has no file name (e.g. a file-like object)", wanted.format_field)
 
 
 def _pick_encoder(name: str | None, media: str, default: str | None, muxer: str, where: str) -> av.Codec:
@@ -307,87 +346,211 @@ def _check_filter(desc: str | None, where: str) -> str | None:
     return desc
 
 
-def make_plan(config: SessionConfig, settings: Settings) -> OutputPlan:
-    """Resolve ``config`` into an OutputPlan or raise InvalidConfig naming the field.
+@dataclass
+class _Wanted:
+    """One destination as the config asks for it, whichever way it was given (``destination`` with
+    the session's ``format`` and ``options``, or an element of ``destinations`` with its own)."""
+
+    index: int
+    where: str  # "destination" or "destinations.N"
+    dest: Destination | OutputConfig
+    format: str | None
+    format_field: str
+    options: Mapping[str, object]
+    options_field: str
+    required: bool
+    on_drop: str
+    outage_buffer: float
+    reconnect_timeout: float | None
+
+
+def make_plan(config: SessionConfig, settings: Settings) -> SessionPlan:
+    """Resolve ``config`` into a SessionPlan or raise InvalidConfig naming the field.
 
     Every policy check (``policy.py``) runs here, before anything reaches FFmpeg. The steps run in
     this order, so a config wrong in several places is refused for the same field every time:
-    destination and muxer, streams, the streams' policies, metadata, muxer options.
+    each destination and its muxer, streams, the streams' policies, the codecs each muxer takes,
+    metadata, muxer options.
     """
-    plan, muxer, filename = _plan_destination(config.destination, config, settings)
-    policy.check_muxer(muxer, plan.path)
+    plan = SessionPlan()
+    wanted = _wanted_outputs(config, settings)
+    muxers: list[str] = []  # as resolved, before a client destination's swap for its pipe twin
+    filenames: list[str | None] = []
+    for each in wanted:
+        output, muxer, filename = _plan_destination(each, settings)
+        scheme = urls.scheme_of(output.url) if output.url else None
+        policy.check_muxer(muxer, output.path, each.format_field, each.where + ".path", scheme)
+        plan.outputs.append(output)
+        muxers.append(muxer)
+        filenames.append(filename)
+    _check_outputs(plan.outputs)
     _apply_session_options(plan, config, settings)
-    default_video, default_audio = _default_encoders(plan, muxer, filename)
-    plan.streams = _plan_streams(config, muxer, default_video, default_audio, live=plan.live)
+    # One encode for every output: the first destination's muxer chooses the default encoders.
+    default_video, default_audio = _default_encoders(plan.first, muxers[0], filenames[0])
+    plan.streams = _plan_streams(config, muxers[0], default_video, default_audio, live=plan.live)
     _check_stream_policies(plan.streams, settings)
+    _check_codecs(plan)
     policy.check_metadata(config.metadata)
     plan.metadata = dict(config.metadata)
-    plan.options = _plan_muxer_options(plan, muxer, config, settings)
+    for each, output, muxer in zip(wanted, plan.outputs, muxers):
+        output.options = _plan_muxer_options(output, muxer, each, settings)
     return plan
 
 
-def _plan_destination(
-    dest: Destination, config: SessionConfig, settings: Settings
-) -> tuple[OutputPlan, str, str | None]:
+def _wanted_outputs(config: SessionConfig, settings: Settings) -> list[_Wanted]:
+    """The destinations the config asks for, each with its own format, options and live settings
+    (the session's where it sets none).
+
+    Raises:
+        InvalidConfig: neither or both of ``destination`` and ``destinations``; more destinations
+            than FRAMECAST_MAX_OUTPUTS; the session's ``format`` or ``options`` with a list.
+    """
+    if (config.destination is None) == (config.destinations is None):
+        if config.destination is None:
+            raise InvalidConfig("a session needs a destination (or a list of them: destinations)", "destination")
+        raise InvalidConfig("give destination or destinations, not both", "destinations")
+    if config.destination is not None:
+        return [
+            _Wanted(
+                0,
+                "destination",
+                config.destination,
+                config.format,
+                "format",
+                config.options,
+                "options",
+                True,
+                config.on_destination_drop,
+                config.outage_buffer,
+                config.reconnect_timeout,
+            )
+        ]
+    elements = config.destinations or []
+    if len(elements) > settings.max_outputs:
+        raise InvalidConfig(
+            f"at most {settings.max_outputs} destinations per session (FRAMECAST_MAX_OUTPUTS), got {len(elements)}",
+            "destinations",
+        )
+    for name in ("format", "options"):
+        if getattr(config, name):
+            raise InvalidConfig(
+                f"{name} applies to a single destination; with destinations, give each element its own {name}",
+                name,
+            )
+    return [
+        _Wanted(
+            i,
+            f"destinations.{i}",
+            element,
+            element.format,
+            f"destinations.{i}.format",
+            element.options,
+            f"destinations.{i}.options",
+            element.required,
+            element.on_destination_drop or config.on_destination_drop,
+            config.outage_buffer if element.outage_buffer is None else element.outage_buffer,
+            element.reconnect_timeout or config.reconnect_timeout,
+        )
+        for i, element in enumerate(elements)
+    ]
+
+
+def _check_outputs(outputs: list[OutputPlan]) -> None:
+    """Destinations that cannot go together: two client-side ones (there is one connection to
+    send the bytes back on), or two writing the same server file."""
+    clients = [output for output in outputs if output.target == "client"]
+    if len(clients) > 1:
+        raise InvalidConfig(
+            f"only one client destination (a local path or file-like object) per session; "
+            f"{clients[0].where} is one already",
+            clients[1].where,
+        )
+    seen: dict[str, OutputPlan] = {}
+    for output in outputs:
+        if output.path is not None:
+            if output.path in seen:
+                raise InvalidConfig(f"{seen[output.path].where} writes that file already", output.where + ".path")
+            seen[output.path] = output
+
+
+def _check_codecs(plan: SessionPlan) -> None:
+    """With several outputs, every muxer must take every stream's codec: a clear refusal now,
+    rather than one output failing when it opens."""
+    if len(plan.outputs) < 2:
+        return  # as before: a muxer that refuses is a 422 when the encoder process opens it
+    for output in plan.outputs:
+        if not output.encode:
+            continue
+        for stream in plan.streams:
+            if ffmpeg.muxer_takes(output.muxer, stream.encoder) is False:
+                raise InvalidConfig(
+                    f"{output.muxer} cannot carry {stream.encoder} (streams.{stream.index}'s encoder, which every "
+                    f"destination shares); set streams.{stream.index}.encoder to one all the muxers take",
+                    output.where + ".format",
+                )
+
+
+def _plan_destination(wanted: _Wanted, settings: Settings) -> tuple[OutputPlan, str, str | None]:
     """The plan for one destination, before its streams: ``(plan, muxer, filename)``.
 
     ``muxer`` is the muxer as resolved, which the encoder defaults and muxer options follow;
     ``plan.muxer`` may differ from it (``destinations.client_muxer``). ``filename`` is the name the
     muxer's default encoders are guessed from (image2: ``.png`` or ``.jpg``), None for URLs.
     """
+    dest = wanted.dest
     if isinstance(dest, UrlDestination):
-        return _plan_url(dest, config, settings)
-    if isinstance(dest, DiscardDestination):
-        return _plan_discard(dest, config)
-    if isinstance(dest, ServerFileDestination):
-        return _plan_server_file(dest, config, settings)
-    assert isinstance(dest, ClientDestination)
-    return _plan_client(dest, config, settings)
+        output, muxer, filename = _plan_url(dest, wanted, settings)
+    elif isinstance(dest, DiscardDestination):
+        output, muxer, filename = _plan_discard(dest, wanted)
+    elif isinstance(dest, ServerFileDestination):
+        output, muxer, filename = _plan_server_file(dest, wanted, settings)
+    else:
+        assert isinstance(dest, ClientDestination)
+        output, muxer, filename = _plan_client(dest, wanted, settings)
+    output.index, output.where, output.required = wanted.index, wanted.where, wanted.required
+    output.on_drop = wanted.on_drop
+    output.outage_buffer = wanted.outage_buffer
+    output.reconnect_timeout = wanted.reconnect_timeout or settings.reconnect_timeout
+    return output, muxer, filename
 
 
-def _plan_url(dest: UrlDestination, config: SessionConfig, settings: Settings) -> tuple[OutputPlan, str, None]:
+def _plan_url(dest: UrlDestination, wanted: _Wanted, settings: Settings) -> tuple[OutputPlan, str, None]:
     """A network output: an allowed URL, the muxer its scheme implies, paced at media time."""
-    policy.check_url(settings, dest.url)
-    url, implied = destinations.network_url(dest.url)
-    muxer = _resolve_muxer(config, None, implied)
-    return OutputPlan(muxer=muxer, target="url", url=url, realtime=True), muxer, None
+    policy.check_url(settings, dest.url, wanted.where + ".url")
+    target = destinations.network_url(dest.url, wanted.where + ".url")
+    muxer = _resolve_muxer(wanted, None, target.muxer)
+    return OutputPlan(muxer=muxer, target="url", url=target.url, options=target.options), muxer, None
 
 
-def _plan_discard(dest: DiscardDestination, config: SessionConfig) -> tuple[OutputPlan, str, None]:
+def _plan_discard(dest: DiscardDestination, wanted: _Wanted) -> tuple[OutputPlan, str, None]:
     """No output at all: FFmpeg's null muxer unless the config names one."""
-    muxer = _resolve_muxer(config, None, "null")
+    muxer = _resolve_muxer(wanted, None, "null")
     return OutputPlan(muxer=muxer, target="discard", encode=dest.encode), muxer, None
 
 
-def _plan_server_file(
-    dest: ServerFileDestination, config: SessionConfig, settings: Settings
-) -> tuple[OutputPlan, str, str]:
+def _plan_server_file(dest: ServerFileDestination, wanted: _Wanted, settings: Settings) -> tuple[OutputPlan, str, str]:
     """A file in the server's output directory, confined to it; the muxer guessed from its name."""
-    policy.check_destination_scheme(settings, "file", "destination")
-    path = destinations.confine(settings.output_dir, dest.path, "destination.path")
+    policy.check_destination_scheme(settings, "file", wanted.where)
+    path = destinations.confine(settings.output_dir, dest.path, wanted.where + ".path")
     filename = str(path)
-    muxer = _resolve_muxer(config, filename)
+    muxer = _resolve_muxer(wanted, filename)
     return OutputPlan(muxer=muxer, target="file", path=str(path), relative_path=dest.path), muxer, filename
 
 
-def _plan_client(
-    dest: ClientDestination, config: SessionConfig, settings: Settings
-) -> tuple[OutputPlan, str, str | None]:
+def _plan_client(dest: ClientDestination, wanted: _Wanted, settings: Settings) -> tuple[OutputPlan, str, str | None]:
     """Bytes sent back to the client: a file all the same as far as the allowed schemes go."""
-    policy.check_destination_scheme(settings, "file", "destination")
+    policy.check_destination_scheme(settings, "file", wanted.where)
     filename = dest.filename
-    muxer = _resolve_muxer(config, filename)
-    return OutputPlan(muxer=destinations.client_muxer(muxer), target="client", seekable=dest.seekable), muxer, filename
+    muxer = _resolve_muxer(wanted, filename)
+    output = OutputPlan(muxer=destinations.client_muxer(muxer), target="client", seekable=dest.seekable)
+    return output, muxer, filename
 
 
-def _apply_session_options(plan: OutputPlan, config: SessionConfig, settings: Settings) -> None:
-    """Copy what the session and the server decide about running the output (pacing, reconnects,
-    scheduling, conversion, working directory, quotas) onto ``plan``."""
-    if config.realtime is not None:
-        plan.realtime = config.realtime
-    plan.on_drop = config.on_destination_drop
-    plan.outage_buffer = config.outage_buffer
-    plan.reconnect_timeout = config.reconnect_timeout or settings.reconnect_timeout
+def _apply_session_options(plan: SessionPlan, config: SessionConfig, settings: Settings) -> None:
+    """Copy what the session and the server decide about running the encoder (pacing, scheduling,
+    conversion, working directory, quotas) onto ``plan``. Network outputs are paced unless the
+    config says otherwise."""
+    plan.realtime = plan.live if config.realtime is None else config.realtime
     plan.scheduling = settings.encoder_scheduling
     plan.rgb_conversion = settings.rgb_converter
     # Whatever an encoder library or filter still writes to a relative path lands in the output dir.
@@ -395,15 +558,15 @@ def _apply_session_options(plan: OutputPlan, config: SessionConfig, settings: Se
     plan.limits = encoder_limits(settings)
 
 
-def _default_encoders(plan: OutputPlan, muxer: str, filename: str | None) -> tuple[str | None, str | None]:
+def _default_encoders(output: OutputPlan, muxer: str, filename: str | None) -> tuple[str | None, str | None]:
     """The ``(video, audio)`` encoders a stream without ``encoder=`` gets: the muxer's own, except
     on network outputs whose muxer's defaults no live viewer wants (``destinations.LIVE_ENCODERS``)
     and on discard, whose null muxer would default to no encoding at all."""
     default_video = ffmpeg.default_encoder(muxer, "video", filename)
     default_audio = ffmpeg.default_encoder(muxer, "audio", filename)
-    if plan.live and muxer in destinations.LIVE_ENCODERS:
+    if output.live and muxer in destinations.LIVE_ENCODERS:
         default_video, default_audio = destinations.LIVE_ENCODERS[muxer]
-    if plan.target == "discard":
+    if output.target == "discard":
         default_video, default_audio = "libx264", "aac"
     return default_video, default_audio
 
@@ -454,14 +617,15 @@ def _check_stream_policies(streams: list[StreamPlan], settings: Settings) -> Non
             )
 
 
-def _plan_muxer_options(plan: OutputPlan, muxer: str, config: SessionConfig, settings: Settings) -> dict[str, str]:
-    """The muxer options: the client's, checked against the policy, then what a live output or a
-    crash-safe file adds to them (added after the check: they are the server's own)."""
-    options = _options(config.options)
-    policy.check_muxer_options(settings, plan.muxer, options, "options")
-    if plan.live:
+def _plan_muxer_options(output: OutputPlan, muxer: str, wanted: _Wanted, settings: Settings) -> dict[str, str]:
+    """One output's muxer options: the client's, checked against the policy, then what a live
+    output or a crash-safe file adds to them (added after the check: they are the server's own)."""
+    options = _options(wanted.options)
+    policy.check_muxer_options(settings, output.muxer, options, wanted.options_field)
+    options.update(output.options)  # what the destination's URL asked for (checked with it)
+    if output.live:
         options = destinations.live_muxer_options(muxer, options)
-    dest = config.destination
+    dest = wanted.dest
     if isinstance(dest, ServerFileDestination) and dest.crash_safe:
         options = destinations.crash_safe_options(muxer, options)
     return options

@@ -56,11 +56,28 @@ def check_url(settings: Settings, url: str, field: str = "destination.url") -> N
         raise InvalidConfig(f"host {target.host!r} is not in this server's allowed hosts", field)
 
 
-def check_muxer(muxer: str, path: str | None, field: str = "format") -> None:
-    """No muxer that opens files of its own (tee, hls, segment, dash, fifo, ...); image2 only for one file."""
+#: Muxers that open their own connection to a network URL: allowed for those schemes only, whose
+#: URLs ``urls.parse`` and the host allowlist have checked.
+NETWORK_MUXERS = {"rtsp": ("rtsp", "rtsps")}
+
+
+def check_muxer(
+    muxer: str,
+    path: str | None,
+    field: str = "format",
+    path_field: str = "destination.path",
+    url_scheme: str | None = None,
+) -> None:
+    """No muxer that opens files of its own (tee, hls, segment, dash, fifo, ...); image2 only for one
+    file; a network muxer (rtsp) only for its own URL schemes."""
+    if muxer in NETWORK_MUXERS:
+        if url_scheme in NETWORK_MUXERS[muxer]:
+            return
+        schemes = " and ".join(f"{s}://" for s in NETWORK_MUXERS[muxer])
+        raise InvalidConfig(f"muxer {muxer!r} publishes only to {schemes} destinations", field)
     if muxer == "image2":
         if path is not None and "%" in path:
-            raise InvalidConfig("image sequence patterns (%d) are not allowed; write one image", "destination.path")
+            raise InvalidConfig("image sequence patterns (%d) are not allowed; write one image", path_field)
         return
     fmt = av.ContainerFormat(muxer, "w")
     if fmt.no_file or muxer in ("tee", "fifo", "hls", "dash", "segment", "stream_segment", "ssegment"):

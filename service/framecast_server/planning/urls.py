@@ -37,8 +37,9 @@ from urllib.parse import urlsplit
 from framecast_server.errors import InvalidConfig
 from framecast_server.planning import ffmpeg
 
-#: Schemes whose URLs this module reads. Each has its own FFmpeg protocol.
-SCHEMES = ("rtmp", "rtmps", "udp", "tcp", "srt")
+#: Schemes whose URLs this module reads. Each has its own FFmpeg protocol, but RTSP, which is a
+#: muxer over FFmpeg's tcp (rtsps: tls) protocol.
+SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "udp", "tcp", "srt")
 
 #: Schemes that need an explicit port: FFmpeg has no default for them.
 _NEEDS_PORT = {"udp", "tcp", "srt"}
@@ -57,6 +58,10 @@ def _boolean(value: str) -> bool:
 
 def _text(value: str) -> bool:
     return len(value) <= 512  # its characters were checked with the whole URL
+
+
+def _rtsp_transport(value: str) -> bool:
+    return value in ("tcp", "udp")
 
 
 def _transtype(value: str) -> bool:
@@ -84,6 +89,10 @@ QUERY_OPTIONS: dict[str, dict[str, Callable[[str], bool]]] = {
         "burst_bits": _integer,
         "dscp": _integer,
     },
+    # Not FFmpeg's: taken out of the URL by ``destinations.network_url`` and given to the rtsp
+    # muxer as its option (FFmpeg would send it to the server as part of the path).
+    "rtsp": {"rtsp_transport": _rtsp_transport},
+    "rtsps": {"rtsp_transport": _rtsp_transport},
     "srt": {
         "passphrase": _text,
         "pbkeylen": _integer,
@@ -132,7 +141,7 @@ class NetworkUrl:
 
     Attributes:
         url: the URL to hand to FFmpeg (the scheme in lower case, otherwise as given).
-        scheme: ``rtmp``, ``rtmps``, ``udp``, ``tcp`` or ``srt``.
+        scheme: one of ``SCHEMES``.
         host: FFmpeg's host, lower case, IPv6 without brackets.
         address: the host as an IP address, None for a DNS name.
         port: None when the URL names none (RTMP's default then applies).
@@ -311,10 +320,13 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _query(scheme: str, path: str, raw_query: str | None, field: str) -> tuple[tuple[str, str], ...]:
-    """The query's pairs; for tcp, udp and srt checked against ``QUERY_OPTIONS`` (and no path)."""
+    """The query's pairs; for tcp, udp, srt and rtsp checked against ``QUERY_OPTIONS`` (and for the
+    first three, no path)."""
     if scheme in ("rtmp", "rtmps"):  # part of the application or stream name; FFmpeg reads no options there
         items = raw_query.split("&") if raw_query else []
         return tuple((key, value) for key, _, value in (item.partition("=") for item in items))
+    if scheme in ("rtsp", "rtsps"):
+        path = ""  # RTSP publishes to a path on the server
     if path not in ("", "/"):
         raise InvalidConfig(f"{scheme} URLs take no path, got {path!r}", field)
     if raw_query is None:

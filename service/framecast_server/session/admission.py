@@ -9,7 +9,7 @@ from typing import Any
 
 from framecast_server.budget import EncoderMemoryBudget, chunks_in_flight, default_budget
 from framecast_server.config import Settings
-from framecast_server.planning.plan import OutputPlan
+from framecast_server.planning.plan import SessionPlan
 from framecast_server.quotas import KeyAccount, KeyLedger
 
 
@@ -29,9 +29,9 @@ class Admission:
         )
         self.keys = KeyLedger(settings.max_key_bytes or None, settings.max_key_seconds or None)
         self._starting_for = settings.open_timeout + 5.0
-        self._starting: list[tuple[float, OutputPlan]] = []
+        self._starting: list[tuple[float, SessionPlan]] = []
 
-    def admit(self, plan: OutputPlan, owner: str | None, sessions: Iterable[Any]) -> KeyAccount | None:
+    def admit(self, plan: SessionPlan, owner: str | None, sessions: Iterable[Any]) -> KeyAccount | None:
         """Check ``plan`` for the key with fingerprint ``owner`` against what the open ones among
         ``sessions`` (the manager's, finished ones included) and sessions still starting hold, and
         narrow its quotas to what the key has left. Returns the account its encoder's reports are

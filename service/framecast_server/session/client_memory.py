@@ -43,7 +43,7 @@ import numpy as np
 from framecast import protocol
 from framecast.regions import ALIGN, aligned
 from framecast_server.errors import InvalidChunk
-from framecast_server.planning.plan import OutputPlan, VideoPlan
+from framecast_server.planning.plan import SessionPlan, VideoPlan
 from framecast_server.ring import RingReader, payload_view
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class MemoryBudget:
         self.used -= size
 
 
-def segment_size(plan: OutputPlan, limit: int) -> int:
+def segment_size(plan: SessionPlan, limit: int) -> int:
     """Bytes to offer a session: a few frames of its largest video stream, within ``limit``."""
     frame = max((s.width * s.height * s.channels for s in plan.streams if isinstance(s, VideoPlan)), default=0)
     size = max(MIN_BYTES, FRAMES * frame)

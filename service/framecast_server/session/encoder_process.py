@@ -36,7 +36,7 @@ from framecast_server.messages import (
     encode_chunk,
     encode_control,
 )
-from framecast_server.planning.plan import OutputPlan
+from framecast_server.planning.plan import SessionPlan
 from framecast_server.ring import PayloadRing
 from framecast_server.session.client_memory import ClientMemory
 
@@ -118,7 +118,7 @@ class EncoderProcess:
 
     def __init__(
         self,
-        plan: OutputPlan,
+        plan: SessionPlan,
         buffer_bytes: int,
         on_message: Callable[[FromEncoder], None],
         client_memory: ClientMemory | None = None,

@@ -11,7 +11,7 @@ import time
 from framecast_server.auth import Caller
 from framecast_server.config import Settings
 from framecast_server.errors import SessionNotFound, TooManySessions
-from framecast_server.metrics import Gauges, Metrics, OpenSession
+from framecast_server.metrics import Gauges, Metrics, OpenOutput, OpenSession
 from framecast_server.models import SessionConfig
 from framecast_server.planning.plan import make_plan
 from framecast_server.session.admission import Admission
@@ -45,9 +45,7 @@ class SessionManager:
         by_state = {state.value: 0 for state in SessionState}
         for session in self.sessions.values():
             by_state[session.state.value] += 1
-        return Gauges(
-            by_state, [OpenSession(s.id, s.in_flight, s.outbox.waiting_bytes, s.encode_rates) for s in self.active()]
-        )
+        return Gauges(by_state, [_open_session(s) for s in self.active()])
 
     def _forget_old(self) -> None:
         """Keep the newest ``keep_finished_sessions`` finished sessions; drop older ones."""
@@ -69,8 +67,17 @@ class SessionManager:
             )
         plan = make_plan(config, self.settings)
         key_account = self.admission.admit(plan, owner, self.sessions.values())  # memory, key quotas
-        if plan.path:
-            self.output_files.claim(plan.path, plan.relative_path or plan.path, owner, self.sessions.values())
+        claimed: list[str] = []
+        try:
+            for output in plan.files:
+                assert output.path is not None
+                shown = output.relative_path or output.path
+                self.output_files.claim(output.path, shown, owner, self.sessions.values(), output.where + ".path")
+                claimed.append(output.path)
+        except BaseException:
+            for path in claimed:
+                self.output_files.abandon(path)
+            raise
         memory = None
         if config.shared_memory and same_host and self.settings.shared_memory:
             try:
@@ -85,15 +92,16 @@ class SessionManager:
         except BaseException:
             if memory is not None:
                 memory.dispose()
-            if plan.path:
-                self.output_files.abandon(plan.path)
+            for path in claimed:
+                self.output_files.abandon(path)
             raise
         finally:
             self.spares.refill()  # once this session's output is open: starting one costs CPU too
         self.sessions[session.id] = session
-        if plan.path:
-            self.output_files.opened(plan.path)
-        session.log.info("created: %s -> %s", plan.muxer, plan.describe_destination())
+        for path in claimed:
+            self.output_files.opened(path)
+        for output in plan.outputs:
+            session.log.info("created: %s -> %s", output.muxer, output.describe_destination())
         return session
 
     def get(self, session_id: str, caller: Caller) -> Session:
@@ -151,3 +159,12 @@ class SessionManager:
                     session.idle(self.settings.connect_grace)
                 elif now - session.last_activity > self.settings.idle_timeout:
                     session.idle()
+
+
+def _open_session(session: Session) -> OpenSession:
+    """What the gauges show of one open session (``metrics.py``)."""
+    outputs = [
+        OpenOutput(o.plan.index, o.state.value, o.counters.bytes, o.counters.dropped, o.counters.reconnects)
+        for o in session.outputs
+    ]
+    return OpenSession(session.id, session.in_flight, session.outbox.waiting_bytes, session.encode_rates, outputs)

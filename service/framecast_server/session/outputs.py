@@ -35,31 +35,32 @@ class OutputFiles:
     def __init__(self) -> None:
         self._opening: set[str] = set()
 
-    def claim(self, path: str, shown: str, owner: str | None, sessions: Iterable[Any]) -> None:
+    def claim(self, path: str, shown: str, owner: str | None, sessions: Iterable[Any], field: str = FIELD) -> None:
         """Take ``path`` (resolved) for a new session of the API key ``owner`` and create it empty.
 
         Args:
             shown: the path as the config gave it, for messages.
-            sessions: every session the server remembers (``Session``: ``plan.path``, ``state``, ``owner``).
+            sessions: every session the server remembers (``Session``: ``plan.files``, ``state``, ``owner``).
+            field: the config's field that named it (``destination.path``, ``destinations.N.path``).
 
         Raises:
             InvalidConfig: the path is another session's, or not a regular file.
         """
         for session in sessions:
-            if session.plan.path != path:
+            if all(output.path != path for output in session.plan.files):
                 continue
             if not session.state.done:
                 raise InvalidConfig(
-                    f"{shown!r} is being written by another open session ({session.id}); choose another path", FIELD
+                    f"{shown!r} is being written by another open session ({session.id}); choose another path", field
                 )
             if session.owner != owner:
                 raise InvalidConfig(
                     f"{shown!r} was written by another API key's session, which this server still keeps; "
                     "choose another path",
-                    FIELD,
+                    field,
                 )
         if path in self._opening:
-            raise InvalidConfig(f"{shown!r} is being opened by another session; choose another path", FIELD)
+            raise InvalidConfig(f"{shown!r} is being opened by another session; choose another path", field)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
             self._create(path)
@@ -69,9 +70,9 @@ class OutputFiles:
             try:
                 self._create(path)
             except FileExistsError:
-                raise InvalidConfig(f"{shown!r} appeared again while it was being replaced", FIELD) from None
+                raise InvalidConfig(f"{shown!r} appeared again while it was being replaced", field) from None
         except OSError as exc:  # a symlink planted at the last moment (ELOOP), a parent that is a file, ...
-            raise InvalidConfig(f"cannot create {shown!r}: {exc.strerror}", FIELD) from None
+            raise InvalidConfig(f"cannot create {shown!r}: {exc.strerror}", field) from None
         self._opening.add(path)
 
     @staticmethod

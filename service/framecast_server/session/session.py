@@ -49,6 +49,7 @@ from framecast_server.messages import (
     Finish,
     FromEncoder,
     OutputBytes,
+    OutputFailed,
     Preview,
     Reconnecting,
     Recovered,
@@ -60,11 +61,12 @@ from framecast_server.messages import (
 )
 from framecast_server.metrics import Metrics, RateMeter
 from framecast_server.models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
-from framecast_server.planning.plan import AudioPlan, OutputPlan, describe_stream
+from framecast_server.planning.plan import AudioPlan, SessionPlan, describe_stream
 from framecast_server.quotas import KeyAccount
 from framecast_server.session.client_memory import ClientMemory
 from framecast_server.session.encoder_process import EncoderProcess, Spare, exit_text
 from framecast_server.session.outbox import Outbox
+from framecast_server.session.output_status import OutputState, OutputStatus
 from framecast_server.session.refusals import Refusals
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,7 @@ class Session:
         self,
         session_id: str,
         config: SessionConfig,
-        plan: OutputPlan,
+        plan: SessionPlan,
         settings: Settings,
         metrics: Metrics,
         client_memory: ClientMemory | None = None,
@@ -186,11 +188,11 @@ class Session:
         # The output, and for network outputs their connection.
         self.output_bytes = 0
         self._output_index = 0  # of the next OUTPUT message (client-side destinations)
-        self.destination_connected: bool | None = False if plan.live else None
+        self.outputs = [OutputStatus.of(output) for output in plan.outputs]
         self.reconnects = 0
         self.pacing: dict[str, float] | None = None
         self._connect_timeout = config.connect_timeout or settings.connect_timeout
-        self._connect_timer: asyncio.TimerHandle | None = None
+        self._connect_timers: dict[int, asyncio.TimerHandle] = {}  # network outputs not connected yet
 
         # Previews for the dashboard, made by the encoder while someone watches.
         self.previews: dict[int, bytes] = {}  # stream -> latest frame as JPEG
@@ -213,11 +215,16 @@ class Session:
         self.log.info("%s -> %s", self.state.value, new.value)
         self.state = new
 
-    def _event(self, name: str, **fields: Any) -> None:
-        """Record a session event: kept in the session info, logged, and sent to the client."""
+    def _event(self, name: str, output: OutputStatus | None = None, **fields: Any) -> None:
+        """Record a session event: kept in the session info (and ``output``'s, for an event of one
+        output, which then names it by its index), logged, and sent to the client."""
+        if output is not None:
+            fields = {"output": output.plan.index, **fields}
         event = {"time": round(time.time(), 3), "event": name, **fields}
         self.events.append(event)
         del self.events[:-MAX_EVENTS]
+        if output is not None:
+            output.record(event)
         self.log.info(
             "%s %s",
             name,
@@ -245,8 +252,9 @@ class Session:
         self._done.set()
         self.outbox.stop_waiting()  # a chunk waiting for the client to read is not delivered
         self._cancel_resume_timer()
-        if self._connect_timer is not None:
-            self._connect_timer.cancel()
+        for timer in self._connect_timers.values():
+            timer.cancel()
+        self._connect_timers.clear()
         self._thread.shutdown(wait=False)
         if self.encoder.ring is not None:
             self.encoder.ring.dispose()
@@ -291,14 +299,31 @@ class Session:
             raise InvalidConfig(first.message, first.field)
         await self.encoder.attach()
         self._warn(first.warnings)
-        if self.plan.live:
-            self._arm_connect_timer()
+        for status in self.outputs:
+            if status.plan.live:
+                self._arm_connect_timer(status)
 
-    def _arm_connect_timer(self) -> None:
-        """Fail the session unless the destination (re)connects within the connect timeout."""
-        if self._connect_timer is not None:
-            self._connect_timer.cancel()
-        self._connect_timer = self._loop.call_later(self._connect_timeout, self._connect_timed_out)
+    def _arm_connect_timer(self, status: OutputStatus) -> None:
+        """Fail the session unless the output (re)connects within the connect timeout. A connect
+        that never answers holds the encoder process (FFmpeg keeps its GIL), so only ending the
+        process ends it, and the session with it."""
+        index = status.plan.index
+        if index in self._connect_timers:
+            self._connect_timers[index].cancel()
+        self._connect_timers[index] = self._loop.call_later(self._connect_timeout, self._connect_timed_out, status)
+
+    def _disarm_connect_timer(self, status: OutputStatus) -> None:
+        timer = self._connect_timers.pop(status.plan.index, None)
+        if timer is not None:
+            timer.cancel()
+
+    @property
+    def destination_connected(self) -> bool | None:
+        """Whether every network output still working is connected; None without network outputs."""
+        live = [s for s in self.outputs if s.plan.live and s.state is not OutputState.FAILED]
+        if not live:
+            return None
+        return all(s.state in (OutputState.STREAMING, OutputState.CLOSED) for s in live)
 
     def _warn(self, warnings: list[str]) -> None:
         for warning in warnings:
@@ -306,12 +331,13 @@ class Session:
                 self.warnings.append(warning)
                 self.outbox.put_notice(protocol.encode_control(protocol.WARNING, message=warning))
 
-    def _connect_timed_out(self) -> None:
-        self._connect_timer = None
-        if self.destination_connected is False and not self.state.done:
+    def _connect_timed_out(self, status: OutputStatus) -> None:
+        self._connect_timers.pop(status.plan.index, None)
+        waiting = status.state in (OutputState.CONNECTING, OutputState.RECONNECTING)
+        if waiting and not self.state.done:
             self.encoder.kill()
             self._fail(
-                f"could not connect to {self.plan.describe_destination()['url']} "
+                f"could not connect to {status.plan.describe_destination()['url']} "
                 f"within {self._connect_timeout:g} s (no answer)"
             )
 
@@ -330,24 +356,32 @@ class Session:
                 self.in_flight = max(0, self.in_flight - (seq - self.acked_seq))
                 self.acked_seq = seq
                 self.outbox.put_ack(protocol.encode_ack(seq))
-            case Connected(warnings):
-                self.destination_connected = True
+            case Connected(output, warnings):
+                status = self.outputs[output]
+                status.state = OutputState.STREAMING
+                self._disarm_connect_timer(status)
                 self._warn(warnings)
-                self._event("destination_connected", url=self.plan.describe_destination()["url"])
-            case Reconnecting(attempt, reason):
-                self._reconnecting(attempt, reason)
-            case Recovered(attempts, outage):
-                self.destination_connected = True
+                self._event("destination_connected", output=status, url=status.plan.describe_destination()["url"])
+            case Reconnecting(output, attempt, reason):
+                self._reconnecting(self.outputs[output], attempt, reason)
+            case Recovered(output, attempts, outage):
+                status = self.outputs[output]
+                status.state = OutputState.STREAMING
+                self._disarm_connect_timer(status)
                 if self.state is SessionState.RECONNECTING:
                     self._move(SessionState.STREAMING if self.connected else SessionState.CREATED)
-                self._event("recovered", attempts=attempts, outage_seconds=round(outage, 3))
+                self._event("recovered", output=status, attempts=attempts, outage_seconds=round(outage, 3))
+            case OutputFailed(output, reason):
+                self._output_failed(self.outputs[output], reason)
             case Preview(jpegs, levels):
                 self.previews.update(jpegs)
                 self.audio_levels.update(levels)
-            case Dropped(stream, count, total):
-                self.counters[stream].dropped = total
+            case Dropped(output, stream, count, total):
+                status = self.outputs[output]
+                status.counters.dropped += count
+                self.counters[stream].dropped += count
                 self.metrics.dropped.labels(self.plan.streams[stream].type).inc(count)
-                self._event("dropped", stream=stream, frames=count, total=total)
+                self._event("dropped", output=status, stream=stream, frames=count, total=total)
             case Closed(stats):
                 self._closed(stats)
             case Failed(reason):
@@ -363,19 +397,36 @@ class Session:
             case _:
                 self.log.error("unexpected message from the encoder: %r", message)
 
-    def _reconnecting(self, attempt: int, reason: str) -> None:
-        self.destination_connected = False
-        self.reconnects = attempt
+    def _reconnecting(self, status: OutputStatus, attempt: int, reason: str) -> None:
+        """A network output dropped and is reconnecting. The session is RECONNECTING only while
+        nothing is delivered at all (no other output streams); else it stays as it is."""
+        status.state = OutputState.RECONNECTING
+        status.counters.reconnects += 1
+        self.reconnects += 1
         self.metrics.reconnects.inc()
-        if self.state in (SessionState.CREATED, SessionState.STREAMING):
+        delivering = any(s.state is OutputState.STREAMING for s in self.outputs)
+        if not delivering and self.state in (SessionState.CREATED, SessionState.STREAMING):
             self._move(SessionState.RECONNECTING)
-        self._event("reconnecting", attempt=attempt, reason=reason)
-        self._arm_connect_timer()
+        self._event("reconnecting", output=status, attempt=attempt, reason=reason)
+        self._arm_connect_timer(status)
+
+    def _output_failed(self, status: OutputStatus, reason: str) -> None:
+        """One of several outputs failed for good; the encoder carries on with the others."""
+        status.state = OutputState.FAILED
+        status.error = reason
+        self._disarm_connect_timer(status)
+        self.metrics.errors.labels("output_failed").inc()
+        self._event("output_failed", output=status, reason=reason)
+        if self.state is SessionState.RECONNECTING and any(s.state is OutputState.STREAMING for s in self.outputs):
+            self._move(SessionState.STREAMING if self.connected else SessionState.CREATED)
 
     def _closed(self, stats: Stats) -> None:
         """The encoder wrote the trailer and closed the output: the session is complete."""
         self._take_stats(stats)
         self._measure_file()
+        for status in self.outputs:
+            if status.state is not OutputState.FAILED:
+                status.state = OutputState.CLOSED
         self._move(SessionState.CLOSED)
         self._event("finalized", output_bytes=self.output_bytes)
         self._final = protocol.encode_control(protocol.CLOSED, session=self.info().model_dump())
@@ -383,9 +434,11 @@ class Session:
         self._ended()
 
     def _measure_file(self) -> None:
-        """A server file's size, once the encoder has closed it."""
-        if self.plan.target == "file" and self.plan.path and os.path.exists(self.plan.path):
-            self.output_bytes = os.path.getsize(self.plan.path)
+        """The first server file's size, once the encoder has closed it (its bytes out)."""
+        for output in self.plan.files:
+            if output.path and os.path.exists(output.path):
+                self.output_bytes = os.path.getsize(output.path)
+                return
 
     def _take_stats(self, stats: Stats) -> None:
         now = time.monotonic()
@@ -397,6 +450,8 @@ class Session:
             rate.update(st.frames, now)
         if stats.pacing is not None:
             self.pacing = stats.pacing._asdict()
+        for status, output_stats in zip(self.outputs, stats.outputs):
+            status.take(output_stats)
         if self.key_account is not None and (over := self.key_account.charge(stats)) is not None:
             with contextlib.suppress(OSError):  # gone already: nothing more to stop
                 self.encoder.send(Stop(over))
@@ -591,8 +646,8 @@ class Session:
         return SessionInfo(
             id=self.id,
             state=self.state.value,
-            format=self.plan.muxer,
-            destination=self.plan.describe_destination(),
+            format=self.plan.first.muxer,
+            destination=self.plan.first.describe_destination(),
             created_at=self.created_at,
             error=self.error,
             warnings=list(self.warnings),
@@ -617,4 +672,5 @@ class Session:
             preview_streams=sorted(self.previews),
             audio_levels={str(k): v for k, v in self.audio_levels.items()},
             owner=self.owner,
+            outputs=[status.info() for status in self.outputs],
         )

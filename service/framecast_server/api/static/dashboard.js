@@ -273,6 +273,11 @@
     updateList(f.warnings, info.warnings || [], (w) => w);
     f.warnings.hidden = !(info.warnings || []).length;
 
+    // Several destinations: one line each (a single one is the header's).
+    const outputs = info.outputs || [];
+    updateList(f.outputs, outputs.length > 1 ? outputs : [], describeOutput);
+    f.outputs.hidden = outputs.length < 2;
+
     for (const stream of info.streams) updateStreamRow(view, stream, now);
     updateLive(view, info);
     const events = (info.events || []).slice(-SHOWN_EVENTS).reverse();
@@ -498,6 +503,21 @@
       .filter(([k]) => k !== "type")
       .map(([k, v]) => (typeof v === "boolean" ? (v ? k : `no ${k}`) : String(v)));
     return extras.length ? `${d.type}: ${extras.join(", ")}` : String(d.type);
+  }
+
+  function describeOutput(o) {
+    const c = o.counters || {};
+    const parts = [
+      `#${o.index} ${o.state}`,
+      describeDestination(o.destination),
+      o.format,
+      `${bytes(c.bytes || 0)} in ${count(c.packets || 0)} packets`,
+    ];
+    if (c.dropped) parts.push(`${count(c.dropped)} dropped`);
+    if (c.reconnects) parts.push(`${count(c.reconnects)} reconnects`);
+    if (o.required) parts.push("required");
+    if (o.error) parts.push(o.error);
+    return parts.join(" · ");
   }
 
   function describeEvent(e) {
