@@ -43,10 +43,10 @@ class FlakyOutput:
         self.sent: list[tuple[int, float, bool]] = []
         self.reopens = self.dropped = self.reconnects = 0
 
-    def mux(self, packet: Packet, copy: bool = True) -> None:
+    def mux(self, packet: Packet, stream: int, copy: bool = True) -> None:
         if not self.up:
             raise BrokenPipeError("Broken pipe")
-        self.sent.append((packet.stream.index, packet.t, packet.is_keyframe))
+        self.sent.append((stream, packet.t, packet.is_keyframe))
 
     def reopen(self) -> None:
         self.reopens += 1
@@ -69,7 +69,7 @@ def live_output(dest: FlakyOutput, told: list[FromEncoder] | None = None, **kw: 
 
 
 def send(live: LiveOutput, packet: Packet) -> None:
-    live.mux(cast(Any, packet), copy=False)
+    live.mux(cast(Any, packet), packet.stream.index, copy=False)
 
 
 def test_outage_keeps_a_bounded_backlog_that_starts_at_a_keyframe_and_recovers_in_order():

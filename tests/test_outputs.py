@@ -199,10 +199,27 @@ def test_several_destinations_are_checked_before_anything_opens(api, server):
     assert host.status_code == 422 and host.json()["error"]["field"].startswith("destinations.1.url")
     top = create(destinations=[{"type": "discard"}], format="mp4")
     assert top.status_code == 422 and top.json()["error"]["field"] == "format"
-    codec = create(
-        destinations=[{"type": "server_file", "path": "x/a.mkv"}, {"type": "server_file", "path": "x/b.webm"}]
+    explicit = create(
+        destinations=[{"type": "server_file", "path": "x/a.mkv"}, {"type": "server_file", "path": "x/b.webm"}],
+        streams=[{**video, "encoder": "libx264"}],
     )
-    assert codec.status_code == 422 and codec.json()["error"]["field"] == "destinations.1.format"
-    assert "cannot carry libx264" in codec.json()["error"]["message"]
+    assert explicit.status_code == 422 and explicit.json()["error"]["field"] == "destinations.1.format"
+    assert "webm cannot carry libx264" in explicit.json()["error"]["message"]
     # Nothing was created or left behind by the refusals.
     assert not (server.output_dir / "x").exists() or not any((server.output_dir / "x").iterdir())
+
+
+def test_an_output_whose_muxer_cannot_carry_the_codecs_gets_encoders_of_its_own(server):
+    writer = av_writer([framecast.ServerFile("own/a.mp4"), framecast.ServerFile("own/b.webm")], server.url)
+    with writer.open():
+        stream_av(writer, 2, 10, 4410)
+    summary = writer.summary
+    assert summary is not None and summary["state"] == "closed"
+    mp4, webm = summary["outputs"]
+    assert mp4["encoders"] == ["libx264", "aac"] and webm["encoders"] == ["libvpx-vp9", "libopus"]
+    assert [s["encoder"] for s in summary["streams"]] == ["libx264", "aac"]  # the session's own
+    check_received(decode(str(server.output_dir / "own" / "a.mp4")), 2)
+    out = decode(str(server.output_dir / "own" / "b.webm"))
+    video, audio = out["streams"] if out["streams"][0]["type"] == "video" else out["streams"][::-1]
+    assert video["codec"] == "vp9" and stamps(out) == list(range(2 * FPS))
+    assert audio["codec"] == "opus" and abs(audio["sample_count"] / audio["sample_rate"] - 2) < 0.1

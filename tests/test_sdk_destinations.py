@@ -550,3 +550,16 @@ def test_push_prints_events_about_one_output_once(capsys: pytest.CaptureFixture[
     cli._print_event({"event": "reconnecting", "output": 1, "attempt": 2})
     cli._print_event({"event": "output_failed", "output": 1, "reason": "gone"})  # the SDK logs it
     assert capsys.readouterr().err == "event: reconnecting output=1 attempt=2\n"
+
+
+def test_a_whip_bearer_token_goes_in_the_destination_object() -> None:
+    url = "whip+https://media.example.com/live/whip"
+    single = body(Output(url, bearer_token="tok"))
+    assert single["destination"] == {"type": "url", "url": url, "bearer_token": "tok"}
+    several = body([Output(url, bearer_token="tok"), ServerFile("rec/a.mp4")])
+    assert several["destinations"][0] == {"type": "url", "url": url, "bearer_token": "tok"}
+    with pytest.raises(InvalidConfig, match="bearer_token is for a WHIP endpoint") as err:
+        Output(ServerFile("a.mp4"), bearer_token="tok")
+    assert err.value.field == "bearer_token"
+    with pytest.raises(InvalidConfig, match="non-empty string"):
+        Output(url, bearer_token="")

@@ -91,6 +91,8 @@ class Output:
         reconnect_timeout: seconds this destination may stay down before it fails; default: the
             server's. Not the writer's ``reconnect_timeout``, which is about the connection
             between the writer and the server.
+        bearer_token: for a WHIP endpoint (``whip+https://...``), the token it wants as
+            ``Authorization: Bearer ...``; never shown back.
 
     Raises:
         InvalidConfig: a field of the wrong type or out of range, naming it.
@@ -103,6 +105,7 @@ class Output:
     on_destination_drop: str | None = None
     outage_buffer: float | None = None
     reconnect_timeout: float | None = None
+    bearer_token: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.dst, (Output, list, tuple)):
@@ -125,11 +128,20 @@ class Output:
             )
         _check_seconds("outage_buffer", self.outage_buffer, zero=True)
         _check_seconds("reconnect_timeout", self.reconnect_timeout, zero=False)
+        if self.bearer_token is not None:
+            if not isinstance(self.bearer_token, str) or not self.bearer_token:
+                raise InvalidConfig("Output bearer_token must be a non-empty string", field="bearer_token")
+            if describe_destination(self.dst)["type"] != "url":
+                raise InvalidConfig("Output bearer_token is for a WHIP endpoint URL", field="bearer_token")
 
     @property
     def destination(self) -> dict[str, Any]:
-        """The session config's destination object for ``dst`` alone (today's ``destination``)."""
-        return describe_destination(self.dst)
+        """The session config's destination object for ``dst`` alone (today's ``destination``), with
+        the WHIP endpoint's bearer token when one is given."""
+        destination = describe_destination(self.dst)
+        if self.bearer_token is not None:
+            destination["bearer_token"] = self.bearer_token
+        return destination
 
     @property
     def settings(self) -> dict[str, Any]:

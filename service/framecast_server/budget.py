@@ -179,10 +179,11 @@ def stream_bytes(stream: StreamPlan, realtime: bool) -> int:
 
 def estimate(plan: SessionPlan, in_flight: int = 0) -> int:
     """Bytes the encoder process of ``plan`` is expected to hold at its peak (resident), with
-    ``in_flight`` bytes of chunks on their way to its encoders (``chunks_in_flight``)."""
+    ``in_flight`` bytes of chunks on their way to its encoders (``chunks_in_flight``). Every encoder
+    counts: the session's, and those of outputs that cannot share them."""
     if not plan.encode:
         return BASELINE + in_flight
-    return BASELINE + in_flight + sum(stream_bytes(s, plan.realtime) for s in plan.streams)
+    return BASELINE + in_flight + sum(stream_bytes(s, plan.realtime) for s in plan.encoders)
 
 
 def chunks_in_flight(settings: Settings) -> int:
@@ -253,7 +254,7 @@ class EncoderMemoryBudget:
 
     @staticmethod
     def _breakdown(plan: SessionPlan) -> str:
-        parts = [f"streams.{s.index} {size_text(stream_bytes(s, plan.realtime))}" for s in plan.streams]
+        parts = [f"streams.{s.index} {size_text(stream_bytes(s, plan.realtime))}" for s in plan.encoders]
         if len(parts) > 4:
             parts = parts[:3] + [f"{len(parts) - 3} more"]
         return ", ".join(parts)

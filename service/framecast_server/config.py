@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     )
     insecure: bool = Field(False, description="Allow listening beyond loopback without API keys.")
     allowed_schemes: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["file", "rtmp", "rtmps", "rtsp", "rtsps", "udp", "srt", "tcp"],
+        default_factory=lambda: ["file", "rtmp", "rtmps", "rtsp", "rtsps", "whip", "udp", "srt", "tcp"],
         description="Destinations allowed: 'file' (the output dir, and client-side outputs) and URL schemes.",
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

@@ -104,13 +104,15 @@ class Redactor:
     Args:
         urls: the URLs as FFmpeg was given them (one, or None for outputs that are not URLs:
             then only the generic ``scrub`` applies).
+        secrets: other secrets of the session's destinations (a WHIP bearer token).
     """
 
-    def __init__(self, urls: str | Iterable[str | None] | None) -> None:
+    def __init__(self, urls: str | Iterable[str | None] | None, secrets: Iterable[str] = ()) -> None:
         given = [urls] if isinstance(urls, str) or urls is None else list(urls)
         found = [url for url in given if url]
         self._literals: list[tuple[str, str]] = [(url, masked(url)) for url in found]
-        self._secrets = sorted({secret for url in found for secret in _secrets_of(url)}, key=len, reverse=True)
+        hidden = {secret for url in found for secret in _secrets_of(url)} | {s for s in secrets if s}
+        self._secrets = sorted(hidden, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for literal, shown in self._literals:
@@ -159,7 +161,7 @@ def redact(text: str) -> str:
     return _process_redactor(text)
 
 
-def hide_in_process(urls: Iterable[str | None]) -> None:
+def hide_in_process(urls: Iterable[str | None], secrets: Iterable[str] = ()) -> None:
     """Mask ``urls`` in everything this process says from now on: ``redact`` and its stderr.
 
     For an encoder process, which serves exactly one session. stderr is replaced by a stream that
@@ -167,7 +169,7 @@ def hide_in_process(urls: Iterable[str | None]) -> None:
     whose handlers and tracebacks write to ``sys.stderr``).
     """
     global _process_redactor
-    _process_redactor = Redactor(urls)
+    _process_redactor = Redactor(urls, secrets)
     if isinstance(sys.stderr, RedactingStream):
         sys.stderr.redact = _process_redactor
     elif sys.stderr is not None:

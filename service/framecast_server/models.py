@@ -147,10 +147,16 @@ class ServerFileDestination(_Strict):
 
 
 class UrlDestination(_Strict):
-    """A network output (rtmp://, udp://, ...)."""
+    """A network output (rtmp://, rtsp://, udp://, whip+https://, ...)."""
 
     type: Literal["url"] = "url"
     url: str = Field(..., min_length=1, max_length=4096)
+    bearer_token: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="For WHIP: the endpoint's bearer token, sent as 'Authorization: Bearer ...'; never shown.",
+    )
 
 
 class DiscardDestination(_Strict):
@@ -298,6 +304,11 @@ class OutputInfo(BaseModel):
     destination: dict[str, object] = Field(description="Where it goes, credentials masked.")
     format: str
     required: bool
+    encoders: list[str] = Field(
+        default_factory=list,
+        description="The encoder of each stream as this output gets it: the session's (streams), or its own where "
+        "its muxer cannot carry those (e.g. Opus for WHIP).",
+    )
     state: Literal["connecting", "streaming", "reconnecting", "closed", "failed"]
     error: str | None = None
     counters: OutputCounters

@@ -3,6 +3,8 @@ opened (a 422 naming the config's field), ``describe_error`` for FFmpeg's own wo
 
 from __future__ import annotations
 
+import re
+
 import av
 
 from framecast_server import masking
@@ -24,6 +26,12 @@ def describe_error(exc: BaseException) -> str:
     """
     log_entry = getattr(exc, "log", None)
     if isinstance(exc, av.FFmpegError) and log_entry and len(log_entry) == 3 and log_entry[2]:
-        return masking.redact(f"{log_entry[2].strip()} ({exc.strerror})")
+        return masking.redact(_without_sdp(f"{log_entry[2].strip()} ({exc.strerror})"))
     text = str(exc)
-    return masking.redact(text) if text else type(exc).__name__
+    return masking.redact(_without_sdp(text)) if text else type(exc).__name__
+
+
+def _without_sdp(text: str) -> str:
+    """FFmpeg's WHIP muxer quotes its whole SDP offer in its error line: a kilobyte saying nothing
+    of what went wrong."""
+    return re.sub(r", offer: v=0.*?(?= \(|$)", "", text, flags=re.DOTALL)

@@ -72,7 +72,7 @@ class LiveOutput:
         self._next_attempt = 0.0
         self._delay = BACKOFF_FIRST
         self._last_reason = ""
-        self._backlog: collections.deque[tuple[float, av.Packet[Any]]] = collections.deque()
+        self._backlog: collections.deque[tuple[float, int, av.Packet[Any]]] = collections.deque()
         self._video = {i for i, stream in enumerate(output.streams) if stream.type == "video"}
         #: Video streams that send nothing until their next keyframe (after a reconnect).
         self._need_key: set[int] = set()
@@ -91,34 +91,33 @@ class LiveOutput:
         """Under "block", the caller should neither release frames nor read chunks."""
         return self.down and self.policy == "block"
 
-    def mux(self, packet: av.Packet[Any], copy: bool = True) -> None:
-        """Send one packet; when the destination is down, keep or drop it."""
-        stream = packet.stream.index
+    def mux(self, packet: av.Packet[Any], stream: int, copy: bool = True) -> None:
+        """Send one packet of ``stream``; when the destination is down, keep or drop it."""
         if stream in self._need_key:
             if not packet.is_keyframe:
                 self._drop(stream)
                 return
             self._need_key.discard(stream)
         if self.down:
-            self._keep(packet, copy)
+            self._keep(packet, stream, copy)
             return
         try:
-            self.output.mux(packet, copy)
+            self.output.mux(packet, stream, copy)
         except (QuotaReached, FilterOutputRefused, MemoryError):
             raise  # the session's own limits, not the destination's: the session stops
         except Exception as exc:  # the destination dropped mid-stream (EPIPE, ECONNRESET, EIO, ...)
             self._lost(describe_error(exc))
             # The packet that failed may be partly sent; the reopened output gets it again.
-            self._keep(packet, copy)
+            self._keep(packet, stream, copy)
 
-    def _keep(self, packet: av.Packet[Any], copy: bool) -> None:
+    def _keep(self, packet: av.Packet[Any], stream: int, copy: bool) -> None:
         kept = copy_packet(packet) if copy else packet
         newest = _seconds(kept, self._backlog[-1][0] if self._backlog else 0.0)
-        self._backlog.append((newest, kept))
+        self._backlog.append((newest, stream, kept))
         trimmed = False
         while self._backlog and newest - self._backlog[0][0] > self.outage_buffer:
-            _, old = self._backlog.popleft()
-            self._drop(old.stream.index)
+            _, old, _ = self._backlog.popleft()
+            self._drop(old)
             trimmed = True
         if trimmed:
             self._start_backlog_at_keyframes()
@@ -126,15 +125,14 @@ class LiveOutput:
     def _start_backlog_at_keyframes(self) -> None:
         """Drop the packets of each video stream before its first keyframe left in the backlog."""
         waiting = set(self._video)
-        kept: collections.deque[tuple[float, av.Packet[Any]]] = collections.deque()
-        for t, packet in self._backlog:
-            stream = packet.stream.index
+        kept: collections.deque[tuple[float, int, av.Packet[Any]]] = collections.deque()
+        for t, stream, packet in self._backlog:
             if stream in waiting:
                 if not packet.is_keyframe:
                     self._drop(stream)
                     continue
                 waiting.discard(stream)
-            kept.append((t, packet))
+            kept.append((t, stream, packet))
         self._backlog = kept
 
     def _drop(self, stream: int) -> None:
@@ -178,8 +176,8 @@ class LiveOutput:
         # A new connection: each video stream starts at a keyframe, from the backlog or the encoder.
         self._need_key = set(self._video)
         backlog, self._backlog = self._backlog, collections.deque()
-        for _, packet in backlog:
-            self.mux(packet, copy=False)
+        for _, stream, packet in backlog:
+            self.mux(packet, stream, copy=False)
 
     def next_attempt_in(self) -> float | None:
         """Seconds until the next reconnect attempt, or None when the destination is up."""

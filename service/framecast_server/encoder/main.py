@@ -41,7 +41,10 @@ def worker_main(raw: Connection, plan: SessionPlan, ring: RingReader, client: Ri
     # PyAV attaches the last one to the exception it raises, so failures carry FFmpeg's reason.
     av.logging.set_level(av.logging.ERROR)
     # FFmpeg quotes URLs with their credentials; stderr is the server's log.
-    masking.hide_in_process(output.url for output in plan.outputs)
+    masking.hide_in_process(
+        (output.url for output in plan.outputs),
+        (output.options["authorization"] for output in plan.outputs if "authorization" in output.options),
+    )
     writer = _open(pipe, plan)
     if writer is None:
         return

@@ -113,15 +113,13 @@ class Output:
             av_log.removeHandler(collector)
         self.warnings.extend(f"open options: {m}" for m in collector.messages)
 
-    def mux(self, packet: av.Packet[Any], copy: bool = True) -> None:
-        """Mux ``packet`` of stream ``packet.stream.index`` (a copy of it unless ``copy`` is False:
-        the muxer rescales a packet's timestamps in place, and the other outputs need them as
-        they were).
+    def mux(self, packet: av.Packet[Any], index: int, copy: bool = True) -> None:
+        """Mux ``packet`` of stream ``index`` (a copy of it unless ``copy`` is False: the muxer
+        rescales a packet's timestamps in place, and the other outputs need them as they were).
 
         Raises:
             Exception: whatever FFmpeg raised (a network destination that dropped: EPIPE, ...).
         """
-        index = packet.stream.index
         out = copy_packet(packet) if copy else packet
         out.stream = self.streams[index]
         self.container.mux_one(out)

@@ -143,10 +143,12 @@ class _Stream:
         """
         return None
 
-    def encode(self, frames: Iterable[Frame | None], meter: OutputMeter) -> Iterator[av.Packet[Any]]:
+    def encode(
+        self, frames: Iterable[Frame | None], meter: OutputMeter, counted: bool = True
+    ) -> Iterator[av.Packet[Any]]:
         """Filter and encode ``frames`` (None: flush), yielding packets as they come; every frame
         that reaches the encoder is checked and counted first (``QuotaReached``,
-        ``FilterOutputRefused``)."""
+        ``FilterOutputRefused``), but by a second encoder of the same stream (``counted`` False)."""
         index = self.plan.index
         for frame in frames:
             filtered: Iterable[Frame | None] = (frame,) if self.chain is None else self.chain.push(frame)
@@ -154,7 +156,8 @@ class _Stream:
                 if f is not None:
                     if self.chain is not None:
                         self._check_filtered(f)
-                    meter.frame(index, f)
+                    if counted:
+                        meter.frame(index, f)
                 yield from self.stream.encode(f)  # type: ignore[arg-type]  # frames of the stream's own medium
             if frame is None and self.chain is not None:
                 yield from self.stream.encode(None)
@@ -449,17 +452,27 @@ class SessionWriter:
         self._global_header = any(wants_global_header(o.muxer) for o in plan.outputs if o.encode)
         self.home = av.open("null", "w", format="null")
         try:
-            self.streams: list[_Stream] = [self._add_stream(s) for s in plan.streams]
+            #: Every encoder: the session's, one per stream, then those of outputs that cannot share them.
+            self.encoders: list[_Stream] = [self._add_stream(s) for s in plan.encoders]
             self.home.start_encoding()
         except BaseException:
             self._abort()
             raise
+        self.streams = self.encoders[: len(plan.streams)]  # the session's own: frames are built by these
+        #: For each output (by index), the encoder each of its streams comes from.
+        self._sources: dict[int, list[_Stream]] = {
+            output.index: [self._encoder_of(p) for p in output.encoders(plan.streams)] for output in plan.outputs
+        }
+        #: For each stream, its encoders: the session's first.
+        self._by_stream: list[list[_Stream]] = [
+            [e for e in self.encoders if e.plan.index == i] for i in range(len(self.streams))
+        ]
         self.outputs: list[Output] = []
         try:
             for output_plan in plan.outputs:
                 output = Output(
                     output_plan,
-                    [s.stream for s in self.streams],
+                    [e.stream for e in self._sources[output_plan.index]],
                     plan.metadata,
                     file if output_plan.target == "client" else None,
                 )
@@ -478,6 +491,9 @@ class SessionWriter:
         ]
         #: The links still working (failed outputs leave it).
         self.active: list[Output | LiveOutput] = list(self.links)
+
+    def _encoder_of(self, plan: StreamPlan) -> _Stream:
+        return next(e for e in self.encoders if e.plan is plan or e.plan == plan)
 
     def start_files(self) -> None:
         """Write the header of every output that is not a network one.
@@ -722,17 +738,29 @@ class SessionWriter:
             QuotaReached: the session's output quota ran out; what was encoded before is muxed.
             FilterOutputRefused: the stream's filter chain put out frames beyond the limits.
         """
-        self._fan_out(self.streams[index].encode(frames, self.meter))
+        encoders = self._by_stream[index]
+        if len(encoders) == 1:
+            self._fan_out(encoders[0], encoders[0].encode(frames, self.meter))
+            return
+        # Several encoders of this stream (an output that cannot share the session's): each frame
+        # goes to each, in turn, so a gap's silence is still built a piece at a time.
+        for frame in frames:
+            for encoder in encoders:
+                self._fan_out(encoder, encoder.encode([frame], self.meter, counted=encoder is encoders[0]))
 
-    def _fan_out(self, packets: Iterable[av.Packet[Any]]) -> None:
+    def _fan_out(self, encoder: _Stream, packets: Iterable[av.Packet[Any]]) -> None:
+        index = encoder.plan.index
+        primary = encoder is self.streams[index]
         for packet in packets:
-            counts = self.streams[packet.stream.index].stats
-            counts.packets += 1
-            counts.bytes += packet.size
-            last = len(self.active) - 1
-            for i, link in enumerate(list(self.active)):
+            if primary:
+                counts = encoder.stats
+                counts.packets += 1
+                counts.bytes += packet.size
+            users = [link for link in self.active if self._sources[link.plan.index][index] is encoder]
+            last = len(users) - 1
+            for i, link in enumerate(users):
                 try:
-                    link.mux(packet, copy=i != last)  # the last output takes the packet itself
+                    link.mux(packet, index, copy=i != last)  # the last output takes the packet itself
                 except (QuotaReached, FilterOutputRefused, MemoryError):
                     raise  # the session's own limits: the session stops
                 except Exception as exc:  # this output broke (a network one reconnects by itself)
@@ -750,13 +778,13 @@ class SessionWriter:
             return
         self.meter.closing = True
         try:
-            for stream in self.streams:
+            for stream in self.encoders:
                 try:
-                    self._fan_out(stream.encode([None], self.meter))
+                    self._fan_out(stream, stream.encode([None], self.meter))
                 except QuotaReached as exc:
                     self.stopped = self.stopped or str(exc)
                     if exc.flush:
-                        self._fan_out(stream.stream.encode(None))
+                        self._fan_out(stream, stream.stream.encode(None))
         finally:
             self._close_outputs()
 
@@ -769,8 +797,8 @@ class SessionWriter:
         self.stopped = reason
         self.meter.closing = True
         try:
-            for stream in self.streams if flush else ():
-                self._fan_out(stream.stream.encode(None))
+            for stream in self.encoders if flush else ():
+                self._fan_out(stream, stream.stream.encode(None))
         finally:
             self._close_outputs()
 

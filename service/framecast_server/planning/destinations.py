@@ -13,13 +13,16 @@ import os
 import stat
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import av
 
 from framecast_server import masking
 from framecast_server.errors import InvalidConfig
 from framecast_server.planning import ffmpeg, urls
+
+if TYPE_CHECKING:  # plan.py imports this module
+    from framecast_server.planning.plan import AudioPlan, VideoPlan
 
 #: scheme -> the muxer it implies
 NETWORK_MUXERS = {
@@ -30,10 +33,22 @@ NETWORK_MUXERS = {
     "udp": "mpegts",
     "tcp": "mpegts",
     "srt": "mpegts",
+    "whip+http": "whip",
+    "whip+https": "whip",
 }
 
 #: muxers whose default codecs (FLV1, MP3, MPEG-2, MP2, MPEG-4 part 2) no live viewer wants: use H.264 + AAC
-LIVE_ENCODERS = {"flv": ("libx264", "aac"), "mpegts": ("libx264", "aac"), "rtsp": ("libx264", "aac")}
+LIVE_ENCODERS = {
+    "flv": ("libx264", "aac"),
+    "mpegts": ("libx264", "aac"),
+    "rtsp": ("libx264", "aac"),
+    "whip": ("libx264", "libopus"),
+}
+
+#: What WebRTC players decode, and what FFmpeg's WHIP muxer sends: H.264 without B-frames (baseline:
+#: every browser's hardware decoder takes it) and Opus at 48 kHz in stereo.
+WHIP_VIDEO_ENCODERS = ("libx264",)
+WHIP_AUDIO_ENCODERS = ("libopus",)
 
 #: Seconds an RTSP server may leave the publisher waiting for an answer: without a bound, one that
 #: accepts the connection and says nothing would hold the encoder forever.
@@ -141,7 +156,84 @@ def network_url(url: str, field_name: str = "destination.url") -> NetworkTarget:
     if scheme in ("rtsp", "rtsps") and target.raw_query is not None:
         url = url[: -len(target.raw_query) - 1]
         options = dict(target.query)
+    if scheme.startswith("whip+"):
+        url = url.removeprefix("whip+")  # FFmpeg's whip muxer takes the endpoint's own http(s) URL
     return NetworkTarget(url, NETWORK_MUXERS[scheme], options)
+
+
+def whip_video(video: VideoPlan, where: str) -> None:
+    """Make ``video`` a WHIP stream: H.264 in the baseline profile, no B-frames.
+
+    Raises:
+        InvalidConfig: the config names another encoder.
+    """
+    if video.encoder not in WHIP_VIDEO_ENCODERS:
+        raise InvalidConfig(
+            f"WHIP sends H.264: encoder must be one of {', '.join(WHIP_VIDEO_ENCODERS)}, got {video.encoder!r}",
+            where + ".encoder",
+        )
+    video.encoder_format = "yuv420p"
+    video.encoder_option = {**video.encoder_option, "profile": "baseline"}
+    video.codec_config = {**video.codec_config, "max_b_frames": 0}
+
+
+def whip_audio(audio: AudioPlan, where: str) -> None:
+    """Make ``audio`` a WHIP stream: Opus at 48 kHz in stereo.
+
+    Raises:
+        InvalidConfig: the config names another encoder.
+    """
+    if audio.encoder not in WHIP_AUDIO_ENCODERS:
+        raise InvalidConfig(
+            f"WHIP sends Opus: encoder must be one of {', '.join(WHIP_AUDIO_ENCODERS)}, got {audio.encoder!r}",
+            where + ".encoder",
+        )
+    audio.encoder_sample_rate = 48000
+    audio.encoder_num_channels = 2
+    if audio.encoder_format not in ("s16", "flt"):
+        audio.encoder_format = "flt"
+
+
+def whip_certificate(directory: Path) -> tuple[str, str]:
+    """The DTLS certificate and key a WHIP publisher presents: an ECDSA P-256 one, made once per
+    server in ``directory`` (the encoders' working directory, inside the output directory).
+
+    FFmpeg makes its own otherwise, on curve P-224, which WebRTC stacks refuse (OpenSSL in aiortc
+    answers the handshake with an illegal_parameter alert; browsers take P-256 only).
+    """
+    cert, key = directory / "whip-cert.pem", directory / "whip-key.pem"
+    if cert.is_file() and key.is_file():
+        return str(cert), str(key)
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "framecast")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(private, hashes.SHA256())
+    )
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    with os.fdopen(os.open(key, flags, 0o600), "wb") as out:
+        out.write(
+            private.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return str(cert), str(key)
 
 
 def masked(url: str) -> str:

@@ -111,6 +111,8 @@ def publish_schemes() -> tuple[str, ...]:
     extra = []
     if "rtsp" in muxers():
         extra += [scheme for scheme, under in (("rtsp", "tcp"), ("rtsps", "tls")) if under in protocols]
+    if "whip" in muxers():
+        extra += [scheme for scheme, under in (("whip+http", "http"), ("whip+https", "https")) if under in protocols]
     return protocols + tuple(extra)
 
 

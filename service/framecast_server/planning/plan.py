@@ -125,17 +125,26 @@ class OutputPlan:
     outage_buffer: float = 5.0  # seconds of media kept while reconnecting under "drop"
     reconnect_timeout: float = 60.0  # seconds a dropped destination may stay down
     options: dict[str, str] = field(default_factory=dict)
+    #: Its own encoders, one per stream, where it cannot take the session's (``SessionPlan.streams``)
+    #: for some stream: a muxer that cannot carry that codec, or WHIP's H.264 baseline and Opus.
+    #: None: it takes every stream from the session's encoders.
+    streams: list[StreamPlan] | None = None
 
     @property
     def live(self) -> bool:
         """A network output: connects after the session is created, fails by itself."""
         return self.target == "url"
 
+    def encoders(self, session: list[StreamPlan]) -> list[StreamPlan]:
+        """The encoder each stream of this output comes from (``session``: the session's own)."""
+        return session if self.streams is None else self.streams
+
     def describe_destination(self) -> dict[str, object]:
         if self.target == "file":
             return {"type": "server_file", "path": self.relative_path or self.path}
         if self.target == "url":
-            return {"type": "url", "url": destinations.masked(self.url or "")}
+            url = ("whip+" if self.muxer == "whip" else "") + (self.url or "")  # as the config names it
+            return {"type": "url", "url": destinations.masked(url)}
         if self.target == "discard":
             return {"type": "discard", "encode": self.encode}
         return {"type": "client", "seekable": self.seekable}
@@ -179,6 +188,17 @@ class SessionPlan:
     def files(self) -> list[OutputPlan]:
         """The outputs that are files on the server."""
         return [output for output in self.outputs if output.target == "file"]
+
+    @property
+    def encoders(self) -> list[StreamPlan]:
+        """Every distinct encoder of the session: its own streams first, then those of outputs that
+        cannot share them (one each, however many outputs need the same)."""
+        found: list[StreamPlan] = list(self.streams)
+        for output in self.outputs:
+            for stream in output.encoders(self.streams):
+                if not any(stream is known or stream == known for known in found):
+                    found.append(stream)
+        return found
 
 
 def _options(values: Mapping[str, object] | None) -> dict[str, str]:
@@ -385,11 +405,17 @@ def make_plan(config: SessionConfig, settings: Settings) -> SessionPlan:
         filenames.append(filename)
     _check_outputs(plan.outputs)
     _apply_session_options(plan, config, settings)
-    # One encode for every output: the first destination's muxer chooses the default encoders.
+    # One encode for every output that can take it: the first destination's muxer chooses the
+    # encoders; an output that cannot carry them gets its own (``_own_streams``).
     default_video, default_audio = _default_encoders(plan.first, muxers[0], filenames[0])
-    plan.streams = _plan_streams(config, muxers[0], default_video, default_audio, live=plan.live)
+    plan.streams = _plan_streams(
+        config, muxers[0], default_video, default_audio, live=plan.live, whip=muxers[0] == "whip"
+    )
     _check_stream_policies(plan.streams, settings)
-    _check_codecs(plan)
+    for output, muxer, filename in list(zip(plan.outputs, muxers, filenames))[1:]:
+        output.streams = _own_streams(config, plan, output, muxer, filename)
+        if output.streams is not None:
+            _check_stream_policies([s for s in output.streams if s not in plan.streams], settings)
     policy.check_metadata(config.metadata)
     plan.metadata = dict(config.metadata)
     for each, output, muxer in zip(wanted, plan.outputs, muxers):
@@ -473,21 +499,34 @@ def _check_outputs(outputs: list[OutputPlan]) -> None:
             seen[output.path] = output
 
 
-def _check_codecs(plan: SessionPlan) -> None:
-    """With several outputs, every muxer must take every stream's codec: a clear refusal now,
-    rather than one output failing when it opens."""
-    if len(plan.outputs) < 2:
-        return  # as before: a muxer that refuses is a 422 when the encoder process opens it
-    for output in plan.outputs:
-        if not output.encode:
-            continue
-        for stream in plan.streams:
-            if ffmpeg.muxer_takes(output.muxer, stream.encoder) is False:
+def _own_streams(
+    config: SessionConfig, plan: SessionPlan, output: OutputPlan, muxer: str, filename: str | None
+) -> list[StreamPlan] | None:
+    """The encoders of an output after the first: the session's where its muxer carries them (a
+    WHIP output: where they are what it would choose), else its own, chosen for its muxer as the
+    first's were for the first (None: it shares them all).
+
+    Raises:
+        InvalidConfig: the muxer cannot carry an encoder the config names explicitly.
+    """
+    default_video, default_audio = _default_encoders(output, muxer, filename)
+    own = _plan_streams(config, muxer, default_video, default_audio, live=plan.live, whip=muxer == "whip")
+    chosen: list[StreamPlan] = []
+    whip_made = plan.first.muxer == "whip"  # the session's encoders are WebRTC's: Opus is no RTMP's
+    for shared, mine, cfg in zip(plan.streams, own, config.streams):
+        if ffmpeg.muxer_takes(output.muxer, shared.encoder) is False:
+            if cfg.encoder is not None:
                 raise InvalidConfig(
-                    f"{output.muxer} cannot carry {stream.encoder} (streams.{stream.index}'s encoder, which every "
-                    f"destination shares); set streams.{stream.index}.encoder to one all the muxers take",
+                    f"{output.muxer} cannot carry {cfg.encoder} (streams.{shared.index}.encoder); "
+                    f"leave it unset to give each destination an encoder it takes",
                     output.where + ".format",
                 )
+            chosen.append(mine)
+        elif shared == mine or (muxer != "whip" and not (whip_made and shared.encoder != mine.encoder)):
+            chosen.append(shared)
+        else:
+            chosen.append(mine)
+    return None if all(a is b for a, b in zip(chosen, plan.streams)) else chosen
 
 
 def _plan_destination(wanted: _Wanted, settings: Settings) -> tuple[OutputPlan, str, str | None]:
@@ -516,8 +555,13 @@ def _plan_destination(wanted: _Wanted, settings: Settings) -> tuple[OutputPlan, 
 
 def _plan_url(dest: UrlDestination, wanted: _Wanted, settings: Settings) -> tuple[OutputPlan, str, None]:
     """A network output: an allowed URL, the muxer its scheme implies, paced at media time."""
-    policy.check_url(settings, dest.url, wanted.where + ".url")
-    target = destinations.network_url(dest.url, wanted.where + ".url")
+    url = dest.url
+    if wanted.format == "whip" and urls.scheme_of(url) in ("http", "https"):
+        url = "whip+" + url  # an https URL with format="whip" is a WHIP endpoint
+    if dest.bearer_token is not None and not urls.scheme_of(url).startswith("whip+"):
+        raise InvalidConfig("a bearer token is for WHIP endpoints (whip+https://...)", wanted.where + ".bearer_token")
+    policy.check_url(settings, url, wanted.where + ".url")
+    target = destinations.network_url(url, wanted.where + ".url")
     muxer = _resolve_muxer(wanted, None, target.muxer)
     return OutputPlan(muxer=muxer, target="url", url=target.url, options=target.options), muxer, None
 
@@ -572,20 +616,32 @@ def _default_encoders(output: OutputPlan, muxer: str, filename: str | None) -> t
 
 
 def _plan_streams(
-    config: SessionConfig, muxer: str, default_video: str | None, default_audio: str | None, *, live: bool
+    config: SessionConfig,
+    muxer: str,
+    default_video: str | None,
+    default_audio: str | None,
+    *,
+    live: bool,
+    whip: bool = False,
 ) -> list[StreamPlan]:
     """A plan for each of the config's streams, in order; a live output's video gets the encoder
-    options a receiver needs to join mid-stream (``destinations.live_video_defaults``)."""
+    options a receiver needs to join mid-stream (``destinations.live_video_defaults``), and WHIP's
+    what WebRTC takes (``destinations.whip_video``, ``whip_audio``)."""
     streams: list[StreamPlan] = []
     for i, stream in enumerate(config.streams):
         if isinstance(stream, AudioStreamConfig):
-            streams.append(_plan_audio(i, stream, muxer, default_audio))
+            audio = _plan_audio(i, stream, muxer, default_audio)
+            if whip:
+                destinations.whip_audio(audio, f"streams.{i}")
+            streams.append(audio)
             continue
         video = _plan_video(i, stream, muxer, default_video)
-        if live:
+        if live or whip:
             video.encoder_option, video.codec_config = destinations.live_video_defaults(
                 video.encoder, video.encoder_frame_rate, video.encoder_option, video.codec_config
             )
+        if whip:
+            destinations.whip_video(video, f"streams.{i}")
         streams.append(video)
     return streams
 
@@ -625,6 +681,13 @@ def _plan_muxer_options(output: OutputPlan, muxer: str, wanted: _Wanted, setting
     options.update(output.options)  # what the destination's URL asked for (checked with it)
     if output.live:
         options = destinations.live_muxer_options(muxer, options)
+    if output.muxer == "whip":
+        options["cert_file"], options["key_file"] = destinations.whip_certificate(
+            settings.output_dir.resolve() / ENCODER_WORKDIR
+        )
+        dest = wanted.dest
+        if isinstance(dest, UrlDestination) and dest.bearer_token is not None:
+            options["authorization"] = dest.bearer_token
     dest = wanted.dest
     if isinstance(dest, ServerFileDestination) and dest.crash_safe:
         options = destinations.crash_safe_options(muxer, options)

@@ -29,6 +29,11 @@ from framecast_server.planning import allowlist, urls
 _MAX_OPTIONS = 64
 
 
+def allowed_name(scheme: str) -> str:
+    """The name ``FRAMECAST_ALLOWED_SCHEMES`` knows a URL scheme by: ``whip`` for ``whip+http(s)``."""
+    return "whip" if scheme.startswith("whip+") else scheme
+
+
 def check_destination_scheme(settings: Settings, scheme: str, field: str) -> None:
     if scheme not in settings.allowed_schemes:
         raise InvalidConfig(
@@ -48,7 +53,7 @@ def check_url(settings: Settings, url: str, field: str = "destination.url") -> N
     scheme = urls.scheme_of(url)
     if not scheme:
         return  # destinations.network_url refuses it, naming the schemes it takes
-    check_destination_scheme(settings, scheme, field)
+    check_destination_scheme(settings, allowed_name(scheme), field)
     if scheme not in urls.SCHEMES:
         return  # allowed, but not a network URL ('file'): network_url refuses it the same way
     target = urls.parse(url, field)
@@ -58,7 +63,9 @@ def check_url(settings: Settings, url: str, field: str = "destination.url") -> N
 
 #: Muxers that open their own connection to a network URL: allowed for those schemes only, whose
 #: URLs ``urls.parse`` and the host allowlist have checked.
-NETWORK_MUXERS = {"rtsp": ("rtsp", "rtsps")}
+NETWORK_MUXERS = {"rtsp": ("rtsp", "rtsps"), "whip": ("whip+http", "whip+https")}
+#: What the URL FFmpeg is given starts with, for each of those schemes (WHIP's endpoint is plain http(s)).
+_GIVEN_AS = {"whip+http": "http", "whip+https": "https"}
 
 
 def check_muxer(
@@ -71,7 +78,8 @@ def check_muxer(
     """No muxer that opens files of its own (tee, hls, segment, dash, fifo, ...); image2 only for one
     file; a network muxer (rtsp) only for its own URL schemes."""
     if muxer in NETWORK_MUXERS:
-        if url_scheme in NETWORK_MUXERS[muxer]:
+        given = {_GIVEN_AS.get(scheme, scheme) for scheme in NETWORK_MUXERS[muxer]}
+        if url_scheme is not None and (url_scheme in NETWORK_MUXERS[muxer] or url_scheme in given):
             return
         schemes = " and ".join(f"{s}://" for s in NETWORK_MUXERS[muxer])
         raise InvalidConfig(f"muxer {muxer!r} publishes only to {schemes} destinations", field)

@@ -39,7 +39,7 @@ from framecast_server.planning import ffmpeg
 
 #: Schemes whose URLs this module reads. Each has its own FFmpeg protocol, but RTSP, which is a
 #: muxer over FFmpeg's tcp (rtsps: tls) protocol.
-SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "udp", "tcp", "srt")
+SCHEMES = ("rtmp", "rtmps", "rtsp", "rtsps", "whip+http", "whip+https", "udp", "tcp", "srt")
 
 #: Schemes that need an explicit port: FFmpeg has no default for them.
 _NEEDS_PORT = {"udp", "tcp", "srt"}
@@ -322,7 +322,7 @@ def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def _query(scheme: str, path: str, raw_query: str | None, field: str) -> tuple[tuple[str, str], ...]:
     """The query's pairs; for tcp, udp, srt and rtsp checked against ``QUERY_OPTIONS`` (and for the
     first three, no path)."""
-    if scheme in ("rtmp", "rtmps"):  # part of the application or stream name; FFmpeg reads no options there
+    if scheme in ("rtmp", "rtmps", "whip+http", "whip+https"):  # the stream name's, the endpoint's: not FFmpeg's
         items = raw_query.split("&") if raw_query else []
         return tuple((key, value) for key, _, value in (item.partition("=") for item in items))
     if scheme in ("rtsp", "rtsps"):

@@ -19,7 +19,7 @@ from typing import Any
 
 from framecast_server.messages import OutputStats
 from framecast_server.models import OutputCounters, OutputInfo
-from framecast_server.planning.plan import OutputPlan
+from framecast_server.planning.plan import OutputPlan, StreamPlan
 
 #: Events kept per output.
 MAX_EVENTS = 50
@@ -62,12 +62,13 @@ class OutputStatus:
         counters.dropped = max(counters.dropped, stats.dropped)
         counters.reconnects = max(counters.reconnects, stats.reconnects)
 
-    def info(self) -> OutputInfo:
+    def info(self, session_streams: list[StreamPlan]) -> OutputInfo:
         return OutputInfo(
             index=self.plan.index,
             destination=self.plan.describe_destination(),
             format=self.plan.muxer,
             required=self.plan.required,
+            encoders=[stream.encoder for stream in self.plan.encoders(session_streams)],
             state=self.state.value,
             error=self.error,
             counters=self.counters.model_copy(),

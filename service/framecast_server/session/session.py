@@ -672,5 +672,5 @@ class Session:
             preview_streams=sorted(self.previews),
             audio_levels={str(k): v for k, v in self.audio_levels.items()},
             owner=self.owner,
-            outputs=[status.info() for status in self.outputs],
+            outputs=[status.info(self.plan.streams) for status in self.outputs],
         )
