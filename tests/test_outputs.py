@@ -14,13 +14,14 @@ import threading
 import time
 from typing import Any
 
+import av
 import httpx
 import pytest
 
 import framecast
 from framecast import StreamWriter
 
-from .media import decode, read_stamp
+from .media import decode, read_stamp, sine
 from .peers import NginxRtmp
 from .test_live import FPS, RATE, H, W, av_writer, check_received, stream_av
 
@@ -223,3 +224,17 @@ def test_an_output_whose_muxer_cannot_carry_the_codecs_gets_encoders_of_its_own(
     video, audio = out["streams"] if out["streams"][0]["type"] == "video" else out["streams"][::-1]
     assert video["codec"] == "vp9" and stamps(out) == list(range(2 * FPS))
     assert audio["codec"] == "opus" and abs(audio["sample_count"] / audio["sample_rate"] - 2) < 0.1
+
+
+def test_every_flac_output_gets_the_final_streaminfo(server):
+    """FLAC's encoder hands the final STREAMINFO (sample count, MD5) to the muxer as side data of
+    its last packet: each output's copy carries it, so each file's header is complete."""
+    writer = StreamWriter([framecast.ServerFile("flac/a.flac"), framecast.ServerFile("flac/b.flac")], server=server.url)
+    writer.add_audio_stream(sample_rate=RATE, num_channels=2)
+    with writer.open():
+        writer.write_audio_chunk(0, sine(440, RATE, 1.5, channels=2, amplitude=0.3))
+    for name in ("a", "b"):
+        with av.open(str(server.output_dir / "flac" / f"{name}.flac")) as container:
+            stream = container.streams.audio[0]
+            # The header's own count, not a decode: a missing STREAMINFO update leaves it at 0.
+            assert stream.duration is not None and abs(stream.duration - int(1.5 * RATE)) <= 1, stream.duration

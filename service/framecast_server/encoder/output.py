@@ -155,11 +155,15 @@ class Output:
 
 
 def copy_packet(packet: av.Packet[Any]) -> av.Packet[Any]:
-    """A copy of ``packet``: its bytes, timestamps, key flag and stream (muxing one rescales its
-    timestamps in place, and the next output needs them as the encoder made them)."""
+    """A copy of ``packet``: its bytes, timestamps, key flag, side data and stream (muxing one
+    rescales its timestamps in place, and the next output needs them as the encoder made them).
+    Side data matters at the end: FLAC's last packet carries the final STREAMINFO, which the
+    muxer writes back into the file's header."""
     out: av.Packet[Any] = av.Packet(bytes(packet))
     out.pts, out.dts, out.time_base, out.duration = packet.pts, packet.dts, packet.time_base, packet.duration
     out.is_keyframe = packet.is_keyframe
+    for side_data in packet.iter_sidedata():
+        out.set_sidedata(side_data)
     out.stream = packet.stream
     return out
 
