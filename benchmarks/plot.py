@@ -107,6 +107,23 @@ def _concurrency(ax: Any, r: ScenarioResult) -> None:
     ax.legend(loc="center right", fontsize=7)
 
 
+def _fanout(ax: Any, r: ScenarioResult) -> None:
+    runs = r.series["runs"]
+    labels = {"one": "1 session\n1 output", "three": "1 session\n3 outputs", "separate": "3 sessions\n1 output each"}
+    cases = [c for c in labels if runs.get(c)]
+    server = [float(np.median([m["server"] for m in runs[c]])) for c in cases]
+    encoders = [float(np.median([m["encoders"] for m in runs[c]])) for c in cases]
+    x = [labels[c] for c in cases]
+    ax.bar(x, encoders, color="C0", label="encoder processes")
+    bars = ax.bar(x, server, bottom=encoders, color="C9", label="server main process")
+    ax.bar_label(bars, labels=[f"{r.series['cpu'][c]:.2f}" for c in cases])
+    if "one" in r.series["cpu"]:
+        limit = r.series["target"] * r.series["cpu"]["one"]
+        ax.axhline(limit, color="C3", ls="--", lw=1, label=f"{r.series['target']:g} x 1 output (target)")
+    ax.set_ylabel("server CPU s per media s")
+    ax.legend(loc="upper left", fontsize=8)
+
+
 def _memory(ax: Any, r: ScenarioResult) -> None:
     long = np.array(r.series["long"], dtype=np.float64)
     if long.size:
@@ -133,6 +150,7 @@ PANELS = {
     "transport": _transport,
     "latency": _latency,
     "concurrency": _concurrency,
+    "fanout": _fanout,
     "memory": _memory,
     "drift": _drift,
 }

@@ -35,6 +35,11 @@ class Settings:
     concurrency_max_sessions: int = 40
     concurrency_bound_frames: int = 300
 
+    # 4b. fan-out: one encode to three outputs vs one output vs three sessions (real time)
+    fanout_size: tuple[int, int] = (1280, 720)
+    fanout_seconds: float = 20.0
+    fanout_rounds: int = 3
+
     # 5. memory over a long stream, and per extra session
     memory_size: tuple[int, int] = (640, 360)
     memory_seconds: float = 600.0
@@ -69,6 +74,9 @@ QUICK = replace(
     concurrency_level_seconds=1.5,
     concurrency_max_sessions=2,
     concurrency_bound_frames=30,
+    fanout_size=(320, 180),
+    fanout_seconds=2.0,
+    fanout_rounds=1,
     memory_size=(160, 96),
     memory_seconds=8.0,
     memory_interval=0.5,

@@ -16,7 +16,7 @@ import pytest
 
 from .conftest import ROOT
 
-SCENARIOS = ["e2e", "transport", "latency", "concurrency", "memory", "drift"]
+SCENARIOS = ["e2e", "transport", "latency", "concurrency", "fanout", "memory", "drift"]
 
 
 @pytest.fixture(scope="module")
