@@ -107,6 +107,9 @@ def test_whip_urls_and_tokens_are_checked(api):
     def create(destination: dict, **extra: object) -> dict:
         return api.post("/v1/sessions", json={"destination": destination, "streams": [video], **extra}).json()
 
+    for injected in ("t\r\nX-Evil: 1", "t x", "t\x00", "t\n"):  # a token goes into an HTTP header
+        refused = create({"type": "url", "url": "whip+http://127.0.0.1:9/whip", "bearer_token": injected})
+        assert refused["error"]["field"] == "destination.bearer_token", refused
     token_elsewhere = create({"type": "url", "url": "rtmp://127.0.0.1/live/x", "bearer_token": "t"})
     assert token_elsewhere["error"]["field"] == "destination.bearer_token"
     wrong_codec = create(

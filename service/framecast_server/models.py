@@ -155,6 +155,8 @@ class UrlDestination(_Strict):
         None,
         min_length=1,
         max_length=4096,
+        # RFC 6750's b64token: FFmpeg writes it into an HTTP header, so no CR, LF or space may pass.
+        pattern=r"^[A-Za-z0-9\-._~+/]+=*$",
         description="For WHIP: the endpoint's bearer token, sent as 'Authorization: Bearer ...'; never shown.",
     )
 

@@ -42,7 +42,7 @@ def worker_main(raw: Connection, plan: SessionPlan, ring: RingReader, client: Ri
     av.logging.set_level(av.logging.ERROR)
     # FFmpeg quotes URLs with their credentials; stderr is the server's log.
     masking.hide_in_process(
-        (output.url for output in plan.outputs),
+        (output.given_url for output in plan.outputs),
         (output.options["authorization"] for output in plan.outputs if "authorization" in output.options),
     )
     writer = _open(pipe, plan)

@@ -77,7 +77,7 @@ class Output:
 
     def _open(self) -> av.container.OutputContainer:
         plan = self.plan
-        target: Any = {"file": plan.path, "url": plan.url, "discard": "null"}.get(plan.target, self._file)
+        target: Any = {"file": plan.path, "url": plan.given_url, "discard": "null"}.get(plan.target, self._file)
         try:
             container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
         except Exception as exc:

@@ -491,6 +491,11 @@ class SessionWriter:
         ]
         #: The links still working (failed outputs leave it).
         self.active: list[Output | LiveOutput] = list(self.links)
+        #: For each encoder, the working links whose stream it feeds (failed outputs leave these too).
+        self._users: dict[int, list[Output | LiveOutput]] = {
+            id(encoder): [link for link in self.links if encoder in self._sources[link.plan.index]]
+            for encoder in self.encoders
+        }
 
     def _encoder_of(self, plan: StreamPlan) -> _Stream:
         return next(e for e in self.encoders if e.plan is plan or e.plan == plan)
@@ -560,6 +565,9 @@ class SessionWriter:
         if link.plan.required or len(self.active) == 1:
             raise exc
         self.active.remove(link)
+        for users in self._users.values():
+            if link in users:
+                users.remove(link)
         link.abort()
         self.notify(OutputFailed(link.plan.index, reason))
 
@@ -756,9 +764,9 @@ class SessionWriter:
                 counts = encoder.stats
                 counts.packets += 1
                 counts.bytes += packet.size
-            users = [link for link in self.active if self._sources[link.plan.index][index] is encoder]
+            users = self._users[id(encoder)]
             last = len(users) - 1
-            for i, link in enumerate(users):
+            for i, link in enumerate(list(users)):
                 try:
                     link.mux(packet, index, copy=i != last)  # the last output takes the packet itself
                 except (QuotaReached, FilterOutputRefused, MemoryError):

@@ -156,8 +156,6 @@ def network_url(url: str, field_name: str = "destination.url") -> NetworkTarget:
     if scheme in ("rtsp", "rtsps") and target.raw_query is not None:
         url = url[: -len(target.raw_query) - 1]
         options = dict(target.query)
-    if scheme.startswith("whip+"):
-        url = url.removeprefix("whip+")  # FFmpeg's whip muxer takes the endpoint's own http(s) URL
     return NetworkTarget(url, NETWORK_MUXERS[scheme], options)
 
 

@@ -117,7 +117,7 @@ class OutputPlan:
     where: str = "destination"  # the config's path to it, for errors: "destination" or "destinations.N"
     path: str | None = None  # absolute path for "file"
     relative_path: str | None = None  # the same, as the client named it (what listings show)
-    url: str | None = None  # for "url"
+    url: str | None = None  # for "url", as the config names it (with the live defaults added)
     seekable: bool = True  # for "client"
     encode: bool = True  # False: a discard destination that only takes chunks
     required: bool = True  # its failing for good fails the session (a single destination always does)
@@ -135,6 +135,11 @@ class OutputPlan:
         """A network output: connects after the session is created, fails by itself."""
         return self.target == "url"
 
+    @property
+    def given_url(self) -> str | None:
+        """The URL FFmpeg is given: the config's, but a WHIP endpoint's own http(s) URL."""
+        return self.url.removeprefix("whip+") if self.url is not None else None
+
     def encoders(self, session: list[StreamPlan]) -> list[StreamPlan]:
         """The encoder each stream of this output comes from (``session``: the session's own)."""
         return session if self.streams is None else self.streams
@@ -143,8 +148,7 @@ class OutputPlan:
         if self.target == "file":
             return {"type": "server_file", "path": self.relative_path or self.path}
         if self.target == "url":
-            url = ("whip+" if self.muxer == "whip" else "") + (self.url or "")  # as the config names it
-            return {"type": "url", "url": destinations.masked(url)}
+            return {"type": "url", "url": destinations.masked(self.url or "")}
         if self.target == "discard":
             return {"type": "discard", "encode": self.encode}
         return {"type": "client", "seekable": self.seekable}

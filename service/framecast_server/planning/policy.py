@@ -63,9 +63,7 @@ def check_url(settings: Settings, url: str, field: str = "destination.url") -> N
 
 #: Muxers that open their own connection to a network URL: allowed for those schemes only, whose
 #: URLs ``urls.parse`` and the host allowlist have checked.
-NETWORK_MUXERS = {"rtsp": ("rtsp", "rtsps"), "whip": ("whip+http", "whip+https")}
-#: What the URL FFmpeg is given starts with, for each of those schemes (WHIP's endpoint is plain http(s)).
-_GIVEN_AS = {"whip+http": "http", "whip+https": "https"}
+OWN_CONNECTION_MUXERS = {"rtsp": ("rtsp", "rtsps"), "whip": ("whip+http", "whip+https")}
 
 
 def check_muxer(
@@ -77,11 +75,10 @@ def check_muxer(
 ) -> None:
     """No muxer that opens files of its own (tee, hls, segment, dash, fifo, ...); image2 only for one
     file; a network muxer (rtsp) only for its own URL schemes."""
-    if muxer in NETWORK_MUXERS:
-        given = {_GIVEN_AS.get(scheme, scheme) for scheme in NETWORK_MUXERS[muxer]}
-        if url_scheme is not None and (url_scheme in NETWORK_MUXERS[muxer] or url_scheme in given):
+    if muxer in OWN_CONNECTION_MUXERS:
+        if url_scheme in OWN_CONNECTION_MUXERS[muxer]:
             return
-        schemes = " and ".join(f"{s}://" for s in NETWORK_MUXERS[muxer])
+        schemes = " and ".join(f"{s}://" for s in OWN_CONNECTION_MUXERS[muxer])
         raise InvalidConfig(f"muxer {muxer!r} publishes only to {schemes} destinations", field)
     if muxer == "image2":
         if path is not None and "%" in path:
