@@ -141,6 +141,7 @@ class NginxRtmp:
         self._fixed_port = port
         self.port: int = port or 0
         self.proc: subprocess.Popen | None = None
+        self.frozen = False
 
     # -- addresses and files -------------------------------------------------------------------
 
@@ -287,6 +288,7 @@ rtmp {{
         if self._reap():
             return True
         assert self.proc is not None
+        self.thaw()
         self.proc.send_signal(signal.SIGQUIT)
         try:
             self.proc.wait(timeout=self.stop_timeout if timeout is None else timeout)
@@ -303,6 +305,7 @@ rtmp {{
         if self._reap():
             return
         assert self.proc is not None
+        self.thaw()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=timeout)
@@ -337,6 +340,20 @@ rtmp {{
         except subprocess.TimeoutExpired:
             pass
         self.proc = None
+
+    def freeze(self) -> None:
+        """Stop every nginx process (SIGSTOP) and close nothing: connections stay open and the
+        kernel still accepts new ones into the listen queue, but nothing is read or answered, as
+        when a server hangs. :meth:`thaw` lets it go on; stopping a frozen nginx thaws it first."""
+        assert self.proc is not None, "nginx is not running"
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """Let a frozen nginx go on (SIGCONT): it reads what waited, and answers again."""
+        if self.proc is not None and self.frozen:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+        self.frozen = False
 
     def restart(self, down_for: float = 0.0, how: str = "terminate") -> NginxRtmp:
         """Go down, stay down ``down_for`` seconds, and start again on the same port with the

@@ -13,8 +13,8 @@ import pytest
 
 from framecast_server.encoder.errors import SetupError
 from framecast_server.encoder.live import DestinationLost, LiveOutput
-from framecast_server.encoder.output import Output
-from framecast_server.messages import Dropped, FromEncoder, Reconnecting, Recovered
+from framecast_server.encoder.relay import DestinationDropped, Relay
+from framecast_server.messages import Connected, Dropped, FromEncoder, Reconnecting, Recovered
 
 VIDEO, AUDIO = 0, 1
 
@@ -34,24 +34,44 @@ class Packet:
 
 
 class FlakyOutput:
-    """Stands in for a network Output's mux/reopen: fails while ``up`` is False."""
+    """Stands in for a network output's Relay: mux fails while ``up`` is False; a reconnect
+    attempt (``reopen``, then ``poll``) succeeds when ``up``, is refused when not, and stays
+    pending while ``silent``. ``unsent`` packets come back with the next drop, as a relay's do."""
 
     def __init__(self) -> None:
         self.streams = [SimpleNamespace(type="video"), SimpleNamespace(type="audio")]
         self.plan = SimpleNamespace(index=2)
+        self.warnings: list[str] = []
         self.up = True
+        self.silent = False
+        self.unsent: list[tuple[int, Packet]] = []
         self.sent: list[tuple[int, float, bool]] = []
         self.reopens = self.dropped = self.reconnects = 0
 
     def mux(self, packet: Packet, stream: int, copy: bool = True) -> None:
-        if not self.up:
-            raise BrokenPipeError("Broken pipe")
+        if not self.up:  # the relay never muxed this one either
+            unsent, self.unsent = [*self.unsent, (stream, packet)], []
+            raise DestinationDropped("Broken pipe", cast(Any, unsent))
         self.sent.append((stream, packet.t, packet.is_keyframe))
+
+    def begin(self) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
 
     def reopen(self) -> None:
         self.reopens += 1
+
+    def poll(self) -> bool:
+        if self.silent:
+            return False
         if not self.up:
             raise SetupError("cannot reach the destination: Connection refused", "destination")
+        return True
+
+    def abort(self) -> None:
+        pass
 
 
 class Clock:
@@ -65,7 +85,11 @@ class Clock:
 def live_output(dest: FlakyOutput, told: list[FromEncoder] | None = None, **kw: Any) -> LiveOutput:
     """A LiveOutput around the stand-in (it uses only what FlakyOutput has)."""
     sink: list[FromEncoder] = [] if told is None else told
-    return LiveOutput(cast(Output, dest), sink.append, **kw)
+    live = LiveOutput(cast(Relay, dest), sink.append, **kw)
+    live.start()
+    live.tick()  # connected
+    assert not live.down
+    return live
 
 
 def send(live: LiveOutput, packet: Packet) -> None:
@@ -147,3 +171,69 @@ def test_block_policy_holds_back():
     dest.up = False
     send(live, Packet(VIDEO, 0.0, key=True))
     assert live.holding_back
+
+
+def test_packets_the_relay_never_muxed_go_out_first_after_the_reconnect():
+    dest, clock = FlakyOutput(), Clock()
+    live = live_output(dest, policy="drop", outage_buffer=5.0, clock=clock)
+    send(live, Packet(VIDEO, 0.0, key=True))
+    # The relay had taken 0.1 and 0.2 s when its destination dropped, and muxed neither.
+    dest.unsent = [(VIDEO, Packet(VIDEO, 0.1)), (VIDEO, Packet(VIDEO, 0.2))]
+    dest.up = False
+    send(live, Packet(VIDEO, 0.3))
+    assert live.down
+    dest.up = True
+    clock.now = 0.5
+    live.tick()
+    # After the reconnect video starts at a keyframe: the three were not, so none goes out, but
+    # they were kept and counted, in order, not lost silently.
+    assert dest.sent == [(VIDEO, 0.0, True)] and live.dropped[VIDEO] == 3
+    send(live, Packet(VIDEO, 0.6, key=True))
+    assert dest.sent[-1] == (VIDEO, 0.6, True)
+
+
+def test_a_reconnect_attempt_that_gets_no_answer_holds_nothing_and_is_followed():
+    dest, clock, told = FlakyOutput(), Clock(), list[FromEncoder]()
+    live = live_output(dest, told, policy="drop", outage_buffer=5.0, reconnect_timeout=30, clock=clock)
+    dest.up = False
+    send(live, Packet(AUDIO, 0.0))
+    dest.silent = True
+    live.tick()  # the attempt starts and is pending: tick returns at once
+    assert live.down and dest.reopens == 1 and live.next_attempt_in() == pytest.approx(0.02)
+    for k in range(1, 5):  # packets keep coming while the attempt is pending
+        clock.now = k / 10
+        send(live, Packet(AUDIO, k / 10))
+        live.tick()
+    assert dest.reopens == 1 and dest.sent == []
+    dest.silent, dest.up = False, True  # the relay answers
+    live.tick()
+    assert not live.down and [t for _, t, _ in dest.sent] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert isinstance(told[-1], Recovered)
+
+
+def test_packets_during_the_first_connect_wait_and_go_out_first():
+    dest, told = FlakyOutput(), list[FromEncoder]()
+    live = LiveOutput(cast(Relay, dest), told.append, policy="drop", outage_buffer=5.0, clock=Clock())
+    dest.silent = True
+    live.start()
+    live.tick()
+    assert live.down and live.next_attempt_in() == pytest.approx(0.02)
+    send(live, Packet(VIDEO, 0.0, key=True))
+    send(live, Packet(AUDIO, 0.0))
+    send(live, Packet(VIDEO, 0.1))
+    assert dest.sent == []
+    dest.silent = False
+    live.tick()
+    assert isinstance(told[-1], Connected) and told[-1].output == 2
+    assert dest.sent == [(VIDEO, 0.0, True), (AUDIO, 0.0, True), (VIDEO, 0.1, False)]
+    assert not live.down and live.dropped == [0, 0]
+
+
+def test_a_first_connect_that_fails_fails_the_output_without_retrying():
+    dest = FlakyOutput()
+    live = LiveOutput(cast(Relay, dest), list[FromEncoder]().append, clock=Clock())
+    dest.up = False
+    live.start()
+    with pytest.raises(SetupError, match="Connection refused"):
+        live.tick()
+    assert dest.reopens == 0

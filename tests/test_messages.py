@@ -1,4 +1,5 @@
-"""The vocabulary of the pipe between the server and an encoder process (``messages.py``).
+"""The vocabulary of the pipes between the server and an encoder process, and between an encoder
+and its relays (``messages.py``).
 
 Every record survives the trip as the pipe makes it (pickled by ``Connection.send``, or encoded
 by the server's own framing), and the module holds every kind there is: a reader who opens it
@@ -50,8 +51,9 @@ def records() -> list[type]:
 
 def test_every_record_is_part_of_the_vocabulary() -> None:
     union = set(typing.get_args(messages.FromEncoder)) | set(typing.get_args(messages.ToEncoder))
+    union |= set(typing.get_args(messages.ToRelay)) | set(typing.get_args(messages.FromRelay))
     counters = {StreamStats, PacingStats, OutputStats, Stats}
-    assert set(records()) - counters - {messages.Assign} == union
+    assert set(records()) - counters - {messages.Assign, messages.RelayTarget} == union
     for cls in records():
         assert cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("), f"{cls.__name__} needs a docstring"
 
@@ -111,3 +113,35 @@ def test_empty_records_are_told_apart_by_type_not_by_equality() -> None:
 def test_the_encoder_is_not_handed_a_record_meant_for_the_server() -> None:
     with pytest.raises(TypeError, match="not a message for an encoder"):
         decode_to_encoder(pickle.dumps(messages.Failed("x")))
+
+
+RELAY_RECORDS: list[messages.ToRelay | messages.FromRelay] = [
+    messages.RelayOpen(
+        messages.RelayTarget(
+            "flv", "rtmp://127.0.0.1:1935/live/k", {"flvflags": "aac_seq_header_detect"}, "destination"
+        ),
+        b"nut header",
+        {"title": "t"},
+    ),
+    messages.RelayPacket(1, b"\x00\x01" * 700, 1024, 1024, 1024, (1, 48000), True),
+    messages.RelayPacket(0, b"", None, None, None, (1, 90000), False),
+    messages.RelayClose(),
+    messages.RelayReady(["open options: unused"]),
+    messages.RelayProgress(42),
+    messages.RelayLost("Broken pipe", 41),
+    messages.RelayClosed(43),
+]
+
+
+def test_relay_records_survive_their_framing_cut_anywhere() -> None:
+    stream = b"".join(messages.encode_relay(record) for record in RELAY_RECORDS)
+    for cut in (1, 3, 7, 64, 1000):  # the pipe hands over bytes in pieces of any size
+        frames = messages.RelayFrames()
+        got = [r for start in range(0, len(stream), cut) for r in frames.feed(stream[start : start + cut])]
+        assert [type(r) for r in got] == [type(r) for r in RELAY_RECORDS] and got == RELAY_RECORDS
+
+
+def test_a_relay_frame_holding_something_else_is_refused() -> None:
+    data = pickle.dumps(messages.Failed("x"))
+    with pytest.raises(TypeError, match="not a relay message"):
+        messages.RelayFrames().feed(len(data).to_bytes(4, "big") + data)

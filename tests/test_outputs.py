@@ -16,6 +16,7 @@ from typing import Any
 
 import av
 import httpx
+import numpy as np
 import pytest
 
 import framecast
@@ -89,6 +90,7 @@ class StateWatch:
         self.writer, self.server_url = writer, server_url
         self.session_states: set[str] = set()
         self.output_states: dict[int, set[str]] = {}
+        self.latest: dict[int, str] = {}  # each output's state at the last look
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -101,6 +103,7 @@ class StateWatch:
                 self.session_states.add(info["state"])
                 for output in info["outputs"]:
                     self.output_states.setdefault(output["index"], set()).add(output["state"])
+                    self.latest[output["index"]] = output["state"]
 
     def __enter__(self) -> StateWatch:
         self._thread.start()
@@ -169,6 +172,105 @@ def test_an_output_that_refuses_fails_alone_and_the_session_closes(server):
     assert file["state"] == "closed" and file["counters"]["packets"] > 0
     reported = [e for e in events if e["event"] == "output_failed"]
     assert reported and reported[0]["output"] == 0 and "Connection refused" in reported[0]["reason"]
+
+
+def blackhole() -> socket.socket:
+    """A loopback listener that never answers: the kernel accepts connections into its queue, and
+    nothing reads a byte (a hung server, a firewall that swallows packets after the handshake)."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    return hole
+
+
+def test_a_destination_that_never_answers_fails_alone_and_the_others_stream(two_rtmp, server):
+    a, _ = two_rtmp
+    with blackhole() as hole:
+        port = hole.getsockname()[1]
+        silent = f"rtmp://127.0.0.1:{port}/live/void"
+        writer = av_writer(
+            [silent, a.url("cam"), framecast.ServerFile("fan/silent.mkv")], server.url, connect_timeout=3
+        )
+        with writer.open(), StateWatch(writer, server.url) as watch:
+            stream_av_range(writer, 0, 5 * FPS)
+    assert a.wait_closed("cam", timeout=10)
+    for recording in (a.recording("cam"), server.output_dir / "fan" / "silent.mkv"):
+        check_received(decode(str(recording)), 5)  # every frame, once, in order: nothing waited for the silent one
+    summary = writer.summary
+    assert summary is not None and summary["state"] == "closed" and summary["error"] is None
+    silent_output = summary["outputs"][0]
+    assert silent_output["state"] == "failed", silent_output
+    assert silent_output["error"].startswith(f"could not connect to rtmp://127.0.0.1:{port}/live/")
+    assert silent_output["error"].endswith("within 3 s (no answer)")
+    assert [o["state"] for o in summary["outputs"][1:]] == ["closed", "closed"]
+    assert watch.session_states <= {"created", "streaming", "finishing", "closed"}, watch.session_states
+
+
+def noisy(count: int, start: int) -> Any:
+    """Stamped frames whose rest is noise: a megabyte a second or so of H.264, so that a peer
+    that stops reading fills the socket buffers between it and the encoder within seconds."""
+    from .media import patterns
+
+    frames = patterns(count, H, W, start=start)
+    frames[:, :, 24:, :] = np.random.default_rng(start).integers(0, 256, frames[:, :, 24:, :].shape, dtype=np.uint8)
+    return frames
+
+
+def test_a_frozen_rtmp_server_is_left_and_rejoined_while_the_others_stream(two_rtmp, server):
+    """nginx stops mid-stream without closing anything (SIGSTOP): the output takes nothing for its
+    connect timeout, counts as dropped, reconnects (attempts answered by nobody while it is frozen
+    time out), and resumes on a keyframe once nginx goes on. The other server and the file never
+    notice."""
+    a, b = two_rtmp
+    writer = av_writer(
+        [a.url("cam"), b.url("cam"), framecast.ServerFile("fan/frozen.mkv")],
+        server.url,
+        connect_timeout=2,
+        reconnect_timeout=60,
+    )
+
+    def second(k: int) -> None:
+        writer.write_video_chunk(0, noisy(FPS, k * FPS))
+        writer.write_audio_chunk(1, sine(440, RATE, 1.0, channels=2, amplitude=0.3))
+
+    with writer.open(), StateWatch(writer, server.url) as watch:
+        k = 0
+        for k in range(2):
+            second(k)
+        a.freeze()
+        try:
+            for k in range(2, 30):  # until the frozen output is noticed (bounded)
+                second(k)
+                if "reconnecting" in watch.output_states.get(0, set()):
+                    break
+            assert "reconnecting" in watch.output_states.get(0, set()), watch.output_states
+            second(k + 1)  # an attempt or two against the frozen server, answered by nobody
+            frozen_until = k + 1
+        finally:
+            a.thaw()
+        for k in range(frozen_until + 1, frozen_until + 6):
+            second(k)
+            if watch.latest.get(0) == "streaming":
+                break
+        end = k + 1
+        second(end)  # the recovered output takes a second more
+        end += 1
+    seconds = end
+    assert a.wait_closed("cam", timeout=10) and b.wait_closed("cam", timeout=10)
+    for recording in (b.recording("cam"), server.output_dir / "fan" / "frozen.mkv"):
+        assert stamps(decode(str(recording))) == list(range(seconds * FPS))
+    summary = writer.summary
+    assert summary is not None and summary["state"] == "closed", summary
+    first = summary["outputs"][0]
+    events = [e for e in first["events"] if e["event"] in ("reconnecting", "recovered")]
+    assert events[0]["event"] == "reconnecting" and "took nothing for 2 s" in events[0]["reason"], events
+    assert events[-1]["event"] == "recovered", events
+    assert first["state"] == "closed"
+    # nginx-rtmp starts the recording anew for the reconnected publisher: from a keyframe on, every frame.
+    after = stamps(decode(str(a.recording("cam"))))
+    assert after and after == list(range(after[0], seconds * FPS)), after[:5]
+    assert "reconnecting" not in watch.session_states, watch.session_states
+    assert watch.output_states[1] <= {"connecting", "streaming", "closed"}
 
 
 def test_a_required_output_that_refuses_fails_the_session(server):

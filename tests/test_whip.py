@@ -16,6 +16,7 @@ import pytest
 
 import framecast
 
+from .media import decode
 from .test_live import FPS, av_writer, check_received, stream_av
 from .whip_peer import WhipEndpoint
 
@@ -90,6 +91,28 @@ def test_an_endpoint_that_refuses_fails_the_output_with_its_reason(server, statu
     said = {401: "401 Unauthorized", 403: "403 Forbidden", 500: "5XX Server Error"}[status]
     assert whip["state"] == "failed" and said in whip["error"] and "v=0" not in whip["error"], whip
     assert endpoint.posts >= 1
+
+
+def test_an_endpoint_that_never_answers_fails_the_output_within_the_connect_timeout(server):
+    """FFmpeg's WHIP muxer waits for its POST's answer with no timeout of its own: the relay it
+    runs in is ended after the connect timeout, and only that output fails."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(4)  # the kernel accepts; nothing ever reads the POST
+        port = hole.getsockname()[1]
+        writer = av_writer(
+            [f"whip+http://127.0.0.1:{port}/whip/cam", framecast.ServerFile("whip/silent.mp4")],
+            server.url,
+            connect_timeout=2,
+        )
+        with writer.open():
+            stream_av(writer, 3, 10, 4410)
+    check_received(decode(str(server.output_dir / "whip" / "silent.mp4")), 3)
+    summary = writer.summary
+    assert summary is not None and summary["state"] == "closed"
+    whip = summary["outputs"][0]
+    assert whip["state"] == "failed", whip
+    assert whip["error"] == f"could not connect to whip+http://127.0.0.1:{port}/whip/cam within 2 s (no answer)"
 
 
 def test_a_lone_whip_endpoint_that_refuses_fails_the_session(server):

@@ -14,11 +14,13 @@ and 1/30 s of audio every 1/30 s of wall clock:
   does without fan-out).
 
 The CPU counted is the framecast server's: its main process (the event loop: every session's
-chunks, ACKs and output states) and each session's encoder process, in CPU seconds per second of
-media. A session's encoder process is read right after ``open()`` and again after ``flush()``
-(every frame encoded and muxed into every output, the trailer not yet written); the server's main
-process from the moment every session starts writing to the moment all have flushed. So the
-streaming is counted whole, its first keyframe and the RTMP handshakes included, and it does not
+chunks, ACKs and output states), each session's encoder process and the relay process of each
+RTMP destination (which connects it and muxes into it), in CPU seconds per second of media. A
+session's encoder and relays are read once every output streams (the relays started and
+connected: a relay's start is a one-off, not streaming) and again after ``flush()`` (every frame
+encoded and muxed into every output, the trailer not yet written); the server's main process from
+the moment every session starts writing to the moment all have flushed. So the streaming is
+counted whole, its first keyframe included, and it does not
 matter whether a case kept up with real time: three separate 720p sessions can fall behind on two
 cores, which a CPU-per-wall-second reading would undercount. Neither the client (this process,
 which writes the frames once per session) nor nginx (the receiver, reported beside for scale) is
@@ -45,7 +47,7 @@ import psutil
 import framecast
 
 from ..baselines import count_video_packets
-from ..measure import machine_busy_seconds, median, process_cpu_seconds, processes_cpu_seconds, sleep_until
+from ..measure import machine_busy_seconds, median, processes_cpu_seconds, sleep_until
 from ..media import moving_frames, tone
 from ..report import ScenarioResult
 from ..server import BenchServer
@@ -93,7 +95,9 @@ def _session(
         writer.add_audio_stream(sample_rate=sample_rate, num_channels=audio.shape[1], encoder="aac")
         writer.open()
         pid = server.session(writer.session_id)["encoder_pid"]  # alive until close()
-        cpu0 = process_cpu_seconds(pid)
+        _wait_connected(server, writer.session_id)
+        pids = _tree(pid)  # the encoder and its relays (one process per network output)
+        cpu0 = processes_cpu_seconds(pids)
         go.wait(120)
         start = time.perf_counter()
         for i in range(steps):
@@ -102,7 +106,7 @@ def _session(
             writer.write_video_chunk(0, frames[k : k + 1])
             writer.write_audio_chunk(1, audio)
         writer.flush()  # every frame encoded and its packets muxed into every output
-        out["encoder_cpu"] = process_cpu_seconds(pid) - cpu0
+        out["encoder_cpu"] = processes_cpu_seconds(pids) - cpu0
         out["behind_s"] = time.perf_counter() - start - steps / rate
         flushed.wait(120)
         writer.close()
@@ -118,6 +122,16 @@ def _session(
         go.abort()
         flushed.abort()
         out["error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _wait_connected(server: BenchServer, session_id: str, timeout: float = 60.0) -> None:
+    """Until every output of the session streams: its relays started and connected, so that what
+    is measured is streaming, not a relay process starting."""
+    deadline = time.monotonic() + timeout
+    while not all(o["state"] == "streaming" for o in server.session(session_id)["outputs"]):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"outputs not all streaming after {timeout:g} s")
+        time.sleep(0.05)
 
 
 def _tree(pid: int | None) -> list[int]:

@@ -68,8 +68,9 @@ class BaseStreamWriter(abc.ABC):
             realtime: send packets at media time (as ``ffmpeg -re``); default: on for network
                 URLs (``rtmp://``, ``udp://``, ...), off for files; on when any of several
                 destinations is a network URL.
-            connect_timeout: seconds a network destination may take to connect before the
-                session fails; default: the server's setting.
+            connect_timeout: seconds a network destination may take to connect, or take
+                nothing while it streams, before it counts as unreachable (it fails, or is
+                reconnected if it had connected); default: the server's setting.
             reconnect: when the websocket drops, reconnect with backoff and resend every chunk
                 the server has not acknowledged (it drops duplicates), so the output holds each
                 chunk once. Costs a copy of what is in flight when a write returns.

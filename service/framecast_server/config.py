@@ -181,7 +181,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds an encoder process may take to start and open its output."
     )
     connect_timeout: float = Field(
-        10.0, gt=0, description="Seconds a network output may take to connect before its session fails."
+        10.0,
+        gt=0,
+        description="Seconds a network output may take to connect, or take nothing while it streams, before it "
+        "counts as unreachable: a first connect fails the output, a stalled one is reconnected.",
     )
     reconnect_timeout: float = Field(
         60.0, gt=0, description="Seconds a dropped network destination may stay down before its session fails."

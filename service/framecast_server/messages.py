@@ -30,6 +30,16 @@ Encoder -> server (pickled records, ``FromEncoder``):
 
 ``Exited`` never crosses the pipe: the server makes it when the pipe closes, so that a process
 that died without a last word is handled like the rest.
+
+An encoder process and each of its relays (``encoder/relay.py``: the process that connects one
+network destination and muxes into it) talk over the relay's stdin and stdout, in frames of a
+4-byte big-endian length and a pickled record (``encode_relay``, ``RelayFrames``):
+
+- encoder -> relay (``ToRelay``): ``RelayOpen`` (first), then ``RelayPacket`` after packet, then
+  ``RelayClose``.
+- relay -> encoder (``FromRelay``): ``RelayReady`` or ``RelayLost`` answer the open;
+  ``RelayProgress`` now and then while packets flow; ``RelayLost`` when the destination drops;
+  ``RelayClosed`` answers the close.
 """
 
 from __future__ import annotations
@@ -279,3 +289,114 @@ def decode_to_encoder(data: bytes) -> ToEncoder:
     if not isinstance(message, Watch | Finish | Stop):
         raise TypeError(f"not a message for an encoder: {message!r}")
     return message
+
+
+# -- encoder <-> relay ----------------------------------------------------------------------------
+
+
+class RelayTarget(NamedTuple):
+    """A relay's destination: the fields of its ``OutputPlan`` that its muxer needs (not the plan
+    itself, whose module a relay would take a while to import)."""
+
+    muxer: str
+    given_url: str
+    options: dict[str, str]
+    where: str
+    target: str = "url"
+    path: str | None = None
+    live: bool = True
+
+
+class RelayOpen(NamedTuple):
+    """The relay's destination and streams: ``header`` is a NUT file of the streams the encoder
+    muxes (codec parameters and extradata, as FFmpeg writes and reads them), the relay's templates."""
+
+    target: RelayTarget
+    header: bytes
+    metadata: dict[str, str]
+
+
+class RelayPacket(NamedTuple):
+    """One encoded packet of the relay's ``stream``, as the encoder made it."""
+
+    stream: int
+    data: bytes
+    pts: int | None
+    dts: int | None
+    duration: int | None
+    time_base: tuple[int, int]
+    keyframe: bool
+
+
+class RelayClose(NamedTuple):
+    """No more packets: write the trailer, close, answer ``RelayClosed``, exit."""
+
+
+class RelayReady(NamedTuple):
+    """Connected, header written; ``warnings`` (options the muxer did not use) go to the client."""
+
+    warnings: list[str]
+
+
+class RelayProgress(NamedTuple):
+    """The first ``muxed`` packets are in the destination's muxer (sent at most every 100 ms)."""
+
+    muxed: int
+
+
+class RelayLost(NamedTuple):
+    """The destination could not be reached or dropped (``reason``) after ``muxed`` packets; the
+    relay exits."""
+
+    reason: str
+    muxed: int
+
+
+class RelayClosed(NamedTuple):
+    """Trailer written after ``muxed`` packets; the relay exits."""
+
+    muxed: int
+
+
+ToRelay: TypeAlias = RelayOpen | RelayPacket | RelayClose
+FromRelay: TypeAlias = RelayReady | RelayProgress | RelayLost | RelayClosed
+
+_RELAY_LENGTH = struct.Struct(">I")
+
+
+def encode_relay(message: ToRelay | FromRelay) -> bytes:
+    """One frame: the pickled record's length, then the record."""
+    data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    return _RELAY_LENGTH.pack(len(data)) + data
+
+
+class RelayFrames:
+    """Cuts a byte stream into relay records (sans-I/O: the caller reads, this only parses).
+
+    Both ends of a relay pipe are framecast processes of the same server (the encoder starts its
+    relays), so the pickles are of their own making.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[ToRelay | FromRelay]:
+        """The records completed by ``data``."""
+        self._buffer += data
+        records: list[ToRelay | FromRelay] = []
+        start = 0
+        while len(self._buffer) - start >= _RELAY_LENGTH.size:
+            (size,) = _RELAY_LENGTH.unpack_from(self._buffer, start)
+            end = start + _RELAY_LENGTH.size + size
+            if len(self._buffer) < end:
+                break
+            record = pickle.loads(self._buffer[start + _RELAY_LENGTH.size : end])
+            if not isinstance(record, _RELAY_RECORDS):
+                raise TypeError(f"not a relay message: {record!r}")
+            records.append(record)
+            start = end
+        del self._buffer[:start]
+        return records
+
+
+_RELAY_RECORDS = (RelayOpen, RelayPacket, RelayClose, RelayReady, RelayProgress, RelayLost, RelayClosed)

@@ -250,7 +250,11 @@ class SessionConfig(_Strict):
         "off for files and client-side outputs.",
     )
     connect_timeout: float | None = Field(
-        None, gt=0, le=600, description="Seconds a network output may take to connect; default: the server's."
+        None,
+        gt=0,
+        le=600,
+        description="Seconds a network output may take to connect, or take nothing while it streams, before it "
+        "counts as unreachable; default: the server's.",
     )
     on_destination_drop: Literal["drop", "block"] = Field(
         "drop",

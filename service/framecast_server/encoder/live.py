@@ -1,15 +1,23 @@
 """Keeping a network destination alive: reconnect when it drops, and decide what happens to the
 media that arrives meanwhile.
 
-An RTMP server restarts, a link blinks: the mux call fails. ``LiveOutput`` then tries to reopen
-the destination with capped exponential backoff, for up to ``reconnect_timeout`` seconds, and
-tells the server about every attempt. Packets due during the outage follow the output's policy:
+An RTMP server restarts, a link blinks, a peer freezes: the destination's relay (``relay.py``)
+says it is lost. ``LiveOutput`` then starts another relay with capped exponential backoff, for up
+to ``reconnect_timeout`` seconds, and tells the server about every attempt. An attempt runs in its
+relay while the session goes on, and one that gets no answer within the connect timeout counts as
+failed. Packets due during the outage, and those the lost relay had not muxed yet, follow the
+output's policy:
 
 - ``drop`` (live semantics, the default): they wait in a bounded backlog (``outage_buffer``
   seconds of media); beyond that the oldest are dropped and counted. On reconnect the backlog goes
   out first, then the stream continues on the wall clock.
 - ``block``: the session takes nothing from the client while the destination is down
   (backpressure), and pacing resumes where it stopped. With several outputs that holds them all.
+
+The first connect runs in its relay too, while the session's other outputs already stream: what
+comes meanwhile waits in the backlog the same way and goes out first once it is connected. A first
+connect that fails (refused, or no answer within the connect timeout) fails the output; there is
+nothing yet to reconnect to.
 
 The encoders are the session's, shared by every output, so a reopened destination cannot get
 fresh ones: instead it gets nothing of a video stream until a keyframe. The backlog is trimmed the
@@ -20,33 +28,53 @@ reconnect decodes from its first packet. The other outputs never notice.
 from __future__ import annotations
 
 import collections
+import enum
 import time
 from collections.abc import Callable
 from typing import Any
 
 import av
 
-from framecast_server.encoder.errors import SetupError, describe_error
-from framecast_server.encoder.output import Output, copy_packet
-from framecast_server.messages import Dropped, FromEncoder, Reconnecting, Recovered
+from framecast_server.encoder.errors import SetupError
+from framecast_server.encoder.output import copy_packet
+from framecast_server.encoder.relay import DestinationDropped, Relay
+from framecast_server.messages import Connected, Dropped, FromEncoder, Reconnecting, Recovered
 from framecast_server.planning.plan import OutputPlan
-from framecast_server.quotas import FilterOutputRefused, QuotaReached
 
 #: First and largest pause between reconnect attempts, seconds.
 BACKOFF_FIRST = 0.25
 BACKOFF_MAX = 5.0
+#: Seconds between two looks at a reconnect attempt in progress.
+ATTEMPT_POLL = 0.02
 
 
 class DestinationLost(Exception):
     """The destination stayed unreachable past the reconnect timeout."""
 
 
+class LinkState(enum.Enum):
+    """Where a network output is. Packets are muxed only when UP; in the other states they wait
+    in the backlog (or, under "block", the session holds back).
+
+    ::
+
+        CONNECTING ──> UP <──> DOWN <──> ATTEMPTING
+                        ^                    │
+                        └────────────────────┘
+    """
+
+    CONNECTING = "connecting"  # the first connect, in its relay
+    UP = "up"
+    DOWN = "down"  # dropped; the next reconnect attempt is scheduled
+    ATTEMPTING = "attempting"  # a reconnect attempt's relay is connecting
+
+
 class LiveOutput:
-    """Wraps a network ``Output``: muxes packets, survives drops.
+    """Wraps a network output's ``Relay``: connects it, muxes packets, survives drops.
 
     Args:
-        output: the output, its header not written yet (``Output.start`` connects).
-        notify: sends a message to the server (``Reconnecting``, ``Recovered``, ``Dropped``).
+        output: the relay, not started yet (``start`` starts it).
+        notify: sends a message to the server (``Connected``, ``Reconnecting``, ``Recovered``, ``Dropped``).
         policy: "drop" or "block" (see the module docstring).
         outage_buffer: seconds of media kept during an outage under "drop".
         reconnect_timeout: seconds of outage after which the output fails.
@@ -54,7 +82,7 @@ class LiveOutput:
 
     def __init__(
         self,
-        output: Output,
+        output: Relay,
         notify: Callable[[FromEncoder], None],
         policy: str = "drop",
         outage_buffer: float = 5.0,
@@ -67,6 +95,7 @@ class LiveOutput:
         self.outage_buffer = outage_buffer
         self.reconnect_timeout = reconnect_timeout
         self.clock = clock
+        self.state = LinkState.CONNECTING  # once start() has started the relay
         self.down_since: float | None = None
         self.attempts = 0
         self._next_attempt = 0.0
@@ -84,15 +113,21 @@ class LiveOutput:
 
     @property
     def down(self) -> bool:
-        return self.down_since is not None
+        """Not muxing: connecting, or dropped and reconnecting."""
+        return self.state is not LinkState.UP
 
     @property
     def holding_back(self) -> bool:
         """Under "block", the caller should neither release frames nor read chunks."""
         return self.down and self.policy == "block"
 
+    def start(self) -> None:
+        """Start connecting (in the relay): packets wait in the backlog until ``tick`` finds it connected."""
+        self.state = LinkState.CONNECTING
+        self.output.begin()
+
     def mux(self, packet: av.Packet[Any], stream: int, copy: bool = True) -> None:
-        """Send one packet of ``stream``; when the destination is down, keep or drop it."""
+        """Send one packet of ``stream``; when the destination is not up, keep or drop it."""
         if stream in self._need_key:
             if not packet.is_keyframe:
                 self._drop(stream)
@@ -103,12 +138,8 @@ class LiveOutput:
             return
         try:
             self.output.mux(packet, stream, copy)
-        except (QuotaReached, FilterOutputRefused, MemoryError):
-            raise  # the session's own limits, not the destination's: the session stops
-        except Exception as exc:  # the destination dropped mid-stream (EPIPE, ECONNRESET, EIO, ...)
-            self._lost(describe_error(exc))
-            # The packet that failed may be partly sent; the reopened output gets it again.
-            self._keep(packet, stream, copy)
+        except DestinationDropped as exc:  # dropped, stalled, or its relay died
+            self._lost(exc)  # this packet is the last of those its relay never muxed: kept with them
 
     def _keep(self, packet: av.Packet[Any], stream: int, copy: bool) -> None:
         kept = copy_packet(packet) if copy else packet
@@ -140,32 +171,59 @@ class LiveOutput:
         self.output.dropped += 1
         self.notify(Dropped(self.plan.index, stream, 1, self.dropped[stream]))
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, exc: DestinationDropped) -> None:
+        self.state = LinkState.DOWN
         self.down_since = self.clock()
         self.attempts = 0
         self._delay = BACKOFF_FIRST
         self._next_attempt = self.down_since  # first attempt right away
-        self._last_reason = reason
+        self._last_reason = exc.reason
+        for stream, packet in exc.unsent:  # sent before the drop, never muxed: first in line
+            self._keep(packet, stream, copy=False)
 
     def tick(self) -> None:
-        """While down: attempt a reconnect when one is due; raise DestinationLost past the timeout."""
-        if not self.down:
-            return
-        now = self.clock()
+        """Move the output along: hear from its relay while up (a drop shows here when no packet
+        is due), follow the first connect or a reconnect attempt, start an attempt when due.
+
+        Raises:
+            SetupError: the first connect failed (refused, or no answer within the timeout).
+            DestinationLost: dropped and still unreachable past the reconnect timeout.
+        """
+        match self.state:
+            case LinkState.UP:
+                try:
+                    self.output.check()
+                except DestinationDropped as exc:
+                    self._lost(exc)
+            case LinkState.CONNECTING:
+                if self.output.poll():
+                    self.notify(Connected(self.plan.index, self.output.warnings))
+                    self._send_backlog()
+            case LinkState.DOWN | LinkState.ATTEMPTING:
+                self._reconnect()
+
+    def _reconnect(self) -> None:
         assert self.down_since is not None
+        now = self.clock()
         if now - self.down_since > self.reconnect_timeout:
+            self.output.abort()
             raise DestinationLost(
                 f"destination unreachable for {self.reconnect_timeout:g} s after {self.attempts} "
                 f"reconnect attempts: {self._last_reason}"
             )
-        if now < self._next_attempt:
-            return
-        self.attempts += 1
-        self.output.reconnects += 1
-        self.notify(Reconnecting(self.plan.index, self.attempts, self._last_reason))
-        try:
+        if self.state is LinkState.DOWN:
+            if now < self._next_attempt:
+                return
+            self.attempts += 1
+            self.output.reconnects += 1
+            self.notify(Reconnecting(self.plan.index, self.attempts, self._last_reason))
             self.output.reopen()
+            self.state = LinkState.ATTEMPTING
+        try:
+            if not self.output.poll():
+                return
         except SetupError as exc:
+            self.state = LinkState.DOWN
             self._last_reason = str(exc)
             self._next_attempt = self.clock() + self._delay
             self._delay = min(self._delay * 2, BACKOFF_MAX)
@@ -173,15 +231,26 @@ class LiveOutput:
         outage = self.clock() - self.down_since
         self.down_since = None
         self.notify(Recovered(self.plan.index, self.attempts, outage))
-        # A new connection: each video stream starts at a keyframe, from the backlog or the encoder.
+        self._send_backlog()
+
+    def _send_backlog(self) -> None:
+        """Connected (again): each video stream starts at a keyframe, from the backlog or the
+        encoder, and the backlog goes out first."""
+        self.state = LinkState.UP
         self._need_key = set(self._video)
         backlog, self._backlog = self._backlog, collections.deque()
         for _, stream, packet in backlog:
             self.mux(packet, stream, copy=False)
 
     def next_attempt_in(self) -> float | None:
-        """Seconds until the next reconnect attempt, or None when the destination is up."""
-        return max(0.0, self._next_attempt - self.clock()) if self.down else None
+        """Seconds until the output wants looking at again, or None when it is up."""
+        match self.state:
+            case LinkState.UP:
+                return None
+            case LinkState.DOWN:
+                return max(0.0, self._next_attempt - self.clock())
+            case _:
+                return ATTEMPT_POLL
 
     def close(self) -> None:
         self.output.close()

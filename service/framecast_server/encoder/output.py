@@ -15,14 +15,13 @@ same streams and a new header; the packets it takes next start at a keyframe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, BinaryIO
+from collections.abc import Mapping, Sequence
+from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
 import av
 
 from framecast_server.encoder.errors import SetupError, describe_error
 from framecast_server.messages import OutputStats
-from framecast_server.planning.plan import OutputPlan
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +32,28 @@ GLOBAL_HEADER = 0x0040
 def wants_global_header(muxer: str) -> bool:
     """Whether ``muxer`` takes the codec's parameter sets from its header (FLV, MP4, Matroska, RTSP, WHIP)."""
     return bool(av.ContainerFormat(muxer, "w").flags & GLOBAL_HEADER)
+
+
+class Destination(Protocol):
+    """What an Output needs of its destination: an ``OutputPlan``, or a relay's ``RelayTarget``."""
+
+    @property
+    def muxer(self) -> str: ...
+    @property
+    def target(self) -> str: ...  # "client", "file", "url" or "discard"
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def given_url(self) -> str | None: ...
+    @property
+    def options(self) -> Mapping[str, str]: ...
+    @property
+    def where(self) -> str: ...
+    @property
+    def live(self) -> bool: ...
+
+
+D = TypeVar("D", bound=Destination)
 
 
 class _WarningCollector(logging.Handler):
@@ -46,7 +67,7 @@ class _WarningCollector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-class Output:
+class Output(Generic[D]):
     """One destination's container, fed copies of the encoders' packets.
 
     Args:
@@ -58,7 +79,7 @@ class Output:
 
     def __init__(
         self,
-        plan: OutputPlan,
+        plan: D,
         templates: Sequence[av.stream.Stream],
         metadata: dict[str, str],
         file: BinaryIO | None = None,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,11 +36,15 @@ from framecast_server.chunks import Timeline
 from framecast_server.encoder.errors import SetupError, describe_error
 from framecast_server.encoder.live import DestinationLost, LiveOutput
 from framecast_server.encoder.output import Output, wants_global_header
-from framecast_server.messages import Connected, FromEncoder, OutputFailed, OutputStats, StreamStats
-from framecast_server.planning.plan import AudioPlan, SessionPlan, StreamPlan, VideoPlan, split_filter_chain
+from framecast_server.encoder.relay import Relay
+from framecast_server.messages import FromEncoder, OutputFailed, OutputStats, StreamStats
+from framecast_server.planning.plan import AudioPlan, OutputPlan, SessionPlan, StreamPlan, VideoPlan, split_filter_chain
 from framecast_server.quotas import EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two looks at the network outputs that are connecting.
+CONNECT_POLL = 0.01
 
 #: What flows through a stream: frames of either medium, and the streams that encode them.
 Frame: TypeAlias = av.VideoFrame | av.AudioFrame
@@ -467,32 +472,34 @@ class SessionWriter:
         self._by_stream: list[list[_Stream]] = [
             [e for e in self.encoders if e.plan.index == i] for i in range(len(self.streams))
         ]
-        self.outputs: list[Output] = []
+        #: Every output, in the config's order: a network one is muxed by a relay process
+        #: (``relay.py``), the others here.
+        self.outputs: list[Output[OutputPlan] | Relay] = []
         try:
             for output_plan in plan.outputs:
-                output = Output(
-                    output_plan,
-                    [e.stream for e in self._sources[output_plan.index]],
-                    plan.metadata,
-                    file if output_plan.target == "client" else None,
-                )
-                self.outputs.append(output)
+                templates = [e.stream for e in self._sources[output_plan.index]]
+                output = Output(output_plan, templates, plan.metadata, file if output_plan.target == "client" else None)
+                if output_plan.live:  # its muxer took the streams (else a 422 now); its relay muxes
+                    output.abort()
+                    self.outputs.append(Relay(output_plan, templates, plan.metadata))
+                else:
+                    self.outputs.append(output)
         except BaseException:
             self._abort()
             raise
         #: Where packets go: each output, network ones behind their reconnecting LiveOutput.
-        self.links: list[Output | LiveOutput] = [
+        self.links: list[Output[OutputPlan] | LiveOutput] = [
             LiveOutput(
                 output, self.notify, output.plan.on_drop, output.plan.outage_buffer, output.plan.reconnect_timeout
             )
-            if output.plan.live
+            if isinstance(output, Relay)
             else output
             for output in self.outputs
         ]
         #: The links still working (failed outputs leave it).
-        self.active: list[Output | LiveOutput] = list(self.links)
+        self.active: list[Output[OutputPlan] | LiveOutput] = list(self.links)
         #: For each encoder, the working links whose stream it feeds (failed outputs leave these too).
-        self._users: dict[int, list[Output | LiveOutput]] = {
+        self._users: dict[int, list[Output[OutputPlan] | LiveOutput]] = {
             id(encoder): [link for link in self.links if encoder in self._sources[link.plan.index]]
             for encoder in self.encoders
         }
@@ -512,54 +519,57 @@ class SessionWriter:
                 self.warnings.extend(output.warnings)
 
     def connect(self) -> None:
-        """Connect every network output, in order, and tell the server as each is connected; one
-        that cannot be reached fails (the session, if it is required).
+        """Start connecting every network output, each in its relay, and wait until the session
+        has somewhere to deliver: an output that is not a network one, or the first network one
+        connected. The rest connect while the session streams (``tick``), and tell the server as
+        each is connected; one that cannot be reached, or answers nothing within its connect
+        timeout, fails (the session, if it is required or the last one).
 
         Raises:
             SetupError: a required network output (or the only output left) cannot be reached.
         """
-        for link in list(self.active):
+        for link in self.active:
             if isinstance(link, LiveOutput):
-                try:
-                    link.output.start()
-                except SetupError as exc:
-                    self._failed(link, exc, str(exc))
-                    continue
-                self.notify(Connected(link.plan.index, link.output.warnings))
+                link.start()
+        while not any(not isinstance(link, LiveOutput) or not link.down for link in self.active):
+            self.tick()
+            time.sleep(CONNECT_POLL)
 
     # -- the state of network outputs (``loops.py`` waits and reconnects with these) ------------
 
     @property
     def down(self) -> bool:
-        """A network output is down and reconnecting."""
+        """A network output is not muxing: connecting, or dropped and reconnecting."""
         return any(isinstance(link, LiveOutput) and link.down for link in self.active)
 
     @property
     def holding_back(self) -> bool:
-        """A network output whose policy is "block" is down: release nothing, read nothing."""
+        """A network output whose policy is "block" is not up: release nothing, read nothing."""
         return any(isinstance(link, LiveOutput) and link.holding_back for link in self.active)
 
     def next_attempt_in(self) -> float | None:
-        """Seconds until the next reconnect attempt of any output that is down, or None."""
+        """Seconds until any output that is not up wants looking at again (``LiveOutput.tick``), or None."""
         waits = [
             w for link in self.active if isinstance(link, LiveOutput) and (w := link.next_attempt_in()) is not None
         ]
         return min(waits, default=None)
 
     def tick(self) -> None:
-        """Reconnect the outputs that are down, when their attempt is due.
+        """Move every network output along (``LiveOutput.tick``): hear from the relays, follow
+        connects, start reconnect attempts when due. One that fails for good is dropped and reported.
 
         Raises:
-            DestinationLost: a required output stayed down past its reconnect timeout.
+            SetupError: a required output (or the last one) could not connect.
+            DestinationLost: a required output (or the last one) stayed down past its reconnect timeout.
         """
         for link in list(self.active):
             if isinstance(link, LiveOutput):
                 try:
                     link.tick()
-                except DestinationLost as exc:
+                except (SetupError, DestinationLost) as exc:
                     self._failed(link, exc, str(exc))
 
-    def _failed(self, link: Output | LiveOutput, exc: Exception, reason: str) -> None:
+    def _failed(self, link: Output[OutputPlan] | LiveOutput, exc: Exception, reason: str) -> None:
         """``link`` failed for good: the session fails if it was required or the last one left;
         else it is closed, reported and forgotten, and the others carry on."""
         if link.plan.required or len(self.active) == 1:

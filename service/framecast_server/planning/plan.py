@@ -124,6 +124,9 @@ class OutputPlan:
     on_drop: str = "drop"  # network outputs: "drop" or "block" while reconnecting
     outage_buffer: float = 5.0  # seconds of media kept while reconnecting under "drop"
     reconnect_timeout: float = 60.0  # seconds a dropped destination may stay down
+    #: Seconds a network destination may take to connect, or take nothing while streaming,
+    #: before it counts as unreachable (``encoder/relay.py``).
+    connect_timeout: float = 10.0
     options: dict[str, str] = field(default_factory=dict)
     #: Its own encoders, one per stream, where it cannot take the session's (``SessionPlan.streams``)
     #: for some stream: a muxer that cannot carry that codec, or WHIP's H.264 baseline and Opus.
@@ -386,6 +389,7 @@ class _Wanted:
     on_drop: str
     outage_buffer: float
     reconnect_timeout: float | None
+    connect_timeout: float | None
 
 
 def make_plan(config: SessionConfig, settings: Settings) -> SessionPlan:
@@ -453,6 +457,7 @@ def _wanted_outputs(config: SessionConfig, settings: Settings) -> list[_Wanted]:
                 config.on_destination_drop,
                 config.outage_buffer,
                 config.reconnect_timeout,
+                config.connect_timeout,
             )
         ]
     elements = config.destinations or []
@@ -480,6 +485,7 @@ def _wanted_outputs(config: SessionConfig, settings: Settings) -> list[_Wanted]:
             element.on_destination_drop or config.on_destination_drop,
             config.outage_buffer if element.outage_buffer is None else element.outage_buffer,
             element.reconnect_timeout or config.reconnect_timeout,
+            config.connect_timeout,
         )
         for i, element in enumerate(elements)
     ]
@@ -554,6 +560,7 @@ def _plan_destination(wanted: _Wanted, settings: Settings) -> tuple[OutputPlan, 
     output.on_drop = wanted.on_drop
     output.outage_buffer = wanted.outage_buffer
     output.reconnect_timeout = wanted.reconnect_timeout or settings.reconnect_timeout
+    output.connect_timeout = wanted.connect_timeout or settings.connect_timeout
     return output, muxer, filename
 
 

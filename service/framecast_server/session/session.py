@@ -191,8 +191,6 @@ class Session:
         self.outputs = [OutputStatus.of(output) for output in plan.outputs]
         self.reconnects = 0
         self.pacing: dict[str, float] | None = None
-        self._connect_timeout = config.connect_timeout or settings.connect_timeout
-        self._connect_timers: dict[int, asyncio.TimerHandle] = {}  # network outputs not connected yet
 
         # Previews for the dashboard, made by the encoder while someone watches.
         self.previews: dict[int, bytes] = {}  # stream -> latest frame as JPEG
@@ -252,9 +250,6 @@ class Session:
         self._done.set()
         self.outbox.stop_waiting()  # a chunk waiting for the client to read is not delivered
         self._cancel_resume_timer()
-        for timer in self._connect_timers.values():
-            timer.cancel()
-        self._connect_timers.clear()
         self._thread.shutdown(wait=False)
         if self.encoder.ring is not None:
             self.encoder.ring.dispose()
@@ -299,23 +294,6 @@ class Session:
             raise InvalidConfig(first.message, first.field)
         await self.encoder.attach()
         self._warn(first.warnings)
-        for status in self.outputs:
-            if status.plan.live:
-                self._arm_connect_timer(status)
-
-    def _arm_connect_timer(self, status: OutputStatus) -> None:
-        """Fail the session unless the output (re)connects within the connect timeout. A connect
-        that never answers holds the encoder process (FFmpeg keeps its GIL), so only ending the
-        process ends it, and the session with it."""
-        index = status.plan.index
-        if index in self._connect_timers:
-            self._connect_timers[index].cancel()
-        self._connect_timers[index] = self._loop.call_later(self._connect_timeout, self._connect_timed_out, status)
-
-    def _disarm_connect_timer(self, status: OutputStatus) -> None:
-        timer = self._connect_timers.pop(status.plan.index, None)
-        if timer is not None:
-            timer.cancel()
 
     @property
     def destination_connected(self) -> bool | None:
@@ -330,16 +308,6 @@ class Session:
             if warning not in self.warnings:
                 self.warnings.append(warning)
                 self.outbox.put_notice(protocol.encode_control(protocol.WARNING, message=warning))
-
-    def _connect_timed_out(self, status: OutputStatus) -> None:
-        self._connect_timers.pop(status.plan.index, None)
-        waiting = status.state in (OutputState.CONNECTING, OutputState.RECONNECTING)
-        if waiting and not self.state.done:
-            self.encoder.kill()
-            self._fail(
-                f"could not connect to {status.plan.describe_destination()['url']} "
-                f"within {self._connect_timeout:g} s (no answer)"
-            )
 
     # -- messages from the encoder ------------------------------------------------------------
 
@@ -359,7 +327,6 @@ class Session:
             case Connected(output, warnings):
                 status = self.outputs[output]
                 status.state = OutputState.STREAMING
-                self._disarm_connect_timer(status)
                 self._warn(warnings)
                 self._event("destination_connected", output=status, url=status.plan.describe_destination()["url"])
             case Reconnecting(output, attempt, reason):
@@ -367,7 +334,6 @@ class Session:
             case Recovered(output, attempts, outage):
                 status = self.outputs[output]
                 status.state = OutputState.STREAMING
-                self._disarm_connect_timer(status)
                 if self.state is SessionState.RECONNECTING:
                     self._move(SessionState.STREAMING if self.connected else SessionState.CREATED)
                 self._event("recovered", output=status, attempts=attempts, outage_seconds=round(outage, 3))
@@ -408,13 +374,11 @@ class Session:
         if not delivering and self.state in (SessionState.CREATED, SessionState.STREAMING):
             self._move(SessionState.RECONNECTING)
         self._event("reconnecting", output=status, attempt=attempt, reason=reason)
-        self._arm_connect_timer(status)
 
     def _output_failed(self, status: OutputStatus, reason: str) -> None:
         """One of several outputs failed for good; the encoder carries on with the others."""
         status.state = OutputState.FAILED
         status.error = reason
-        self._disarm_connect_timer(status)
         self.metrics.errors.labels("output_failed").inc()
         self._event("output_failed", output=status, reason=reason)
         if self.state is SessionState.RECONNECTING and any(s.state is OutputState.STREAMING for s in self.outputs):
