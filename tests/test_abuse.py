@@ -345,8 +345,9 @@ def refusal(response: httpx.Response) -> tuple[int, str, str]:
 def test_a_path_belongs_to_one_session_at_a_time(api, server) -> None:
     config = {"destination": {"type": "server_file", "path": "abuse/same.mkv"}, "streams": [VIDEO]}
     first = api.post("/v1/sessions", json=config).json()
-    status, field, message = refusal(api.post("/v1/sessions", json=config))
-    assert (status, field) == (422, "destination.path")
+    response = api.post("/v1/sessions", json=config)
+    status, field, message = refusal(response)
+    assert (status, field, response.json()["error"]["code"]) == (409, "destination.path", "path_in_use")
     assert message == (
         f"destination.path: 'abuse/same.mkv' is being written by another open session "
         f"({first['id']}); choose another path"
@@ -365,7 +366,7 @@ def test_a_finished_file_of_one_key_is_not_replaced_by_another(own_server) -> No
     stream_one(created)
     written = (server.output_dir / "mine.mkv").read_bytes()
     status, field, message = refusal(httpx.post(server.url + "/v1/sessions", json=config, headers=two, timeout=30))
-    assert (status, field) == (422, "destination.path") and "another API key's session" in message
+    assert (status, field) == (409, "destination.path") and "another API key's session" in message
     assert (server.output_dir / "mine.mkv").read_bytes() == written
     mine_again = httpx.post(server.url + "/v1/sessions", json=config, headers=one, timeout=30)
     assert mine_again.status_code == 201, mine_again.text

@@ -157,6 +157,20 @@ def test_symlinks_out_of_the_output_dir_are_refused(tmp_path):
     assert plan.first.path == str(root.resolve() / "rec" / "a.wav") and plan.first.muxer == "wav"
 
 
+@pytest.mark.parametrize("path", ["inside/a.wav", "rec/inner/a.wav", "rec/a.wav", "rec/show.m3u8"])
+def test_a_symlink_inside_the_output_dir_is_not_followed_either(tmp_path, path):
+    root = tmp_path / "root"
+    (root / "real" / "deeper").mkdir(parents=True)
+    (root / "rec").mkdir()
+    os.symlink(root / "real", root / "inside")  # a directory link, within the output dir
+    os.symlink(root / "real" / "deeper", root / "rec" / "inner")
+    os.symlink(root / "real" / "x.wav", root / "rec" / "a.wav")  # a file link (dangling)
+    os.symlink(root / "real" / "x.m3u8", root / "rec" / "show.m3u8")
+    with pytest.raises(InvalidConfig, match="goes through a symlink") as err:
+        make_plan(config([AUDIO], {"type": "server_file", "path": path}), at(root))
+    assert err.value.field == "destination.path"
+
+
 def test_model_refuses_unknown_fields_and_formats():
     with pytest.raises(ValidationError, match="unknown input pixel format 'rgba'"):
         config([{**VIDEO, "format": "rgba"}])

@@ -47,9 +47,20 @@ HOSTILE = [
     (body({"type": "server_file", "path": "~/x.mkv"}), "destination.path", "must be relative"),
     # Muxers that write files of their own.
     (body({"type": "server_file", "path": "a.mkv|/tmp/pwned.mkv"}, format="tee"), "format", "not allowed"),
-    (body({"type": "server_file", "path": "live.m3u8"}), "format", "opens files of its own"),
     (body({"type": "server_file", "path": "seg.mkv"}, format="segment"), "format", "not allowed"),
-    (body({"type": "server_file", "path": "m.mpd"}, format="dash"), "format", "not allowed"),
+    (body({"type": "server_file", "path": "m.mkv"}, format="dash"), "destination.path", "playlist is NAME.mpd"),
+    (body({"type": "url", "url": "udp://127.0.0.1:9"}, format="hls"), "format", "only as a server file"),
+    # HLS and DASH name every file themselves (tests/test_hls.py has the whole class).
+    (
+        body({"type": "server_file", "path": "live.m3u8"}, options={"hls_segment_filename": "/tmp/pwned%d.ts"}),
+        "options.hls_segment_filename",
+        "names files",
+    ),
+    (
+        body({"type": "server_file", "path": "m.mpd"}, options={"media_seg_name": "../x.m4s"}),
+        "options.media_seg_name",
+        "names files",
+    ),
     (body({"type": "server_file", "path": "img%03d.png"}), "destination.path", "patterns"),
     # Filters that read files, run commands or listen.
     (body(streams=[{**VIDEO, "filter_desc": "movie=/etc/passwd"}]), "streams.0.filter_desc", "'movie'"),

@@ -254,6 +254,18 @@ class BaseStreamWriter(abc.ABC):
         return self._core.summary
 
     @property
+    def playback_url(self) -> str | None:
+        """Where a player (hls.js, Safari, ffplay, VLC) fetches the session's HLS or DASH playlist,
+        with this writer's API key as a bearer token: from open() on; None without such a
+        destination. A path the server gives is made absolute with ``server``."""
+        url = self._core.session.get("playback_url")
+        if not isinstance(url, str):
+            return None
+        if "://" in url or self._server is None:
+            return url
+        return self._server.rstrip("/") + url
+
+    @property
     def outputs(self) -> list[dict[str, Any]]:
         """Each destination as the server last reported it (index, destination, format,
         required, state, error, counters, events): from open() on, and the final account after

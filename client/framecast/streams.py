@@ -38,15 +38,30 @@ class ServerFile:
     The file can be downloaded from ``GET /v1/sessions/{id}/output`` once the session is closed
     (``StreamWriter.download()`` does that).
 
+    A path ending in ``.m3u8`` (HLS) or ``.mpd`` (DASH) is a live stream a browser can play: the
+    playlist and its segments, written next to it and served by the server while the session
+    streams (``StreamWriter.playback_url``).
+
     Args:
         path: relative to the server's output directory.
         crash_safe: MP4/MOV are written fragmented so that they stay playable (to within a
             second or two) if the server dies mid-stream; False writes plain MP4, which needs a
             clean close. Costs a little size and seeking speed; ``movflags`` you pass win.
+        segment_duration: HLS/DASH: seconds a segment lasts, and the keyframe interval (default 2).
+        playlist_size: HLS/DASH: segments a live playlist lists; older ones are deleted (default 6).
+        playlist_type: HLS/DASH: ``"live"`` (default) or ``"event"``, which keeps every segment.
+        segment_format: HLS: ``"fmp4"`` (default) or ``"mpegts"``.
+        overwrite: replace files of this name from before (never another session's). Default: yes
+            for a single file; for HLS/DASH only when True.
     """
 
     path: str
     crash_safe: bool = True
+    segment_duration: float | None = None
+    playlist_size: int | None = None
+    playlist_type: str | None = None
+    segment_format: str | None = None
+    overwrite: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -395,7 +410,11 @@ def split(array: np.ndarray, max_bytes: int) -> Iterator[tuple[int, np.ndarray]]
 def describe_destination(dst: Any) -> dict[str, Any]:
     """The session config's ``destination`` for what the user passed as ``dst``."""
     if isinstance(dst, ServerFile):
-        return {"type": "server_file", "path": dst.path, "crash_safe": dst.crash_safe}
+        described: dict[str, Any] = {"type": "server_file", "path": dst.path, "crash_safe": dst.crash_safe}
+        for option in ("segment_duration", "playlist_size", "playlist_type", "segment_format", "overwrite"):
+            if getattr(dst, option) is not None:
+                described[option] = getattr(dst, option)
+        return described
     if isinstance(dst, Discard):
         return {"type": "discard", "encode": dst.encode}
     if isinstance(dst, (str, os.PathLike)):

@@ -22,7 +22,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FRAMECAST_", extra="ignore")
 
-    @field_validator("api_keys", "admin_keys", "allowed_schemes", "allowed_hosts", mode="before")
+    @field_validator("api_keys", "admin_keys", "allowed_schemes", "allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         """Lists come from the environment as comma-separated strings."""
@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     allowed_schemes: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["file", "rtmp", "rtmps", "rtsp", "rtsps", "whip", "udp", "srt", "tcp"],
         description="Destinations allowed: 'file' (the output dir, and client-side outputs) and URL schemes.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Web origins (https://player.example.com) whose pages may call this server from the "
+        "browser, e.g. a player fetching a session's HLS playlist and segments; '*' for any. Default: none.",
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -52,6 +52,13 @@ class InvalidConfig(ApiError, ValueError):
         return body
 
 
+class PathInUse(InvalidConfig):
+    """A server-side path another session writes, or wrote and still keeps: 409, naming the field."""
+
+    status = 409
+    code = "path_in_use"
+
+
 class Unauthorized(ApiError):
     status = 401
     code = "unauthorized"
@@ -69,6 +76,11 @@ class SessionNotFound(ApiError, LookupError):
 class PreviewNotFound(ApiError, LookupError):
     status = 404
     code = "preview_not_found"
+
+
+class FileNotFound(ApiError, LookupError):
+    status = 404
+    code = "file_not_found"
 
 
 class StateConflict(ApiError):

@@ -305,6 +305,7 @@ class RelayTarget(NamedTuple):
     target: str = "url"
     path: str | None = None
     live: bool = True
+    segments: None = None
 
 
 class RelayOpen(NamedTuple):

@@ -144,6 +144,32 @@ class ServerFileDestination(_Strict):
         description="Write MP4/MOV as fragmented MP4 (playable up to its last second or two if the server "
         "dies); false writes plain MP4, which is unplayable until closed. Explicit movflags win.",
     )
+    # -- HLS (.m3u8) and DASH (.mpd): a playlist and its segments, written next to it -------------
+    segment_duration: float | None = Field(
+        None,
+        gt=0,
+        le=60,
+        description="HLS/DASH: seconds a segment lasts, and the keyframe interval; default 2.",
+    )
+    playlist_size: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="HLS/DASH: segments a live playlist lists; older ones are deleted. Default 6.",
+    )
+    playlist_type: Literal["live", "event"] | None = Field(
+        None,
+        description="HLS/DASH: 'live' (default) slides over the last playlist_size segments; 'event' keeps "
+        "and lists every segment, so the whole stream can be replayed.",
+    )
+    segment_format: Literal["fmp4", "mpegts"] | None = Field(
+        None, description="HLS: segments as fragmented MP4 (default) or MPEG-TS."
+    )
+    overwrite: bool | None = Field(
+        None,
+        description="Replace files of this name from before (not another session's). Default: yes for a "
+        "single file, no for HLS/DASH, whose playlist and segments are only replaced when this is true.",
+    )
 
 
 class UrlDestination(_Strict):
@@ -353,6 +379,11 @@ class SessionInfo(BaseModel):
     )
     owner: str | None = Field(
         None, description="Fingerprint of the API key that created the session (None on a server without keys)."
+    )
+    playback_url: str | None = Field(
+        None,
+        description="Where a player fetches the session's first HLS or DASH playlist "
+        "(/v1/sessions/{id}/files/NAME, absolute under FRAMECAST_PUBLIC_URL when set); None without one.",
     )
     outputs: list[OutputInfo] = Field(
         default_factory=list,

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -81,6 +82,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.api_keys:  # keyless: answer only to loopback names and the operator's (DNS rebinding)
         app.add_middleware(HostCheck, allowed=server_names(settings.server_names, settings.public_url, settings.host))
 
+    if settings.cors_origins:  # off unless the operator names the origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Range"],
+            expose_headers=["Content-Length", "Content-Range", "Accept-Ranges"],
+        )
     app.middleware("http")(_time_requests)
     app.include_router(rest_router)
     app.include_router(public_router)

@@ -13,6 +13,7 @@ from framecast_server.auth import Caller, require_api_key
 from framecast_server.errors import PreviewNotFound, StateConflict
 from framecast_server.models import Capabilities, ErrorBody, SessionConfig, SessionCreated, SessionInfo
 from framecast_server.planning import ffmpeg
+from framecast_server.session import files
 from framecast_server.session.manager import SessionManager
 from framecast_server.session.session import SessionState
 
@@ -23,7 +24,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed request body",
         401: "Missing or wrong API key",
         404: "No such session",
-        409: "The session's state does not allow this",
+        409: "The session's state does not allow this; or (path_in_use) another session writes that path",
         422: "The config cannot work; names the field",
         503: "Session limit reached",
     }
@@ -54,7 +55,11 @@ def _stream_url(request: Request, session_id: str) -> str:
 
 
 @router.post(
-    "/v1/sessions", status_code=201, response_model=SessionCreated, tags=["sessions"], responses=_errors(400, 422, 503)
+    "/v1/sessions",
+    status_code=201,
+    response_model=SessionCreated,
+    tags=["sessions"],
+    responses=_errors(400, 409, 422, 503),
 )
 async def create_session(config: SessionConfig, request: Request, caller: CallerDep) -> SessionCreated:
     """Open an output and start its encoder. Answers with where and how to stream chunks."""
@@ -114,6 +119,24 @@ async def download_output(session_id: str, request: Request, caller: CallerDep) 
     path = files[0].path  # the first: each file of a session is also in the output directory's listing
     assert path is not None  # a server file's plan has its path
     return FileResponse(path, filename=path.rsplit("/", 1)[-1])
+
+
+@router.get(
+    "/v1/sessions/{session_id}/files/{name}",
+    tags=["sessions"],
+    response_class=FileResponse,
+    responses={
+        200: {"description": "The file; byte ranges are served (206)"},
+        206: {"description": "Part of the file (Range)"},
+        **_errors(404, 409),
+    },
+)
+async def session_file(session_id: str, name: str, request: Request, caller: CallerDep) -> FileResponse:
+    """One of a session's files: an HLS or DASH output's playlist and segments while it streams
+    (``playback_url`` names the playlist), any server file once the session is closed."""
+    session = _manager(request).get(session_id, caller)
+    found = files.find(session_id, session.plan, session.state is SessionState.CLOSED, name)
+    return FileResponse(found.path, media_type=found.media_type, headers={"Cache-Control": found.cache_control})
 
 
 @router.get(

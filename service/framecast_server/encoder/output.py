@@ -20,8 +20,10 @@ from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
 import av
 
+from framecast_server.encoder.confined import ConfinedFiles
 from framecast_server.encoder.errors import SetupError, describe_error
 from framecast_server.messages import OutputStats
+from framecast_server.planning.segmenting import SegmentPlan
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class Destination(Protocol):
     def where(self) -> str: ...
     @property
     def live(self) -> bool: ...
+    @property
+    def segments(self) -> SegmentPlan | None: ...  # HLS, DASH
 
 
 D = TypeVar("D", bound=Destination)
@@ -94,13 +98,18 @@ class Output(Generic[D]):
         self.dropped = 0
         self.reconnects = 0
         self.closed = False
+        self._files: ConfinedFiles | None = None
         self.container = self._open()
 
     def _open(self) -> av.container.OutputContainer:
         plan = self.plan
         target: Any = {"file": plan.path, "url": plan.given_url, "discard": "null"}.get(plan.target, self._file)
         try:
-            container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
+            if plan.segments is not None:  # the muxer opens files of its own: each one through these
+                self._files = ConfinedFiles(plan.segments)
+                container = av.open(target, "w", format=plan.muxer, options=dict(plan.options), io_open=self._files)
+            else:
+                container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
         except Exception as exc:
             raise SetupError(f"cannot open output: {describe_error(exc)}", plan.where) from exc
         try:
@@ -152,12 +161,21 @@ class Output(Generic[D]):
         if self.closed:
             return
         self.closed = True
-        self.container.close()
+        try:
+            self.container.close()
+        finally:
+            self._close_files()
 
     def abort(self) -> None:
         """Close without caring whether the trailer could be written (a broken output)."""
         self.closed = True
         _close_quietly(self.container)
+        self._close_files()
+
+    def _close_files(self) -> None:
+        if self._files is not None:
+            self._files.close()
+            self._files = None
 
     def reopen(self) -> None:
         """Open the destination again after it dropped: a new container, the same streams, a new

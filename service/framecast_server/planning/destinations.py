@@ -59,8 +59,8 @@ LIVE_KEYFRAME_SECONDS = 2
 
 
 def confine(output_dir: Path, relative: str, field_name: str) -> Path:
-    """Resolve ``relative`` under ``output_dir``; refuse anything that would land outside it, or
-    anything there that is not a regular file.
+    """Resolve ``relative`` under ``output_dir``; refuse anything that would land outside it, that
+    goes through a symlink, or that is there already and is not a regular file.
 
     A FIFO, socket or device planted in the output directory would block or misdirect the
     encoder's open (a FIFO without a reader blocks it for the whole open timeout), so an existing
@@ -86,6 +86,14 @@ def confine(output_dir: Path, relative: str, field_name: str) -> Path:
         raise InvalidConfig(f"cannot resolve {relative!r}: {exc}", field_name) from None
     if not target.is_relative_to(root) or target == root:
         raise InvalidConfig(f"{relative!r} resolves outside the output directory", field_name)
+    walked = root
+    for part in parts:  # a symlink planted in the output directory is never followed, even within it
+        walked = walked / part
+        if walked.is_symlink():
+            raise InvalidConfig(
+                f"{relative!r} goes through a symlink ({walked.relative_to(root)}); symlinks are not followed",
+                field_name,
+            )
     try:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
@@ -249,11 +257,35 @@ def live_video_defaults(
     if encoder in ("libx264", "libx265"):
         options.setdefault("preset", "veryfast")
         options.setdefault("tune", "zerolatency")
-    if config.get("gop_size", -1) in (-1, None) and "g" not in options:
-        config["gop_size"] = max(1, math.ceil(frame_rate * LIVE_KEYFRAME_SECONDS))
+    config = keyframe_defaults(frame_rate, options, config, LIVE_KEYFRAME_SECONDS)
     if config.get("max_b_frames", -1) in (-1, None) and "bf" not in options:
         config["max_b_frames"] = 0
     return options, config
+
+
+def keyframe_defaults(
+    frame_rate: Fraction, options: dict[str, str], codec_config: dict[str, int | None], seconds: float
+) -> dict[str, int | None]:
+    """A keyframe at least every ``seconds`` (a live receiver joins on one; an HLS or DASH segment
+    starts on one), unless the config sets the interval; a shorter one already planned stays."""
+    config = dict(codec_config)
+    if "g" in options:
+        return config
+    gop = max(1, math.ceil(frame_rate * Fraction(seconds).limit_denominator(1000)))
+    current = config.get("gop_size", -1)
+    if current in (-1, None) or (current is not None and current > gop):
+        config["gop_size"] = gop
+    return config
+
+
+def steady_keyframes(encoder: str, options: dict[str, str]) -> dict[str, str]:
+    """No keyframes but the interval's for an HLS or DASH output, whose segments start on keyframes
+    and should last the interval each: x264 otherwise adds one at each scene cut. Explicit
+    settings win."""
+    options = dict(options)
+    if encoder == "libx264":
+        options.setdefault("sc_threshold", "0")
+    return options
 
 
 def live_muxer_options(muxer: str, options: dict[str, str]) -> dict[str, str]:

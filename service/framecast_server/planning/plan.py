@@ -34,7 +34,8 @@ from framecast_server.models import (
     VideoStreamConfig,
     parse_frame_rate,
 )
-from framecast_server.planning import avoptions, destinations, ffmpeg, filtergraph, policy, urls
+from framecast_server.planning import avoptions, destinations, ffmpeg, filtergraph, policy, segmenting, urls
+from framecast_server.planning.segmenting import SegmentPlan
 from framecast_server.quotas import EncoderLimits, encoder_limits
 from framecast_server.scheduling import Policy
 
@@ -128,6 +129,11 @@ class OutputPlan:
     #: before it counts as unreachable (``encoder/relay.py``).
     connect_timeout: float = 10.0
     options: dict[str, str] = field(default_factory=dict)
+    #: An HLS or DASH output's playlist and segments (``segmenting.py``); None for the rest.
+    segments: SegmentPlan | None = None
+    #: Files of this name from before (no session's) may be replaced: a single file yes unless the
+    #: config says no, a playlist and its segments only when the config says so.
+    overwrite: bool = True
     #: Its own encoders, one per stream, where it cannot take the session's (``SessionPlan.streams``)
     #: for some stream: a muxer that cannot carry that codec, or WHIP's H.264 baseline and Opus.
     #: None: it takes every stream from the session's encoders.
@@ -137,6 +143,22 @@ class OutputPlan:
     def live(self) -> bool:
         """A network output: connects after the session is created, fails by itself."""
         return self.target == "url"
+
+    def collides(self, other: OutputPlan) -> bool:
+        """Whether this server-side output and ``other`` would write the same file."""
+        if self.path is None or other.path is None:
+            return False
+        return self.path == other.path or self._claims(other) or other._claims(self)
+
+    def _claims(self, other: OutputPlan) -> bool:
+        """Whether this HLS or DASH output may write ``other``'s file, or one of the same stem."""
+        segments = self.segments
+        if segments is None or other.path is None:
+            return False
+        directory, name = os.path.split(other.path)
+        if directory != segments.directory:
+            return False
+        return segments.writes(name) or (other.segments is not None and other.segments.stem == segments.stem)
 
     @property
     def given_url(self) -> str | None:
@@ -185,6 +207,20 @@ class SessionPlan:
     def live(self) -> bool:
         """Whether any output is a network output."""
         return any(output.live for output in self.outputs)
+
+    @property
+    def segmented(self) -> bool:
+        """Whether any output is an HLS or DASH stream (watched live: paced, like a network output)."""
+        return any(output.segments is not None for output in self.outputs)
+
+    @property
+    def keyframe_seconds(self) -> float | None:
+        """The keyframe interval the outputs want: each HLS/DASH output's segment length, and a
+        network output's few seconds; the shortest of them (None: the encoders' own)."""
+        wanted = [o.segments.segment_seconds for o in self.outputs if o.segments is not None]
+        if self.live:
+            wanted.append(destinations.LIVE_KEYFRAME_SECONDS)
+        return min(wanted, default=None)
 
     @property
     def client(self) -> OutputPlan | None:
@@ -417,7 +453,14 @@ def make_plan(config: SessionConfig, settings: Settings) -> SessionPlan:
     # encoders; an output that cannot carry them gets its own (``_own_streams``).
     default_video, default_audio = _default_encoders(plan.first, muxers[0], filenames[0])
     plan.streams = _plan_streams(
-        config, muxers[0], default_video, default_audio, live=plan.live, whip=muxers[0] == "whip"
+        config,
+        muxers[0],
+        default_video,
+        default_audio,
+        live=plan.live,
+        whip=muxers[0] == "whip",
+        keyframe_seconds=plan.keyframe_seconds,
+        segmented=plan.segmented,
     )
     _check_stream_policies(plan.streams, settings)
     for output, muxer, filename in list(zip(plan.outputs, muxers, filenames))[1:]:
@@ -501,12 +544,10 @@ def _check_outputs(outputs: list[OutputPlan]) -> None:
             f"{clients[0].where} is one already",
             clients[1].where,
         )
-    seen: dict[str, OutputPlan] = {}
-    for output in outputs:
-        if output.path is not None:
-            if output.path in seen:
-                raise InvalidConfig(f"{seen[output.path].where} writes that file already", output.where + ".path")
-            seen[output.path] = output
+    for i, output in enumerate(outputs):
+        for earlier in outputs[:i]:
+            if output.collides(earlier):
+                raise InvalidConfig(f"{earlier.where} writes that file already", output.where + ".path")
 
 
 def _own_streams(
@@ -520,7 +561,16 @@ def _own_streams(
         InvalidConfig: the muxer cannot carry an encoder the config names explicitly.
     """
     default_video, default_audio = _default_encoders(output, muxer, filename)
-    own = _plan_streams(config, muxer, default_video, default_audio, live=plan.live, whip=muxer == "whip")
+    own = _plan_streams(
+        config,
+        muxer,
+        default_video,
+        default_audio,
+        live=plan.live,
+        whip=muxer == "whip",
+        keyframe_seconds=plan.keyframe_seconds,
+        segmented=plan.segmented,
+    )
     chosen: list[StreamPlan] = []
     whip_made = plan.first.muxer == "whip"  # the session's encoders are WebRTC's: Opus is no RTMP's
     for shared, mine, cfg in zip(plan.streams, own, config.streams):
@@ -589,7 +639,26 @@ def _plan_server_file(dest: ServerFileDestination, wanted: _Wanted, settings: Se
     path = destinations.confine(settings.output_dir, dest.path, wanted.where + ".path")
     filename = str(path)
     muxer = _resolve_muxer(wanted, filename)
-    return OutputPlan(muxer=muxer, target="file", path=str(path), relative_path=dest.path), muxer, filename
+    output = OutputPlan(muxer=muxer, target="file", path=str(path), relative_path=dest.path)
+    fields = {
+        "segment_duration": dest.segment_duration,
+        "playlist_size": dest.playlist_size,
+        "playlist_type": dest.playlist_type,
+        "segment_format": dest.segment_format,
+    }
+    if muxer in segmenting.MUXERS:
+        output.segments = segmenting.plan_segments(
+            muxer,
+            settings.output_dir.resolve(),
+            dest.path,
+            wanted.where,
+            **fields,  # type: ignore[arg-type]
+        )
+        output.overwrite = bool(dest.overwrite)
+    else:
+        segmenting.only_for_segmenting(fields, wanted.where)
+        output.overwrite = dest.overwrite is not False
+    return output, muxer, filename
 
 
 def _plan_client(dest: ClientDestination, wanted: _Wanted, settings: Settings) -> tuple[OutputPlan, str, str | None]:
@@ -605,7 +674,7 @@ def _apply_session_options(plan: SessionPlan, config: SessionConfig, settings: S
     """Copy what the session and the server decide about running the encoder (pacing, scheduling,
     conversion, working directory, quotas) onto ``plan``. Network outputs are paced unless the
     config says otherwise."""
-    plan.realtime = plan.live if config.realtime is None else config.realtime
+    plan.realtime = (plan.live or plan.segmented) if config.realtime is None else config.realtime
     plan.scheduling = settings.encoder_scheduling
     plan.rgb_conversion = settings.rgb_converter
     # Whatever an encoder library or filter still writes to a relative path lands in the output dir.
@@ -634,10 +703,14 @@ def _plan_streams(
     *,
     live: bool,
     whip: bool = False,
+    keyframe_seconds: float | None = None,
+    segmented: bool = False,
 ) -> list[StreamPlan]:
     """A plan for each of the config's streams, in order; a live output's video gets the encoder
     options a receiver needs to join mid-stream (``destinations.live_video_defaults``), and WHIP's
-    what WebRTC takes (``destinations.whip_video``, ``whip_audio``)."""
+    what WebRTC takes (``destinations.whip_video``, ``whip_audio``); every video stream a keyframe
+    each ``keyframe_seconds`` if the outputs want one (an HLS/DASH segment starts on a keyframe),
+    and for HLS/DASH only those (``segmented``: segments as long as the interval)."""
     streams: list[StreamPlan] = []
     for i, stream in enumerate(config.streams):
         if isinstance(stream, AudioStreamConfig):
@@ -651,6 +724,12 @@ def _plan_streams(
             video.encoder_option, video.codec_config = destinations.live_video_defaults(
                 video.encoder, video.encoder_frame_rate, video.encoder_option, video.codec_config
             )
+        if keyframe_seconds is not None:
+            video.codec_config = destinations.keyframe_defaults(
+                video.encoder_frame_rate, video.encoder_option, video.codec_config, keyframe_seconds
+            )
+        if segmented:
+            video.encoder_option = destinations.steady_keyframes(video.encoder, video.encoder_option)
         if whip:
             destinations.whip_video(video, f"streams.{i}")
         streams.append(video)
@@ -688,6 +767,8 @@ def _plan_muxer_options(output: OutputPlan, muxer: str, wanted: _Wanted, setting
     """One output's muxer options: the client's, checked against the policy, then what a live
     output or a crash-safe file adds to them (added after the check: they are the server's own)."""
     options = _options(wanted.options)
+    if output.segments is not None:
+        segmenting.check_options(output.muxer, options, wanted.options_field)
     policy.check_muxer_options(settings, output.muxer, options, wanted.options_field)
     options.update(output.options)  # what the destination's URL asked for (checked with it)
     if output.live:
@@ -702,6 +783,8 @@ def _plan_muxer_options(output: OutputPlan, muxer: str, wanted: _Wanted, setting
     dest = wanted.dest
     if isinstance(dest, ServerFileDestination) and dest.crash_safe:
         options = destinations.crash_safe_options(muxer, options)
+    if output.segments is not None:
+        options.update(output.segments.options())  # every file's name: the server's, never the config's
     return options
 
 

@@ -11,7 +11,9 @@ muxer or filter is opened.
 The rules, in order of strength:
 1. Destinations: the output directory (paths confined by ``destinations.confine``) and URL
    schemes from an allowlist (``allowed_schemes``), optionally hosts from ``allowed_hosts``.
-2. Muxers: no muxer that opens files of its own, except image2 for a single file (no ``%``).
+2. Muxers: no muxer that opens files of its own, except image2 for a single file (no ``%``), and
+   HLS and DASH as server files, every file of which framecast names (``segmenting.py``) and the
+   encoder opens itself, inside the playlist's directory (``encoder/confined.py``).
 3. Filters, encoder options, muxer options: allowlists, checked against FFmpeg's own parse and
    option tables (``allowlist.py``); no value anywhere that looks like a path or URL.
 """
@@ -24,7 +26,7 @@ import av
 
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidConfig
-from framecast_server.planning import allowlist, urls
+from framecast_server.planning import allowlist, segmenting, urls
 
 _MAX_OPTIONS = 64
 
@@ -73,8 +75,9 @@ def check_muxer(
     path_field: str = "destination.path",
     url_scheme: str | None = None,
 ) -> None:
-    """No muxer that opens files of its own (tee, hls, segment, dash, fifo, ...); image2 only for one
-    file; a network muxer (rtsp) only for its own URL schemes."""
+    """No muxer that opens files of its own (tee, segment, fifo, ...) but HLS and DASH as server
+    files (``segmenting.py`` names their files); image2 only for one file; a network muxer (rtsp,
+    whip) only for its own URL schemes."""
     if muxer in OWN_CONNECTION_MUXERS:
         if url_scheme in OWN_CONNECTION_MUXERS[muxer]:
             return
@@ -84,6 +87,10 @@ def check_muxer(
         if path is not None and "%" in path:
             raise InvalidConfig("image sequence patterns (%d) are not allowed; write one image", path_field)
         return
+    if muxer in segmenting.MUXERS:
+        if path is not None:
+            return  # a server file: segmenting.py names every file it writes, inside its directory
+        raise InvalidConfig(f"muxer {muxer!r} writes a playlist and segments: only as a server file", field)
     fmt = av.ContainerFormat(muxer, "w")
     if fmt.no_file or muxer in ("tee", "fifo", "hls", "dash", "segment", "stream_segment", "ssegment"):
         if muxer == "null":

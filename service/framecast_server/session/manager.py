@@ -13,7 +13,7 @@ from framecast_server.config import Settings
 from framecast_server.errors import SessionNotFound, TooManySessions
 from framecast_server.metrics import Gauges, Metrics, OpenOutput, OpenSession
 from framecast_server.models import SessionConfig
-from framecast_server.planning.plan import make_plan
+from framecast_server.planning.plan import OutputPlan, make_plan
 from framecast_server.session.admission import Admission
 from framecast_server.session.client_memory import ClientMemory, MemoryBudget, Unavailable, segment_size, sweep
 from framecast_server.session.outputs import OutputFiles
@@ -67,16 +67,14 @@ class SessionManager:
             )
         plan = make_plan(config, self.settings)
         key_account = self.admission.admit(plan, owner, self.sessions.values())  # memory, key quotas
-        claimed: list[str] = []
+        claimed: list[OutputPlan] = []
         try:
             for output in plan.files:
-                assert output.path is not None
-                shown = output.relative_path or output.path
-                self.output_files.claim(output.path, shown, owner, self.sessions.values(), output.where + ".path")
-                claimed.append(output.path)
+                self.output_files.claim(output, owner, self.sessions.values())
+                claimed.append(output)
         except BaseException:
-            for path in claimed:
-                self.output_files.abandon(path)
+            for output in claimed:
+                self.output_files.abandon(output)
             raise
         memory = None
         if config.shared_memory and same_host and self.settings.shared_memory:
@@ -92,14 +90,14 @@ class SessionManager:
         except BaseException:
             if memory is not None:
                 memory.dispose()
-            for path in claimed:
-                self.output_files.abandon(path)
+            for output in claimed:
+                self.output_files.abandon(output)
             raise
         finally:
             self.spares.refill()  # once this session's output is open: starting one costs CPU too
         self.sessions[session.id] = session
-        for path in claimed:
-            self.output_files.opened(path)
+        for output in claimed:
+            self.output_files.opened(output)
         for output in plan.outputs:
             session.log.info("created: %s -> %s", output.muxer, output.describe_destination())
         return session

@@ -637,4 +637,15 @@ class Session:
             audio_levels={str(k): v for k, v in self.audio_levels.items()},
             owner=self.owner,
             outputs=[status.info(self.plan.streams) for status in self.outputs],
+            playback_url=self.playback_url,
         )
+
+    @property
+    def playback_url(self) -> str | None:
+        """Where a player fetches the first HLS or DASH playlist: a path on this server, absolute
+        under ``public_url`` when it is set."""
+        segmented = next((o.segments for o in self.plan.outputs if o.segments is not None), None)
+        if segmented is None:
+            return None
+        path = f"/v1/sessions/{self.id}/files/{segmented.playlist}"
+        return (self.settings.public_url or "").rstrip("/") + path

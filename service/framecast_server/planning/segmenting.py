@@ -1,0 +1,233 @@
+"""HLS and DASH outputs: a playlist and the segments it lists, every file named by framecast.
+
+FFmpeg's ``hls`` and ``dash`` muxers open files of their own: each segment, the init segment, the
+playlist (written to ``NAME.tmp`` and renamed over the old one, so a player never reads half a
+playlist), and they delete segments that slid out of a live playlist. Every option that names
+one of those files is set here, from the playlist's own path, and never taken from a config:
+every file lands in the playlist's directory and its name starts with the playlist's stem, in a
+charset that FFmpeg's name templates (``%05d``, ``$Number$``) read as plain text. The encoder then
+opens each of those files itself (``encoder/confined.py``): only names this output owns, only in
+that directory, never through a symlink.
+
+What a config sets are typed fields (``ServerFileDestination``): ``segment_duration`` (also the
+keyframe interval), ``playlist_size``, ``playlist_type`` and HLS's ``segment_format``.
+
+Low latency: FFmpeg's hls muxer writes no partial segments (LL-HLS's ``EXT-X-PART``); the lowest
+latency it gives is short segments (``segment_duration=1``: a player starts about three segments
+behind the live edge). Its dash muxer has experimental low-latency modes (``ldash``, ``lhls``),
+which framecast leaves off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from framecast_server.errors import InvalidConfig
+
+#: The segmenting muxers framecast writes, by the playlist's extension.
+MUXERS = {"hls": ".m3u8", "dash": ".mpd"}
+
+DEFAULT_SEGMENT_SECONDS = 2.0
+DEFAULT_PLAYLIST_SIZE = 6
+#: Segments a live DASH playlist keeps on disk after they left the manifest (a player may still be
+#: fetching one); HLS keeps one (``hls_delete_threshold``).
+DASH_EXTRA_WINDOW = 2
+
+#: What a playlist's stem may hold: nothing FFmpeg's templates read (``%``, ``$``), no separators.
+_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+#: Options framecast sets itself for each muxer, and the field a config sets instead.
+OWN_OPTIONS: dict[str, dict[str, str]] = {
+    "hls": {
+        "hls_time": "segment_duration",
+        "hls_list_size": "playlist_size",
+        "hls_playlist_type": "playlist_type",
+        "hls_segment_type": "segment_format",
+        "hls_flags": "playlist_type",
+        "hls_segment_filename": "",
+        "hls_fmp4_init_filename": "",
+        "hls_base_url": "",
+        "master_pl_name": "",
+    },
+    "dash": {
+        "seg_duration": "segment_duration",
+        "window_size": "playlist_size",
+        "extra_window_size": "playlist_size",
+        "init_seg_name": "",
+        "media_seg_name": "",
+        "remove_at_exit": "",
+        "use_template": "",
+        "use_timeline": "",
+        "hls_playlist": "",
+        "hls_master_name": "",
+    },
+}
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Where an HLS or DASH output's files go and how they are cut.
+
+    ``root`` is the output directory, ``subdir`` the playlist's directory under it (as parts, none
+    of them a symlink when planned), ``stem`` the playlist's name without its extension.
+    """
+
+    muxer: str  # "hls" or "dash"
+    root: str
+    subdir: tuple[str, ...]
+    stem: str
+    segment_seconds: float = DEFAULT_SEGMENT_SECONDS
+    playlist_size: int = DEFAULT_PLAYLIST_SIZE
+    event: bool = False  # keep and list every segment
+    segment_format: str = "fmp4"  # HLS: "fmp4" or "mpegts"
+
+    @property
+    def directory(self) -> str:
+        return os.path.join(self.root, *self.subdir)
+
+    @property
+    def playlist(self) -> str:
+        return self.stem + MUXERS[self.muxer]
+
+    @property
+    def segment_extension(self) -> str:
+        return ".ts" if self.muxer == "hls" and self.segment_format == "mpegts" else ".m4s"
+
+    def owns(self, name: str) -> bool:
+        """Whether ``name`` (a file name in ``directory``) is one of this output's files: the
+        playlist, a segment or the init segment, finished (``.tmp`` ones are being written)."""
+        return name == self.playlist or bool(self._pattern().fullmatch(name))
+
+    def writes(self, name: str) -> bool:
+        """Whether the muxer may open ``name`` for writing: an owned file, or its ``.tmp``."""
+        return self.owns(name.removesuffix(".tmp"))
+
+    def _pattern(self) -> re.Pattern[str]:
+        stem = re.escape(self.stem)
+        if self.muxer == "hls":
+            return re.compile(rf"{stem}_(init\.mp4|\d{{5,}}{re.escape(self.segment_extension)})")
+        return re.compile(rf"{stem}-(init-\d+|\d+-\d{{5,}})\.m4s")
+
+    def options(self) -> dict[str, str]:
+        """The muxer options that name and cut every file (the server's own, set over the config's)."""
+        seconds = f"{self.segment_seconds:g}"
+        if self.muxer == "hls":
+            flags = ["temp_file", "independent_segments"] + ([] if self.event else ["delete_segments"])
+            options = {
+                "hls_time": seconds,
+                "hls_list_size": "0" if self.event else str(self.playlist_size),
+                "hls_flags": "+".join(flags),
+                "hls_segment_type": self.segment_format,
+                "hls_segment_filename": os.path.join(self.directory, f"{self.stem}_%05d{self.segment_extension}"),
+                "hls_fmp4_init_filename": f"{self.stem}_init.mp4",
+            }
+            if self.event:
+                options["hls_playlist_type"] = "event"
+            return options
+        return {
+            "seg_duration": seconds,
+            "window_size": "0" if self.event else str(self.playlist_size),
+            "extra_window_size": "0" if self.event else str(DASH_EXTRA_WINDOW),
+            "remove_at_exit": "0",
+            "use_template": "1",
+            "use_timeline": "1",
+            "init_seg_name": f"{self.stem}-init-$RepresentationID$.m4s",
+            "media_seg_name": f"{self.stem}-$RepresentationID$-$Number%05d$.m4s",
+        }
+
+    def existing(self) -> list[str]:
+        """The names of this output's files already in its directory (from an earlier stream)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if self.writes(name))
+
+
+def plan_segments(
+    muxer: str,
+    root: Path,
+    relative: str,
+    where: str,
+    segment_duration: float | None,
+    playlist_size: int | None,
+    playlist_type: str | None,
+    segment_format: str | None,
+) -> SegmentPlan:
+    """The SegmentPlan of a server file written by ``muxer`` (hls or dash) at ``relative``.
+
+    Raises:
+        InvalidConfig: a playlist name FFmpeg would read as a template, or HLS's segment_format on DASH.
+    """
+    parts = Path(relative).parts
+    name = parts[-1]
+    stem, extension = os.path.splitext(name)
+    if extension != MUXERS[muxer] or not _STEM.fullmatch(stem):
+        raise InvalidConfig(
+            f"an {muxer.upper()} playlist is NAME{MUXERS[muxer]}, NAME of letters, digits, '.', '_' and '-' "
+            f"(it names the segments too), got {name!r}",
+            where + ".path",
+        )
+    if segment_format is not None and muxer != "hls":
+        raise InvalidConfig("segment_format is for HLS outputs (.m3u8)", where + ".segment_format")
+    return SegmentPlan(
+        muxer=muxer,
+        root=str(root),
+        subdir=tuple(parts[:-1]),
+        stem=stem,
+        segment_seconds=segment_duration or DEFAULT_SEGMENT_SECONDS,
+        playlist_size=playlist_size or DEFAULT_PLAYLIST_SIZE,
+        event=playlist_type == "event",
+        segment_format=segment_format or "fmp4",
+    )
+
+
+def check_options(muxer: str, options: dict[str, str], field: str) -> None:
+    """Refuse the options framecast sets itself for an HLS or DASH output, naming the field to use."""
+    for key in options:
+        instead = OWN_OPTIONS[muxer].get(key)
+        if instead is None:
+            continue
+        kind = muxer.upper()
+        if instead:
+            raise InvalidConfig(f"framecast sets {key!r} for {kind} outputs; use {instead} instead", f"{field}.{key}")
+        raise InvalidConfig(
+            f"{key!r} names files or URLs, and framecast names every file of an {kind} output itself", f"{field}.{key}"
+        )
+
+
+def only_for_segmenting(fields: Mapping[str, object], where: str) -> None:
+    """The HLS/DASH fields, set on a server file that is neither."""
+    for name, value in fields.items():
+        if value is not None:
+            raise InvalidConfig(f"{name} is for HLS (.m3u8) and DASH (.mpd) outputs", f"{where}.{name}")
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_directory(root: str, parts: tuple[str, ...]) -> int:
+    """A descriptor of ``root/parts...``, reached one part at a time, each created if missing and
+    none followed if it is a symlink.
+
+    Raises:
+        OSError: a part is a symlink (ELOOP) or not a directory (ENOTDIR).
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            inner = os.open(part, _DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
