@@ -168,7 +168,7 @@ def test_mpegts_segments(server):
 @needs_ffprobe
 def test_dash_mpd_and_segments_decode_with_ffprobe(server):
     seconds = 5
-    writer = av_writer(framecast.ServerFile("dash/show.mpd", playlist_type="event"), server.url)
+    writer = av_writer(framecast.ServerFile("dashonly/show.mpd", playlist_type="event"), server.url)
     with writer.open():
         url = writer.playback_url
         assert url is not None and url.endswith("/files/show.mpd")
@@ -186,7 +186,7 @@ def test_dash_mpd_and_segments_decode_with_ffprobe(server):
             "stream=codec_name,width,height,nb_read_frames",
             "-of",
             "json",
-            str(server.output_dir / "dash" / "show.mpd"),
+            str(server.output_dir / "dashonly" / "show.mpd"),
         ],
         capture_output=True,
         text=True,
@@ -197,7 +197,7 @@ def test_dash_mpd_and_segments_decode_with_ffprobe(server):
     assert set(streams) == {"h264", "aac"}
     assert (streams["h264"]["width"], streams["h264"]["height"]) == (W, H)
     assert int(streams["h264"]["nb_read_frames"]) == seconds * FPS
-    files = sorted(os.listdir(server.output_dir / "dash"))
+    files = sorted(os.listdir(server.output_dir / "dashonly"))
     assert all(f == "show.mpd" or f.startswith("show-") for f in files), files
 
 
