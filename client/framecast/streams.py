@@ -52,7 +52,13 @@ class ServerFile:
         playlist_type: HLS/DASH: ``"live"`` (default) or ``"event"``, which keeps every segment.
         segment_format: HLS: ``"fmp4"`` (default) or ``"mpegts"``.
         overwrite: replace files of this name from before (never another session's). Default: yes
-            for a single file; for HLS/DASH only when True.
+            for a single file; for HLS/DASH and rotating recordings only when True.
+        segment_time: rotate: a new file (``NAME-00000.EXT``, ``NAME-00001.EXT``, ...) every
+            this many seconds, each starting on a keyframe and playable alone.
+        segment_name: rotating: the files' names as a strftime pattern without the extension,
+            e.g. ``"cam-%Y%m%d-%H%M%S"``.
+        retention: rotating: keep the newest N files (an int), or those younger than an age
+            (``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``).
     """
 
     path: str
@@ -62,6 +68,9 @@ class ServerFile:
     playlist_type: str | None = None
     segment_format: str | None = None
     overwrite: bool | None = None
+    segment_time: float | None = None
+    segment_name: str | None = None
+    retention: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -411,7 +420,16 @@ def describe_destination(dst: Any) -> dict[str, Any]:
     """The session config's ``destination`` for what the user passed as ``dst``."""
     if isinstance(dst, ServerFile):
         described: dict[str, Any] = {"type": "server_file", "path": dst.path, "crash_safe": dst.crash_safe}
-        for option in ("segment_duration", "playlist_size", "playlist_type", "segment_format", "overwrite"):
+        for option in (
+            "segment_duration",
+            "playlist_size",
+            "playlist_type",
+            "segment_format",
+            "overwrite",
+            "segment_time",
+            "segment_name",
+            "retention",
+        ):
             if getattr(dst, option) is not None:
                 described[option] = getattr(dst, option)
         return described

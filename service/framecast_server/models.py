@@ -168,7 +168,25 @@ class ServerFileDestination(_Strict):
     overwrite: bool | None = Field(
         None,
         description="Replace files of this name from before (not another session's). Default: yes for a "
-        "single file, no for HLS/DASH, whose playlist and segments are only replaced when this is true.",
+        "single file, no for HLS/DASH and rotating recordings, whose files are only replaced when this is true.",
+    )
+    # -- recordings that rotate: NAME-00000.EXT, NAME-00001.EXT, ... ---------------------------------
+    segment_time: float | None = Field(
+        None,
+        gt=0,
+        le=86400,
+        description="Rotate: start a new file every segment_time seconds (on a keyframe), each playable alone.",
+    )
+    segment_name: str | None = Field(
+        None,
+        max_length=100,
+        description="Rotating: the files' names as a strftime pattern without the extension "
+        "('cam-%Y%m%d-%H%M%S'); default NAME-00000, NAME-00001, ...",
+    )
+    retention: Annotated[int, Field(ge=1)] | str | None = Field(
+        None,
+        description="Rotating: keep the newest N files (a number), or those younger than an age ('90s', "
+        "'30m', '12h', '7d'); older ones are deleted. Default: keep all.",
     )
 
 
@@ -329,6 +347,15 @@ class OutputCounters(BaseModel):
     reconnects: int = 0
 
 
+class SegmentInfo(BaseModel):
+    """One finished file of a recording that rotates."""
+
+    name: str
+    start: float = Field(description="Media seconds from the session's start to this file's first frame.")
+    duration: float = Field(description="Media seconds in this file.")
+    url: str = Field(description="Where to download it: /v1/sessions/{id}/files/NAME.")
+
+
 class OutputInfo(BaseModel):
     """One destination of a session, as the server keeps it: its state, counters and events."""
 
@@ -345,6 +372,9 @@ class OutputInfo(BaseModel):
     error: str | None = None
     counters: OutputCounters
     events: list[dict[str, Any]] = Field(default_factory=list, description="This output's recent events.")
+    segments: list[SegmentInfo] | None = Field(
+        None, description="A recording that rotates: its finished files that still exist, oldest first."
+    )
 
 
 class SessionInfo(BaseModel):

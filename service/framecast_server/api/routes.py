@@ -6,7 +6,7 @@ import ipaddress
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from framecast_server.auth import Caller, require_api_key
@@ -106,16 +106,29 @@ async def close_session(session_id: str, request: Request, caller: CallerDep) ->
 
 
 @router.get(
-    "/v1/sessions/{session_id}/output", tags=["sessions"], response_class=FileResponse, responses=_errors(404, 409)
+    "/v1/sessions/{session_id}/output",
+    tags=["sessions"],
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "The file; for a recording that rotates, the list of its files to download",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}, "application/json": {}},
+        },
+        **_errors(404, 409),
+    },
 )
-async def download_output(session_id: str, request: Request, caller: CallerDep) -> FileResponse:
-    """Download a closed session's server-side output file."""
+async def download_output(session_id: str, request: Request, caller: CallerDep) -> Response:
+    """Download a closed session's server-side output file; for a recording that rotates, its
+    files as a list (``{"segments": [{"name", "start", "duration", "url"}]}``), each to download."""
     session = _manager(request).get(session_id, caller)
     files = session.plan.files
     if not files:
         raise StateConflict(f"session {session_id} writes no server-side file")
     if session.state is not SessionState.CLOSED:
         raise StateConflict(f"session {session_id} is {session.state.value}; its output is ready once closed")
+    first = session.info().outputs[files[0].index]
+    if first.segments is not None:
+        return JSONResponse({"segments": [segment.model_dump() for segment in first.segments]})
     path = files[0].path  # the first: each file of a session is also in the output directory's listing
     assert path is not None  # a server file's plan has its path
     return FileResponse(path, filename=path.rsplit("/", 1)[-1])

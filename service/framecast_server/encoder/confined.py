@@ -50,7 +50,7 @@ class ConfinedFiles:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise PermissionError(f"{name!r} is not a regular file")
-        return os.fdopen(fd, "wb")
+        return os.fdopen(fd, "wb", buffering=0)  # what the muxer flushes is in the file: crash safety
 
     def close(self) -> None:
         if self._dir_fd >= 0:

@@ -105,9 +105,11 @@ class Output(Generic[D]):
         plan = self.plan
         target: Any = {"file": plan.path, "url": plan.given_url, "discard": "null"}.get(plan.target, self._file)
         try:
-            if plan.segments is not None:  # the muxer opens files of its own: each one through these
+            if plan.segments is not None and not plan.segments.rotating:  # HLS, DASH: files of their own
                 self._files = ConfinedFiles(plan.segments)
-                container = av.open(target, "w", format=plan.muxer, options=dict(plan.options), io_open=self._files)
+                container = av.open(
+                    plan.segments.target, "w", format=plan.muxer, options=dict(plan.options), io_open=self._files
+                )
             else:
                 container = av.open(target, "w", format=plan.muxer, options=dict(plan.options))
         except Exception as exc:

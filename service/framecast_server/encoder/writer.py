@@ -37,6 +37,7 @@ from framecast_server.encoder.errors import SetupError, describe_error
 from framecast_server.encoder.live import DestinationLost, LiveOutput
 from framecast_server.encoder.output import Output, wants_global_header
 from framecast_server.encoder.relay import Relay
+from framecast_server.encoder.rotation import RotatingOutput
 from framecast_server.messages import FromEncoder, OutputFailed, OutputStats, StreamStats
 from framecast_server.planning.plan import AudioPlan, OutputPlan, SessionPlan, StreamPlan, VideoPlan, split_filter_chain
 from framecast_server.quotas import EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
@@ -474,7 +475,7 @@ class SessionWriter:
         ]
         #: Every output, in the config's order: a network one is muxed by a relay process
         #: (``relay.py``), the others here.
-        self.outputs: list[Output[OutputPlan] | Relay] = []
+        self.outputs: list[Output[OutputPlan] | Relay | RotatingOutput] = []
         try:
             for output_plan in plan.outputs:
                 templates = [e.stream for e in self._sources[output_plan.index]]
@@ -482,13 +483,16 @@ class SessionWriter:
                 if output_plan.live:  # its muxer took the streams (else a 422 now); its relay muxes
                     output.abort()
                     self.outputs.append(Relay(output_plan, templates, plan.metadata))
+                elif output_plan.segments is not None and output_plan.segments.rotating:
+                    output.abort()  # likewise; one file after another takes them (``rotation.py``)
+                    self.outputs.append(RotatingOutput(output_plan, templates, plan.metadata))
                 else:
                     self.outputs.append(output)
         except BaseException:
             self._abort()
             raise
         #: Where packets go: each output, network ones behind their reconnecting LiveOutput.
-        self.links: list[Output[OutputPlan] | LiveOutput] = [
+        self.links: list[Output[OutputPlan] | RotatingOutput | LiveOutput] = [
             LiveOutput(
                 output, self.notify, output.plan.on_drop, output.plan.outage_buffer, output.plan.reconnect_timeout
             )
@@ -497,9 +501,9 @@ class SessionWriter:
             for output in self.outputs
         ]
         #: The links still working (failed outputs leave it).
-        self.active: list[Output[OutputPlan] | LiveOutput] = list(self.links)
+        self.active: list[Output[OutputPlan] | RotatingOutput | LiveOutput] = list(self.links)
         #: For each encoder, the working links whose stream it feeds (failed outputs leave these too).
-        self._users: dict[int, list[Output[OutputPlan] | LiveOutput]] = {
+        self._users: dict[int, list[Output[OutputPlan] | RotatingOutput | LiveOutput]] = {
             id(encoder): [link for link in self.links if encoder in self._sources[link.plan.index]]
             for encoder in self.encoders
         }
@@ -569,7 +573,7 @@ class SessionWriter:
                 except (SetupError, DestinationLost) as exc:
                     self._failed(link, exc, str(exc))
 
-    def _failed(self, link: Output[OutputPlan] | LiveOutput, exc: Exception, reason: str) -> None:
+    def _failed(self, link: Output[OutputPlan] | RotatingOutput | LiveOutput, exc: Exception, reason: str) -> None:
         """``link`` failed for good: the session fails if it was required or the last one left;
         else it is closed, reported and forgotten, and the others carry on."""
         if link.plan.required or len(self.active) == 1:

@@ -211,13 +211,26 @@ class SessionPlan:
     @property
     def segmented(self) -> bool:
         """Whether any output is an HLS or DASH stream (watched live: paced, like a network output)."""
+        return any(output.segments is not None and not output.segments.rotating for output in self.outputs)
+
+    @property
+    def steady_keyframes(self) -> bool:
+        """Whether any output is cut into files at keyframes (HLS, DASH, a rotating recording): the
+        keyframes then fall on the interval only, not on scene cuts too."""
         return any(output.segments is not None for output in self.outputs)
 
     @property
     def keyframe_seconds(self) -> float | None:
-        """The keyframe interval the outputs want: each HLS/DASH output's segment length, and a
-        network output's few seconds; the shortest of them (None: the encoders' own)."""
-        wanted = [o.segments.segment_seconds for o in self.outputs if o.segments is not None]
+        """The keyframe interval the outputs want: each HLS/DASH output's segment length, one that
+        falls on every boundary of a rotating recording, and a network output's few seconds; the
+        shortest of them (None: the encoders' own)."""
+        wanted = [
+            segmenting.rotation_keyframe_seconds(o.segments.segment_seconds)
+            if o.segments.rotating
+            else o.segments.segment_seconds
+            for o in self.outputs
+            if o.segments is not None
+        ]
         if self.live:
             wanted.append(destinations.LIVE_KEYFRAME_SECONDS)
         return min(wanted, default=None)
@@ -460,7 +473,7 @@ def make_plan(config: SessionConfig, settings: Settings) -> SessionPlan:
         live=plan.live,
         whip=muxers[0] == "whip",
         keyframe_seconds=plan.keyframe_seconds,
-        segmented=plan.segmented,
+        steady_keyframes=plan.steady_keyframes,
     )
     _check_stream_policies(plan.streams, settings)
     for output, muxer, filename in list(zip(plan.outputs, muxers, filenames))[1:]:
@@ -569,7 +582,7 @@ def _own_streams(
         live=plan.live,
         whip=muxer == "whip",
         keyframe_seconds=plan.keyframe_seconds,
-        segmented=plan.segmented,
+        steady_keyframes=plan.steady_keyframes,
     )
     chosen: list[StreamPlan] = []
     whip_made = plan.first.muxer == "whip"  # the session's encoders are WebRTC's: Opus is no RTMP's
@@ -646,7 +659,9 @@ def _plan_server_file(dest: ServerFileDestination, wanted: _Wanted, settings: Se
         "playlist_type": dest.playlist_type,
         "segment_format": dest.segment_format,
     }
+    rotation = {"segment_time": dest.segment_time, "segment_name": dest.segment_name, "retention": dest.retention}
     if muxer in segmenting.MUXERS:
+        segmenting.only_for_rotation({k: v for k, v in rotation.items()}, wanted.where, "HLS and DASH")
         output.segments = segmenting.plan_segments(
             muxer,
             settings.output_dir.resolve(),
@@ -655,8 +670,21 @@ def _plan_server_file(dest: ServerFileDestination, wanted: _Wanted, settings: Se
             **fields,  # type: ignore[arg-type]
         )
         output.overwrite = bool(dest.overwrite)
+    elif dest.segment_time is not None:
+        segmenting.only_for_segmenting(fields, wanted.where)
+        output.segments = segmenting.plan_rotation(
+            muxer,
+            settings.output_dir.resolve(),
+            dest.path,
+            wanted.where,
+            dest.segment_time,
+            dest.segment_name,
+            dest.retention,
+        )
+        output.overwrite = bool(dest.overwrite)
     else:
         segmenting.only_for_segmenting(fields, wanted.where)
+        segmenting.only_for_rotation(rotation, wanted.where, "")
         output.overwrite = dest.overwrite is not False
     return output, muxer, filename
 
@@ -704,13 +732,14 @@ def _plan_streams(
     live: bool,
     whip: bool = False,
     keyframe_seconds: float | None = None,
-    segmented: bool = False,
+    steady_keyframes: bool = False,
 ) -> list[StreamPlan]:
     """A plan for each of the config's streams, in order; a live output's video gets the encoder
     options a receiver needs to join mid-stream (``destinations.live_video_defaults``), and WHIP's
     what WebRTC takes (``destinations.whip_video``, ``whip_audio``); every video stream a keyframe
     each ``keyframe_seconds`` if the outputs want one (an HLS/DASH segment starts on a keyframe),
-    and for HLS/DASH only those (``segmented``: segments as long as the interval)."""
+    and only those for outputs cut into files at keyframes (``steady_keyframes``: HLS, DASH and
+    rotating recordings, whose files then last what they should)."""
     streams: list[StreamPlan] = []
     for i, stream in enumerate(config.streams):
         if isinstance(stream, AudioStreamConfig):
@@ -728,7 +757,7 @@ def _plan_streams(
             video.codec_config = destinations.keyframe_defaults(
                 video.encoder_frame_rate, video.encoder_option, video.codec_config, keyframe_seconds
             )
-        if segmented:
+        if steady_keyframes:
             video.encoder_option = destinations.steady_keyframes(video.encoder, video.encoder_option)
         if whip:
             destinations.whip_video(video, f"streams.{i}")
@@ -767,7 +796,7 @@ def _plan_muxer_options(output: OutputPlan, muxer: str, wanted: _Wanted, setting
     """One output's muxer options: the client's, checked against the policy, then what a live
     output or a crash-safe file adds to them (added after the check: they are the server's own)."""
     options = _options(wanted.options)
-    if output.segments is not None:
+    if output.segments is not None and not output.segments.rotating:
         segmenting.check_options(output.muxer, options, wanted.options_field)
     policy.check_muxer_options(settings, output.muxer, options, wanted.options_field)
     options.update(output.options)  # what the destination's URL asked for (checked with it)
@@ -783,7 +812,7 @@ def _plan_muxer_options(output: OutputPlan, muxer: str, wanted: _Wanted, setting
     dest = wanted.dest
     if isinstance(dest, ServerFileDestination) and dest.crash_safe:
         options = destinations.crash_safe_options(muxer, options)
-    if output.segments is not None:
+    if output.segments is not None and not output.segments.rotating:
         options.update(output.segments.options())  # every file's name: the server's, never the config's
     return options
 

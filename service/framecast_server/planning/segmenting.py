@@ -1,4 +1,5 @@
-"""HLS and DASH outputs: a playlist and the segments it lists, every file named by framecast.
+"""Outputs that write many files: HLS and DASH (a playlist and the segments it lists), and
+recordings that rotate (``NAME-00000.mkv``, ``NAME-00001.mkv``, ...), every file named by framecast.
 
 FFmpeg's ``hls`` and ``dash`` muxers open files of their own: each segment, the init segment, the
 playlist (written to ``NAME.tmp`` and renamed over the old one, so a player never reads half a
@@ -12,6 +13,15 @@ that directory, never through a symlink.
 What a config sets are typed fields (``ServerFileDestination``): ``segment_duration`` (also the
 keyframe interval), ``playlist_size``, ``playlist_type`` and HLS's ``segment_format``.
 
+A rotating recording (``segment_time``) is cut by framecast itself (``encoder/rotation.py``; FFmpeg's
+``segment`` muxer holds the open file's last seconds back, so a crash lost them): a new file at the
+first keyframe ``segment_time`` seconds after the last began (keyframes are planned to fall
+there), each with its own header and trailer and its timestamps from zero, so each plays alone,
+and each written as crash-safe as a single file would be. Its names are ``NAME-00000.EXT``, ... or
+a strftime pattern (``segment_name``) of the same charset plus ``%Y %m %d %H %M %S %j``; the list
+of finished files with their times is ``NAME.segments.csv`` beside them. ``retention`` (a count,
+or an age) deletes the oldest as new ones begin.
+
 Low latency: FFmpeg's hls muxer writes no partial segments (LL-HLS's ``EXT-X-PART``); the lowest
 latency it gives is short segments (``segment_duration=1``: a player starts about three segments
 behind the live edge). Its dash muxer has experimental low-latency modes (``ldash``, ``lhls``),
@@ -20,8 +30,10 @@ which framecast leaves off.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +42,15 @@ from framecast_server.errors import InvalidConfig
 
 #: The segmenting muxers framecast writes, by the playlist's extension.
 MUXERS = {"hls": ".m3u8", "dash": ".mpd"}
+#: What SegmentPlan.muxer is for a recording that rotates (framecast cuts it: ``encoder/rotation.py``).
+ROTATING = "rotating"
+#: A rotating recording's list of finished segments, beside them: NAME + this.
+SEGMENT_LIST = ".segments.csv"
+#: strftime conversions a segment_name may use, and what each becomes.
+_STRFTIME = {"Y": r"\d{4}", "m": r"\d{2}", "d": r"\d{2}", "H": r"\d{2}", "M": r"\d{2}", "S": r"\d{2}", "j": r"\d{3}"}
+_NAME_PATTERN = re.compile(r"(?:[A-Za-z0-9._-]|%[YmdHMSj])+")
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 DEFAULT_SEGMENT_SECONDS = 2.0
 DEFAULT_PLAYLIST_SIZE = 6
@@ -76,14 +97,22 @@ class SegmentPlan:
     of them a symlink when planned), ``stem`` the playlist's name without its extension.
     """
 
-    muxer: str  # "hls" or "dash"
+    muxer: str  # "hls", "dash" or "segment" (a rotating recording)
     root: str
     subdir: tuple[str, ...]
     stem: str
     segment_seconds: float = DEFAULT_SEGMENT_SECONDS
     playlist_size: int = DEFAULT_PLAYLIST_SIZE
     event: bool = False  # keep and list every segment
-    segment_format: str = "fmp4"  # HLS: "fmp4" or "mpegts"
+    segment_format: str = "fmp4"  # HLS: "fmp4" or "mpegts"; rotating: the files' muxer
+    extension: str = ""  # rotating: the files' extension (".mkv")
+    name_pattern: str | None = None  # rotating: a strftime pattern for the names, without extension
+    keep_count: int | None = None  # rotating: keep the newest this many
+    keep_seconds: float | None = None  # rotating: keep those younger than this
+
+    @property
+    def rotating(self) -> bool:
+        return self.muxer == ROTATING
 
     @property
     def directory(self) -> str:
@@ -91,7 +120,24 @@ class SegmentPlan:
 
     @property
     def playlist(self) -> str:
-        return self.stem + MUXERS[self.muxer]
+        """The playlist, or a rotating recording's list of segments."""
+        return self.stem + (SEGMENT_LIST if self.rotating else MUXERS[self.muxer])
+
+    @property
+    def target(self) -> str:
+        """What the muxer is opened on: the playlist (HLS, DASH)."""
+        return os.path.join(self.directory, self.playlist)
+
+    def segment_name(self, index: int, now: float) -> str:
+        """A rotating recording's ``index``-th file, begun at ``now`` (seconds since the epoch)."""
+        if self.name_pattern is None:
+            return f"{self.stem}-{index:05d}{self.extension}"
+        return time.strftime(self.name_pattern, time.localtime(now)) + self.extension
+
+    def another_name(self, name: str, index: int) -> str:
+        """A rotating recording's file name when ``name`` is taken (a strftime pattern coarser than
+        the files: two began within its resolution): ``name`` with ``-index`` before the extension."""
+        return name.removesuffix(self.extension) + f"-{index}{self.extension}"
 
     @property
     def segment_extension(self) -> str:
@@ -106,8 +152,18 @@ class SegmentPlan:
         """Whether the muxer may open ``name`` for writing: an owned file, or its ``.tmp``."""
         return self.owns(name.removesuffix(".tmp"))
 
+    def is_segment(self, name: str) -> bool:
+        """Whether ``name`` is one of a rotating recording's files (not its list)."""
+        return self.rotating and bool(self._pattern().fullmatch(name))
+
     def _pattern(self) -> re.Pattern[str]:
         stem = re.escape(self.stem)
+        if self.rotating:
+            if self.name_pattern is None:
+                return re.compile(rf"{stem}-\d{{5,}}{re.escape(self.extension)}")
+            parts = re.split(r"%([YmdHMSj])", self.name_pattern)
+            body = "".join(_STRFTIME[p] if i % 2 else re.escape(p) for i, p in enumerate(parts))
+            return re.compile(body + r"(-\d+)?" + re.escape(self.extension))  # -N: a name taken already
         if self.muxer == "hls":
             return re.compile(rf"{stem}_(init\.mp4|\d{{5,}}{re.escape(self.segment_extension)})")
         return re.compile(rf"{stem}-(init-\d+|\d+-\d{{5,}})\.m4s")
@@ -115,6 +171,7 @@ class SegmentPlan:
     def options(self) -> dict[str, str]:
         """The muxer options that name and cut every file (the server's own, set over the config's)."""
         seconds = f"{self.segment_seconds:g}"
+        assert not self.rotating, "a rotating recording is cut by framecast, not a muxer"
         if self.muxer == "hls":
             flags = ["temp_file", "independent_segments"] + ([] if self.event else ["delete_segments"])
             options = {
@@ -186,6 +243,89 @@ def plan_segments(
     )
 
 
+def plan_rotation(
+    muxer: str,
+    root: Path,
+    relative: str,
+    where: str,
+    segment_time: float,
+    segment_name: str | None,
+    retention: int | str | None,
+) -> SegmentPlan:
+    """The SegmentPlan of a recording that rotates every ``segment_time`` seconds.
+
+    Raises:
+        InvalidConfig: a name FFmpeg would read as a template, a pattern with other conversions
+            than ``%Y %m %d %H %M %S %j``, a retention that is neither a count nor an age.
+    """
+    parts = Path(relative).parts
+    stem, extension = os.path.splitext(parts[-1])
+    if not _STEM.fullmatch(stem) or not re.fullmatch(r"\.[A-Za-z0-9]{1,10}", extension):
+        raise InvalidConfig(
+            f"a rotating recording is NAME.EXT, NAME of letters, digits, '.', '_' and '-' (it names the "
+            f"segments), got {parts[-1]!r}",
+            where + ".path",
+        )
+    if segment_name is not None and not _NAME_PATTERN.fullmatch(segment_name):
+        raise InvalidConfig(
+            f"segment_name is letters, digits, '.', '_', '-' and the strftime conversions %Y %m %d %H %M %S "
+            f"%j, got {segment_name!r}",
+            where + ".segment_name",
+        )
+    keep_count = keep_seconds = None
+    if isinstance(retention, int):
+        keep_count = retention
+    elif retention is not None:
+        match = _AGE.fullmatch(retention)
+        if not match:
+            raise InvalidConfig(
+                f"retention is a count of files (2) or an age in seconds, minutes, hours or days ('90s', "
+                f"'30m', '12h', '7d'), got {retention!r}",
+                where + ".retention",
+            )
+        keep_seconds = float(match.group(1)) * _AGE_UNITS[match.group(2)]
+    return SegmentPlan(
+        muxer=ROTATING,
+        root=str(root),
+        subdir=tuple(parts[:-1]),
+        stem=stem,
+        segment_seconds=segment_time,
+        segment_format=muxer,
+        extension=extension,
+        name_pattern=segment_name,
+        keep_count=keep_count,
+        keep_seconds=keep_seconds,
+    )
+
+
+def rotation_keyframe_seconds(segment_time: float, most: float = 2.0) -> float:
+    """A keyframe interval that divides ``segment_time`` evenly and is at most ``most``: each file
+    then begins on the keyframe that falls on its boundary."""
+    return segment_time / max(1, math.ceil(segment_time / most))
+
+
+def read_segment_list(segments: SegmentPlan, limit: int = 10000) -> list[tuple[str, float, float]]:
+    """A rotating recording's finished segments that still exist, as (name, start, duration), from
+    its list; [] before the first is finished."""
+    try:
+        with open(os.path.join(segments.directory, segments.playlist), encoding="utf-8") as listing:
+            lines = listing.read().splitlines()[-limit:]
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.rsplit(",", 2)
+        if len(fields) != 3 or not segments.is_segment(fields[0]):
+            continue
+        try:
+            start, end = float(fields[1]), float(fields[2])
+        except ValueError:
+            continue
+        if os.path.isfile(os.path.join(segments.directory, fields[0])):
+            found.append((fields[0], start, max(0.0, end - start)))
+    return found
+
+
 def check_options(muxer: str, options: dict[str, str], field: str) -> None:
     """Refuse the options framecast sets itself for an HLS or DASH output, naming the field to use."""
     for key in options:
@@ -198,6 +338,18 @@ def check_options(muxer: str, options: dict[str, str], field: str) -> None:
         raise InvalidConfig(
             f"{key!r} names files or URLs, and framecast names every file of an {kind} output itself", f"{field}.{key}"
         )
+
+
+def only_for_rotation(fields: Mapping[str, object], where: str, kind: str) -> None:
+    """The rotation fields, set without ``segment_time`` or on an output of ``kind`` (HLS and DASH
+    rotate by themselves)."""
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if kind:
+            raise InvalidConfig(f"{name} is for single files; {kind} use segment_duration", f"{where}.{name}")
+        if name != "segment_time":
+            raise InvalidConfig(f"{name} is for recordings that rotate: set segment_time too", f"{where}.{name}")
 
 
 def only_for_segmenting(fields: Mapping[str, object], where: str) -> None:

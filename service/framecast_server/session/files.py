@@ -4,6 +4,8 @@
   its ``SegmentPlan`` owns, in its directory, finished ones only (a ``.tmp`` being written is not
   one). A playlist is never cached (it changes with every segment); a segment is immutable (its
   name is never written twice in a session).
+- A rotating recording's files and their list, while the session streams and after (the newest
+  grows until the next begins).
 - Any other server file of the session once the session is closed.
 
 A name is one path component and must be a regular file, not a symlink, when asked for: nothing
@@ -39,6 +41,7 @@ MEDIA_TYPES = {
     ".aac": "audio/aac",
     ".png": "image/png",
     ".jpg": "image/jpeg",
+    ".csv": "text/csv",
 }
 PLAYLIST_CACHE = "no-store"
 SEGMENT_CACHE = "private, max-age=31536000, immutable"
@@ -67,7 +70,10 @@ def find(session_id: str, plan: SessionPlan, closed: bool, name: str) -> Session
     for output in plan.files:
         segments = output.segments
         if segments is not None and segments.owns(name):
-            cache = PLAYLIST_CACHE if name == segments.playlist else SEGMENT_CACHE
+            if segments.rotating:  # the newest file grows until the next begins
+                cache = FILE_CACHE
+            else:
+                cache = PLAYLIST_CACHE if name == segments.playlist else SEGMENT_CACHE
             return SessionFile(_regular(session_id, os.path.join(segments.directory, name)), media_type, cache)
     for output in plan.files:
         if output.segments is None and output.path is not None and os.path.basename(output.path) == name:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from framecast_server.messages import OutputStats
-from framecast_server.models import OutputCounters, OutputInfo
+from framecast_server.models import OutputCounters, OutputInfo, SegmentInfo
 from framecast_server.planning.plan import OutputPlan, StreamPlan
+from framecast_server.planning.segmenting import read_segment_list
 
 #: Events kept per output.
 MAX_EVENTS = 50
@@ -62,7 +63,16 @@ class OutputStatus:
         counters.dropped = max(counters.dropped, stats.dropped)
         counters.reconnects = max(counters.reconnects, stats.reconnects)
 
-    def info(self, session_streams: list[StreamPlan]) -> OutputInfo:
+    def info(self, session_streams: list[StreamPlan], files_url: str = "") -> OutputInfo:
+        """What session info shows of this output; ``files_url`` prefixes a rotating recording's
+        file names (``/v1/sessions/{id}/files/``)."""
+        segments = self.plan.segments
+        listed = None
+        if segments is not None and segments.rotating:
+            listed = [
+                SegmentInfo(name=name, start=round(start, 3), duration=round(duration, 3), url=files_url + name)
+                for name, start, duration in read_segment_list(segments)
+            ]
         return OutputInfo(
             index=self.plan.index,
             destination=self.plan.describe_destination(),
@@ -73,4 +83,5 @@ class OutputStatus:
             error=self.error,
             counters=self.counters.model_copy(),
             events=list(self.events),
+            segments=listed,
         )

@@ -636,7 +636,7 @@ class Session:
             preview_streams=sorted(self.previews),
             audio_levels={str(k): v for k, v in self.audio_levels.items()},
             owner=self.owner,
-            outputs=[status.info(self.plan.streams) for status in self.outputs],
+            outputs=[status.info(self.plan.streams, f"/v1/sessions/{self.id}/files/") for status in self.outputs],
             playback_url=self.playback_url,
         )
 
