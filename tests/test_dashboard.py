@@ -361,3 +361,89 @@ def test_dashboard_shows_each_of_several_destinations(server: ServerProcess, bro
     assert texts[0].startswith("#0 streaming") and "server_file: dash/a.mkv" in texts[0] and "matroska" in texts[0]
     assert texts[1].startswith("#1 streaming") and "dash/b.mkv" in texts[1] and texts[1].endswith("required")
     assert browser_page.errors == []
+
+
+class HlsStreamer(threading.Thread):
+    """An SDK session writing a live HLS stream (the moving test pattern, 1 s segments) in real time."""
+
+    def __init__(self, url: str, seconds: int = 20) -> None:
+        super().__init__(name="dashboard-hls", daemon=True)
+        self.url, self.seconds = url, seconds
+        self.opened = threading.Event()
+        self.stop = threading.Event()
+        self.session_id: str | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            writer = framecast.StreamWriter(
+                framecast.ServerFile("dashboard/live.m3u8", segment_duration=1, overwrite=True), server=self.url
+            )
+            writer.add_video_stream(frame_rate=15, width=320, height=240)
+            writer.add_audio_stream(sample_rate=48000, num_channels=2)
+            tone = sine(440, 48000, 1.0, channels=2, amplitude=0.3)
+            with writer.open():
+                self.session_id = writer.session_id
+                self.opened.set()
+                for second in range(self.seconds):
+                    if self.stop.is_set():
+                        break
+                    writer.write_video_chunk(0, patterns(15, 240, 320, start=15 * second))
+                    writer.write_audio_chunk(1, tone)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        finally:
+            self.opened.set()
+
+    def finish(self, timeout: float = 60.0) -> None:
+        self.stop.set()
+        self.join(timeout)
+        assert not self.is_alive(), "the streaming thread did not finish"
+        if self.error is not None:
+            raise self.error
+
+
+#: The playing video's current frame, drawn into a canvas: its size, brightness and contrast.
+VIDEO_PIXELS_JS = """video => {
+  const c = document.createElement("canvas");
+  c.width = video.videoWidth; c.height = video.videoHeight;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(video, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let sum = 0, sq = 0;
+  for (let i = 0; i < d.length; i++) if (i % 4 !== 3) { sum += d[i]; sq += d[i] * d[i]; }
+  const n = (d.length / 4) * 3;
+  return {width: c.width, height: c.height, mean: sum / n, std: Math.sqrt(sq / n - (sum / n) ** 2)};
+}"""
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def test_dashboard_plays_a_live_hls_session(server: ServerProcess, browser_page: Page) -> None:
+    streamer = HlsStreamer(server.url)
+    streamer.start()
+    try:
+        assert streamer.opened.wait(30), "the SDK did not open its session"
+        assert streamer.error is None, streamer.error
+        sid = streamer.session_id
+        page = browser_page.page
+        page.goto(server.url + "/")
+        video = page.locator(f'[data-session-id="{sid}"] [data-player="hls"] video')
+        video.wait_for(state="attached")
+        # Playing: the clock of the video element advances past a second, live.
+        page.wait_for_function("v => v.currentTime > 1.5 && !v.paused && v.readyState >= 2", arg=video.element_handle())
+        pixels = video.evaluate(VIDEO_PIXELS_JS)
+        assert (pixels["width"], pixels["height"]) == (320, 240), pixels
+        assert pixels["mean"] > 10 and pixels["std"] > 10, f"a black or flat frame: {pixels}"
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "dashboard-hls.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert png_pixels(shot).std() > 20, "a featureless screenshot"
+        print(f"dashboard screenshot with a playing HLS stream: {shot}")
+        # Everything came from this server: the page, hls.js, the playlist and the segments.
+        assert browser_page.only_from(server.url) == [], browser_page.only_from(server.url)
+        assert any("/files/live.m3u8" in u for u in browser_page.requests)
+        assert any(u.endswith(".m4s") for u in browser_page.requests)
+        assert browser_page.errors == [], browser_page.errors
+    finally:
+        streamer.finish()

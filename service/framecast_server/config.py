@@ -261,6 +261,19 @@ class Settings(BaseSettings):
         description="Seconds of media one session may encode (its longest stream, as encoded: duplicates and "
         "frames made by filters count); past it the output is finalized and the session stops. 0: no limit.",
     )
+    max_output_bytes_per_session: int = Field(
+        0,
+        ge=0,
+        description="Bytes one session's server files may take on disk at once (a live playlist's or a rotating "
+        "recording's, whose old files are deleted, can stay under it for ever); past it the output is "
+        "finalized and the session stops with the reason. 0: no limit.",
+    )
+    min_free_disk: int = Field(
+        512 * 1024**2,
+        ge=0,
+        description="Bytes to keep free on the output directory's disk: below it sessions writing there are "
+        "finalized and stopped, and new ones refused (507). 0: no limit.",
+    )
     max_key_bytes: int = Field(
         1024 * 1024**3,
         ge=0,

@@ -83,6 +83,13 @@ class FileNotFound(ApiError, LookupError):
     code = "file_not_found"
 
 
+class DiskFull(ApiError):
+    """The output directory's disk is below FRAMECAST_MIN_FREE_DISK: no new session writes there."""
+
+    status = 507
+    code = "disk_full"
+
+
 class StateConflict(ApiError):
     status = 409
     code = "state_conflict"

@@ -101,6 +101,8 @@ class Gauges:
 
     by_state: dict[str, int]
     open: list[OpenSession]
+    output_dir_bytes: int | None = None  # the files under the output directory
+    output_dir_free_bytes: int | None = None  # left on its filesystem
 
 
 class GaugeSource(Protocol):
@@ -136,6 +138,18 @@ class _SessionGauges:
         yield outputs
         if not self.per_session:
             return
+        if gauges.output_dir_bytes is not None:
+            yield GaugeMetricFamily(
+                "framecast_output_dir_bytes",
+                "Bytes of the files under the output directory",
+                value=gauges.output_dir_bytes,
+            )
+        if gauges.output_dir_free_bytes is not None:
+            yield GaugeMetricFamily(
+                "framecast_output_dir_free_bytes",
+                "Bytes left on the output directory's filesystem",
+                value=gauges.output_dir_free_bytes,
+            )
         queue = GaugeMetricFamily(
             "framecast_session_queue_chunks",
             "Chunks handed to a session's encoder and not yet encoded",

@@ -24,6 +24,9 @@ framing comes on top (a few percent at most for the usual muxers).
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -53,6 +56,8 @@ class EncoderLimits:
     bytes_setting: str = SESSION_BYTES
     seconds_setting: str = SESSION_SECONDS
     max_pts_gap: float | None = None
+    max_disk_bytes: int | None = None  # FRAMECAST_MAX_OUTPUT_BYTES_PER_SESSION
+    min_free_disk: int | None = None  # FRAMECAST_MIN_FREE_DISK
     memory_limit: int | None = None
     max_width: int | None = None
     max_height: int | None = None
@@ -67,6 +72,8 @@ def encoder_limits(settings: Settings) -> EncoderLimits:
         max_bytes=settings.max_session_bytes or None,
         max_seconds=settings.max_session_seconds or None,
         max_pts_gap=settings.max_pts_gap,
+        max_disk_bytes=settings.max_output_bytes_per_session or None,
+        min_free_disk=settings.min_free_disk or None,
         memory_limit=settings.encoder_memory_limit or None,
         max_width=settings.max_width,
         max_height=settings.max_height,
@@ -239,3 +246,80 @@ class KeyLedger:
                 limits, max_seconds=self.max_seconds - used.seconds, seconds_setting=KEY_SECONDS
             )
         return limits, KeyAccount(self, owner)
+
+
+class DiskGuard:
+    """Keeps a session's files from filling the disk (encoder process), the way a quota does: past
+    ``max_disk_bytes`` of its server files on disk now (a single file's size; a playlist's and its
+    segments'; a rotating recording's files still kept: those that delete old files can stream for
+    ever within it), or below ``min_free_disk`` free on the output directory's filesystem, the
+    output is finalized and the session stops with the reason.
+
+    Read at most every ``every`` seconds, and after each ``step`` bytes muxed (a sixteenth of the
+    limit, at most 1 MiB), so a fast writer overshoots by little: a stat per file and a statvfs.
+
+    Args:
+        limits: the session's limits.
+        directory: the output directory, or None (the free space is then not watched).
+        usage: the bytes the session's files take now.
+    """
+
+    def __init__(
+        self,
+        limits: EncoderLimits,
+        directory: str | None,
+        usage: Callable[[], int],
+        every: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self.directory = directory
+        self.usage = usage
+        self.every = every
+        self.clock = clock
+        self.active = limits.max_disk_bytes is not None or (limits.min_free_disk is not None and directory is not None)
+        self.step = min(1 << 20, (limits.max_disk_bytes or 1 << 24) // 16)
+        self._next = 0.0
+        self._since = 0
+
+    def muxed(self, size: int) -> None:
+        """Count ``size`` bytes muxed; look at the disk when it is time to.
+
+        Raises:
+            QuotaReached: the session's files reached their limit, or the disk is nearly full.
+        """
+        if not self.active:
+            return
+        self._since += size
+        if self._since < self.step and self.clock() < self._next:
+            return
+        self._since = 0
+        self._next = self.clock() + self.every
+        self.check()
+
+    def check(self) -> None:
+        """Look at the disk now (``muxed`` does, when it is time to)."""
+        limit = self.limits.max_disk_bytes
+        if limit is not None:
+            used = self.usage()
+            if used >= limit:
+                raise QuotaReached(
+                    f"stopped: the session's files take {size_text(used)} of disk, its limit is {size_text(limit)} "
+                    "(FRAMECAST_MAX_OUTPUT_BYTES_PER_SESSION); the output is finalized up to there",
+                    flush=False,
+                )
+        least = self.limits.min_free_disk
+        if least is not None and self.directory is not None:
+            free = free_bytes(self.directory)
+            if free < least:
+                raise QuotaReached(
+                    f"stopped: {size_text(free)} left on the output directory's disk, less than "
+                    f"FRAMECAST_MIN_FREE_DISK ({size_text(least)}); the output is finalized up to there",
+                    flush=False,
+                )
+
+
+def free_bytes(directory: str | os.PathLike[str]) -> int:
+    """Bytes an unprivileged writer may still use on ``directory``'s filesystem."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize

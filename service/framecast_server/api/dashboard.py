@@ -1,7 +1,8 @@
 """The dashboard: a single page at ``GET /`` that watches every session of this server.
 
-Plain HTML, CSS and JavaScript shipped in the package (``static/``); nothing is fetched from
-anywhere but this server, and the Content-Security-Policy says so to the browser. The page itself
+Plain HTML, CSS and JavaScript shipped in the package (``static/``), with hls.js vendored beside
+them to play a session's live HLS output in the page; nothing is fetched from anywhere but this
+server, and the Content-Security-Policy says so to the browser. The page itself
 holds no data and needs no API key; it reads ``/v1/sessions`` and the previews with the key the
 user pastes into it (kept in the tab's sessionStorage, sent as ``Authorization: Bearer``).
 
@@ -39,6 +40,9 @@ STATIC_FILES = {
     "dashboard.html": ("text/html; charset=utf-8", STATIC_DIR),
     "dashboard.css": ("text/css; charset=utf-8", STATIC_DIR),
     "dashboard.js": ("text/javascript; charset=utf-8", STATIC_DIR),
+    # hls.js (its light build: HLS without DRM and subtitles), vendored from npm: the page plays a
+    # session's HLS output with nothing fetched from anywhere else. Version and licence: VENDORED.
+    "hls.light.min.js": ("text/javascript; charset=utf-8", STATIC_DIR),
     # The JavaScript client: framecast.js and the modules it imports by relative URL.
     **{
         name: ("text/javascript; charset=utf-8", JS_DIR)
@@ -46,13 +50,17 @@ STATIC_FILES = {
     },
 }
 
+#: What is vendored into static/, from where, and its licence (beside it).
+VENDORED = {"hls.light.min.js": ("hls.js 1.7.4 (npm, dist/hls.light.min.js)", "hls.js-LICENSE.txt (Apache-2.0)")}
+
 #: The example pages served at /examples/{name} with FRAMECAST_EXAMPLES=1.
 EXAMPLE_PAGES = {"canvas": "browser_canvas.html"}
 
-#: Same-origin only: scripts, styles, fetches and images (previews are blob: URLs of fetched JPEGs).
+#: Same-origin only: scripts, styles, fetches and images (previews are blob: URLs of fetched JPEGs),
+#: and media from blob: URLs (hls.js feeds the player through Media Source Extensions).
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "media-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 HEADERS = {

@@ -27,6 +27,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: "The session's state does not allow this; or (path_in_use) another session writes that path",
         422: "The config cannot work; names the field",
         503: "Session limit reached",
+        507: "The output directory's disk is nearly full (FRAMECAST_MIN_FREE_DISK)",
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
 
@@ -59,7 +60,7 @@ def _stream_url(request: Request, session_id: str) -> str:
     status_code=201,
     response_model=SessionCreated,
     tags=["sessions"],
-    responses=_errors(400, 409, 422, 503),
+    responses=_errors(400, 409, 422, 503, 507),
 )
 async def create_session(config: SessionConfig, request: Request, caller: CallerDep) -> SessionCreated:
     """Open an output and start its encoder. Answers with where and how to stream chunks."""

@@ -15,6 +15,7 @@ same streams and a new header; the packets it takes next start at a keyframe.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
@@ -193,6 +194,20 @@ class Output(Generic[D]):
 
     def stats(self) -> OutputStats:
         return OutputStats(self.packets, self.bytes, self.dropped, self.reconnects)
+
+    def disk_bytes(self) -> int:
+        """The bytes this output's files take on disk now: a server file's size (or what was muxed
+        into it, when more: a muxer keeps up to a cluster or fragment before writing it), an HLS
+        or DASH output's playlist and segments; 0 for the rest."""
+        segments = self.plan.segments
+        if segments is not None:
+            return segments.disk_bytes()
+        if self.plan.target == "file" and self.plan.path is not None:
+            try:
+                return max(self.bytes, os.stat(self.plan.path).st_size)
+            except FileNotFoundError:
+                return self.bytes
+        return 0
 
 
 def copy_packet(packet: av.Packet[Any]) -> av.Packet[Any]:

@@ -202,6 +202,10 @@ class RotatingOutput:
     def stats(self) -> OutputStats:
         return OutputStats(self.packets, self.bytes, self.dropped, self.reconnects)
 
+    def disk_bytes(self) -> int:
+        """The bytes the recording's files take now: those kept, the one being written, the list."""
+        return self.segments.disk_bytes()
+
     def _close_file(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from framecast_server.encoder.relay import Relay
 from framecast_server.encoder.rotation import RotatingOutput
 from framecast_server.messages import FromEncoder, OutputFailed, OutputStats, StreamStats
 from framecast_server.planning.plan import AudioPlan, OutputPlan, SessionPlan, StreamPlan, VideoPlan, split_filter_chain
-from framecast_server.quotas import EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
+from framecast_server.quotas import DiskGuard, EncoderLimits, FilterOutputRefused, OutputMeter, QuotaReached
 
 log = logging.getLogger(__name__)
 
@@ -491,6 +492,12 @@ class SessionWriter:
         except BaseException:
             self._abort()
             raise
+        #: The session's files against the disk limits (``quotas.DiskGuard``).
+        self.disk = DiskGuard(
+            plan.limits,
+            os.path.dirname(plan.workdir) if plan.workdir else None,
+            lambda: sum(o.disk_bytes() for o in self.outputs if not isinstance(o, Relay)),
+        )
         #: Where packets go: each output, network ones behind their reconnecting LiveOutput.
         self.links: list[Output[OutputPlan] | RotatingOutput | LiveOutput] = [
             LiveOutput(
@@ -788,6 +795,8 @@ class SessionWriter:
                 except Exception as exc:  # this output broke (a network one reconnects by itself)
                     self._failed(link, exc, describe_error(exc))
             self.meter.packet(packet.size)
+            if not self.meter.closing:
+                self.disk.muxed(packet.size)
 
     def close(self) -> None:
         """Flush every filter chain and encoder, write every output's trailer and close. Runs once.

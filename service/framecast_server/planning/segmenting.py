@@ -196,6 +196,16 @@ class SegmentPlan:
             "media_seg_name": f"{self.stem}-$RepresentationID$-$Number%05d$.m4s",
         }
 
+    def disk_bytes(self) -> int:
+        """The bytes this output's files take in its directory now."""
+        total = 0
+        for name in self.existing():
+            try:
+                total += os.lstat(os.path.join(self.directory, name)).st_size
+            except FileNotFoundError:
+                pass  # deleted meanwhile (a segment that left the playlist)
+        return total
+
     def existing(self) -> list[str]:
         """The names of this output's files already in its directory (from an earlier stream)."""
         try:

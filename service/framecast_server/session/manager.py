@@ -10,12 +10,14 @@ import time
 
 from framecast_server.auth import Caller
 from framecast_server.config import Settings
-from framecast_server.errors import SessionNotFound, TooManySessions
+from framecast_server.errors import DiskFull, SessionNotFound, TooManySessions
 from framecast_server.metrics import Gauges, Metrics, OpenOutput, OpenSession
 from framecast_server.models import SessionConfig
-from framecast_server.planning.plan import OutputPlan, make_plan
+from framecast_server.planning.plan import OutputPlan, SessionPlan, make_plan
+from framecast_server.quotas import free_bytes, size_text
 from framecast_server.session.admission import Admission
 from framecast_server.session.client_memory import ClientMemory, MemoryBudget, Unavailable, segment_size, sweep
+from framecast_server.session.disk import OutputDirectory
 from framecast_server.session.outputs import OutputFiles
 from framecast_server.session.session import Session, SessionState
 from framecast_server.session.spares import SparePool
@@ -36,6 +38,7 @@ class SessionManager:
         self.output_files = OutputFiles()
         self.shared_memory = MemoryBudget(settings.shared_memory_total_bytes)
         settings.output_dir.mkdir(parents=True, exist_ok=True)
+        self.output_dir = OutputDirectory(settings.output_dir)
 
     def active(self) -> list[Session]:
         return [s for s in self.sessions.values() if not s.state.done]
@@ -45,7 +48,24 @@ class SessionManager:
         by_state = {state.value: 0 for state in SessionState}
         for session in self.sessions.values():
             by_state[session.state.value] += 1
-        return Gauges(by_state, [_open_session(s) for s in self.active()])
+        return Gauges(
+            by_state,
+            [_open_session(s) for s in self.active()],
+            self.output_dir.size(),
+            self.output_dir.free(),
+        )
+
+    def _check_disk(self, plan: SessionPlan) -> None:
+        """A session with server files needs FRAMECAST_MIN_FREE_DISK free on the output directory's disk."""
+        least = self.settings.min_free_disk
+        if not plan.files or not least:
+            return
+        free = free_bytes(self.settings.output_dir)
+        if free < least:
+            raise DiskFull(
+                f"only {size_text(free)} left on the output directory's disk, less than FRAMECAST_MIN_FREE_DISK "
+                f"({size_text(least)}); free some space or write elsewhere"
+            )
 
     def _forget_old(self) -> None:
         """Keep the newest ``keep_finished_sessions`` finished sessions; drop older ones."""
@@ -66,6 +86,7 @@ class SessionManager:
                 f"this API key already has {self.settings.max_sessions_per_key} open sessions, the most allowed"
             )
         plan = make_plan(config, self.settings)
+        self._check_disk(plan)
         key_account = self.admission.admit(plan, owner, self.sessions.values())  # memory, key quotas
         claimed: list[OutputPlan] = []
         try:

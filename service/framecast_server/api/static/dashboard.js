@@ -223,10 +223,11 @@
     for (const node of el.querySelectorAll("[data-field]")) fields[node.dataset.field] = node;
     fields.id.textContent = info.id;
     fields.id.title = "session id";
-    return { id: info.id, el, fields, rows: new Map(), tiles: new Map(), history: new Map(), done: false };
+    return { id: info.id, el, fields, rows: new Map(), tiles: new Map(), history: new Map(), done: false, player: null };
   }
 
   function dropView(view) {
+    stopPlayer(view);
     for (const tile of view.tiles.values()) {
       if (tile.url) URL.revokeObjectURL(tile.url);
     }
@@ -339,6 +340,7 @@
   // -- live: previews and meters ---------------------------------------------------------------
 
   function updateLive(view, info) {
+    updatePlayer(view, info);
     const previews = new Set(info.preview_streams || []);
     const levels = info.audio_levels || {};
     for (const stream of info.streams) {
@@ -360,6 +362,67 @@
       }
     }
     view.fields.live.hidden = !info.streams.length;
+  }
+
+  // -- the player: a session with an HLS output plays in the page (hls.js, vendored) ----------------
+
+  /** The playlist's path on this server, relative to the page (the dashboard may sit under a prefix). */
+  function playlistPath(info) {
+    const url = info.playback_url || "";
+    const at = url.indexOf("/v1/sessions/");
+    return at >= 0 && url.endsWith(".m3u8") ? url.slice(at + 1) : "";
+  }
+
+  function updatePlayer(view, info) {
+    const path = playlistPath(info);
+    if (view.player && (view.done || !path)) {
+      stopPlayer(view);
+      return;
+    }
+    if (view.player || view.done || !path || !window.Hls || !window.Hls.isSupported()) return;
+    const el = document.createElement("figure");
+    el.className = "tile player waiting";
+    el.dataset.player = "hls";
+    const video = document.createElement("video");
+    video.muted = true; // autoplay is allowed muted; the viewer unmutes with the controls
+    video.autoplay = true;
+    video.playsInline = true;
+    video.controls = true;
+    video.dataset.playbackUrl = path;
+    const caption = document.createElement("figcaption");
+    caption.textContent = `live · HLS · ${path.split("/").pop()}`;
+    el.append(video, caption);
+    view.fields.live.prepend(el);
+    const hls = new window.Hls({
+      enableWorker: false, // the page's policy allows no workers
+      liveSyncDurationCount: 2,
+      xhrSetup: (xhr) => {
+        if (state.key) xhr.setRequestHeader("Authorization", `Bearer ${state.key}`);
+      },
+    });
+    hls.on(window.Hls.Events.MANIFEST_PARSED, () => {
+      video.play().catch(() => { /* the controls start it */ });
+    });
+    hls.on(window.Hls.Events.ERROR, (_event, data) => {
+      if (!data.fatal) return;
+      // A playlist that is not there yet (the first segment is being written), or a stall: retry.
+      if (data.type === window.Hls.ErrorTypes.NETWORK_ERROR) {
+        setTimeout(() => { if (view.player && view.player.hls === hls) hls.loadSource(path); }, 1000);
+      }
+      else if (data.type === window.Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+    });
+    video.addEventListener("playing", () => el.classList.remove("waiting"));
+    hls.loadSource(path);
+    hls.attachMedia(video);
+    view.player = { el, video, hls };
+  }
+
+  function stopPlayer(view) {
+    const player = view.player;
+    if (!player) return;
+    view.player = null;
+    player.hls.destroy();
+    player.el.remove();
   }
 
   function videoTile(stream) {
