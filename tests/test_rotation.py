@@ -6,6 +6,7 @@ leaves every earlier segment whole and the current one playable up to its last s
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -26,7 +27,7 @@ def stamps(path: str) -> list[int]:
     return [read_stamp(f) for f in video["frames"]]
 
 
-def test_a_20_s_session_rotates_into_4_segments_of_every_frame_once(server):
+def test_a_20_s_session_rotates_into_4_segments_of_every_frame_once(server, tmp_path):
     writer = av_writer(framecast.ServerFile("rot/cam.mkv", segment_time=5), server.url)
     with writer.open():
         stream_seconds(writer, 0, 20 * FPS)
@@ -49,6 +50,14 @@ def test_a_20_s_session_rotates_into_4_segments_of_every_frame_once(server):
     assert answer.status_code == 200 and [s["name"] for s in answer.json()["segments"]] == names
     first = httpx.get(server.url + answer.json()["segments"][0]["url"], timeout=10)
     assert first.status_code == 200 and first.content == (directory / names[0]).read_bytes()
+    # The SDK downloads the files into a directory.
+    copied = tmp_path / "copies"
+    total = writer.download(copied)
+    assert sorted(os.listdir(copied)) == names
+    assert all((copied / n).read_bytes() == (directory / n).read_bytes() for n in names)
+    assert total == sum((directory / n).stat().st_size for n in names)
+    with pytest.raises(framecast.StateError, match="several files"):
+        writer.download(io.BytesIO())
 
 
 def test_retention_keeps_the_newest(server):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from . import progress
 from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
 from .rest import AsyncRestClient
-from .writer_base import Backoff, WriterCore, WriterState
+from .writer_base import Backoff, WriterCore, WriterState, download_directory
 
 
 class _OpenAwaitable:
@@ -266,10 +267,19 @@ class AsyncStreamWriter(BaseStreamWriter):
     # -- extras -------------------------------------------------------------------------------
 
     async def download(self, dst: Any) -> int:
-        """Copy a closed ServerFile output to ``dst`` (path or binary file object); returns bytes."""
+        """Copy a closed ServerFile output to ``dst`` (path or binary file object); returns bytes.
+        A recording that rotates is several files: ``dst`` is then a directory (made if missing)."""
         path = self._core.download_path()
+        segments = self._core.download_segments()
         rest = AsyncRestClient(self._server, self._api_key)
         try:
+            if segments is not None:
+                directory = download_directory(dst)
+                total = 0
+                for name, url in segments:
+                    with open(os.path.join(directory, name), "wb") as f:
+                        total += await rest.download(url, f)
+                return total
             if hasattr(dst, "write"):
                 return await rest.download(path, dst)
             with open(dst, "wb") as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from . import progress
 from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
 from .rest import RestClient
-from .writer_base import Backoff, WriterState
+from .writer_base import Backoff, WriterState, download_directory
 
 
 class StreamWriter(BaseStreamWriter):
@@ -294,10 +295,20 @@ class StreamWriter(BaseStreamWriter):
     # -- extras -------------------------------------------------------------------------------
 
     def download(self, dst: Any) -> int:
-        """Copy a closed ServerFile output to ``dst`` (path or binary file object); returns bytes."""
+        """Copy a closed ServerFile output to ``dst`` (path or binary file object); returns bytes.
+        A recording that rotates is several files: ``dst`` is then a directory (made if missing),
+        and each file is copied into it under its own name."""
         path = self._core.download_path()
+        segments = self._core.download_segments()
         rest = RestClient(self._server, self._api_key)
         try:
+            if segments is not None:
+                directory = download_directory(dst)
+                total = 0
+                for name, url in segments:
+                    with open(os.path.join(directory, name), "wb") as f:
+                        total += rest.download(url, f)
+                return total
             if hasattr(dst, "write"):
                 return rest.download(path, dst)
             with open(dst, "wb") as f:

@@ -567,6 +567,25 @@ class WriterCore:
             self.shared.close()
             self.shared = None
 
+    def download_segments(self) -> list[tuple[str, str]] | None:
+        """A rotating recording's files as (file name, REST path), oldest first; None when the
+        first destination is a single file. Names that are not plain file names are refused.
+
+        Raises:
+            ProtocolError: the server named a file with a path in it.
+        """
+        outputs = self.outputs
+        listed = outputs[0].get("segments") if outputs else None
+        if not isinstance(listed, list):
+            return None
+        files = []
+        for entry in listed:
+            name, url = str(entry.get("name", "")), str(entry.get("url", ""))
+            if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+                raise ProtocolError(f"the server listed a file that is not a plain name: {name!r}")
+            files.append((name, url))
+        return files
+
     def download_path(self) -> str:
         """The REST path of a closed ServerFile output (``download()`` of both writers): the
         session's output file, its first destination's.
@@ -592,3 +611,16 @@ class WriterCore:
             f"<{cls} {where!r} {muxer} streams={len(self.streams)} "
             f"state={self.state.value}{' session=' + sid if sid else ''}>"
         )
+
+
+def download_directory(dst: Any) -> str:
+    """Where ``download()`` puts a rotating recording's files: ``dst`` as a directory, made if missing.
+
+    Raises:
+        StateError: ``dst`` is a file object: a rotating recording is several files.
+    """
+    if hasattr(dst, "write") or not isinstance(dst, (str, os.PathLike)):
+        raise StateError("this recording rotates: it is several files; download() takes a directory path")
+    directory = os.fspath(dst)
+    os.makedirs(directory, exist_ok=True)
+    return directory
