@@ -379,3 +379,64 @@ def test_cors_is_off_unless_the_operator_names_origins(own_server, server):
         f"{cors.url}/v1/sessions/x/files/a.m3u8", headers={**preflight, "Origin": "https://evil.example"}, timeout=10
     )
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_ladder_of_3_rungs_gives_3_variants_each_at_its_size(server):
+    seconds = 4
+    rungs = [{"height": 240, "bitrate": "600k"}, {"height": 160, "bitrate": "300k"}, {"height": 120, "bitrate": "150k"}]
+    writer = av_writer(framecast.ServerFile("ladder/show.m3u8", playlist_type="event", renditions=rungs), server.url)
+    with writer.open():
+        stream_seconds(writer, 0, seconds * FPS)
+    directory = server.output_dir / "ladder"
+    master = (directory / "show.m3u8").read_text()
+    # One variant per rung, each with the shared audio rendition (and FFmpeg's audio-only variant).
+    variants = [v for v in re.findall(r"#EXT-X-STREAM-INF:([^\n]*)\n([^\n]+)", master) if "RESOLUTION=" in v[0]]
+    assert len(variants) == 3, master
+    assert [line.split("RESOLUTION=")[1].split(",")[0] for line, _ in variants] == ["320x240", "214x160", "160x120"]
+    assert all('AUDIO="group_audio"' in line for line, _ in variants), master
+    assert '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="group_audio"' in master
+    for (_, playlist), size in zip(variants, [(320, 240), (214, 160), (160, 120)]):
+        with av.open(str(directory / playlist)) as container:
+            frames = list(container.decode(video=0))
+        assert (frames[0].width, frames[0].height) == size
+        assert len(frames) == seconds * FPS, (playlist, len(frames))
+        if size == (320, 240):  # the top rung is the session's own encoder: every stamp, in order
+            assert [read_stamp(f.to_ndarray(format="rgb24")) for f in frames] == list(range(seconds * FPS))
+    # Each video rung is its own encode, the audio one; the top rung is the session's own stream.
+    assert writer.outputs[0]["encoders"] == ["libx264", "libx264", "libx264", "aac"]
+    summary = writer.summary
+    assert summary is not None and summary["streams"][0]["config"]["encoder_height"] == 240
+
+
+@needs_ffprobe
+def test_a_dash_ladder_has_a_representation_per_rung(server):
+    rungs = [{"height": 240}, {"height": 120, "bitrate": "100k"}]
+    writer = av_writer(framecast.ServerFile("dashladder/l.mpd", playlist_type="event", renditions=rungs), server.url)
+    with writer.open():
+        stream_seconds(writer, 0, 3 * FPS)
+    assert FFPROBE is not None
+    probe = subprocess.run(
+        [FFPROBE, "-v", "error", "-count_frames", "-show_entries", "stream=codec_type,width,height,nb_read_frames",
+         "-of", "json", str(server.output_dir / "dashladder" / "l.mpd")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    video = [s for s in json.loads(probe.stdout)["streams"] if s["codec_type"] == "video"]
+    assert sorted((s["width"], s["height"]) for s in video) == [(160, 120), (320, 240)]
+    assert all(int(s["nb_read_frames"]) == 3 * FPS for s in video)
+
+
+@pytest.mark.parametrize(
+    "dest, streams, message",
+    [
+        ({"path": "bad/a.mkv", "renditions": [{"height": 120}]}, [VIDEO], "for HLS"),
+        ({"path": "bad/a.m3u8", "renditions": [{"height": 120}, {"height": 120}]}, [VIDEO], "same as an earlier"),
+        ({"path": "bad/a.m3u8", "renditions": [{"height": 120}]}, [VIDEO, VIDEO], "one video stream"),
+        ({"path": "bad/a.m3u8", "renditions": [{"height": 9000}]}, [VIDEO], "less than or equal"),
+        ({"path": "bad/a.m3u8", "renditions": [{"height": 120, "bitrate": "lots"}]}, [VIDEO], "pattern"),
+    ],
+)
+def test_ladders_are_checked(api, dest, streams, message):
+    response = api.post("/v1/sessions", json={"destination": {"type": "server_file", **dest}, "streams": streams})
+    assert response.status_code == 422, response.text
+    assert message in response.text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Union
 
@@ -59,6 +59,9 @@ class ServerFile:
             e.g. ``"cam-%Y%m%d-%H%M%S"``.
         retention: rotating: keep the newest N files (an int), or those younger than an age
             (``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``).
+        renditions: HLS/DASH: an adaptive ladder, e.g. ``[{"height": 720, "bitrate": "3M"},
+            {"height": 360, "bitrate": "800k"}]``: the video encoded once per rung, the audio once,
+            one variant each in a master playlist at ``path``.
     """
 
     path: str
@@ -71,6 +74,7 @@ class ServerFile:
     segment_time: float | None = None
     segment_name: str | None = None
     retention: int | str | None = None
+    renditions: Sequence[Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -432,6 +436,8 @@ def describe_destination(dst: Any) -> dict[str, Any]:
         ):
             if getattr(dst, option) is not None:
                 described[option] = getattr(dst, option)
+        if dst.renditions is not None:
+            described["renditions"] = [dict(rung) for rung in dst.renditions]
         return described
     if isinstance(dst, Discard):
         return {"type": "discard", "encode": dst.encode}

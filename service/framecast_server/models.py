@@ -134,6 +134,17 @@ class ClientDestination(_Strict):
     seekable: bool = Field(True, description="Whether the client's destination can seek.")
 
 
+class Rendition(_Strict):
+    """One rung of an HLS or DASH ladder: the video scaled to ``height`` and encoded at ``bitrate``."""
+
+    height: int = Field(..., ge=16, le=8192, description="Pixels; the width follows the video's aspect (even).")
+    bitrate: str | None = Field(
+        None,
+        pattern=r"^[1-9][0-9]*(\.[0-9]+)?[kKM]?$",
+        description="Video bit rate ('3M', '800k', '1500000'); default: the encoder's own rate control.",
+    )
+
+
 class ServerFileDestination(_Strict):
     """A file under the server's output directory."""
 
@@ -164,6 +175,13 @@ class ServerFileDestination(_Strict):
     )
     segment_format: Literal["fmp4", "mpegts"] | None = Field(
         None, description="HLS: segments as fragmented MP4 (default) or MPEG-TS."
+    )
+    renditions: list[Rendition] | None = Field(
+        None,
+        min_length=1,
+        max_length=6,
+        description="HLS/DASH: an adaptive ladder, one variant per rung (the video encoded once per rung, the "
+        "audio once), listed in a master playlist (or the MPD) at this path.",
     )
     overwrite: bool | None = Field(
         None,

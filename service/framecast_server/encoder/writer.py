@@ -470,6 +470,13 @@ class SessionWriter:
         self._sources: dict[int, list[_Stream]] = {
             output.index: [self._encoder_of(p) for p in output.encoders(plan.streams)] for output in plan.outputs
         }
+        #: Where each output takes each encoder's packets: (output index, encoder) -> its stream there
+        #: (the session's stream index, but in an HLS/DASH ladder, which has a stream per rung).
+        self._positions: dict[tuple[int, int], int] = {
+            (index, id(encoder)): position
+            for index, sources in self._sources.items()
+            for position, encoder in enumerate(sources)
+        }
         #: For each stream, its encoders: the session's first.
         self._by_stream: list[list[_Stream]] = [
             [e for e in self.encoders if e.plan.index == i] for i in range(len(self.streams))
@@ -789,7 +796,8 @@ class SessionWriter:
             last = len(users) - 1
             for i, link in enumerate(list(users)):
                 try:
-                    link.mux(packet, index, copy=i != last)  # the last output takes the packet itself
+                    position = self._positions.get((link.plan.index, id(encoder)), index)
+                    link.mux(packet, position, copy=i != last)  # the last output takes the packet itself
                 except (QuotaReached, FilterOutputRefused, MemoryError):
                     raise  # the session's own limits: the session stops
                 except Exception as exc:  # this output broke (a network one reconnects by itself)

@@ -9,6 +9,7 @@ muxer; whatever FFmpeg itself still refuses there is reported as a 422 too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -476,15 +477,63 @@ def make_plan(config: SessionConfig, settings: Settings) -> SessionPlan:
         steady_keyframes=plan.steady_keyframes,
     )
     _check_stream_policies(plan.streams, settings)
-    for output, muxer, filename in list(zip(plan.outputs, muxers, filenames))[1:]:
+    _ladder(plan, plan.first, wanted[0], settings)
+    for each, output, muxer, filename in list(zip(wanted, plan.outputs, muxers, filenames))[1:]:
         output.streams = _own_streams(config, plan, output, muxer, filename)
         if output.streams is not None:
             _check_stream_policies([s for s in output.streams if s not in plan.streams], settings)
+        _ladder(plan, output, each, settings)
     policy.check_metadata(config.metadata)
     plan.metadata = dict(config.metadata)
     for each, output, muxer in zip(wanted, plan.outputs, muxers):
         output.options = _plan_muxer_options(output, muxer, each, settings)
     return plan
+
+
+def _ladder(plan: SessionPlan, output: OutputPlan, wanted: _Wanted, settings: Settings) -> None:
+    """An HLS or DASH output's adaptive ladder (``renditions``): its video encoded once per rung,
+    scaled to the rung's height at the video's aspect, its audio once. The first output's top rung
+    is the session's own video encoder (no encode is spent on a size nobody gets).
+
+    Raises:
+        InvalidConfig: renditions on another kind of output, a ladder of no or several video
+            streams or several audio streams, two rungs alike, a rung beyond the server's limits.
+    """
+    dest = wanted.dest
+    renditions = getattr(dest, "renditions", None)
+    if not renditions:
+        return
+    field = wanted.where + ".renditions"
+    if output.segments is None or output.segments.rotating:
+        raise InvalidConfig("renditions are for HLS (.m3u8) and DASH (.mpd) outputs", field)
+    streams = output.encoders(plan.streams)
+    video = [s for s in streams if isinstance(s, VideoPlan)]
+    audio = [s for s in streams if isinstance(s, AudioPlan)]
+    if len(video) != 1 or len(audio) > 1:
+        raise InvalidConfig(
+            f"a ladder is one video stream (and at most one audio stream), got {len(video)} and {len(audio)}", field
+        )
+    base = video[0]
+    rungs: list[VideoPlan] = []
+    names: list[str] = []
+    for k, rung in enumerate(renditions):
+        height = rung.height - rung.height % 2
+        width = max(2, round(height * base.width / base.height / 2) * 2)
+        options = dict(base.encoder_option)
+        if rung.bitrate is not None:
+            options["b"] = rung.bitrate
+        plan_k = dataclasses.replace(base, encoder_width=width, encoder_height=height, encoder_option=options)
+        if any(plan_k == other for other in rungs):
+            raise InvalidConfig(f"renditions.{k} is the same as an earlier rung", field)
+        _check_stream_policies([plan_k], settings)
+        rungs.append(plan_k)
+        names.append(f"{height}p" if f"{height}p" not in names else f"{height}p{k}")
+    if output is plan.first:  # the session's own video encoder is the top rung
+        plan.streams[base.index] = rungs[0]
+    output.streams = [*rungs, *audio]
+    if output.muxer == "hls":
+        variants = (*names, *(["audio"] if audio else []))
+        output.segments = dataclasses.replace(output.segments, variants=variants, has_audio=bool(audio))
 
 
 def _wanted_outputs(config: SessionConfig, settings: Settings) -> list[_Wanted]:

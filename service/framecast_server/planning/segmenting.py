@@ -72,7 +72,8 @@ OWN_OPTIONS: dict[str, dict[str, str]] = {
         "hls_segment_filename": "",
         "hls_fmp4_init_filename": "",
         "hls_base_url": "",
-        "master_pl_name": "",
+        "master_pl_name": "renditions",
+        "var_stream_map": "renditions",
     },
     "dash": {
         "seg_duration": "segment_duration",
@@ -109,6 +110,10 @@ class SegmentPlan:
     name_pattern: str | None = None  # rotating: a strftime pattern for the names, without extension
     keep_count: int | None = None  # rotating: keep the newest this many
     keep_seconds: float | None = None  # rotating: keep those younger than this
+    #: HLS with a ladder: the variants' names (``720p``, ..., ``audio``), in ``var_stream_map`` order
+    #: (audio first); the playlist is then the master, each variant has its own.
+    variants: tuple[str, ...] = ()
+    has_audio: bool = False  # HLS with a ladder: an audio stream, shared by every video variant
 
     @property
     def rotating(self) -> bool:
@@ -125,7 +130,10 @@ class SegmentPlan:
 
     @property
     def target(self) -> str:
-        """What the muxer is opened on: the playlist (HLS, DASH)."""
+        """What the muxer is opened on: the playlist (HLS, DASH); with an HLS ladder, the variants'
+        playlists (``%v``: each variant's name), the master being the playlist."""
+        if self.variants and self.muxer == "hls":
+            return os.path.join(self.directory, f"{self.stem}_%v{MUXERS['hls']}")
         return os.path.join(self.directory, self.playlist)
 
     def segment_name(self, index: int, now: float) -> str:
@@ -164,6 +172,10 @@ class SegmentPlan:
             parts = re.split(r"%([YmdHMSj])", self.name_pattern)
             body = "".join(_STRFTIME[p] if i % 2 else re.escape(p) for i, p in enumerate(parts))
             return re.compile(body + r"(-\d+)?" + re.escape(self.extension))  # -N: a name taken already
+        if self.muxer == "hls" and self.variants:
+            names = "|".join(re.escape(v) for v in self.variants)
+            ext = re.escape(self.segment_extension)
+            return re.compile(rf"{stem}_({names})(\.m3u8|_init\.mp4|_\d{{5,}}{ext})")
         if self.muxer == "hls":
             return re.compile(rf"{stem}_(init\.mp4|\d{{5,}}{re.escape(self.segment_extension)})")
         return re.compile(rf"{stem}-(init-\d+|\d+-\d{{5,}})\.m4s")
@@ -184,6 +196,13 @@ class SegmentPlan:
             }
             if self.event:
                 options["hls_playlist_type"] = "event"
+            if self.variants:  # a ladder: a playlist per variant, the master at the config's path
+                options["master_pl_name"] = self.playlist
+                options["hls_segment_filename"] = os.path.join(
+                    self.directory, f"{self.stem}_%v_%05d{self.segment_extension}"
+                )
+                options["hls_fmp4_init_filename"] = f"{self.stem}_%v_init.mp4"
+                options["var_stream_map"] = self.stream_map()
             return options
         return {
             "seg_duration": seconds,
@@ -195,6 +214,15 @@ class SegmentPlan:
             "init_seg_name": f"{self.stem}-init-$RepresentationID$.m4s",
             "media_seg_name": f"{self.stem}-$RepresentationID$-$Number%05d$.m4s",
         }
+
+    def stream_map(self) -> str:
+        """HLS's ``var_stream_map``: each video variant with the audio (its own rendition group)."""
+        video = [v for v in self.variants if v != "audio"]
+        if not self.has_audio:
+            return " ".join(f"v:{i},name:{name}" for i, name in enumerate(video))
+        return " ".join(
+            ["a:0,agroup:audio,name:audio"] + [f"v:{i},agroup:audio,name:{name}" for i, name in enumerate(video)]
+        )
 
     def disk_bytes(self) -> int:
         """The bytes this output's files take in its directory now."""
