@@ -410,7 +410,7 @@ def test_a_ladder_of_3_rungs_gives_3_variants_each_at_its_size(server):
 
 @needs_ffprobe
 def test_a_dash_ladder_has_a_representation_per_rung(server):
-    rungs = [{"height": 240}, {"height": 120, "bitrate": "100k"}]
+    rungs: list[dict[str, Any]] = [{"height": 240}, {"height": 120, "bitrate": "100k"}]
     writer = av_writer(framecast.ServerFile("dashladder/l.mpd", playlist_type="event", renditions=rungs), server.url)
     with writer.open():
         stream_seconds(writer, 0, 3 * FPS)
