@@ -124,6 +124,16 @@ def _fanout(ax: Any, r: ScenarioResult) -> None:
     ax.legend(loc="upper left", fontsize=8)
 
 
+def _ladder(ax: Any, r: ScenarioResult) -> None:
+    cpu = r.series["cpu"]
+    top, second, third = r.series["heights"]
+    labels = {"one": f"1 rendition\n{top}", "two": f"+ {second}", "three": f"+ {second}\n+ {third}"}
+    cases = [c for c in labels if c in cpu]
+    bars = ax.bar([labels[c] for c in cases], [cpu[c] for c in cases], color="C0")
+    ax.bar_label(bars, labels=[f"{cpu[c]:.2f}" for c in cases])
+    ax.set_ylabel("server CPU s per media s")
+
+
 def _memory(ax: Any, r: ScenarioResult) -> None:
     long = np.array(r.series["long"], dtype=np.float64)
     if long.size:
@@ -151,6 +161,7 @@ PANELS = {
     "latency": _latency,
     "concurrency": _concurrency,
     "fanout": _fanout,
+    "ladder": _ladder,
     "memory": _memory,
     "drift": _drift,
 }
