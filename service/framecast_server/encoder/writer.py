@@ -20,6 +20,7 @@ stream is set up, and on every frame it puts out.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -500,10 +501,12 @@ class SessionWriter:
             self._abort()
             raise
         #: The session's files against the disk limits (``quotas.DiskGuard``).
+        # (Given the outputs, not the writer: a cycle through the writer would keep the encoders
+        # alive past the process's end, and x264 writes its pass-1 statistics when it is freed.)
         self.disk = DiskGuard(
             plan.limits,
             os.path.dirname(plan.workdir) if plan.workdir else None,
-            lambda: sum(o.disk_bytes() for o in self.outputs if not isinstance(o, Relay)),
+            functools.partial(_disk_bytes, self.outputs),
         )
         #: Where packets go: each output, network ones behind their reconnecting LiveOutput.
         self.links: list[Output[OutputPlan] | RotatingOutput | LiveOutput] = [
@@ -870,6 +873,11 @@ class SessionWriter:
     def output_stats(self) -> tuple[OutputStats, ...]:
         """Every output's totals so far, failed ones included."""
         return tuple(output.stats() for output in self.outputs)
+
+
+def _disk_bytes(outputs: list[Output[OutputPlan] | Relay | RotatingOutput]) -> int:
+    """The bytes the session's server files take on disk now."""
+    return sum(output.disk_bytes() for output in outputs if not isinstance(output, Relay))
 
 
 def _close_quietly(container: av.container.OutputContainer) -> None:
