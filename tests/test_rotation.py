@@ -60,14 +60,19 @@ def test_a_20_s_session_rotates_into_4_segments_of_every_frame_once(server, tmp_
         writer.download(io.BytesIO())
 
 
-def test_retention_keeps_the_newest(server):
-    writer = av_writer(framecast.ServerFile("ret/cam.mkv", segment_time=2, retention=2), server.url)
+@pytest.mark.parametrize("extension", ["mkv", "ts", "mp4"])
+def test_retention_keeps_the_newest(server, extension):
+    directory = server.output_dir / f"ret-{extension}"
+    writer = av_writer(
+        framecast.ServerFile(f"ret-{extension}/cam.{extension}", segment_time=2, retention=2), server.url
+    )
     with writer.open():
         stream_seconds(writer, 0, 9 * FPS)
-    names = sorted(n for n in os.listdir(server.output_dir / "ret") if n.endswith(".mkv"))
-    assert names == ["cam-00003.mkv", "cam-00004.mkv"], names
+    names = sorted(n for n in os.listdir(directory) if n.endswith(f".{extension}"))
+    assert names == [f"cam-00003.{extension}", f"cam-00004.{extension}"], names
     assert [s["name"] for s in writer.outputs[0]["segments"]] == names
-    assert stamps(str(server.output_dir / "ret" / names[-1]))[-1] == 9 * FPS - 1
+    got = stamps(str(directory / names[0])) + stamps(str(directory / names[1]))
+    assert got == list(range(6 * FPS, 9 * FPS))  # the last two files: 6 to 8 s and 8 to 9 s, whole
 
 
 def test_strftime_names_and_an_age_limit(server):

@@ -28,6 +28,8 @@ NAME = "ladder"
 TITLE = "HLS ladder: the cost of each rung"
 
 CASES = ("one", "two", "three")
+#: Three rungs (each half the height of the one above) against one rendition: their pixels are 1.31x.
+TARGET_RATIO = 1.5
 
 
 def _rungs(height: int, count: int) -> list[dict[str, Any]]:
@@ -82,6 +84,9 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     for case in CASES:
         worst = max(m["max_lateness_ms"] for m in runs[case])
         result.add(f"lateness_{case}", f"{case}: worst pacing max_lateness", worst, "ms", 0)
+    # The rungs' pixels are 1 + 1/4 + 1/16 of the top's: a ladder costing well past that (1.5x)
+    # would be spending on something else than the encodes (a copy per rung, a stall).
+    result.target(f"3 rungs < {TARGET_RATIO}x the CPU of 1 rendition", "ratio_three_one", "<", TARGET_RATIO, "x")
     result.series = {"runs": runs, "cpu": cpu, "heights": heights}
     result.notes.append(
         f"{width}x{height}@{rate} rgb24 + {sample_rate} Hz stereo, HLS (fMP4, 2 s segments), libx264 + AAC, "
