@@ -87,12 +87,14 @@ def browser_page(browser: Any) -> Iterator[Page]:
 
 
 class Streamer(threading.Thread):
-    """An SDK session in the background: 320x240 video at 15 fps plus 48 kHz stereo, written in
-    1-second chunks and paced in real time, until ``seconds`` are written or ``stop`` is set."""
+    """An SDK session in the background (to ``dst``, by default a Discard that encodes): 320x240
+    video at 15 fps plus 48 kHz stereo, written in 1-second chunks and paced in real time, until
+    ``seconds`` are written or ``stop`` is set."""
 
-    def __init__(self, url: str, seconds: int = 6, api_key: str | None = None) -> None:
+    def __init__(self, url: str, seconds: int = 6, api_key: str | None = None, dst: Any = None) -> None:
         super().__init__(name="dashboard-streamer", daemon=True)
         self.url, self.seconds, self.api_key = url, seconds, api_key
+        self.dst = framecast.Discard(encode=True) if dst is None else dst
         self.opened = threading.Event()
         self.stop = threading.Event()
         self.session_id: str | None = None
@@ -101,9 +103,7 @@ class Streamer(threading.Thread):
 
     def run(self) -> None:
         try:
-            writer = framecast.StreamWriter(
-                framecast.Discard(encode=True), server=self.url, realtime=True, api_key=self.api_key
-            )
+            writer = framecast.StreamWriter(self.dst, server=self.url, realtime=True, api_key=self.api_key)
             writer.add_video_stream(frame_rate=15, width=320, height=240)
             writer.add_audio_stream(sample_rate=48000, num_channels=2)
             tone = sine(440, 48000, 1.0, channels=2, amplitude=0.5)  # -9 dBFS RMS
@@ -363,46 +363,6 @@ def test_dashboard_shows_each_of_several_destinations(server: ServerProcess, bro
     assert browser_page.errors == []
 
 
-class HlsStreamer(threading.Thread):
-    """An SDK session writing a live HLS stream (the moving test pattern, 1 s segments) in real time."""
-
-    def __init__(self, url: str, seconds: int = 20) -> None:
-        super().__init__(name="dashboard-hls", daemon=True)
-        self.url, self.seconds = url, seconds
-        self.opened = threading.Event()
-        self.stop = threading.Event()
-        self.session_id: str | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            writer = framecast.StreamWriter(
-                framecast.ServerFile("dashboard/live.m3u8", segment_duration=1, overwrite=True), server=self.url
-            )
-            writer.add_video_stream(frame_rate=15, width=320, height=240)
-            writer.add_audio_stream(sample_rate=48000, num_channels=2)
-            tone = sine(440, 48000, 1.0, channels=2, amplitude=0.3)
-            with writer.open():
-                self.session_id = writer.session_id
-                self.opened.set()
-                for second in range(self.seconds):
-                    if self.stop.is_set():
-                        break
-                    writer.write_video_chunk(0, patterns(15, 240, 320, start=15 * second))
-                    writer.write_audio_chunk(1, tone)
-        except BaseException as exc:  # reported by the test
-            self.error = exc
-        finally:
-            self.opened.set()
-
-    def finish(self, timeout: float = 60.0) -> None:
-        self.stop.set()
-        self.join(timeout)
-        assert not self.is_alive(), "the streaming thread did not finish"
-        if self.error is not None:
-            raise self.error
-
-
 #: The playing video's current frame, drawn into a canvas: its size, brightness and contrast.
 VIDEO_PIXELS_JS = """video => {
   const c = document.createElement("canvas");
@@ -420,7 +380,8 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 def test_dashboard_plays_a_live_hls_session(server: ServerProcess, browser_page: Page) -> None:
-    streamer = HlsStreamer(server.url)
+    live = framecast.ServerFile("dashboard/live.m3u8", segment_duration=1, overwrite=True)
+    streamer = Streamer(server.url, seconds=20, dst=live)
     streamer.start()
     try:
         assert streamer.opened.wait(30), "the SDK did not open its session"
