@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             frames = moving_frames(64, 720, 1280)
             if args.workload == "e2e":
-                dst = framecast.ServerFile("profile.mp4", crash_safe=False)
+                dst = framecast.ServerFile("profile.mp4", crash_safe=False, overwrite=True)
                 writers = [video_writer(dst, server.url, (1280, 720), 30, ULTRAFAST)]
             else:
                 writers = [

@@ -4,7 +4,7 @@
 //
 //   npm install ws        # Node 18-21 have no global WebSocket; `ws` is looked up from the current directory
 //   node examples/node_push.mjs --url rtmp://127.0.0.1:1935/live/demo --seconds 10
-//   node examples/node_push.mjs --file recordings/node.mp4 --seconds 5 --server http://127.0.0.1:8000
+//   node examples/node_push.mjs --file recordings/node.mp4 --seconds 5 --server http://127.0.0.1:8000 [--overwrite]
 //
 // The server is --server, else $FRAMECAST_SERVER, else http://127.0.0.1:8000; the API key
 // $FRAMECAST_API_KEY. Network URLs are paced in real time by the writer's flow control.
@@ -16,7 +16,7 @@ import { ServerFile, StreamWriter } from "../client/js/framecast.js";
 
 const { values: args } = parseArgs({
   options: {
-    url: { type: "string" }, file: { type: "string" }, server: { type: "string" },
+    url: { type: "string" }, file: { type: "string" }, server: { type: "string" }, overwrite: { type: "boolean" },
     seconds: { type: "string", default: "10" }, fps: { type: "string", default: "30" },
     width: { type: "string", default: "640" }, height: { type: "string", default: "360" },
   },
@@ -40,7 +40,7 @@ async function webSocketClass() {
 
 const [seconds, fps, width, height] = [args.seconds, args.fps, args.width, args.height].map(Number);
 const rate = 48000;
-const writer = new StreamWriter(args.url ?? ServerFile(args.file), { server: args.server, WebSocket: await webSocketClass() });
+const writer = new StreamWriter(args.url ?? ServerFile(args.file, { overwrite: args.overwrite }), { server: args.server, WebSocket: await webSocketClass() });
 writer.addVideoStream({ frameRate: fps, width, height, format: "rgba" });
 writer.addAudioStream({ sampleRate: rate, numChannels: 2 });
 writer.on("event", (event) => console.log(`event: ${event.event}`));

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -342,8 +343,13 @@ def refusal(response: httpx.Response) -> tuple[int, str, str]:
     return response.status_code, error["field"], error["message"]
 
 
+def file_config(path: str, **destination: Any) -> dict[str, Any]:
+    """A video session writing the server file ``path``, with ``destination`` fields beside it."""
+    return {"destination": {"type": "server_file", "path": path, **destination}, "streams": [VIDEO]}
+
+
 def test_a_path_belongs_to_one_session_at_a_time(api, server) -> None:
-    config = {"destination": {"type": "server_file", "path": "abuse/same.mkv"}, "streams": [VIDEO]}
+    config = file_config("abuse/same.mkv")
     first = api.post("/v1/sessions", json=config).json()
     response = api.post("/v1/sessions", json=config)
     status, field, message = refusal(response)
@@ -353,7 +359,16 @@ def test_a_path_belongs_to_one_session_at_a_time(api, server) -> None:
         f"({first['id']}); choose another path"
     )
     stream_one(first)
-    again = api.post("/v1/sessions", json=config)  # finished, and the same key's (none here): replaced
+    written = (server.output_dir / "abuse" / "same.mkv").read_bytes()
+    again = api.post("/v1/sessions", json=config)  # finished, and the same key's: replaced only when asked
+    assert (*refusal(again), again.json()["error"]["code"]) == (
+        422,
+        "destination.path",
+        "destination.path: 'abuse/same.mkv' exists; choose another path, or set overwrite to true to replace it",
+        "path_exists",
+    )
+    assert (server.output_dir / "abuse" / "same.mkv").read_bytes() == written
+    again = api.post("/v1/sessions", json=file_config("abuse/same.mkv", overwrite=True))
     assert again.status_code == 201, again.text
     api.delete(f"/v1/sessions/{again.json()['id']}")
 
@@ -361,25 +376,42 @@ def test_a_path_belongs_to_one_session_at_a_time(api, server) -> None:
 def test_a_finished_file_of_one_key_is_not_replaced_by_another(own_server) -> None:
     server = own_server(FRAMECAST_API_KEYS="key-one-5d1e,key-two-90ab")
     one, two = ({"Authorization": f"Bearer {key}"} for key in ("key-one-5d1e", "key-two-90ab"))
-    config = {"destination": {"type": "server_file", "path": "mine.mkv"}, "streams": [VIDEO]}
+    config, replace = file_config("mine.mkv"), file_config("mine.mkv", overwrite=True)
     created = httpx.post(server.url + "/v1/sessions", json=config, headers=one, timeout=30).json()
     stream_one(created)
     written = (server.output_dir / "mine.mkv").read_bytes()
-    status, field, message = refusal(httpx.post(server.url + "/v1/sessions", json=config, headers=two, timeout=30))
-    assert (status, field) == (409, "destination.path") and "another API key's session" in message
+    for asked in (config, replace):  # overwrite never reaches another key's file
+        status, field, message = refusal(httpx.post(server.url + "/v1/sessions", json=asked, headers=two, timeout=30))
+        assert (status, field) == (409, "destination.path") and "another API key's session" in message
     assert (server.output_dir / "mine.mkv").read_bytes() == written
     mine_again = httpx.post(server.url + "/v1/sessions", json=config, headers=one, timeout=30)
+    assert mine_again.status_code == 422 and mine_again.json()["error"]["code"] == "path_exists"
+    mine_again = httpx.post(server.url + "/v1/sessions", json=replace, headers=one, timeout=30)
     assert mine_again.status_code == 201, mine_again.text
 
 
+@pytest.mark.parametrize("overwrite", [None, False])
+def test_a_file_from_before_is_left_alone_unless_the_config_says_overwrite(api, server, overwrite) -> None:
+    old = server.output_dir / "abuse" / f"kept-{overwrite}.mkv"
+    old.parent.mkdir(exist_ok=True)
+    old.write_bytes(b"old content " * 1000)
+    destination = {"type": "server_file", "path": f"abuse/kept-{overwrite}.mkv", "overwrite": overwrite}
+    response = api.post("/v1/sessions", json={"destination": destination, "streams": [VIDEO]})
+    assert refusal(response)[:2] == (422, "destination.path") and response.json()["error"]["code"] == "path_exists"
+    assert old.read_bytes() == b"old content " * 1000
+    assert sorted(p.name for p in old.parent.iterdir() if p.name.startswith(old.stem)) == [
+        old.name
+    ]  # nothing beside it
+
+
 def test_a_file_from_before_is_replaced_by_a_new_inode(api, server) -> None:
-    """A file no remembered session wrote (an earlier run's): replaced, not written into, so a
-    reader of the old file keeps it whole."""
+    """A file no remembered session wrote (an earlier run's), with overwrite: replaced, not
+    written into, so a reader of the old file keeps it whole."""
     old = server.output_dir / "abuse" / "before.mkv"
     old.parent.mkdir(exist_ok=True)
     old.write_bytes(b"old content " * 1000)
     with open(old, "rb") as reader:
-        created = create(api, [VIDEO], {"type": "server_file", "path": "abuse/before.mkv"})
+        created = create(api, [VIDEO], {"type": "server_file", "path": "abuse/before.mkv", "overwrite": True})
         stream_one(created)
         assert reader.read() == b"old content " * 1000
     assert old.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # a Matroska file now

@@ -147,6 +147,20 @@ def test_push_real_time_to_server_file(server, media_file):
     assert info["realtime"] is True and info["state"] == "closed"
 
 
+def test_push_to_a_server_file_that_exists_needs_y(server, media_file):
+    name = f"push/{uuid.uuid4().hex[:8]}.mkv"
+    ok(cli("push", str(media_file), f"server:{name}", "--no-realtime", "--duration", "1", server=server.url))
+    first = (server.output_dir / name).read_bytes()
+    line = failed(cli("push", str(media_file), f"server:{name}", "--no-realtime", server=server.url))
+    assert line == (
+        f"framecast push: destination.path: {name!r} exists; choose another path, or set overwrite to true "
+        "to replace it (pass -y to replace it)"
+    )
+    assert (server.output_dir / name).read_bytes() == first
+    ok(cli("push", str(media_file), f"server:{name}", "--no-realtime", "-y", server=server.url))
+    check_pushed(decode(server.output_dir / name))
+
+
 def test_push_duration_and_single_stream(server, media_file, tmp_path):
     out = tmp_path / "first-second.mkv"
     stdout = ok(

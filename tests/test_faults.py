@@ -28,7 +28,11 @@ def test_websocket_cuts_lose_and_duplicate_nothing(server, destination, shared_m
     # Through shared memory a chunk message is its 56-byte header and offset: cut after fewer bytes.
     cut_bytes, step = ((200_000, 1_800_000), 8) if shared_memory is False else ((100, 600), 2)
     with CuttingProxy(server.port, cuts=6, min_bytes=cut_bytes[0], max_bytes=cut_bytes[1], seed=7) as proxy:
-        dst = ServerFile(f"faults/cut-{destination}.mkv") if destination == "server_file" else io.BytesIO()
+        dst = (
+            ServerFile(f"faults/cut-{destination}-{shared_memory}.mkv")
+            if destination == "server_file"
+            else io.BytesIO()
+        )
         events: list[dict[str, Any]] = []
         writer = StreamWriter(
             dst,
@@ -46,7 +50,11 @@ def test_websocket_cuts_lose_and_duplicate_nothing(server, destination, shared_m
         assert proxy.cuts == 6
     assert writer.reconnects >= 1  # (a cut during a reconnect is retried within that reconnect)
     assert any(e["event"] == "client_reconnected" for e in writer.events)
-    source = dst.getvalue() if isinstance(dst, io.BytesIO) else server.output_dir / "faults" / f"cut-{destination}.mkv"
+    source = (
+        dst.getvalue()
+        if isinstance(dst, io.BytesIO)
+        else server.output_dir / "faults" / f"cut-{destination}-{shared_memory}.mkv"
+    )
     (video,) = decode(source)["streams"]
     assert [read_stamp(f) for f in video["frames"]] == list(range(240))  # each frame once, in order
     assert writer.summary is not None

@@ -458,6 +458,11 @@ def test_push_destinations_become_the_writers_dst() -> None:
         ServerFile("rec/a.mp4"),
         "b.ts",
     ]
+    assert cli.parse_destinations(["server:rec/a.mp4", "out.ts"], None, overwrite=True) == [
+        ServerFile("rec/a.mp4", overwrite=True),
+        "out.ts",
+    ]
+    assert cli.build_parser().parse_args(["push", "in.mp4", "server:a.mp4", "-y"]).overwrite is True
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     failed: dict[str, str] = {}
 
     with BenchServer() as server:
-        server_dst = framecast.ServerFile("e2e.mp4", crash_safe=False)
+        server_dst = framecast.ServerFile("e2e.mp4", crash_safe=False, overwrite=True)
         # Warm-up, untimed: the server's forkserver, x264's code and tables, the page cache.
         warm = min(n, 10)
         _framecast(server, tchw[:warm], server_dst, rate)

@@ -237,7 +237,11 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         nginx_pids = _tree(rtmp_a.proc.pid if rtmp_a.proc else None) + _tree(rtmp_b.proc.pid if rtmp_b.proc else None)
 
         def destinations(tag: str) -> tuple[Any, str, str]:
-            return framecast.ServerFile(f"fanout-{tag}.mkv"), rtmp_a.url(f"{tag}-a"), rtmp_b.url(f"{tag}-b")
+            return (
+                framecast.ServerFile(f"fanout-{tag}.mkv", overwrite=True),
+                rtmp_a.url(f"{tag}-a"),
+                rtmp_b.url(f"{tag}-b"),
+            )
 
         def measure(case: str, tag: str, media_seconds: float) -> dict[str, Any]:
             file, url_a, url_b = destinations(tag)

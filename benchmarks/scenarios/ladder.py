@@ -52,6 +52,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             dst = framecast.ServerFile(
                 f"ladder-{tag}/show.m3u8",
                 playlist_type="event",
+                overwrite=True,
                 renditions=_rungs(height, count) if count > 1 else None,
             )
             return _case(server, [dst], [], frames, audio, rate, sample_rate, media_seconds)

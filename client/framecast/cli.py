@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="send at media time, as ffmpeg -re (default: on)",
     )
+    push.add_argument(
+        "-y",
+        "--overwrite",
+        action="store_true",
+        help="replace server:PATH files that exist, as ffmpeg -y (default: such a DST is refused)",
+    )
     push.add_argument("--no-video", dest="video", action="store_false", help="leave the video stream out")
     push.add_argument("--no-audio", dest="audio", action="store_false", help="leave the audio stream out")
     push.add_argument("--duration", type=float, default=None, help="stop after this many seconds of media")
@@ -155,12 +161,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"framecast {args.command}: {exc}", file=sys.stderr)
         return exc.status
     except FramecastError as exc:
-        hint = " (pass --api-key or set FRAMECAST_API_KEY)" if getattr(exc, "status", None) == 401 else ""
+        hint = _hint(args.command, exc)
         print(f"framecast {args.command}: {exc}{hint}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"framecast {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _hint(command: str, exc: FramecastError) -> str:
+    """What to do next, for the errors a flag of this command answers."""
+    if getattr(exc, "status", None) == 401:
+        return " (pass --api-key or set FRAMECAST_API_KEY)"
+    detail = getattr(exc, "detail", None)
+    if command == "push" and isinstance(detail, dict) and detail.get("code") == "path_exists":
+        return " (pass -y to replace it)"
+    return ""
 
 
 def _rest(args: argparse.Namespace) -> RestClient:
@@ -396,8 +412,9 @@ def format_capabilities(caps: dict[str, Any]) -> str:
 # -- push --------------------------------------------------------------------------------------
 
 
-def parse_destinations(dsts: list[str], format: str | None) -> Any:
-    """The writer's ``dst`` for push's DST arguments: the one destination, or a list of them.
+def parse_destinations(dsts: list[str], format: str | None, overwrite: bool = False) -> Any:
+    """The writer's ``dst`` for push's DST arguments: the one destination, or a list of them;
+    ``overwrite`` lets ``server:`` files replace files that exist.
 
     Raises:
         CliError: ``server:`` without a path, ``--format`` with several DSTs, or two local paths
@@ -405,7 +422,7 @@ def parse_destinations(dsts: list[str], format: str | None) -> Any:
     """
     from .streams import describe_destination
 
-    parsed = [parse_destination(dst) for dst in dsts]
+    parsed = [parse_destination(dst, overwrite) for dst in dsts]
     if len(parsed) == 1:
         return parsed[0]
     if format is not None:
@@ -423,7 +440,7 @@ def parse_destinations(dsts: list[str], format: str | None) -> Any:
     return parsed
 
 
-def parse_destination(dst: str) -> Any:
+def parse_destination(dst: str, overwrite: bool = False) -> Any:
     """``server:dir/a.mp4`` is a ServerFile; anything else (a URL or local path) goes as given."""
     from .streams import ServerFile
 
@@ -433,7 +450,7 @@ def parse_destination(dst: str) -> Any:
             raise CliError(
                 "server: needs a path under the server's output dir, e.g. server:recordings/a.mp4", EXIT_USAGE
             )
-        return ServerFile(path)
+        return ServerFile(path, overwrite=True if overwrite else None)
     return dst
 
 
@@ -517,7 +534,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         raise CliError(f"no such file: {args.file}" if not source.exists() else f"not a file: {args.file}")
     if args.duration is not None and args.duration <= 0:
         raise CliError("--duration must be positive", EXIT_USAGE)
-    dst = parse_destinations(args.dst, args.format)
+    dst = parse_destinations(args.dst, args.format, args.overwrite)
     av = _import_av()
     try:
         container = av.open(str(source))

@@ -51,8 +51,8 @@ class ServerFile:
         playlist_size: HLS/DASH: segments a live playlist lists; older ones are deleted (default 6).
         playlist_type: HLS/DASH: ``"live"`` (default) or ``"event"``, which keeps every segment.
         segment_format: HLS: ``"fmp4"`` (default) or ``"mpegts"``.
-        overwrite: replace files of this name from before (never another session's). Default: yes
-            for a single file; for HLS/DASH and rotating recordings only when True.
+        overwrite: replace files of this name that exist (never another API key's). Default:
+            no, and a path that exists is refused with ``InvalidConfig`` naming it.
         segment_time: rotate: a new file (``NAME-00000.EXT``, ``NAME-00001.EXT``, ...) every
             this many seconds, each starting on a keyframe and playable alone.
         segment_name: rotating: the files' names as a strftime pattern without the extension,

@@ -96,14 +96,14 @@ export class AudioStream {
   toJSON(): Record<string, unknown>;
 }
 
-export interface ServerFileDestination { type: "server_file"; path: string; crash_safe: boolean }
+export interface ServerFileDestination { type: "server_file"; path: string; crash_safe: boolean; overwrite?: true }
 export interface ClientDestination { type: "client"; filename: string | null; seekable: boolean }
 export interface DiscardDestination { type: "discard"; encode: boolean }
 export interface UrlDestination { type: "url"; url: string }
 export type Destination = ServerFileDestination | ClientDestination | DiscardDestination | UrlDestination;
 
-/** A file under the server's output directory. */
-export function ServerFile(path: string, options?: { crashSafe?: boolean }): ServerFileDestination;
+/** A file under the server's output directory; a path that exists is refused unless `overwrite`. */
+export function ServerFile(path: string, options?: { crashSafe?: boolean; overwrite?: boolean }): ServerFileDestination;
 /** The encoded bytes come back and are assembled in memory (writer.blob() after close()). */
 export function ClientBlob(filename?: string | null): ClientDestination;
 /** A destination that keeps nothing. */

@@ -34,10 +34,12 @@ export const TOKEN_SUBPROTOCOL_PREFIX = "framecast.bearer.";
 /**
  * A file under the server's output directory (downloadable once closed: `writer.download()`).
  * @param {string} path relative to the server's output directory
- * @param {{crashSafe?: boolean}} [options] crashSafe (default true): fragmented MP4/MOV
+ * @param {{crashSafe?: boolean, overwrite?: boolean}} [options] crashSafe (default true): fragmented
+ *   MP4/MOV; overwrite (default false): replace a file of this name that exists, which is otherwise
+ *   refused (InvalidConfig, code "path_exists")
  */
-export function ServerFile(path, { crashSafe = true } = {}) {
-  return { type: "server_file", path, crash_safe: crashSafe };
+export function ServerFile(path, { crashSafe = true, overwrite = false } = {}) {
+  return { type: "server_file", path, crash_safe: crashSafe, ...(overwrite ? { overwrite: true } : {}) };
 }
 
 /**

@@ -2,6 +2,8 @@
 
     ApiError
     ├── InvalidConfig (ValueError)      422  a session config that cannot work; names the field
+    │   ├── PathExists                  422  a server file that exists, without ``overwrite``
+    │   └── PathInUse                   409  a server path another session writes (or wrote)
     ├── Unauthorized                    401  no or wrong API key
     ├── SessionNotFound (LookupError)   404  no session with that id
     ├── PreviewNotFound (LookupError)   404  no preview frame (yet)
@@ -50,6 +52,12 @@ class InvalidConfig(ApiError, ValueError):
         if self.field:
             body["error"]["field"] = self.field
         return body
+
+
+class PathExists(InvalidConfig):
+    """A server-side path where files exist, and the config does not say ``overwrite``: 422."""
+
+    code = "path_exists"
 
 
 class PathInUse(InvalidConfig):

@@ -185,8 +185,8 @@ class ServerFileDestination(_Strict):
     )
     overwrite: bool | None = Field(
         None,
-        description="Replace files of this name from before (not another session's). Default: yes for a "
-        "single file, no for HLS/DASH and rotating recordings, whose files are only replaced when this is true.",
+        description="Replace files of this name that exist (from an earlier run, or a finished session of "
+        "the same API key; never another's). Default: no, and a path that exists is refused (422).",
     )
     # -- recordings that rotate: NAME-00000.EXT, NAME-00001.EXT, ... ---------------------------------
     segment_time: float | None = Field(

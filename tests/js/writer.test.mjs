@@ -121,6 +121,28 @@ test("errors carry the server's code, field and seq", { timeout: 60_000 }, async
   assert.equal(s.state, "closed");
 });
 
+test("a server file that exists is replaced only with overwrite", { timeout: 60_000 }, async () => {
+  const once = async (dst) => {
+    const s = writer(dst);
+    s.addVideoStream({ frameRate: 30, width: W, height: H, format: "rgba" });
+    s.addAudioStream({ sampleRate: 48000, numChannels: 2 });
+    await s.open();
+    await push(s, { frames: 10, seconds: 1 / 3 });
+    await s.close();
+    return s;
+  };
+  await once(ServerFile(`${prefix}/twice.mkv`));
+  await assert.rejects(once(ServerFile(`${prefix}/twice.mkv`)), (error) => {
+    assert.ok(error instanceof InvalidConfig, String(error));
+    assert.equal(error.code, "path_exists");
+    assert.equal(error.field, "destination.path");
+    assert.match(error.message, /exists; choose another path, or set overwrite to true to replace it/);
+    return true;
+  });
+  const again = await once(ServerFile(`${prefix}/twice.mkv`, { overwrite: true }));
+  assert.equal(again.summary.streams[0].counters.frames, 10);
+});
+
 test("a server that is not there is a TransportError", { timeout: 30_000 }, async () => {
   const s = new StreamWriter(ServerFile("x.mkv"), { server: "http://127.0.0.1:9", WebSocket });
   s.addVideoStream({ frameRate: 30, width: W, height: H });

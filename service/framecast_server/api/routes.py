@@ -25,7 +25,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong API key",
         404: "No such session",
         409: "The session's state does not allow this; or (path_in_use) another session writes that path",
-        422: "The config cannot work; names the field",
+        422: "The config cannot work; names the field (path_exists: a server file that exists, without overwrite)",
         503: "Session limit reached",
         507: "The output directory's disk is nearly full (FRAMECAST_MIN_FREE_DISK)",
     }

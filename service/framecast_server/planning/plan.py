@@ -132,9 +132,9 @@ class OutputPlan:
     options: dict[str, str] = field(default_factory=dict)
     #: An HLS or DASH output's playlist and segments (``segmenting.py``); None for the rest.
     segments: SegmentPlan | None = None
-    #: Files of this name from before (no session's) may be replaced: a single file yes unless the
-    #: config says no, a playlist and its segments only when the config says so.
-    overwrite: bool = True
+    #: Files of this name from before (an earlier run, a finished session of the same API key) may
+    #: be replaced: only when the config says so, for a single file as for a playlist and its segments.
+    overwrite: bool = False
     #: Its own encoders, one per stream, where it cannot take the session's (``SessionPlan.streams``)
     #: for some stream: a muxer that cannot carry that codec, or WHIP's H.264 baseline and Opus.
     #: None: it takes every stream from the session's encoders.
@@ -718,7 +718,6 @@ def _plan_server_file(dest: ServerFileDestination, wanted: _Wanted, settings: Se
             wanted.where,
             **fields,  # type: ignore[arg-type]
         )
-        output.overwrite = bool(dest.overwrite)
     elif dest.segment_time is not None:
         segmenting.only_for_segmenting(fields, wanted.where)
         output.segments = segmenting.plan_rotation(
@@ -730,11 +729,10 @@ def _plan_server_file(dest: ServerFileDestination, wanted: _Wanted, settings: Se
             dest.segment_name,
             dest.retention,
         )
-        output.overwrite = bool(dest.overwrite)
     else:
         segmenting.only_for_segmenting(fields, wanted.where)
         segmenting.only_for_rotation(rotation, wanted.where, "")
-        output.overwrite = dest.overwrite is not False
+    output.overwrite = bool(dest.overwrite)
     return output, muxer, filename
 
 

@@ -7,16 +7,16 @@ session's path is claimed before its encoder opens it:
 - a path an open session writes (or one being opened right now) is refused: 409 ``path_in_use``;
 - a path written by a finished session the server still remembers (``keep_finished_sessions``) is
   refused unless that session belongs to the same API key, whose own file it is to replace;
-- a file that exists from before (no session the server remembers: an earlier run, the operator)
-  is replaced, unless the config says ``overwrite: false``. It is unlinked and a new file is
-  created in its place, so a download of the old one in progress keeps reading the old inode
-  whole. Only a regular file is replaced: ``destinations.confine`` refuses FIFOs, sockets, devices
-  and directories, and the exclusive create here (``O_EXCL | O_NOFOLLOW | O_NONBLOCK``) refuses
-  whatever appears there in between.
+- a file that exists (from that session, an earlier run, the operator) is replaced only when the
+  config says ``overwrite: true``; without it the session is refused (422 ``path_exists``) and
+  the file is left alone. Replacing unlinks it and creates a new file in its place, so a download
+  of the old one in progress keeps reading the old inode whole. Only a regular file is replaced:
+  ``destinations.confine`` refuses FIFOs, sockets, devices and directories, and the exclusive
+  create here (``O_EXCL | O_NOFOLLOW | O_NONBLOCK``) refuses whatever appears there in between.
 
 An HLS or DASH output (``planning/segmenting.py``) claims every name it may write: its playlist
 and the segments named after it, in its directory. Its files from an earlier stream are replaced
-only when the config says ``overwrite: true``; its playlist is not created here (the muxer
+the same way, only when the config says ``overwrite: true``; its playlist is not created here (the muxer
 writes it whole when the first segment is done).
 """
 
@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from framecast_server.errors import InvalidConfig, PathInUse
+from framecast_server.errors import InvalidConfig, PathExists, PathInUse
 from framecast_server.planning.plan import OutputPlan
 from framecast_server.planning.segmenting import open_directory
 
@@ -49,8 +49,8 @@ class OutputFiles:
 
         Raises:
             PathInUse: another session writes it, or wrote it and belongs to another key.
-            InvalidConfig: a file from before that the config does not let be replaced, or not a
-                regular file.
+            PathExists: a file from before that the config does not let be replaced.
+            InvalidConfig: not a regular file, or not creatable.
         """
         assert output.path is not None
         shown = output.relative_path or output.path
@@ -83,7 +83,9 @@ class OutputFiles:
             _create(path)
         except FileExistsError:
             if not overwrite:
-                raise InvalidConfig(f"{shown!r} exists; set overwrite to replace it", field) from None
+                raise PathExists(
+                    f"{shown!r} exists; choose another path, or set overwrite to true to replace it", field
+                ) from None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # a file from before: replaced (confine checked it is a regular file)
             try:
@@ -107,9 +109,9 @@ class OutputFiles:
             existing = segments.existing()
             if existing and not output.overwrite:
                 names = ", ".join(existing[:3]) + (", ..." if len(existing) > 3 else "")
-                raise InvalidConfig(
+                raise PathExists(
                     f"{shown!r}: {len(existing)} files of an earlier stream of that name are there ({names}); "
-                    "set overwrite to replace them",
+                    "choose another path, or set overwrite to true to replace them",
                     field,
                 )
             for name in existing:
