@@ -26,14 +26,17 @@ def free_port() -> int:
 class ServerProcess:
     """`framecast serve` run exactly as a user would, on 127.0.0.1:<free port>."""
 
-    def __init__(self, output_dir: Path, env: dict[str, str] | None = None, args: tuple = ()) -> None:
-        self.port = free_port()
+    def __init__(
+        self, output_dir: Path, env: dict[str, str] | None = None, args: tuple = (), port: int | None = None
+    ) -> None:
+        self.port = port or free_port()  # a port given: a server restarted where the last one was
         self.output_dir = output_dir
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = output_dir.parent / f"server-{self.port}.log"
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **(env or {})}
         full_env.pop("FRAMECAST_SERVER", None)
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,

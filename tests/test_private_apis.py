@@ -7,7 +7,9 @@ that changes them fails with a message that says where, instead of as a hang or 
   invalid UTF-8 as websockets itself does.
 - ``framecast_server.api.serve.GracefulServer`` overrides uvicorn's ``Server.handle_exit`` and appends to
   ``Server._captured_signals``, which uvicorn re-raises once it has shut down, so that the process
-  exits with the signal's status.
+  exits with the signal's status. It also overrides ``Server.on_tick`` (called every 0.1 s from
+  ``main_loop``; returns whether to exit) to end a drain, and ``Server.capture_signals`` (a context
+  manager around serving) to add SIGUSR1.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def test_uvicorn_reraises_captured_signals_after_shutdown():
     assert "self._captured_signals: list[int] = []" in source, UVICORN_HINT
     assert "for captured_signal in reversed(self._captured_signals):" in source, UVICORN_HINT
     assert list(inspect.signature(uvicorn.Server.handle_exit).parameters) == ["self", "sig", "frame"], UVICORN_HINT
+
+
+def test_uvicorn_ticks_and_captures_signals_as_graceful_server_expects():
+    source = inspect.getsource(uvicorn.Server.main_loop)
+    assert "should_exit = await self.on_tick(counter)" in source, UVICORN_HINT
+    assert list(inspect.signature(uvicorn.Server.on_tick).parameters) == ["self", "counter"], UVICORN_HINT
+    assert "with self.capture_signals():" in inspect.getsource(uvicorn.Server.serve), UVICORN_HINT
 
 
 def test_the_overrides_still_override_something():

@@ -641,6 +641,11 @@ def test_a_keyless_server_answers_only_to_loopback_and_its_own_names(own_server)
             == 421
         )
         assert api.get("/healthz").status_code == 200
+        # The probes answer any host (a proxy's check sends none, kubelet's the pod's IP); nothing else does.
+        for probe in ("/healthz", "/readyz"):
+            assert api.get(probe, headers={"Host": "10.0.0.7:8000"}).status_code == 200, probe
+        for path in ("/healthz/", "/readyz/x", "/metrics", "/dashboard"):
+            assert api.get(path, headers={"Host": "10.0.0.7:8000"}).status_code == 421, path
     # Websockets too: the handshake is answered with the same 421, before any session is looked up.
     status, refusal = raw_handshake(port, "evil.example")
     assert status == 421 and json.loads(refusal)["error"]["code"] == "misdirected_request"

@@ -287,7 +287,7 @@ def test_a_refused_chunk_is_not_resent() -> None:
         (1011, True, None),
         (None, True, None),
         (4401, True, "the server refused the stream token"),
-        (4404, True, "the server no longer has this session"),
+        (4404, True, "session failed: the server no longer has this session"),
         (1006, False, "the connection to the framecast server closed unexpectedly"),
     ],
 )
@@ -296,7 +296,8 @@ def test_which_lost_connections_are_worth_a_reconnect(code: int | None, reconnec
     if expected is None:
         assert error is None
     else:
-        assert isinstance(error, TransportError) and str(error).startswith(expected)
+        kind = SessionFailed if code == 4404 else TransportError  # 4404: nothing more will be written
+        assert isinstance(error, kind) and str(error).startswith(expected), error
 
 
 # -- errors the server reports -----------------------------------------------------------------

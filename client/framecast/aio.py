@@ -22,7 +22,7 @@ from . import progress
 from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
 from .rest import AsyncRestClient
-from .writer_base import Backoff, WriterCore, WriterState, download_directory
+from .writer_base import Backoff, WriterCore, WriterState, close_code, download_directory, fatal_close
 
 
 class _OpenAwaitable:
@@ -75,7 +75,7 @@ class AsyncStreamWriter(BaseStreamWriter):
         self._rest = AsyncRestClient(self._server, self._api_key)
         config = self._session_config(option, self._rest.server)
         try:
-            created = await self._rest.request("POST", "/v1/sessions", json=config)
+            created = await self._rest.create_session(config)
             self._ws = await self._connect(created)
         except BaseException:
             await self._rest.aclose()
@@ -136,6 +136,7 @@ class AsyncStreamWriter(BaseStreamWriter):
         """Reconnect with capped exponential backoff; resend everything not yet acknowledged."""
         backoff = Backoff(self._reconnect_timeout, asyncio.get_running_loop().time)
         while not self._closed_by_user:
+            ws: ClientConnection | None = None
             try:
                 async with self._send_lock:
                     ws = await self._connect(self._core.session)
@@ -149,6 +150,13 @@ class AsyncStreamWriter(BaseStreamWriter):
                 self._changed.set()
                 return True
             except (TransportError, ConnectionClosed, OSError) as exc:
+                code = close_code(exc, ws)
+                if ws is not None and ws is not self._ws:
+                    with contextlib.suppress(Exception):
+                        await ws.close()
+                if fatal_close(code):  # the reopened connection was refused (a replica without the session)
+                    self._broken = self._core.lost_connection(code, False)
+                    return False
                 delay = backoff.next_delay()
                 if delay is None:
                     self._broken = backoff.gave_up(exc)

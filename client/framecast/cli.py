@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FramecastError
+from .errors import FramecastError, TransportError
 from .rest import RestClient, server_url
 
 #: Exit status for bad usage or a missing optional dependency (argparse uses 2 as well).
@@ -105,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("capabilities", parents=[remote, as_json], help="what the server's FFmpeg can do")
 
+    drain = sub.add_parser(
+        "drain",
+        parents=[remote, as_json],
+        help="drain a replica: no new sessions, the live ones go on, then it exits",
+        description="Drain the server at --server (one replica, not the proxy) for a rolling update: it takes "
+        "no new sessions from now on, its live sessions go on until they end or the timeout passes, then it "
+        "finalizes what is left and exits. Needs an admin key on a server with keys.",
+    )
+    drain.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds its live sessions may go on (default: the server's FRAMECAST_DRAIN_TIMEOUT)",
+    )
+    drain.add_argument(
+        "--wait", action="store_true", help="return once the server has exited (e.g. as a Kubernetes preStop hook)"
+    )
+
     push = sub.add_parser(
         "push",
         parents=[remote],
@@ -153,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "sessions": cmd_sessions,
         "capabilities": cmd_capabilities,
+        "drain": cmd_drain,
         "push": cmd_push,
     }
     try:
@@ -195,11 +214,14 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     rest = _rest(args)
     try:
         if args.action in (None, "list"):
-            sessions: list[dict[str, Any]] = rest.request("GET", "/v1/sessions")
+            listed = rest.list_sessions()
             if args.json:
-                _print_json(sessions)
+                _print_json(listed.sessions)
             else:
-                print(format_sessions_table(sessions, now=time.time()))
+                print(format_sessions_table(listed.sessions, now=time.time()))
+            for peer in listed.unanswered:  # a fleet's replica that did not answer: its sessions are missing
+                name = f"replica {peer.get('replica')} ({peer.get('url')})" if peer.get("replica") else peer.get("url")
+                print(f"framecast sessions: {name} did not answer: {peer.get('reason')}", file=sys.stderr)
         elif args.action == "show":
             info: dict[str, Any] = rest.request("GET", f"/v1/sessions/{args.id}")
             if args.json:
@@ -216,6 +238,41 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     finally:
         rest.close()
     return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    rest = _rest(args)
+    try:
+        status: dict[str, Any] = rest.request(
+            "POST", "/v1/admin/drain", json=None if args.timeout is None else {"timeout": args.timeout}
+        )
+        if args.json:
+            _print_json(status)
+        else:
+            print(format_drain(status))
+        if not args.wait:
+            return 0
+        sessions = status.get("sessions")
+        while True:  # until the server has exited: its own deadline bounds this
+            time.sleep(1.0)
+            try:
+                status = rest.request("GET", "/v1/admin/drain")
+            except TransportError:
+                print("drained: the server has exited", file=sys.stderr)
+                return 0
+            if status.get("sessions") != sessions and not args.json:
+                sessions = status.get("sessions")
+                print(format_drain(status), file=sys.stderr)
+    finally:
+        rest.close()
+
+
+def format_drain(status: dict[str, Any]) -> str:
+    name = f"replica {status['replica']}" if status.get("replica") else "server"
+    left = status.get("seconds_left")
+    deadline = f" (at most {left:.0f} s more)" if left is not None else ""
+    live = status.get("sessions", 0)
+    return f"{name} draining: {live} live sessions go on{deadline}, no new ones; it exits once they end"
 
 
 def format_destinations(info: dict[str, Any]) -> str:
@@ -277,24 +334,30 @@ def format_counters(stream: dict[str, Any]) -> str:
 
 
 def format_sessions_table(sessions: list[dict[str, Any]], now: float) -> str:
-    """One line a session. An admin key's listing spans tenants: then an OWNER column says whose
-    each session is (the fingerprint of the key that created it)."""
+    """One line a session. A fleet's listing (sessions with a ``replica``) has a REPLICA column;
+    an admin key's listing spans tenants: then an OWNER column says whose each session is (the
+    fingerprint of the key that created it)."""
     if not sessions:
         return "no sessions"
     tenants = len({info.get("owner") for info in sessions}) > 1
+    fleet = any(info.get("replica") for info in sessions)
     header: tuple[str, ...] = ("ID", "STATE", "DESTINATION", "STREAMS (frames|samples in / packets out)", "AGE")
-    if tenants:
-        header = ("ID", "OWNER", *header[1:])
+    extra = (("REPLICA",) if fleet else ()) + (("OWNER",) if tenants else ())
+    header = (header[0], *extra, *header[1:])
     rows = [header]
     for info in sorted(sessions, key=lambda s: float(s.get("created_at", 0))):
-        row: tuple[str, ...] = (
-            str(info.get("id")),
-            str(info.get("state")),
-            format_destinations(info),
-            ", ".join(format_counters(s) for s in info.get("streams", [])),
-            format_age(now - float(info.get("created_at", now))),
+        cells: tuple[str, ...] = (str(info.get("replica") or "-"),) if fleet else ()
+        cells += (str(info.get("owner") or "-"),) if tenants else ()
+        rows.append(
+            (
+                str(info.get("id")),
+                *cells,
+                str(info.get("state")),
+                format_destinations(info),
+                ", ".join(format_counters(s) for s in info.get("streams", [])),
+                format_age(now - float(info.get("created_at", now))),
+            )
         )
-        rows.append((row[0], str(info.get("owner") or "-"), *row[1:]) if tenants else row)
     widths = [max(len(row[col]) for row in rows) for col in range(len(header) - 1)]
     lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows]
     return "\n".join(line.rstrip() for line in lines)

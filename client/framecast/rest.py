@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import ipaddress
+import json
 import os
 import ssl
+import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,6 +20,39 @@ import httpx
 from .errors import InvalidConfig, ProtocolError, ServerError, SessionNotFound, TransportError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+#: 503 answers to POST /v1/sessions that say nothing was created and another try may succeed: a
+#: full replica, a draining one, no replica at all for the moment (the proxy's answer). Behind a
+#: proxy, the next try goes to another replica.
+RETRY_CREATE_CODES = frozenset({"too_many_sessions", "draining", "no_replica"})
+#: Seconds before each retry of a session's creation.
+RETRY_CREATE_DELAYS = (0.2, 0.5, 1.0)
+#: The header in which a fleet's session list names the replicas that did not answer.
+UNANSWERED_HEADER = "Framecast-Unanswered"
+
+
+def retry_create(exc: ServerError) -> bool:
+    """Whether a refused session creation may be tried again (nothing was created)."""
+    return exc.status == 503 and exc.code in RETRY_CREATE_CODES
+
+
+@dataclass(frozen=True)
+class SessionList:
+    """``GET /v1/sessions``: the sessions, and the fleet's replicas that did not answer (each
+    ``{"replica", "url", "reason"}``), when the server lists a fleet."""
+
+    sessions: list[dict[str, Any]]
+    unanswered: list[dict[str, Any]]
+
+
+def session_list(response: httpx.Response) -> SessionList:
+    unanswered: list[dict[str, Any]] = []
+    header = response.headers.get(UNANSWERED_HEADER)
+    if header:
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(header)
+            unanswered = [p for p in parsed if isinstance(p, dict)] if isinstance(parsed, list) else []
+    return SessionList(raise_for_error(response) or [], unanswered)
 
 
 def server_url(server: str | None) -> str:
@@ -140,6 +177,24 @@ class RestClient:
         with map_transport_errors(self.server):
             return raise_for_error(self._http.request(method, path, **kwargs))
 
+    def create_session(self, config: dict[str, Any]) -> Any:
+        """``POST /v1/sessions``, tried again (``RETRY_CREATE_DELAYS``) while the answer is a 503
+        that created nothing: behind a proxy the next try reaches another replica."""
+        for delay in (*RETRY_CREATE_DELAYS, None):
+            try:
+                return self.request("POST", "/v1/sessions", json=config)
+            except ServerError as exc:
+                if delay is None or not retry_create(exc):
+                    raise
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def list_sessions(self) -> SessionList:
+        """``GET /v1/sessions``: the caller's sessions (a fleet's, behind a proxy), and which
+        replicas did not answer."""
+        with map_transport_errors(self.server):
+            return session_list(self._http.get("/v1/sessions"))
+
     def download(self, path: str, sink: Any) -> int:
         """Stream a GET's body into ``sink`` (a binary file object); returns the bytes written."""
         total = 0
@@ -178,6 +233,17 @@ class AsyncRestClient:
         """Send one request; as ``RestClient.request``."""
         with map_transport_errors(self.server):
             return raise_for_error(await self._http.request(method, path, **kwargs))
+
+    async def create_session(self, config: dict[str, Any]) -> Any:
+        """``POST /v1/sessions``, tried again as ``RestClient.create_session`` does."""
+        for delay in (*RETRY_CREATE_DELAYS, None):
+            try:
+                return await self.request("POST", "/v1/sessions", json=config)
+            except ServerError as exc:
+                if delay is None or not retry_create(exc):
+                    raise
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def download(self, path: str, sink: Any) -> int:
         """Stream a GET's body into ``sink`` (a binary file object; its writes are plain calls)."""

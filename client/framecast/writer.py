@@ -20,7 +20,7 @@ from . import progress
 from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
 from .rest import RestClient
-from .writer_base import Backoff, WriterState, download_directory
+from .writer_base import Backoff, WriterState, close_code, download_directory, fatal_close
 
 
 class StreamWriter(BaseStreamWriter):
@@ -72,7 +72,7 @@ class StreamWriter(BaseStreamWriter):
         self._rest = RestClient(self._server, self._api_key)
         config = self._session_config(option, self._rest.server)
         try:
-            created = self._rest.request("POST", "/v1/sessions", json=config)
+            created = self._rest.create_session(config)
             self._ws = _connect(created["stream_url"], created["token"], self._rest.headers, self._on_message)
         except BaseException:
             self._rest.close()
@@ -154,6 +154,7 @@ class StreamWriter(BaseStreamWriter):
         """Reconnect with capped exponential backoff; resend everything not yet acknowledged."""
         backoff = Backoff(self._reconnect_timeout, time.monotonic)
         while not self._closed_by_user:
+            ws: ClientConnection | None = None
             try:
                 with self._send_lock:
                     assert self._rest is not None
@@ -176,6 +177,13 @@ class StreamWriter(BaseStreamWriter):
                     self._lock.notify_all()
                 return True
             except (TransportError, ConnectionClosed, OSError) as exc:
+                code = close_code(exc, ws)
+                if ws is not None and ws is not self._ws:
+                    with contextlib.suppress(Exception):
+                        ws.close()
+                if fatal_close(code):  # the reopened connection was refused (a replica without the session)
+                    self._broken = self._core.lost_connection(code, False)
+                    return False
                 delay = backoff.next_delay()
                 if delay is None:
                     self._broken = backoff.gave_up(exc)

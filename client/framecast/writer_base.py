@@ -45,11 +45,28 @@ OUTPUT_ACK_EVERY = 16
 MAX_EVENTS = 100
 
 
-#: Close codes after which reconnecting cannot help.
+#: Close codes after which reconnecting cannot help: they end the writer at once, whenever they
+#: come (while streaming, or on a connection just reopened to resend).
 FATAL_CLOSE_CODES = {
     4401: "the server refused the stream token",
-    4404: "the server no longer has this session (was it restarted?)",
+    4404: "the server no longer has this session (its server restarted, or its replica is gone)",
 }
+
+
+def fatal_close(code: int | None) -> bool:
+    """Whether a websocket close code ends the writer (``FATAL_CLOSE_CODES``)."""
+    return code in FATAL_CLOSE_CODES
+
+
+def close_code(error: BaseException, connection: Any) -> int | None:
+    """The close code a reconnect attempt ended with: the one ``error`` carries (websockets'
+    ``ConnectionClosed``), else the one ``connection`` received. A server that closes at once
+    (4404) can make the attempt fail with a plain OSError (a socket the receiving thread already
+    closed); the code it sent is what decides, not how the failure surfaced."""
+    received = getattr(error, "rcvd", None)
+    if received is not None:
+        return int(received.code)
+    return getattr(connection, "close_code", None) if connection is not None else None
 
 
 class Backoff:
@@ -431,10 +448,14 @@ class WriterCore:
         return out
 
     def lost_connection(self, close_code: int | None, reconnect: bool) -> FramecastError | None:
-        """The websocket ended: None if the writer should reconnect, else the error to report."""
+        """The websocket ended: None if the writer should reconnect, else the error to report: for a
+        session the server does not have (4404), ``SessionFailed`` (nothing more will be written)."""
         fatal = FATAL_CLOSE_CODES.get(close_code or 0)
         if fatal is None and reconnect:
             return None
+        if close_code == 4404:
+            session = self.session.get("id") if self.session else None
+            return SessionFailed(f"{fatal} ({session})" if session else str(fatal), code="session_not_found")
         return TransportError(fatal or "the connection to the framecast server closed unexpectedly")
 
     def take_outgoing(self) -> list[str]:

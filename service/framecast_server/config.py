@@ -6,8 +6,11 @@ it to what needs it, so tests build as many differently configured apps as they 
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -16,19 +19,66 @@ from framecast_server import libyuv
 from framecast_server.libyuv import Choice, Conversion
 from framecast_server.scheduling import Policy
 
+#: A replica id: a DNS label (RFC 1123), as a StatefulSet pod name is; it becomes a session id's prefix.
+REPLICA_ID = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another replica of the fleet (``FRAMECAST_PEERS``): its URL, and its replica id when given
+    as ``ID=URL`` (so that a replica can tell itself apart in a list shared by all)."""
+
+    url: str
+    replica: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Peer:
+        name, sep, url = text.partition("=")
+        if not sep:
+            name, url = "", text
+        url = url.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a peer is [REPLICA_ID=]http(s)://host:port, got {text!r}")
+        name = name.strip()
+        if name and not REPLICA_ID.fullmatch(name):
+            raise ValueError(f"a peer's replica id is a DNS label (a-z, 0-9, -), got {name!r}")
+        return cls(url.rstrip("/"), name or None)
+
 
 class Settings(BaseSettings):
     """Everything an operator can tune. Each field is also ``FRAMECAST_<NAME>`` in the environment."""
 
     model_config = SettingsConfigDict(env_prefix="FRAMECAST_", extra="ignore")
 
-    @field_validator("api_keys", "admin_keys", "allowed_schemes", "allowed_hosts", "cors_origins", mode="before")
+    @field_validator(
+        "api_keys", "admin_keys", "allowed_schemes", "allowed_hosts", "cors_origins", "peers", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         """Lists come from the environment as comma-separated strings."""
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("replica_id")
+    @classmethod
+    def _dns_label(cls, value: str | None) -> str | None:
+        if value is not None and not REPLICA_ID.fullmatch(value):
+            raise ValueError("a replica id is a DNS label: 1-63 of a-z, 0-9 and -, not starting or ending with -")
+        return value
+
+    @field_validator("peers", mode="after")
+    @classmethod
+    def _peers(cls, value: list[str]) -> list[str]:
+        for text in value:
+            Peer.parse(text)
+        return value
+
+    @property
+    def peer_list(self) -> list[Peer]:
+        """``peers`` parsed."""
+        return [Peer.parse(text) for text in self.peers]
 
     @model_validator(mode="after")
     def _no_open_door(self) -> Settings:
@@ -128,7 +178,26 @@ class Settings(BaseSettings):
         return value
 
     max_sessions: int = Field(64, ge=1, description="Sessions open at once.")
-    max_sessions_per_key: int = Field(16, ge=1, description="Sessions open at once for one API key.")
+    max_sessions_per_key: int = Field(
+        16, ge=1, description="Sessions open at once for one API key, on this replica (each replica counts its own)."
+    )
+    # -- a replica among several (README "Running more than one") ----------------------------
+    replica_id: str | None = Field(
+        None,
+        description="This replica's name in a fleet behind a proxy (a DNS label: a StatefulSet pod name, r1, ...). "
+        "Session ids become <replica>.<hex>, so the proxy routes each session's requests to its owner.",
+    )
+    peers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="The fleet's replicas as [REPLICA_ID=]URL (comma-separated in FRAMECAST_PEERS): GET "
+        "/v1/sessions answers for all of them.",
+    )
+    drain_timeout: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds a draining replica (framecast drain, SIGUSR1, POST /v1/admin/drain) waits for its "
+        "sessions to end before it finalizes the rest and exits.",
+    )
     max_outputs: int = Field(8, ge=1, le=64, description="Destinations one session may write to at once.")
     max_width: int = Field(7680, ge=16, description="Largest frame width.")
     max_height: int = Field(4320, ge=16, description="Largest frame height.")

@@ -9,6 +9,8 @@
     ├── PreviewNotFound (LookupError)   404  no preview frame (yet)
     ├── StateConflict                   409  the session's state does not allow the request
     ├── TooManySessions                 503  the session limit is reached
+    │   └── Draining                    503  the replica is draining: it takes no new sessions
+    ├── Forbidden                       403  an operator's route, called with a tenant's key
     ├── OverBudget                      503  no memory left in the budget, or the API key's quota is used up
     └── InvalidChunk (ValueError)       --   a websocket chunk does not fit its stream (session lives on)
 
@@ -106,6 +108,19 @@ class StateConflict(ApiError):
 class TooManySessions(ApiError):
     status = 503
     code = "too_many_sessions"
+
+
+class Draining(TooManySessions):
+    """The replica is draining (a rolling update): its sessions go on, new ones go elsewhere."""
+
+    code = "draining"
+
+
+class Forbidden(ApiError):
+    """A route for operators (admin keys), called with a tenant's key."""
+
+    status = 403
+    code = "forbidden"
 
 
 class OverBudget(ApiError):

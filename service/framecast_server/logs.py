@@ -1,8 +1,8 @@
 """Logging: readable lines by default, JSON lines with FRAMECAST_LOG_FORMAT=json.
 
 Records about a session carry ``session_id`` (and ``stream`` where there is one) as fields, so
-JSON logs can be filtered per session and text logs show them in brackets. Uvicorn's own loggers
-go through the same handler.
+JSON logs can be filtered per session and text logs show them in brackets. In a fleet every record
+carries ``replica`` (FRAMECAST_REPLICA_ID) too. Uvicorn's own loggers go through the same handler.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 #: Record attributes copied into log lines when present.
-CONTEXT_FIELDS = ("session_id", "stream")
+CONTEXT_FIELDS = ("replica", "session_id", "stream")
 
 
 class TextFormatter(logging.Formatter):
@@ -52,10 +52,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure(level: str, fmt: str) -> None:
-    """Send every log record (framecast's and uvicorn's) to stderr in the chosen format."""
+class ReplicaField(logging.Filter):
+    """Stamps every record with the replica's id."""
+
+    def __init__(self, replica: str) -> None:
+        super().__init__()
+        self.replica = replica
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.replica = self.replica
+        return True
+
+
+def configure(level: str, fmt: str, replica: str | None = None) -> None:
+    """Send every log record (framecast's and uvicorn's) to stderr in the chosen format, each
+    with ``replica`` when the server is one of a fleet."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if replica is not None:
+        handler.addFilter(ReplicaField(replica))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -14,7 +14,7 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -26,10 +26,12 @@ class Metrics:
 
     Two registries share the same counters: ``registry`` for admin keys (and keyless servers) adds
     the per-session gauges, labelled with session ids; ``tenant_registry``, for every other key,
-    has only aggregates, so that no tenant learns another's session ids.
+    has only aggregates, so that no tenant learns another's session ids. A replica of a fleet
+    (``replica``) labels every series with ``replica``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str | None = None) -> None:
+        self.replica = replica
         self.registry = CollectorRegistry()
         self.tenant_registry = CollectorRegistry()
         self.chunks_in = self._shared(
@@ -67,10 +69,32 @@ class Metrics:
             registry.register(collector)
         return collector
 
+    def exposition(self, admin: bool) -> bytes:
+        """The Prometheus text for an admin key (per-session series too) or a tenant's."""
+        registry: Collector = self.registry if admin else self.tenant_registry
+        if self.replica is not None:
+            registry = _Labelled(registry, "replica", self.replica)
+        return generate_latest(registry)
+
     def watch(self, source: GaugeSource) -> None:
         """Report gauges about ``source``'s sessions (the session manager's) at every scrape."""
         self.registry.register(_SessionGauges(source, per_session=True))
         self.tenant_registry.register(_SessionGauges(source, per_session=False))
+
+
+class _Labelled:
+    """A registry's metrics with one more label on every sample (a replica's id)."""
+
+    def __init__(self, inner: Collector, name: str, value: str) -> None:
+        self.inner = inner
+        self.name = name
+        self.value = value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            labelled.samples = [s._replace(labels={self.name: self.value, **s.labels}) for s in family.samples]
+            yield labelled
 
 
 @dataclass(frozen=True)

@@ -399,6 +399,9 @@ class SessionInfo(BaseModel):
     """The state of a session, as GET /v1/sessions/{id} reports it."""
 
     id: str
+    replica: str | None = Field(
+        None, description="The replica that owns the session (FRAMECAST_REPLICA_ID; None on a single server)."
+    )
     state: str
     format: str
     destination: dict[str, object]
@@ -479,3 +482,21 @@ class ErrorBody(BaseModel):
     """Every error the API answers with."""
 
     error: ErrorDetail
+
+
+class DrainRequest(_Strict):
+    """POST /v1/admin/drain."""
+
+    timeout: float | None = Field(
+        None, gt=0, le=7 * 86400, description="Seconds the live sessions may go on; default FRAMECAST_DRAIN_TIMEOUT."
+    )
+
+
+class DrainStatus(BaseModel):
+    """A replica's drain: whether it is draining, its live sessions, the time left before the rest
+    is finalized."""
+
+    replica: str | None
+    draining: bool
+    sessions: int
+    seconds_left: float | None = None

@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    metrics = Metrics()
+    metrics = Metrics(settings.replica_id)
     app.state.metrics = metrics
     if not settings.api_keys:  # keyless: answer only to loopback names and the operator's (DNS rebinding)
         app.add_middleware(HostCheck, allowed=server_names(settings.server_names, settings.public_url, settings.host))

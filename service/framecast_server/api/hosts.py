@@ -64,6 +64,10 @@ def server_names(names: Iterable[str], public_url: str | None, bind_host: str) -
     return frozenset(name for name in found if name)
 
 
+#: Paths that answer whatever the Host: health checks.
+PROBES = frozenset({"/healthz", "/readyz"})
+
+
 class HostCheck:
     """Pure ASGI middleware: answers only requests whose ``Host`` is loopback or in ``allowed``.
 
@@ -71,6 +75,10 @@ class HostCheck:
     websocket handshakes get the same response where the server supports sending one
     (``websocket.http.response``, as uvicorn does), or are closed with 4421 before they open.
     A request without a ``Host`` header (HTTP/1.0) is refused the same way.
+
+    The probes (``/healthz``, ``/readyz``) answer any host: a load balancer's or kubelet's check
+    names no host of ours (HAProxy's sends none, kubelet's the pod's IP), and what they say (up,
+    ready, how many sessions) is no secret worth a rebinding attack.
     """
 
     def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
@@ -86,7 +94,7 @@ class HostCheck:
             await self.app(scope, receive, send)
             return
         header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
-        if self.accepts(header):
+        if self.accepts(header) or (scope["type"] == "http" and scope.get("path") in PROBES):
             await self.app(scope, receive, send)
             return
         shown = header[:100] if header else "(none)"

@@ -26,7 +26,7 @@ from starlette.types import Message
 
 from framecast import protocol
 from framecast.errors import ProtocolError
-from framecast_server.auth import OPERATOR, bearer
+from framecast_server.auth import bearer
 from framecast_server.errors import InvalidChunk, SessionNotFound, StateConflict
 from framecast_server.session.manager import SessionManager
 from framecast_server.session.refusals import shorten
@@ -106,7 +106,7 @@ async def _authorize(ws: WebSocket, manager: SessionManager, session_id: str) ->
     await ws.accept(subprotocol=subprotocol)
     try:
         # Any tenant's session: what authorizes a stream is the session's own token, checked next.
-        session = manager.get(session_id, OPERATOR)
+        session = manager.live(session_id)
     except SessionNotFound as exc:
         await ws.close(CLOSE_NOT_FOUND, exc.message[:120])
         return None

@@ -1,20 +1,31 @@
-"""REST routes: sessions, capabilities, health. Domain errors are mapped in ``app.py``."""
+"""REST routes: sessions, capabilities, health, readiness and draining. Domain errors are mapped
+in ``app.py``."""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any
+import time
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from framecast_server.api import fleet
 from framecast_server.auth import Caller, require_api_key
-from framecast_server.errors import PreviewNotFound, StateConflict
-from framecast_server.models import Capabilities, ErrorBody, SessionConfig, SessionCreated, SessionInfo
+from framecast_server.errors import Forbidden, PreviewNotFound, StateConflict
+from framecast_server.models import (
+    Capabilities,
+    DrainRequest,
+    DrainStatus,
+    ErrorBody,
+    SessionConfig,
+    SessionCreated,
+    SessionInfo,
+)
 from framecast_server.planning import ffmpeg
 from framecast_server.session import files
-from framecast_server.session.manager import SessionManager
+from framecast_server.session.manager import Readiness, SessionManager
 from framecast_server.session.session import SessionState
 
 
@@ -23,10 +34,11 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Malformed request body",
         401: "Missing or wrong API key",
+        403: "An operator's route, and the key is not an admin key",
         404: "No such session",
         409: "The session's state does not allow this; or (path_in_use) another session writes that path",
         422: "The config cannot work; names the field (path_exists: a server file that exists, without overwrite)",
-        503: "Session limit reached",
+        503: "Session limit reached (too_many_sessions), or the replica is draining (draining)",
         507: "The output directory's disk is nearly full (FRAMECAST_MIN_FREE_DISK)",
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
@@ -84,12 +96,30 @@ def _from_loopback(request: Request) -> bool:
 
 
 @router.get("/v1/sessions", response_model=list[SessionInfo], tags=["sessions"])
-async def list_sessions(request: Request, caller: CallerDep) -> list[SessionInfo]:
-    """The caller's sessions, open or finished (every tenant's for an admin key)."""
-    sessions = _manager(request).visible(caller)
+async def list_sessions(
+    request: Request,
+    caller: CallerDep,
+    scope: Annotated[
+        Literal["fleet", "replica"],
+        Query(description="fleet: every replica's (FRAMECAST_PEERS) sessions; replica: this one's only"),
+    ] = "fleet",
+) -> Response:
+    """The caller's sessions, open or finished (every tenant's for an admin key), oldest first. With
+    FRAMECAST_PEERS, the whole fleet's: peers that did not answer are named in the
+    ``Framecast-Unanswered`` header (JSON), and the list has what the others said."""
+    manager = _manager(request)
+    sessions = manager.visible(caller)
     for session in sessions:
         session.watched()
-    return [s.info() for s in sessions]
+    own = [s.info() for s in sessions]
+    peers = manager.settings.peer_list
+    if scope == "replica" or not peers:
+        return JSONResponse([info.model_dump(mode="json") for info in own])
+    theirs, missing = await fleet.peer_sessions(
+        peers, manager.settings.replica_id, request.headers.get("authorization", "")
+    )
+    listed = fleet.merge(own, theirs)
+    return JSONResponse([info.model_dump(mode="json") for info in listed], headers=fleet.unanswered_header(missing))
 
 
 @router.get("/v1/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"], responses=_errors(404))
@@ -204,12 +234,72 @@ async def metrics(request: Request, caller: CallerDep) -> Response:
     reconnects, errors by kind, request latencies; for admin keys also each open session's queue
     depth, waiting output and encode rates (labelled with session ids, which other tenants must not
     learn)."""
-    metrics = request.app.state.metrics
-    registry = metrics.registry if caller.admin else metrics.tenant_registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.exposition(caller.admin), media_type=CONTENT_TYPE_LATEST)
 
 
 @public.get("/healthz", tags=["server"])
 async def healthz(request: Request) -> dict[str, Any]:
-    """Liveness: answers as long as the event loop runs."""
-    return {"status": "ok", "sessions": len(_manager(request).active())}
+    """Liveness: answers as long as the event loop runs (a draining replica is alive: its sessions
+    still need their requests)."""
+    manager = _manager(request)
+    return {
+        "status": "ok",
+        "replica": manager.settings.replica_id,
+        "sessions": len(manager.active()),
+        "draining": manager.drain_started is not None,
+    }
+
+
+@public.get(
+    "/readyz",
+    tags=["server"],
+    responses={503: {"description": "Takes no new sessions: full (FRAMECAST_MAX_SESSIONS), or draining"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness for new sessions: 200 while this replica takes them, 503 when it is full or
+    draining. A proxy sends new sessions to ready replicas only; a session's own requests go to its
+    replica whatever this says."""
+    manager = _manager(request)
+    state = manager.readiness()
+    body = {
+        "status": state.value,
+        "replica": manager.settings.replica_id,
+        "sessions": len(manager.active()),
+        "max_sessions": manager.settings.max_sessions,
+    }
+    return JSONResponse(body, status_code=200 if state is Readiness.READY else 503)
+
+
+@router.post("/v1/admin/drain", response_model=DrainStatus, tags=["server"], responses=_errors(403))
+async def drain(
+    request: Request, caller: CallerDep, body: Annotated[DrainRequest | None, Body()] = None
+) -> DrainStatus:
+    """Drain this replica for a rolling update: it takes no new sessions from now on (503
+    ``draining``; /readyz answers 503), its live sessions go on until they end or the deadline
+    passes (``timeout``, default FRAMECAST_DRAIN_TIMEOUT), then what is left is finalized and the
+    server exits. For operators (admin keys; anyone on a keyless server)."""
+    if not caller.admin:
+        raise Forbidden("draining a replica is for operators: use an admin key (FRAMECAST_ADMIN_KEYS)")
+    manager = _manager(request)
+    manager.start_draining(body.timeout if body is not None else None)
+    return _drain_status(manager)
+
+
+@router.get("/v1/admin/drain", response_model=DrainStatus, tags=["server"], responses=_errors(403))
+async def drain_status(request: Request, caller: CallerDep) -> DrainStatus:
+    """Whether this replica is draining, and how many live sessions it still has."""
+    if not caller.admin:
+        raise Forbidden("a replica's drain is for operators: use an admin key (FRAMECAST_ADMIN_KEYS)")
+    return _drain_status(_manager(request))
+
+
+def _drain_status(manager: SessionManager) -> DrainStatus:
+    left = None
+    if manager.drain_deadline is not None:
+        left = max(0.0, manager.drain_deadline - time.monotonic())
+    return DrainStatus(
+        replica=manager.settings.replica_id,
+        draining=manager.drain_started is not None,
+        sessions=len(manager.active()),
+        seconds_left=None if left is None else round(left, 1),
+    )

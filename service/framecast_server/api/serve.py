@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,12 +29,47 @@ class GracefulServer(uvicorn.Server):
     Here the first signal finishes every open session (flush, trailer, close), lets connected
     clients receive what is left (bounded by the finish timeout), and only then shuts down. A
     second signal exits at once.
+
+    SIGUSR1 drains instead (as ``POST /v1/admin/drain`` does): no new sessions, the live ones go
+    on, and once none is left (or ``drain_timeout`` passes) the server finalizes the rest and
+    exits with status 0.
     """
 
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config)
         self.settings = settings
         self._finalizing: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's SIGINT/SIGTERM handling, plus SIGUSR1 to drain."""
+        if threading.current_thread() is not threading.main_thread():
+            with super().capture_signals():
+                yield
+            return
+        previous = signal.signal(signal.SIGUSR1, self._drain_on_signal)
+        try:
+            with super().capture_signals():
+                yield
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+
+    def _drain_on_signal(self, sig: int, frame: FrameType | None) -> None:
+        manager = self._manager()
+        if manager is not None:
+            asyncio.get_event_loop().call_soon_threadsafe(manager.start_draining)
+
+    def _manager(self) -> Any:
+        return getattr(getattr(self.config.app, "state", None), "manager", None)
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's tick (every 0.1 s); a drain that is over starts the shutdown."""
+        should_exit = await super().on_tick(counter)
+        manager = self._manager()
+        if not should_exit and self._finalizing is None and manager is not None and manager.drained:
+            log.info("drained (%d sessions left at the deadline): shutting down", len(manager.active()))
+            self._finalizing = asyncio.get_running_loop().create_task(self._finalize_then_exit())
+        return should_exit
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._finalizing is not None or self.should_exit:
@@ -44,7 +83,7 @@ class GracefulServer(uvicorn.Server):
         self._finalizing = loop.create_task(self._finalize_then_exit())
 
     async def _finalize_then_exit(self) -> None:
-        manager = getattr(getattr(self.config.app, "state", None), "manager", None)
+        manager = self._manager()
         try:
             if manager is not None:
                 log.info("shutting down: finalizing %d open sessions", len(manager.active()))
@@ -72,7 +111,7 @@ def serve(
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise SystemExit(f"framecast serve: {_settings_errors(exc)}") from None
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, settings.replica_id)
     soft, _ = connections.raise_fd_limit()
     if soft < settings.max_connections + 256:
         log.warning(

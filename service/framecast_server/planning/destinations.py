@@ -59,8 +59,9 @@ LIVE_KEYFRAME_SECONDS = 2
 
 
 def confine(output_dir: Path, relative: str, field_name: str) -> Path:
-    """Resolve ``relative`` under ``output_dir``; refuse anything that would land outside it, that
-    goes through a symlink, or that is there already and is not a regular file.
+    """Resolve ``relative`` under ``output_dir``; refuse anything that would land outside it, in the
+    server's own directories (a top-level name starting with '.'), that goes through a symlink, or
+    that is there already and is not a regular file.
 
     A FIFO, socket or device planted in the output directory would block or misdirect the
     encoder's open (a FIFO without a reader blocks it for the whole open timeout), so an existing
@@ -77,6 +78,11 @@ def confine(output_dir: Path, relative: str, field_name: str) -> Path:
         raise InvalidConfig(f"must not contain '..', got {relative!r}", field_name)
     if ":" in parts[0]:
         raise InvalidConfig(f"must be a plain path, not a URL or protocol, got {relative!r}", field_name)
+    if parts[0].startswith("."):  # .encoders, .sessions (records.py), and whatever the server adds later
+        raise InvalidConfig(
+            f"names starting with '.' at the top of the output directory are the server's own, got {relative!r}",
+            field_name,
+        )
     if len(relative.encode()) > 1024 or any(len(part.encode()) > 255 for part in parts):
         raise InvalidConfig("path too long: at most 1024 bytes, and 255 per file or folder name", field_name)
     root = output_dir.resolve()

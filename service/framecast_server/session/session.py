@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -154,6 +155,8 @@ class Session:
         self.warnings: list[str] = []
         self.events: list[dict[str, Any]] = []
         self.ended_at: float | None = None
+        #: Called once when it ends (closed or failed): the manager keeps its record (``records.py``).
+        self.on_ended: Callable[[Session], None] | None = None
         self._final: str | None = None  # the closed/failed message, repeated to a late client
         self._done = asyncio.Event()
 
@@ -258,6 +261,8 @@ class Session:
         self._free_buffers()
         if not self.connected:
             self._release_outbox_later()
+        if self.on_ended is not None:
+            self.on_ended(self)
 
     def _free_buffers(self) -> None:
         """The session ended: drop what only a running session needs, keep its summary (``info()``).
@@ -609,6 +614,7 @@ class Session:
     def info(self) -> SessionInfo:
         return SessionInfo(
             id=self.id,
+            replica=self.settings.replica_id,
             state=self.state.value,
             format=self.plan.first.muxer,
             destination=self.plan.first.describe_destination(),
