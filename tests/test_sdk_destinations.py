@@ -46,7 +46,8 @@ def todays_body(destination: dict[str, Any], format: str | None = None, **extra:
         "format": format,
         "metadata": {},
         "options": {},
-        "streams": [VIDEO.to_json()],
+        # Payloads over the websocket (no shared memory asked for): the video may come as yuv420p.
+        "streams": [{**VIDEO.to_json(), "wire_format": "auto"}],
         "realtime": None,
         "connect_timeout": None,
         **extra,
@@ -138,7 +139,7 @@ def test_several_destinations_make_a_destinations_list_with_each_outputs_setting
             {"type": "server_file", "path": "rec/a.mp4", "crash_safe": True},
         ],
         "metadata": {},
-        "streams": [VIDEO.to_json()],
+        "streams": [{**VIDEO.to_json(), "wire_format": "auto"}],
         "realtime": True,
         "connect_timeout": 3.0,
         "on_destination_drop": "drop",

@@ -24,17 +24,24 @@ def video_writer(
     realtime: bool | None = None,
     encoder: str | None = "libx264",
     shared_memory: bool | None = None,
+    wire_format: str | None = None,
 ) -> framecast.StreamWriter:
     """A StreamWriter with one rgb24 video stream (not opened yet).
 
     ``shared_memory``: None is the SDK's default, which on this machine (a loopback server) puts
     payloads into the session's shared memory; False sends them over the websocket, as a client
-    on another machine does.
+    on another machine does (and then, by default, as yuv420p: ``wire_format``).
     """
     writer = framecast.StreamWriter(dst, server=server, realtime=realtime, shared_memory=shared_memory)
     width, height = size
     writer.add_video_stream(
-        frame_rate=rate, width=width, height=height, format="rgb24", encoder=encoder, encoder_option=options
+        frame_rate=rate,
+        width=width,
+        height=height,
+        format="rgb24",
+        encoder=encoder,
+        encoder_option=options,
+        wire_format=wire_format,
     )
     return writer
 

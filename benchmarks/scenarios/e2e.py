@@ -1,4 +1,9 @@
-"""1. End to end: framecast client -> server -> file, against PyAV in-process and an ffmpeg pipe.
+"""1. End to end: framecast client -> server -> file, against the encoder alone, PyAV in-process
+and an ffmpeg pipe.
+
+The encoder alone is the limit of the job: PyAV in this process encoding frames that are yuv420p
+already (converted before the timing), with nothing else to do. Everything framecast adds (the
+RGB conversion, the transport, the session) is measured against it.
 
 The same precomputed frames (1280x720 rgb24, a moving pattern) are encoded with libx264
 preset=ultrafast into MP4, in rounds whose order rotates; each contender's median is reported.
@@ -12,7 +17,8 @@ framecast runs three times per round:
   on one machine put the payloads into the session's shared memory. This is the figure held to
   the targets: client -> server -> file.
 - the same with ``shared_memory=False``: every payload over the websocket, as from another
-  machine. Reported beside it.
+  machine, converted to yuv420p by the client first (the SDK's default there, ``wire_format``);
+  and once more with ``wire_format="rgb24"``, RGB over the websocket as before. Reported beside it.
 - to a local path, the README's first example: the encoded bytes come back over the websocket
   and the SDK writes them. Reported beside it.
 
@@ -29,7 +35,7 @@ from typing import Any
 
 import framecast
 
-from ..baselines import count_video_packets, ffmpeg_pipe_encode, pyav_encode
+from ..baselines import count_video_packets, encoder_alone, ffmpeg_pipe_encode, pyav_encode, yuv420p_frames
 from ..measure import median, own_cpu_seconds, process_cpu_seconds
 from ..media import moving_frames
 from ..report import ScenarioResult
@@ -42,13 +48,18 @@ TITLE = "End to end: client -> server -> file vs PyAV in-process vs ffmpeg pipe"
 
 
 def _framecast(
-    server: BenchServer, frames: Any, dst: Any, rate: int, shared_memory: bool | None = None
+    server: BenchServer,
+    frames: Any,
+    dst: Any,
+    rate: int,
+    shared_memory: bool | None = None,
+    wire_format: str | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Seconds to write ``frames`` 1 frame per chunk into ``dst``; and CPU cores used, by process."""
     size = (frames.shape[3], frames.shape[2])
     cpu_client, cpu_server = own_cpu_seconds(), server.cpu_seconds()
     t0 = time.perf_counter()
-    writer = video_writer(dst, server.url, size, rate, ULTRAFAST, shared_memory=shared_memory)
+    writer = video_writer(dst, server.url, size, rate, ULTRAFAST, shared_memory=shared_memory, wire_format=wire_format)
     writer.open()
     for i in range(len(frames)):
         writer.write_video_chunk(0, frames[i : i + 1])
@@ -78,10 +89,14 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         "pyav": workdir / "e2e-pyav.mp4",
         "ffmpeg": workdir / "e2e-ffmpeg.mp4",
         "local_file": workdir / "e2e-framecast.mp4",
+        "encoder": workdir / "e2e-encoder.mp4",
     }
-    times: dict[str, list[float]] = {k: [] for k in ("server_file", "websocket", "local_file", "pyav", "ffmpeg")}
+    names = ("server_file", "websocket", "websocket_rgb", "local_file", "encoder", "pyav", "ffmpeg")
+    times: dict[str, list[float]] = {k: [] for k in names}
     cores: list[dict[str, float]] = []
     cores_websocket: list[dict[str, float]] = []
+    cores_websocket_rgb: list[dict[str, float]] = []
+    yuv_frames = yuv420p_frames(tchw)
     failed: dict[str, str] = {}
 
     with BenchServer() as server:
@@ -90,6 +105,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         warm = min(n, 10)
         _framecast(server, tchw[:warm], server_dst, rate)
         pyav_encode(thwc[:warm], workdir / "warm-pyav.mp4", rate, ULTRAFAST)
+        encoder_alone(yuv_frames[:warm], workdir / "warm-encoder.mp4", rate, ULTRAFAST)
         ffmpeg_pipe_encode(thwc[:warm], workdir / "warm-ffmpeg.mp4", rate, ULTRAFAST["preset"])
 
         def server_file() -> None:
@@ -102,13 +118,20 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             times["websocket"].append(seconds)
             cores_websocket.append(used)
 
+        def websocket_rgb() -> None:
+            seconds, used = _framecast(server, tchw, server_dst, rate, shared_memory=False, wire_format="rgb24")
+            times["websocket_rgb"].append(seconds)
+            cores_websocket_rgb.append(used)
+
         def local_file() -> None:
             times["local_file"].append(_framecast(server, tchw, outputs["local_file"], rate)[0])
 
         contenders = {
             "server_file": server_file,
             "websocket": websocket,
+            "websocket_rgb": websocket_rgb,
             "local_file": local_file,
+            "encoder": lambda: times["encoder"].append(encoder_alone(yuv_frames, outputs["encoder"], rate, ULTRAFAST)),
             "pyav": lambda: times["pyav"].append(pyav_encode(thwc, outputs["pyav"], rate, ULTRAFAST)),
             "ffmpeg": lambda: times["ffmpeg"].append(
                 ffmpeg_pipe_encode(thwc, outputs["ffmpeg"], rate, ULTRAFAST["preset"])
@@ -132,15 +155,37 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             failed[name] = f"{path.name} has {packets} video packets, expected {n}"
     if server_packets != n:
         failed["server_file"] = f"the server file has {server_packets} video packets, expected {n}"
-    if {"server_file", "pyav", "ffmpeg"} & set(failed):
+    if {"server_file", "encoder", "pyav", "ffmpeg"} & set(failed):
         raise RuntimeError("; ".join(f"{k}: {v.splitlines()[-1]}" for k, v in failed.items()))
 
     fps = {k: (n / median(v) if k not in failed else float("nan")) for k, v in times.items()}
     result.add("fps_server_file", "framecast -> server file (fps)", fps["server_file"], "fps")
     result.add("fps_websocket", "framecast -> server file, payloads over the websocket (fps)", fps["websocket"], "fps")
+    result.add(
+        "fps_websocket_rgb",
+        "framecast -> server file, RGB payloads over the websocket (fps)",
+        fps["websocket_rgb"],
+        "fps",
+    )
     result.add("fps_local_file", "framecast -> local file, bytes back (fps)", fps["local_file"], "fps")
+    result.add("fps_encoder", "the encoder alone: PyAV in-process, frames already yuv420p (fps)", fps["encoder"], "fps")
     result.add("fps_pyav", "PyAV in-process (fps)", fps["pyav"], "fps")
     result.add("fps_ffmpeg", "ffmpeg pipe (fps)", fps["ffmpeg"], "fps")
+    result.add("ratio_encoder", "framecast / the encoder alone", fps["server_file"] / fps["encoder"], "x", 2)
+    result.add(
+        "ratio_websocket_encoder",
+        "framecast over the websocket / the encoder alone",
+        fps["websocket"] / fps["encoder"],
+        "x",
+        2,
+    )
+    result.add(
+        "ratio_websocket_rgb_encoder",
+        "framecast, RGB over the websocket / the encoder alone",
+        fps["websocket_rgb"] / fps["encoder"],
+        "x",
+        2,
+    )
     result.add("ratio_pyav", "framecast / PyAV", fps["server_file"] / fps["pyav"], "x", 2)
     result.add("ratio_ffmpeg", "framecast / ffmpeg pipe", fps["server_file"] / fps["ffmpeg"], "x", 2)
     result.add("ratio_websocket_pyav", "framecast over the websocket / PyAV", fps["websocket"] / fps["pyav"], "x", 2)
@@ -156,6 +201,19 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
                 "cores",
                 2,
             )
+    for label, samples, rate_fps in (
+        ("websocket", cores_websocket, fps["websocket"]),
+        ("websocket_rgb", cores_websocket_rgb, fps["websocket_rgb"]),
+    ):
+        if samples:  # the server process's CPU per frame received (its encoder process not counted)
+            server_ms = median(c["server"] for c in samples) / rate_fps * 1000
+            client_ms = median(c["client"] for c in samples) / rate_fps * 1000
+            what = "yuv420p" if label == "websocket" else "RGB"
+            result.add(f"server_ms_{label}", f"server CPU per frame, {what} over the websocket", server_ms, "ms", 2)
+            result.add(f"client_ms_{label}", f"client CPU per frame, {what} over the websocket", client_ms, "ms", 2)
+    result.target("framecast >= 0.85x the encoder alone", "ratio_encoder", ">=", 0.85, "x")
+    result.target("over the websocket >= 0.7x the encoder alone", "ratio_websocket_encoder", ">=", 0.7, "x")
+    result.target("server CPU per websocket frame <= 0.6 ms", "server_ms_websocket", "<=", 0.6, "ms")
     result.target("framecast >= 0.9x PyAV in-process", "ratio_pyav", ">=", 0.9, "x")
     result.target("framecast ahead of the ffmpeg pipe", "ratio_ffmpeg", ">=", 1.0, "x")
     result.failures = [f"framecast -> {k}: {v.strip()}" for k, v in failed.items()]

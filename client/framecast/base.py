@@ -182,8 +182,17 @@ class BaseStreamWriter(abc.ABC):
         hw_accel: str | None = None,
         codec_config: Any = None,
         filter_desc: str | None = None,
+        wire_format: str | None = None,
     ) -> None:
-        """Add a video stream; chunks are (frames, channels, height, width) uint8 arrays."""
+        """Add a video stream; chunks are (frames, channels, height, width) uint8 arrays.
+
+        ``wire_format`` (not in torchaudio): ``"yuv420p"`` converts RGB frames to yuv420p here
+        before sending (half the bytes; where the server would convert them so anyway: its
+        encoder takes yuv420p at the same size and rate, without ``filter_desc``), on the
+        tensor's own device; ``"auto"`` lets the server say whether that applies; ``"rgb24"``
+        sends them as they are. Default: ``"auto"`` when the payloads go over the websocket
+        (no shared memory), else as they are. ``writer.wire_formats`` says what was agreed.
+        """
         if hw_accel is not None:
             raise InvalidConfig(
                 "hw_accel is not supported: frames are encoded on the server; "
@@ -204,6 +213,7 @@ class BaseStreamWriter(abc.ABC):
                 encoder_height,
                 codec_config,
                 filter_desc,
+                wire_format,
             )
         )
 
@@ -236,6 +246,13 @@ class BaseStreamWriter(abc.ABC):
     def session_id(self) -> str | None:
         """The server's id for this writer's session (None before open())."""
         return self._core.session.get("id")
+
+    @property
+    def wire_formats(self) -> list[str]:
+        """How each stream's frames cross the wire, as agreed at open(): ``"yuv420p"`` where this
+        writer converts RGB video before sending, else the stream's own format (audio: its format)."""
+        formats = list(self._core.wire_formats)
+        return [f or s.format for f, s in zip(formats, self._core.streams)]
 
     @property
     def shared_memory(self) -> bool:

@@ -12,7 +12,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import numpy as np
 
@@ -314,6 +314,23 @@ class AudioStream:
         _check_dtype(i, "audio", array, self.dtype, self.format)
 
 
+class Shaped(Protocol):
+    """What a chunk's check looks at: a numpy array, or the shape and dtype of a GPU tensor."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def ndim(self) -> int: ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+
+#: How a video stream's frames may cross the wire (``yuv.py``): None, as ``format`` says.
+WIRE_FORMATS = (None, "auto", "rgb24", "yuv420p")
+
+
 @dataclass
 class VideoStream:
     frame_rate: float | str
@@ -328,8 +345,14 @@ class VideoStream:
     encoder_height: int | None = None
     codec_config: Any = None
     filter_desc: str | None = None
+    wire_format: str | None = None
 
     def __post_init__(self) -> None:
+        if self.wire_format not in WIRE_FORMATS:
+            raise InvalidConfig(
+                f"unknown wire_format {self.wire_format!r}; expected one of auto, rgb24, yuv420p (or None)",
+                field="wire_format",
+            )
         if self.format not in VIDEO_PIXEL_FORMATS:
             raise InvalidConfig(
                 f"unknown video pixel format {self.format!r}; expected one of {', '.join(VIDEO_PIXEL_FORMATS)}",
@@ -366,9 +389,10 @@ class VideoStream:
             "encoder_height": self.encoder_height,
             "codec_config": _codec_config(self.codec_config),
             "filter_desc": self.filter_desc,
+            **({"wire_format": self.wire_format} if self.wire_format is not None else {}),
         }
 
-    def check(self, i: int, array: np.ndarray) -> None:
+    def check(self, i: int, array: Shaped) -> None:
         expected = (self.channels, int(self.height), int(self.width))
         if array.ndim != 4 or tuple(array.shape[1:]) != expected:
             raise InvalidChunk(
@@ -381,7 +405,7 @@ class VideoStream:
 Stream = Union[AudioStream, VideoStream]
 
 
-def _check_dtype(i: int, kind: str, array: np.ndarray, expected: np.dtype, fmt: str) -> None:
+def _check_dtype(i: int, kind: str, array: Shaped, expected: np.dtype, fmt: str) -> None:
     if array.dtype.kind != expected.kind or array.dtype.itemsize != expected.itemsize:
         raise InvalidChunk(f"stream {i} ({kind}, format {fmt!r}) expects dtype {expected.name}, got {array.dtype.name}")
 

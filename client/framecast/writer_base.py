@@ -18,7 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import protocol
+import numpy as np
+
+from . import protocol, yuv
 from .errors import (
     FramecastError,
     InvalidChunk,
@@ -51,6 +53,18 @@ FATAL_CLOSE_CODES = {
     4401: "the server refused the stream token",
     4404: "the server no longer has this session (its server restarted, or its replica is gone)",
 }
+
+
+@dataclass(frozen=True)
+class _Described:
+    """The shape and dtype of a chunk that is not on the CPU, for ``VideoStream.check``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
 
 def fatal_close(code: int | None) -> bool:
@@ -250,6 +264,8 @@ class WriterCore:
         client = [output.dst for output in self.configured if output.destination["type"] == "client"]
         self.sink = LocalSink(client[0]) if client else None  # destination_list allows one at most
         self.session: dict[str, Any] = {}
+        #: How each stream's frames cross the wire, as the server agreed at open (``yuv.py``).
+        self.wire_formats: list[str] = []
         self.summary: dict[str, Any] | None = None
         self._next_seq = 0
         # Every chunk message sent and not yet acknowledged or refused, by seq: kept to send again
@@ -320,9 +336,14 @@ class WriterCore:
         self._require(WriterState.CONFIGURING, action="open")
         if not self.streams:
             raise StateError("cannot open: add at least one stream first (add_audio_stream / add_video_stream)")
+        streams = [s.to_json() for s in self.streams]
+        if not shared_memory:  # payloads over the websocket: half the bytes where the server agrees
+            for stream in streams:
+                if stream["type"] == "video" and "wire_format" not in stream:
+                    stream["wire_format"] = "auto"
         common = {
             "metadata": self.metadata,
-            "streams": [s.to_json() for s in self.streams],
+            "streams": streams,
             "realtime": self.realtime,
             "connect_timeout": self.connect_timeout,
             **({"on_destination_drop": self.on_destination_drop} if self.on_destination_drop else {}),
@@ -348,6 +369,10 @@ class WriterCore:
         """The server created the session (the body of POST /v1/sessions)."""
         self.session = created
         self.state = WriterState.OPEN
+        self.wire_formats = [
+            str(((info.get("config") or {}) if isinstance(info, dict) else {}).get("wire_format") or "")
+            for info in created.get("streams") or []
+        ]
         for message in created.get("warnings", []):
             warnings.warn(message, FramecastWarning, stacklevel=4)
         offered = created.get("shared_memory")
@@ -392,8 +417,11 @@ class WriterCore:
         if not isinstance(stream, expected_type):
             other = "video" if kind == "audio" else "audio"
             raise InvalidChunk(f"stream {i} is a {other} stream; use write_{other}_chunk")
-        array = to_numpy(chunk)
-        stream.check(i, array)
+        if self.wire_format(i) == "yuv420p" and isinstance(stream, VideoStream):
+            array = self._yuv420p(i, stream, chunk)
+        else:
+            array = to_numpy(chunk)
+            stream.check(i, array)
         if pts is not None:
             pts = float(pts)
         limit = self.max_message_bytes - 64 - 4 * array.ndim
@@ -410,6 +438,23 @@ class WriterCore:
             header, payload = protocol.encode_chunk(i, seq, piece, piece_pts)
             messages.append(Message(seq, header, payload, piece.shape[0] / stream.rate, i))
         return messages
+
+    def wire_format(self, i: int) -> str:
+        """How stream ``i``'s frames cross the wire, as the server agreed ("" before open or for
+        a server that does not say: as the stream's format)."""
+        return self.wire_formats[i] if i < len(self.wire_formats) else ""
+
+    @staticmethod
+    def _yuv420p(i: int, stream: VideoStream, chunk: Any) -> np.ndarray:
+        """A checked video chunk as the yuv420p planes the server agreed to take: converted where
+        the frames are (a GPU tensor on its GPU), then brought to the CPU (``yuv.py``)."""
+        on_device = type(chunk).__module__.startswith("torch") and chunk.device.type != "cpu"
+        if on_device:
+            stream.check(i, _Described(tuple(chunk.shape), np.dtype(str(chunk.dtype).removeprefix("torch."))))
+            return to_numpy(yuv.rgb_to_i420(chunk.detach(), stream.format))
+        array = to_numpy(chunk)
+        stream.check(i, array)
+        return np.asarray(yuv.rgb_to_i420(array, stream.format))
 
     def sending(self, message: Message) -> bytes | list[bytes | memoryview]:
         """Record ``message`` as in flight (until acknowledged); returns what to send.

@@ -67,6 +67,8 @@ def _expected_shape(stream: StreamPlan) -> Sequence[int | None]:
     if isinstance(stream, AudioPlan):
         return (None, stream.num_channels)
     assert isinstance(stream, VideoPlan)
+    if stream.wire_format == "yuv420p":  # planning/wire.py: the client converted; planes back to back
+        return (None, stream.width * stream.height * 3 // 2)
     return (None, stream.channels, stream.height, stream.width)
 
 
@@ -101,7 +103,8 @@ class ChunkChecker:
         expected = _expected_shape(stream)
         shape = header.shape
         if len(shape) != len(expected) or any(e is not None and e != g for e, g in zip(expected, shape)):
-            raise InvalidChunk(f"{where}: expected shape {_shape_text(expected)}, got {tuple(shape)}")
+            wired = " (yuv420p planes: wire_format)" if len(expected) == 2 and stream.type == "video" else ""
+            raise InvalidChunk(f"{where}: expected shape {_shape_text(expected)}{wired}, got {tuple(shape)}")
         timeline = self.timelines[header.stream]
         try:
             start = timeline.start_of(shape[0], header.pts)

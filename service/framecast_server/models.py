@@ -105,6 +105,14 @@ class VideoStreamConfig(_Strict):
     encoder_height: int | None = Field(None, gt=0, le=16384)
     codec_config: CodecConfig | None = None
     filter_desc: str | None = Field(None, description="A linear FFmpeg filter chain, e.g. 'hflip'.")
+    wire_format: Literal["auto", "rgb24", "yuv420p"] | None = Field(
+        None,
+        description="How frames cross the wire. Unset: as `format` says. yuv420p: converted by the client "
+        "(half the bytes of RGB) for an RGB stream whose encoder takes yuv420p at the same even size and "
+        "frame rate, without filter_desc. auto: yuv420p where that holds and this server converts with "
+        "libyuv (the client's conversion is then the server's), else as `format` says. rgb24: as format, "
+        "which must be rgb24. The answer's streams[i].config.wire_format says what was chosen.",
+    )
 
     @field_validator("format")
     @classmethod

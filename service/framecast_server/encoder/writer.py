@@ -252,6 +252,8 @@ class _VideoStream(_Stream):
         plan = self.plan
         frame_format, planes = _PLANAR_LAYOUT[plan.format]
         out: list[Frame] = []
+        if plan.wire_format == "yuv420p":
+            return self._yuv420p_frames(array, start)
         for i in range(array.shape[0]):
             src = array[i]  # (C, H, W): channel planes, as the client sent them
             if self.rgb_to_i420 is not None:
@@ -261,6 +263,24 @@ class _VideoStream(_Stream):
                 frame = av.VideoFrame(plan.width, plan.height, frame_format)
                 for plane, channel in enumerate(planes):
                     _plane_rows(frame.planes[plane], plan.height, plan.width)[...] = src[channel]
+            frame.pts = start + i
+            frame.time_base = self.time_base
+            out.append(frame)
+        return out
+
+    def _yuv420p_frames(self, array: np.ndarray, start: int) -> list[Frame]:
+        """Frames of a stream whose client sent yuv420p (``planning/wire.py``): each (W*H*3/2,)
+        row is the Y, U and V planes back to back, copied into the frame's planes once."""
+        w, h = self.plan.width, self.plan.height
+        luma, chroma = w * h, (w // 2) * (h // 2)
+        out: list[Frame] = []
+        for i in range(array.shape[0]):
+            src = array[i]
+            frame = av.VideoFrame(w, h, "yuv420p")
+            y, u, v = frame.planes
+            _plane_rows(y, h, w)[...] = src[:luma].reshape(h, w)
+            _plane_rows(u, h // 2, w // 2)[...] = src[luma : luma + chroma].reshape(h // 2, w // 2)
+            _plane_rows(v, h // 2, w // 2)[...] = src[luma + chroma :].reshape(h // 2, w // 2)
             frame.pts = start + i
             frame.time_base = self.time_base
             out.append(frame)
@@ -688,7 +708,7 @@ class SessionWriter:
     def _rgb_converter(self, plan: VideoPlan, ctx: Any, where: str) -> libyuv.RgbToI420 | None:
         """libyuv's converter for RGB chunks bound for a yuv420p encoder at their own size, where the
         settings choose libyuv and it applies; None: swscale converts (``_VideoStream.ready``)."""
-        if self.plan.rgb_conversion != "libyuv":
+        if self.plan.rgb_conversion != "libyuv" or plan.wire_format == "yuv420p":
             return None
         if not libyuv.applies(plan.format, plan.width, plan.height, ctx.pix_fmt, ctx.width, ctx.height):
             return None

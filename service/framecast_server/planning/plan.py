@@ -35,7 +35,7 @@ from framecast_server.models import (
     VideoStreamConfig,
     parse_frame_rate,
 )
-from framecast_server.planning import avoptions, destinations, ffmpeg, filtergraph, policy, segmenting, urls
+from framecast_server.planning import avoptions, destinations, ffmpeg, filtergraph, policy, segmenting, urls, wire
 from framecast_server.planning.segmenting import SegmentPlan
 from framecast_server.quotas import EncoderLimits, encoder_limits
 from framecast_server.scheduling import Policy
@@ -85,6 +85,12 @@ class VideoPlan:
     codec_config: dict[str, int | None]
     filter_desc: str | None
     type: Literal["video"] = "video"
+    #: How frames cross the wire: the input ``format`` itself, or "yuv420p" (converted by the client,
+    #: ``wire.py``); chunks are then (frames, W*H*3/2) uint8.
+    wire_format: str = ""
+
+    def __post_init__(self) -> None:
+        self.wire_format = self.wire_format or self.format
 
     @property
     def dtype(self) -> DType:
@@ -100,6 +106,8 @@ class VideoPlan:
         return self.frame_rate
 
     def chunk_shape_hint(self) -> str:
+        if self.wire_format == "yuv420p":
+            return f"(frames, {self.width * self.height * 3 // 2}) of uint8 (yuv420p planes)"
         return f"(frames, {self.channels}, {self.height}, {self.width}) of uint8"
 
 
@@ -477,6 +485,7 @@ def make_plan(config: SessionConfig, settings: Settings) -> SessionPlan:
         steady_keyframes=plan.steady_keyframes,
     )
     _check_stream_policies(plan.streams, settings)
+    wire.resolve(plan.streams, config, plan.rgb_conversion)
     _ladder(plan, plan.first, wanted[0], settings)
     for each, output, muxer, filename in list(zip(wanted, plan.outputs, muxers, filenames))[1:]:
         output.streams = _own_streams(config, plan, output, muxer, filename)
