@@ -98,7 +98,7 @@ def test_node_runs_the_vectors_and_pushes_to_a_server_file(js_deps, server: Serv
         cuts = (to_file.cuts, to_blob.cuts)
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0, report[-6000:]
-    assert "# fail 0" in report and "# pass 15" in report, report[-3000:]
+    assert "# fail 0" in report and "# pass 16" in report, report[-3000:]
     assert cuts == (3, 3)
 
     out = decode(server.output_dir / "node" / "push.mkv")

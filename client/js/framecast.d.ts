@@ -168,7 +168,9 @@ export type AudioChunk =
   | Uint8Array;
 
 export class StreamWriter {
-  constructor(dst: string | Destination, options?: StreamWriterOptions);
+  constructor(dst: string | Destination | Array<string | Destination>, options?: StreamWriterOptions);
+  /** Every destination, in the order given; `destination` is the first. */
+  readonly destinations: Destination[];
   readonly destination: Destination;
   readonly format: string | null;
   readonly server: string;

@@ -60,12 +60,22 @@ function describeDestination(dst) {
     if (dst.includes("://")) return { type: "url", url: dst };
     throw new InvalidConfig(`a destination string is a URL (rtmp://, udp://, ...); for a file use ServerFile(${JSON.stringify(dst)}) or ClientBlob(${JSON.stringify(dst)})`, { field: "dst" });
   }
-  if (Array.isArray(dst)) {
-    // The session config takes one destination until the fan-out work (issue 15) lands.
-    throw new InvalidConfig("this server takes one destination per session; a list needs fan-out (issue 15)", { field: "dst" });
-  }
   if (dst && ["server_file", "client", "discard", "url"].includes(dst.type)) return { ...dst };
-  throw new InvalidConfig("dst must be a URL, ServerFile(path), ClientBlob(filename) or Discard()", { field: "dst" });
+  throw new InvalidConfig("dst must be a URL, ServerFile(path), ClientBlob(filename) or Discard(), or a list of them", { field: "dst" });
+}
+
+/** Every destination `dst` names: one, or a list (one encode, written to each; at most one ClientBlob). */
+function describeDestinations(dst) {
+  if (!Array.isArray(dst)) return [describeDestination(dst)];
+  if (!dst.length) throw new InvalidConfig("dst is an empty list; give at least one destination", { field: "dst" });
+  const described = dst.map((each) => {
+    if (Array.isArray(each)) throw new InvalidConfig("a list of destinations holds destinations, not lists", { field: "dst" });
+    return describeDestination(each);
+  });
+  if (described.filter((d) => d.type === "client").length > 1) {
+    throw new InvalidConfig("at most one ClientBlob per session: its bytes come back over this writer's one connection", { field: "dst" });
+  }
+  return described;
 }
 
 /** Close codes after which reconnecting cannot help. */
@@ -112,7 +122,9 @@ async function restError(response) {
  */
 export class StreamWriter {
   /**
-   * @param {string|object} dst a URL (rtmp://..., udp://...), ServerFile(path), ClientBlob(name) or Discard()
+   * @param {string|object|Array} dst a URL (rtmp://..., udp://...), ServerFile(path), ClientBlob(name) or
+   *   Discard(); or a list of them, all written from one encode (at most one ClientBlob; download()
+   *   fetches the first destination, which should then be the ServerFile)
    * @param {object} [options]
    * @param {string} [options.format] muxer name; default: from the file name or URL
    * @param {string} [options.server] base URL; default: the page's origin, else $FRAMECAST_SERVER, else http://127.0.0.1:8000
@@ -128,7 +140,8 @@ export class StreamWriter {
    * @param {Function} [options.fetch] default: the global fetch
    */
   constructor(dst, options = {}) {
-    this.destination = describeDestination(dst);
+    this.destinations = describeDestinations(dst);
+    this.destination = this.destinations[0];
     this.format = options.format ?? null;
     const env = globalThis.process?.env ?? {};
     const origin = globalThis.location?.origin?.startsWith("http") ? globalThis.location.origin : null;
@@ -166,7 +179,7 @@ export class StreamWriter {
     this._closedByUser = false;
     this._outage = null; // while reconnecting: {deadline, delay, attempts}
     this._outputsApplied = 0;
-    this._output = this.destination.type === "client" ? new OutputBuffer() : null;
+    this._output = this.destinations.some((d) => d.type === "client") ? new OutputBuffer() : null;
     this._waiters = new Set();
     this._listeners = { event: new Set(), warning: new Set(), state: new Set() };
     this._queue = Promise.resolve(); // writes run one after another, in call order
@@ -277,12 +290,25 @@ export class StreamWriter {
   async open(option = null) {
     this._require(["configuring"], "open");
     if (!this.streams.length) throw new StateError("cannot open: add at least one stream first (addVideoStream / addAudioStream)");
-    const config = {
-      destination: this.destination, format: this.format, metadata: this.metadata,
-      options: Object.fromEntries(Object.entries(option ?? {}).map(([k, v]) => [String(k), v])),
-      streams: this.streams.map((s) => s.toJSON()), realtime: this._realtime, connect_timeout: this._connectTimeout,
+    const common = {
+      metadata: this.metadata, streams: this.streams.map((s) => s.toJSON()), realtime: this._realtime,
+      connect_timeout: this._connectTimeout,
       ...(this._onDestinationDrop ? { on_destination_drop: this._onDestinationDrop } : {}),
     };
+    let config;
+    if (this.destinations.length > 1) {
+      if (option && Object.keys(option).length) {
+        throw new InvalidConfig("open(option) sets the muxer options of a single destination; with several, give each its own", { field: "options" });
+      }
+      if (this.format) throw new InvalidConfig("format applies to a single destination; with several, each takes the muxer its name implies", { field: "format" });
+      // Paced when any destination is live, as one URL alone is.
+      config = { destinations: this.destinations, ...common, realtime: this._realtime ?? this.destinations.some((d) => d.type === "url") };
+    } else {
+      config = {
+        destination: this.destination, format: this.format,
+        options: Object.fromEntries(Object.entries(option ?? {}).map(([k, v]) => [String(k), v])), ...common,
+      };
+    }
     this.session = await (await this._request("POST", "/v1/sessions", config)).json();
     for (const warning of this.session.warnings ?? []) this._emit("warning", warning);
     this._ws = await this._connect();
@@ -608,7 +634,10 @@ export class StreamWriter {
    * @returns {Promise<Blob>}
    */
   async download() {
-    if (this.destination.type !== "server_file") throw new StateError("download() is for ServerFile destinations");
+    if (this.destination.type !== "server_file") {
+      const hint = this.destinations.length > 1 ? " (with several destinations, the first one's: put the ServerFile first)" : "";
+      throw new StateError(`download() is for ServerFile destinations${hint}`);
+    }
     if (this.state !== "closed") throw new StateError("download() needs a closed writer; call close() first");
     return (await this._request("GET", `/v1/sessions/${this.session.id}/output`)).blob();
   }

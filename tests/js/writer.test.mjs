@@ -67,6 +67,26 @@ test("a ClientBlob holds exactly the bytes the server's muxer writes to a file",
   assert.deepEqual(outputs[0], outputs[1]);
 });
 
+test("a list of destinations: one encode, a ClientBlob and a ServerFile with the same bytes", { timeout: 120_000 }, async () => {
+  const s = writer([ServerFile(`${prefix}/fan.mkv`), ClientBlob("fan.mkv")]);
+  assert.equal(s.destinations.length, 2);
+  s.addVideoStream({ frameRate: 30, width: W, height: H, format: "rgba", encoder: "ffv1" });
+  s.addAudioStream({ sampleRate: 48000, numChannels: 2, encoder: "flac" });
+  await assert.rejects(s.open({ fflags: "+bitexact" }), (error) => error instanceof InvalidConfig && error.field === "options");
+  const t = writer([ServerFile(`${prefix}/fan.mkv`), ClientBlob("fan.mkv")]);
+  t.addVideoStream({ frameRate: 30, width: W, height: H, format: "rgba", encoder: "ffv1" });
+  t.addAudioStream({ sampleRate: 48000, numChannels: 2, encoder: "flac" });
+  await t.open();
+  await push(t, { frames: 30, seconds: 1 });
+  await t.close();
+  assert.equal(t.summary.outputs.length, 2);
+  const [file, blob] = [new Uint8Array(await (await t.download()).arrayBuffer()), t.bytes()];
+  assert.ok(blob.length > 10_000, `${blob.length} bytes`);
+  assert.equal(file.length, blob.length); // the same packets, muxed the same way (UIDs aside)
+  assert.throws(() => writer([ClientBlob("a.mkv"), ClientBlob("b.mkv")]), (error) => error instanceof InvalidConfig && error.field === "dst");
+  assert.throws(() => writer([]), /empty list/);
+});
+
 test("a real-time session holds the writer to the ACK window", { timeout: 60_000 }, async () => {
   const s = writer(ServerFile(`${prefix}/paced.mkv`), { realtime: true });
   const heard = [];
