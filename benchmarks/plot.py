@@ -134,6 +134,21 @@ def _ladder(ax: Any, r: ScenarioResult) -> None:
     ax.set_ylabel("server CPU s per media s")
 
 
+def _shaped(ax: Any, r: ScenarioResult) -> None:
+    cases = [("yuv420p", "yuv420p on the wire"), ("rgb24", "RGB on the wire")]
+    p50 = [r.metric(f"{wire}_p50").value for wire, _ in cases]
+    p99 = [r.metric(f"{wire}_p99").value for wire, _ in cases]
+    x = np.arange(len(cases))
+    ax.bar(x - 0.2, p50, 0.4, label="ACK p50", color="C0")
+    bars = ax.bar(x + 0.2, p99, 0.4, label="ACK p99", color="C1")
+    ax.bar_label(bars, labels=[f"{v:,.0f} ms" for v in p99], fontsize=8)
+    ax.axhline(200, color="C3", ls="--", lw=1, label="p99 target 200 ms")
+    ax.set_xticks(x, [label for _, label in cases])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms")
+    ax.legend(loc="upper left", fontsize=8)
+
+
 def _memory(ax: Any, r: ScenarioResult) -> None:
     long = np.array(r.series["long"], dtype=np.float64)
     if long.size:
@@ -162,6 +177,7 @@ PANELS = {
     "concurrency": _concurrency,
     "fanout": _fanout,
     "ladder": _ladder,
+    "shaped": _shaped,
     "memory": _memory,
     "drift": _drift,
 }

@@ -40,6 +40,11 @@ class Settings:
     fanout_seconds: float = 20.0
     fanout_rounds: int = 3
 
+    # 4c. a shaped link: raw video through 1 Gbit/s in real time, RGB against yuv420p on the wire
+    shaped_size: tuple[int, int] = (1920, 1080)
+    shaped_seconds: float = 60.0
+    shaped_link_bits: float = 1e9
+
     # 5. memory over a long stream, and per extra session
     memory_size: tuple[int, int] = (640, 360)
     memory_seconds: float = 600.0
@@ -77,6 +82,9 @@ QUICK = replace(
     fanout_size=(320, 180),
     fanout_seconds=2.0,
     fanout_rounds=1,
+    shaped_size=(320, 180),
+    shaped_seconds=3.0,
+    shaped_link_bits=1e9 * (320 * 180) / (1920 * 1080),  # the same squeeze on RGB as at 1080p
     memory_size=(160, 96),
     memory_seconds=8.0,
     memory_interval=0.5,

@@ -16,7 +16,7 @@ import pytest
 
 from .conftest import ROOT
 
-SCENARIOS = ["e2e", "transport", "latency", "concurrency", "fanout", "ladder", "memory", "drift"]
+SCENARIOS = ["e2e", "transport", "latency", "concurrency", "fanout", "ladder", "shaped", "memory", "drift"]
 
 
 @pytest.fixture(scope="module")
