@@ -40,14 +40,22 @@ def frame_bytes(width: int, height: int) -> int:
     return width * height * 3 // 2
 
 
+#: libyuv's soname on Debian and Ubuntu (package libyuv0).
+SONAME = "libyuv.so.0"
+
+
 @functools.cache
-def _libyuv() -> Any:
-    name = ctypes.util.find_library("yuv") or "libyuv.so.0"
+def library() -> ctypes.CDLL | None:
+    """libyuv with the two functions used here (and by the server's ``libyuv.py``) declared, or
+    None where it is not installed or lacks them."""
+    name = ctypes.util.find_library("yuv") or SONAME
     try:
         lib = ctypes.CDLL(name)
         merge, to_i420 = lib.MergeRGBPlane, lib.RAWToI420
     except (OSError, AttributeError):
         return None
+    # void MergeRGBPlane(src_r, stride_r, src_g, stride_g, src_b, stride_b, dst_rgb, stride_rgb, width, height)
+    # int RAWToI420(src_raw, stride_raw, dst_y, stride_y, dst_u, stride_u, dst_v, stride_v, width, height)
     merge.argtypes = [_P, _I, _P, _I, _P, _I, _P, _I, _I, _I]
     merge.restype = None
     to_i420.argtypes = [_P, _I, _P, _I, _P, _I, _P, _I, _I, _I]
@@ -57,7 +65,7 @@ def _libyuv() -> Any:
 
 def converter() -> str:
     """What converts CPU arrays in this process: ``"libyuv"`` or ``"numpy"``."""
-    return "libyuv" if _libyuv() is not None else "numpy"
+    return "libyuv" if library() is not None else "numpy"
 
 
 def rgb_to_i420(frames: Any, in_format: str = "rgb24", use_libyuv: bool | None = None) -> Any:
@@ -79,12 +87,12 @@ def rgb_to_i420(frames: Any, in_format: str = "rgb24", use_libyuv: bool | None =
     if array.dtype != np.uint8:
         raise ValueError(f"expected uint8 RGB frames, got {array.dtype}")
     if use_libyuv is None:
-        use_libyuv = _libyuv() is not None
+        use_libyuv = library() is not None
     return _libyuv_convert(array, channels) if use_libyuv else _numpy(array, channels)
 
 
 def _libyuv_convert(frames: np.ndarray, channels: tuple[int, int, int]) -> np.ndarray:
-    lib = _libyuv()
+    lib = library()
     if lib is None:
         raise RuntimeError("libyuv (libyuv.so.0) cannot be loaded")
     t, _, h, w = frames.shape

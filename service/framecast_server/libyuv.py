@@ -17,51 +17,32 @@ encoders convert with swscale (``FRAMECAST_RGB_CONVERSION``, config.py).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import functools
 import logging
 from typing import Any, Literal
 
 import numpy as np
 
+from framecast import yuv
+
 log = logging.getLogger(__name__)
 
 #: The library's soname on Debian and Ubuntu (package libyuv0).
-SONAME = "libyuv.so.0"
+SONAME = yuv.SONAME
 
 #: Input formats converted with libyuv: which of the chunk's (C, H, W) channels are red, green and
 #: blue. The 4-channel forms' 4th channel is ignored, as it is on the swscale path.
-RGB_CHANNELS = {
-    "rgb24": (0, 1, 2),
-    "rgb0": (0, 1, 2),
-    "bgr24": (2, 1, 0),
-    "bgr0": (2, 1, 0),
-}
+RGB_CHANNELS = yuv.RGB_CHANNELS
 
 #: What converts RGB frames for yuv420p encoders, as settings ask for it and as resolved.
 Choice = Literal["auto", "libyuv", "swscale"]
 Conversion = Literal["libyuv", "swscale"]
 
-_P, _I = ctypes.c_void_p, ctypes.c_int
 
-
-@functools.cache
 def library() -> ctypes.CDLL | None:
-    """The loaded libyuv, or None where it is not installed (or lacks the two functions used)."""
-    name = ctypes.util.find_library("yuv") or SONAME
-    try:
-        lib = ctypes.CDLL(name)
-        merge, to_i420 = lib.MergeRGBPlane, lib.RAWToI420
-    except (OSError, AttributeError) as exc:
-        log.debug("libyuv is not available (%s)", exc)
-        return None
-    # void MergeRGBPlane(src_r, stride_r, src_g, stride_g, src_b, stride_b, dst_rgb, stride_rgb, width, height)
-    merge.argtypes = [_P, _I, _P, _I, _P, _I, _P, _I, _I, _I]
-    merge.restype = None
-    # int RAWToI420(src_raw, stride_raw, dst_y, stride_y, dst_u, stride_u, dst_v, stride_v, width, height)
-    to_i420.argtypes = [_P, _I, _P, _I, _P, _I, _P, _I, _I, _I]
-    to_i420.restype = _I
-    return lib
+    """The loaded libyuv, or None where it is not installed (or lacks the two functions used):
+    the SDK's binding (``framecast.yuv``), so a client converting before it sends calls the very
+    same functions."""
+    return yuv.library()
 
 
 def available() -> bool:
