@@ -368,6 +368,10 @@ def encode_control(type_: str, **fields: Any) -> str:
     return json.dumps({"type": type_, **fields}, separators=(",", ":"))
 
 
+#: REST: the response header in which a fleet's session list (GET /v1/sessions) names the replicas
+#: that did not answer, as JSON ``[{"replica", "url", "reason"}]``.
+UNANSWERED_HEADER = "Framecast-Unanswered"
+
 #: Longest control message the server takes from a client: ``finish`` and ``output_ack`` are a few
 #: dozen characters. (Server messages can be longer: ``closed`` carries the session's summary.)
 MAX_CLIENT_CONTROL_CHARS = 4096

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from . import protocol
 from .errors import InvalidConfig, ProtocolError, ServerError, SessionNotFound, TransportError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -27,8 +28,6 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 RETRY_CREATE_CODES = frozenset({"too_many_sessions", "draining", "no_replica"})
 #: Seconds before each retry of a session's creation.
 RETRY_CREATE_DELAYS = (0.2, 0.5, 1.0)
-#: The header in which a fleet's session list names the replicas that did not answer.
-UNANSWERED_HEADER = "Framecast-Unanswered"
 
 
 def retry_create(exc: ServerError) -> bool:
@@ -47,7 +46,7 @@ class SessionList:
 
 def session_list(response: httpx.Response) -> SessionList:
     unanswered: list[dict[str, Any]] = []
-    header = response.headers.get(UNANSWERED_HEADER)
+    header = response.headers.get(protocol.UNANSWERED_HEADER)
     if header:
         with contextlib.suppress(ValueError):
             parsed = json.loads(header)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import threading
 from typing import Any
 
 import numpy as np
@@ -97,7 +98,7 @@ def _libyuv_convert(frames: np.ndarray, channels: tuple[int, int, int]) -> np.nd
         raise RuntimeError("libyuv (libyuv.so.0) cannot be loaded")
     t, _, h, w = frames.shape
     out = np.empty((t, frame_bytes(w, h)), dtype=np.uint8)
-    packed = np.empty((h, w * 3), dtype=np.uint8)
+    packed = _scratch(h, w * 3)
     for i in range(t):
         frame = frames[i]
         if frame.strides[2] != 1:
@@ -114,6 +115,18 @@ def _libyuv_convert(frames: np.ndarray, channels: tuple[int, int, int]) -> np.nd
         if result != 0:
             raise RuntimeError(f"libyuv RAWToI420 failed ({result}) for a {w}x{h} frame")
     return out
+
+
+_local = threading.local()
+
+
+def _scratch(height: int, row_bytes: int) -> np.ndarray:
+    """This thread's packed-RGB buffer for libyuv, kept from chunk to chunk (a fresh 1080p one
+    would be 6 MB of new pages every chunk); per thread, as writers on two threads convert at once."""
+    buffer: np.ndarray | None = getattr(_local, "packed", None)
+    if buffer is None or buffer.shape != (height, row_bytes):
+        buffer = _local.packed = np.empty((height, row_bytes), dtype=np.uint8)
+    return buffer
 
 
 def _numpy(frames: np.ndarray, channels: tuple[int, int, int]) -> np.ndarray:

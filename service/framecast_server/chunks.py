@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from framecast import yuv
 from framecast.protocol import ChunkHeader
 from framecast_server.errors import InvalidChunk
 from framecast_server.planning.plan import AudioPlan, StreamPlan, VideoPlan
@@ -68,7 +69,7 @@ def _expected_shape(stream: StreamPlan) -> Sequence[int | None]:
         return (None, stream.num_channels)
     assert isinstance(stream, VideoPlan)
     if stream.wire_format == "yuv420p":  # planning/wire.py: the client converted; planes back to back
-        return (None, stream.width * stream.height * 3 // 2)
+        return (None, yuv.frame_bytes(stream.width, stream.height))
     return (None, stream.channels, stream.height, stream.width)
 
 

@@ -6,6 +6,7 @@ it to what needs it, so tests build as many differently configured apps as they 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,9 @@ class Settings(BaseSettings):
             Peer.parse(text)
         return value
 
-    @property
+    @functools.cached_property
     def peer_list(self) -> list[Peer]:
-        """``peers`` parsed."""
+        """``peers`` parsed (once: every fleet list asks for them)."""
         return [Peer.parse(text) for text in self.peers]
 
     @model_validator(mode="after")

@@ -18,11 +18,10 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from framecast import protocol
 from framecast_server.config import Peer
 from framecast_server.models import SessionInfo
 
-#: The header that names the peers that did not answer.
-UNANSWERED_HEADER = "Framecast-Unanswered"
 #: Seconds a peer has to answer.
 PEER_TIMEOUT = 3.0
 
@@ -85,4 +84,4 @@ def unanswered_header(missing: list[Unanswered]) -> dict[str, str]:
     """The response header naming the peers that did not answer (none when all did)."""
     if not missing:
         return {}
-    return {UNANSWERED_HEADER: json.dumps([m.describe() for m in missing], ensure_ascii=True)}
+    return {protocol.UNANSWERED_HEADER: json.dumps([m.describe() for m in missing], ensure_ascii=True)}

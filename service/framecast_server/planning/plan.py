@@ -18,6 +18,7 @@ from typing import Literal, Union
 
 import av
 
+from framecast import yuv
 from framecast.protocol import AUDIO_SAMPLE_FORMATS, VIDEO_PIXEL_FORMATS, DType
 from framecast_server.config import Settings
 from framecast_server.errors import InvalidConfig
@@ -107,7 +108,7 @@ class VideoPlan:
 
     def chunk_shape_hint(self) -> str:
         if self.wire_format == "yuv420p":
-            return f"(frames, {self.width * self.height * 3 // 2}) of uint8 (yuv420p planes)"
+            return f"(frames, {yuv.frame_bytes(self.width, self.height)}) of uint8 (yuv420p planes)"
         return f"(frames, {self.channels}, {self.height}, {self.width}) of uint8"
 
 
