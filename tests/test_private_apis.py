@@ -1,4 +1,4 @@
-"""The two places framecast leans on another library's private API, pinned here so that an upgrade
+"""The three places framecast leans on another library's private API, pinned here so that an upgrade
 that changes them fails with a message that says where, instead of as a hang or a lost signal.
 
 - ``framecast.writer._Connection`` overrides ``websockets.sync.connection.Connection.process_event``
@@ -10,6 +10,11 @@ that changes them fails with a message that says where, instead of as a hang or 
   exits with the signal's status. It also overrides ``Server.on_tick`` (called every 0.1 s from
   ``main_loop``; returns whether to exit) to end a drain, and ``Server.capture_signals`` (a context
   manager around serving) to add SIGUSR1.
+- ``framecast_server.api.websocket._Receiver`` subclasses uvicorn's ``WebSocketsSansIOProtocol``: it
+  parses data frames itself and uses the class's state (``conn``, ``queue``, ``read_paused``,
+  ``handshake_complete``, ``initial_response``, ``close_sent``) and handlers (``handle_events``,
+  ``handle_parser_exception``); the class must keep building its scope in ``handle_connect`` and
+  resuming reads in ``receive``.
 """
 
 from __future__ import annotations
@@ -62,3 +67,28 @@ def test_the_overrides_still_override_something():
     assert _Connection.process_event is not Connection.process_event
     assert GracefulServer.handle_exit is not uvicorn.Server.handle_exit
     assert issubclass(_Connection, Connection) and issubclass(GracefulServer, uvicorn.Server)
+
+
+RECEIVER_HINT = (
+    f"uvicorn {uvicorn.__version__} changed the websocket protocol framecast_server.api.websocket._Receiver "
+    "subclasses; adapt _Receiver (service/framecast_server/api/websocket.py) or cap uvicorn in pyproject.toml"
+)
+
+
+def test_uvicorn_websocket_protocol_has_what_the_receiver_uses():
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol as Base
+
+    init = inspect.getsource(Base.__init__)
+    for name in ("self.conn =", "self.queue", "self.read_paused", "self.handshake_complete", "self.initial_response"):
+        assert name in init, (name, RECEIVER_HINT)
+    assert "self.close_sent" in init, RECEIVER_HINT
+    for method in ("handle_events", "handle_parser_exception", "receive", "send", "data_received"):
+        assert callable(getattr(Base, method, None)), (method, RECEIVER_HINT)
+    assert "resume_reading" in inspect.getsource(Base.receive), RECEIVER_HINT
+    assert list(inspect.signature(Base.__init__).parameters) == [
+        "self",
+        "config",
+        "server_state",
+        "app_state",
+        "_loop",
+    ], RECEIVER_HINT

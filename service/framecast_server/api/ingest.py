@@ -6,7 +6,9 @@ as the subprotocol ``framecast.bearer.<token>`` beside ``framecast.v1``, which t
 The receive loop only moves bytes: it checks each chunk header and hands the message on to the
 session's encoder process, awaiting while that process is busy, which is what slows a client that
 writes faster than its encoder (TCP backpressure does the rest).
-A separate task sends the session's outbox to the client in order.
+A separate task sends the session's outbox to the client in order. A large chunk arrives as a
+``memoryview`` the websocket protocol lends until the next ``receive()`` (``websocket.py``): each
+message is done with, its payload in the ring, before the loop asks for the next.
 
 A refused chunk or control message is answered with an error, within limits: the session's
 ``Refusals`` (``refusals.py``) decide which refusals get a reply of their own, which are counted
@@ -195,12 +197,14 @@ def _error(seq: int | None, code: str, message: str) -> str:
     return protocol.encode_control(protocol.ERROR, seq=seq, code=code, message=shorten(message))
 
 
-def _refused(ws: WebSocket, session: Session, exc: InvalidChunk | _RefusedMessage, message: bytes | str) -> str | None:
+def _refused(
+    ws: WebSocket, session: Session, exc: InvalidChunk | _RefusedMessage, message: bytes | memoryview | str
+) -> str | None:
     """Answer (or count) one refused message; the reason to close the connection, if it is time to."""
     ws.app.state.metrics.errors.labels(exc.code).inc()
-    header = _header_of(message) if isinstance(message, bytes) else None
+    header = None if isinstance(message, str) else _header_of(message)
     seq = header.seq if header is not None else None
-    what = "chunk" if isinstance(message, bytes) else "control message"
+    what = "control message" if isinstance(message, str) else "chunk"
     fields = {"stream": header.stream} if header is not None else {}
     verdict = session.refusals.refused(what, len(message), exc.message, **fields)
     if verdict.summary is not None:
@@ -240,7 +244,7 @@ async def _control(session: Session, text: str) -> bool:
     )
 
 
-def _header_of(data: bytes) -> protocol.ChunkHeader | None:
+def _header_of(data: bytes | memoryview) -> protocol.ChunkHeader | None:
     """A chunk's header, if it is intact enough to tell (its payload may be what is wrong: a length
     that does not match its shape)."""
     try:

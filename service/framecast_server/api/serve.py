@@ -16,6 +16,7 @@ import uvicorn
 
 from framecast_server import logs
 from framecast_server.api import connections
+from framecast_server.api.websocket import InPlaceWebSocketProtocol
 from framecast_server.config import Settings
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        ws=InPlaceWebSocketProtocol,  # type: ignore[arg-type]  # a BufferedProtocol: websocket.py says why
         ws_max_size=settings.max_message_bytes + 4096,
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through logs.configure's handler

@@ -427,7 +427,7 @@ class Session:
 
     # -- chunks and control from the client ---------------------------------------------------
 
-    async def ingest(self, message: bytes) -> None:
+    async def ingest(self, message: bytes | memoryview) -> None:
         """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy
         or the client does not read its output.
 

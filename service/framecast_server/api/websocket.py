@@ -1,0 +1,357 @@
+"""The websocket protocol uvicorn runs for framecast: message payloads received in place.
+
+uvicorn's websocket protocol (``websockets``' sans-I/O parser under it) copies a 1.4 MB chunk about
+five times on its way to the app: from the socket into a ``bytes``, onto the parser's buffer, out
+of it as a slice, through the unmasking, and into one ``bytes`` joining the message's fragments.
+At 720p that was most of the server's CPU per frame. Here the socket is read with
+``asyncio.BufferedProtocol``: a data frame's payload is received straight into the buffer that
+assembles its message and unmasked there, in place, so the app gets the message after one copy
+(the kernel's), and copies it once more, into the session's ring.
+
+Everything else stays uvicorn's and ``websockets``': the handshake, what the app sends, keepalive
+pings, closing. Control frames (ping, pong, close) are handed to ``websockets``' parser as they
+came. Data frames are checked here as RFC 6455 says (masked, no reserved bits, continuation
+frames only inside a message, the message within ``ws_max_size``, text in UTF-8) and a frame that
+breaks a rule fails the connection with the RFC's close code, as ``websockets`` would.
+
+A binary message of at least ``LEND_MIN_BYTES`` reaches the app as a ``memoryview`` of the
+assembling buffer, lent until the app's next ``receive()``: the buffer is then reused for a later
+message. The ingest consumes each message before it asks for the next, which is what this needs;
+smaller messages and text arrive as ``bytes`` and ``str``, as under uvicorn's own protocol.
+
+``InPlaceWebSocketProtocol`` is what ``uvicorn.Config(ws=...)`` takes. It is a thin
+``asyncio.BufferedProtocol`` around the receiver because uvloop reads into a protocol's buffers
+only when it is not also an ``asyncio.Protocol``, which uvicorn's class is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import numpy as np
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
+from uvicorn.config import Config
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+from websockets.frames import CloseCode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+#: Bytes read at a time while the next thing on the socket is a frame header or a small payload.
+SCRATCH_BYTES = 64 * 1024
+
+#: A payload this large (or what is left of it) is received straight into the message's buffer;
+#: smaller ones are read with what follows them, which saves system calls.
+DIRECT_MIN_BYTES = 16 * 1024
+
+#: Binary messages this large are lent to the app as a memoryview rather than copied out.
+LEND_MIN_BYTES = 64 * 1024
+
+#: Message buffers kept for reuse beyond the one lent to the app.
+SPARE_BUFFERS = 2
+
+_OP_CONTINUATION, _OP_TEXT, _OP_BINARY = 0x0, 0x1, 0x2
+_FIN, _RSV, _OPCODE, _MASKED, _LENGTH = 0x80, 0x70, 0x0F, 0x80, 0x7F
+_U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
+
+
+def unmask(buffer: bytearray, start: int, end: int, key: bytes) -> None:
+    """XOR ``buffer[start:end]`` in place with the repeated 4-byte ``key`` (its first byte at
+    ``start``): RFC 6455's masking, without the copy ``websockets.frames.apply_mask`` makes."""
+    size = end - start
+    words = size // 8
+    if words:
+        wide = np.frombuffer(buffer, dtype=np.uint64, count=words, offset=start)
+        np.bitwise_xor(wide, np.frombuffer(key * 2, dtype=np.uint64)[0], out=wide)
+    rest = size - words * 8
+    if rest:
+        narrow = np.frombuffer(buffer, dtype=np.uint8, count=rest, offset=start + words * 8)
+        np.bitwise_xor(narrow, np.frombuffer(key * 2, dtype=np.uint8, count=rest), out=narrow)
+
+
+class _Frame:
+    """The data frame whose payload is being received."""
+
+    __slots__ = ("key", "remaining", "received", "fin", "discard")
+
+    def __init__(self, key: bytes, remaining: int, fin: bool, discard: bool) -> None:
+        self.key = key
+        self.remaining = remaining
+        self.received = 0  # payload bytes so far: where the mask's phase stands
+        self.fin = fin
+        self.discard = discard  # the server is closing: the frame is read and dropped
+
+    def phase_key(self) -> bytes:
+        """The mask key rotated to start where the next payload byte falls."""
+        phase = self.received % 4
+        return self.key[phase:] + self.key[:phase]
+
+
+class _Receiver(WebSocketsSansIOProtocol):
+    """uvicorn's websocket protocol, with data frames parsed here and received in place."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # No extensions (permessage-deflate): compressed frames would have to be inflated, a copy
+        # and far more CPU than the bytes it saves on the link (framecast compresses payloads itself).
+        self.conn = ServerProtocol(extensions=[], max_size=config.ws_max_size, logger=self.conn.logger)
+        self._max_size = config.ws_max_size
+        self._scratch = bytearray(SCRATCH_BYTES)
+        self._head = 0  # first unparsed byte in the scratch buffer
+        self._tail = 0  # end of what the socket put there
+        self._direct = False  # the last buffer handed to the transport was the message's own
+        self._frame: _Frame | None = None
+        self._kind: str | None = None  # "text" or "bytes" while a message is being assembled
+        self._buffer = bytearray()  # the message being assembled ...
+        self._size = 0  # ... and how much of it has arrived
+        self._lent: bytearray | None = None
+        self._spares: list[bytearray] = []
+
+    # -- the transport's reads ------------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        frame = self._frame
+        if frame is not None and not frame.discard and self._head == self._tail and frame.remaining >= DIRECT_MIN_BYTES:
+            self._direct = True
+            return memoryview(self._buffer)[self._size : self._size + frame.remaining]
+        self._direct = False
+        if self._head == self._tail:
+            self._head = self._tail = 0
+        elif self._tail == len(self._scratch):
+            if not self._head:  # only while the connection is being dropped: nothing more is parsed
+                self._head = self._tail = 0
+            pending = self._tail - self._head
+            self._scratch[:pending] = self._scratch[self._head : self._tail]
+            self._head, self._tail = 0, pending
+        return memoryview(self._scratch)[self._tail :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._direct:
+            frame = self._frame
+            assert frame is not None
+            self._payload_arrived(frame, nbytes)
+        else:
+            self._tail += nbytes
+        self._parse()
+
+    # -- parsing --------------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        """Take everything the scratch buffer holds: frame headers, control frames, small payloads."""
+        while not self.transport.is_closing():
+            if not self.handshake_complete:
+                # Frames before the handshake's answer: RFC 6455 forbids them; kept (bounded) until
+                # the app accepts, or the connection is dropped.
+                if self._tail == len(self._scratch):
+                    self.transport.close()
+                return
+            if self.initial_response is not None:  # the app answered with HTTP: nothing is read
+                self._head = self._tail
+                return
+            available = self._tail - self._head
+            frame = self._frame
+            if frame is not None:
+                if not available:
+                    return
+                take = min(available, frame.remaining)
+                if not frame.discard:
+                    self._buffer[self._size : self._size + take] = memoryview(self._scratch)[
+                        self._head : self._head + take
+                    ]
+                self._head += take
+                self._payload_arrived(frame, take)
+                continue
+            if not self._header(available):
+                return
+
+    def _header(self, available: int) -> bool:
+        """Parse the frame header at ``_head`` and start its frame; False when it is incomplete."""
+        if available < 2:
+            return False
+        scratch, head = self._scratch, self._head
+        first, second = scratch[head], scratch[head + 1]
+        length = second & _LENGTH
+        size = 2 + (2 if length == 126 else 8 if length == 127 else 0) + (4 if second & _MASKED else 0)
+        if available < size:
+            return False
+        if length == 126:
+            (length,) = _U16.unpack_from(scratch, head + 2)
+        elif length == 127:
+            (length,) = _U64.unpack_from(scratch, head + 2)
+        opcode = first & _OPCODE
+        if opcode >= 0x8:
+            return self._control(size, length, available)
+        problem = self._refusal(first, second, opcode, length)
+        if problem is not None:
+            self._fail(*problem)
+            return False
+        self._head += size
+        discard = self.close_sent or self.conn.state is not State.OPEN
+        if opcode != _OP_CONTINUATION:
+            self._kind = "text" if opcode == _OP_TEXT else "bytes"
+        if not discard:
+            self._reserve(self._size + length)
+        key = bytes(scratch[head + size - 4 : head + size])
+        self._frame = _Frame(key, length, bool(first & _FIN), discard)
+        if not length:
+            self._frame_complete(self._frame)
+        return True
+
+    def _refusal(self, first: int, second: int, opcode: int, length: int) -> tuple[int, str] | None:
+        """Why a data frame breaks RFC 6455 (the close code and reason), or None."""
+        if first & _RSV:
+            return CloseCode.PROTOCOL_ERROR, "reserved bits must be 0"
+        if not second & _MASKED:
+            return CloseCode.PROTOCOL_ERROR, "incorrect masking"
+        if opcode not in (_OP_CONTINUATION, _OP_TEXT, _OP_BINARY):
+            return CloseCode.PROTOCOL_ERROR, f"invalid opcode: {opcode}"
+        if opcode == _OP_CONTINUATION and self._kind is None:
+            return CloseCode.PROTOCOL_ERROR, "unexpected continuation frame"
+        if opcode != _OP_CONTINUATION and self._kind is not None:
+            return CloseCode.PROTOCOL_ERROR, "expected a continuation frame"
+        if self._max_size is not None and self._size + length > self._max_size:
+            return CloseCode.MESSAGE_TOO_BIG, f"over size limit ({self._size + length} > {self._max_size} bytes)"
+        return None
+
+    def _control(self, header_size: int, length: int, available: int) -> bool:
+        """Hand a whole control frame to ``websockets``, which answers pings and closes."""
+        if length > 125:
+            self._fail(CloseCode.PROTOCOL_ERROR, "control frame too long")
+            return False
+        if available < header_size + length:
+            return False
+        raw = bytes(self._scratch[self._head : self._head + header_size + length])
+        self._head += header_size + length
+        self.conn.receive_data(raw)
+        if self.conn.parser_exc is not None:
+            self.handle_parser_exception()
+            return False
+        self.handle_events()
+        return True
+
+    def _payload_arrived(self, frame: _Frame, nbytes: int) -> None:
+        """``nbytes`` more of the frame's payload are at the end of the message: unmask them there."""
+        if not frame.discard:
+            unmask(self._buffer, self._size, self._size + nbytes, frame.phase_key())
+            self._size += nbytes
+        frame.received += nbytes
+        frame.remaining -= nbytes
+        if not frame.remaining:
+            self._frame_complete(frame)
+
+    def _frame_complete(self, frame: _Frame) -> None:
+        self._frame = None
+        if frame.fin:
+            kind, size = self._kind, self._size
+            self._kind, self._size = None, 0
+            if not frame.discard:
+                self._deliver(kind, size)
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def _reserve(self, size: int) -> None:
+        """Make the message buffer hold at least ``size`` bytes, keeping what it has."""
+        if len(self._buffer) >= size:
+            return
+        buffer = next((b for b in self._spares if len(b) >= size), None)
+        if buffer is not None:
+            self._spares.remove(buffer)
+        else:
+            buffer = bytearray(max(size, 2 * len(self._buffer), SCRATCH_BYTES))
+        buffer[: self._size] = memoryview(self._buffer)[: self._size]
+        self._buffer = buffer
+
+    def _deliver(self, kind: str | None, size: int) -> None:
+        """Queue a whole message for the app (as uvicorn does, then pause reading until it is taken)."""
+        if self.close_sent:  # the app is past websocket.close: uvicorn drops such messages too
+            return
+        view = memoryview(self._buffer)[:size]
+        if kind == "text":
+            try:
+                event: ASGIReceiveEvent = {"type": "websocket.receive", "text": str(view, "utf-8")}
+            except UnicodeDecodeError:
+                self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
+                return
+        elif size >= LEND_MIN_BYTES:
+            event = {"type": "websocket.receive", "bytes": view}  # type: ignore[typeddict-item]
+            self._buffer = bytearray()  # lent: the next message takes another
+        else:
+            event = {"type": "websocket.receive", "bytes": bytes(view)}
+        self.queue.put_nowait(event)
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        # The app asks for the next message, so it is done with the one lent before.
+        if self._lent is not None:
+            if len(self._spares) < SPARE_BUFFERS:
+                self._spares.append(self._lent)
+            self._lent = None
+        event = await super().receive()
+        data = event.get("bytes")
+        if isinstance(data, memoryview):
+            self._lent = data.obj  # type: ignore[assignment]
+        return event
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self._tail > self._head:
+            self._parse()  # frames a client sent before the answer (RFC 6455 says it may not)
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection with ``code``, as ``websockets`` does for a frame it cannot take."""
+        self._head = self._tail
+        self.conn.fail(code, reason)
+        if self.conn.close_sent is None:
+            self.transport.close()
+            return
+        self.handle_parser_exception()
+
+
+class InPlaceWebSocketProtocol(asyncio.BufferedProtocol):
+    """What uvicorn runs for a websocket connection (``uvicorn.Config(ws=InPlaceWebSocketProtocol)``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.receiver = _Receiver(config, server_state, app_state, _loop)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.receiver.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """The upgrade request, which uvicorn's HTTP protocol hands over before the switch."""
+        self.receiver.data_received(data)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.receiver.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.receiver.buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        self.receiver.eof_received()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.receiver.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.receiver.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.receiver.resume_writing()
