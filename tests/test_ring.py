@@ -106,3 +106,43 @@ def test_the_encoder_buffer_must_hold_the_largest_message() -> None:
     with pytest.raises(ValidationError, match="encoder_buffer_bytes .* must be at least max_message_bytes"):
         Settings(encoder_buffer_bytes=1 << 20, max_message_bytes=2 << 20)
     assert Settings(encoder_buffer_bytes=4 << 20, max_message_bytes=4 << 20).encoder_buffer_bytes == 4 << 20
+
+
+def test_placed_regions_are_handed_on_or_cancelled_in_any_order() -> None:
+    """Regions placed for payloads still to arrive: the encoder's frees release the oldest region
+    handed to it, skipping the cancelled ones, wherever in the queue they were cancelled."""
+
+    async def main() -> None:
+        ring = PayloadRing(1024, max_chunks=8)
+        reader = reader_of(ring)
+        first = ring.place(100)
+        second = ring.place(100)
+        third = ring.place(100)
+        assert first is not None and second is not None and third is not None
+        assert (first.offset, second.offset, third.offset) == (0, 128, 256)
+        header, payload, array = chunk(0, 7)
+        first.view[:] = payload  # "received" straight into the region
+        assert first.taken() == 0
+        second.cancel()  # refused: in the middle of the queue
+        second.cancel()  # once only
+        third.taken()
+        assert ring.in_flight == 3
+        assert np.array_equal(reader.array(decode_to_encoder(encode_chunk(header, 0)).header, 0), array)
+        ring.release()  # the encoder frees the first; the cancelled second goes with it
+        assert ring.in_flight == 1
+        first.cancel()  # handed on already: nothing happens
+        assert ring.in_flight == 1
+        ring.release()  # the third
+        assert ring.in_flight == 0
+        assert ring.place(2000) is None  # more than fits now: not placed, never waits
+        full = [ring.place(100) for _ in range(8)]
+        assert all(p is not None for p in full) and ring.place(1) is None  # max_chunks
+        for p in full:
+            assert p is not None
+            p.cancel()
+        assert ring.in_flight == 0
+        ring.close()
+        assert ring.place(100) is None  # the encoder is gone
+        ring.dispose()
+
+    asyncio.run(main())

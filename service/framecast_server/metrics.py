@@ -43,6 +43,15 @@ class Metrics:
         self.frames_in = self._shared(
             Counter("framecast_frames_in", "Video frames or audio samples taken", ["media"], registry=None)
         )
+        self.payload_paths = self._shared(
+            Counter(
+                "framecast_chunk_payloads",
+                "How chunk payloads reached the encoder: placed (received straight into its shared memory), "
+                "copied (into it after arriving), client_memory (the client's shared memory)",
+                ["path"],
+                registry=None,
+            )
+        )
         self.packets_out = self._shared(
             Counter("framecast_packets_out", "Encoded packets written", ["media"], registry=None)
         )

@@ -18,11 +18,17 @@ touches only a few chunks' worth of pages, not the whole capacity.
 
 The number of chunks in flight is bounded too (``max_chunks``), which bounds the descriptors
 queued in the pipe however small the chunks are.
+
+``place`` hands out a region before its payload has arrived, so that the websocket receives the
+payload straight into it (``api/websocket.py``) instead of copying it in afterwards. A placed
+region is either handed to the encoder like a written one, in the order it was placed, or
+cancelled; a cancelled region is skipped when the encoder frees the ones before it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import mmap
 import os
 import tempfile
@@ -73,6 +79,7 @@ class PayloadRing:
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._keys = itertools.count(1)  # placed regions' keys (written ones have key 0)
 
     # -- the event loop's side ------------------------------------------------------------------
 
@@ -100,6 +107,28 @@ class PayloadRing:
             await waiter
         self._view[offset : offset + size] = payload
         return offset
+
+    def place(self, size: int) -> Placed | None:
+        """Reserve ``size`` bytes for a payload still to arrive, if they fit now (never waits).
+
+        The caller must hand the region to the encoder (``Placed.offset``) before any region
+        reserved after it, or cancel it.
+        """
+        with self._lock:
+            if self._closed:
+                return None
+            key = next(self._keys)
+            offset = self._regions.reserve(size, key)
+        if offset is None:
+            return None
+        return Placed(self, key, offset, self._view[offset : offset + size])
+
+    def cancel(self, key: int) -> None:
+        """A placed region will not be handed to the encoder: free it once those before it are."""
+        with self._lock:
+            if not self._closed:
+                self._regions.release(key)
+                self._wake()
 
     # -- the encoder's side, as its messages arrive ----------------------------------------------
 
@@ -154,6 +183,38 @@ class PayloadRing:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+class Placed:
+    """A region of the ring reserved for a payload on its way (``PayloadRing.place``).
+
+    ``view`` is where the payload goes. Once it has, the region is handed to the encoder at
+    ``offset`` (``taken``) or given back (``cancel``); whichever comes first counts, once.
+    """
+
+    __slots__ = ("_ring", "_key", "offset", "view", "_open")
+
+    def __init__(self, ring: PayloadRing, key: int, offset: int, view: memoryview) -> None:
+        self._ring = ring
+        self._key = key
+        self.offset = offset
+        self.view = view
+        self._open = True
+
+    def taken(self) -> int:
+        """The region is handed to the encoder: its offset."""
+        self._open = False
+        return self.offset
+
+    def cancel(self) -> None:
+        if self._open:
+            self._open = False
+            self._ring.cancel(self._key)
+
+    @property
+    def open(self) -> bool:
+        """Neither handed on nor cancelled yet."""
+        return self._open
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

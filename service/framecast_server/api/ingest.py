@@ -8,7 +8,9 @@ session's encoder process, awaiting while that process is busy, which is what sl
 writes faster than its encoder (TCP backpressure does the rest).
 A separate task sends the session's outbox to the client in order. A large chunk arrives as a
 ``memoryview`` the websocket protocol lends until the next ``receive()`` (``websocket.py``): each
-message is done with, its payload in the ring, before the loop asks for the next.
+message is done with, its payload in the ring, before the loop asks for the next. Better still, the
+session places a large payload in its ring as soon as the chunk's header has arrived
+(``Session.place``), and the protocol receives it there; the loop then gets the header alone.
 
 A refused chunk or control message is answered with an error, within limits: the session's
 ``Refusals`` (``refusals.py``) decide which refusals get a reply of their own, which are counted
@@ -28,6 +30,7 @@ from starlette.types import Message
 
 from framecast import protocol
 from framecast.errors import ProtocolError
+from framecast_server.api.websocket import PLACEMENT
 from framecast_server.auth import bearer
 from framecast_server.errors import InvalidChunk, SessionNotFound, StateConflict
 from framecast_server.session.manager import SessionManager
@@ -86,6 +89,9 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     if session is None:
         return
     sender = asyncio.create_task(_send_outbox(ws, session))
+    placements = ws.scope.get("extensions", {}).get(PLACEMENT)
+    if placements is not None:  # payloads straight into the ring (websocket.py)
+        placements["sink"] = session.place
     try:
         if await _receive_loop(ws, session):
             # Everything the encoder produced, then the final summary, then a normal close.
@@ -94,6 +100,8 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     except WebSocketDisconnect:
         pass
     finally:
+        if placements is not None:
+            placements.pop("sink", None)
         await _finish_connection(session, sender)
 
 
@@ -160,7 +168,7 @@ async def _take(session: Session, message: Message) -> bool:
     """
     data = message.get("bytes")
     if data is not None:
-        await session.ingest(data)
+        await session.ingest(data, message.get(PLACEMENT))
         return False
     return await _control(session, message.get("text") or "")
 

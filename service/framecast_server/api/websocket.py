@@ -19,6 +19,13 @@ assembling buffer, lent until the app's next ``receive()``: the buffer is then r
 message. The ingest consumes each message before it asks for the next, which is what this needs;
 smaller messages and text arrive as ``bytes`` and ``str``, as under uvicorn's own protocol.
 
+The app can take the last copy away too. Through the ASGI extension ``framecast.placement`` (a
+dict in the scope's extensions) it sets a ``sink``: called with the first fragment of a binary
+message, it may answer with a ``Placement``, a writable region where the rest of the message is
+then received, straight into the session's ring. The message reaches the app as its first
+fragment, with the placement under the event's ``framecast.placement`` key. A message whose rest
+does not exactly fill the region is received as usual after all, and the placement cancelled.
+
 ``InPlaceWebSocketProtocol`` is what ``uvicorn.Config(ws=...)`` takes. It is a thin
 ``asyncio.BufferedProtocol`` around the receiver because uvloop reads into a protocol's buffers
 only when it is not also an ``asyncio.Protocol``, which uvicorn's class is.
@@ -28,7 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 import numpy as np
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
@@ -52,24 +60,54 @@ LEND_MIN_BYTES = 64 * 1024
 #: Message buffers kept for reuse beyond the one lent to the app.
 SPARE_BUFFERS = 2
 
+#: The ASGI extension (a key of the scope's ``extensions``, and of a receive event) for placements.
+PLACEMENT = "framecast.placement"
+
+
+class Placement(Protocol):
+    """A region the app has set aside for the rest of a message (``ring.Placed`` is one)."""
+
+    @property
+    def view(self) -> memoryview: ...
+
+    def cancel(self) -> None: ...
+
+
+#: What the app sets as ``scope["extensions"][PLACEMENT]["sink"]``.
+Sink = Callable[[memoryview], "Placement | None"]
+
 _OP_CONTINUATION, _OP_TEXT, _OP_BINARY = 0x0, 0x1, 0x2
 _FIN, _RSV, _OPCODE, _MASKED, _LENGTH = 0x80, 0x70, 0x0F, 0x80, 0x7F
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
 
-def unmask(buffer: bytearray, start: int, end: int, key: bytes) -> None:
+def unmask(buffer: bytearray | memoryview, start: int, end: int, key: bytes) -> None:
     """XOR ``buffer[start:end]`` in place with the repeated 4-byte ``key`` (its first byte at
-    ``start``): RFC 6455's masking, without the copy ``websockets.frames.apply_mask`` makes."""
+    ``start``): RFC 6455's masking, without the copy ``websockets.frames.apply_mask`` makes.
+
+    The bulk goes 8 bytes at a time on 8-byte-aligned addresses: numpy would copy an unaligned
+    array through a buffer and back, three passes over the memory instead of one.
+    """
     size = end - start
-    words = size // 8
+    if size <= 0:
+        return
+    data = np.frombuffer(buffer, dtype=np.uint8, count=size, offset=start)
+    lead = min(-data.__array_interface__["data"][0] % 8, size)
+    words = (size - lead) // 8
     if words:
-        wide = np.frombuffer(buffer, dtype=np.uint64, count=words, offset=start)
-        np.bitwise_xor(wide, np.frombuffer(key * 2, dtype=np.uint64)[0], out=wide)
-    rest = size - words * 8
-    if rest:
-        narrow = np.frombuffer(buffer, dtype=np.uint8, count=rest, offset=start + words * 8)
-        np.bitwise_xor(narrow, np.frombuffer(key * 2, dtype=np.uint8, count=rest), out=narrow)
+        wide = data[lead : lead + words * 8].view(np.uint64)
+        np.bitwise_xor(wide, np.frombuffer(_rotated(key, lead) * 2, dtype=np.uint64)[0], out=wide)
+    for edge in (slice(0, lead), slice(lead + words * 8, size)):
+        if edge.stop > edge.start:
+            part = data[edge]
+            np.bitwise_xor(part, np.frombuffer(_rotated(key, edge.start) * 2, np.uint8, len(part)), out=part)
+
+
+def _rotated(key: bytes, offset: int) -> bytes:
+    """The mask key as it lines up ``offset`` bytes into the masked data."""
+    phase = offset % 4
+    return key[phase:] + key[:phase]
 
 
 class _Frame:
@@ -86,8 +124,7 @@ class _Frame:
 
     def phase_key(self) -> bytes:
         """The mask key rotated to start where the next payload byte falls."""
-        phase = self.received % 4
-        return self.key[phase:] + self.key[:phase]
+        return _rotated(self.key, self.received)
 
 
 class _Receiver(WebSocketsSansIOProtocol):
@@ -115,6 +152,18 @@ class _Receiver(WebSocketsSansIOProtocol):
         self._size = 0  # ... and how much of it has arrived
         self._lent: bytearray | None = None
         self._spares: list[bytearray] = []
+        self._placement_extension: dict[str, Sink] = {}
+        self._placement: Placement | None = None  # where the rest of this message goes ...
+        self._prefix = 0  # ... after its first fragment, which is in the buffer
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        extensions = cast(dict[str, Any], self.scope).setdefault("extensions", {})
+        extensions[PLACEMENT] = self._placement_extension
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_placement()
+        super().connection_lost(exc)
 
     # -- the transport's reads ------------------------------------------------------------------
 
@@ -122,7 +171,8 @@ class _Receiver(WebSocketsSansIOProtocol):
         frame = self._frame
         if frame is not None and not frame.discard and self._head == self._tail and frame.remaining >= DIRECT_MIN_BYTES:
             self._direct = True
-            return memoryview(self._buffer)[self._size : self._size + frame.remaining]
+            target, at = self._target()
+            return memoryview(target)[at : at + frame.remaining]
         self._direct = False
         if self._head == self._tail:
             self._head = self._tail = 0
@@ -164,9 +214,8 @@ class _Receiver(WebSocketsSansIOProtocol):
                     return
                 take = min(available, frame.remaining)
                 if not frame.discard:
-                    self._buffer[self._size : self._size + take] = memoryview(self._scratch)[
-                        self._head : self._head + take
-                    ]
+                    target, at = self._target()
+                    target[at : at + take] = memoryview(self._scratch)[self._head : self._head + take]
                 self._head += take
                 self._payload_arrived(frame, take)
                 continue
@@ -199,7 +248,11 @@ class _Receiver(WebSocketsSansIOProtocol):
         if opcode != _OP_CONTINUATION:
             self._kind = "text" if opcode == _OP_TEXT else "bytes"
         if not discard:
-            self._reserve(self._size + length)
+            placement = self._placement
+            if placement is not None and self._size - self._prefix + length > len(placement.view):
+                self._unplace(self._size)  # more than the chunk's header said: the app will refuse it
+            if self._placement is None:
+                self._reserve(self._size + length, keep=self._size)
         key = bytes(scratch[head + size - 4 : head + size])
         self._frame = _Frame(key, length, bool(first & _FIN), discard)
         if not length:
@@ -241,7 +294,8 @@ class _Receiver(WebSocketsSansIOProtocol):
     def _payload_arrived(self, frame: _Frame, nbytes: int) -> None:
         """``nbytes`` more of the frame's payload are at the end of the message: unmask them there."""
         if not frame.discard:
-            unmask(self._buffer, self._size, self._size + nbytes, frame.phase_key())
+            target, at = self._target()
+            unmask(target, at, at + nbytes, frame.phase_key())
             self._size += nbytes
         frame.received += nbytes
         frame.remaining -= nbytes
@@ -253,13 +307,49 @@ class _Receiver(WebSocketsSansIOProtocol):
         if frame.fin:
             kind, size = self._kind, self._size
             self._kind, self._size = None, 0
-            if not frame.discard:
+            if frame.discard:
+                self._cancel_placement()
+            else:
                 self._deliver(kind, size)
+        elif self._kind == "bytes" and self._placement is None and self._size == frame.received and not frame.discard:
+            self._offer(self._size)  # the message's first fragment
+
+    # -- placements -----------------------------------------------------------------------------
+
+    def _offer(self, size: int) -> None:
+        """Show the app a binary message's first fragment; it may place the rest."""
+        sink = self._placement_extension.get("sink")
+        if sink is None:
+            return
+        placement = sink(memoryview(self._buffer)[:size])
+        if placement is not None:
+            self._placement, self._prefix = placement, size
+
+    def _target(self) -> tuple[bytearray | memoryview, int]:
+        """Where the message's next payload bytes go: a buffer and the offset in it."""
+        if self._placement is not None:
+            return self._placement.view, self._size - self._prefix
+        return self._buffer, self._size
+
+    def _unplace(self, size: int) -> None:
+        """Take the message (``size`` bytes so far) as usual after all: what the placement holds
+        joins the first fragment in the buffer."""
+        placement = self._placement
+        assert placement is not None
+        self._placement = None
+        self._reserve(size, keep=self._prefix)
+        self._buffer[self._prefix : size] = placement.view[: size - self._prefix]
+        placement.cancel()
+
+    def _cancel_placement(self) -> None:
+        if self._placement is not None:
+            self._placement.cancel()
+            self._placement = None
 
     # -- messages -------------------------------------------------------------------------------
 
-    def _reserve(self, size: int) -> None:
-        """Make the message buffer hold at least ``size`` bytes, keeping what it has."""
+    def _reserve(self, size: int, keep: int) -> None:
+        """Make the message buffer hold at least ``size`` bytes, keeping its first ``keep``."""
         if len(self._buffer) >= size:
             return
         buffer = next((b for b in self._spares if len(b) >= size), None)
@@ -267,26 +357,33 @@ class _Receiver(WebSocketsSansIOProtocol):
             self._spares.remove(buffer)
         else:
             buffer = bytearray(max(size, 2 * len(self._buffer), SCRATCH_BYTES))
-        buffer[: self._size] = memoryview(self._buffer)[: self._size]
+        buffer[:keep] = memoryview(self._buffer)[:keep]
         self._buffer = buffer
 
     def _deliver(self, kind: str | None, size: int) -> None:
         """Queue a whole message for the app (as uvicorn does, then pause reading until it is taken)."""
         if self.close_sent:  # the app is past websocket.close: uvicorn drops such messages too
+            self._cancel_placement()
             return
+        if self._placement is not None and size - self._prefix != len(self._placement.view):
+            self._unplace(size)  # less than the chunk's header said: the app will refuse it
         view = memoryview(self._buffer)[:size]
-        if kind == "text":
+        if self._placement is not None:
+            event: dict[str, Any] = {"type": "websocket.receive", "bytes": bytes(view[: self._prefix])}
+            event[PLACEMENT] = self._placement
+            self._placement = None
+        elif kind == "text":
             try:
-                event: ASGIReceiveEvent = {"type": "websocket.receive", "text": str(view, "utf-8")}
+                event = {"type": "websocket.receive", "text": str(view, "utf-8")}
             except UnicodeDecodeError:
                 self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
                 return
         elif size >= LEND_MIN_BYTES:
-            event = {"type": "websocket.receive", "bytes": view}  # type: ignore[typeddict-item]
+            event = {"type": "websocket.receive", "bytes": view}
             self._buffer = bytearray()  # lent: the next message takes another
         else:
             event = {"type": "websocket.receive", "bytes": bytes(view)}
-        self.queue.put_nowait(event)
+        self.queue.put_nowait(cast(ASGIReceiveEvent, event))
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
@@ -311,6 +408,7 @@ class _Receiver(WebSocketsSansIOProtocol):
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection with ``code``, as ``websockets`` does for a frame it cannot take."""
         self._head = self._tail
+        self._cancel_placement()
         self.conn.fail(code, reason)
         if self.conn.close_sent is None:
             self.transport.close()

@@ -37,7 +37,7 @@ from framecast_server.messages import (
     encode_control,
 )
 from framecast_server.planning.plan import SessionPlan
-from framecast_server.ring import PayloadRing
+from framecast_server.ring import PayloadRing, Placed
 from framecast_server.session.client_memory import ClientMemory
 
 _context: multiprocessing.context.ForkServerContext | None = None
@@ -240,6 +240,14 @@ class EncoderProcess:
         assert self.ring is not None
         offset = await self.ring.write(payload)
         self._send(encode_chunk(memoryview(message)[:header_size], offset))
+
+    def send_placed_chunk(self, message: bytes | memoryview, header_size: int, placed: Placed) -> None:
+        """Hand the worker a chunk whose payload the websocket received straight into the ring.
+
+        Raises:
+            OSError: the encoder process is gone.
+        """
+        self._send(encode_chunk(memoryview(message)[:header_size], placed.taken()))
 
     def send_shared_chunk(self, message: bytes | memoryview, header_size: int, offset: int) -> None:
         """Hand the worker a chunk whose payload the client put into the session's shared memory.

@@ -64,6 +64,7 @@ from framecast_server.metrics import Metrics, RateMeter
 from framecast_server.models import SessionConfig, SessionInfo, StreamCounters, StreamInfo
 from framecast_server.planning.plan import AudioPlan, SessionPlan, describe_stream
 from framecast_server.quotas import KeyAccount
+from framecast_server.ring import Placed
 from framecast_server.session.client_memory import ClientMemory
 from framecast_server.session.encoder_process import EncoderProcess, Spare, exit_text
 from framecast_server.session.outbox import Outbox
@@ -76,6 +77,9 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 100
 #: Events kept once a session has ended (the server remembers many finished sessions).
 FINISHED_EVENTS = 20
+
+#: A chunk payload this large is received straight into the ring (``Session.place``).
+PLACE_MIN_BYTES = 64 * 1024
 
 
 #: How long an encoder keeps making previews after someone last looked at its session.
@@ -178,6 +182,8 @@ class Session:
         # Chunks: taken, handed to the encoder, acknowledged; counted per stream.
         self._checker = ChunkChecker(plan.streams, plan.limits.max_pts_gap)
         self.last_seq = -1
+        self._placed: set[Placed] = set()  # ring regions placed for payloads not yet taken
+        self._unplaced_in_flight = False  # a chunk is on its way into the ring the usual way
         self.acked_seq = -1
         self.in_flight = 0  # chunks handed to the encoder, not yet acknowledged
         self.counters = [StreamCounters() for _ in plan.streams]
@@ -187,6 +193,9 @@ class Session:
             (metrics.chunks_in.labels(st.type), metrics.bytes_in.labels(st.type), metrics.frames_in.labels(st.type))
             for st in plan.streams
         ]
+        self._payload_paths = {
+            path: metrics.payload_paths.labels(path) for path in ("placed", "copied", "client_memory")
+        }
 
         # The output, and for network outputs their connection.
         self.output_bytes = 0
@@ -427,16 +436,58 @@ class Session:
 
     # -- chunks and control from the client ---------------------------------------------------
 
-    async def ingest(self, message: bytes | memoryview) -> None:
+    def place(self, prefix: memoryview) -> Placed | None:
+        """Where the payload of a chunk whose header (``prefix``, the message's first fragment) has
+        arrived should be received: a region of the ring, or None to receive it as usual.
+
+        Only a large payload of a chunk that looks acceptable is placed, and only while no chunk
+        that came the usual way is still on its way into the ring: regions must reach the
+        encoder in the order they are reserved. ``ingest`` decides on the chunk as it would
+        otherwise, and gives the region back if it is refused.
+        """
+        ring = self.encoder.ring
+        if ring is None or self._unplaced_in_flight or not self.state.taking_chunks:
+            return None
+        try:
+            header = protocol.parse_chunk_header(prefix)
+        except ProtocolError:
+            return None
+        if header.shared or header.size != len(prefix) or header.payload_size < PLACE_MIN_BYTES:
+            return None
+        if header.seq <= self.last_seq:
+            return None
+        placed = ring.place(header.payload_size)
+        if placed is not None:
+            self._placed.add(placed)
+        return placed
+
+    async def ingest(self, message: bytes | memoryview, placed: Placed | None = None) -> None:
         """Check one CHUNK message and hand it to the encoder; waits while the encoder is busy
         or the client does not read its output.
+
+        ``placed``: the message is the chunk's header only, and its payload is already in that
+        region of the ring (``place``).
 
         Raises:
             InvalidChunk: the chunk is refused; the session goes on. (The websocket counts, logs and
                 answers refusals through ``self.refusals``.)
         """
+        if placed is None:
+            self._unplaced_in_flight = True
         try:
-            header, payload = protocol.parse_chunk(message)
+            await self._ingest(message, placed)
+        finally:
+            self._unplaced_in_flight = False
+            if placed is not None:
+                placed.cancel()  # unless it was handed on
+                self._placed.discard(placed)
+
+    async def _ingest(self, message: bytes | memoryview, placed: Placed | None) -> None:
+        try:
+            if placed is None:
+                header, payload = protocol.parse_chunk(message)
+            else:
+                header, payload = protocol.parse_chunk_header(message), placed.view
         except ProtocolError as exc:
             raise InvalidChunk(f"malformed chunk: {exc}") from None
         self.last_activity = time.monotonic()
@@ -450,10 +501,15 @@ class Session:
         # A client that does not read its output (OUTPUT messages) is not sent more work.
         await self.outbox.wait_for_room(self.settings.max_queued_output_bytes)
         try:
-            if offset is None:
+            if placed is not None:
+                self.encoder.send_placed_chunk(message, header.size, placed)
+                self._payload_paths["placed"].inc()
+            elif offset is None:
                 await self.encoder.send_chunk(message, header.size, payload)
+                self._payload_paths["copied"].inc()
             else:
                 self.encoder.send_shared_chunk(message, header.size, offset)
+                self._payload_paths["client_memory"].inc()
         except OSError:
             # The encoder died; its exit fails the session and the client hears why.
             self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
@@ -569,6 +625,9 @@ class Session:
 
     def detach(self) -> None:
         """The client went away. Unless it comes back within resume_timeout, finalize."""
+        for placed in self._placed:  # payloads that arrived (or began to) but were never taken
+            placed.cancel()
+        self._placed.clear()
         self.connected = False
         self.last_activity = time.monotonic()
         if not self.state.done:

@@ -1,0 +1,147 @@
+"""Chunk payloads received straight into the encoder's shared memory (``Session.place``).
+
+The server sets aside a region of the session's ring as soon as a chunk's header fragment has
+arrived, and the websocket protocol receives the payload there. What must hold: the pictures are
+exactly the ones sent, in order, once each; a chunk whose payload is not the size its header
+says is refused as before and the session goes on; a resend is dropped; a connection that breaks
+in the middle of a payload leaves nothing behind, and the next connection's chunks come out
+right. ``framecast_chunk_payloads_total{path}`` shows which path each payload took.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from framecast import protocol
+
+from .conftest import ServerProcess
+from .media import decode, patterns, read_stamp
+from .test_api import ack_seq, create, is_ack, is_type, open_ws, recv_until
+from .test_websocket import frame
+
+W, H = 192, 144  # 83 KB of RGB a frame: above the size that is placed
+VIDEO = {"type": "video", "frame_rate": 30, "width": W, "height": H}
+
+
+def payload_paths(server: ServerProcess) -> dict[str, float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {
+        m[1]: float(m[2]) for m in re.finditer(r'^framecast_chunk_payloads_total\{path="(\w+)"\} (\S+)$', text, re.M)
+    }
+
+
+def fragments(seq: int, frames: np.ndarray) -> list[bytes]:
+    """A CHUNK message as the SDK sends it: the header, then the payload, as two fragments."""
+    head, payload = protocol.encode_chunk(0, seq, np.ascontiguousarray(frames))
+    return [head, bytes(payload)]
+
+
+def stamps(path: Path) -> list[int]:
+    video = decode(path)["streams"][0]
+    assert (video["width"], video["height"]) == (W, H)
+    return [read_stamp(f) for f in video["frames"]]
+
+
+def wait_for_disconnect(api: httpx.Client, session_id: str, since: float) -> None:
+    """Until the session has seen its client go, at ``since`` (time.time()) or later."""
+    for _ in range(500):
+        events = api.get(f"/v1/sessions/{session_id}").json()["events"]
+        if events and events[-1]["event"] == "client_disconnected" and events[-1]["time"] >= since - 0.002:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the server did not see the client go")
+
+
+def test_placed_payloads_come_out_exactly(own_server) -> None:
+    server = own_server()
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        created = create(api, [VIDEO], {"type": "server_file", "path": "placed.mkv"})
+        ws = open_ws(created)
+        for seq in range(12):
+            ws.send(fragments(seq, patterns(1, H, W, start=seq)))
+        recv_until(ws, is_ack(11))
+        ws.send(protocol.encode_control(protocol.FINISH))
+        recv_until(ws, is_type("closed"))
+        ws.close()
+    assert stamps(server.output_dir / "placed.mkv") == list(range(12))
+    assert payload_paths(server) == {"placed": 12.0, "copied": 0.0, "client_memory": 0.0}
+
+
+def test_payloads_of_the_wrong_size_are_refused_and_the_session_goes_on(own_server) -> None:
+    """Longer or shorter than the header says, in one fragment or several: refused with the
+    header's seq named, as when the payload is copied; the region set aside is given back."""
+    server = own_server()
+    good = patterns(1, H, W)
+    head, payload = fragments(0, good)
+    cases = [
+        [head, payload + b"extra"],  # more than was placed: the rest arrives as usual
+        [head, payload[:-100]],  # less than was placed
+        [head, payload[:5000], payload[5000:] + b"x" * 64],
+        [head, payload[:-1], b"", b"12"],
+    ]
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        created = create(api, [VIDEO], {"type": "server_file", "path": "sizes.mkv"})
+        ws = open_ws(created)
+        for message in cases:
+            ws.send(message)
+            error = recv_until(ws, is_type("error"))[-1]
+            assert (error["seq"], error["code"]) == (0, "invalid_chunk"), error
+            assert "payload is" in error["message"] and f"needs {W * H * 3}" in error["message"], error
+        for seq in range(6):
+            ws.send(fragments(seq, patterns(1, H, W, start=seq)))
+        ws.send(fragments(3, patterns(1, H, W, start=99)))  # a resend of a taken chunk: dropped
+        recv_until(ws, is_ack(5))
+        ws.send(protocol.encode_control(protocol.FINISH))
+        recv_until(ws, is_type("closed"))
+        ws.close()
+    assert stamps(server.output_dir / "sizes.mkv") == list(range(6))
+    assert payload_paths(server)["placed"] == 6.0
+
+
+def test_a_connection_cut_inside_a_payload_leaves_nothing_behind(own_server) -> None:
+    """Cut in the middle of a placed payload, again and again: the next connection resumes the
+    session, and every region the cut ones held is free again (else the ring would fill up and
+    the chunks after it would stall, or worse, land on a region the encoder still reads)."""
+    server = own_server()
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        created = create(api, [VIDEO], {"type": "server_file", "path": "cut.mkv"})
+        ws = open_ws(created)
+        ws.send(fragments(0, patterns(1, H, W)))
+        assert ack_seq(recv_until(ws, lambda m: isinstance(m, bytes))[-1]) == 0
+        ws.close()
+        wait_for_disconnect(api, created["id"], time.time())
+        host, port = "127.0.0.1", server.port
+        for attempt in range(70):  # more than the ring holds chunks in flight (64)
+            head, payload = fragments(1, patterns(1, H, W, start=50 + attempt))
+            with socket.create_connection((host, port), timeout=10) as raw:
+                path = created["stream_url"].split(str(port), 1)[1]
+                raw.sendall(
+                    f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                    f"Authorization: Bearer {created['token']}\r\n\r\n".encode()
+                )
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += raw.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 101"), answer
+                cut = frame(0x2, head, fin=False) + frame(0x0, payload)
+                raw.sendall(cut[: len(cut) - 1 - attempt * 997 % 50_000])
+                cut_at = time.time()
+            # the server notices the cut before the next connection may attach (4409 otherwise)
+            wait_for_disconnect(api, created["id"], cut_at)
+        ws = open_ws(created)
+        for seq in range(1, 30):
+            ws.send(fragments(seq, patterns(1, H, W, start=seq)))
+        recv_until(ws, is_ack(29))
+        ws.send(protocol.encode_control(protocol.FINISH))
+        recv_until(ws, is_type("closed"))
+        ws.close()
+    assert stamps(server.output_dir / "cut.mkv") == list(range(30))
+    paths = payload_paths(server)
+    assert paths["placed"] == 30.0 and paths["copied"] == 0.0, paths
