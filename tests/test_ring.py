@@ -127,7 +127,9 @@ def test_placed_regions_are_handed_on_or_cancelled_in_any_order() -> None:
         second.cancel()  # once only
         third.taken()
         assert ring.in_flight == 3
-        assert np.array_equal(reader.array(decode_to_encoder(encode_chunk(header, 0)).header, 0), array)
+        descriptor = decode_to_encoder(encode_chunk(header, 0))
+        assert isinstance(descriptor, ChunkDescriptor)
+        assert np.array_equal(reader.array(descriptor.header, 0), array)
         ring.release()  # the encoder frees the first; the cancelled second goes with it
         assert ring.in_flight == 1
         first.cancel()  # handed on already: nothing happens
