@@ -14,12 +14,14 @@ class CuttingProxy:
     once, after a random number of client bytes between ``min_bytes`` and ``max_bytes``, until
     ``cuts`` cuts have been made; after that everything passes through. REST requests are
     never cut. Only loopback is used, every socket has a timeout, and ``close()`` ends it all.
+    ``stream_bytes`` counts what clients sent on stream websockets: the bytes on the link.
     """
 
     def __init__(self, upstream_port: int, cuts: int, min_bytes: int, max_bytes: int, seed: int = 0) -> None:
         self.upstream_port = upstream_port
         self.target_cuts = cuts
         self.cuts = 0
+        self.stream_bytes = 0
         self.min_bytes, self.max_bytes = min_bytes, max_bytes
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -50,16 +52,19 @@ class CuttingProxy:
         self._sockets += [client, upstream]
         first = client.recv(65536)
         budget = None
-        if b"/stream" in first.split(b"\r\n", 1)[0]:
+        stream = b"/stream" in first.split(b"\r\n", 1)[0]
+        if stream:
             with self._lock:
                 if self.cuts < self.target_cuts:
                     budget = self._random.randint(self.min_bytes, self.max_bytes)
         upstream.sendall(first)
         done = threading.Event()
         threading.Thread(target=self._pump, args=(upstream, client, None, done), daemon=True).start()
-        self._pump(client, upstream, budget, done)
+        self._pump(client, upstream, budget, done, counted=stream)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, budget: int | None, done: threading.Event) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, budget: int | None, done: threading.Event, counted: bool = False
+    ) -> None:
         moved = 0
         try:
             while not done.is_set():
@@ -76,6 +81,9 @@ class CuttingProxy:
                     budget = None  # enough cuts made elsewhere: pass through from now on
                 dst.sendall(data)
                 moved += len(data)
+                if counted:
+                    with self._lock:
+                        self.stream_bytes += len(data)
         except OSError:
             pass
         finally:

@@ -22,7 +22,8 @@ CHUNK layout::
     3       1         kind (1 = CHUNK)
     4       2         stream index (u16)
     6       1         dtype code (u8, see DType)
-    7       1         flags (bit 0: pts present; bit 1: payload in shared memory)
+    7       1         flags (bit 0: pts present; bit 1: payload in shared memory;
+                      bit 2: payload compressed with zstd)
     8       8         sequence number (u64)
     16      8         pts in seconds (f64; 0.0 when absent)
     24      1         ndim (u8, 1..8)
@@ -35,6 +36,9 @@ The payload starts 8-byte aligned so that ``np.frombuffer`` gives aligned arrays
 
 With flag bit 1 set (a client on the server's host, using the session's shared memory), the
 8 bytes after the header are not the payload but its offset (u64) in that memory.
+
+With flag bit 2 set (a session that negotiated ``compression: "zstd"``), the payload is one zstd
+frame that decompresses to the array's bytes; it is shorter than they are (``compression.py``).
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ _OUTPUT_FIXED = struct.Struct("<2sBB4xQQ")  # 24 bytes, then data
 
 FLAG_HAS_PTS = 0x01
 FLAG_SHARED = 0x02
+FLAG_ZSTD = 0x04
+_FLAGS_OFFSET = 7
 _SHARED_OFFSET = struct.Struct("<Q")
 
 
@@ -147,6 +153,7 @@ class ChunkHeader:
     shape: tuple[int, ...]
     pts: float | None = None
     shared: bool = False  # the payload is in the session's shared memory; the message holds its offset
+    compressed: bool = False  # the payload is a zstd frame of the array's bytes
 
     @property
     def size(self) -> int:
@@ -171,7 +178,11 @@ class ChunkHeader:
             raise ProtocolError(f"every dimension must be in 0..2**32-1, got {self.shape}")
         if self.pts is not None and not math.isfinite(self.pts):
             raise ProtocolError(f"pts must be a finite number of seconds, got {self.pts}")
-        flags = (FLAG_HAS_PTS if self.pts is not None else 0) | (FLAG_SHARED if self.shared else 0)
+        flags = (
+            (FLAG_HAS_PTS if self.pts is not None else 0)
+            | (FLAG_SHARED if self.shared else 0)
+            | (FLAG_ZSTD if self.compressed else 0)
+        )
         fixed = _CHUNK_FIXED.pack(
             MAGIC,
             VERSION,
@@ -224,8 +235,10 @@ def parse_chunk_header(data: bytes | bytearray | memoryview) -> ChunkHeader:
     if len(view) < hsize:
         raise ProtocolError(f"truncated chunk header: {len(view)} bytes, need {hsize} for ndim={ndim}")
     shape = struct.unpack_from(f"<{ndim}I", view, _CHUNK_FIXED.size)
-    if flags & ~(FLAG_HAS_PTS | FLAG_SHARED):
+    if flags & ~(FLAG_HAS_PTS | FLAG_SHARED | FLAG_ZSTD):
         raise ProtocolError(f"unknown flags 0x{flags:02x}")
+    if flags & FLAG_SHARED and flags & FLAG_ZSTD:
+        raise ProtocolError(f"a chunk in shared memory cannot be compressed (flags 0x{flags:02x})")
     has_pts = bool(flags & FLAG_HAS_PTS)
     if has_pts and not math.isfinite(pts):
         raise ProtocolError(f"pts must be a finite number of seconds, got {pts}")
@@ -236,6 +249,7 @@ def parse_chunk_header(data: bytes | bytearray | memoryview) -> ChunkHeader:
         shape=tuple(shape),
         pts=pts if has_pts else None,
         shared=bool(flags & FLAG_SHARED),
+        compressed=bool(flags & FLAG_ZSTD),
     )
 
 
@@ -253,6 +267,12 @@ def parse_chunk(data: bytes | bytearray | memoryview) -> tuple[ChunkHeader, memo
             raise ProtocolError(
                 f"a shared-memory chunk carries an {_SHARED_OFFSET.size}-byte offset after its header, "
                 f"got {len(payload)} bytes"
+            )
+    elif header.compressed:
+        if not 0 < len(payload) < header.payload_size:
+            raise ProtocolError(
+                f"a compressed payload is shorter than the {header.payload_size} bytes shape {header.shape} of "
+                f"{header.dtype.label} needs, got {len(payload)} bytes"
             )
     elif len(payload) != header.payload_size:
         raise ProtocolError(
@@ -282,6 +302,13 @@ def encode_shared_chunk(stream: int, seq: int, array: np.ndarray, offset: int, p
     shared memory: the header with the shared flag, then the offset."""
     header = ChunkHeader(stream=stream, seq=seq, dtype=DType.from_numpy(array.dtype), shape=tuple(array.shape), pts=pts)
     return shared_chunk(header, offset)
+
+
+def compressed_header(header: bytes) -> bytes:
+    """A serialized chunk header with the compressed flag set: its payload becomes a zstd frame."""
+    marked = bytearray(header)
+    marked[_FLAGS_OFFSET] |= FLAG_ZSTD
+    return bytes(marked)
 
 
 def shared_chunk(header: ChunkHeader, offset: int) -> bytes:

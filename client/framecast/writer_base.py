@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import protocol, yuv
+from . import compression, protocol, yuv
 from .errors import (
     FramecastError,
     InvalidChunk,
@@ -280,6 +280,8 @@ class WriterCore:
         self._errors: list[FramecastError] = []
         self._failure: SessionFailed | None = None
         self.shared: SharedSegment | None = None  # the session's shared memory, when granted and opened
+        self.compressor: compression.Compressor | None = None  # when the session takes compressed payloads
+        self._asked_compression = False
 
     def _single_format(self, format: str | None) -> str | None:
         """The session's muxer: the writer's ``format`` or its one Output's; None with several
@@ -321,8 +323,11 @@ class WriterCore:
         self._require(WriterState.CONFIGURING, action="set metadata")
         self.metadata = {str(k): str(v) for k, v in metadata.items()}
 
-    def session_config(self, option: dict[str, Any] | None, shared_memory: bool = False) -> dict[str, Any]:
-        """The body of POST /v1/sessions; ``option`` is what ``open(option=...)`` was given.
+    def session_config(
+        self, option: dict[str, Any] | None, shared_memory: bool = False, compressed: bool = False
+    ) -> dict[str, Any]:
+        """The body of POST /v1/sessions; ``option`` is what ``open(option=...)`` was given;
+        ``compressed``: ask to send video payloads compressed (``compression.py``).
 
         One destination (``dst`` alone, a list of one, or one Output) makes today's body:
         ``destination`` with the muxer and its options at the top level, so every server takes
@@ -348,7 +353,9 @@ class WriterCore:
             "connect_timeout": self.connect_timeout,
             **({"on_destination_drop": self.on_destination_drop} if self.on_destination_drop else {}),
             **({"shared_memory": True} if shared_memory else {}),
+            **({"compression": "zstd"} if compressed else {}),
         }
+        self._asked_compression = compressed
         if len(self.configured) > 1:
             if option:
                 raise InvalidConfig(
@@ -369,6 +376,8 @@ class WriterCore:
         """The server created the session (the body of POST /v1/sessions)."""
         self.session = created
         self.state = WriterState.OPEN
+        # Asked for and created: the server took the config (one that does not know compression refuses it).
+        self.compressor = compression.Compressor() if self._asked_compression else None
         self.wire_formats = [
             str(((info.get("config") or {}) if isinstance(info, dict) else {}).get("wire_format") or "")
             for info in created.get("streams") or []
@@ -436,6 +445,10 @@ class WriterCore:
             seq = self._next_seq
             self._next_seq += 1
             header, payload = protocol.encode_chunk(i, seq, piece, piece_pts)
+            if self.compressor is not None and isinstance(stream, VideoStream):
+                packed = self.compressor.compress(i, payload)
+                if packed is not None:
+                    header, payload = protocol.compressed_header(header), memoryview(packed)
             messages.append(Message(seq, header, payload, piece.shape[0] / stream.rate, i))
         return messages
 

@@ -250,11 +250,13 @@ class Stop(NamedTuple):
 
 class ChunkDescriptor(NamedTuple):
     """A chunk for the encoder: its header, and where its payload lies (``IN_RING`` or
-    ``IN_CLIENT_MEMORY``) at ``offset``."""
+    ``IN_CLIENT_MEMORY``) at ``offset``; ``size`` bytes of it, fewer than the array's when the
+    header says it is compressed (0 when it is not)."""
 
     header: protocol.ChunkHeader
     offset: int
     where: int
+    size: int = 0
 
 
 Control: TypeAlias = Watch | Finish | Stop
@@ -263,13 +265,14 @@ ToEncoder: TypeAlias = ChunkDescriptor | Control
 #: Where a chunk's payload lies: the server's ring, or shared memory the client wrote it into.
 IN_RING, IN_CLIENT_MEMORY = 0, 1
 
-#: After the chunk header: the payload's offset, and which memory it is in.
-_TRAILER = struct.Struct("<QB7x")
+#: After the chunk header: the payload's offset, which memory it is in, its size if compressed.
+_TRAILER = struct.Struct("<QB3xI")
 
 
-def encode_chunk(header: bytes | memoryview, offset: int, where: int = IN_RING) -> bytes:
-    """A chunk descriptor: the header bytes as they arrived, then the payload's place."""
-    return bytes(header) + _TRAILER.pack(offset, where)
+def encode_chunk(header: bytes | memoryview, offset: int, where: int = IN_RING, size: int = 0) -> bytes:
+    """A chunk descriptor: the header bytes as they arrived, then the payload's place (and, for a
+    compressed payload, its size)."""
+    return bytes(header) + _TRAILER.pack(offset, where, size)
 
 
 def encode_control(message: Control) -> bytes:
@@ -283,8 +286,8 @@ def decode_to_encoder(data: bytes) -> ToEncoder:
     """
     if data[:2] == protocol.MAGIC:
         header = protocol.parse_chunk_header(data)
-        offset, where = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
-        return ChunkDescriptor(header, offset, where)
+        offset, where, size = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
+        return ChunkDescriptor(header, offset, where, size)
     message = pickle.loads(data)
     if not isinstance(message, Watch | Finish | Stop):
         raise TypeError(f"not a message for an encoder: {message!r}")

@@ -340,6 +340,11 @@ class SessionConfig(_Strict):
     reconnect_timeout: float | None = Field(
         None, gt=0, le=3600, description="Seconds a dropped destination may stay down before the session fails."
     )
+    compression: Literal["none", "zstd"] = Field(
+        "none",
+        description="'zstd': video chunk payloads may come as zstd frames (CHUNK flag bit 2), which the encoder "
+        "decompresses: lossless, for a client whose link is slower than its CPU. 'none': never.",
+    )
 
 
 class StreamCounters(BaseModel):
@@ -476,6 +481,9 @@ class Capabilities(BaseModel):
     rgb_conversion: str = Field(
         description="What converts RGB frames for yuv420p encoders here: 'libyuv' or "
         "'swscale' (FRAMECAST_RGB_CONVERSION)."
+    )
+    compression: list[str] = Field(
+        default_factory=list, description="Payload compressions a session config may ask for ('zstd')."
     )
 
 

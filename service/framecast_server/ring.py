@@ -234,6 +234,10 @@ class RingReader:
     def array(self, header: protocol.ChunkHeader, offset: int) -> np.ndarray:
         return payload_view(self._map, header, offset)
 
+    def view(self, offset: int, size: int) -> memoryview:
+        """``size`` bytes at ``offset``, as they are (a compressed payload)."""
+        return memoryview(self._map)[offset : offset + size]
+
 
 def payload_view(memory: Any, header: protocol.ChunkHeader, offset: int) -> np.ndarray:
     """The payload of chunk ``header`` at ``offset`` of mapped ``memory``, as an array (no copy)."""

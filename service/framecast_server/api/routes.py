@@ -220,6 +220,7 @@ async def capabilities(request: Request) -> Capabilities:
         protocols=list(ffmpeg.publish_schemes()),
         destinations=kinds,
         rgb_conversion=request.app.state.settings.rgb_converter,
+        compression=["zstd"],
     )
 
 

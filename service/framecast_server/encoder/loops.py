@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from framecast import protocol
+from framecast import compression, protocol
+from framecast.errors import ProtocolError
 from framecast_server.encoder.pacing import Pacer
 from framecast_server.encoder.pipe import NothingYet, Pipe
 from framecast_server.encoder.preview import Previewer, levels_db
@@ -73,18 +74,36 @@ class StatsEvery:
 
 
 class Payloads:
-    """Where chunk payloads come from: the server's ring, or the client's shared memory."""
+    """Where chunk payloads come from: the server's ring, or the client's shared memory; a
+    compressed payload is decompressed here, in the encoder process, off the server's loop."""
 
     def __init__(self, ring: RingReader, client: RingReader | None) -> None:
         self.ring, self.client = ring, client
+        self._decompressor: compression.Decompressor | None = None
 
     def array(self, chunk: ChunkDescriptor) -> tuple[np.ndarray, bool]:
-        """The payload (a view, no copy), and whether its ring space must be handed back after use
-        (``Free``)."""
+        """The payload (a view, no copy, unless it was compressed), and whether its ring space
+        must be handed back after use (``Free``).
+
+        Raises:
+            ProtocolError: a compressed payload that does not decompress to the array's size.
+        """
         if chunk.where == IN_CLIENT_MEMORY:
             assert self.client is not None, "a client-memory chunk for a session without shared memory"
             return self.client.array(chunk.header, chunk.offset), False
+        if chunk.header.compressed:
+            return self._decompressed(chunk), True
         return self.ring.array(chunk.header, chunk.offset), True
+
+    def _decompressed(self, chunk: ChunkDescriptor) -> np.ndarray:
+        if self._decompressor is None:
+            self._decompressor = compression.Decompressor()
+        header = chunk.header
+        try:
+            data = self._decompressor.decompress(self.ring.view(chunk.offset, chunk.size), header.payload_size)
+        except ProtocolError as exc:
+            raise ProtocolError(f"chunk {header.seq}: {exc}") from None
+        return protocol.chunk_array(header, data)
 
 
 def _send_preview(pipe: Pipe, previewer: Previewer) -> None:

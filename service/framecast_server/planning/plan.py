@@ -199,6 +199,7 @@ class SessionPlan:
     scheduling: Policy = "batch"  # how the kernel schedules the encoder process (scheduling.py)
     rgb_conversion: Conversion = "swscale"  # what converts RGB frames to yuv420p (libyuv.py)
     limits: EncoderLimits = field(default_factory=EncoderLimits)  # quotas the encoder enforces (quotas.py)
+    compressed: bool = False  # video payloads may come as zstd frames (framecast.compression)
     metadata: dict[str, str] = field(default_factory=dict)
     streams: list[StreamPlan] = field(default_factory=list)
     workdir: str | None = None  # the encoder process's working directory: inside the output dir (encoder/main.py)
@@ -765,6 +766,7 @@ def _apply_session_options(plan: SessionPlan, config: SessionConfig, settings: S
     # Whatever an encoder library or filter still writes to a relative path lands in the output dir.
     plan.workdir = str(settings.output_dir.resolve() / ENCODER_WORKDIR)
     plan.limits = encoder_limits(settings)
+    plan.compressed = config.compression == "zstd"
 
 
 def _default_encoders(output: OutputPlan, muxer: str, filename: str | None) -> tuple[str | None, str | None]:

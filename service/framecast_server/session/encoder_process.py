@@ -230,7 +230,9 @@ class EncoderProcess:
             raise BrokenPipeError("encoder process is gone")
         self._channel.send(data)
 
-    async def send_chunk(self, message: bytes | memoryview, header_size: int, payload: memoryview) -> None:
+    async def send_chunk(
+        self, message: bytes | memoryview, header_size: int, payload: memoryview, compressed: bool = False
+    ) -> None:
         """Hand one checked CHUNK message to the worker: the payload through the ring, the rest
         through the pipe. Waits (without blocking the loop) while the ring is full.
 
@@ -239,7 +241,7 @@ class EncoderProcess:
         """
         assert self.ring is not None
         offset = await self.ring.write(payload)
-        self._send(encode_chunk(memoryview(message)[:header_size], offset))
+        self._send(encode_chunk(memoryview(message)[:header_size], offset, size=len(payload) if compressed else 0))
 
     def send_placed_chunk(self, message: bytes | memoryview, header_size: int, placed: Placed) -> None:
         """Hand the worker a chunk whose payload the websocket received straight into the ring.

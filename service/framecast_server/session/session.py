@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from framecast import protocol
+from framecast import compression, protocol
 from framecast.errors import ProtocolError
 from framecast_server.budget import death_hint
 from framecast_server.chunks import ChunkChecker
@@ -452,7 +452,7 @@ class Session:
             header = protocol.parse_chunk_header(prefix)
         except ProtocolError:
             return None
-        if header.shared or header.size != len(prefix) or header.payload_size < PLACE_MIN_BYTES:
+        if header.shared or header.compressed or header.size != len(prefix) or header.payload_size < PLACE_MIN_BYTES:
             return None
         if header.seq <= self.last_seq:
             return None
@@ -505,7 +505,7 @@ class Session:
                 self.encoder.send_placed_chunk(message, header.size, placed)
                 self._payload_paths["placed"].inc()
             elif offset is None:
-                await self.encoder.send_chunk(message, header.size, payload)
+                await self.encoder.send_chunk(message, header.size, payload, header.compressed)
                 self._payload_paths["copied"].inc()
             else:
                 self.encoder.send_shared_chunk(message, header.size, offset)
@@ -528,6 +528,8 @@ class Session:
             InvalidChunk: it does not fit its stream (counted as the stream's error).
         """
         try:
+            if header.compressed:
+                self._check_compressed(header, payload)
             self._checker.check(header)
             offset, shared = self._shared_payload(header, payload) if header.shared else (None, None)
             stream = self.plan.streams[header.stream]
@@ -538,6 +540,35 @@ class Session:
                 self.counters[header.stream].errors += 1
             raise
         return offset
+
+    def _check_compressed(self, header: protocol.ChunkHeader, payload: memoryview) -> None:
+        """A compressed payload: the session asked for compression, the stream is video, and the
+        zstd frame says it decompresses to the size the shape needs (the encoder decompresses it).
+
+        Raises:
+            InvalidChunk: naming which of these does not hold.
+        """
+        where = f"chunk {header.seq}"
+        if not self.plan.compressed:
+            raise InvalidChunk(
+                f"{where}: its payload is compressed (flag bit 2), but this session was created with "
+                "compression 'none'; ask for compression 'zstd' in the session config"
+            )
+        if header.stream < len(self.plan.streams) and self.plan.streams[header.stream].type != "video":
+            raise InvalidChunk(f"{where}: only video payloads may be compressed; stream {header.stream} is audio")
+        try:
+            size = compression.content_size(payload)
+        except ProtocolError as exc:
+            raise InvalidChunk(f"{where}: {exc}") from None
+        if size < 0:
+            raise InvalidChunk(
+                f"{where}: its zstd frame does not say how large it decompresses (write the content size)"
+            )
+        if size != header.payload_size:
+            raise InvalidChunk(
+                f"{where}: its zstd frame decompresses to {size} bytes, but shape {header.shape} of "
+                f"{header.dtype.label} needs {header.payload_size}"
+            )
 
     def _count(self, header: protocol.ChunkHeader) -> None:
         """A chunk is taken: count it, in the session's counters and the server's metrics."""
