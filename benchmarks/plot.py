@@ -149,6 +149,16 @@ def _shaped(ax: Any, r: ScenarioResult) -> None:
     ax.legend(loc="upper left", fontsize=8)
 
 
+def _compression(ax: Any, r: ScenarioResult) -> None:
+    kinds = [("rendered", "rendered"), ("camera", "camera-like"), ("noisy", "camera + noise")]
+    ratios = [r.metric(f"{kind}_ratio").value for kind, _ in kinds]
+    bars = ax.bar([label for _, label in kinds], ratios, color="C0")
+    client = [r.metric(f"{kind}_client_ms").value for kind, _ in kinds]
+    ax.bar_label(bars, labels=[f"{x:.1f}x\n{ms:.1f} ms" for x, ms in zip(ratios, client)], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("raw / sent (client ms a frame)")
+
+
 def _memory(ax: Any, r: ScenarioResult) -> None:
     long = np.array(r.series["long"], dtype=np.float64)
     if long.size:
@@ -178,6 +188,7 @@ PANELS = {
     "fanout": _fanout,
     "ladder": _ladder,
     "shaped": _shaped,
+    "compression": _compression,
     "memory": _memory,
     "drift": _drift,
 }

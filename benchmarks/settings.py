@@ -45,6 +45,13 @@ class Settings:
     shaped_seconds: float = 60.0
     shaped_link_bits: float = 1e9
 
+    # 4d. compressed payloads: by kind of picture, and through the shaped link
+    compression_size: tuple[int, int] = (1280, 720)
+    compression_frames: int = 60
+    compression_link_size: tuple[int, int] = (1920, 1080)
+    compression_link_rate: int = 60
+    compression_link_seconds: float = 20.0
+
     # 5. memory over a long stream, and per extra session
     memory_size: tuple[int, int] = (640, 360)
     memory_seconds: float = 600.0
@@ -85,6 +92,11 @@ QUICK = replace(
     shaped_size=(320, 180),
     shaped_seconds=3.0,
     shaped_link_bits=1e9 * (320 * 180) / (1920 * 1080),  # the same squeeze on RGB as at 1080p
+    compression_size=(320, 180),
+    compression_frames=6,
+    compression_link_size=(320, 180),
+    compression_link_rate=30,
+    compression_link_seconds=2.0,
     memory_size=(160, 96),
     memory_seconds=8.0,
     memory_interval=0.5,

@@ -16,7 +16,18 @@ import pytest
 
 from .conftest import ROOT
 
-SCENARIOS = ["e2e", "transport", "latency", "concurrency", "fanout", "ladder", "shaped", "memory", "drift"]
+SCENARIOS = [
+    "e2e",
+    "transport",
+    "latency",
+    "concurrency",
+    "fanout",
+    "ladder",
+    "shaped",
+    "compression",
+    "memory",
+    "drift",
+]
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ class ShapedLink:
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._next_free = 0.0  # the token bucket: when the link is free again (loop time)
+        self.bytes = 0  # carried client -> server
 
     def __enter__(self) -> ShapedLink:
         self.thread.start()
@@ -92,6 +93,7 @@ class ShapedLink:
         try:
             while data := await reader.read(PIECE):
                 if shaped:  # every connection shares the one link
+                    self.bytes += len(data)
                     now = loop.time()
                     self._next_free = max(self._next_free, now) + len(data) / self.rate
                     if self._next_free - now > 0:
@@ -102,10 +104,23 @@ class ShapedLink:
             writer.close()
 
 
-def _stream(url: str, frames: Any, rate: int, seconds: float, wire: str) -> dict[str, float]:
+def stream_through(
+    link: ShapedLink, frames: Any, rate: int, seconds: float, wire: str, compression: str = "none"
+) -> dict[str, float]:
+    """Send ``seconds`` of 1-frame chunks at ``rate`` fps on the wall clock through ``link``; ACK
+    latencies, lag, and the link's use."""
+    sent = link.bytes
+    r = _stream(link.url, frames, rate, seconds, wire, compression)
+    r["link_gbits"] = (link.bytes - sent) * 8 / 1e9 / seconds
+    return r
+
+
+def _stream(url: str, frames: Any, rate: int, seconds: float, wire: str, compression: str = "none") -> dict[str, float]:
     """Send ``seconds`` of 1-frame chunks at ``rate`` fps on the wall clock; ACK latencies and lag."""
     height, width = frames.shape[2:]
-    writer = framecast.StreamWriter(framecast.Discard(), server=url, shared_memory=False, reconnect_timeout=60)
+    writer = framecast.StreamWriter(
+        framecast.Discard(), server=url, shared_memory=False, reconnect_timeout=60, compression=compression
+    )
     writer.add_video_stream(frame_rate=rate, width=width, height=height, wire_format=wire)
     clock = AckClock.attach(writer)
     writer.open()
