@@ -12,7 +12,8 @@ Everything else stays uvicorn's and ``websockets``': the handshake, what the app
 pings, closing. Control frames (ping, pong, close) are handed to ``websockets``' parser as they
 came. Data frames are checked here as RFC 6455 says (masked, no reserved bits, continuation
 frames only inside a message, the message within ``ws_max_size``, text in UTF-8) and a frame that
-breaks a rule fails the connection with the RFC's close code, as ``websockets`` would.
+breaks a rule fails the connection with the RFC's close code, as ``websockets`` would; what the
+client still sends is read and dropped until it answers the close.
 
 A binary message of at least ``LEND_MIN_BYTES`` reaches the app as a ``memoryview`` of the
 assembling buffer, lent until the app's next ``receive()``: the buffer is then reused for a later
@@ -76,7 +77,7 @@ class Placement(Protocol):
 #: What the app sets as ``scope["extensions"][PLACEMENT]["sink"]``.
 Sink = Callable[[memoryview], "Placement | None"]
 
-_OP_CONTINUATION, _OP_TEXT, _OP_BINARY = 0x0, 0x1, 0x2
+_OP_CONTINUATION, _OP_TEXT, _OP_BINARY, _OP_CLOSE = 0x0, 0x1, 0x2, 0x8
 _FIN, _RSV, _OPCODE, _MASKED, _LENGTH = 0x80, 0x70, 0x0F, 0x80, 0x7F
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
@@ -153,6 +154,7 @@ class _Receiver(WebSocketsSansIOProtocol):
         self._lent: bytearray | None = None
         self._spares: list[bytearray] = []
         self._placement_extension: dict[str, Sink] = {}
+        self._failed = False  # a frame broke the rules: everything after it is dropped
         self._placement: Placement | None = None  # where the rest of this message goes ...
         self._prefix = 0  # ... after its first fragment, which is in the buffer
 
@@ -238,11 +240,14 @@ class _Receiver(WebSocketsSansIOProtocol):
             (length,) = _U64.unpack_from(scratch, head + 2)
         opcode = first & _OPCODE
         if opcode >= 0x8:
-            return self._control(size, length, available)
-        problem = self._refusal(first, second, opcode, length)
-        if problem is not None:
-            self._fail(*problem)
-            return False
+            return self._control(opcode, size, length, available)
+        problem = None if self._failed else self._refusal(first, second, opcode, length)
+        if self._failed or problem is not None:
+            self._head += size
+            self._skip(length)
+            if problem is not None:
+                self._fail(*problem)
+            return True
         self._head += size
         discard = self.close_sent or self.conn.state is not State.OPEN
         if opcode != _OP_CONTINUATION:
@@ -275,21 +280,33 @@ class _Receiver(WebSocketsSansIOProtocol):
             return CloseCode.MESSAGE_TOO_BIG, f"over size limit ({self._size + length} > {self._max_size} bytes)"
         return None
 
-    def _control(self, header_size: int, length: int, available: int) -> bool:
+    def _control(self, opcode: int, header_size: int, length: int, available: int) -> bool:
         """Hand a whole control frame to ``websockets``, which answers pings and closes."""
         if length > 125:
-            self._fail(CloseCode.PROTOCOL_ERROR, "control frame too long")
-            return False
+            self._head += header_size
+            self._skip(length)
+            if not self._failed:
+                self._fail(CloseCode.PROTOCOL_ERROR, "control frame too long")
+            return True
         if available < header_size + length:
             return False
         raw = bytes(self._scratch[self._head : self._head + header_size + length])
         self._head += header_size + length
+        if self._failed:  # websockets no longer parses: the peer's close is the answer to ours
+            if opcode == _OP_CLOSE:
+                self.transport.close()
+            return True
         self.conn.receive_data(raw)
         if self.conn.parser_exc is not None:
-            self.handle_parser_exception()
-            return False
-        self.handle_events()
+            self._close_after_failure()
+        else:
+            self.handle_events()
         return True
+
+    def _skip(self, length: int) -> None:
+        """Read the next ``length`` bytes (a refused frame's payload) and drop them."""
+        if length:
+            self._frame = _Frame(bytes(4), length, False, True)
 
     def _payload_arrived(self, frame: _Frame, nbytes: int) -> None:
         """``nbytes`` more of the frame's payload are at the end of the message: unmask them there."""
@@ -407,13 +424,31 @@ class _Receiver(WebSocketsSansIOProtocol):
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection with ``code``, as ``websockets`` does for a frame it cannot take."""
-        self._head = self._tail
-        self._cancel_placement()
         self.conn.fail(code, reason)
-        if self.conn.close_sent is None:
+        self._close_after_failure()
+
+    def _close_after_failure(self) -> None:
+        """Send the close frame ``websockets`` made for a failure, tell the app, and read on,
+        dropping everything, until the peer answers with its close (or ``close_timeout``).
+
+        uvicorn closes the socket at once, which is fine for a parser that has just read all
+        there was. Here the rest of a frame may still be on its way (the payload of a message
+        over the size limit): a socket closed with unread data is reset, and the reset would
+        overtake the close frame, so the client would never learn why.
+        """
+        self._cancel_placement()
+        self._kind, self._size, self._failed = None, 0, True
+        close = self.conn.close_sent
+        if close is None:  # not open any more: nothing to say
             self.transport.close()
             return
-        self.handle_parser_exception()
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": close.code, "reason": close.reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
 
 class InPlaceWebSocketProtocol(asyncio.BufferedProtocol):
