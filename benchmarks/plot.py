@@ -16,18 +16,24 @@ from .report import ScenarioResult  # noqa: E402
 
 def _e2e(ax: Any, r: ScenarioResult) -> None:
     fps = r.series["fps"]
-    labels = [
-        "framecast\nserver file",
-        "framecast\nwebsocket",
-        "framecast\nlocal file",
-        "PyAV\nin-process",
-        "ffmpeg\npipe",
+    cases = [
+        ("server_file", "framecast\nserver file", "C0"),
+        ("websocket", "framecast\nwebsocket", "C9"),
+        ("websocket_rgb", "websocket\nRGB", "C9"),
+        ("local_file", "framecast\nlocal file", "C0"),
+        ("encoder", "encoder\nalone", "C7"),
+        ("pyav", "PyAV\nin-process", "C2"),
+        ("ffmpeg", "ffmpeg\npipe", "C1"),
     ]
-    values = [fps["server_file"], fps.get("websocket", float("nan")), fps["local_file"], fps["pyav"], fps["ffmpeg"]]
+    cases = [c for c in cases if c[0] in fps or c[0] in ("server_file", "local_file", "pyav", "ffmpeg")]
+    values = [fps.get(key, float("nan")) for key, _, _ in cases]
     values = [0.0 if v != v else v for v in values]  # NaN: that contender failed
-    bars = ax.bar(labels, values, color=["C0", "C9", "C0", "C2", "C1"])
-    ax.bar_label(bars, labels=[f"{v:.0f}" if v else "failed" for v in values])
+    bars = ax.bar([label for _, label, _ in cases], values, color=[color for _, _, color in cases])
+    ax.bar_label(bars, labels=[f"{v:.0f}" if v else "failed" for v in values], fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
     ax.axhline(0.9 * fps["pyav"], color="C2", ls="--", lw=1, label="0.9 x PyAV")
+    if "encoder" in fps:
+        ax.axhline(0.85 * fps["encoder"], color="C7", ls=":", lw=1, label="0.85 x the encoder alone")
     ax.set_ylabel("frames / s")
     ax.legend(loc="lower right", fontsize=8)
 
@@ -156,6 +162,7 @@ def _compression(ax: Any, r: ScenarioResult) -> None:
     client = [r.metric(f"{kind}_client_ms").value for kind, _ in kinds]
     ax.bar_label(bars, labels=[f"{x:.1f}x\n{ms:.1f} ms" for x, ms in zip(ratios, client)], fontsize=8)
     ax.set_yscale("log")
+    ax.set_ylim(top=max(ratios) * 4)
     ax.set_ylabel("raw / sent (client ms a frame)")
 
 

@@ -8,7 +8,8 @@ SDK sends over the websocket:
 - camera-like: a photograph (matplotlib's sample ``grace_hopper.jpg``, scaled up) panned a few
   pixels a frame;
 - the same with sensor noise (sigma 3 levels);
-- rendered: flat-shaded boxes moving over a flat background (a simulator, a UI, a game).
+- rendered: a simulator's view without textures (a graded sky, a checkered floor, shaded boxes
+  moving).
 
 For each: the SDK's ``Compressor`` ratio and client milliseconds a frame, and the encoder's
 ``Decompressor`` milliseconds a frame. Then end to end through the shaped 1 Gbit/s link of
@@ -49,15 +50,27 @@ def camera_frames(count: int, height: int, width: int) -> np.ndarray:
 
 
 def rendered_frames(count: int, height: int, width: int) -> np.ndarray:
-    """Flat-shaded boxes moving over a flat background, (T, 3, H, W) uint8."""
+    """A simulator's view, (T, 3, H, W) uint8: a graded sky, a checkered floor, shaded boxes
+    moving across it, as a physics or robotics simulator renders without textures."""
+    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    cols = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
+    sky = np.stack([90 + 80 * rows, 140 + 70 * rows, 220 - 30 * rows]) + 0 * cols
+    tile = max(8, width // 24)
+    checker = ((np.arange(height)[:, None] // tile + np.arange(width)[None, :] // tile) % 2).astype(np.float32)
+    floor = np.stack([70 + 60 * checker, 70 + 60 * checker, 80 + 50 * checker])
+    horizon = height * 3 // 5
+    background = sky.copy()
+    background[:, horizon:] = floor[:, horizon:]
     frames = np.empty((count, 3, height, width), np.uint8)
-    boxes = [((40, 90, 160), 0.1, 0.2, 7), ((230, 200, 60), 0.5, 0.1, -5), ((200, 60, 80), 0.3, 0.6, 3)]
+    box_h, box_w = height // 5, width // 6
+    shade = np.linspace(1.0, 0.55, box_w, dtype=np.float32)[None, None, :]  # lit from the left
+    boxes = [((200, 70, 60), 0.45, 0.1, 6), ((60, 170, 90), 0.5, 0.5, -4), ((230, 200, 70), 0.55, 0.3, 3)]
     for i in range(count):
-        frames[i] = np.array([24, 32, 48], np.uint8)[:, None, None]
-        frames[i, :, height * 3 // 4 :] = np.array([60, 110, 60], np.uint8)[:, None, None]  # the ground
+        frame = background.copy()
         for colour, top, left, speed in boxes:
-            y, x = int(top * height), (int(left * width) + speed * i) % (width - width // 5)
-            frames[i, :, y : y + height // 5, x : x + width // 5] = np.array(colour, np.uint8)[:, None, None]
+            y, x = int(top * height), (int(left * width) + speed * i) % (width - box_w)
+            frame[:, y : y + box_h, x : x + box_w] = np.array(colour, np.float32)[:, None, None] * shade
+        frames[i] = frame.clip(0, 255).astype(np.uint8)
     return frames
 
 

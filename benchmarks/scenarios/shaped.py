@@ -108,10 +108,10 @@ def stream_through(
     link: ShapedLink, frames: Any, rate: int, seconds: float, wire: str, compression: str = "none"
 ) -> dict[str, float]:
     """Send ``seconds`` of 1-frame chunks at ``rate`` fps on the wall clock through ``link``; ACK
-    latencies, lag, and the link's use."""
-    sent = link.bytes
+    latencies, lag, and the link's use (bits a second while it lasted)."""
+    sent, start = link.bytes, time.perf_counter()
     r = _stream(link.url, frames, rate, seconds, wire, compression)
-    r["link_gbits"] = (link.bytes - sent) * 8 / 1e9 / seconds
+    r["link_gbits"] = (link.bytes - sent) * 8 / 1e9 / (time.perf_counter() - start)
     return r
 
 
