@@ -265,6 +265,21 @@ def test_without_retain_the_pending_message_borrows_the_callers_memory() -> None
     assert resent(core) != expected
 
 
+def test_payloads_the_writer_made_are_kept_without_a_copy() -> None:
+    """Frames converted to yuv420p (or compressed) are the writer's own memory: kept for a resend
+    as they are, and the caller reusing its array changes nothing."""
+    core = opened_core()
+    core.opened({"id": "r0.core", "streams": [{"config": {"wire_format": "yuv420p"}}]})
+    video = frames(2)
+    expected = send_all(core, core.chunk_messages(0, video, None, "video"))
+    kept = [m.payload for m in core._pending.values()]
+    core.retain()
+    assert [m.payload for m in core._pending.values()] == kept  # no copy made
+    assert all(m.payload.obj is k.obj for m, k in zip(core._pending.values(), kept))
+    video[:] = 0
+    assert resent(core) == expected
+
+
 def test_a_closing_writer_sends_finish_again_after_the_chunks() -> None:
     core = opened_core()
     sent = send_all(core, core.chunk_messages(0, frames(1), None, "video"))

@@ -122,6 +122,7 @@ class Message:
     payload: memoryview
     seconds: float  # media seconds the message carries
     stream: int = 0
+    owned: bool = False  # the payload is the writer's own (converted or compressed), not the caller's
 
     def fragments(self) -> bytes | list[bytes | memoryview]:
         """What to hand the websocket: one buffer, or header and payload as two frames."""
@@ -426,8 +427,9 @@ class WriterCore:
         if not isinstance(stream, expected_type):
             other = "video" if kind == "audio" else "audio"
             raise InvalidChunk(f"stream {i} is a {other} stream; use write_{other}_chunk")
+        converted = False
         if self.wire_format(i) == "yuv420p" and isinstance(stream, VideoStream):
-            array = self._yuv420p(i, stream, chunk)
+            array, converted = self._yuv420p(i, stream, chunk), True  # new memory: kept without a copy
         else:
             array = to_numpy(chunk)
             stream.check(i, array)
@@ -445,11 +447,12 @@ class WriterCore:
             seq = self._next_seq
             self._next_seq += 1
             header, payload = protocol.encode_chunk(i, seq, piece, piece_pts)
+            owned = converted
             if self.compressor is not None and isinstance(stream, VideoStream):
                 packed = self.compressor.compress(i, payload)
                 if packed is not None:
-                    header, payload = protocol.compressed_header(header), memoryview(packed)
-            messages.append(Message(seq, header, payload, piece.shape[0] / stream.rate, i))
+                    header, payload, owned = protocol.compressed_header(header), memoryview(packed), True
+            messages.append(Message(seq, header, payload, piece.shape[0] / stream.rate, i, owned))
         return messages
 
     def wire_format(self, i: int) -> str:
@@ -494,8 +497,10 @@ class WriterCore:
         yet acknowledged may have to be sent again after a reconnect.
         """
         for seq, message in self._pending.items():
-            if not isinstance(message.payload.obj, bytes):
-                self._pending[seq] = dataclasses.replace(message, payload=memoryview(message.payload.tobytes()))
+            if not message.owned and not isinstance(message.payload.obj, bytes):
+                self._pending[seq] = dataclasses.replace(
+                    message, payload=memoryview(message.payload.tobytes()), owned=True
+                )
 
     def resend(self) -> list[Any]:
         """What a new connection sends first: every chunk in flight, in order, then ``finish``
