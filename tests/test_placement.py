@@ -114,8 +114,9 @@ def test_a_connection_cut_inside_a_payload_leaves_nothing_behind(own_server) -> 
         ws = open_ws(created)
         ws.send(fragments(0, patterns(1, H, W)))
         assert ack_seq(recv_until(ws, lambda m: isinstance(m, bytes))[-1]) == 0
+        closed_at = time.time()  # before the close: the server may see it before close() returns
         ws.close()
-        wait_for_disconnect(api, created["id"], time.time())
+        wait_for_disconnect(api, created["id"], closed_at)
         host, port = "127.0.0.1", server.port
         for attempt in range(70):  # more than the ring holds chunks in flight (64)
             head, payload = fragments(1, patterns(1, H, W, start=50 + attempt))
