@@ -14,6 +14,7 @@ import re
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -48,6 +49,16 @@ def stamps(path: Path) -> list[int]:
     return [read_stamp(f) for f in video["frames"]]
 
 
+def stream_and_finish(ws: Any, seqs: range) -> None:
+    """Send stamped frames ``seqs`` as the SDK would, wait for the last ACK, finish the session."""
+    for seq in seqs:
+        ws.send(fragments(seq, patterns(1, H, W, start=seq)))
+    recv_until(ws, is_ack(seqs[-1]))
+    ws.send(protocol.encode_control(protocol.FINISH))
+    recv_until(ws, is_type("closed"))
+    ws.close()
+
+
 def wait_for_disconnect(api: httpx.Client, session_id: str, since: float) -> None:
     """Until the session has seen its client go, at ``since`` (time.time()) or later."""
     for _ in range(500):
@@ -62,13 +73,7 @@ def test_placed_payloads_come_out_exactly(own_server) -> None:
     server = own_server()
     with httpx.Client(base_url=server.url, timeout=60) as api:
         created = create(api, [VIDEO], {"type": "server_file", "path": "placed.mkv"})
-        ws = open_ws(created)
-        for seq in range(12):
-            ws.send(fragments(seq, patterns(1, H, W, start=seq)))
-        recv_until(ws, is_ack(11))
-        ws.send(protocol.encode_control(protocol.FINISH))
-        recv_until(ws, is_type("closed"))
-        ws.close()
+        stream_and_finish(open_ws(created), range(12))
     assert stamps(server.output_dir / "placed.mkv") == list(range(12))
     assert payload_paths(server) == {"placed": 12.0, "copied": 0.0, "client_memory": 0.0}
 
@@ -136,13 +141,7 @@ def test_a_connection_cut_inside_a_payload_leaves_nothing_behind(own_server) -> 
                 cut_at = time.time()
             # the server notices the cut before the next connection may attach (4409 otherwise)
             wait_for_disconnect(api, created["id"], cut_at)
-        ws = open_ws(created)
-        for seq in range(1, 30):
-            ws.send(fragments(seq, patterns(1, H, W, start=seq)))
-        recv_until(ws, is_ack(29))
-        ws.send(protocol.encode_control(protocol.FINISH))
-        recv_until(ws, is_type("closed"))
-        ws.close()
+        stream_and_finish(open_ws(created), range(1, 30))
     assert stamps(server.output_dir / "cut.mkv") == list(range(30))
     paths = payload_paths(server)
     assert paths["placed"] == 30.0 and paths["copied"] == 0.0, paths
