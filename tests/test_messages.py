@@ -33,6 +33,7 @@ from framecast_server.messages import (
     encode_chunk,
     encode_control,
 )
+from framecast_server.unmasking import NO_MASK
 
 STATS = Stats(
     (StreamStats(chunks=2, frames=50, packets=48, bytes=12345, seconds=2.0),),
@@ -100,7 +101,9 @@ def test_a_chunk_descriptor_carries_the_header_and_the_payloads_place(where: int
     got = decode_to_encoder(encode_chunk(header, 4096, where))
     assert isinstance(got, ChunkDescriptor)
     assert (got.header.stream, got.header.seq, got.header.shape, got.header.pts) == (1, 99, (2, 4, 6, 3), 1.5)
-    assert (got.offset, got.where) == (4096, where)
+    assert (got.offset, got.where, got.size, got.mask) == (4096, where, 0, NO_MASK)
+    masked = decode_to_encoder(encode_chunk(header, 64, where, mask=b"\x01\x02\x03\x04"))
+    assert isinstance(masked, ChunkDescriptor) and masked.mask == b"\x01\x02\x03\x04"
 
 
 def test_empty_records_are_told_apart_by_type_not_by_equality() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+import framecast
 from framecast import protocol
 
 from .conftest import ServerProcess
@@ -89,6 +90,7 @@ def test_payloads_of_the_wrong_size_are_refused_and_the_session_goes_on(own_serv
         [head, payload[:-100]],  # less than was placed
         [head, payload[:5000], payload[5000:] + b"x" * 64],
         [head, payload[:-1], b"", b"12"],
+        [head, payload, b"extra"],  # more after a frame that filled the region (left masked there)
     ]
     with httpx.Client(base_url=server.url, timeout=60) as api:
         created = create(api, [VIDEO], {"type": "server_file", "path": "sizes.mkv"})
@@ -145,3 +147,60 @@ def test_a_connection_cut_inside_a_payload_leaves_nothing_behind(own_server) -> 
     assert stamps(server.output_dir / "cut.mkv") == list(range(30))
     paths = payload_paths(server)
     assert paths["placed"] == 30.0 and paths["copied"] == 0.0, paths
+
+
+def test_video_payloads_left_masked_come_out_as_those_unmasked_on_the_loop(own_server) -> None:
+    """A placed video payload that came in one frame is left masked in the ring and unmasked by
+    the encoder process; one that came in several frames is unmasked by the server as each frame
+    ends. Losslessly encoded noise (any wrong byte shows) comes out the same both ways, and the
+    same as through the client's shared memory, where nothing is ever masked."""
+    server = own_server()
+    noise = np.random.default_rng(7).integers(0, 256, (6, 3, H, W), dtype=np.uint8)
+    lossless = {**VIDEO, "encoder": "ffv1"}
+    results = {}
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        for how in ("one_frame", "three_frames"):
+            created = create(api, [lossless], {"type": "server_file", "path": f"{how}.mkv"})
+            ws = open_ws(created)
+            for seq in range(len(noise)):
+                head, payload = fragments(seq, noise[seq : seq + 1])
+                cut = [7, 20_000][seq % 2]  # the mask's phase across the frames differs too
+                ws.send([head, payload] if how == "one_frame" else [head, payload[:cut], payload[cut:]])
+            recv_until(ws, is_ack(len(noise) - 1))
+            ws.send(protocol.encode_control(protocol.FINISH))
+            recv_until(ws, is_type("closed"))
+            ws.close()
+            results[how] = decode(server.output_dir / f"{how}.mkv")["streams"][0]["frames"]
+        assert payload_paths(server)["placed"] == 2.0 * len(noise)
+        writer = framecast.StreamWriter(framecast.ServerFile("shared.mkv"), server=server.url, shared_memory=True)
+        writer.add_video_stream(frame_rate=30, width=W, height=H, encoder="ffv1")
+        with writer.open():
+            for seq in range(len(noise)):
+                writer.write_video_chunk(0, noise[seq : seq + 1])
+        assert payload_paths(server)["client_memory"] == float(len(noise))
+    reference = decode(server.output_dir / "shared.mkv")["streams"][0]["frames"]
+    assert len(reference) == len(noise)
+    for how, frames in results.items():
+        assert all(np.array_equal(a, b) for a, b in zip(frames, reference, strict=True)), how
+
+
+def test_a_placed_audio_payload_is_checked_unmasked(own_server) -> None:
+    """The server reads a float audio payload (NaN and infinity are refused), so it is never
+    left masked, even when it is placed."""
+    server = own_server()
+    audio = {"type": "audio", "sample_rate": 48000, "num_channels": 2}
+    samples = np.zeros((24_000, 2), np.float32)  # 192 KB: placed
+    samples[100, 1] = np.nan
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        created = create(api, [audio], {"type": "server_file", "path": "nan.wav"})
+        ws = open_ws(created)
+        head, payload = protocol.encode_chunk(0, 0, samples)
+        ws.send([head, bytes(payload)])
+        error = recv_until(ws, is_type("error"))[-1]
+        assert (error["seq"], error["code"]) == (0, "invalid_chunk") and "NaN or infinite" in error["message"], error
+        samples[100, 1] = 0.25
+        head, payload = protocol.encode_chunk(0, 1, samples)
+        ws.send([head, bytes(payload)])
+        recv_until(ws, is_ack(1))
+        ws.close()
+    assert payload_paths(server)["placed"] == 1.0  # the refused one is not counted

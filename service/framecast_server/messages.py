@@ -49,6 +49,7 @@ import struct
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from framecast import protocol
+from framecast_server.unmasking import NO_MASK
 
 if TYPE_CHECKING:
     from framecast_server.planning.plan import SessionPlan
@@ -251,12 +252,14 @@ class Stop(NamedTuple):
 class ChunkDescriptor(NamedTuple):
     """A chunk for the encoder: its header, and where its payload lies (``IN_RING`` or
     ``IN_CLIENT_MEMORY``) at ``offset``; ``size`` bytes of it, fewer than the array's when the
-    header says it is compressed (0 when it is not)."""
+    header says it is compressed (0 when it is not); ``mask``, the websocket masking key the
+    payload still carries, for the encoder to undo (``unmasking.NO_MASK``: none)."""
 
     header: protocol.ChunkHeader
     offset: int
     where: int
     size: int = 0
+    mask: bytes = NO_MASK
 
 
 Control: TypeAlias = Watch | Finish | Stop
@@ -265,14 +268,17 @@ ToEncoder: TypeAlias = ChunkDescriptor | Control
 #: Where a chunk's payload lies: the server's ring, or shared memory the client wrote it into.
 IN_RING, IN_CLIENT_MEMORY = 0, 1
 
-#: After the chunk header: the payload's offset, which memory it is in, its size if compressed.
-_TRAILER = struct.Struct("<QB3xI")
+#: After the chunk header: the payload's offset, which memory it is in, its size if compressed,
+#: the mask it still carries.
+_TRAILER = struct.Struct("<QB3xI4s")
 
 
-def encode_chunk(header: bytes | memoryview, offset: int, where: int = IN_RING, size: int = 0) -> bytes:
+def encode_chunk(
+    header: bytes | memoryview, offset: int, where: int = IN_RING, size: int = 0, mask: bytes = NO_MASK
+) -> bytes:
     """A chunk descriptor: the header bytes as they arrived, then the payload's place (and, for a
-    compressed payload, its size)."""
-    return bytes(header) + _TRAILER.pack(offset, where, size)
+    compressed payload, its size; for a payload received still masked, the key)."""
+    return bytes(header) + _TRAILER.pack(offset, where, size, mask)
 
 
 def encode_control(message: Control) -> bytes:
@@ -286,8 +292,8 @@ def decode_to_encoder(data: bytes) -> ToEncoder:
     """
     if data[:2] == protocol.MAGIC:
         header = protocol.parse_chunk_header(data)
-        offset, where, size = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
-        return ChunkDescriptor(header, offset, where, size)
+        offset, where, size, mask = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
+        return ChunkDescriptor(header, offset, where, size, mask)
     message = pickle.loads(data)
     if not isinstance(message, Watch | Finish | Stop):
         raise TypeError(f"not a message for an encoder: {message!r}")

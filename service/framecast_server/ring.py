@@ -41,6 +41,8 @@ import numpy as np
 from framecast import protocol
 from framecast.regions import Regions, aligned
 
+from .unmasking import NO_MASK
+
 
 def _anonymous_file(capacity: int) -> int:
     """A file descriptor of ``capacity`` bytes of memory that no path names."""
@@ -190,9 +192,13 @@ class Placed:
 
     ``view`` is where the payload goes. Once it has, the region is handed to the encoder at
     ``offset`` (``taken``) or given back (``cancel``); whichever comes first counts, once.
+
+    ``mask``: the websocket key the payload is still masked with (``unmasking.NO_MASK``: none).
+    Only a region whose reader is the encoder alone (``maskable``, a video payload: the server
+    itself never reads it) takes its payload masked; the encoder unmasks it as it reads it.
     """
 
-    __slots__ = ("_ring", "_key", "offset", "view", "_open")
+    __slots__ = ("_ring", "_key", "offset", "view", "_open", "maskable", "mask")
 
     def __init__(self, ring: PayloadRing, key: int, offset: int, view: memoryview) -> None:
         self._ring = ring
@@ -200,6 +206,14 @@ class Placed:
         self.offset = offset
         self.view = view
         self._open = True
+        self.maskable = False
+        self.mask = NO_MASK
+
+    def leave_masked(self, key: bytes) -> bool:
+        """The payload will arrive masked with ``key``: keep it so if the encoder alone reads it."""
+        if self.maskable:
+            self.mask = key
+        return self.maskable
 
     def taken(self) -> int:
         """The region is handed to the encoder: its offset."""

@@ -26,6 +26,9 @@ message, it may answer with a ``Placement``, a writable region where the rest of
 then received, straight into the session's ring. The message reaches the app as its first
 fragment, with the placement under the event's ``framecast.placement`` key. A message whose rest
 does not exactly fill the region is received as usual after all, and the placement cancelled.
+When the rest comes in one frame, the placement may take it still masked
+(``Placement.leave_masked``): then whoever reads the region unmasks it, and the event loop never
+passes over the payload's bytes at all (the session's encoder process does, as it reads them).
 
 ``InPlaceWebSocketProtocol`` is what ``uvicorn.Config(ws=...)`` takes. It is a thin
 ``asyncio.BufferedProtocol`` around the receiver because uvloop reads into a protocol's buffers
@@ -39,7 +42,6 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-import numpy as np
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -48,15 +50,14 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from ..unmasking import unmask
+
 #: Bytes read at a time while the next thing on the socket is a frame header or a small payload.
 SCRATCH_BYTES = 64 * 1024
 
 #: A payload this large (or what is left of it) is received straight into the message's buffer;
 #: smaller ones are read with what follows them, which saves system calls.
 DIRECT_MIN_BYTES = 16 * 1024
-
-#: Payload bytes unmasked at a time: the last reads' worth, still in the core's cache.
-UNMASK_BATCH_BYTES = 256 * 1024
 
 #: Binary messages this large are lent to the app as a memoryview rather than copied out.
 LEND_MIN_BYTES = 64 * 1024
@@ -74,6 +75,12 @@ class Placement(Protocol):
     @property
     def view(self) -> memoryview: ...
 
+    def leave_masked(self, key: bytes) -> bool:
+        """The rest of the message comes in one frame, masked with ``key`` (lined up with
+        ``view[0]``): True when whoever reads the view will unmask it (``unmasking.unmask``), so
+        the receiver does not; False to have it unmasked here."""
+        ...
+
     def cancel(self) -> None: ...
 
 
@@ -86,46 +93,18 @@ _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
 
-def unmask(buffer: bytearray | memoryview, start: int, end: int, key: bytes) -> None:
-    """XOR ``buffer[start:end]`` in place with the repeated 4-byte ``key`` (its first byte at
-    ``start``): RFC 6455's masking, without the copy ``websockets.frames.apply_mask`` makes.
-
-    The bulk goes 8 bytes at a time on 8-byte-aligned addresses: numpy would copy an unaligned
-    array through a buffer and back, three passes over the memory instead of one.
-    """
-    size = end - start
-    if size <= 0:
-        return
-    data = np.frombuffer(buffer, dtype=np.uint8, count=size, offset=start)
-    lead = min(-data.__array_interface__["data"][0] % 8, size)
-    words = (size - lead) // 8
-    if words:
-        wide = data[lead : lead + words * 8].view(np.uint64)
-        np.bitwise_xor(wide, np.frombuffer(_rotated(key, lead) * 2, dtype=np.uint64)[0], out=wide)
-    for edge in (slice(0, lead), slice(lead + words * 8, size)):
-        if edge.stop > edge.start:
-            part = data[edge]
-            np.bitwise_xor(part, np.frombuffer(_rotated(key, edge.start) * 2, np.uint8, len(part)), out=part)
-
-
-def _rotated(key: bytes, offset: int) -> bytes:
-    """The mask key as it lines up ``offset`` bytes into the masked data."""
-    phase = offset % 4
-    return key[phase:] + key[:phase]
-
-
 class _Frame:
     """The data frame whose payload is being received."""
 
-    __slots__ = ("key", "remaining", "received", "unmasked", "fin", "discard")
+    __slots__ = ("key", "remaining", "received", "fin", "discard", "masked")
 
     def __init__(self, key: bytes, remaining: int, fin: bool, discard: bool) -> None:
         self.key = key
         self.remaining = remaining
         self.received = 0  # payload bytes so far
-        self.unmasked = 0  # of which unmasked: where the mask's phase stands
         self.fin = fin
         self.discard = discard  # the server is closing: the frame is read and dropped
+        self.masked = False  # left masked for the placement's reader (``Placement.leave_masked``)
 
 
 class _Receiver(WebSocketsSansIOProtocol):
@@ -157,6 +136,7 @@ class _Receiver(WebSocketsSansIOProtocol):
         self._failed = False  # a frame broke the rules: everything after it is dropped
         self._placement: Placement | None = None  # where the rest of this message goes ...
         self._prefix = 0  # ... after its first fragment, which is in the buffer
+        self._left_masked: bytes | None = None  # ... and the key the placement holds it masked with
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -260,6 +240,11 @@ class _Receiver(WebSocketsSansIOProtocol):
                 self._reserve(self._size + length, keep=self._size)
         key = bytes(scratch[head + size - 4 : head + size])
         self._frame = _Frame(key, length, bool(first & _FIN), discard)
+        placement = self._placement
+        if placement is not None and not discard and self._size == self._prefix and length == len(placement.view):
+            # The whole rest in this frame (websockets' clients then end the message with an empty one).
+            self._frame.masked = placement.leave_masked(key)
+            self._left_masked = key if self._frame.masked else None
         if not length:
             self._frame_complete(self._frame)
         return True
@@ -309,18 +294,20 @@ class _Receiver(WebSocketsSansIOProtocol):
             self._frame = _Frame(bytes(4), length, False, True)
 
     def _payload_arrived(self, frame: _Frame, nbytes: int) -> None:
-        """``nbytes`` more of the frame's payload are at the end of the message: unmask them there,
-        a batch at a time (each call costs far more than the XOR of a read's bytes)."""
+        """``nbytes`` more of the frame's payload are at the end of the message; once all of it
+        is, it is unmasked there in one pass (unless it is left masked for the placement's reader).
+
+        One pass at the end costs less than unmasking read by read, even with the bytes still in
+        the core's cache: each call costs more than the XOR of a read's worth, and the kernel's
+        copy of a large read does not leave it in the cache anyway."""
         frame.received += nbytes
         frame.remaining -= nbytes
         if not frame.discard:
             self._size += nbytes
-            if not frame.remaining or frame.received - frame.unmasked >= UNMASK_BATCH_BYTES:
-                target, end = self._target()
-                start = end - (frame.received - frame.unmasked)
-                unmask(target, start, end, _rotated(frame.key, frame.unmasked))
-                frame.unmasked = frame.received
         if not frame.remaining:
+            if not frame.discard and not frame.masked:
+                target, end = self._target()
+                unmask(memoryview(target)[end - frame.received : end], frame.key)
             self._frame_complete(frame)
 
     def _frame_complete(self, frame: _Frame) -> None:
@@ -344,7 +331,7 @@ class _Receiver(WebSocketsSansIOProtocol):
             return
         placement = sink(memoryview(self._buffer)[:size])
         if placement is not None:
-            self._placement, self._prefix = placement, size
+            self._placement, self._prefix, self._left_masked = placement, size, None
 
     def _target(self) -> tuple[bytearray | memoryview, int]:
         """Where the message's next payload bytes go: a buffer and the offset in it."""
@@ -360,6 +347,9 @@ class _Receiver(WebSocketsSansIOProtocol):
         self._placement = None
         self._reserve(size, keep=self._prefix)
         self._buffer[self._prefix : size] = placement.view[: size - self._prefix]
+        if self._left_masked is not None:  # the placement was filled, still masked
+            unmask(memoryview(self._buffer)[self._prefix : self._prefix + len(placement.view)], self._left_masked)
+            self._left_masked = None
         placement.cancel()
 
     def _cancel_placement(self) -> None:

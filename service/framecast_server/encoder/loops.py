@@ -41,6 +41,7 @@ from framecast_server.messages import (
 )
 from framecast_server.quotas import QuotaReached
 from framecast_server.ring import RingReader
+from framecast_server.unmasking import NO_MASK, unmask
 
 
 def stats_of(writer: SessionWriter, pacer: Pacer | None = None) -> Stats:
@@ -75,15 +76,18 @@ class StatsEvery:
 
 class Payloads:
     """Where chunk payloads come from: the server's ring, or the client's shared memory; a
-    compressed payload is decompressed here, in the encoder process, off the server's loop."""
+    compressed payload is decompressed here, and one the websocket left masked is unmasked here:
+    in the encoder process, off the server's loop."""
 
     def __init__(self, ring: RingReader, client: RingReader | None) -> None:
         self.ring, self.client = ring, client
         self._decompressor: compression.Decompressor | None = None
+        self._unmasked = np.empty(0, dtype=np.uint8)  # reused: one chunk is built at a time
 
     def array(self, chunk: ChunkDescriptor) -> tuple[np.ndarray, bool]:
-        """The payload (a view, no copy, unless it was compressed), and whether its ring space
-        must be handed back after use (``Free``).
+        """The payload (a view, no copy, unless it was compressed or masked), and whether its ring
+        space must be handed back after use (``Free``). An unmasked payload is valid until the
+        next call.
 
         Raises:
             ProtocolError: a compressed payload that does not decompress to the array's size.
@@ -93,7 +97,19 @@ class Payloads:
             return self.client.array(chunk.header, chunk.offset), False
         if chunk.header.compressed:
             return self._decompressed(chunk), True
+        if chunk.mask != NO_MASK:
+            return self._unmask(chunk), True
         return self.ring.array(chunk.header, chunk.offset), True
+
+    def _unmask(self, chunk: ChunkDescriptor) -> np.ndarray:
+        """The payload XORed with its mask on its way out of the ring (which this process only
+        reads), into a buffer kept for the next chunk: one pass, as fast as a copy."""
+        size = chunk.header.payload_size
+        if len(self._unmasked) < size:
+            self._unmasked = np.empty(size, dtype=np.uint8)
+        out = self._unmasked[:size]
+        unmask(self.ring.view(chunk.offset, size), chunk.mask, out=out)
+        return out.view(chunk.header.dtype.numpy).reshape(chunk.header.shape)
 
     def _decompressed(self, chunk: ChunkDescriptor) -> np.ndarray:
         if self._decompressor is None:

@@ -249,7 +249,7 @@ class EncoderProcess:
         Raises:
             OSError: the encoder process is gone.
         """
-        self._send(encode_chunk(memoryview(message)[:header_size], placed.taken()))
+        self._send(encode_chunk(memoryview(message)[:header_size], placed.taken(), mask=placed.mask))
 
     def send_shared_chunk(self, message: bytes | memoryview, header_size: int, offset: int) -> None:
         """Hand the worker a chunk whose payload the client put into the session's shared memory.

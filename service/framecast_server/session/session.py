@@ -459,6 +459,10 @@ class Session:
         placed = ring.place(header.payload_size)
         if placed is not None:
             self._placed.add(placed)
+            # Nothing here reads a video payload (an audio one is checked for NaN): the encoder
+            # may unmask it as it reads it.
+            streams = self.plan.streams
+            placed.maskable = header.stream < len(streams) and streams[header.stream].type == "video"
         return placed
 
     async def ingest(self, message: bytes | memoryview, placed: Placed | None = None) -> None:
