@@ -29,9 +29,11 @@ from framecast_server.messages import (
     Stop,
     StreamStats,
     Watch,
+    decode_from_encoder,
     decode_to_encoder,
     encode_chunk,
     encode_control,
+    encode_from_encoder,
 )
 from framecast_server.unmasking import NO_MASK
 
@@ -81,9 +83,22 @@ def test_every_record_is_part_of_the_vocabulary() -> None:
     ],
     ids=lambda m: type(m).__name__,
 )
-def test_records_from_the_encoder_survive_pickling(message: tuple) -> None:
+def test_records_from_the_encoder_survive_pickling(message: messages.FromEncoder) -> None:
     again = pickle.loads(pickle.dumps(message))
     assert type(again) is type(message) and again == message
+    sent = decode_from_encoder(encode_from_encoder(message))  # as they cross the pipe
+    assert type(sent) is type(message) and sent == message
+
+
+@pytest.mark.parametrize("seq", [0, 1, 128, 2**40, 2**63 - 1])
+def test_a_chunks_free_and_ack_cross_the_pipe_unpickled(seq: int) -> None:
+    """The two messages of every chunk are a few bytes, not pickles; an Ack with stats is pickled."""
+    assert encode_from_encoder(messages.FREE) == b"" and decode_from_encoder(b"") is messages.FREE
+    data = encode_from_encoder(Ack(seq, None))
+    assert len(data) == 9 and not data.startswith(pickle.PROTO)
+    assert decode_from_encoder(memoryview(data)) == Ack(seq, None)
+    with_stats = Ack(seq, STATS)
+    assert decode_from_encoder(encode_from_encoder(with_stats)) == with_stats
 
 
 @pytest.mark.parametrize(

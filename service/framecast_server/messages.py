@@ -16,7 +16,8 @@ Server -> encoder (bytes, built by ``encode_chunk`` and ``encode_control``):
 - ``Stop(reason)``: the session's API key used up a quota; finalize now and stop.
 - ``Assign(...)``: the first message to a spare process (``spares.py``), naming its session.
 
-Encoder -> server (pickled records, ``FromEncoder``):
+Encoder -> server (``FromEncoder``, built by ``encode_from_encoder``: the two of every chunk in
+a few bytes, ``Free`` as an empty message and ``Ack`` without stats as its seq; the rest pickled):
 
 - ``Ready`` or ``SetupFailed``: the answer to opening the output, always the first message.
 - ``Connected``: a network output is connected and its header written.
@@ -219,6 +220,34 @@ FromEncoder: TypeAlias = (
 
 #: The one Free message (it carries nothing).
 FREE = Free()
+
+#: An ``Ack`` without stats: a tag no pickle starts with (they start with PROTO, 0x80), then seq.
+_ACK = struct.Struct("<cq")
+_ACK_TAG = b"A"
+
+
+def encode_from_encoder(message: FromEncoder) -> bytes:
+    """An encoder's message as bytes for the pipe. Every chunk brings a ``Free`` and an ``Ack``
+    to the server's event loop: those go without pickling, which costs more than the rest of
+    their way there."""
+    if message is FREE or isinstance(message, Free):
+        return b""
+    if isinstance(message, Ack) and message.stats is None:
+        return _ACK.pack(_ACK_TAG, message.seq)
+    return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+
+
+def decode_from_encoder(data: bytes | memoryview) -> FromEncoder:
+    """What an encoder sent (``encode_from_encoder``).
+
+    Only the server's own encoder processes write this pipe, so the pickle is of their making.
+    """
+    if not len(data):
+        return FREE
+    if data[:1] == _ACK_TAG:
+        return Ack(_ACK.unpack(data)[1], None)
+    message: FromEncoder = pickle.loads(data)
+    return message
 
 
 # -- server -> encoder ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 import threading
 from multiprocessing.connection import Connection
 
-from framecast_server.messages import FromEncoder, OutputBytes, ToEncoder, decode_to_encoder
+from framecast_server.messages import FromEncoder, OutputBytes, ToEncoder, decode_to_encoder, encode_from_encoder
 
 
 class NothingYet(Exception):
@@ -28,8 +28,9 @@ class Pipe:
         self._lock = threading.Lock()
 
     def send(self, message: FromEncoder) -> None:
+        data = encode_from_encoder(message)
         with self._lock:
-            self._conn.send(message)
+            self._conn.send_bytes(data)
 
     def receive(self, timeout: float | None = None) -> ToEncoder | None:
         """The next message from the server; None once it went away.

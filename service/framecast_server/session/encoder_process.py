@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import pickle
 import signal
 import socket
 import struct
@@ -33,6 +32,7 @@ from framecast_server.messages import (
     OutputBytes,
     Ready,
     SetupFailed,
+    decode_from_encoder,
     encode_chunk,
     encode_control,
 )
@@ -58,7 +58,7 @@ class _WorkerChannel(asyncio.Protocol):
 
     Messages are framed as ``multiprocessing.Connection`` frames them (a 4-byte big-endian length,
     or -1 and an 8-byte one, then the bytes), so the worker keeps using its plain Connection.
-    Messages from the worker are pickles of its own making (``messages.FromEncoder``).
+    Messages from the worker are ``messages.FromEncoder`` records (``decode_from_encoder``).
     """
 
     def __init__(self, on_message: Callable[[FromEncoder], None], on_closed: Callable[[], None]) -> None:
@@ -84,7 +84,7 @@ class _WorkerChannel(asyncio.Protocol):
             if len(buffer) < start + size:
                 return
             with memoryview(buffer) as view:
-                message = pickle.loads(view[start : start + size])
+                message = decode_from_encoder(view[start : start + size])
             del buffer[: start + size]
             self._on_message(message)
 
@@ -156,10 +156,10 @@ class EncoderProcess:
             self._abandon()
             return SetupFailed(f"encoder did not open its output within {timeout:g} s", "destination")
         try:
-            first = conn.recv()
+            first = decode_from_encoder(conn.recv_bytes())
             while isinstance(first, OutputBytes):  # written while opening (a header): delivered after Ready
                 self._early.append(first)
-                first = conn.recv()
+                first = decode_from_encoder(conn.recv_bytes())
         except EOFError:
             self.process.join(5)
             self._abandon()

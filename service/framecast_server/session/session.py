@@ -182,7 +182,8 @@ class Session:
         # Chunks: taken, handed to the encoder, acknowledged; counted per stream.
         self._checker = ChunkChecker(plan.streams, plan.limits.max_pts_gap)
         self.last_seq = -1
-        self._placed: set[Placed] = set()  # ring regions placed for payloads not yet taken
+        # Ring regions placed for payloads not yet taken, with the chunk header their prefix held.
+        self._placed: dict[Placed, protocol.ChunkHeader] = {}
         self._unplaced_in_flight = False  # a chunk is on its way into the ring the usual way
         self.acked_seq = -1
         self.in_flight = 0  # chunks handed to the encoder, not yet acknowledged
@@ -458,7 +459,7 @@ class Session:
             return None
         placed = ring.place(header.payload_size)
         if placed is not None:
-            self._placed.add(placed)
+            self._placed[placed] = header
             # Nothing here reads a video payload (an audio one is checked for NaN): the encoder
             # may unmask it as it reads it.
             streams = self.plan.streams
@@ -484,14 +485,15 @@ class Session:
             self._unplaced_in_flight = False
             if placed is not None:
                 placed.cancel()  # unless it was handed on
-                self._placed.discard(placed)
+                self._placed.pop(placed, None)
 
     async def _ingest(self, message: bytes | memoryview, placed: Placed | None) -> None:
         try:
             if placed is None:
                 header, payload = protocol.parse_chunk(message)
-            else:
-                header, payload = protocol.parse_chunk_header(message), placed.view
+            else:  # the message is the prefix ``place`` parsed
+                header = self._placed.get(placed) or protocol.parse_chunk_header(message)
+                payload = placed.view
         except ProtocolError as exc:
             raise InvalidChunk(f"malformed chunk: {exc}") from None
         self.last_activity = time.monotonic()
