@@ -224,13 +224,22 @@ def test_push_keeps_a_late_start(server, tmp_path):
     assert abs(first_sound - 0.5) < 0.03, first_sound
 
 
+#: ``python -m framecast.cli``, with Ctrl-C handled as Python handles it under a terminal. A suite
+#: started in the background (``cmd &`` in a script, some CI runners) hands its children SIGINT
+#: ignored, and Python then installs no KeyboardInterrupt: the push would never hear the signal.
+CTRL_C_AS_FROM_A_TERMINAL = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('framecast.cli', run_name='__main__', alter_sys=True)"
+)
+
+
 def test_ctrl_c_finishes_what_was_pushed(server, tmp_path):
     """SIGINT mid-push: exit 130, and the output is complete and playable up to where it stopped."""
     source = make_media(tmp_path / "long.mkv", seconds=8)
     out = tmp_path / "interrupted.mkv"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "framecast.cli", "push", str(source), str(out), "--server", server.url],
+        [sys.executable, "-c", CTRL_C_AS_FROM_A_TERMINAL, "push", str(source), str(out), "--server", server.url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
