@@ -230,7 +230,7 @@ def encode_from_encoder(message: FromEncoder) -> bytes:
     """An encoder's message as bytes for the pipe. Every chunk brings a ``Free`` and an ``Ack``
     to the server's event loop: those go without pickling, which costs more than the rest of
     their way there."""
-    if message is FREE or isinstance(message, Free):
+    if isinstance(message, Free):
         return b""
     if isinstance(message, Ack) and message.stats is None:
         return _ACK.pack(_ACK_TAG, message.seq)
