@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 import framecast
 from framecast import protocol
@@ -204,3 +205,74 @@ def test_a_placed_audio_payload_is_checked_unmasked(own_server) -> None:
         recv_until(ws, is_ack(1))
         ws.close()
     assert payload_paths(server)["placed"] == 1.0  # the refused one is not counted
+
+
+def test_a_full_ring_makes_the_socket_wait_and_every_payload_is_still_placed(own_server) -> None:
+    """The ring holds three frames here and the client sends forty without waiting for an ACK:
+    the server stops reading until the encoder frees space, rather than receive the rest as
+    usual and copy it in later. Every picture comes out, in order, once; none took the copying
+    path."""
+    server = own_server(FRAMECAST_ENCODER_BUFFER_BYTES=str(256 << 10), FRAMECAST_MAX_MESSAGE_BYTES=str(128 << 10))
+    lossless = {**VIDEO, "encoder": "ffv1"}
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        created = create(api, [lossless], {"type": "server_file", "path": "full.mkv"})
+        stream_and_finish(open_ws(created), range(40))
+    assert stamps(server.output_dir / "full.mkv") == list(range(40))
+    assert payload_paths(server) == {"placed": 40.0, "copied": 0.0, "client_memory": 0.0}
+
+
+def test_a_connection_cut_while_the_ring_is_full_resumes_exactly(own_server) -> None:
+    """Cut while the server waits for room (a chunk's header read, its payload not): the next
+    connection sends everything again, and each picture comes out once, in order."""
+    server = own_server(FRAMECAST_ENCODER_BUFFER_BYTES=str(256 << 10), FRAMECAST_MAX_MESSAGE_BYTES=str(128 << 10))
+    lossless = {**VIDEO, "encoder": "ffv1"}
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        created = create(api, [lossless], {"type": "server_file", "path": "cut_full.mkv"})
+        for attempt in range(3):
+            ws = open_ws(created)
+            for seq in range(10 * attempt, 10 * attempt + 30):
+                ws.send(fragments(seq, patterns(1, H, W, start=seq)))
+            closed_at = time.time()
+            ws.close()
+            wait_for_disconnect(api, created["id"], closed_at)
+        stream_and_finish(open_ws(created), range(50))  # the taken ones are dropped as resends
+    assert stamps(server.output_dir / "cut_full.mkv") == list(range(50))
+    assert payload_paths(server)["copied"] == 0.0
+
+
+@pytest.mark.parametrize("cuts", [0, 2])
+def test_copied_chunks_between_placed_ones_keep_every_picture_whole(own_server, cuts: int) -> None:
+    """Small chunks (an audio track's, here a thumbnail stream's) are copied into the ring when
+    the session takes them, large ones are placed as they arrive. With a full ring and a client
+    that sends without waiting, a copied chunk can reach the encoder after a placed one reserved
+    later: the ring frees regions in the order the encoder got them, so no picture is
+    overwritten while it is read. Each comes out whole, in order, once, also across cuts."""
+    server = own_server(FRAMECAST_ENCODER_BUFFER_BYTES=str(256 << 10), FRAMECAST_MAX_MESSAGE_BYTES=str(128 << 10))
+    sizes = [(W, H), (64, 48)]  # 83 KB, placed; 9 KB, copied
+
+    def chunk(seq: int) -> list[bytes]:
+        width, height = sizes[seq % 2]
+        head, payload = protocol.encode_chunk(seq % 2, seq, patterns(1, height, width, start=seq // 2))
+        return [head, bytes(payload)]
+
+    streams = [{"type": "video", "frame_rate": 30, "width": w, "height": h, "encoder": "ffv1"} for w, h in sizes]
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        created = create(api, streams, {"type": "server_file", "path": "mixed.mkv"})
+        for cut in range(cuts):
+            ws = open_ws(created)
+            for seq in range(20 * cut, 20 * cut + 40):
+                ws.send(chunk(seq))
+            closed_at = time.time()
+            ws.close()
+            wait_for_disconnect(api, created["id"], closed_at)
+        ws = open_ws(created)
+        for seq in range(80):  # those taken before a cut are dropped as resends
+            ws.send(chunk(seq))
+        recv_until(ws, is_ack(79))
+        ws.send(protocol.encode_control(protocol.FINISH))
+        recv_until(ws, is_type("closed"))
+        ws.close()
+    decoded = decode(server.output_dir / "mixed.mkv")["streams"]
+    assert [read_stamp(f) for f in decoded[0]["frames"]] == list(range(40))
+    assert [read_stamp(f) for f in decoded[1]["frames"]] == list(range(40))
+    assert payload_paths(server) == {"placed": 40.0, "copied": 40.0, "client_memory": 0.0}

@@ -148,3 +148,52 @@ def test_placed_regions_are_handed_on_or_cancelled_in_any_order() -> None:
         ring.dispose()
 
     asyncio.run(main())
+
+
+def test_regions_handed_on_out_of_order_are_freed_in_the_order_handed_on() -> None:
+    """A chunk written the usual way can reach the encoder before one placed earlier. The
+    encoder's first free is then the written one's: its space comes back only with the placed
+    one's, so nothing is reused while the encoder may still read it; and ``freed`` says when
+    to try again."""
+
+    async def main() -> None:
+        ring = PayloadRing(1024, max_chunks=8)
+        placed = ring.place(256)
+        assert placed is not None and placed.offset == 0
+        written = await ring.write(bytes(512))  # reserved after the placed region, handed on first
+        assert written == 256
+        assert ring.place(512) is None  # 256 bytes left
+        room = ring.freed()
+        assert room is not None and ring.freed() is room  # one future for everyone waiting
+        ring.release()  # the encoder is done with the written chunk, not the placed one
+        await asyncio.wait_for(room, 5)
+        assert ring.place(512) is None  # its space waits for the placed region's
+        placed.taken()
+        ring.release()  # now the placed one: both come back
+        again = ring.place(768)
+        assert again is not None and again.offset == 0
+        ring.close()
+        assert ring.freed() is None  # the encoder is gone: no room will come
+        ring.dispose()
+
+    asyncio.run(main())
+
+
+def test_a_writer_cancelled_while_waiting_for_room_leaves_the_others_waiting() -> None:
+    """Writers waiting for room share one future: one cancelled (its connection dropped) must
+    not wake or fail the others."""
+
+    async def main() -> None:
+        ring = PayloadRing(1024, max_chunks=8)
+        await ring.write(bytes(1024))
+        first = asyncio.ensure_future(ring.write(bytes(512)))
+        second = asyncio.ensure_future(ring.write(bytes(512)))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        await asyncio.sleep(0.01)
+        assert not second.done()
+        ring.release()
+        assert await asyncio.wait_for(second, 5) == 0
+        ring.dispose()
+
+    asyncio.run(main())

@@ -2,8 +2,8 @@
 
 Both ends of framecast's shared memory hand out space this way: the server for chunk payloads on
 their way to an encoder process, the SDK for payloads it puts into a session's shared memory
-instead of the websocket. Regions are released oldest first (or marked released out of order
-and dropped once everything before them is gone), so the free space is always one or two
+instead of the websocket. Space comes back oldest first: a region released out of order is
+marked, and dropped once everything before it is gone, so the free space is always one or two
 contiguous runs. When nothing is in flight, placement starts over at the beginning: a writer that
 stays ahead of its reader keeps touching the same few pages instead of the whole buffer.
 """
@@ -73,12 +73,6 @@ class Regions:
             return self._next if self._next + size <= self.capacity else (0 if size <= oldest else None)
         # wrapped around: in use: [oldest, capacity) and [0, next); free: [next, oldest)
         return self._next if self._next + size <= oldest else None
-
-    def release_oldest(self) -> None:
-        """The oldest region is free again."""
-        if self._regions:
-            self._regions.popleft()
-        self._compact()
 
     def release_through(self, key: int) -> None:
         """Every region whose key is ``key`` or lower is free again (keys grow with each reserve)."""

@@ -12,7 +12,10 @@ inherits as a file descriptor when it starts. Nothing is left behind in ``/dev/s
 server is killed: the memory goes when the last process holding it does.
 
 Space is handed out first in, first out, the way the encoder consumes it: the server keeps the
-regions in flight in a queue, and each ``messages.Free`` from the encoder releases the oldest.
+regions in flight in a queue, and each ``messages.Free`` from the encoder releases the region
+handed to it longest ago. That is the oldest one reserved unless a placed region (below) was
+handed on after one reserved later; then the later one is marked free and its space comes back
+once every region before it has, so no space is reused while the encoder may still read it.
 When the ring empties, writing starts again at its beginning, so a session whose encoder keeps up
 touches only a few chunks' worth of pages, not the whole capacity.
 
@@ -28,6 +31,7 @@ cancelled; a cancelled region is skipped when the encoder frees the ones before 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import mmap
 import os
@@ -81,7 +85,8 @@ class PayloadRing:
         self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._keys = itertools.count(1)  # placed regions' keys (written ones have key 0)
+        self._keys = itertools.count(1)  # every region's key
+        self._handed: collections.deque[int] = collections.deque()  # keys, in the order handed on
 
     # -- the event loop's side ------------------------------------------------------------------
 
@@ -99,19 +104,34 @@ class PayloadRing:
             with self._lock:
                 if self._closed:
                     raise RingClosed("encoder process is gone")
-                offset = self._regions.reserve(size)
-                if offset is None:
-                    self._loop = asyncio.get_running_loop()
-                    self._waiter = self._loop.create_future()
-                    waiter = self._waiter
-            if offset is not None:
-                break
-            await waiter
+                key = next(self._keys)
+                offset = self._regions.reserve(size, key)
+                if offset is not None:
+                    self._handed.append(key)  # the caller sends its descriptor next
+                    break
+                waiter = self._freed()
+            await asyncio.shield(waiter)  # shared: a cancelled writer must not cancel it for the others
         self._view[offset : offset + size] = payload
         return offset
 
+    def freed(self) -> asyncio.Future[None] | None:
+        """A future done when the encoder next frees a region, or goes away; None if it is gone.
+
+        For a payload that does not fit now (``place`` returned None): ask again once it is done.
+        Every caller waiting at the same time gets the same future.
+        """
+        with self._lock:
+            return None if self._closed else self._freed()
+
+    def _freed(self) -> asyncio.Future[None]:
+        if self._waiter is None:
+            self._loop = asyncio.get_running_loop()
+            self._waiter = self._loop.create_future()
+        return self._waiter
+
     def place(self, size: int) -> Placed | None:
-        """Reserve ``size`` bytes for a payload still to arrive, if they fit now (never waits).
+        """Reserve ``size`` bytes for a payload still to arrive, if they fit now (never waits:
+        ``freed`` says when to try again).
 
         The caller must hand the region to the encoder (``Placed.offset``) before any region
         reserved after it, or cancel it.
@@ -135,16 +155,23 @@ class PayloadRing:
     # -- the encoder's side, as its messages arrive ----------------------------------------------
 
     def release(self) -> None:
-        """The encoder is done with the oldest region in flight."""
+        """The encoder is done with the region handed to it longest ago (one ``Free``)."""
         with self._lock:
-            self._regions.release_oldest()
+            if self._handed:
+                self._regions.release(self._handed.popleft())
             self._wake()
+
+    def _taken(self, key: int) -> None:
+        """A placed region is handed to the encoder (``Placed.taken``)."""
+        with self._lock:
+            self._handed.append(key)
 
     def close(self) -> None:
         """The encoder exited: wake a waiting writer with RingClosed; refuse further writes."""
         with self._lock:
             self._closed = True
             self._regions.clear()
+            self._handed.clear()
             self._wake()
 
     def _wake(self) -> None:
@@ -216,8 +243,9 @@ class Placed:
         return self.maskable
 
     def taken(self) -> int:
-        """The region is handed to the encoder: its offset."""
+        """The region is handed to the encoder (its descriptor is sent next): its offset."""
         self._open = False
+        self._ring._taken(self._key)
         return self.offset
 
     def cancel(self) -> None:

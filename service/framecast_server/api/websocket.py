@@ -29,6 +29,9 @@ does not exactly fill the region is received as usual after all, and the placeme
 When the rest comes in one frame, the placement may take it still masked
 (``Placement.leave_masked``): then whoever reads the region unmasks it, and the event loop never
 passes over the payload's bytes at all (the session's encoder process does, as it reads them).
+The sink may also answer that there is no room yet, with a future done when there may be: the
+socket is not read until then and the sink is asked again, so a full ring pushes back on the
+client through TCP instead of the payload being received as usual and copied in later.
 
 ``InPlaceWebSocketProtocol`` is what ``uvicorn.Config(ws=...)`` takes. It is a thin
 ``asyncio.BufferedProtocol`` around the receiver because uvloop reads into a protocol's buffers
@@ -84,8 +87,10 @@ class Placement(Protocol):
     def cancel(self) -> None: ...
 
 
-#: What the app sets as ``scope["extensions"][PLACEMENT]["sink"]``.
-Sink = Callable[[memoryview], "Placement | None"]
+#: What the app sets as ``scope["extensions"][PLACEMENT]["sink"]``: called with a binary message's
+#: first fragment, it answers with where the rest goes, a future done when it should be asked
+#: again (no room now; nothing is read meanwhile), or None (received as usual).
+Sink = Callable[[memoryview], "Placement | asyncio.Future[None] | None"]
 
 _OP_CONTINUATION, _OP_TEXT, _OP_BINARY, _OP_CLOSE = 0x0, 0x1, 0x2, 0x8
 _FIN, _RSV, _OPCODE, _MASKED, _LENGTH = 0x80, 0x70, 0x0F, 0x80, 0x7F
@@ -137,6 +142,9 @@ class _Receiver(WebSocketsSansIOProtocol):
         self._placement: Placement | None = None  # where the rest of this message goes ...
         self._prefix = 0  # ... after its first fragment, which is in the buffer
         self._left_masked: bytes | None = None  # ... and the key the placement holds it masked with
+        self._room: asyncio.Future[None] | None = None  # the sink's "ask again": nothing is parsed till then
+        self._unplaced_queued = 0  # binary messages received as usual that the app has not taken yet
+        self._taken: asyncio.Future[None] | None = None  # done when it has taken them all
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -180,6 +188,8 @@ class _Receiver(WebSocketsSansIOProtocol):
     def _parse(self) -> None:
         """Take everything the scratch buffer holds: frame headers, control frames, small payloads."""
         while not self.transport.is_closing():
+            if self._room is not None:
+                return
             if not self.handshake_complete:
                 # Frames before the handshake's answer: RFC 6455 forbids them; kept (bounded) until
                 # the app accepts, or the connection is dropped.
@@ -325,13 +335,38 @@ class _Receiver(WebSocketsSansIOProtocol):
     # -- placements -----------------------------------------------------------------------------
 
     def _offer(self, size: int) -> None:
-        """Show the app a binary message's first fragment; it may place the rest."""
+        """Show the app a binary message's first fragment; it may place the rest, or have the
+        socket wait until it has room (``Sink``)."""
         sink = self._placement_extension.get("sink")
         if sink is None:
             return
-        placement = sink(memoryview(self._buffer)[:size])
-        if placement is not None:
-            self._placement, self._prefix, self._left_masked = placement, size, None
+        if self._unplaced_queued:
+            # The app must take the messages before this one first: a payload placed now would
+            # hold ring space that theirs, still to be copied in, may need.
+            if self._taken is None:
+                self._taken = self.loop.create_future()
+            answer: Placement | asyncio.Future[None] | None = self._taken
+        else:
+            answer = sink(memoryview(self._buffer)[:size])
+        if isinstance(answer, asyncio.Future):
+            self._room = answer
+            self.transport.pause_reading()
+            answer.add_done_callback(self._room_freed)
+        elif answer is not None:
+            self._placement, self._prefix, self._left_masked = answer, size, None
+
+    def _room_freed(self, room: asyncio.Future[None]) -> None:
+        """The sink may have room now: offer the first fragment again, then read on."""
+        if room is not self._room:  # the wait was called off (``_cancel_placement``)
+            return
+        self._room = None
+        if self.transport.is_closing() or self.close_sent or self._failed:
+            return
+        self._offer(self._size)
+        if self._room is None:
+            if not self.read_paused:  # (else uvicorn resumes once the app takes its message)
+                self.transport.resume_reading()
+            self._parse()
 
     def _target(self) -> tuple[bytearray | memoryview, int]:
         """Where the message's next payload bytes go: a buffer and the offset in it."""
@@ -353,6 +388,10 @@ class _Receiver(WebSocketsSansIOProtocol):
         placement.cancel()
 
     def _cancel_placement(self) -> None:
+        if self._room is not None:  # stop waiting for room: the message is dropped or received as usual
+            self._room = None
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()
         if self._placement is not None:
             self._placement.cancel()
             self._placement = None
@@ -392,8 +431,10 @@ class _Receiver(WebSocketsSansIOProtocol):
         elif size >= LEND_MIN_BYTES:
             event = {"type": "websocket.receive", "bytes": view}
             self._buffer = bytearray()  # lent: the next message takes another
+            self._unplaced_queued += 1
         else:
             event = {"type": "websocket.receive", "bytes": bytes(view)}
+            self._unplaced_queued += 1
         self.queue.put_nowait(cast(ASGIReceiveEvent, event))
         if not self.read_paused:
             self.read_paused = True
@@ -406,7 +447,14 @@ class _Receiver(WebSocketsSansIOProtocol):
                 self._spares.append(self._lent)
             self._lent = None
         event = await super().receive()
+        if self._room is not None:  # uvicorn resumed reading for the next message: not yet
+            self.transport.pause_reading()
         data = event.get("bytes")
+        if data is not None and PLACEMENT not in event:
+            self._unplaced_queued -= 1
+            if not self._unplaced_queued and self._taken is not None:
+                self._taken.set_result(None)  # (wakes ``_room_freed`` after this task's next step)
+                self._taken = None
         if isinstance(data, memoryview):
             self._lent = data.obj  # type: ignore[assignment]
         return event
@@ -415,6 +463,9 @@ class _Receiver(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept" and self._tail > self._head:
             self._parse()  # frames a client sent before the answer (RFC 6455 says it may not)
+        elif self.close_sent and self._room is not None:  # read on to the client's close
+            self._cancel_placement()
+            self._parse()
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection with ``code``, as ``websockets`` does for a frame it cannot take."""

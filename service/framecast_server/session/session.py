@@ -184,7 +184,8 @@ class Session:
         self.last_seq = -1
         # Ring regions placed for payloads not yet taken, with the chunk header their prefix held.
         self._placed: dict[Placed, protocol.ChunkHeader] = {}
-        self._unplaced_in_flight = False  # a chunk is on its way into the ring the usual way
+        self._unplaced_in_flight = False  # a chunk is on its way into the ring the usual way ...
+        self._handed_on: asyncio.Future[None] | None = None  # ... done once it is through
         self.acked_seq = -1
         self.in_flight = 0  # chunks handed to the encoder, not yet acknowledged
         self.counters = [StreamCounters() for _ in plan.streams]
@@ -437,33 +438,40 @@ class Session:
 
     # -- chunks and control from the client ---------------------------------------------------
 
-    def place(self, prefix: memoryview) -> Placed | None:
+    def place(self, prefix: memoryview) -> Placed | asyncio.Future[None] | None:
         """Where the payload of a chunk whose header (``prefix``, the message's first fragment) has
-        arrived should be received: a region of the ring, or None to receive it as usual.
+        arrived should be received: a region of the ring; a future done when the encoder frees
+        space, to be asked again then (the ring is full: the websocket waits, unread, rather than
+        take the payload as usual and copy it in later); or None to receive it as usual.
 
-        Only a large payload of a chunk that looks acceptable is placed, and only while no chunk
-        that came the usual way is still on its way into the ring: regions must reach the
-        encoder in the order they are reserved. ``ingest`` decides on the chunk as it would
+        Only a large payload of a chunk that looks acceptable is placed, and not while a chunk
+        that came the usual way is on its way into the ring (it may need the space; then the
+        answer is a future done once it is through). ``ingest`` decides on the chunk as it would
         otherwise, and gives the region back if it is refused.
         """
         ring = self.encoder.ring
-        if ring is None or self._unplaced_in_flight or not self.state.taking_chunks:
+        if ring is None or not self.state.taking_chunks:
             return None
+        if self._unplaced_in_flight:
+            if self._handed_on is None:
+                self._handed_on = asyncio.get_running_loop().create_future()
+            return self._handed_on
         try:
             header = protocol.parse_chunk_header(prefix)
         except ProtocolError:
             return None
         if header.shared or header.compressed or header.size != len(prefix) or header.payload_size < PLACE_MIN_BYTES:
             return None
-        if header.seq <= self.last_seq:
-            return None
+        if header.seq <= self.last_seq or header.payload_size > ring.capacity:
+            return None  # a resend, or a payload the ring can never hold: ``ingest`` answers it
         placed = ring.place(header.payload_size)
-        if placed is not None:
-            self._placed[placed] = header
-            # Nothing here reads a video payload (an audio one is checked for NaN): the encoder
-            # may unmask it as it reads it.
-            streams = self.plan.streams
-            placed.maskable = header.stream < len(streams) and streams[header.stream].type == "video"
+        if placed is None:
+            return ring.freed()
+        self._placed[placed] = header
+        # Nothing here reads a video payload (an audio one is checked for NaN): the encoder may
+        # unmask it as it reads it.
+        streams = self.plan.streams
+        placed.maskable = header.stream < len(streams) and streams[header.stream].type == "video"
         return placed
 
     async def ingest(self, message: bytes | memoryview, placed: Placed | None = None) -> None:
@@ -483,6 +491,9 @@ class Session:
             await self._ingest(message, placed)
         finally:
             self._unplaced_in_flight = False
+            if self._handed_on is not None:
+                self._handed_on.set_result(None)
+                self._handed_on = None
             if placed is not None:
                 placed.cancel()  # unless it was handed on
                 self._placed.pop(placed, None)
