@@ -1,4 +1,4 @@
-"""The SDK's websocket frames as they leave (``framecast.writer._send_frame_unjoined``).
+"""The SDK's websocket frames as they leave (``framecast.outgoing``).
 
 A large data frame is queued as its header and its masked payload instead of websockets' one
 joined ``bytes``. What must hold: websockets' own server parser reads every frame back as sent,
@@ -8,8 +8,6 @@ frames go websockets' way, unchanged.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 from websockets.client import ClientProtocol
@@ -18,12 +16,12 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from framecast.writer import UNJOINED_FRAME_BYTES, _send_frame_unjoined
+from framecast.outgoing import UNJOINED_FRAME_BYTES, unjoin_large_frames
 
 
 def client() -> ClientProtocol:
     protocol = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=State.OPEN)
-    protocol.send_frame = functools.partial(_send_frame_unjoined, protocol)  # type: ignore[method-assign]
+    unjoin_large_frames(protocol)
     return protocol
 
 

@@ -4,9 +4,10 @@ that changes them fails with a message that says where, instead of as a hang or 
 - ``framecast.writer._Connection`` overrides ``websockets.sync.connection.Connection.process_event``
   (websockets' receiving thread hands every parsed frame to it) to apply each message on that
   thread, and uses ``protocol_mutex``, ``send_data`` and ``protocol.fail`` to fail a connection on
-  invalid UTF-8 as websockets itself does. It also replaces its protocol's ``send_frame`` (every
-  frame the protocol sends passes through it) to append large data frames to ``writes`` (what
-  ``data_to_send`` hands the socket) as two writes.
+  invalid UTF-8 as websockets itself does.
+- ``framecast.outgoing.unjoin_large_frames`` replaces the sync and asyncio client connections'
+  ``Protocol.send_frame`` (every frame the protocol sends passes through it) to append large data
+  frames to ``writes`` (what ``data_to_send`` hands the socket) as two writes.
 - ``framecast_server.api.serve.GracefulServer`` overrides uvicorn's ``Server.handle_exit`` and appends to
   ``Server._captured_signals``, which uvicorn re-raises once it has shut down, so that the process
   exits with the signal's status. It also overrides ``Server.on_tick`` (called every 0.1 s from
@@ -31,6 +32,10 @@ WEBSOCKETS_HINT = (
     f"websockets {websockets.version.version} changed a private API that framecast.writer._Connection "
     "relies on; adapt _Connection (client/framecast/writer.py) or cap websockets in pyproject.toml"
 )
+OUTGOING_HINT = (
+    f"websockets {websockets.version.version} changed a private API that framecast.outgoing relies on; "
+    "adapt unjoin_large_frames (client/framecast/outgoing.py) or cap websockets in pyproject.toml"
+)
 UVICORN_HINT = (
     f"uvicorn {uvicorn.__version__} changed a private API that framecast_server.api.serve.GracefulServer "
     "relies on; adapt GracefulServer (service/framecast_server/api/serve.py) or cap uvicorn in pyproject.toml"
@@ -50,11 +55,11 @@ def test_websockets_hands_every_frame_to_process_event():
 def test_websockets_queues_each_frame_through_send_frame():
     from websockets.protocol import Protocol
 
-    assert list(inspect.signature(Protocol.send_frame).parameters) == ["self", "frame"], WEBSOCKETS_HINT
+    assert list(inspect.signature(Protocol.send_frame).parameters) == ["self", "frame"], OUTGOING_HINT
     for method in (Protocol.send_binary, Protocol.send_continuation, Protocol.send_text):
-        assert "self.send_frame(Frame(" in inspect.getsource(method), (method.__name__, WEBSOCKETS_HINT)
-    assert "writes, self.writes = self.writes, []" in inspect.getsource(Protocol.data_to_send), WEBSOCKETS_HINT
-    assert "self.extensions" in inspect.getsource(Protocol.send_frame), WEBSOCKETS_HINT
+        assert "self.send_frame(Frame(" in inspect.getsource(method), (method.__name__, OUTGOING_HINT)
+    assert "writes, self.writes = self.writes, []" in inspect.getsource(Protocol.data_to_send), OUTGOING_HINT
+    assert "self.extensions" in inspect.getsource(Protocol.send_frame), OUTGOING_HINT
 
 
 def test_uvicorn_reraises_captured_signals_after_shutdown():

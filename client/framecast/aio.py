@@ -21,6 +21,7 @@ from websockets.protocol import State
 from . import progress
 from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
+from .outgoing import unjoin_large_frames
 from .rest import AsyncRestClient
 from .writer_base import Backoff, WriterCore, WriterState, close_code, download_directory, fatal_close
 
@@ -90,7 +91,7 @@ class AsyncStreamWriter(BaseStreamWriter):
         """Open the session's stream websocket (``created`` is the body of POST /v1/sessions)."""
         assert self._rest is not None
         try:
-            return await connect(
+            ws = await connect(
                 created["stream_url"],
                 additional_headers={**self._rest.headers, "Authorization": f"Bearer {created['token']}"},
                 max_size=None,
@@ -99,6 +100,8 @@ class AsyncStreamWriter(BaseStreamWriter):
             )
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise TransportError(f"cannot open the stream websocket {created['stream_url']}: {exc}") from exc
+        unjoin_large_frames(ws.protocol)  # large payloads masked once (outgoing.py)
+        return ws
 
     async def _read(self) -> None:
         """Apply what the server sends; when the connection drops, reconnect and resend."""

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import secrets
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -15,12 +13,13 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import DATA_OPCODES, CloseCode, Frame, Opcode
-from websockets.protocol import Event, Protocol, State
+from websockets.protocol import Event, State
 from websockets.sync.client import ClientConnection, connect
 
 from . import progress
 from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
+from .outgoing import unjoin_large_frames
 from .rest import RestClient
 from .writer_base import Backoff, WriterState, close_code, download_directory, fatal_close
 
@@ -343,7 +342,7 @@ class _Connection(ClientConnection):
     writer's reader) and passed through websockets' assembler, per frame, per session. Control
     frames (ping, pong, close) and the handshake keep websockets' own handling.
 
-    Large data frames leave as their header and their masked payload (``_send_frame_unjoined``).
+    Large data frames leave as their header and their masked payload (``outgoing.py``).
 
     ``process_event``, ``protocol_mutex``, ``send_data`` and the protocol's ``send_frame`` and
     ``writes`` are websockets' private API: tests/test_private_apis.py fails with a clear message
@@ -352,7 +351,7 @@ class _Connection(ClientConnection):
 
     def __init__(self, *args: Any, on_message: Callable[[ClientConnection, str | bytes], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.protocol.send_frame = functools.partial(_send_frame_unjoined, self.protocol)  # type: ignore[method-assign]
+        unjoin_large_frames(self.protocol)
         self._on_message = on_message
         self._fragments: list[Frame] = []
         self._failed = False
@@ -382,38 +381,6 @@ class _Connection(ClientConnection):
         else:
             message = bytes(data)
         self._on_message(self, message)
-
-
-#: A data frame this large is queued as two writes, its header and its masked payload.
-UNJOINED_FRAME_BYTES = 64 * 1024
-
-_apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes]
-try:
-    from websockets.speedups import apply_mask as _apply_mask  # C, as websockets itself masks
-except ImportError:  # a websockets built without its C extension
-    from websockets.utils import apply_mask as _apply_mask
-
-
-def _send_frame_unjoined(protocol: Protocol, frame: Frame) -> None:
-    """``Protocol.send_frame`` for framecast's client connections (no extensions are negotiated).
-
-    websockets masks a frame's payload into a new ``bytes``, writes that into a ``BytesIO`` after
-    the header and takes the whole out again: three passes over a 1.4 MB frame where one does.
-    Here a large data frame is masked once, into the ``bytes`` that is sent; the header (with
-    its mask key, fresh from ``secrets`` as websockets draws it) goes as a write of its own.
-    Everything else goes websockets' way."""
-    length = len(frame.data)
-    if length < UNJOINED_FRAME_BYTES or frame.opcode not in DATA_OPCODES or protocol.extensions:
-        Protocol.send_frame(protocol, frame)
-        return
-    frame.check()
-    if protocol.debug:
-        protocol.logger.debug("> %s", frame)
-    first = (0x80 if frame.fin else 0) | frame.opcode
-    key = secrets.token_bytes(4)
-    # Masked (0x80), with the 64-bit length (127) that every length from 64 KiB on takes.
-    protocol.writes.append(struct.pack("!BBQ", first, 0x80 | 127, length) + key)
-    protocol.writes.append(_apply_mask(frame.data, key))
 
 
 def _connect(
