@@ -24,8 +24,9 @@ queued in the pipe however small the chunks are.
 
 ``place`` hands out a region before its payload has arrived, so that the websocket receives the
 payload straight into it (``api/websocket.py``) instead of copying it in afterwards. A placed
-region is either handed to the encoder like a written one, in the order it was placed, or
-cancelled; a cancelled region is skipped when the encoder frees the ones before it.
+region is either handed to the encoder like a written one (``Placed.taken``), or cancelled; a
+cancelled region's space comes back with that of the regions before it. When nothing fits,
+``freed`` is a future done at the encoder's next Free.
 """
 
 from __future__ import annotations
@@ -133,8 +134,8 @@ class PayloadRing:
         """Reserve ``size`` bytes for a payload still to arrive, if they fit now (never waits:
         ``freed`` says when to try again).
 
-        The caller must hand the region to the encoder (``Placed.offset``) before any region
-        reserved after it, or cancel it.
+        The caller hands the region to the encoder (``Placed.taken``, then its descriptor) or
+        cancels it, in any order with the other regions.
         """
         with self._lock:
             if self._closed:
