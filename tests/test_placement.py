@@ -30,6 +30,8 @@ from .test_websocket import frame
 
 W, H = 192, 144  # 83 KB of RGB a frame: above the size that is placed
 VIDEO = {"type": "video", "frame_rate": 30, "width": W, "height": H}
+#: A ring of three such frames (the largest message must fit it).
+SMALL_RING = {"FRAMECAST_ENCODER_BUFFER_BYTES": str(256 << 10), "FRAMECAST_MAX_MESSAGE_BYTES": str(128 << 10)}
 
 
 def payload_paths(server: ServerProcess) -> dict[str, float]:
@@ -71,13 +73,19 @@ def wait_for_disconnect(api: httpx.Client, session_id: str, since: float) -> Non
     raise AssertionError("the server did not see the client go")
 
 
-def test_placed_payloads_come_out_exactly(own_server) -> None:
-    server = own_server()
+@pytest.mark.parametrize("ring", ["default", "small"])
+def test_placed_payloads_come_out_exactly(own_server, ring: str) -> None:
+    """Every picture comes out, in order, once, and none took the copying path. With a ring of
+    three frames and a client that sends forty without waiting for an ACK, the server stops
+    reading until the encoder frees space, rather than receive the rest as usual and copy it in
+    later."""
+    server = own_server(**SMALL_RING) if ring == "small" else own_server()
+    n = 40 if ring == "small" else 12
     with httpx.Client(base_url=server.url, timeout=60) as api:
-        created = create(api, [VIDEO], {"type": "server_file", "path": "placed.mkv"})
-        stream_and_finish(open_ws(created), range(12))
-    assert stamps(server.output_dir / "placed.mkv") == list(range(12))
-    assert payload_paths(server) == {"placed": 12.0, "copied": 0.0, "client_memory": 0.0}
+        created = create(api, [{**VIDEO, "encoder": "ffv1"}], {"type": "server_file", "path": "placed.mkv"})
+        stream_and_finish(open_ws(created), range(n))
+    assert stamps(server.output_dir / "placed.mkv") == list(range(n))
+    assert payload_paths(server) == {"placed": float(n), "copied": 0.0, "client_memory": 0.0}
 
 
 def test_payloads_of_the_wrong_size_are_refused_and_the_session_goes_on(own_server) -> None:
@@ -207,24 +215,10 @@ def test_a_placed_audio_payload_is_checked_unmasked(own_server) -> None:
     assert payload_paths(server)["placed"] == 1.0  # the refused one is not counted
 
 
-def test_a_full_ring_makes_the_socket_wait_and_every_payload_is_still_placed(own_server) -> None:
-    """The ring holds three frames here and the client sends forty without waiting for an ACK:
-    the server stops reading until the encoder frees space, rather than receive the rest as
-    usual and copy it in later. Every picture comes out, in order, once; none took the copying
-    path."""
-    server = own_server(FRAMECAST_ENCODER_BUFFER_BYTES=str(256 << 10), FRAMECAST_MAX_MESSAGE_BYTES=str(128 << 10))
-    lossless = {**VIDEO, "encoder": "ffv1"}
-    with httpx.Client(base_url=server.url, timeout=60) as api:
-        created = create(api, [lossless], {"type": "server_file", "path": "full.mkv"})
-        stream_and_finish(open_ws(created), range(40))
-    assert stamps(server.output_dir / "full.mkv") == list(range(40))
-    assert payload_paths(server) == {"placed": 40.0, "copied": 0.0, "client_memory": 0.0}
-
-
 def test_a_connection_cut_while_the_ring_is_full_resumes_exactly(own_server) -> None:
     """Cut while the server waits for room (a chunk's header read, its payload not): the next
     connection sends everything again, and each picture comes out once, in order."""
-    server = own_server(FRAMECAST_ENCODER_BUFFER_BYTES=str(256 << 10), FRAMECAST_MAX_MESSAGE_BYTES=str(128 << 10))
+    server = own_server(**SMALL_RING)
     lossless = {**VIDEO, "encoder": "ffv1"}
     with httpx.Client(base_url=server.url, timeout=60) as api:
         created = create(api, [lossless], {"type": "server_file", "path": "cut_full.mkv"})
@@ -247,7 +241,7 @@ def test_copied_chunks_between_placed_ones_keep_every_picture_whole(own_server, 
     that sends without waiting, a copied chunk can reach the encoder after a placed one reserved
     later: the ring frees regions in the order the encoder got them, so no picture is
     overwritten while it is read. Each comes out whole, in order, once, also across cuts."""
-    server = own_server(FRAMECAST_ENCODER_BUFFER_BYTES=str(256 << 10), FRAMECAST_MAX_MESSAGE_BYTES=str(128 << 10))
+    server = own_server(**SMALL_RING)
     sizes = [(W, H), (64, 48)]  # 83 KB, placed; 9 KB, copied
 
     def chunk(seq: int) -> list[bytes]:
