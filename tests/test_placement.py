@@ -10,8 +10,13 @@ right. ``framecast_chunk_payloads_total{path}`` shows which path each payload to
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -270,3 +275,35 @@ def test_copied_chunks_between_placed_ones_keep_every_picture_whole(own_server, 
     assert [read_stamp(f) for f in decoded[0]["frames"]] == list(range(40))
     assert [read_stamp(f) for f in decoded[1]["frames"]] == list(range(40))
     assert payload_paths(server) == {"placed": 40.0, "copied": 40.0, "client_memory": 0.0}
+
+
+def test_an_encoder_killed_while_the_socket_waits_for_room_fails_the_session_promptly(own_server) -> None:
+    """The encoder is stopped (SIGSTOP), the client sends forty chunks into a ring of three, so
+    the server waits for room with the socket unread; then the encoder is killed. The wait ends
+    with the ring: the client hears that the session failed, and why, instead of hanging."""
+    server = own_server(**SMALL_RING)
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        created = create(api, [{**VIDEO, "encoder": "ffv1"}], {"type": "server_file", "path": "killed.mkv"})
+        ws = open_ws(created)
+        ws.send(fragments(0, patterns(1, H, W)))
+        recv_until(ws, is_ack(0))
+        pid = api.get(f"/v1/sessions/{created['id']}").json()["encoder_pid"]
+        os.kill(pid, signal.SIGSTOP)
+        sender = threading.Thread(
+            target=lambda: [ws.send(fragments(s, patterns(1, H, W, start=s))) for s in range(1, 41)]
+        )
+        sender.daemon = True  # its last sends may block on a socket nobody reads any more
+        sender.start()
+        deadline = time.monotonic() + 20
+        while payload_paths(server)["placed"] < 3:  # the ring is full: the socket waits
+            assert time.monotonic() < deadline, payload_paths(server)
+            time.sleep(0.02)
+        time.sleep(0.2)  # the next chunk's header is read by now, and its payload waits
+        os.kill(pid, signal.SIGKILL)
+        failed = recv_until(ws, is_type("failed"), timeout=30)[-1]
+        assert "SIGKILL" in json.dumps(failed), failed
+        assert api.get(f"/v1/sessions/{created['id']}").json()["state"] == "failed"
+        with contextlib.suppress(TimeoutError):  # read the refusals of the chunks sent after it,
+            while True:  # else websockets' client stops reading and never sees the close's answer
+                ws.recv(timeout=1)
+        ws.close()
