@@ -47,10 +47,14 @@ class CuttingProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True, name="proxy-conn").start()
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=30)
-        client.settimeout(60)
-        self._sockets += [client, upstream]
-        first = client.recv(65536)
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=30)
+            client.settimeout(60)
+            self._sockets += [client, upstream]
+            first = client.recv(65536)
+        except OSError:  # the proxy was closed (or the server went) before the request came
+            client.close()
+            return
         budget = None
         stream = b"/stream" in first.split(b"\r\n", 1)[0]
         if stream:
