@@ -143,8 +143,13 @@ class _Receiver(WebSocketsSansIOProtocol):
         self._prefix = 0  # ... after its first fragment, which is in the buffer
         self._left_masked: bytes | None = None  # ... and the key the placement holds it masked with
         self._room: asyncio.Future[None] | None = None  # the sink's "ask again": nothing is parsed till then
-        self._unplaced_queued = 0  # binary messages received as usual that the app has not taken yet
-        self._taken: asyncio.Future[None] | None = None  # done when it has taken them all
+        # Binary messages received as usual that the app has not finished with (it has when it
+        # asks for the message after one), whether the one it holds is such, and a future done
+        # when there are none: a payload placed before they are through would hold ring space
+        # their payloads, still to be copied in, may need.
+        self._unplaced = 0
+        self._holding_unplaced = False
+        self._unplaced_done: asyncio.Future[None] | None = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -340,12 +345,10 @@ class _Receiver(WebSocketsSansIOProtocol):
         sink = self._placement_extension.get("sink")
         if sink is None:
             return
-        if self._unplaced_queued:
-            # The app must take the messages before this one first: a payload placed now would
-            # hold ring space that theirs, still to be copied in, may need.
-            if self._taken is None:
-                self._taken = self.loop.create_future()
-            answer: Placement | asyncio.Future[None] | None = self._taken
+        if self._unplaced:
+            if self._unplaced_done is None:
+                self._unplaced_done = self.loop.create_future()
+            answer: Placement | asyncio.Future[None] | None = self._unplaced_done
         else:
             answer = sink(memoryview(self._buffer)[:size])
         if isinstance(answer, asyncio.Future):
@@ -431,30 +434,32 @@ class _Receiver(WebSocketsSansIOProtocol):
         elif size >= LEND_MIN_BYTES:
             event = {"type": "websocket.receive", "bytes": view}
             self._buffer = bytearray()  # lent: the next message takes another
-            self._unplaced_queued += 1
+            self._unplaced += 1
         else:
             event = {"type": "websocket.receive", "bytes": bytes(view)}
-            self._unplaced_queued += 1
+            self._unplaced += 1
         self.queue.put_nowait(cast(ASGIReceiveEvent, event))
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
 
     async def receive(self) -> ASGIReceiveEvent:
-        # The app asks for the next message, so it is done with the one lent before.
+        # The app asks for the next message, so it is done with the one before (lent, or not placed).
         if self._lent is not None:
             if len(self._spares) < SPARE_BUFFERS:
                 self._spares.append(self._lent)
             self._lent = None
+        if self._holding_unplaced:
+            self._holding_unplaced = False
+            self._unplaced -= 1
+            if not self._unplaced and self._unplaced_done is not None:
+                self._unplaced_done.set_result(None)  # (``_room_freed`` offers the waiting header)
+                self._unplaced_done = None
         event = await super().receive()
         if self._room is not None:  # uvicorn resumed reading for the next message: not yet
             self.transport.pause_reading()
         data = event.get("bytes")
-        if data is not None and PLACEMENT not in event:
-            self._unplaced_queued -= 1
-            if not self._unplaced_queued and self._taken is not None:
-                self._taken.set_result(None)  # (wakes ``_room_freed`` after this task's next step)
-                self._taken = None
+        self._holding_unplaced = data is not None and PLACEMENT not in event
         if isinstance(data, memoryview):
             self._lent = data.obj  # type: ignore[assignment]
         return event

@@ -184,8 +184,6 @@ class Session:
         self.last_seq = -1
         # Ring regions placed for payloads not yet taken, with the chunk header their prefix held.
         self._placed: dict[Placed, protocol.ChunkHeader] = {}
-        self._unplaced_in_flight = False  # a chunk is on its way into the ring the usual way ...
-        self._handed_on: asyncio.Future[None] | None = None  # ... done once it is through
         self.acked_seq = -1
         self.in_flight = 0  # chunks handed to the encoder, not yet acknowledged
         self.counters = [StreamCounters() for _ in plan.streams]
@@ -444,18 +442,13 @@ class Session:
         space, to be asked again then (the ring is full: the websocket waits, unread, rather than
         take the payload as usual and copy it in later); or None to receive it as usual.
 
-        Only a large payload of a chunk that looks acceptable is placed, and not while a chunk
-        that came the usual way is on its way into the ring (it may need the space; then the
-        answer is a future done once it is through). ``ingest`` decides on the chunk as it would
+        Only a large payload of a chunk that looks acceptable is placed (the websocket asks only
+        once the messages before it are through). ``ingest`` decides on the chunk as it would
         otherwise, and gives the region back if it is refused.
         """
         ring = self.encoder.ring
         if ring is None or not self.state.taking_chunks:
             return None
-        if self._unplaced_in_flight:
-            if self._handed_on is None:
-                self._handed_on = asyncio.get_running_loop().create_future()
-            return self._handed_on
         try:
             header = protocol.parse_chunk_header(prefix)
         except ProtocolError:
@@ -485,15 +478,9 @@ class Session:
             InvalidChunk: the chunk is refused; the session goes on. (The websocket counts, logs and
                 answers refusals through ``self.refusals``.)
         """
-        if placed is None:
-            self._unplaced_in_flight = True
         try:
             await self._ingest(message, placed)
         finally:
-            self._unplaced_in_flight = False
-            if self._handed_on is not None:
-                self._handed_on.set_result(None)
-                self._handed_on = None
             if placed is not None:
                 placed.cancel()  # unless it was handed on
                 self._placed.pop(placed, None)
