@@ -307,3 +307,33 @@ def test_an_encoder_killed_while_the_socket_waits_for_room_fails_the_session_pro
             while True:  # else websockets' client stops reading and never sees the close's answer
                 ws.recv(timeout=1)
         ws.close()
+
+
+def test_a_placement_waits_for_the_copied_chunks_before_it(own_server) -> None:
+    """A ring of 128 KB, chunks of 83 KB (placed) and 58 KB (copied, below the placing size)
+    in turn, sent without waiting. Were the next large payload placed while a copied chunk
+    before it still waited to be written in, it would hold the space that chunk needs and be
+    handed on only after it: neither would move. The websocket offers a header only once the
+    messages before it are through, so every picture comes out."""
+    server = own_server(FRAMECAST_ENCODER_BUFFER_BYTES=str(128 << 10), FRAMECAST_MAX_MESSAGE_BYTES=str(128 << 10))
+    sizes = [(W, H), (160, 120)]
+
+    def chunk(seq: int) -> list[bytes]:
+        width, height = sizes[seq % 2]
+        head, payload = protocol.encode_chunk(seq % 2, seq, patterns(1, height, width, start=seq // 2))
+        return [head, bytes(payload)]
+
+    streams = [{"type": "video", "frame_rate": 30, "width": w, "height": h, "encoder": "ffv1"} for w, h in sizes]
+    with httpx.Client(base_url=server.url, timeout=60) as api:
+        created = create(api, streams, {"type": "server_file", "path": "tight.mkv"})
+        ws = open_ws(created)
+        for seq in range(60):
+            ws.send(chunk(seq))
+        recv_until(ws, is_ack(59))
+        ws.send(protocol.encode_control(protocol.FINISH))
+        recv_until(ws, is_type("closed"))
+        ws.close()
+    decoded = decode(server.output_dir / "tight.mkv")["streams"]
+    assert [read_stamp(f) for f in decoded[0]["frames"]] == list(range(30))
+    assert [read_stamp(f) for f in decoded[1]["frames"]] == list(range(30))
+    assert payload_paths(server) == {"placed": 30.0, "copied": 30.0, "client_memory": 0.0}
