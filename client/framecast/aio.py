@@ -23,6 +23,7 @@ from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
 from .outgoing import unjoin_large_frames
 from .rest import AsyncRestClient
+from .sockets import OPEN_TIMEOUT, loopback_socket_async
 from .writer_base import Backoff, WriterCore, WriterState, close_code, download_directory, fatal_close
 
 
@@ -90,15 +91,20 @@ class AsyncStreamWriter(BaseStreamWriter):
     async def _connect(self, created: dict[str, Any]) -> ClientConnection:
         """Open the session's stream websocket (``created`` is the body of POST /v1/sessions)."""
         assert self._rest is not None
+        sock = None
         try:
+            sock = await loopback_socket_async(created["stream_url"], OPEN_TIMEOUT)  # unpaced (sockets.py)
             ws = await connect(
                 created["stream_url"],
+                sock=sock,
                 additional_headers={**self._rest.headers, "Authorization": f"Bearer {created['token']}"},
                 max_size=None,
                 compression=None,
-                open_timeout=30,
+                open_timeout=OPEN_TIMEOUT,
             )
         except (OSError, InvalidHandshake, TimeoutError) as exc:
+            if sock is not None:
+                sock.close()
             raise TransportError(f"cannot open the stream websocket {created['stream_url']}: {exc}") from exc
         unjoin_large_frames(ws.protocol)  # large payloads masked once (outgoing.py)
         return ws

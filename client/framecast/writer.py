@@ -21,6 +21,7 @@ from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
 from .outgoing import unjoin_large_frames
 from .rest import RestClient
+from .sockets import OPEN_TIMEOUT, loopback_socket
 from .writer_base import Backoff, WriterState, close_code, download_directory, fatal_close
 
 
@@ -386,18 +387,23 @@ class _Connection(ClientConnection):
 def _connect(
     url: str, token: str, headers: dict[str, str], on_message: Callable[[ClientConnection, str | bytes], None]
 ) -> ClientConnection:
+    sock = None
     try:
+        sock = loopback_socket(url, OPEN_TIMEOUT)  # a server on this machine: unpaced (sockets.py)
         # connect() is meant as a context manager; entering it by hand keeps the connection
         # open across calls, and ClientConnection.close() ends it.
         ws: ClientConnection = connect(  # type: ignore[call-overload]  # a factory, not the class itself
             url,
+            sock=sock,
             additional_headers={**headers, "Authorization": f"Bearer {token}"},
             max_size=None,
             compression=None,
-            open_timeout=30,
+            open_timeout=OPEN_TIMEOUT,
             create_connection=functools.partial(_Connection, on_message=on_message),
         ).__enter__()
     except (OSError, InvalidHandshake, TimeoutError) as exc:
+        if sock is not None:
+            sock.close()
         raise TransportError(f"cannot open the stream websocket {url}: {exc}") from exc
     # No Nagle: the tail of each message and small control messages go out at once (asyncio,
     # on the server and in AsyncStreamWriter, does the same for its sockets). The peer may already
