@@ -24,10 +24,16 @@ framecast runs three times per round:
 
 During each server-file run the CPU seconds of the client, the server's main process (event
 loop) and the session's encoder process are read, so the table says where the cores went.
+
+The server's CPU per frame received over the websocket (the issue 18 target) is measured apart,
+after the rounds, as the issue asks: the client (this process) pinned to one core and the server's
+main process to another where the machine has two or more, a session already streaming (its setup
+not counted), 1-frame chunks of yuv420p for twice the round's frames.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from pathlib import Path
@@ -77,6 +83,41 @@ def _framecast(
     if counters.get("frames") != len(frames):
         raise RuntimeError(f"framecast took {counters.get('frames')} frames, expected {len(frames)}")
     return time.perf_counter() - t0 - t_rest, cores
+
+
+def _streaming_cpu_per_frame(server: BenchServer, frames: Any, dst: Any, rate: int, count: int) -> dict[str, float]:
+    """Milliseconds of CPU a frame over the websocket, of the server's main process and of the
+    client, measured with the client pinned away from the server (where there are two cores) and
+    the session already streaming; ``pinned`` says whether they were pinned (1.0) or not (0.0)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pinned = len(cpus) >= 2
+    mine, servers = (os.sched_getaffinity(0), server.process.cpu_affinity()) if pinned else (set(), [])
+    size = (frames.shape[3], frames.shape[2])
+    writer = video_writer(dst, server.url, size, rate, ULTRAFAST, shared_memory=False)
+    try:
+        if pinned:
+            server.process.cpu_affinity([cpus[0]])  # the main process only: its encoders go anywhere
+            os.sched_setaffinity(0, {cpus[-1]})
+        writer.open()
+        warm = min(30, count)
+        for i in range(warm):
+            writer.write_video_chunk(0, frames[i % len(frames) : i % len(frames) + 1])
+        writer.flush()
+        cpu_client, cpu_server = own_cpu_seconds(), server.cpu_seconds()
+        for i in range(warm, warm + count):
+            writer.write_video_chunk(0, frames[i % len(frames) : i % len(frames) + 1])
+        writer.flush()
+        used = {
+            "server": (server.cpu_seconds() - cpu_server) * 1000 / count,
+            "client": (own_cpu_seconds() - cpu_client) * 1000 / count,
+            "pinned": float(pinned),
+        }
+    finally:
+        writer.close()
+        if pinned:
+            os.sched_setaffinity(0, mine)
+            server.process.cpu_affinity(servers)
+    return used
 
 
 def run(settings: Settings, workdir: Path) -> ScenarioResult:
@@ -148,6 +189,11 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
                 except Exception:  # report it, measure the others
                     failed[name] = traceback.format_exc()
         server_packets = count_video_packets(server.output_dir / "e2e.mp4") if "server_file" not in failed else n
+        try:
+            streaming = _streaming_cpu_per_frame(server, tchw, server_dst, rate, 2 * n)
+        except Exception:
+            failed["streaming_cpu"] = traceback.format_exc()
+            streaming = {}
 
     for name, path in outputs.items():
         packets = count_video_packets(path) if name not in failed else n
@@ -209,11 +255,25 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             server_ms = median(c["server"] for c in samples) / rate_fps * 1000
             client_ms = median(c["client"] for c in samples) / rate_fps * 1000
             what = "yuv420p" if label == "websocket" else "RGB"
-            result.add(f"server_ms_{label}", f"server CPU per frame, {what} over the websocket", server_ms, "ms", 2)
-            result.add(f"client_ms_{label}", f"client CPU per frame, {what} over the websocket", client_ms, "ms", 2)
+            result.add(
+                f"server_ms_{label}",
+                f"server CPU per frame, {what} over the websocket, in the timed runs (setup included, unpinned)",
+                server_ms,
+                "ms",
+                2,
+            )
+            client_what = f"client CPU per frame, {what} over the websocket, in the timed runs"
+            result.add(f"client_ms_{label}", client_what, client_ms, "ms", 2)
+    if streaming:
+        how = "client pinned away" if streaming["pinned"] else "one core: not pinned"
+        result.add(
+            "server_ms_streaming", f"server CPU per frame, yuv420p over the websocket, streaming ({how})",
+            streaming["server"], "ms", 2,
+        )  # fmt: skip
+        result.add("client_ms_streaming", "client CPU per frame, the same", streaming["client"], "ms", 2)
     result.target("framecast >= 0.85x the encoder alone", "ratio_encoder", ">=", 0.85, "x")
     result.target("over the websocket >= 0.7x the encoder alone", "ratio_websocket_encoder", ">=", 0.7, "x")
-    result.target("server CPU per websocket frame <= 0.6 ms", "server_ms_websocket", "<=", 0.6, "ms")
+    result.target("server CPU per websocket frame <= 0.6 ms", "server_ms_streaming", "<=", 0.6, "ms")
     result.target("framecast >= 0.9x PyAV in-process", "ratio_pyav", ">=", 0.9, "x")
     result.target("framecast ahead of the ffmpeg pipe", "ratio_ffmpeg", ">=", 1.0, "x")
     result.failures = [f"framecast -> {k}: {v.strip()}" for k, v in failed.items()]
