@@ -275,3 +275,24 @@ def test_sigkill_of_an_encoder_keeps_what_an_ack_promises(server, name, encoder_
         assert packets >= 150 - 2, packets
     else:  # x264's default lookahead holds dozens of ACKed frames: the documented loss
         assert packets < 150 - 10, packets
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_server_leaves_nothing_in_the_temp_dir(tmp_path, sig):
+    """The forkserver's directory (``pymp-*``, with its socket) goes with the server, though the
+    server dies of the re-raised signal, which skips the interpreter's exit handlers."""
+    from .conftest import ServerProcess
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = ServerProcess(tmp_path / "out", env={"TMPDIR": str(temp)})
+    try:
+        writer = StreamWriter(ServerFile("t.mkv"), format="matroska", server=proc.url)
+        writer.add_video_stream(frame_rate=30, width=W, height=H, encoder="ffv1")
+        with writer.open():
+            writer.write_video_chunk(0, patterns(5, H, W))
+        assert [p.name for p in temp.iterdir() if p.name.startswith("pymp-")], "the forkserver runs from TMPDIR"
+    finally:
+        status = proc.stop(sig)
+    assert status == -sig
+    assert sorted(p.name for p in temp.iterdir()) == []

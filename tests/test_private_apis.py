@@ -18,6 +18,9 @@ that changes them fails with a message that says where, instead of as a hang or 
   ``handshake_complete``, ``initial_response``, ``close_sent``) and handlers (``handle_events``,
   ``handle_parser_exception``); the class must keep building its scope in ``handle_connect`` and
   resuming reads in ``receive``.
+- ``framecast_server.api.serve`` calls ``multiprocessing.util._run_finalizers`` (what the exit
+  handler of multiprocessing runs) before uvicorn re-raises the stopping signal, so that the
+  forkserver's temp directory is removed although the process then dies of the signal.
 """
 
 from __future__ import annotations
@@ -67,6 +70,18 @@ def test_uvicorn_reraises_captured_signals_after_shutdown():
     assert "self._captured_signals: list[int] = []" in source, UVICORN_HINT
     assert "for captured_signal in reversed(self._captured_signals):" in source, UVICORN_HINT
     assert list(inspect.signature(uvicorn.Server.handle_exit).parameters) == ["self", "sig", "frame"], UVICORN_HINT
+
+
+def test_multiprocessing_runs_its_finalizers_as_serve_expects():
+    import multiprocessing.util
+
+    hint = (
+        "Python changed multiprocessing.util._run_finalizers, which framecast_server.api.serve calls "
+        "before dying of a re-raised signal; adapt _run_multiprocessing_finalizers"
+    )
+    assert list(inspect.signature(multiprocessing.util._run_finalizers).parameters) == ["minpriority"], hint  # type: ignore[attr-defined]
+    assert "_run_finalizers(" in inspect.getsource(multiprocessing.util._exit_function), hint  # type: ignore[attr-defined]
+    assert "_remove_temp_dir" in inspect.getsource(multiprocessing.util.get_temp_dir), hint
 
 
 def test_uvicorn_ticks_and_captures_signals_as_graceful_server_expects():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing.util
 import signal
 import threading
 from collections.abc import Iterator
@@ -43,7 +44,13 @@ class GracefulServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        """uvicorn's SIGINT/SIGTERM handling, plus SIGUSR1 to drain."""
+        """uvicorn's SIGINT/SIGTERM handling, plus SIGUSR1 to drain.
+
+        uvicorn re-raises the signal that stopped it once it has shut down, so that the exit status
+        says which; the process then dies of it without running its exit handlers. So this process's
+        multiprocessing finalizers run first: they remove the forkserver's directory in the temp dir
+        (``pymp-*``, with its listening socket), which would otherwise be left behind at every stop.
+        """
         if threading.current_thread() is not threading.main_thread():
             with super().capture_signals():
                 yield
@@ -51,7 +58,11 @@ class GracefulServer(uvicorn.Server):
         previous = signal.signal(signal.SIGUSR1, self._drain_on_signal)
         try:
             with super().capture_signals():
-                yield
+                try:
+                    yield
+                finally:
+                    if self._captured_signals:
+                        _run_multiprocessing_finalizers()
         finally:
             signal.signal(signal.SIGUSR1, previous)
 
@@ -93,6 +104,15 @@ class GracefulServer(uvicorn.Server):
             log.exception("finalizing sessions at shutdown failed")
         finally:
             self.should_exit = True
+
+
+def _run_multiprocessing_finalizers() -> None:
+    """Run what multiprocessing's exit handler would (its finalizers; private API, pinned in
+    tests/test_private_apis.py), for a process about to die of a re-raised signal."""
+    try:
+        multiprocessing.util._run_finalizers()  # type: ignore[attr-defined]
+    except Exception:  # never let cleaning up keep the process from exiting as it should
+        log.exception("cleaning up multiprocessing's files at exit failed")
 
 
 def serve(
