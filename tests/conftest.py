@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +16,15 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def payload_paths(server: ServerProcess) -> dict[str, float]:
+    """``framecast_chunk_payloads_total`` by path: how the server has received chunk payloads so
+    far (placed in the ring, copied, or from the client's shared memory)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {
+        m[1]: float(m[2]) for m in re.finditer(r'^framecast_chunk_payloads_total\{path="(\w+)"\} (\S+)$', text, re.M)
+    }
 
 
 def free_port() -> int:

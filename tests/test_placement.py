@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import threading
@@ -28,7 +27,7 @@ import pytest
 import framecast
 from framecast import protocol
 
-from .conftest import ServerProcess
+from .conftest import payload_paths
 from .media import decode, patterns, read_stamp
 from .test_api import ack_seq, create, is_ack, is_type, open_ws, recv_until
 from .test_websocket import frame
@@ -37,13 +36,6 @@ W, H = 192, 144  # 83 KB of RGB a frame: above the size that is placed
 VIDEO = {"type": "video", "frame_rate": 30, "width": W, "height": H}
 #: A ring of three such frames (the largest message must fit it).
 SMALL_RING = {"FRAMECAST_ENCODER_BUFFER_BYTES": str(256 << 10), "FRAMECAST_MAX_MESSAGE_BYTES": str(128 << 10)}
-
-
-def payload_paths(server: ServerProcess) -> dict[str, float]:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return {
-        m[1]: float(m[2]) for m in re.finditer(r'^framecast_chunk_payloads_total\{path="(\w+)"\} (\S+)$', text, re.M)
-    }
 
 
 def fragments(seq: int, frames: np.ndarray) -> list[bytes]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import framecast
-from framecast import AsyncStreamWriter, ServerFile, StreamWriter
+from framecast import AsyncStreamWriter, ServerFile, StreamWriter, yuv
 
 from .conftest import ServerProcess
 from .media import decode, dominant_frequency, patterns, psnr, read_stamp, sine
@@ -238,17 +238,21 @@ def small_message_server(tmp_path_factory):
     proc.stop()
 
 
-def test_large_chunks_are_split_to_the_servers_message_limit(small_message_server, tmp_path):
-    frames = patterns(40, 96, 128)  # 36 KiB a frame: one frame per 64 KiB message
+@pytest.mark.parametrize("wire_format", ["rgb24", None])
+def test_large_chunks_are_split_to_the_servers_message_limit(small_message_server, tmp_path, wire_format):
+    frames = patterns(40, 96, 128)  # 36 KiB a frame in RGB: one frame per 64 KiB message
     audio = sine(500, 16000, 3.0, channels=2)  # 384 KB: split in seven
     s = StreamWriter(tmp_path / "split.mkv", server=small_message_server.url)
-    s.add_video_stream(frame_rate=20, width=128, height=96)
+    s.add_video_stream(frame_rate=20, width=128, height=96, wire_format=wire_format)
     s.add_audio_stream(sample_rate=16000, num_channels=2, encoder="pcm_f32le")
     with s.open():
         s.write_video_chunk(0, frames, pts=0.0)
         s.write_audio_chunk(1, audio)
     assert s.summary is not None
-    assert s.summary["streams"][0]["counters"]["chunks"] == 40
+    # As yuv420p (the default where this client has libyuv) a frame is 18 KiB: three a message.
+    expected = 14 if s.wire_formats[0] == "yuv420p" else 40
+    assert wire_format is not None or s.wire_formats[0] == ("yuv420p" if yuv.library() else "rgb24")
+    assert s.summary["streams"][0]["counters"]["chunks"] == expected
     assert s.summary["streams"][1]["counters"]["chunks"] == 6
     video, sound = decode(tmp_path / "split.mkv")["streams"]
     assert [read_stamp(f) for f in video["frames"]] == list(range(40))

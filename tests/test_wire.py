@@ -16,7 +16,7 @@ from framecast import ServerFile, StreamWriter, yuv
 from framecast.errors import InvalidConfig
 from framecast_server import libyuv
 
-from .conftest import ServerProcess
+from .conftest import ServerProcess, payload_paths
 from .faults import CuttingProxy
 from .media import decode, patterns, read_stamp
 
@@ -168,20 +168,56 @@ def test_a_chunk_of_the_wrong_shape_for_yuv420p_is_refused_by_the_server(server:
 
 
 @needs_libyuv
-def test_over_the_websocket_the_output_is_the_same_as_through_shared_memory(server: ServerProcess) -> None:
-    """Converted by the client (libyuv) or by the server (libyuv): the same planes, so the same
-    encoded bytes (bitexact muxing)."""
+def test_every_path_gives_the_same_output(server: ServerProcess) -> None:
+    """Converted by the client (libyuv) straight into shared memory, by the client for the
+    websocket, or by the server (libyuv) from RGB in shared memory: the same planes, so the same
+    encoded bytes (bitexact muxing). The first path is the SDK's default on this machine, and its
+    payloads do go through shared memory, not the websocket."""
     frames = realistic(30)
-    outputs: dict[bool, bytes] = {}
-    for shared in (True, False):
+    outputs: dict[str, bytes] = {}
+    for path, shared, wire, wire_format in (
+        ("converted into shared memory", True, None, "yuv420p"),
+        ("converted for the websocket", False, None, "yuv420p"),
+        ("RGB through shared memory", True, "rgb24", "rgb24"),
+    ):
+        before = payload_paths(server)
         out = io.BytesIO()
         writer = StreamWriter(out, format="matroska", server=server.url, shared_memory=shared)
-        writer.add_video_stream(30, W, H, encoder="libx264", encoder_option={"preset": "ultrafast"})
+        writer.add_video_stream(30, W, H, encoder="libx264", encoder_option={"preset": "ultrafast"}, wire_format=wire)
         with writer.open({"fflags": "+bitexact"}):
-            assert writer.wire_formats == (["rgb24"] if shared else ["yuv420p"])
-            writer.write_video_chunk(0, frames)
-        outputs[shared] = out.getvalue()
-    assert outputs[True] == outputs[False]
+            assert writer.wire_formats == [wire_format], path
+            for k in range(0, len(frames), 3):
+                writer.write_video_chunk(0, frames[k : k + 3])
+        after = payload_paths(server)
+        through_shm = after.get("client_memory", 0) - before.get("client_memory", 0)
+        assert through_shm == (10 if shared else 0), path
+        outputs[path] = out.getvalue()
+    assert len(set(outputs.values())) == 1, [len(v) for v in outputs.values()]
+
+
+@needs_libyuv
+def test_rgb_converted_into_shared_memory_keeps_every_frame_across_cut_connections(server: ServerProcess) -> None:
+    """Payloads converted straight into shared memory are resent from there after a reconnect,
+    exactly once each."""
+    frames = patterns(120, H, W)
+    # Through shared memory a chunk message is its header and offset: cut after few bytes.
+    with CuttingProxy(server.port, cuts=4, min_bytes=100, max_bytes=600, seed=5) as proxy:
+        writer = StreamWriter(
+            ServerFile("wire/cut-shm.mkv", overwrite=True),
+            format="matroska",
+            server=proxy.url,
+            shared_memory=True,
+            reconnect_timeout=20,
+        )
+        writer.add_video_stream(frame_rate=30, width=W, height=H, encoder="ffv1")
+        with writer.open():
+            assert writer.wire_formats == ["yuv420p"] and writer.shared_memory
+            for k in range(0, len(frames), 2):
+                writer.write_video_chunk(0, frames[k : k + 2])
+        assert proxy.cuts == 4
+    assert writer.reconnects >= 1
+    (video,) = decode(server.output_dir / "wire" / "cut-shm.mkv")["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(120))
 
 
 def test_yuv420p_chunks_arrive_exactly_once_across_cut_connections(server: ServerProcess) -> None:

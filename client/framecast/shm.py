@@ -2,8 +2,9 @@
 
 A framecast server on the same machine offers a session a segment in ``/dev/shm`` when the SDK
 asks (it does when the server URL is a loopback address). The SDK then copies each chunk's payload
-into the segment and sends only the chunk header and the payload's offset; the encoder process
-reads the payload from the same memory. That one copy replaces the websocket's masking, the
+into the segment (or converts RGB frames to yuv420p straight into it, ``wire_format``) and sends
+only the chunk header and the payload's offset; the encoder process reads the payload from the
+same memory. That one copy replaces the websocket's masking, the
 kernel's two copies and the server's unmasking and joining (PROTOCOL.md, "Shared memory").
 
 Space is reused once the server acknowledges the chunk, so the segment bounds what is in flight
@@ -61,10 +62,20 @@ class SharedSegment:
     def put(self, seq: int, payload: Any) -> int | None:
         """Copy chunk ``seq``'s payload in; its offset, or None if there is no room now."""
         data = memoryview(payload).cast("B")
-        offset = self._regions.reserve(len(data), seq)
-        if offset is not None:
-            self._view[offset : offset + len(data)] = data
+        reserved = self.reserve(seq, len(data))
+        if reserved is None:
+            return None
+        offset, memory = reserved
+        memory[:] = data
         return offset
+
+    def reserve(self, seq: int, nbytes: int) -> tuple[int, memoryview] | None:
+        """Room for chunk ``seq``'s payload of ``nbytes``, for the caller to fill before it sends
+        the chunk: its offset and the memory there, or None if there is no room now."""
+        offset = self._regions.reserve(nbytes, seq)
+        if offset is None:
+            return None
+        return offset, self._view[offset : offset + nbytes]
 
     def acknowledged(self, seq: int) -> None:
         """Every chunk up to ``seq`` is taken: its space can be used again."""

@@ -427,13 +427,15 @@ def to_numpy(chunk: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def split(array: np.ndarray, max_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
+def split(array: np.ndarray, max_bytes: int, frame_bytes: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Split along the first axis into pieces of at most ``max_bytes``: yields (offset, piece).
+    ``frame_bytes``: what a frame weighs on the wire, where that is not its size here (RGB frames
+    sent as yuv420p).
 
     Raises:
         InvalidChunk: a single frame alone is larger than ``max_bytes``.
     """
-    per_frame = array[:1].nbytes if array.shape[0] else 0
+    per_frame = frame_bytes if frame_bytes is not None else (array[:1].nbytes if array.shape[0] else 0)
     if per_frame > max_bytes:
         raise InvalidChunk(f"one frame is {per_frame} bytes, more than the server's message limit of {max_bytes} bytes")
     step = max(1, max_bytes // per_frame) if per_frame else max(1, array.shape[0])

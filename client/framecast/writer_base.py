@@ -110,11 +110,30 @@ class Backoff:
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """RGB frames a message carries as yuv420p, converted only as the message is sent: straight
+    into the session's shared memory when it goes there (one pass over the frames, where a copy
+    would be), else into memory of the writer's own."""
+
+    frames: np.ndarray  # (T, C, H, W) uint8 on the CPU: the caller's, until the message is sent
+    in_format: str
+    nbytes: int  # of the yuv420p payload
+
+    def into(self, memory: memoryview) -> None:
+        out = np.frombuffer(memory, dtype=np.uint8).reshape(self.frames.shape[0], -1)
+        yuv.rgb_to_i420_into(self.frames, out, self.in_format)
+
+    def payload(self) -> memoryview:
+        return memoryview(yuv.rgb_to_i420(self.frames, self.in_format)).cast("B")
+
+
+@dataclass(frozen=True)
 class Message:
     """One CHUNK message ready to send: header and payload kept apart (no joining copy).
 
     For a payload placed in the session's shared memory, ``header`` is the whole message (the
-    header with the shared flag and the offset) and ``payload`` is empty.
+    header with the shared flag and the offset) and ``payload`` is empty. A message with a
+    ``conversion`` has no payload yet: ``sending`` makes it.
     """
 
     seq: int
@@ -123,9 +142,16 @@ class Message:
     seconds: float  # media seconds the message carries
     stream: int = 0
     owned: bool = False  # the payload is the writer's own (converted or compressed), not the caller's
+    conversion: Conversion | None = None
+
+    @property
+    def size(self) -> int:
+        """The payload's bytes, made or still to make."""
+        return self.conversion.nbytes if self.conversion is not None else len(self.payload)
 
     def fragments(self) -> bytes | list[bytes | memoryview]:
         """What to hand the websocket: one buffer, or header and payload as two frames."""
+        assert self.conversion is None, "a message is converted as it is sent"
         return self.header if not len(self.payload) else [self.header, self.payload]
 
 
@@ -343,7 +369,10 @@ class WriterCore:
         if not self.streams:
             raise StateError("cannot open: add at least one stream first (add_audio_stream / add_video_stream)")
         streams = [s.to_json() for s in self.streams]
-        if not shared_memory:  # payloads over the websocket: half the bytes where the server agrees
+        # Over the websocket, yuv420p is half the bytes; into shared memory, the conversion with
+        # libyuv is the one pass over the frames where a copy would be, and the encoder's own
+        # conversion is saved (``_convert``). Where the server agrees (``auto``).
+        if not shared_memory or yuv.library() is not None:
             for stream in streams:
                 if stream["type"] == "video" and "wire_format" not in stream:
                     stream["wire_format"] = "auto"
@@ -427,12 +456,20 @@ class WriterCore:
         if not isinstance(stream, expected_type):
             other = "video" if kind == "audio" else "audio"
             raise InvalidChunk(f"stream {i} is a {other} stream; use write_{other}_chunk")
-        converted = False
+        converted = deferred = False
+        frame_bytes = None  # on the wire, where that is not the array's own
         if self.wire_format(i) == "yuv420p" and isinstance(stream, VideoStream):
-            array, converted = self._yuv420p(i, stream, chunk), True  # new memory: kept without a copy
+            if self._converts_when_sent(chunk):
+                array, deferred = to_numpy(chunk), True  # converted into shared memory as it goes
+                stream.check(i, array)
+                frame_bytes = yuv.frame_bytes(stream.width, stream.height)
+            else:
+                array, converted = self._yuv420p(i, stream, chunk), True  # new memory: kept without a copy
         else:
             array = to_numpy(chunk)
             stream.check(i, array)
+        if frame_bytes is None:
+            frame_bytes = array.nbytes // array.shape[0] if array.shape[0] else 0
         if pts is not None:
             pts = float(pts)
         limit = self.max_message_bytes - 64 - 4 * array.ndim
@@ -440,25 +477,39 @@ class WriterCore:
             # A paced session takes media as the wall clock goes: small pieces let the server's
             # buffers (about a second) hold back the writer instead of swallowing a whole call.
             per_piece = max(1, int(stream.rate * REALTIME_PIECE_SECONDS))
-            limit = min(limit, per_piece * (array.nbytes // array.shape[0]))
+            limit = min(limit, per_piece * frame_bytes)
         messages = []
-        for offset, piece in split(array, limit):
+        for offset, piece in split(array, limit, frame_bytes):
             piece_pts = None if pts is None else pts + offset / stream.rate
             seq = self._next_seq
             self._next_seq += 1
+            seconds = piece.shape[0] / stream.rate
+            if deferred:
+                shape = (piece.shape[0], frame_bytes)
+                header = protocol.ChunkHeader(i, seq, protocol.DType.UINT8, shape, piece_pts).serialize()
+                conversion = Conversion(piece, stream.format, piece.shape[0] * frame_bytes)
+                messages.append(Message(seq, header, _NO_PAYLOAD, seconds, i, conversion=conversion))
+                continue
             header, payload = protocol.encode_chunk(i, seq, piece, piece_pts)
             owned = converted
             if self.compressor is not None and isinstance(stream, VideoStream):
                 packed = self.compressor.compress(i, payload)
                 if packed is not None:
                     header, payload, owned = protocol.compressed_header(header), memoryview(packed), True
-            messages.append(Message(seq, header, payload, piece.shape[0] / stream.rate, i, owned))
+            messages.append(Message(seq, header, payload, seconds, i, owned))
         return messages
 
     def wire_format(self, i: int) -> str:
         """How stream ``i``'s frames cross the wire, as the server agreed ("" before open or for
         a server that does not say: as the stream's format)."""
         return self.wire_formats[i] if i < len(self.wire_formats) else ""
+
+    def _converts_when_sent(self, chunk: Any) -> bool:
+        """Whether a yuv420p chunk is converted as it is sent, straight into shared memory: on the
+        CPU, with libyuv, uncompressed, and the session has a segment."""
+        if self.shared is None or self.compressor is not None or yuv.library() is None:
+            return False
+        return not type(chunk).__module__.startswith("torch") or chunk.device.type == "cpu"
 
     @staticmethod
     def _yuv420p(i: int, stream: VideoStream, chunk: Any) -> np.ndarray:
@@ -482,13 +533,29 @@ class WriterCore:
             now = self._clock()
             for hook in self.hooks["send"]:
                 hook(message.seq, message.stream, message.seconds, now)
-        if self.shared is not None and self.shared.takes(len(message.payload)):
+        if message.conversion is not None:
+            message = self._convert(message)
+        elif self.shared is not None and self.shared.takes(len(message.payload)):
             offset = self.shared.put(message.seq, message.payload)
             if offset is not None:
                 shared = protocol.shared_chunk(protocol.parse_chunk_header(message.header), offset)
                 message = dataclasses.replace(message, header=shared, payload=_NO_PAYLOAD)
         self._pending[message.seq] = message
         return message.fragments()
+
+    def _convert(self, message: Message) -> Message:
+        """``message`` with its frames converted: into shared memory where there is room (the
+        window saw to that), else into memory of its own, sent over the websocket."""
+        conversion = message.conversion
+        assert conversion is not None
+        if conversion.nbytes and self.shared is not None and self.shared.takes(conversion.nbytes):
+            reserved = self.shared.reserve(message.seq, conversion.nbytes)
+            if reserved is not None:
+                offset, memory = reserved
+                conversion.into(memory)
+                shared = protocol.shared_chunk(protocol.parse_chunk_header(message.header), offset)
+                return dataclasses.replace(message, header=shared, conversion=None)
+        return dataclasses.replace(message, payload=conversion.payload(), owned=True, conversion=None)
 
     def retain(self) -> None:
         """Copy the payloads still in flight, which borrow the caller's memory.
@@ -603,8 +670,8 @@ class WriterCore:
         if (
             message is not None
             and self.shared is not None
-            and self.shared.takes(len(message.payload))
-            and not self.shared.has_room(len(message.payload))
+            and self.shared.takes(message.size)
+            and not self.shared.has_room(message.size)
         ):
             return False
         if not self._pending:

@@ -92,12 +92,32 @@ def rgb_to_i420(frames: Any, in_format: str = "rgb24", use_libyuv: bool | None =
     return _libyuv_convert(array, channels) if use_libyuv else _numpy(array, channels)
 
 
-def _libyuv_convert(frames: np.ndarray, channels: tuple[int, int, int]) -> np.ndarray:
+def rgb_to_i420_into(frames: np.ndarray, out: np.ndarray, in_format: str = "rgb24") -> None:
+    """Convert (T, C, H, W) uint8 RGB frames on the CPU with libyuv straight into ``out``, (T,
+    W*H*3/2) uint8 and C-contiguous: memory that is sent as it is, such as the session's shared
+    memory (the writer's one pass over the frames, where a copy would be).
+
+    Raises:
+        ValueError: frames or ``out`` of the wrong shape or type, or an odd size.
+        RuntimeError: libyuv cannot be loaded.
+    """
+    channels = RGB_CHANNELS[in_format]
+    shape = tuple(frames.shape)
+    if len(shape) != 4 or frames.dtype != np.uint8 or shape[1] <= max(channels) or shape[2] % 2 or shape[3] % 2:
+        raise ValueError(f"expected (frames, {len(channels)}+, even height, even width) uint8 RGB frames, got {shape}")
+    wanted = (shape[0], frame_bytes(shape[3], shape[2]))
+    if out.shape != wanted or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"expected C-contiguous uint8 memory of shape {wanted} to convert into, got {out.shape}")
+    _libyuv_convert(frames, channels, out)
+
+
+def _libyuv_convert(frames: np.ndarray, channels: tuple[int, int, int], out: np.ndarray | None = None) -> np.ndarray:
     lib = library()
     if lib is None:
         raise RuntimeError("libyuv (libyuv.so.0) cannot be loaded")
     t, _, h, w = frames.shape
-    out = np.empty((t, frame_bytes(w, h)), dtype=np.uint8)
+    if out is None:
+        out = np.empty((t, frame_bytes(w, h)), dtype=np.uint8)
     packed = _scratch(h, w * 3)
     for i in range(t):
         frame = frames[i]
