@@ -85,6 +85,27 @@ def test_libyuv_takes_rows_with_a_stride():
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize(("width", "height"), [(2, 2), (18, 10), (130, 66), (1280, 720)])
+def test_the_4_byte_path_makes_the_planes_the_3_byte_path_does(width, height):
+    """``PlanesToI420`` merges into 4-byte pixels (ARGBToI420) where libyuv has it, the faster
+    path; into 3-byte ones (RAWToI420) otherwise: the same planes, bit for bit, at widths that
+    the SIMD rows cover whole and at widths they do not."""
+    lib = libyuv.library()
+    if lib is None or lib.MergeARGBPlane.argtypes is None:
+        pytest.skip("this libyuv has only the 3-byte path")
+    rng = np.random.default_rng(width)
+    r, g, b = rng.integers(0, 256, (3, height, width), dtype=np.uint8)
+    out = {}
+    for packed_4 in (True, False):
+        planes = np.zeros(framecast.yuv.frame_bytes(width, height), np.uint8)
+        y = planes.ctypes.data
+        u, v = y + width * height, y + width * height + (width // 2) * (height // 2)
+        framecast.yuv.PlanesToI420(width, height, packed_4).convert(r, g, b, (y, width, u, width // 2, v, width // 2))
+        out[packed_4] = planes
+    np.testing.assert_array_equal(out[True], out[False])
+    assert out[True][: width * height].any()
+
+
 def test_a_frame_of_another_shape_is_refused_with_both_shapes():
     converter = libyuv.RgbToI420("rgb24", 64, 48)
     frame = av.VideoFrame(64, 48, "yuv420p")

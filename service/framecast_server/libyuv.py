@@ -3,13 +3,13 @@
 Tensors hold RGB; H.264 and most encoders take yuv420p; so each frame is converted on its way in.
 swscale (what PyAV's ``encode`` and the ffmpeg CLI use) costs about a fifth of a live x264
 veryfast frame's CPU; libyuv, the conversion library of Chromium and WebRTC, is 4-5x faster
-(planes merged into packed RGB, then RAWToI420).
+(planes merged into packed pixels, then converted: ``framecast.yuv.PlanesToI420``).
 
 Same result, closer to exact: both use BT.601 with limited range, as swscale does when nothing is
 said; libyuv's chroma is nearer the exact transform than swscale's wider chroma filter. The numbers
 are in BENCHMARKS.md, "Measurements behind design choices".
 
-libyuv has no Python package, so the two functions are called through ctypes, which releases the
+libyuv has no Python package, so its functions are called through ctypes, which releases the
 GIL for the call, from the system library (Debian's ``libyuv0``). Where it cannot be loaded,
 encoders convert with swscale (``FRAMECAST_RGB_CONVERSION``, config.py).
 """
@@ -69,20 +69,14 @@ def applies(in_format: str, width: int, height: int, out_format: str, out_width:
 
 
 class RgbToI420:
-    """Converts (C, H, W) RGB frames into yuv420p AVFrames of one stream.
-
-    Holds one packed-RGB scratch frame, reused for every frame: a stream's frames are built on one
-    thread at a time (its timeline assumes the same, encoder/output.py).
-    """
+    """Converts (C, H, W) RGB frames into yuv420p AVFrames of one stream, with the SDK's
+    ``PlanesToI420`` (its packed scratch frame reused for every frame: a stream's frames are built
+    on one thread at a time, as its timeline assumes, encoder/output.py)."""
 
     def __init__(self, in_format: str, width: int, height: int) -> None:
-        lib = library()
-        if lib is None:
-            raise RuntimeError(f"libyuv ({SONAME}) cannot be loaded")
-        self._merge, self._to_i420 = lib.MergeRGBPlane, lib.RAWToI420
         self.channels = RGB_CHANNELS[in_format]
         self.width, self.height = width, height
-        self._packed = np.empty((height, width * 3), dtype=np.uint8)
+        self._planes = yuv.PlanesToI420(width, height)
 
     def convert(self, chw: np.ndarray, frame: Any) -> None:
         """Fill ``frame`` (a yuv420p av.VideoFrame of this size) from one (C, H, W) uint8 frame."""
@@ -93,31 +87,4 @@ class RgbToI420:
             )
         r, g, b = (chw[c] for c in self.channels)
         y, u, v = frame.planes
-        w, h = self.width, self.height
-        packed = self._packed
-        self._merge(
-            r.ctypes.data,
-            r.strides[0],
-            g.ctypes.data,
-            g.strides[0],
-            b.ctypes.data,
-            b.strides[0],
-            packed.ctypes.data,
-            packed.strides[0],
-            w,
-            h,
-        )
-        result = self._to_i420(
-            packed.ctypes.data,
-            packed.strides[0],
-            y.buffer_ptr,
-            y.line_size,
-            u.buffer_ptr,
-            u.line_size,
-            v.buffer_ptr,
-            v.line_size,
-            w,
-            h,
-        )
-        if result != 0:
-            raise RuntimeError(f"libyuv RAWToI420 failed ({result}) for a {w}x{h} frame")
+        self._planes.convert(r, g, b, (y.buffer_ptr, y.line_size, u.buffer_ptr, u.line_size, v.buffer_ptr, v.line_size))
