@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -268,3 +270,39 @@ def test_the_request_body_reaches_the_transport() -> None:
         }
     finally:
         client.close()
+
+
+def test_clients_made_on_many_threads_at_once_share_one_tls_context(monkeypatch):
+    """Building a TLS context loads the CA bundle (20-60 ms of CPU): writers opened on eight threads
+    at once build it once, not eight times."""
+    from framecast import rest
+
+    built = []
+    real = httpx.create_ssl_context
+
+    def slow_and_counted(*args, **kwargs):
+        built.append(threading.current_thread().name)
+        time.sleep(0.05)  # every thread arrives while the first is still building
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "create_ssl_context", slow_and_counted)
+    rest.tls_context.cache_clear()
+    rest._built_tls_context.cache_clear()
+    try:
+        start = threading.Barrier(8)
+        contexts = []
+
+        def open_one():
+            start.wait(timeout=10)
+            contexts.append(rest.tls_context())
+
+        threads = [threading.Thread(target=open_one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert len(contexts) == 8 and all(context is contexts[0] for context in contexts)
+        assert len(built) == 1, built
+    finally:
+        rest.tls_context.cache_clear()
+        rest._built_tls_context.cache_clear()

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -93,10 +94,21 @@ def map_transport_errors(server: str) -> Iterator[None]:
         raise TransportError(f"the framecast server at {server} answered unreadably: {exc}") from exc
 
 
+_tls_lock = threading.Lock()
+
+
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process (httpx's default: certifi's CA bundle), shared by
-    every client: building one loads the certificates, ~20 ms every writer's open() would pay."""
+    every client: building one loads the certificates, 20-60 ms of CPU that every writer's open()
+    would pay. Built under a lock: writers opened on many threads at once would each build one
+    (``functools.cache`` does not hold back concurrent first calls)."""
+    with _tls_lock:
+        return _built_tls_context()
+
+
+@functools.cache
+def _built_tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
