@@ -197,3 +197,46 @@ def test_a_writer_cancelled_while_waiting_for_room_leaves_the_others_waiting() -
         ring.dispose()
 
     asyncio.run(main())
+
+
+def test_a_full_ring_wakes_its_writer_once_a_quarter_is_free() -> None:
+    """A writer ahead of its encoder is woken when a quarter of the ring is free, not at every
+    Free, so it places several payloads a wake-up; an empty ring always wakes it."""
+
+    async def main() -> None:
+        ring = PayloadRing(8 * 128)
+        for seq in range(8):
+            await ring.write(chunk(seq, seq)[1])  # 100 bytes, 128 with alignment: the ring is full
+        assert ring.place(100) is None
+        freed = ring.freed()
+        assert freed is not None
+        waiting = asyncio.create_task(ring.write(chunk(8, 8)[1]))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # waiting for room
+        ring.release()  # 7 of 8 in use: not yet
+        await asyncio.sleep(0.05)
+        assert not freed.done() and not waiting.done()
+        ring.release()  # 6 of 8: a quarter is free
+        await asyncio.wait_for(waiting, 5)
+        assert freed.done()
+        second = ring.place(100)  # the writer's wake-up finds room for more than the one
+        assert second is not None
+        second.cancel()
+        ring.dispose()
+
+    asyncio.run(main())
+
+
+def test_small_chunks_bounded_by_count_wake_their_writer_at_every_free() -> None:
+    async def main() -> None:
+        ring = PayloadRing(1 << 20, max_chunks=2)
+        await ring.write(chunk(0, 0)[1])
+        await ring.write(chunk(1, 1)[1])
+        waiting = asyncio.create_task(ring.write(chunk(2, 2)[1]))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # two chunks in flight, at most two
+        ring.release()
+        await asyncio.wait_for(waiting, 5)
+        ring.dispose()
+
+    asyncio.run(main())

@@ -56,6 +56,15 @@ class Regions:
             self._regions.append(_Region(key, start, self._next))
         return start
 
+    @property
+    def in_use(self) -> int:
+        """Bytes from the oldest region in use to the end of the newest (a gap left at the end of
+        the buffer when placement wrapped around counts as in use)."""
+        if not self._regions:
+            return 0
+        oldest = self._regions[0].start
+        return self._next - oldest if self._next > oldest else self.capacity - oldest + self._next
+
     def has_room(self, size: int) -> bool:
         """Whether ``size`` bytes would fit now (nothing is claimed)."""
         return self._place(aligned(size)) is not None

@@ -26,7 +26,10 @@ queued in the pipe however small the chunks are.
 payload straight into it (``api/websocket.py``) instead of copying it in afterwards. A placed
 region is either handed to the encoder like a written one (``Placed.taken``), or cancelled; a
 cancelled region's space comes back with that of the regions before it. When nothing fits,
-``freed`` is a future done at the encoder's next Free.
+``freed`` is a future done once the encoder has freed a quarter of the ring (``RESUME_FREE``), or
+everything: a writer that keeps ahead of its encoder (the usual case for files) then places
+several payloads each time it wakes, not one a Free, so the receiver stops and resumes its socket
+a few times per ring instead of once per chunk.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ def _anonymous_file(capacity: int) -> int:
             fd = os.dup(f.fileno())
     os.ftruncate(fd, capacity)
     return fd
+
+
+#: A waiting writer is woken once this share of the ring is free (or nothing is in flight).
+RESUME_FREE = 0.25
 
 
 class RingClosed(BrokenPipeError):
@@ -160,7 +167,8 @@ class PayloadRing:
         with self._lock:
             if self._handed:
                 self._regions.release(self._handed.popleft())
-            self._wake()
+            if self._waiter is not None and self._regions.in_use <= self.capacity * (1 - RESUME_FREE):
+                self._wake()
 
     def _taken(self, key: int) -> None:
         """A placed region is handed to the encoder (``Placed.taken``)."""
