@@ -294,5 +294,7 @@ def test_a_stopped_server_leaves_nothing_in_the_temp_dir(tmp_path, sig):
         assert [p.name for p in temp.iterdir() if p.name.startswith("pymp-")], "the forkserver runs from TMPDIR"
     finally:
         status = proc.stop(sig)
-    assert status == -sig
+    # A background job of a non-interactive shell (a CI runner, say) starts with SIGINT ignored;
+    # uvicorn's re-raise of it is then ignored too, and the server exits with status 0.
+    assert status == -sig or (sig == signal.SIGINT and status == 0), status
     assert sorted(p.name for p in temp.iterdir()) == []
