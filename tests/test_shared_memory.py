@@ -16,10 +16,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from framecast import AsyncStreamWriter, ServerFile, StreamWriter, protocol
+from framecast import AsyncStreamWriter, ServerFile, StreamWriter, protocol, yuv
 from framecast.regions import Regions
 
-from .conftest import ServerProcess
+from .conftest import ServerProcess, payload_paths
 from .media import decode, patterns, read_stamp, sine
 from .test_api import AUDIO, VIDEO, chunk, create, is_ack, is_type, open_ws, recv_until
 
@@ -193,21 +193,28 @@ def small_shm_server(tmp_path_factory):
     proc.stop()
 
 
-def test_a_full_segment_waits_and_a_payload_larger_than_it_goes_inline(small_shm_server):
-    """1 MiB of shared memory holds one 640x360 frame (0.69 MB): each 1-frame chunk waits for the
-    one before it to be acknowledged, and 3-frame chunks go over the websocket."""
-    frames = patterns(20, 360, 640)
-    writer = StreamWriter(ServerFile("shm/mixed.mkv"), server=small_shm_server.url)
-    writer.add_video_stream(frame_rate=30, width=640, height=360, encoder="ffv1")
+@pytest.mark.parametrize(("wire_format", "large"), [("rgb24", 3), (None, 4)])
+def test_a_full_segment_waits_and_a_payload_larger_than_it_goes_inline(small_shm_server, wire_format, large):
+    """1 MiB of shared memory holds one 640x360 RGB frame (0.69 MB), or three as yuv420p (0.35 MB
+    each, converted into the segment by the SDK, the default where the client has libyuv): a
+    chunk that fits waits for room, and a larger one (3 RGB frames, 4 yuv420p ones) is converted
+    into memory of its own, if at all, and goes over the websocket."""
+    frames = patterns(9 + 3 * large, 360, 640)  # nine 1-frame chunks, three large ones
+    writer = StreamWriter(ServerFile(f"shm/mixed-{large}.mkv"), server=small_shm_server.url)
+    writer.add_video_stream(frame_rate=30, width=640, height=360, encoder="ffv1", wire_format=wire_format)
+    before = payload_paths(small_shm_server)
     with writer.open():
         assert writer.shared_memory
+        assert writer.wire_formats == ["rgb24" if wire_format else ("yuv420p" if yuv.library() else "rgb24")]
         k = 0
-        for size in (1, 3, 1, 1, 3, 1, 3, 1, 1, 1, 3, 1):
+        for size in (1, large, 1, 1, large, 1, 1, 1, 1, 1, large, 1):
             writer.write_video_chunk(0, frames[k : k + size])
             k += size
-    assert k == 20
-    (video,) = decode(small_shm_server.output_dir / "shm" / "mixed.mkv")["streams"]
-    assert [read_stamp(f) for f in video["frames"]] == list(range(20))
+    assert k == len(frames)
+    after = payload_paths(small_shm_server)
+    assert after.get("client_memory", 0) - before.get("client_memory", 0) == 9  # the chunks that fit
+    (video,) = decode(small_shm_server.output_dir / "shm" / f"mixed-{large}.mkv")["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(k))
 
 
 def test_client_side_output_with_inline_payloads_is_intact(server):
