@@ -105,3 +105,12 @@ def test_without_a_congestion_control_it_may_pick_the_socket_connects_as_it_is(
         assert sock is not None
         with sock:
             assert sock.getpeername() == ("127.0.0.1", port)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "abc"])
+def test_a_loopback_url_whose_port_is_not_a_port_is_a_clear_error(port: str) -> None:
+    url = f"ws://127.0.0.1:{port}/v1/sessions/x/stream"
+    with pytest.raises(TransportError, match=r"cannot open the stream websocket .*port is not a port number"):
+        _connect(url, "token", {}, lambda ws, message: None)
+    with pytest.raises(OSError, match="not a port number"):
+        asyncio.run(sockets.loopback_socket_async(url, 5))

@@ -47,11 +47,19 @@ def unpaced(sock: socket.socket) -> bytes | None:
 
 
 def _addresses(url: str) -> tuple[str, int] | None:
-    """Host and port to connect to when ``url`` names this machine, else None."""
+    """Host and port to connect to when ``url`` names this machine, else None.
+
+    Raises:
+        OSError: the URL's port is not a port (out of range, not a number).
+    """
     if not on_this_machine(url):
         return None
     parts = urllib.parse.urlsplit(url)
-    return parts.hostname or "localhost", parts.port or (443 if parts.scheme in ("wss", "https") else 80)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise OSError(f"the URL's port is not a port number from 0 to 65535 ({exc})") from None
+    return parts.hostname or "localhost", port or (443 if parts.scheme in ("wss", "https") else 80)
 
 
 def loopback_socket(url: str, timeout: float) -> socket.socket | None:
