@@ -90,8 +90,7 @@ def test_the_4_byte_path_makes_the_planes_the_3_byte_path_does(width, height):
     """``PlanesToI420`` merges into 4-byte pixels (ARGBToI420) where libyuv has it, the faster
     path; into 3-byte ones (RAWToI420) otherwise: the same planes, bit for bit, at widths that
     the SIMD rows cover whole and at widths they do not."""
-    lib = libyuv.library()
-    if lib is None or lib.MergeARGBPlane.argtypes is None:
+    if not framecast.yuv.has_packed_4():
         pytest.skip("this libyuv has only the 3-byte path")
     rng = np.random.default_rng(width)
     r, g, b = rng.integers(0, 256, (3, height, width), dtype=np.uint8)

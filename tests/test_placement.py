@@ -11,6 +11,7 @@ right. ``framecast_chunk_payloads_total{path}`` shows which path each payload to
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -36,6 +37,19 @@ W, H = 192, 144  # 83 KB of RGB a frame: above the size that is placed
 VIDEO = {"type": "video", "frame_rate": 30, "width": W, "height": H}
 #: A ring of three such frames (the largest message must fit it).
 SMALL_RING = {"FRAMECAST_ENCODER_BUFFER_BYTES": str(256 << 10), "FRAMECAST_MAX_MESSAGE_BYTES": str(128 << 10)}
+
+
+def two_streams(sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Two ffv1 video streams of these (width, height) sizes."""
+    return [{"type": "video", "frame_rate": 30, "width": w, "height": h, "encoder": "ffv1"} for w, h in sizes]
+
+
+def alternating_chunk(sizes: list[tuple[int, int]], seq: int) -> list[bytes]:
+    """Chunk ``seq`` of two streams written in turn (even seqs stream 0, odd ones stream 1), one
+    stamped frame each, as header and payload fragments."""
+    width, height = sizes[seq % 2]
+    head, payload = protocol.encode_chunk(seq % 2, seq, patterns(1, height, width, start=seq // 2))
+    return [head, bytes(payload)]
 
 
 def fragments(seq: int, frames: np.ndarray) -> list[bytes]:
@@ -240,13 +254,7 @@ def test_copied_chunks_between_placed_ones_keep_every_picture_whole(own_server, 
     overwritten while it is read. Each comes out whole, in order, once, also across cuts."""
     server = own_server(**SMALL_RING)
     sizes = [(W, H), (64, 48)]  # 83 KB, placed; 9 KB, copied
-
-    def chunk(seq: int) -> list[bytes]:
-        width, height = sizes[seq % 2]
-        head, payload = protocol.encode_chunk(seq % 2, seq, patterns(1, height, width, start=seq // 2))
-        return [head, bytes(payload)]
-
-    streams = [{"type": "video", "frame_rate": 30, "width": w, "height": h, "encoder": "ffv1"} for w, h in sizes]
+    chunk, streams = functools.partial(alternating_chunk, sizes), two_streams(sizes)
     with httpx.Client(base_url=server.url, timeout=60) as api:
         created = create(api, streams, {"type": "server_file", "path": "mixed.mkv"})
         for cut in range(cuts):
@@ -309,13 +317,7 @@ def test_a_placement_waits_for_the_copied_chunks_before_it(own_server) -> None:
     messages before it are through, so every picture comes out."""
     server = own_server(FRAMECAST_ENCODER_BUFFER_BYTES=str(128 << 10), FRAMECAST_MAX_MESSAGE_BYTES=str(128 << 10))
     sizes = [(W, H), (160, 120)]
-
-    def chunk(seq: int) -> list[bytes]:
-        width, height = sizes[seq % 2]
-        head, payload = protocol.encode_chunk(seq % 2, seq, patterns(1, height, width, start=seq // 2))
-        return [head, bytes(payload)]
-
-    streams = [{"type": "video", "frame_rate": 30, "width": w, "height": h, "encoder": "ffv1"} for w, h in sizes]
+    chunk, streams = functools.partial(alternating_chunk, sizes), two_streams(sizes)
     with httpx.Client(base_url=server.url, timeout=60) as api:
         created = create(api, streams, {"type": "server_file", "path": "tight.mkv"})
         ws = open_ws(created)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,17 +69,22 @@ def test_the_async_writers_stream_socket_is_unpaced_and_carries_the_stream(
     assert [read_stamp(f) for f in video["frames"]] == list(range(12))
 
 
-@needs_tcp_congestion
-def test_a_name_that_resolves_to_several_addresses_gets_the_one_that_listens(reno: None) -> None:
-    """localhost may resolve to ::1 first; a server on 127.0.0.1 alone is still reached."""
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """The port of a TCP listener on 127.0.0.1 alone (nothing accepts: connecting is enough)."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
-        sock = sockets.loopback_socket(f"ws://localhost:{port}/v1/x", 5)
-        assert sock is not None
-        with sock:
-            assert sock.getpeername() == ("127.0.0.1", port)
-            assert congestion_control(sock) == b"reno"
-            assert sock.gettimeout() is None  # blocking, as websockets expects
+        yield listener.getsockname()[1]
+
+
+@needs_tcp_congestion
+def test_a_name_that_resolves_to_several_addresses_gets_the_one_that_listens(reno: None, listening: int) -> None:
+    """localhost may resolve to ::1 first; a server on 127.0.0.1 alone is still reached."""
+    sock = sockets.loopback_socket(f"ws://localhost:{listening}/v1/x", 5)
+    assert sock is not None
+    with sock:
+        assert sock.getpeername() == ("127.0.0.1", listening)
+        assert congestion_control(sock) == b"reno"
+        assert sock.gettimeout() is None  # blocking, as websockets expects
 
 
 def test_a_server_elsewhere_is_left_to_websockets() -> None:
@@ -96,15 +102,13 @@ def test_a_refused_loopback_connection_names_the_url_and_the_reason() -> None:
 
 
 def test_without_a_congestion_control_it_may_pick_the_socket_connects_as_it_is(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, listening: int
 ) -> None:
     monkeypatch.setattr(sockets, "UNPACED", (b"no-such-algorithm",))
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
-        sock = sockets.loopback_socket(f"ws://127.0.0.1:{port}/", 5)
-        assert sock is not None
-        with sock:
-            assert sock.getpeername() == ("127.0.0.1", port)
+    sock = sockets.loopback_socket(f"ws://127.0.0.1:{listening}/", 5)
+    assert sock is not None
+    with sock:
+        assert sock.getpeername() == ("127.0.0.1", listening)
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "abc"])

@@ -157,6 +157,14 @@ class Message:
 
 _NO_PAYLOAD = memoryview(b"")
 
+
+def _in_segment(message: Message, offset: int) -> Message:
+    """``message`` once its payload is at ``offset`` of the session's shared memory: its header
+    with the shared flag and the offset is the whole message."""
+    shared = protocol.shared_chunk(protocol.parse_chunk_header(message.header), offset)
+    return dataclasses.replace(message, header=shared, payload=_NO_PAYLOAD, conversion=None)
+
+
 #: The hooks a writer runs, by name, with their arguments (see ``BaseStreamWriter``'s
 #: ``event_hooks``): when a CHUNK message is first sent, and when an ACK arrives.
 HOOK_NAMES = {"send": "(seq, stream, seconds, time)", "ack": "(seq, time)"}
@@ -538,8 +546,7 @@ class WriterCore:
         elif self.shared is not None and self.shared.takes(len(message.payload)):
             offset = self.shared.put(message.seq, message.payload)
             if offset is not None:
-                shared = protocol.shared_chunk(protocol.parse_chunk_header(message.header), offset)
-                message = dataclasses.replace(message, header=shared, payload=_NO_PAYLOAD)
+                message = _in_segment(message, offset)
         self._pending[message.seq] = message
         return message.fragments()
 
@@ -553,8 +560,7 @@ class WriterCore:
             if reserved is not None:
                 offset, memory = reserved
                 conversion.into(memory)
-                shared = protocol.shared_chunk(protocol.parse_chunk_header(message.header), offset)
-                return dataclasses.replace(message, header=shared, conversion=None)
+                return _in_segment(message, offset)
         return dataclasses.replace(message, payload=conversion.payload(), owned=True, conversion=None)
 
     def retain(self) -> None:

@@ -75,6 +75,13 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+def has_packed_4() -> bool:
+    """Whether this libyuv has the 4-byte path (``MergeARGBPlane`` and ``ARGBToI420``, declared by
+    ``library``); False where libyuv cannot be loaded."""
+    lib = library()
+    return lib is not None and hasattr(lib, "MergeARGBPlane") and lib.MergeARGBPlane.argtypes is not None
+
+
 class PlanesToI420:
     """RGB planes of one size to yuv420p with libyuv: merged into packed pixels in a scratch frame
     kept from call to call, then converted. Used by the SDK and the server alike, so both make the
@@ -97,7 +104,7 @@ class PlanesToI420:
         if lib is None:
             raise RuntimeError(f"libyuv ({SONAME}) cannot be loaded")
         if packed_4 is None:
-            packed_4 = hasattr(lib, "MergeARGBPlane") and lib.MergeARGBPlane.argtypes is not None
+            packed_4 = has_packed_4()
         self.width, self.height = width, height
         self._lib, self._packed_4 = lib, packed_4
         self._packed = np.empty((height, width * (4 if packed_4 else 3)), dtype=np.uint8)
@@ -135,10 +142,7 @@ def rgb_to_i420(frames: Any, in_format: str = "rgb24", use_libyuv: bool | None =
     Raises:
         ValueError: not uint8, not 4-D, too few channels for ``in_format``, or an odd size.
     """
-    channels = RGB_CHANNELS[in_format]
-    shape = tuple(frames.shape)
-    if len(shape) != 4 or shape[1] <= max(channels) or shape[2] % 2 or shape[3] % 2:
-        raise ValueError(f"expected (frames, {len(channels)}+, even height, even width) RGB frames, got {shape}")
+    channels = _channels(in_format, tuple(frames.shape))
     if type(frames).__module__.startswith("torch"):
         if frames.device.type != "cpu":
             return _torch(frames, channels)
@@ -160,14 +164,26 @@ def rgb_to_i420_into(frames: np.ndarray, out: np.ndarray, in_format: str = "rgb2
         ValueError: frames or ``out`` of the wrong shape or type, or an odd size.
         RuntimeError: libyuv cannot be loaded.
     """
-    channels = RGB_CHANNELS[in_format]
     shape = tuple(frames.shape)
-    if len(shape) != 4 or frames.dtype != np.uint8 or shape[1] <= max(channels) or shape[2] % 2 or shape[3] % 2:
-        raise ValueError(f"expected (frames, {len(channels)}+, even height, even width) uint8 RGB frames, got {shape}")
+    channels = _channels(in_format, shape)
+    if frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB frames, got {frames.dtype}")
     wanted = (shape[0], frame_bytes(shape[3], shape[2]))
     if out.shape != wanted or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"expected C-contiguous uint8 memory of shape {wanted} to convert into, got {out.shape}")
     _libyuv_convert(frames, channels, out)
+
+
+def _channels(in_format: str, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Which channels of frames of ``shape`` are red, green and blue.
+
+    Raises:
+        ValueError: not 4-D, too few channels for ``in_format``, or an odd size.
+    """
+    channels = RGB_CHANNELS[in_format]
+    if len(shape) != 4 or shape[1] <= max(channels) or shape[2] % 2 or shape[3] % 2:
+        raise ValueError(f"expected (frames, {len(channels)}+, even height, even width) RGB frames, got {shape}")
+    return channels
 
 
 def _libyuv_convert(frames: np.ndarray, channels: tuple[int, int, int], out: np.ndarray | None = None) -> np.ndarray:
