@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import time
 from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
 
+from framecast import yuv
 from framecast_server.config import Settings
 from framecast_server.encoder.errors import SetupError
+from framecast_server.encoder.preview import Previewer
 from framecast_server.encoder.writer import SessionWriter, _video_filter_steps
 from framecast_server.models import SessionConfig
 from framecast_server.planning.plan import VideoPlan, make_plan
@@ -237,3 +240,55 @@ def test_a_frame_rate_conversion_is_the_last_filter_step(tmp_path):
     assert steps() == []
     assert steps(filter_desc="hflip") == [("hflip", None)]
     assert steps(filter_desc="hflip", encoder_frame_rate=15) == [("hflip", None), ("fps", "15")]
+
+
+@pytest.mark.parametrize(
+    ("stream", "lends"),
+    [
+        (video(encoder="libx264", wire_format="yuv420p"), True),
+        (video(encoder="libx264", wire_format="yuv420p", height=50), False),  # PyAV reads heights in fours
+        (video(encoder="mpeg4", wire_format="yuv420p"), False),  # may keep the frame: gets a copy
+        (video(encoder="libx264", wire_format="rgb24"), False),
+    ],
+)
+def test_frames_use_the_client_memory_only_where_that_is_safe(tmp_path, stream, lends):
+    """A yuv420p chunk in the client's shared memory (``borrowed``) becomes frames over that very
+    memory for x264, which copies each frame before ``encode`` returns; otherwise, or when the
+    memory is not the client's, every frame has memory of its own."""
+    writer, _ = writer_for(tmp_path, [stream])
+    width, height = stream["width"], stream["height"]
+    rgb = patterns(2, height, width)
+    wire = yuv.rgb_to_i420(rgb) if writer.plan.streams[0].wire_format == "yuv420p" else rgb
+    for borrowed in (True, False):
+        frames = writer.frames_for(0, wire, None, borrowed).built
+        shared = [f.planes[0].buffer_ptr == wire[i].ctypes.data for i, f in enumerate(frames)]
+        assert shared == [borrowed and lends] * 2
+        writer.emit(0, frames)
+    writer.close()
+    (decoded,) = decode(tmp_path / "out.mkv")["streams"]
+    assert [read_stamp(f) for f in decoded["frames"]] == [0, 1, 0, 1]
+
+
+def test_a_preview_is_a_copy_taken_only_while_watched():
+    """The previewer keeps no frame (it may be the client's memory, written again once its chunk
+    is acknowledged): while someone watches, it scales one down as it is offered, at most one per
+    stream every ``interval`` seconds, and makes the JPEG of that copy."""
+    previewer = Previewer(interval=0.5, width=32)
+    rgb = patterns(1, 48, 64)
+    memory = yuv.rgb_to_i420(rgb)
+    frame = av.VideoFrame.from_numpy_buffer(memory[0].reshape(72, 64), format="yuv420p")
+    previewer.offer_video(0, [frame])
+    assert not previewer.due()  # nobody watches: nothing taken
+    previewer.watch(10)
+    previewer.offer_video(0, [frame])
+    assert previewer.due()
+    memory[:] = 0  # the client writes the region again
+    (jpeg,) = decode(previewer.take()[0], format="mjpeg")["streams"]
+    assert (jpeg["width"], jpeg["height"]) == (32, 24)
+    small = av.VideoFrame.from_ndarray(rgb[0].transpose(1, 2, 0).copy(), format="rgb24").reformat(32, 24)
+    assert psnr(jpeg["frames"][0], small.to_ndarray(format="rgb24")) > 25
+    previewer.offer_video(0, [frame])
+    assert not previewer.due()  # within the interval
+    previewer.offer_video(0, [frame], now=time.monotonic() + 0.6)
+    previewer.offer_video(1, [frame])  # another stream has an interval of its own
+    assert previewer.due() and sorted(previewer.take()) == [0, 1]

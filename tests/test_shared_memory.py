@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 
+import av
 import numpy as np
 import pytest
 
@@ -215,6 +216,66 @@ def test_a_full_segment_waits_and_a_payload_larger_than_it_goes_inline(small_shm
     assert after.get("client_memory", 0) - before.get("client_memory", 0) == 9  # the chunks that fit
     (video,) = decode(small_shm_server.output_dir / "shm" / f"mixed-{large}.mkv")["streams"]
     assert [read_stamp(f) for f in video["frames"]] == list(range(k))
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_x264_encodes_from_the_client_memory_every_frame_as_written(small_shm_server, realtime):
+    """x264's frames use the client's shared memory as it is (``SessionWriter._may_lend``), and
+    the client writes each region again once its chunk is acknowledged. Three 640x360 frames fit
+    the segment here, so every region is written many times over: encoded losslessly (qp 0), each
+    decoded frame must still be, plane for plane, exactly the frame written into it, straight
+    (``realtime=False``) and through the pacer, which holds frames until they are due."""
+    count = 30 if realtime else 45
+    frames = patterns(count, 360, 640)
+    name = f"shm/lent-{realtime}.mkv"
+    writer = StreamWriter(ServerFile(name), server=small_shm_server.url, realtime=realtime)
+    writer.add_video_stream(
+        frame_rate=30, width=640, height=360, encoder="libx264", encoder_option={"preset": "ultrafast", "qp": "0"}
+    )
+    before = payload_paths(small_shm_server)
+    with writer.open():
+        assert writer.shared_memory and writer.wire_formats == ["yuv420p"]
+        for k in range(count):
+            writer.write_video_chunk(0, frames[k : k + 1])
+    after = payload_paths(small_shm_server)
+    assert after.get("client_memory", 0) - before.get("client_memory", 0) == count
+    expected = yuv.rgb_to_i420(frames)
+    with av.open(str(small_shm_server.output_dir / name)) as container:
+        decoded = [f.to_ndarray(format="yuv420p").reshape(-1) for f in container.decode(video=0)]
+    assert len(decoded) == count
+    for k, planes in enumerate(decoded):
+        assert np.array_equal(planes, expected[k]), f"frame {k} is not the one written"
+
+
+def test_a_file_through_shared_memory_is_what_pyav_in_process_writes(server):
+    """The same frames, converted by the SDK into shared memory and encoded by the server's x264
+    (slice threads, frames over the client's memory), give the very packets PyAV gives encoding
+    them in-process from yuv420p: the issue 18 anchor, "the encoder alone", to the bit."""
+    rgb = patterns(24, 240, 320)
+    options = {"preset": "ultrafast"}
+    writer = StreamWriter(ServerFile("shm/anchor.mp4", crash_safe=False), server=server.url)
+    writer.add_video_stream(frame_rate=30, width=320, height=240, encoder="libx264", encoder_option=options)
+    with writer.open():
+        assert writer.shared_memory and writer.wire_formats == ["yuv420p"]
+        for k in range(len(rgb)):
+            writer.write_video_chunk(0, rgb[k : k + 1])
+    local = io.BytesIO()
+    with av.open(local, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30, options=options)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for k, planes in enumerate(yuv.rgb_to_i420(rgb)):
+            frame = av.VideoFrame.from_numpy_buffer(planes.reshape(360, 320), format="yuv420p")
+            frame.pts = k
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+    def packets(source: str | io.BytesIO) -> list[bytes]:
+        with av.open(source, "r") as container:
+            return [bytes(p) for p in container.demux(video=0) if p.size]
+
+    local.seek(0)
+    served = packets(str(server.output_dir / "shm" / "anchor.mp4"))
+    assert len(served) == len(rgb) and served == packets(local)
 
 
 def test_client_side_output_with_inline_payloads_is_intact(server):

@@ -257,10 +257,12 @@ class DirectLoop:
     def _build(self, chunk: ChunkDescriptor) -> _Prepared:
         writer, header = self.writer, chunk.header
         array, in_ring = self.payloads.array(chunk)
-        frames = writer.frames_for(header.stream, array, header.pts) if writer.plan.encode else ChunkFrames(None, [])
+        borrowed = chunk.where == IN_CLIENT_MEMORY  # the client's until the chunk is acknowledged
+        encode = writer.plan.encode
+        frames = writer.frames_for(header.stream, array, header.pts, borrowed) if encode else ChunkFrames(None, [])
         audio = writer.plan.encode and writer.plan.streams[header.stream].type == "audio"
         levels = levels_db(array) if audio else None
-        del array  # frames hold copies: the ring space can be written again
+        del array  # frames from the ring hold copies: its space can be written again
         if in_ring:
             self.pipe.send(FREE)
         return _Prepared(header, frames, levels)
@@ -337,8 +339,9 @@ class PacedLoop:
         match message:
             case ChunkDescriptor(header):
                 array, in_ring = self.payloads.array(message)
+                borrowed = message.where == IN_CLIENT_MEMORY  # the client's until the chunk is acknowledged
                 # The pacer holds a gap's silence until it is due: bounded by FRAMECAST_MAX_PTS_GAP.
-                frames = list(self.writer.frames_for(header.stream, array, header.pts))
+                frames = list(self.writer.frames_for(header.stream, array, header.pts, borrowed))
                 self.pacer.add(header.stream, frames, header.seq, array.nbytes)
                 if self.writer.plan.streams[header.stream].type == "audio":
                     self.previewer.offer_audio(header.stream, array)

@@ -135,8 +135,10 @@ class _Stream:
         self.time_base = Fraction(1, 1) / plan.rate
         self.stats = _Counts()
 
-    def frames(self, array: np.ndarray, start: int) -> list[Frame]:
-        """Frames for a (T, ...) chunk whose first tick is ``start``."""
+    def frames(self, array: np.ndarray, start: int, borrowed: bool = False) -> list[Frame]:
+        """Frames for a (T, ...) chunk whose first tick is ``start``. ``borrowed``: ``array`` is
+        memory the client writes again once the chunk is acknowledged (its shared memory), which
+        a frame may then use as it is (``SessionWriter._may_lend``); otherwise frames hold copies."""
         raise NotImplementedError
 
     def ready(self, frames: list[Frame]) -> list[Frame]:
@@ -248,11 +250,16 @@ class _VideoStream(_Stream):
     #: OutputWriter); then frames come out of ``frames`` ready and ``ready`` has nothing to do.
     rgb_to_i420: libyuv.RgbToI420 | None = None
 
-    def frames(self, array: np.ndarray, start: int) -> list[Frame]:
+    #: Frames of yuv420p chunks in the client's shared memory use it as it is (set by SessionWriter).
+    lends = False
+
+    def frames(self, array: np.ndarray, start: int, borrowed: bool = False) -> list[Frame]:
         plan = self.plan
         frame_format, planes = _PLANAR_LAYOUT[plan.format]
         out: list[Frame] = []
         if plan.wire_format == "yuv420p":
+            if borrowed and self.lends:
+                return self._lent_frames(array, start)
             return self._yuv420p_frames(array, start)
         for i in range(array.shape[0]):
             src = array[i]  # (C, H, W): channel planes, as the client sent them
@@ -281,6 +288,20 @@ class _VideoStream(_Stream):
             _plane_rows(y, h, w)[...] = src[:luma].reshape(h, w)
             _plane_rows(u, h // 2, w // 2)[...] = src[luma : luma + chroma].reshape(h // 2, w // 2)
             _plane_rows(v, h // 2, w // 2)[...] = src[luma + chroma :].reshape(h // 2, w // 2)
+            frame.pts = start + i
+            frame.time_base = self.time_base
+            out.append(frame)
+        return out
+
+    def _lent_frames(self, array: np.ndarray, start: int) -> list[Frame]:
+        """Frames of a yuv420p chunk that use its memory, the client's shared memory, without a
+        copy: each (W*H*3/2,) row seen as (H*3/2, W), the Y plane's rows then the U and V planes'
+        at half the stride, as FFmpeg lays out yuv420p. The frames reference the array (PyAV
+        keeps it alive with them); ``SessionWriter._may_lend`` says when that is safe."""
+        w, h = self.plan.width, self.plan.height
+        out: list[Frame] = []
+        for i in range(array.shape[0]):
+            frame = av.VideoFrame.from_numpy_buffer(array[i].reshape(h * 3 // 2, w), format="yuv420p")
             frame.pts = start + i
             frame.time_base = self.time_base
             out.append(frame)
@@ -315,7 +336,7 @@ class _AudioStream(_Stream):
     #: and interleaves with video within one codec frame. None: one frame per chunk.
     max_samples: int | None = None
 
-    def frames(self, array: np.ndarray, start: int) -> list[Frame]:
+    def frames(self, array: np.ndarray, start: int, borrowed: bool = False) -> list[Frame]:
         plan = self.plan
         step = self.max_samples or max(1, array.shape[0])
         out: list[Frame] = []
@@ -384,21 +405,39 @@ def _layout(channels: int) -> av.AudioLayout:
 SINGLE_THREAD_PIXEL_RATE = 640 * 480 * 60
 
 
-def _threading(realtime: bool, plan: VideoPlan) -> tuple[str, int]:
-    """FFmpeg's thread type and count for a video encoder (``threads`` in encoder_option wins).
+#: Encoders that copy each frame into memory of their own before ``encode`` returns: x264 copies
+#: the picture first thing in ``x264_encoder_encode``, whatever its threads. A frame for them may
+#: use memory that is written again once it is encoded. Others may keep a reference to the frame
+#: after ``encode`` (FFmpeg's frame-threaded encoders and hardware ones do): they get copies.
+COPYING_ENCODERS = frozenset({"libx264"})
 
-    As fast as possible (files): frame threads, which x264 runs faster than sliced ones but which
-    hold back several frames. Paced outputs use slice threads, so packets leave as soon as each
-    frame is encoded; small ones a single thread, because slicing a frame that takes a millisecond
-    or two buys no latency worth the thread wake-ups, and with many sessions on a machine the
-    threads of every encoder would contend for the same cores (measured in BENCHMARKS.md).
+#: Encoders whose FFmpeg wrapper turns the slice thread type into the library's own sliced threads
+#: (x264's ``sliced_threads``). Files from other encoders keep FFmpeg's choice (``AUTO``): frame
+#: threads where the encoder has them and no slices.
+SLICED_LIBRARIES = frozenset({"libx264", "libx264rgb"})
+
+
+def _threading(realtime: bool, plan: VideoPlan, codec: str) -> tuple[str, int]:
+    """FFmpeg's thread type and count for the video encoder ``codec`` (``thread_type`` and
+    ``threads`` in encoder_option win).
+
+    Paced outputs use slice threads, so packets leave as soon as each frame is encoded; small ones
+    a single thread, because slicing a frame that takes a millisecond or two buys no latency worth
+    the thread wake-ups, and with many sessions on a machine the threads of every encoder would
+    contend for the same cores (measured in BENCHMARKS.md).
+
+    Files from x264 use its slice threads too, as PyAV in-process does. Frame threads (three on two
+    cores) take a few frames at once and go further where the encoder has the machine to itself,
+    but a server shares its cores between sessions, its event loop and, on the same machine, the
+    client: beside them x264's slice threads spend less CPU per frame, and files were written
+    4-5% faster at ``preset=ultrafast`` (no slower at ``medium``; BENCHMARKS.md, issue 18).
     The count also sets the threads PyAV's swscale uses to convert frames for the encoder.
     """
-    if not realtime:
-        return "AUTO", 0
-    if plan.encoder_width * plan.encoder_height * plan.encoder_frame_rate <= SINGLE_THREAD_PIXEL_RATE:
-        return "SLICE", 1
-    return "SLICE", 0
+    if realtime:
+        if plan.encoder_width * plan.encoder_height * plan.encoder_frame_rate <= SINGLE_THREAD_PIXEL_RATE:
+            return "SLICE", 1
+        return "SLICE", 0
+    return ("SLICE", 0) if codec in SLICED_LIBRARIES else ("AUTO", 0)
 
 
 def _apply_codec_config(ctx: Any, cfg: dict[str, int | None], options: dict[str, str]) -> None:
@@ -502,6 +541,9 @@ class SessionWriter:
         self._by_stream: list[list[_Stream]] = [
             [e for e in self.encoders if e.plan.index == i] for i in range(len(self.streams))
         ]
+        for stream in self.streams:
+            if isinstance(stream, _VideoStream):
+                stream.lends = self._may_lend(stream)
         #: Every output, in the config's order: a network one is muxed by a relay process
         #: (``relay.py``), the others here.
         self.outputs: list[Output[OutputPlan] | Relay | RotatingOutput] = []
@@ -671,7 +713,7 @@ class SessionWriter:
         ctx.pix_fmt = plan.encoder_format
         ctx.time_base = 1 / plan.encoder_frame_rate
         ctx.framerate = plan.encoder_frame_rate
-        ctx.thread_type, ctx.thread_count = _threading(self.plan.realtime, plan)
+        ctx.thread_type, ctx.thread_count = _threading(self.plan.realtime, plan, ctx.name)
         return stream
 
     def _add_audio_encoder(self, plan: AudioPlan) -> EncoderStream:
@@ -773,11 +815,24 @@ class SessionWriter:
         """Encode one chunk of stream ``index`` and mux its packets."""
         self.emit(index, self.frames_for(index, array, pts))
 
-    def frames_for(self, index: int, array: np.ndarray, pts: float | None) -> ChunkFrames:
+    def _may_lend(self, stream: _VideoStream) -> bool:
+        """Whether frames of the session's video ``stream`` may use the client's shared memory as it is,
+        which the client writes again once their chunk is acknowledged (after the frames are
+        encoded): when the chunk comes as yuv420p and every encoder of the stream takes the frame
+        itself, with no filter chain (a graph may hold frames back, ``fps`` does), and is one that
+        copies each frame before ``encode`` returns (``COPYING_ENCODERS``). PyAV reads yuv420p
+        memory as (H*3/2, W) rows, which gives the height back only when it is a multiple of 4."""
+        if stream.plan.wire_format != "yuv420p" or stream.plan.height % 4:
+            return False
+        encoders = self._by_stream[stream.plan.index]
+        return all(e.chain is None and e.stream.codec_context.name in COPYING_ENCODERS for e in encoders)
+
+    def frames_for(self, index: int, array: np.ndarray, pts: float | None, borrowed: bool = False) -> ChunkFrames:
         """Place a chunk on its stream's timeline and build its frames (nothing encoded yet).
 
         Each frame's ``pts * time_base`` is its media time in seconds. Silence for a gap before
-        the chunk is built later, as the encoder takes it (``ChunkFrames``).
+        the chunk is built later, as the encoder takes it (``ChunkFrames``). ``borrowed``: the
+        array is the client's shared memory, given back once the chunk is acknowledged.
 
         Raises:
             InvalidChunk: its pts goes backwards or jumps too far (``Timeline``).
@@ -788,7 +843,7 @@ class SessionWriter:
         stream.timeline.advance(start, array.shape[0])
         stream.stats.chunks += 1
         stream.stats.frames += array.shape[0]
-        return ChunkFrames(stream.gap(previous_end, start), stream.ready(stream.frames(array, start)))
+        return ChunkFrames(stream.gap(previous_end, start), stream.ready(stream.frames(array, start, borrowed)))
 
     def emit(self, index: int, frames: Iterable[Frame]) -> None:
         """Encode frames of stream ``index`` and mux the packets into every output as they come out.
