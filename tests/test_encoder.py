@@ -14,7 +14,7 @@ from framecast import yuv
 from framecast_server.config import Settings
 from framecast_server.encoder.errors import SetupError
 from framecast_server.encoder.preview import Previewer
-from framecast_server.encoder.writer import SessionWriter, _video_filter_steps
+from framecast_server.encoder.writer import Memory, SessionWriter, _video_filter_steps
 from framecast_server.models import SessionConfig
 from framecast_server.planning.plan import VideoPlan, make_plan
 
@@ -243,30 +243,31 @@ def test_a_frame_rate_conversion_is_the_last_filter_step(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("stream", "lends"),
+    ("stream", "lends", "owns"),
     [
-        (video(encoder="libx264", wire_format="yuv420p"), True),
-        (video(encoder="libx264", wire_format="yuv420p", height=50), False),  # PyAV reads heights in fours
-        (video(encoder="mpeg4", wire_format="yuv420p"), False),  # may keep the frame: gets a copy
-        (video(encoder="libx264", wire_format="rgb24"), False),
+        (video(encoder="libx264", wire_format="yuv420p"), True, True),
+        (video(encoder="libx264", wire_format="yuv420p", height=50), False, False),  # PyAV reads heights in fours
+        (video(encoder="mpeg4", wire_format="yuv420p"), False, True),  # may keep a frame: no client memory
+        (video(encoder="libx264", wire_format="rgb24"), False, False),
     ],
 )
-def test_frames_use_the_client_memory_only_where_that_is_safe(tmp_path, stream, lends):
-    """A yuv420p chunk in the client's shared memory (``borrowed``) becomes frames over that very
-    memory for x264, which copies each frame before ``encode`` returns; otherwise, or when the
-    memory is not the client's, every frame has memory of its own."""
+def test_frames_use_a_chunks_memory_only_where_that_is_safe(tmp_path, stream, lends, owns):
+    """A yuv420p chunk in the client's shared memory becomes frames over that very memory for
+    x264, which copies each frame before ``encode`` returns; one in memory of its own (unmasked or
+    decompressed by the encoder process) becomes frames over it for any encoder; a chunk in the
+    server's ring, written again once its frames are built, is always copied."""
     writer, _ = writer_for(tmp_path, [stream])
     width, height = stream["width"], stream["height"]
     rgb = patterns(2, height, width)
     wire = yuv.rgb_to_i420(rgb) if writer.plan.streams[0].wire_format == "yuv420p" else rgb
-    for borrowed in (True, False):
-        frames = writer.frames_for(0, wire, None, borrowed).built
+    for memory, uses in ((Memory.CLIENT, lends), (Memory.OWN, owns), (Memory.RING, False)):
+        frames = writer.frames_for(0, wire, None, memory).built
         shared = [f.planes[0].buffer_ptr == wire[i].ctypes.data for i, f in enumerate(frames)]
-        assert shared == [borrowed and lends] * 2
+        assert shared == [uses] * 2, memory
         writer.emit(0, frames)
     writer.close()
     (decoded,) = decode(tmp_path / "out.mkv")["streams"]
-    assert [read_stamp(f) for f in decoded["frames"]] == [0, 1, 0, 1]
+    assert [read_stamp(f) for f in decoded["frames"]] == [0, 1] * 3
 
 
 def test_a_preview_is_a_copy_taken_only_while_watched():

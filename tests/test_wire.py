@@ -251,3 +251,32 @@ def test_torch_tensors_are_converted_before_they_are_sent(server: ServerProcess)
     (video,) = decode(out.getvalue())["streams"]
     assert [read_stamp(f) for f in video["frames"]] == list(range(20))
     assert video["frames"][0].shape == (H, W, 3)
+
+
+@needs_libyuv
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_x264_frames_from_the_websocket_are_the_planes_written(server: ServerProcess, compression: str) -> None:
+    """A payload the encoder process unmasks (left masked in the ring) or decompresses goes into
+    memory of its own, and the chunk's frames are built over it, without a copy. Encoded
+    losslessly (qp 0), every decoded frame is, plane for plane, exactly the one written, however
+    far the encoder's prepare stage runs ahead."""
+    count = 24
+    frames = patterns(count, 360, 640)
+    name = f"wire/own-{compression}.mkv"
+    writer = StreamWriter(ServerFile(name), server=server.url, shared_memory=False, compression=compression)
+    writer.add_video_stream(30, 640, 360, encoder="libx264", encoder_option={"preset": "ultrafast", "qp": "0"})
+    before = payload_paths(server)
+    with writer.open():
+        assert writer.wire_formats == ["yuv420p"] and writer.compression == compression
+        for k in range(count):
+            writer.write_video_chunk(0, frames[k : k + 1])
+    after = payload_paths(server)
+    # Into the ring as they came (a large payload, placed), or copied there (a small zstd frame).
+    path = "placed" if compression == "none" else "copied"
+    assert after.get(path, 0) - before.get(path, 0) == count
+    expected = yuv.rgb_to_i420(frames)
+    with av.open(str(server.output_dir / name)) as container:
+        decoded = [f.to_ndarray(format="yuv420p").reshape(-1) for f in container.decode(video=0)]
+    assert len(decoded) == count
+    for k, planes in enumerate(decoded):
+        assert np.array_equal(planes, expected[k]), f"frame {k} is not the one written"

@@ -25,7 +25,7 @@ from framecast.errors import ProtocolError
 from framecast_server.encoder.pacing import Pacer
 from framecast_server.encoder.pipe import NothingYet, Pipe
 from framecast_server.encoder.preview import Previewer, levels_db
-from framecast_server.encoder.writer import ChunkFrames, SessionWriter
+from framecast_server.encoder.writer import ChunkFrames, Memory, SessionWriter
 from framecast_server.messages import (
     FREE,
     IN_CLIENT_MEMORY,
@@ -74,40 +74,45 @@ class StatsEvery:
         return stats_of(writer, pacer)
 
 
+class Payload(NamedTuple):
+    """A chunk's array, and what its memory is."""
+
+    array: np.ndarray
+    memory: Memory  # whose it is: whether frames may use it as it is (``writer.Memory``)
+    in_ring: bool  # it came through the server's ring, whose space is handed back after use (``Free``)
+
+
 class Payloads:
     """Where chunk payloads come from: the server's ring, or the client's shared memory; a
     compressed payload is decompressed here, and one the websocket left masked is unmasked here:
-    in the encoder process, off the server's loop."""
+    in the encoder process, off the server's loop, each into memory of its own, which the chunk's
+    frames may keep (one pass over the bytes, where a copy would follow)."""
 
     def __init__(self, ring: RingReader, client: RingReader | None) -> None:
         self.ring, self.client = ring, client
         self._decompressor: compression.Decompressor | None = None
-        self._unmasked = np.empty(0, dtype=np.uint8)  # reused: one chunk is built at a time
 
-    def array(self, chunk: ChunkDescriptor) -> tuple[np.ndarray, bool]:
-        """The payload (a view, no copy, unless it was compressed or masked), and whether its ring
-        space must be handed back after use (``Free``). An unmasked payload is valid until the
-        next call.
+    def array(self, chunk: ChunkDescriptor) -> Payload:
+        """The payload: a view (no copy) of the ring or the client's memory, unless it was
+        compressed or masked.
 
         Raises:
             ProtocolError: a compressed payload that does not decompress to the array's size.
         """
         if chunk.where == IN_CLIENT_MEMORY:
             assert self.client is not None, "a client-memory chunk for a session without shared memory"
-            return self.client.array(chunk.header, chunk.offset), False
+            return Payload(self.client.array(chunk.header, chunk.offset), Memory.CLIENT, False)
         if chunk.header.compressed:
-            return self._decompressed(chunk), True
+            return Payload(self._decompressed(chunk), Memory.OWN, True)
         if chunk.mask != NO_MASK:
-            return self._unmask(chunk), True
-        return self.ring.array(chunk.header, chunk.offset), True
+            return Payload(self._unmask(chunk), Memory.OWN, True)
+        return Payload(self.ring.array(chunk.header, chunk.offset), Memory.RING, True)
 
     def _unmask(self, chunk: ChunkDescriptor) -> np.ndarray:
         """The payload XORed with its mask on its way out of the ring (which this process only
-        reads), into a buffer kept for the next chunk: one pass, as fast as a copy."""
+        reads), into memory of its own: one pass, as fast as a copy."""
         size = chunk.header.payload_size
-        if len(self._unmasked) < size:
-            self._unmasked = np.empty(size, dtype=np.uint8)
-        out = self._unmasked[:size]
+        out = np.empty(size, dtype=np.uint8)
         unmask(self.ring.view(chunk.offset, size), chunk.mask, out=out)
         return out.view(chunk.header.dtype.numpy).reshape(chunk.header.shape)
 
@@ -256,13 +261,12 @@ class DirectLoop:
 
     def _build(self, chunk: ChunkDescriptor) -> _Prepared:
         writer, header = self.writer, chunk.header
-        array, in_ring = self.payloads.array(chunk)
-        borrowed = chunk.where == IN_CLIENT_MEMORY  # the client's until the chunk is acknowledged
+        array, memory, in_ring = self.payloads.array(chunk)
         encode = writer.plan.encode
-        frames = writer.frames_for(header.stream, array, header.pts, borrowed) if encode else ChunkFrames(None, [])
+        frames = writer.frames_for(header.stream, array, header.pts, memory) if encode else ChunkFrames(None, [])
         audio = writer.plan.encode and writer.plan.streams[header.stream].type == "audio"
         levels = levels_db(array) if audio else None
-        del array  # frames from the ring hold copies: its space can be written again
+        del array  # frames from the ring hold copies: its space can be written again (``Memory``)
         if in_ring:
             self.pipe.send(FREE)
         return _Prepared(header, frames, levels)
@@ -338,10 +342,9 @@ class PacedLoop:
     def _take(self, message: ChunkDescriptor | Watch | Finish | Stop | None) -> None:
         match message:
             case ChunkDescriptor(header):
-                array, in_ring = self.payloads.array(message)
-                borrowed = message.where == IN_CLIENT_MEMORY  # the client's until the chunk is acknowledged
+                array, memory, in_ring = self.payloads.array(message)
                 # The pacer holds a gap's silence until it is due: bounded by FRAMECAST_MAX_PTS_GAP.
-                frames = list(self.writer.frames_for(header.stream, array, header.pts, borrowed))
+                frames = list(self.writer.frames_for(header.stream, array, header.pts, memory))
                 self.pacer.add(header.stream, frames, header.seq, array.nbytes)
                 if self.writer.plan.streams[header.stream].type == "audio":
                     self.previewer.offer_audio(header.stream, array)

@@ -20,6 +20,7 @@ stream is set up, and on every frame it puts out.
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import math
@@ -103,6 +104,18 @@ class _FilterChain:
         return None
 
 
+class Memory(enum.Enum):
+    """Whose memory a chunk's array is, which decides whether its frames may use it as it is."""
+
+    #: The server's ring, written again as soon as the chunk's frames are built: frames copy it.
+    RING = "ring"
+    #: The client's shared memory, written again once the chunk is acknowledged, which is after
+    #: its frames are encoded: frames may use it for encoders that copy them (``COPYING_ENCODERS``).
+    CLIENT = "client"
+    #: The chunk's own (a payload unmasked or decompressed into fresh memory): frames may keep it.
+    OWN = "own"
+
+
 class ChunkFrames:
     """A chunk's frames, in order: the silence filling a pts gap before it, built lazily a piece at
     a time as the encoder takes it, then the chunk's own frames, built already (their pixels are
@@ -135,10 +148,9 @@ class _Stream:
         self.time_base = Fraction(1, 1) / plan.rate
         self.stats = _Counts()
 
-    def frames(self, array: np.ndarray, start: int, borrowed: bool = False) -> list[Frame]:
-        """Frames for a (T, ...) chunk whose first tick is ``start``. ``borrowed``: ``array`` is
-        memory the client writes again once the chunk is acknowledged (its shared memory), which
-        a frame may then use as it is (``SessionWriter._may_lend``); otherwise frames hold copies."""
+    def frames(self, array: np.ndarray, start: int, memory: Memory = Memory.RING) -> list[Frame]:
+        """Frames for a (T, ...) chunk whose first tick is ``start``, in ``array``, which is
+        ``memory``: frames use it as it is where that is safe (``_VideoStream.uses``), else copy it."""
         raise NotImplementedError
 
     def ready(self, frames: list[Frame]) -> list[Frame]:
@@ -253,12 +265,20 @@ class _VideoStream(_Stream):
     #: Frames of yuv420p chunks in the client's shared memory use it as it is (set by SessionWriter).
     lends = False
 
-    def frames(self, array: np.ndarray, start: int, borrowed: bool = False) -> list[Frame]:
+    def uses(self, memory: Memory) -> bool:
+        """Whether this stream's frames use a chunk in ``memory`` as it is: a yuv420p chunk of its
+        own, or in the client's memory where the session's encoders allow it (``lends``). PyAV
+        reads yuv420p memory as (H*3/2, W) rows, which gives the height back only in multiples of 4."""
+        if self.plan.wire_format != "yuv420p" or self.plan.height % 4:
+            return False
+        return memory is Memory.OWN or (memory is Memory.CLIENT and self.lends)
+
+    def frames(self, array: np.ndarray, start: int, memory: Memory = Memory.RING) -> list[Frame]:
         plan = self.plan
         frame_format, planes = _PLANAR_LAYOUT[plan.format]
         out: list[Frame] = []
         if plan.wire_format == "yuv420p":
-            if borrowed and self.lends:
+            if self.uses(memory):
                 return self._lent_frames(array, start)
             return self._yuv420p_frames(array, start)
         for i in range(array.shape[0]):
@@ -294,10 +314,10 @@ class _VideoStream(_Stream):
         return out
 
     def _lent_frames(self, array: np.ndarray, start: int) -> list[Frame]:
-        """Frames of a yuv420p chunk that use its memory, the client's shared memory, without a
-        copy: each (W*H*3/2,) row seen as (H*3/2, W), the Y plane's rows then the U and V planes'
-        at half the stride, as FFmpeg lays out yuv420p. The frames reference the array (PyAV
-        keeps it alive with them); ``SessionWriter._may_lend`` says when that is safe."""
+        """Frames of a yuv420p chunk that use its memory without a copy: each (W*H*3/2,) row seen
+        as (H*3/2, W), the Y plane's rows then the U and V planes' at half the stride, as FFmpeg
+        lays out yuv420p. The frames reference the array (PyAV keeps it alive with them); ``uses``
+        says when that is safe."""
         w, h = self.plan.width, self.plan.height
         out: list[Frame] = []
         for i in range(array.shape[0]):
@@ -336,7 +356,7 @@ class _AudioStream(_Stream):
     #: and interleaves with video within one codec frame. None: one frame per chunk.
     max_samples: int | None = None
 
-    def frames(self, array: np.ndarray, start: int, borrowed: bool = False) -> list[Frame]:
+    def frames(self, array: np.ndarray, start: int, memory: Memory = Memory.RING) -> list[Frame]:
         plan = self.plan
         step = self.max_samples or max(1, array.shape[0])
         out: list[Frame] = []
@@ -816,23 +836,20 @@ class SessionWriter:
         self.emit(index, self.frames_for(index, array, pts))
 
     def _may_lend(self, stream: _VideoStream) -> bool:
-        """Whether frames of the session's video ``stream`` may use the client's shared memory as it is,
-        which the client writes again once their chunk is acknowledged (after the frames are
-        encoded): when the chunk comes as yuv420p and every encoder of the stream takes the frame
-        itself, with no filter chain (a graph may hold frames back, ``fps`` does), and is one that
-        copies each frame before ``encode`` returns (``COPYING_ENCODERS``). PyAV reads yuv420p
-        memory as (H*3/2, W) rows, which gives the height back only when it is a multiple of 4."""
-        if stream.plan.wire_format != "yuv420p" or stream.plan.height % 4:
-            return False
+        """Whether frames of the session's video ``stream`` may use the client's shared memory as
+        it is, which the client writes again once their chunk is acknowledged (after the frames are
+        encoded): when every encoder of the stream takes the frame itself, with no filter chain (a
+        graph may hold frames back, ``fps`` does), and is one that copies each frame before
+        ``encode`` returns (``COPYING_ENCODERS``)."""
         encoders = self._by_stream[stream.plan.index]
         return all(e.chain is None and e.stream.codec_context.name in COPYING_ENCODERS for e in encoders)
 
-    def frames_for(self, index: int, array: np.ndarray, pts: float | None, borrowed: bool = False) -> ChunkFrames:
+    def frames_for(self, index: int, array: np.ndarray, pts: float | None, memory: Memory = Memory.RING) -> ChunkFrames:
         """Place a chunk on its stream's timeline and build its frames (nothing encoded yet).
 
         Each frame's ``pts * time_base`` is its media time in seconds. Silence for a gap before
-        the chunk is built later, as the encoder takes it (``ChunkFrames``). ``borrowed``: the
-        array is the client's shared memory, given back once the chunk is acknowledged.
+        the chunk is built later, as the encoder takes it (``ChunkFrames``). ``memory``: whose
+        memory the array is, which decides whether frames may use it as it is (``Memory``).
 
         Raises:
             InvalidChunk: its pts goes backwards or jumps too far (``Timeline``).
@@ -843,7 +860,7 @@ class SessionWriter:
         stream.timeline.advance(start, array.shape[0])
         stream.stats.chunks += 1
         stream.stats.frames += array.shape[0]
-        return ChunkFrames(stream.gap(previous_end, start), stream.ready(stream.frames(array, start, borrowed)))
+        return ChunkFrames(stream.gap(previous_end, start), stream.ready(stream.frames(array, start, memory)))
 
     def emit(self, index: int, frames: Iterable[Frame]) -> None:
         """Encode frames of stream ``index`` and mux the packets into every output as they come out.
