@@ -57,6 +57,16 @@ def test_the_segment_is_private_reserved_and_gone_once_used(api, server):
     assert [read_stamp(f) for f in video["frames"]] == list(range(6))
 
 
+@pytest.mark.parametrize(("wire_format", "frame_bytes"), [("rgb24", 1920 * 1080 * 3), ("yuv420p", 1920 * 540 * 3)])
+def test_the_segment_holds_eight_frames_as_they_cross_the_wire(api, wire_format, frame_bytes):
+    """yuv420p on the wire is half the bytes of RGB: so is the segment (and the /dev/shm a
+    session reserves, and the time to reserve it)."""
+    stream = {**VIDEO, "width": 1920, "height": 1080, "encoder": "libx264", "wire_format": wire_format}
+    created = create(api, [stream], {"type": "server_file", "path": f"shm/size-{wire_format}.mkv"}, shared_memory=True)
+    assert created["shared_memory"]["bytes"] == 8 * frame_bytes
+    api.delete(f"/v1/sessions/{created['id']}")
+
+
 def test_bad_shared_chunks_get_clear_errors_and_the_session_lives_on(api, server):
     created = create(api, [VIDEO, AUDIO], {"type": "server_file", "path": "shm/bad.mkv"}, shared_memory=True)
     size = created["shared_memory"]["bytes"]

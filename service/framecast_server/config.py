@@ -230,8 +230,9 @@ class Settings(BaseSettings):
     shared_memory_bytes: int = Field(
         256 * 1024 * 1024,
         ge=1024 * 1024,
-        description="Most shared memory one session is offered: 8 frames of its largest video stream, at "
-        "least 16 MiB, within this. Reserved for the session's lifetime.",
+        description="Most shared memory one session is offered: 8 frames of its largest video stream as they "
+        "cross the wire (yuv420p or the input format), at least 16 MiB, within this. Reserved for the "
+        "session's lifetime.",
     )
     spare_encoders: int = Field(
         1,

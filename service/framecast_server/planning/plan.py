@@ -106,6 +106,13 @@ class VideoPlan:
         """Ticks per second of this stream's timeline (one tick per frame)."""
         return self.frame_rate
 
+    @property
+    def wire_frame_bytes(self) -> int:
+        """Bytes of one frame as it crosses the wire (``wire_format``)."""
+        if self.wire_format == "yuv420p":
+            return yuv.frame_bytes(self.width, self.height)
+        return self.width * self.height * self.channels
+
     def chunk_shape_hint(self) -> str:
         if self.wire_format == "yuv420p":
             return f"(frames, {yuv.frame_bytes(self.width, self.height)}) of uint8 (yuv420p planes)"

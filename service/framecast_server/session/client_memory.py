@@ -85,8 +85,9 @@ class MemoryBudget:
 
 
 def segment_size(plan: SessionPlan, limit: int) -> int:
-    """Bytes to offer a session: a few frames of its largest video stream, within ``limit``."""
-    frame = max((s.width * s.height * s.channels for s in plan.streams if isinstance(s, VideoPlan)), default=0)
+    """Bytes to offer a session: a few frames of its largest video stream as they cross the wire
+    (yuv420p is half the bytes of RGB), within ``limit``."""
+    frame = max((s.wire_frame_bytes for s in plan.streams if isinstance(s, VideoPlan)), default=0)
     size = max(MIN_BYTES, FRAMES * frame)
     return min(limit, aligned(size))
 
