@@ -5,9 +5,9 @@ that changes them fails with a message that says where, instead of as a hang or 
   (websockets' receiving thread hands every parsed frame to it) to apply each message on that
   thread, and uses ``protocol_mutex``, ``send_data`` and ``protocol.fail`` to fail a connection on
   invalid UTF-8 as websockets itself does.
-- ``framecast.outgoing.unjoin_large_frames`` replaces the sync and asyncio client connections'
-  ``Protocol.send_frame`` (every frame the protocol sends passes through it) to append large data
-  frames to ``writes`` (what ``data_to_send`` hands the socket) as two writes.
+- ``framecast.outgoing.send_data_frames`` replaces the sync and asyncio client connections'
+  ``Protocol.send_frame`` (every frame the protocol sends passes through it) to append the data
+  frames it serializes itself to ``writes`` (what ``data_to_send`` hands the socket).
 - ``framecast_server.api.serve.GracefulServer`` overrides uvicorn's ``Server.handle_exit`` and appends to
   ``Server._captured_signals``, which uvicorn re-raises once it has shut down, so that the process
   exits with the signal's status. It also overrides ``Server.on_tick`` (called every 0.1 s from
@@ -37,7 +37,7 @@ WEBSOCKETS_HINT = (
 )
 OUTGOING_HINT = (
     f"websockets {websockets.version.version} changed a private API that framecast.outgoing relies on; "
-    "adapt unjoin_large_frames (client/framecast/outgoing.py) or cap websockets in pyproject.toml"
+    "adapt send_data_frames (client/framecast/outgoing.py) or cap websockets in pyproject.toml"
 )
 UVICORN_HINT = (
     f"uvicorn {uvicorn.__version__} changed a private API that framecast_server.api.serve.GracefulServer "

@@ -104,6 +104,20 @@ def test_encode_refuses_what_the_format_cannot_carry():
         protocol.ChunkHeader(0, 0, protocol.DType.UINT8, (1,), pts=float("inf")).serialize()
 
 
+@pytest.mark.parametrize("pts", [None, 1.5])
+def test_a_header_made_shared_is_the_shared_chunk_of_its_parse(pts):
+    """The SDK marks a serialized header as shared in place (``shared_header``): the same bytes as
+    parsing it and building the shared chunk, and parsed back to the same offset."""
+    array = np.zeros((2, 3, 4, 6), dtype=np.uint8)
+    header, _ = protocol.encode_chunk(1, 42, array, pts)
+    made = protocol.shared_header(header, 4096)
+    assert made == protocol.shared_chunk(protocol.parse_chunk_header(header), 4096)
+    parsed, payload = protocol.parse_chunk(made)
+    assert parsed.shared and parsed.pts == pts and protocol.shared_offset(payload) == 4096
+    with pytest.raises(ProtocolError, match="compressed"):
+        protocol.shared_header(protocol.compressed_header(header), 0)
+
+
 def test_ack_and_output_bytes():
     assert protocol.encode_ack(258) == b"FC\x01\x02" + bytes(4) + struct.pack("<Q", 258)
     assert protocol.parse_server_binary(protocol.encode_ack(258)) == protocol.Ack(258)

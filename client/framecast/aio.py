@@ -21,7 +21,7 @@ from websockets.protocol import State
 from . import progress
 from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
-from .outgoing import unjoin_large_frames
+from .outgoing import send_data_frames
 from .rest import AsyncRestClient
 from .sockets import OPEN_TIMEOUT, loopback_socket_async
 from .writer_base import Backoff, WriterCore, WriterState, close_code, download_directory, fatal_close
@@ -106,7 +106,7 @@ class AsyncStreamWriter(BaseStreamWriter):
             if sock is not None:
                 sock.close()
             raise TransportError(f"cannot open the stream websocket {created['stream_url']}: {exc}") from exc
-        unjoin_large_frames(ws.protocol)  # large payloads masked once (outgoing.py)
+        send_data_frames(ws.protocol)  # data frames serialized by framecast (outgoing.py)
         return ws
 
     async def _read(self) -> None:

@@ -316,6 +316,21 @@ def shared_chunk(header: ChunkHeader, offset: int) -> bytes:
     return dataclasses.replace(header, shared=True).serialize() + _SHARED_OFFSET.pack(offset)
 
 
+def shared_header(header: bytes, offset: int) -> bytes:
+    """A serialized chunk header made the whole of a shared-memory CHUNK whose payload lies at
+    ``offset``: the shared flag set and the offset appended, what ``shared_chunk`` makes of the
+    parsed header, without parsing it again (the SDK does this for every chunk it places).
+
+    Raises:
+        ProtocolError: the header says its payload is compressed, which shared memory never is.
+    """
+    marked = bytearray(header)
+    if marked[_FLAGS_OFFSET] & FLAG_ZSTD:
+        raise ProtocolError("a compressed payload is never placed in shared memory")
+    marked[_FLAGS_OFFSET] |= FLAG_SHARED
+    return bytes(marked) + _SHARED_OFFSET.pack(offset)
+
+
 def shared_offset(payload: bytes | memoryview) -> int:
     """The offset a shared-memory CHUNK's 8 bytes after the header give (see ``parse_chunk``)."""
     return int(_SHARED_OFFSET.unpack_from(payload)[0])

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import DATA_OPCODES, CloseCode, Frame, Opcode
@@ -19,10 +19,12 @@ from websockets.sync.client import ClientConnection, connect
 from . import progress
 from .base import BaseStreamWriter
 from .errors import FramecastError, StateError, TransportError
-from .outgoing import unjoin_large_frames
+from .outgoing import send_data_frames
 from .rest import RestClient
 from .sockets import OPEN_TIMEOUT, loopback_socket
 from .writer_base import Backoff, WriterState, close_code, download_directory, fatal_close
+
+T = TypeVar("T")
 
 
 class StreamWriter(BaseStreamWriter):
@@ -194,7 +196,11 @@ class StreamWriter(BaseStreamWriter):
         return False
 
     def _send_outgoing(self, ws: ClientConnection) -> None:
-        """Send pending control messages (output confirmations); the caller holds the send lock."""
+        """Send pending control messages (output confirmations); the caller holds the send lock.
+        Most sends have none: that is seen without the core's lock (a confirmation queued
+        meanwhile goes with the next send, or from the reading thread that queued it)."""
+        if not self._core.has_outgoing:
+            return
         with self._lock:
             outgoing = self._core.take_outgoing()
         for text in outgoing:
@@ -226,27 +232,42 @@ class StreamWriter(BaseStreamWriter):
         self._write(i, chunk, pts, "video")
 
     def _write(self, i: int, chunk: Any, pts: float | None, kind: str) -> None:
-        self._check()
+        # The core's lock is taken three times a write (checked and split; each message once the
+        # window is open; retained and checked): the reading thread takes it for every ACK.
         with self._lock:
+            self._check()
             messages = self._core.chunk_messages(i, chunk, pts, kind)
         shown = progress.bar(self._progress, len(messages), "msg", f"stream {i}")
         try:
             for message in messages:
-                self._wait(functools.partial(self._core.window_open, message), "write")
-                with self._lock:
-                    fragments = self._core.sending(message)
+                fragments = self._wait(
+                    functools.partial(self._core.window_open, message),
+                    "write",
+                    functools.partial(self._core.sending, message),
+                )
                 self._send(fragments)
                 shown.update()
-        finally:
+        except BaseException:
             shown.close()
-            if self._reconnect:
-                with self._lock:
-                    self._core.retain()  # the caller may reuse its array once we return
-        self._check()
+            self._returning(check=False)
+            raise
+        shown.close()
+        self._returning(check=True)
 
-    def _wait(self, predicate: Callable[[], bool], what: str) -> None:
+    def _returning(self, check: bool) -> None:
+        """A write returns: the caller may reuse its array, so the payloads still in flight that
+        borrow it are copied (to resend after a reconnect); then, if ``check``, what the server
+        reported is raised."""
+        with self._lock:
+            if self._reconnect:
+                self._core.retain()
+            if check:
+                self._check()
+
+    def _wait(self, predicate: Callable[[], bool], what: str, then: Callable[[], T] | None = None) -> T | None:
         """Wait until ``predicate()`` holds (checked on every change of the core), at most the
-        writer's timeout; raise why the connection broke, if it does."""
+        writer's timeout, then return ``then()``, called under the same hold of the lock; raise why
+        the connection broke, if it does."""
         deadline = time.monotonic() + self._timeout
         with self._lock:
             while not predicate():
@@ -256,6 +277,7 @@ class StreamWriter(BaseStreamWriter):
                 if remaining <= 0:
                     raise TransportError(f"{what}: no answer from the server within {self._timeout:g} s")
                 self._lock.wait(min(remaining, 1.0))
+            return then() if then is not None else None
 
     def flush(self) -> None:
         """Wait until the server has encoded every chunk written so far; raise what it refused."""
@@ -343,7 +365,7 @@ class _Connection(ClientConnection):
     writer's reader) and passed through websockets' assembler, per frame, per session. Control
     frames (ping, pong, close) and the handshake keep websockets' own handling.
 
-    Large data frames leave as their header and their masked payload (``outgoing.py``).
+    Data frames leave as framecast serializes them (``outgoing.py``): masked once, with pooled keys.
 
     ``process_event``, ``protocol_mutex``, ``send_data`` and the protocol's ``send_frame`` and
     ``writes`` are websockets' private API: tests/test_private_apis.py fails with a clear message
@@ -352,7 +374,7 @@ class _Connection(ClientConnection):
 
     def __init__(self, *args: Any, on_message: Callable[[ClientConnection, str | bytes], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        unjoin_large_frames(self.protocol)
+        send_data_frames(self.protocol)
         self._on_message = on_message
         self._fragments: list[Frame] = []
         self._failed = False

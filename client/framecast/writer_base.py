@@ -161,8 +161,8 @@ _NO_PAYLOAD = memoryview(b"")
 def _in_segment(message: Message, offset: int) -> Message:
     """``message`` once its payload is at ``offset`` of the session's shared memory: its header
     with the shared flag and the offset is the whole message."""
-    shared = protocol.shared_chunk(protocol.parse_chunk_header(message.header), offset)
-    return dataclasses.replace(message, header=shared, payload=_NO_PAYLOAD, conversion=None)
+    header = protocol.shared_header(message.header, offset)
+    return Message(message.seq, header, _NO_PAYLOAD, message.seconds, message.stream, message.owned)
 
 
 #: The hooks a writer runs, by name, with their arguments (see ``BaseStreamWriter``'s
@@ -593,6 +593,11 @@ class WriterCore:
             session = self.session.get("id") if self.session else None
             return SessionFailed(f"{fatal} ({session})" if session else str(fatal), code="session_not_found")
         return TransportError(fatal or "the connection to the framecast server closed unexpectedly")
+
+    @property
+    def has_outgoing(self) -> bool:
+        """Whether control messages wait to be sent (``take_outgoing``)."""
+        return bool(self._outgoing)
 
     def take_outgoing(self) -> list[str]:
         """Control messages the writer should send to the server now (output confirmations)."""
