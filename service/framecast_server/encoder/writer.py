@@ -450,7 +450,8 @@ def _threading(realtime: bool, plan: VideoPlan, codec: str) -> tuple[str, int]:
     cores) take a few frames at once and go further where the encoder has the machine to itself,
     but a server shares its cores between sessions, its event loop and, on the same machine, the
     client: beside them x264's slice threads spend less CPU per frame, and files were written
-    4-5% faster at ``preset=ultrafast`` (no slower at ``medium``; BENCHMARKS.md, issue 18).
+    4-5% faster at ``preset=ultrafast``, no slower at ``medium`` (BENCHMARKS.md, "Measurements
+    behind design choices").
     The count also sets the threads PyAV's swscale uses to convert frames for the encoder.
     """
     if realtime:
