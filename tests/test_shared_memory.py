@@ -228,19 +228,20 @@ def test_a_full_segment_waits_and_a_payload_larger_than_it_goes_inline(small_shm
     assert [read_stamp(f) for f in video["frames"]] == list(range(k))
 
 
-@pytest.mark.parametrize("realtime", [False, True])
-def test_x264_encodes_from_the_client_memory_every_frame_as_written(small_shm_server, realtime):
+@pytest.mark.parametrize(("realtime", "width", "height"), [(False, 640, 360), (True, 640, 360), (False, 322, 240)])
+def test_x264_encodes_from_the_client_memory_every_frame_as_written(small_shm_server, realtime, width, height):
     """x264's frames use the client's shared memory as it is (``SessionWriter._may_lend``), and
     the client writes each region again once its chunk is acknowledged. Three 640x360 frames fit
     the segment here, so every region is written many times over: encoded losslessly (qp 0), each
     decoded frame must still be, plane for plane, exactly the frame written into it, straight
-    (``realtime=False``) and through the pacer, which holds frames until they are due."""
+    (``realtime=False``) and through the pacer, which holds frames until they are due; and with
+    chroma rows of an odd length (161 bytes at 322 wide)."""
     count = 30 if realtime else 45
-    frames = patterns(count, 360, 640)
-    name = f"shm/lent-{realtime}.mkv"
+    frames = patterns(count, height, width)
+    name = f"shm/lent-{realtime}-{width}.mkv"
     writer = StreamWriter(ServerFile(name), server=small_shm_server.url, realtime=realtime)
     writer.add_video_stream(
-        frame_rate=30, width=640, height=360, encoder="libx264", encoder_option={"preset": "ultrafast", "qp": "0"}
+        frame_rate=30, width=width, height=height, encoder="libx264", encoder_option={"preset": "ultrafast", "qp": "0"}
     )
     before = payload_paths(small_shm_server)
     with writer.open():
