@@ -22,6 +22,7 @@ def _e2e(ax: Any, r: ScenarioResult) -> None:
         ("websocket_rgb", "websocket\nRGB", "C9"),
         ("local_file", "framecast\nlocal file", "C0"),
         ("encoder", "encoder\nalone", "C7"),
+        ("pipelined", "PyAV +\nconv. thread", "C2"),
         ("pyav", "PyAV\nin-process", "C2"),
         ("ffmpeg", "ffmpeg\npipe", "C1"),
     ]

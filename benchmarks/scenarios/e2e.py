@@ -3,7 +3,9 @@ and an ffmpeg pipe.
 
 The encoder alone is the limit of the job: PyAV in this process encoding frames that are yuv420p
 already (converted before the timing), with nothing else to do. Everything framecast adds (the
-RGB conversion, the transport, the session) is measured against it.
+RGB conversion, the transport, the session) is measured against it. Beside it, the least any
+design adds here: PyAV in-process with libyuv converting each frame on a second thread while x264
+encodes the one before (``baselines.pyav_pipelined``), the conversion and nothing else.
 
 The same precomputed frames (1280x720 rgb24, a moving pattern) are encoded with libx264
 preset=ultrafast into MP4, in rounds whose order rotates; each contender's median is reported.
@@ -41,7 +43,14 @@ from typing import Any
 
 import framecast
 
-from ..baselines import count_video_packets, encoder_alone, ffmpeg_pipe_encode, pyav_encode, yuv420p_frames
+from ..baselines import (
+    count_video_packets,
+    encoder_alone,
+    ffmpeg_pipe_encode,
+    pyav_encode,
+    pyav_pipelined,
+    yuv420p_frames,
+)
 from ..measure import median, own_cpu_seconds, process_cpu_seconds
 from ..media import moving_frames
 from ..report import ScenarioResult
@@ -131,8 +140,9 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         "ffmpeg": workdir / "e2e-ffmpeg.mp4",
         "local_file": workdir / "e2e-framecast.mp4",
         "encoder": workdir / "e2e-encoder.mp4",
+        "pipelined": workdir / "e2e-pipelined.mp4",
     }
-    names = ("server_file", "websocket", "websocket_rgb", "local_file", "encoder", "pyav", "ffmpeg")
+    names = ("server_file", "websocket", "websocket_rgb", "local_file", "encoder", "pipelined", "pyav", "ffmpeg")
     times: dict[str, list[float]] = {k: [] for k in names}
     cores: list[dict[str, float]] = []
     cores_websocket: list[dict[str, float]] = []
@@ -147,6 +157,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         _framecast(server, tchw[:warm], server_dst, rate)
         pyav_encode(thwc[:warm], workdir / "warm-pyav.mp4", rate, ULTRAFAST)
         encoder_alone(yuv_frames[:warm], workdir / "warm-encoder.mp4", rate, ULTRAFAST)
+        pyav_pipelined(tchw[:warm], workdir / "warm-pipelined.mp4", rate, ULTRAFAST)
         ffmpeg_pipe_encode(thwc[:warm], workdir / "warm-ffmpeg.mp4", rate, ULTRAFAST["preset"])
 
         def server_file() -> None:
@@ -173,6 +184,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             "websocket_rgb": websocket_rgb,
             "local_file": local_file,
             "encoder": lambda: times["encoder"].append(encoder_alone(yuv_frames, outputs["encoder"], rate, ULTRAFAST)),
+            "pipelined": lambda: times["pipelined"].append(pyav_pipelined(tchw, outputs["pipelined"], rate, ULTRAFAST)),
             "pyav": lambda: times["pyav"].append(pyav_encode(thwc, outputs["pyav"], rate, ULTRAFAST)),
             "ffmpeg": lambda: times["ffmpeg"].append(
                 ffmpeg_pipe_encode(thwc, outputs["ffmpeg"], rate, ULTRAFAST["preset"])
@@ -215,6 +227,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     )
     result.add("fps_local_file", "framecast -> local file, bytes back (fps)", fps["local_file"], "fps")
     result.add("fps_encoder", "the encoder alone: PyAV in-process, frames already yuv420p (fps)", fps["encoder"], "fps")
+    result.add("fps_pipelined", "PyAV in-process, libyuv converting on a second thread (fps)", fps["pipelined"], "fps")
     result.add("fps_pyav", "PyAV in-process (fps)", fps["pyav"], "fps")
     result.add("fps_ffmpeg", "ffmpeg pipe (fps)", fps["ffmpeg"], "fps")
     result.add("ratio_encoder", "framecast / the encoder alone", fps["server_file"] / fps["encoder"], "x", 2)
@@ -232,6 +245,15 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         "x",
         2,
     )
+    result.add(
+        "ratio_pipelined_encoder",
+        "PyAV with a conversion thread / the encoder alone (the least any design adds)",
+        fps["pipelined"] / fps["encoder"],
+        "x",
+        2,
+    )
+    pipelined = fps["server_file"] / fps["pipelined"]
+    result.add("ratio_pipelined", "framecast / PyAV with a conversion thread", pipelined, "x", 2)
     result.add("ratio_pyav", "framecast / PyAV", fps["server_file"] / fps["pyav"], "x", 2)
     result.add("ratio_ffmpeg", "framecast / ffmpeg pipe", fps["server_file"] / fps["ffmpeg"], "x", 2)
     result.add("ratio_websocket_pyav", "framecast over the websocket / PyAV", fps["websocket"] / fps["pyav"], "x", 2)
