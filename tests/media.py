@@ -142,3 +142,16 @@ def decode(source: Source, format: str | None = None, truncated: bool = False) -
 
 def chw_to_hwc(frames: np.ndarray) -> np.ndarray:
     return frames.transpose(0, 2, 3, 1)
+
+
+def assert_planes_as_written(path: Path, frames: np.ndarray) -> None:
+    """The video of ``path``, encoded losslessly, decodes to exactly the yuv420p planes of the
+    (T, 3, H, W) rgb24 ``frames`` as the client converts them (``framecast.yuv``), frame by frame."""
+    from framecast import yuv
+
+    expected = yuv.rgb_to_i420(frames)
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="yuv420p").reshape(-1) for f in container.decode(video=0)]
+    assert len(decoded) == len(frames)
+    for k, planes in enumerate(decoded):
+        assert np.array_equal(planes, expected[k]), f"frame {k} is not the one written"

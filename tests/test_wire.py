@@ -18,7 +18,7 @@ from framecast_server import libyuv
 
 from .conftest import ServerProcess, payload_paths
 from .faults import CuttingProxy
-from .media import decode, patterns, read_stamp
+from .media import assert_planes_as_written, decode, patterns, read_stamp
 
 W, H = 160, 120
 
@@ -274,9 +274,4 @@ def test_x264_frames_from_the_websocket_are_the_planes_written(server: ServerPro
     # Into the ring as they came (a large payload, placed), or copied there (a small zstd frame).
     path = "placed" if compression == "none" else "copied"
     assert after.get(path, 0) - before.get(path, 0) == count
-    expected = yuv.rgb_to_i420(frames)
-    with av.open(str(server.output_dir / name)) as container:
-        decoded = [f.to_ndarray(format="yuv420p").reshape(-1) for f in container.decode(video=0)]
-    assert len(decoded) == count
-    for k, planes in enumerate(decoded):
-        assert np.array_equal(planes, expected[k]), f"frame {k} is not the one written"
+    assert_planes_as_written(server.output_dir / name, frames)
