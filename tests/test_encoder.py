@@ -14,7 +14,13 @@ from framecast import yuv
 from framecast_server.config import Settings
 from framecast_server.encoder.errors import SetupError
 from framecast_server.encoder.preview import Previewer
-from framecast_server.encoder.writer import Memory, SessionWriter, _video_filter_steps
+from framecast_server.encoder.writer import (
+    SLICED_FILES_MAX_CORES,
+    Memory,
+    SessionWriter,
+    _threading,
+    _video_filter_steps,
+)
 from framecast_server.models import SessionConfig
 from framecast_server.planning.plan import VideoPlan, make_plan
 
@@ -293,3 +299,17 @@ def test_a_preview_is_a_copy_taken_only_while_watched():
     previewer.offer_video(0, [frame], now=time.monotonic() + 0.6)
     previewer.offer_video(1, [frame])  # another stream has an interval of its own
     assert previewer.due() and sorted(previewer.take()) == [0, 1]
+
+
+def test_x264_files_use_slice_threads_on_small_machines(tmp_path):
+    """x264 files: slice threads where the machine has few cores (as PyAV in-process), FFmpeg's
+    choice (frame threads) beyond, and for other encoders; paced streams keep theirs."""
+    config = SessionConfig.model_validate(
+        {"destination": {"type": "server_file", "path": "t.mkv"}, "streams": [video(width=1280, height=720)]}
+    )
+    plan = make_plan(config, Settings(output_dir=tmp_path)).streams[0]
+    assert isinstance(plan, VideoPlan)
+    assert _threading(False, plan, "libx264", 2) == ("SLICE", 0)
+    assert _threading(False, plan, "libx264", SLICED_FILES_MAX_CORES + 1) == ("AUTO", 0)
+    assert _threading(False, plan, "mpeg4", 2) == ("AUTO", 0)
+    assert _threading(True, plan, "libx264", 64) == ("SLICE", 0)

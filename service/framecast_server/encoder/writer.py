@@ -436,29 +436,42 @@ COPYING_ENCODERS = frozenset({"libx264"})
 #: threads where the encoder has them and no slices.
 SLICED_LIBRARIES = frozenset({"libx264", "libx264rgb"})
 
+#: Files from x264 use its slice threads on machines with at most this many cores: one slice per
+#: core, at most four bands of a frame. Beyond, slices would cut frames thinner (less efficient
+#: compression) where frame threads keep scaling; the measurements were made on two cores.
+SLICED_FILES_MAX_CORES = 4
 
-def _threading(realtime: bool, plan: VideoPlan, codec: str) -> tuple[str, int]:
-    """FFmpeg's thread type and count for the video encoder ``codec`` (``thread_type`` and
-    ``threads`` in encoder_option win).
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, which containers narrow), else the count."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def _threading(realtime: bool, plan: VideoPlan, codec: str, cores: int) -> tuple[str, int]:
+    """FFmpeg's thread type and count for the video encoder ``codec`` on a machine of ``cores``
+    (``thread_type`` and ``threads`` in encoder_option win).
 
     Paced outputs use slice threads, so packets leave as soon as each frame is encoded; small ones
     a single thread, because slicing a frame that takes a millisecond or two buys no latency worth
     the thread wake-ups, and with many sessions on a machine the threads of every encoder would
     contend for the same cores (measured in BENCHMARKS.md).
 
-    Files from x264 use its slice threads too, as PyAV in-process does. Frame threads (three on two
-    cores) take a few frames at once and go further where the encoder has the machine to itself,
-    but a server shares its cores between sessions, its event loop and, on the same machine, the
-    client: beside them x264's slice threads spend less CPU per frame, and files were written
-    4-5% faster at ``preset=ultrafast``, no slower at ``medium`` (BENCHMARKS.md, "Measurements
-    behind design choices").
+    Files from x264 use its slice threads too on small machines (``SLICED_FILES_MAX_CORES``), as
+    PyAV in-process does. Frame threads (three on two cores) take a few frames at once and go
+    further where the encoder has the machine to itself, but a server shares its cores between
+    sessions, its event loop and, on the same machine, the client: beside them x264's slice threads
+    spend less CPU per frame, and files were written 4-5% faster at ``preset=ultrafast``, no slower
+    at ``medium`` (BENCHMARKS.md, "Measurements behind design choices").
     The count also sets the threads PyAV's swscale uses to convert frames for the encoder.
     """
     if realtime:
         if plan.encoder_width * plan.encoder_height * plan.encoder_frame_rate <= SINGLE_THREAD_PIXEL_RATE:
             return "SLICE", 1
         return "SLICE", 0
-    return ("SLICE", 0) if codec in SLICED_LIBRARIES else ("AUTO", 0)
+    if codec in SLICED_LIBRARIES and cores <= SLICED_FILES_MAX_CORES:
+        return "SLICE", 0
+    return "AUTO", 0
 
 
 def _apply_codec_config(ctx: Any, cfg: dict[str, int | None], options: dict[str, str]) -> None:
@@ -734,7 +747,7 @@ class SessionWriter:
         ctx.pix_fmt = plan.encoder_format
         ctx.time_base = 1 / plan.encoder_frame_rate
         ctx.framerate = plan.encoder_frame_rate
-        ctx.thread_type, ctx.thread_count = _threading(self.plan.realtime, plan, ctx.name)
+        ctx.thread_type, ctx.thread_count = _threading(self.plan.realtime, plan, ctx.name, available_cores())
         return stream
 
     def _add_audio_encoder(self, plan: AudioPlan) -> EncoderStream:
