@@ -264,7 +264,7 @@ class DirectLoop:
         array, memory, in_ring = self.payloads.array(chunk)
         encode = writer.plan.encode
         frames = writer.frames_for(header.stream, array, header.pts, memory) if encode else ChunkFrames(None, [])
-        audio = writer.plan.encode and writer.plan.streams[header.stream].type == "audio"
+        audio = encode and writer.plan.streams[header.stream].type == "audio"
         levels = levels_db(array) if audio else None
         del array  # frames from the ring hold copies: its space can be written again (``Memory``)
         if in_ring:

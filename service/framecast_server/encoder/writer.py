@@ -118,8 +118,9 @@ class Memory(enum.Enum):
 
 class ChunkFrames:
     """A chunk's frames, in order: the silence filling a pts gap before it, built lazily a piece at
-    a time as the encoder takes it, then the chunk's own frames, built already (their pixels are
-    copied out of the shared memory the chunk came through, which can then be written again)."""
+    a time as the encoder takes it, then the chunk's own frames, built already (their pixels
+    copied out of the ring the chunk came through, which can then be written again, or over memory
+    that stays as it is until they are encoded: ``Memory``)."""
 
     def __init__(self, gap: Iterator[Frame] | None, built: list[Frame]) -> None:
         self.gap = gap
