@@ -43,7 +43,6 @@ frame that decompresses to the array's bytes; it is shorter than they are (``com
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import math
@@ -313,13 +312,13 @@ def compressed_header(header: bytes) -> bytes:
 
 def shared_chunk(header: ChunkHeader, offset: int) -> bytes:
     """``header`` as a shared-memory CHUNK whose payload lies at ``offset`` (see encode_shared_chunk)."""
-    return dataclasses.replace(header, shared=True).serialize() + _SHARED_OFFSET.pack(offset)
+    return shared_header(header.serialize(), offset)
 
 
 def shared_header(header: bytes, offset: int) -> bytes:
     """A serialized chunk header made the whole of a shared-memory CHUNK whose payload lies at
-    ``offset``: the shared flag set and the offset appended, what ``shared_chunk`` makes of the
-    parsed header, without parsing it again (the SDK does this for every chunk it places).
+    ``offset``: the shared flag set and the offset appended, without parsing it again (the SDK
+    does this for every chunk it places).
 
     Raises:
         ProtocolError: the header says its payload is compressed, which shared memory never is.

@@ -79,7 +79,12 @@ class Payload(NamedTuple):
 
     array: np.ndarray
     memory: Memory  # whose it is: whether frames may use it as it is (``writer.Memory``)
-    in_ring: bool  # it came through the server's ring, whose space is handed back after use (``Free``)
+
+    @property
+    def in_ring(self) -> bool:
+        """Whether it came through the server's ring (as itself, or unmasked or decompressed out
+        of it), whose space is handed back after use (``Free``)."""
+        return self.memory is not Memory.CLIENT
 
 
 class Payloads:
@@ -101,12 +106,12 @@ class Payloads:
         """
         if chunk.where == IN_CLIENT_MEMORY:
             assert self.client is not None, "a client-memory chunk for a session without shared memory"
-            return Payload(self.client.array(chunk.header, chunk.offset), Memory.CLIENT, False)
+            return Payload(self.client.array(chunk.header, chunk.offset), Memory.CLIENT)
         if chunk.header.compressed:
-            return Payload(self._decompressed(chunk), Memory.OWN, True)
+            return Payload(self._decompressed(chunk), Memory.OWN)
         if chunk.mask != NO_MASK:
-            return Payload(self._unmask(chunk), Memory.OWN, True)
-        return Payload(self.ring.array(chunk.header, chunk.offset), Memory.RING, True)
+            return Payload(self._unmask(chunk), Memory.OWN)
+        return Payload(self.ring.array(chunk.header, chunk.offset), Memory.RING)
 
     def _unmask(self, chunk: ChunkDescriptor) -> np.ndarray:
         """The payload XORed with its mask on its way out of the ring (which this process only
@@ -261,12 +266,14 @@ class DirectLoop:
 
     def _build(self, chunk: ChunkDescriptor) -> _Prepared:
         writer, header = self.writer, chunk.header
-        array, memory, in_ring = self.payloads.array(chunk)
+        payload = self.payloads.array(chunk)
+        array, memory = payload
         encode = writer.plan.encode
         frames = writer.frames_for(header.stream, array, header.pts, memory) if encode else ChunkFrames(None, [])
         audio = encode and writer.plan.streams[header.stream].type == "audio"
         levels = levels_db(array) if audio else None
-        del array  # frames from the ring hold copies: its space can be written again (``Memory``)
+        in_ring = payload.in_ring
+        del array, payload  # frames from the ring hold copies: its space can be written again (``Memory``)
         if in_ring:
             self.pipe.send(FREE)
         return _Prepared(header, frames, levels)
@@ -342,13 +349,15 @@ class PacedLoop:
     def _take(self, message: ChunkDescriptor | Watch | Finish | Stop | None) -> None:
         match message:
             case ChunkDescriptor(header):
-                array, memory, in_ring = self.payloads.array(message)
+                payload = self.payloads.array(message)
+                array, memory = payload
                 # The pacer holds a gap's silence until it is due: bounded by FRAMECAST_MAX_PTS_GAP.
                 frames = list(self.writer.frames_for(header.stream, array, header.pts, memory))
                 self.pacer.add(header.stream, frames, header.seq, array.nbytes)
                 if self.writer.plan.streams[header.stream].type == "audio":
                     self.previewer.offer_audio(header.stream, array)
-                del array
+                in_ring = payload.in_ring
+                del array, payload
                 if in_ring:
                     self.pipe.send(FREE)
             case Watch(seconds):
