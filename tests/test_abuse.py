@@ -66,6 +66,39 @@ async def _outbox_checks() -> None:
     assert len(outbox) == 0 and outbox.waiting_bytes == outbox.unconfirmed_bytes == 0
 
 
+def test_an_ack_is_sent_at_once_only_when_nothing_waits_before_it() -> None:
+    """ACKs leave through ``send_now`` while the outbox is empty; behind any queued message they
+    queue too (and coalesce), so they never overtake it; refused by ``send_now``, they queue."""
+
+    async def main() -> None:
+        outbox = Outbox()
+        wire: list[bytes] = []
+        open_ = [True]
+
+        def send_now(message: bytes) -> bool:
+            if open_[0]:
+                wire.append(message)
+            return open_[0]
+
+        outbox.send_now = send_now
+        outbox.put_ack(protocol.encode_ack(1))
+        assert wire == [protocol.encode_ack(1)] and len(outbox) == 0
+        outbox.put(b"output", output_index=0)
+        outbox.put_ack(protocol.encode_ack(2))
+        outbox.put_ack(protocol.encode_ack(3))
+        assert len(wire) == 1 and len(outbox) == 2, "behind the output: queued, coalesced"
+        sent = []
+        while len(outbox):
+            sent.append(await outbox.peek())
+            outbox.pop()
+        assert sent == [b"output", protocol.encode_ack(3)]
+        open_[0] = False  # e.g. the transport's buffer is full
+        outbox.put_ack(protocol.encode_ack(4))
+        assert len(outbox) == 1 and await outbox.peek() == protocol.encode_ack(4)
+
+    asyncio.run(main())
+
+
 def test_a_writer_waits_for_room_until_the_client_reads_or_the_session_ends() -> None:
     async def main() -> None:
         outbox = Outbox()

@@ -95,12 +95,36 @@ def test_bad_shared_chunks_get_clear_errors_and_the_session_lives_on(api, server
     memory[0 : good.nbytes] = good.tobytes()
     ws.send(shared_chunk(10, good, 0))
     recv_until(ws, is_ack(10))
+    # Once the segment is in use, good chunks are taken on the websocket's callback
+    # (``Session.take_now``); bad ones must still get the same refusals, and move nothing on.
+    # A refused chunk of stream 0 before the good one would have moved its pts past 2/30 s.
+    later = patterns(2, 48, 64, start=2)
+    memory[65536 : 65536 + later.nbytes] = later.tobytes()
+    memory[131072 : 131072 + bad_audio.nbytes] = bad_audio.tobytes()
+    cases = [
+        (shared_chunk(11, good, size - 64), 11, "must start on a multiple of 64 and end within"),
+        (shared_chunk(12, good, 100), 12, "must start on a multiple of 64"),
+        (shared_chunk(13, good, 0)[:-4], 13, "carries an 8-byte offset after its header, got 4 bytes"),
+        (shared_chunk(14, bad_audio, 131072, stream=1), 14, "100 samples are NaN or infinite"),
+        (shared_chunk(15, patterns(1, 48, 32), 0), 15, "expected shape (frames, 3, 48, 64), got (1, 3, 48, 32)"),
+        (protocol.encode_shared_chunk(0, 16, good, 0, pts=0.0), 16, "pts"),  # before the stream's end
+    ]
+    for message, seq, text in cases:
+        ws.send(message)
+        error = recv_until(ws, is_type("error"))[-1]
+        assert text in error["message"], error
+        assert error["seq"] == seq
+    ws.send(shared_chunk(10, good, 0))  # a resend of a chunk taken: its ACK again, nothing written
+    recv_until(ws, is_ack(10))
+    # Refused chunks left the timeline where it was: frames 2 and 3 at their own pts are taken.
+    ws.send(protocol.encode_shared_chunk(0, 17, later, 65536, pts=2 / 30))
+    recv_until(ws, is_ack(17))
     ws.send(protocol.encode_control("finish"))
     recv_until(ws, is_type("closed"))
     ws.close()
     memory.close()
     (video, _) = decode(server.output_dir / "shm" / "bad.mkv")["streams"]
-    assert [read_stamp(f) for f in video["frames"]] == [0, 1]
+    assert [read_stamp(f) for f in video["frames"]] == [0, 1, 2, 3]
 
     plain = create(api, [VIDEO])  # did not ask: no segment, and a shared chunk is refused by name
     assert plain["shared_memory"] is None

@@ -23,7 +23,14 @@ import uvicorn
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from framecast_server.api.websocket import LEND_MIN_BYTES, SCRATCH_BYTES, InPlaceWebSocketProtocol
+from framecast_server.api.websocket import (
+    LEND_MIN_BYTES,
+    PLACEMENT,
+    SCRATCH_BYTES,
+    SEND_NOW,
+    SEND_NOW_MAX_BYTES,
+    InPlaceWebSocketProtocol,
+)
 from framecast_server.unmasking import unmask
 
 from .conftest import free_port
@@ -32,14 +39,25 @@ MAX_SIZE = 3 * 1024 * 1024
 
 
 class EchoApp:
-    """Sends every message back as it came; remembers how each connection ended."""
+    """Sends every message back as it came; remembers how each connection ended. Binary messages
+    that start with ``b"now:"`` go back through ``send_now`` where it takes them (``sent_now``
+    counts those), else the usual way."""
 
     def __init__(self) -> None:
         self.disconnects: list[int] = []
+        self.sent_now = 0
+        self.taken: list[bytes] = []  # messages ``take_now`` took (those that start with b"take:")
+
+    def _take_now(self, message: memoryview) -> bool:
+        if bytes(message[:5]) != b"take:":
+            return False
+        self.taken.append(bytes(message))
+        return True
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "websocket"
         assert (await receive())["type"] == "websocket.connect"
+        scope["extensions"][PLACEMENT]["take_now"] = self._take_now
         await send({"type": "websocket.accept"})
         while True:
             message = await receive()
@@ -47,9 +65,15 @@ class EchoApp:
                 self.disconnects.append(message["code"])
                 return
             if message.get("bytes") is not None:
+                data = bytes(message["bytes"])
+                if data == b"slow":
+                    await asyncio.sleep(1.0)  # busy with this one: what comes meanwhile waits its turn
+                if data.startswith(b"now:") and scope["extensions"][SEND_NOW](data):
+                    self.sent_now += 1
+                    continue
                 # Lent buffers are valid until the next receive(): echo before asking for more.
                 await asyncio.sleep(0)  # let more of the socket be read meanwhile
-                await send({"type": "websocket.send", "bytes": bytes(message["bytes"])})
+                await send({"type": "websocket.send", "bytes": data})
             elif message["text"] == "close please":
                 await send({"type": "websocket.close", "code": 4000, "reason": "asked to"})
                 return
@@ -129,6 +153,43 @@ def test_many_messages_pipelined(echo: tuple[int, EchoApp]) -> None:
         for payload in payloads:
             ws.send(payload)
         assert [ws.recv(timeout=10) for _ in payloads] == payloads
+
+
+def test_small_messages_sent_now_arrive_whole_and_in_order(echo: tuple[int, EchoApp]) -> None:
+    """``send_now`` (the session's ACKs) writes a frame of every length it takes, between messages
+    sent the usual way, and refuses what does not fit its 2-byte frame header: that goes the usual
+    way, in order."""
+    port, app = echo
+    before = app.sent_now
+    sizes = [4, 5, 100, SEND_NOW_MAX_BYTES, SEND_NOW_MAX_BYTES + 1, 1000]
+    payloads = [b"now:" + os.urandom(size - 4) for size in sizes] + [b"plain", b"now:x"]
+    with connect(f"ws://127.0.0.1:{port}/", max_size=None, compression=None) as ws:
+        for payload in payloads:
+            ws.send(payload)
+            assert ws.recv(timeout=10) == payload
+        for payload in payloads:  # pipelined too
+            ws.send(payload)
+        assert [ws.recv(timeout=10) for _ in payloads] == payloads
+    sent_now = 2 * sum(1 for p in payloads if p.startswith(b"now:") and len(p) <= SEND_NOW_MAX_BYTES)
+    assert app.sent_now - before == sent_now == 10
+
+
+def test_take_now_takes_a_message_only_while_the_app_waits_for_one(echo: tuple[int, EchoApp]) -> None:
+    """``take_now`` (shared-memory chunks) is offered a small binary message only when the app is
+    waiting in ``receive()`` with nothing queued: one that comes while the app is busy with the
+    message before reaches it through ``receive()``, after that one, in order."""
+    port, app = echo
+    with connect(f"ws://127.0.0.1:{port}/", max_size=None, compression=None) as ws:
+        taken = len(app.taken)
+        ws.send(b"slow")
+        ws.send(b"take:1")  # the app is asleep over "slow": queued, and echoed like any message
+        assert ws.recv(timeout=10) == b"slow" and ws.recv(timeout=10) == b"take:1"
+        ws.send(b"take:2")  # the app waits: taken at once, never echoed
+        ws.send(b"take:" + bytes(LEND_MIN_BYTES))  # too large to be offered
+        ws.send(b"ping")
+        assert ws.recv(timeout=10) == b"take:" + bytes(LEND_MIN_BYTES)
+        assert ws.recv(timeout=10) == b"ping"
+    assert app.taken[taken:] == [b"take:2"]
 
 
 def test_deflate_is_not_negotiated(echo: tuple[int, EchoApp]) -> None:

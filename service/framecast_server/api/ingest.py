@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 
@@ -30,7 +31,7 @@ from starlette.types import Message
 
 from framecast import protocol
 from framecast.errors import ProtocolError
-from framecast_server.api.websocket import PLACEMENT
+from framecast_server.api.websocket import PLACEMENT, SEND_NOW
 from framecast_server.auth import bearer
 from framecast_server.errors import InvalidChunk, SessionNotFound, StateConflict
 from framecast_server.session.manager import SessionManager
@@ -89,9 +90,13 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     if session is None:
         return
     sender = asyncio.create_task(_send_outbox(ws, session))
-    placements = ws.scope.get("extensions", {}).get(PLACEMENT)
+    extensions = ws.scope.get("extensions", {})
+    placements = extensions.get(PLACEMENT)
     if placements is not None:  # payloads straight into the ring (websocket.py)
         placements["sink"] = session.place
+        placements["take_now"] = functools.partial(_take_now, session)
+    send_now = extensions.get(SEND_NOW)
+    session.outbox.send_now = send_now  # ACKs without waking the sender (websocket.py)
     try:
         if await _receive_loop(ws, session):
             # Everything the encoder produced, then the final summary, then a normal close.
@@ -102,6 +107,9 @@ async def stream(ws: WebSocket, session_id: str) -> None:
     finally:
         if placements is not None:
             placements.pop("sink", None)
+            placements.pop("take_now", None)
+        if session.outbox.send_now is send_now:
+            session.outbox.send_now = None
         await _finish_connection(session, sender)
 
 
@@ -152,10 +160,24 @@ async def _receive_loop(ws: WebSocket, session: Session) -> bool:
                 await _close_refused(ws, close_reason)
                 return False
             continue
-        summary = session.refusals.accepted()
-        if summary is not None:
-            session.outbox.put_notice(_error(None, REFUSED_MORE, summary))
+        _accepted(session)
     return True
+
+
+def _take_now(session: Session, data: memoryview) -> bool:
+    """A chunk taken on the websocket's callback (``Session.take_now``), as ``_receive_loop``
+    takes one."""
+    if not session.take_now(data):
+        return False
+    _accepted(session)
+    return True
+
+
+def _accepted(session: Session) -> None:
+    """A message was taken: if some before it were refused unanswered, say how many."""
+    summary = session.refusals.accepted()
+    if summary is not None:
+        session.outbox.put_notice(_error(None, REFUSED_MORE, summary))
 
 
 async def _take(session: Session, message: Message) -> bool:

@@ -71,6 +71,13 @@ SPARE_BUFFERS = 2
 #: The ASGI extension (a key of the scope's ``extensions``, and of a receive event) for placements.
 PLACEMENT = "framecast.placement"
 
+#: The ASGI extension whose value is ``send_now``: a small binary message sent from the caller's
+#: own stack, where ``send()`` would take a task switch. The session's ACKs go this way.
+SEND_NOW = "framecast.send_now"
+
+#: The largest message ``send_now`` takes: one whose frame has the 2-byte header.
+SEND_NOW_MAX_BYTES = 125
+
 
 class Placement(Protocol):
     """A region the app has set aside for the rest of a message (``ring.Placed`` is one)."""
@@ -86,6 +93,11 @@ class Placement(Protocol):
 
     def cancel(self) -> None: ...
 
+
+#: What the app may set as ``scope["extensions"][PLACEMENT]["take_now"]``: called with a small binary
+#: message (a view, valid during the call) when the app waits for its next message and none is
+#: queued; True: the app took it there and then, and it is not queued.
+TakeNow = Callable[[memoryview], bool]
 
 #: What the app sets as ``scope["extensions"][PLACEMENT]["sink"]``: called with a binary message's
 #: first fragment, it answers with where the rest goes, a future done when it should be asked
@@ -137,7 +149,8 @@ class _Receiver(WebSocketsSansIOProtocol):
         self._size = 0  # ... and how much of it has arrived
         self._lent: bytearray | None = None
         self._spares: list[bytearray] = []
-        self._placement_extension: dict[str, Sink] = {}
+        self._placement_extension: dict[str, Sink | TakeNow] = {}
+        self._app_waiting = False  # the app is in ``receive()``, waiting for a message
         self._failed = False  # a frame broke the rules: everything after it is dropped
         self._placement: Placement | None = None  # where the rest of this message goes ...
         self._prefix = 0  # ... after its first fragment, which is in the buffer
@@ -155,6 +168,7 @@ class _Receiver(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         extensions = cast(dict[str, Any], self.scope).setdefault("extensions", {})
         extensions[PLACEMENT] = self._placement_extension
+        extensions[SEND_NOW] = self.send_now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_placement()
@@ -342,7 +356,7 @@ class _Receiver(WebSocketsSansIOProtocol):
     def _offer(self, size: int) -> None:
         """Show the app a binary message's first fragment; it may place the rest, or have the
         socket wait until it has room (``Sink``)."""
-        sink = self._placement_extension.get("sink")
+        sink = cast("Sink | None", self._placement_extension.get("sink"))
         if sink is None:
             return
         if self._unplaced:
@@ -431,6 +445,8 @@ class _Receiver(WebSocketsSansIOProtocol):
             except UnicodeDecodeError:
                 self._fail(CloseCode.INVALID_DATA, "invalid UTF-8 in a text message")
                 return
+        elif self._taken_now(view):
+            return
         elif size >= LEND_MIN_BYTES:
             event = {"type": "websocket.receive", "bytes": view}
             self._buffer = bytearray()  # lent: the next message takes another
@@ -442,6 +458,14 @@ class _Receiver(WebSocketsSansIOProtocol):
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
+
+    def _taken_now(self, message: memoryview) -> bool:
+        """Whether the app's ``take_now`` took this binary message at once: offered only when the
+        app waits for a message and none is queued before this one, so messages stay in order."""
+        take_now = cast("TakeNow | None", self._placement_extension.get("take_now"))
+        if take_now is None or not self._app_waiting or not self.queue.empty() or len(message) >= LEND_MIN_BYTES:
+            return False
+        return take_now(message)
 
     async def receive(self) -> ASGIReceiveEvent:
         # The app asks for the next message, so it is done with the one before (lent, or not placed).
@@ -455,7 +479,11 @@ class _Receiver(WebSocketsSansIOProtocol):
             if not self._unplaced and self._unplaced_done is not None:
                 self._unplaced_done.set_result(None)  # (``_room_freed`` offers the waiting header)
                 self._unplaced_done = None
-        event = await super().receive()
+        self._app_waiting = True
+        try:
+            event = await super().receive()
+        finally:
+            self._app_waiting = False
         if self._room is not None:  # uvicorn resumed reading for the next message: not yet
             self.transport.pause_reading()
         data = event.get("bytes")
@@ -471,6 +499,30 @@ class _Receiver(WebSocketsSansIOProtocol):
         elif self.close_sent and self._room is not None:  # read on to the client's close
             self._cancel_placement()
             self._parse()
+
+    def send_now(self, data: bytes) -> bool:
+        """Send ``data`` as one binary message now, without waiting, if nothing stands in the way;
+        False (nothing sent) if something does: the connection is not open, it is closing, the
+        transport's buffer is full (``send()`` would wait), or ``data`` is over
+        ``SEND_NOW_MAX_BYTES``. The caller then sends it the usual way.
+
+        The caller keeps messages in order: it sends this way only when nothing it sent through
+        ``send()`` is still on its way. No extensions are negotiated (see ``__init__``), so the
+        frame is exactly the payload behind its header; a server's frames are not masked.
+        """
+        if (
+            len(data) > SEND_NOW_MAX_BYTES
+            or not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(bytes((_FIN | _OP_BINARY, len(data))) + data)
+        return True
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection with ``code``, as ``websockets`` does for a frame it cannot take."""

@@ -28,6 +28,7 @@ import collections
 import ctypes
 import enum
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from framecast import protocol
@@ -77,6 +78,9 @@ class Outbox:
         #: Notices dropped because too many were waiting, over the outbox's life.
         self.dropped_notices = 0
         self._unreported_drops = 0
+        #: Sends a small message at once, or answers False (``websocket.SEND_NOW``): set while a
+        #: connection is attached. ACKs go this way when nothing waits before them.
+        self.send_now: Callable[[bytes], bool] | None = None
 
     # -- adding -------------------------------------------------------------------------------
 
@@ -85,7 +89,11 @@ class Outbox:
         self._append(_Item(message, Kind.MESSAGE, output_index))
 
     def put_ack(self, message: bytes) -> None:
-        """Queue an ACK, replacing a queued one that has not started to leave (ACKs are cumulative)."""
+        """Send an ACK now when nothing waits before it (``send_now``: one every chunk, and the
+        sending task would wake for each); else queue it, replacing a queued one that has not
+        started to leave (ACKs are cumulative)."""
+        if not self._items and self.send_now is not None and self.send_now(message):
+            return
         # items[0] may be in the sender's hands (peeked, being sent): never replace it.
         if len(self._items) >= 2 and self._items[-1].kind is Kind.ACK:
             self.waiting_bytes += len(message) - len(self._items[-1].message)

@@ -518,6 +518,37 @@ class Session:
             # The encoder died; its exit fails the session and the client hears why.
             self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
 
+    def take_now(self, message: bytes | memoryview) -> bool:
+        """Take a chunk whose payload is in the client's shared memory at once, on the websocket's
+        own callback, when nothing about it is refused or has to wait: the hot path of a client
+        on this host, one small message a frame, without a task switch. False: it was not taken,
+        and ``ingest`` decides on it as on any other, refusals included (``_verify`` changes
+        nothing when it refuses, so that decision is the same).
+        """
+        if not self.state.taking_chunks or self.client_memory is None or not self.client_memory.used:
+            return False
+        if self.outbox.waiting_bytes > self.settings.max_queued_output_bytes:
+            return False  # ``ingest`` waits for the client to read its output
+        try:
+            header, payload = protocol.parse_chunk(message)
+        except ProtocolError:
+            return False
+        if not header.shared or header.compressed or header.seq <= self.last_seq:
+            return False
+        try:
+            offset = self._verify(header, payload)
+        except InvalidChunk:
+            return False
+        assert offset is not None
+        self.last_activity = time.monotonic()
+        self._count(header)
+        try:
+            self.encoder.send_shared_chunk(message, header.size, offset)
+            self._payload_paths["client_memory"].inc()
+        except OSError:
+            self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
+        return True
+
     def _resent(self, seq: int) -> None:
         """A resend of a chunk already taken: dropped, and if it is already written that is said
         again (a client that lost the ACK learns the chunk is safe; one in flight gets its own)."""
@@ -525,24 +556,37 @@ class Session:
             self.outbox.put_ack(protocol.encode_ack(self.acked_seq))
 
     def _check(self, header: protocol.ChunkHeader, payload: memoryview) -> int | None:
-        """Check a new chunk against its stream; where its payload lies in the client's shared
-        memory, or None when it came in the message.
+        """Check a new chunk against its stream (``_verify``), counting a refusal as the stream's
+        error; where its payload lies in the client's shared memory, or None when it came in the
+        message.
 
         Raises:
-            InvalidChunk: it does not fit its stream (counted as the stream's error).
+            InvalidChunk: it does not fit its stream.
         """
         try:
-            if header.compressed:
-                self._check_compressed(header, payload)
-            self._checker.check(header)
-            offset, shared = self._shared_payload(header, payload) if header.shared else (None, None)
-            stream = self.plan.streams[header.stream]
-            if isinstance(stream, AudioPlan) and header.dtype.numpy.kind == "f":
-                _check_finite(header, shared if shared is not None else protocol.chunk_array(header, payload))
+            return self._verify(header, payload)
         except InvalidChunk:
             if header.stream < len(self.counters):
                 self.counters[header.stream].errors += 1
             raise
+
+    def _verify(self, header: protocol.ChunkHeader, payload: memoryview) -> int | None:
+        """Check a new chunk against its stream: its payload (compressed as the session agreed,
+        within the shared memory, audio without NaN), then its dtype, shape and pts. The last of
+        these moves the stream's timeline on, so a chunk refused for any reason leaves it where it
+        was, and the next chunk's pts is checked against the chunks taken.
+
+        Raises:
+            InvalidChunk: naming what was expected and what came.
+        """
+        if header.compressed:
+            self._check_compressed(header, payload)
+        offset, shared = self._shared_payload(header, payload) if header.shared else (None, None)
+        streams = self.plan.streams
+        if header.stream < len(streams) and isinstance(streams[header.stream], AudioPlan):
+            if header.dtype.numpy.kind == "f":
+                _check_finite(header, shared if shared is not None else protocol.chunk_array(header, payload))
+        self._checker.check(header)
         return offset
 
     def _check_compressed(self, header: protocol.ChunkHeader, payload: memoryview) -> None:
