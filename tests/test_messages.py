@@ -9,6 +9,7 @@ finds the whole conversation.
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 import typing
 
@@ -163,3 +164,26 @@ def test_a_relay_frame_holding_something_else_is_refused() -> None:
     data = pickle.dumps(messages.Failed("x"))
     with pytest.raises(TypeError, match="not a relay message"):
         messages.RelayFrames().feed(len(data).to_bytes(4, "big") + data)
+
+
+def test_pipe_messages_survive_their_framing_cut_anywhere_as_a_connection_frames_them() -> None:
+    """Both ends cut the pipe with ``PipeFrames``, while a spare's first message is a plain
+    ``multiprocessing.Connection``'s: the framing must be exactly that one, at every length."""
+    import multiprocessing
+
+    payloads = [b"", b"A" + bytes(8), bytes(range(256)) * 300, b"x"]
+    ours = b"".join(messages.pipe_frame(p) + p for p in payloads)
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    with reader, writer:
+        for p in payloads[:2]:  # small enough not to fill the pipe
+            writer.send_bytes(p)
+            assert os.read(reader.fileno(), 1024) == messages.pipe_frame(p) + p
+    for cut in (1, 3, 5, 4096, len(ours)):
+        frames = messages.PipeFrames()
+        got = [m for start in range(0, len(ours), cut) for m in frames.feed(ours[start : start + cut])]
+        assert got == payloads
+    # Over 2 GiB a length is -1 and then 8 bytes; the parser waits for all of them.
+    long_head = (-1).to_bytes(4, "big", signed=True) + (3).to_bytes(8, "big")
+    frames = messages.PipeFrames()
+    assert frames.feed(long_head[:7]) == [] and frames.feed(long_head[7:] + b"ab") == []
+    assert frames.feed(b"c") == [b"abc"]

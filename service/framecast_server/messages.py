@@ -250,6 +250,52 @@ def decode_from_encoder(data: bytes | memoryview) -> FromEncoder:
     return message
 
 
+# -- the pipe's framing ---------------------------------------------------------------------------
+
+#: A message's length before it, as ``multiprocessing.Connection`` frames messages: 4 bytes
+#: big-endian, or -1 and then 8 bytes for a message over 2 GiB.
+_LENGTH = struct.Struct("!i")
+_LONG_LENGTH = struct.Struct("!Q")
+
+
+def pipe_frame(data: bytes) -> bytes:
+    """What goes on the pipe before ``data``: its length."""
+    size = len(data)
+    return _LENGTH.pack(size) if size <= 0x7FFFFFFF else _LENGTH.pack(-1) + _LONG_LENGTH.pack(size)
+
+
+class PipeFrames:
+    """Cuts the pipe's byte stream into messages (sans-I/O: the caller reads, this only parses).
+
+    Both ends read their pipe this way, each as much as is there at a time: a reader that asked
+    for a message's length and then for the message would make two system calls a message.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
+        """The messages completed by ``data``, in order."""
+        buffer = self._buffer
+        buffer += data
+        messages: list[bytes] = []
+        start, end = 0, len(buffer)
+        while end - start >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(buffer, start)
+            head = _LENGTH.size
+            if size == -1:
+                if end - start < head + _LONG_LENGTH.size:
+                    break
+                (size,) = _LONG_LENGTH.unpack_from(buffer, start + head)
+                head += _LONG_LENGTH.size
+            if end - start < head + size:
+                break
+            messages.append(bytes(buffer[start + head : start + head + size]))
+            start += head + size
+        del buffer[:start]
+        return messages
+
+
 # -- server -> encoder ----------------------------------------------------------------------------
 
 

@@ -285,6 +285,7 @@ class PacedLoop:
     def __init__(self, pipe: Pipe, writer: SessionWriter, payloads: Payloads) -> None:
         self.pipe, self.writer, self.payloads = pipe, writer, payloads
         self.pacer = Pacer(len(writer.streams))
+        self.video = frozenset(i for i, stream in enumerate(writer.plan.streams) if stream.type == "video")
         self.stats = StatsEvery()
         self.previewer = Previewer()
         self.held_since: float | None = None
@@ -330,7 +331,7 @@ class PacedLoop:
         """Encode every frame whose time has come, then acknowledge the chunks that are all out."""
         for stream, frame in self.pacer.pop_due(now):
             self.writer.emit(stream, [frame])
-            if self.writer.plan.streams[stream].type == "video":
+            if stream in self.video:
                 self.previewer.offer_video(stream, [frame])
         _send_preview(self.pipe, self.previewer)
         done = self.pacer.completed()
@@ -354,7 +355,7 @@ class PacedLoop:
                 # The pacer holds a gap's silence until it is due: bounded by FRAMECAST_MAX_PTS_GAP.
                 frames = list(self.writer.frames_for(header.stream, array, header.pts, memory))
                 self.pacer.add(header.stream, frames, header.seq, array.nbytes)
-                if self.writer.plan.streams[header.stream].type == "audio":
+                if header.stream not in self.video:
                     self.previewer.offer_audio(header.stream, array)
                 in_ring = payload.in_ring
                 del array, payload

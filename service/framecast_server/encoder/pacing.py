@@ -82,23 +82,36 @@ class Pacer:
         self._bytes = 0
         self._remaining: dict[int, int] = {}
         self._seqs: collections.deque[int] = collections.deque()
+        self._bases: dict[int, tuple[int, int]] = {}  # each stream's time base, as a fraction
 
     def add(self, stream: int, frames: list[Any], seq: int, nbytes: int) -> None:
-        """Queue the frames of chunk ``seq`` of ``stream`` (``nbytes`` of media in all)."""
-        if not self._heap and frames and self.anchor is not None:
-            first = min(float(frame.pts * frame.time_base) for frame in frames)
-            if first < self.settle:
-                self.anchor = min(self.anchor, self.clock() - first)
+        """Queue the frames of chunk ``seq`` of ``stream`` (``nbytes`` of media in all). Every frame
+        of a stream has the same time base, its rate's: a frame's time is ``pts * time_base``."""
+        heap = self._heap
+        if frames:
+            base = self._bases.get(stream)
+            if base is None:
+                time_base = frames[0].time_base
+                base = self._bases[stream] = (time_base.numerator, time_base.denominator)
+            num, den = base  # int / int: the float nearest the exact time, as float(Fraction) gives
+            if not heap and self.anchor is not None:
+                first = min(frame.pts for frame in frames) * num / den
+                if first < self.settle:
+                    self.anchor = min(self.anchor, self.clock() - first)
         self._seqs.append(seq)
         self._remaining[seq] = len(frames)
         self._active[stream] = True
-        share = nbytes // max(1, len(frames))
+        if not frames:
+            return
+        share = nbytes // len(frames)
+        order = self._order
         for frame in frames:
-            t = float(frame.pts * frame.time_base)
-            heapq.heappush(self._heap, _Item(t, next(self._order), stream, frame, seq, share))
-            self._newest = max(self._newest, t)
-            self._pending[stream] += 1
-            self._bytes += share
+            t = frame.pts * num / den
+            heapq.heappush(heap, _Item(t, next(order), stream, frame, seq, share))
+            if t > self._newest:
+                self._newest = t
+        self._pending[stream] += len(frames)
+        self._bytes += share * len(frames)
 
     def media_now(self, now: float) -> float:
         """The media time the wall clock has reached."""

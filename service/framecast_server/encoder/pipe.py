@@ -1,17 +1,31 @@
 """The encoder process's end of its pipe to the server (the vocabulary is ``messages.py``).
 
-The encoder reads its pipe directly, with a plain ``multiprocessing.Connection``: descriptors are
-small, and the ring bounds how many are in flight, so the pipe never fills however long the
-encoder is busy between reads.
+The encoder reads its pipe directly: descriptors are small, and the ring bounds how many are in
+flight, so the pipe never fills however long the encoder is busy between reads. It reads as much as
+is there at a time and cuts it into messages (``messages.PipeFrames``): one system call for a
+message, or for several that came together, where ``multiprocessing.Connection`` makes two each.
 """
 
 from __future__ import annotations
 
+import collections
 import os
+import select
 import threading
 from multiprocessing.connection import Connection
 
-from framecast_server.messages import FromEncoder, OutputBytes, ToEncoder, decode_to_encoder, encode_from_encoder
+from framecast_server.messages import (
+    FromEncoder,
+    OutputBytes,
+    PipeFrames,
+    ToEncoder,
+    decode_to_encoder,
+    encode_from_encoder,
+    pipe_frame,
+)
+
+#: Bytes read from the pipe at a time: many descriptors.
+READ_BYTES = 64 * 1024
 
 
 class NothingYet(Exception):
@@ -24,13 +38,21 @@ class Pipe:
     messages; receiving is done by one thread at a time."""
 
     def __init__(self, conn: Connection) -> None:
-        self._conn = conn
+        self._conn = conn  # kept: it owns the descriptor, and closes it
+        self._fd = conn.fileno()
         self._lock = threading.Lock()
+        self._frames = PipeFrames()
+        self._received: collections.deque[bytes] = collections.deque()
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+        self._gone = False
 
     def send(self, message: FromEncoder) -> None:
         data = encode_from_encoder(message)
+        framed = memoryview(pipe_frame(data) + data)
         with self._lock:
-            self._conn.send_bytes(data)
+            while framed:
+                framed = framed[os.write(self._fd, framed) :]
 
     def receive(self, timeout: float | None = None) -> ToEncoder | None:
         """The next message from the server; None once it went away.
@@ -38,13 +60,21 @@ class Pipe:
         Raises:
             NothingYet: ``timeout`` given, and nothing came within it.
         """
-        try:
-            if timeout is not None and not self._conn.poll(timeout):
+        received = self._received
+        while not received:
+            if self._gone:
+                return None
+            if timeout is not None and not self._poll.poll(max(0.0, timeout) * 1000):
                 raise NothingYet
-            data = self._conn.recv_bytes()
-        except (EOFError, OSError):
-            return None
-        return decode_to_encoder(data)
+            try:
+                data = os.read(self._fd, READ_BYTES)
+            except OSError:
+                data = b""
+            if not data:
+                self._gone = True
+                return None
+            received.extend(self._frames.feed(data))
+        return decode_to_encoder(received.popleft())
 
 
 class PipeSink:

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import struct
 from collections.abc import Callable
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
@@ -30,11 +29,13 @@ from framecast_server.messages import (
     Free,
     FromEncoder,
     OutputBytes,
+    PipeFrames,
     Ready,
     SetupFailed,
     decode_from_encoder,
     encode_chunk,
     encode_control,
+    pipe_frame,
 )
 from framecast_server.planning.plan import SessionPlan
 from framecast_server.ring import PayloadRing, Placed
@@ -56,37 +57,23 @@ def encoder_context() -> multiprocessing.context.ForkServerContext:
 class _WorkerChannel(asyncio.Protocol):
     """The server's end of the pipe, on the event loop: no reader thread, no thread hop per message.
 
-    Messages are framed as ``multiprocessing.Connection`` frames them (a 4-byte big-endian length,
-    or -1 and an 8-byte one, then the bytes), so the worker keeps using its plain Connection.
-    Messages from the worker are ``messages.FromEncoder`` records (``decode_from_encoder``).
+    Messages are framed as ``multiprocessing.Connection`` frames them (``messages.PipeFrames``),
+    so a spare's first message can be a plain Connection's. Messages from the worker are
+    ``messages.FromEncoder`` records (``decode_from_encoder``).
     """
 
     def __init__(self, on_message: Callable[[FromEncoder], None], on_closed: Callable[[], None]) -> None:
         self._on_message = on_message
         self._on_closed = on_closed
-        self._buffer = bytearray()
+        self._frames = PipeFrames()
         self.transport: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= 4:
-            (size,) = _LENGTH.unpack_from(buffer)
-            start = 4
-            if size == -1:
-                if len(buffer) < 12:
-                    return
-                (size,) = _LONG_LENGTH.unpack_from(buffer, 4)
-                start = 12
-            if len(buffer) < start + size:
-                return
-            with memoryview(buffer) as view:
-                message = decode_from_encoder(view[start : start + size])
-            del buffer[: start + size]
-            self._on_message(message)
+        for message in self._frames.feed(data):
+            self._on_message(decode_from_encoder(message))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_closed()
@@ -94,13 +81,7 @@ class _WorkerChannel(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         """Queue one message for the worker (asyncio buffers it; this never blocks)."""
         assert self.transport is not None
-        size = len(data)
-        head = _LENGTH.pack(size) if size <= 0x7FFFFFFF else _LENGTH.pack(-1) + _LONG_LENGTH.pack(size)
-        self.transport.writelines((head, data))
-
-
-_LENGTH = struct.Struct("!i")
-_LONG_LENGTH = struct.Struct("!Q")
+        self.transport.writelines((pipe_frame(data), data))
 
 
 class EncoderProcess:
