@@ -33,6 +33,14 @@ The sink may also answer that there is no room yet, with a future done when ther
 socket is not read until then and the sink is asked again, so a full ring pushes back on the
 client through TCP instead of the payload being received as usual and copied in later.
 
+Two more shortcuts take the hot path of a client on the same host (a small message each way per
+frame) off the app's task: ``take_now``, set by the app in the same extension dict, is offered a
+small binary message while the app waits for its next one with nothing queued, and may take it
+there and then (a shared-memory chunk's header: no task switch, and no pause and resume of
+reading); ``send_now`` (the scope's ``framecast.send_now`` extension) writes a small binary message
+(an ACK) at once when nothing stands in the way. Either one declines when it cannot, and the
+message goes the usual way, in order.
+
 ``InPlaceWebSocketProtocol`` is what ``uvicorn.Config(ws=...)`` takes. It is a thin
 ``asyncio.BufferedProtocol`` around the receiver because uvloop reads into a protocol's buffers
 only when it is not also an ``asyncio.Protocol``, which uvicorn's class is.
