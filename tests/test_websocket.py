@@ -51,6 +51,8 @@ class EchoApp:
     def _take_now(self, message: memoryview) -> bool:
         if bytes(message[:5]) != b"take:":
             return False
+        if bytes(message) == b"take:boom":
+            raise RuntimeError("the app failed on this message")
         self.taken.append(bytes(message))
         return True
 
@@ -190,6 +192,24 @@ def test_take_now_takes_a_message_only_while_the_app_waits_for_one(echo: tuple[i
         assert ws.recv(timeout=10) == b"take:" + bytes(LEND_MIN_BYTES)
         assert ws.recv(timeout=10) == b"ping"
     assert app.taken[taken:] == [b"take:2"]
+
+
+def test_take_now_failing_closes_that_connection_with_1011_and_the_server_goes_on(
+    echo: tuple[int, EchoApp],
+) -> None:
+    """An app that raises in ``take_now`` fails as it would in its own task: that connection is
+    closed with 1011 (internal error), and the next one works."""
+    port, _ = echo
+    with connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+        ws.send(b"ping")
+        assert ws.recv(timeout=10) == b"ping"  # the app now waits in receive(): take_now is offered
+        ws.send(b"take:boom")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    with connect(f"ws://127.0.0.1:{port}/", compression=None) as ws:
+        ws.send(b"still here")
+        assert ws.recv(timeout=10) == b"still here"
 
 
 def test_deflate_is_not_negotiated(echo: tuple[int, EchoApp]) -> None:

@@ -49,6 +49,7 @@ only when it is not also an ``asyncio.Protocol``, which uvicorn's class is.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -62,6 +63,8 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..unmasking import unmask
+
+log = logging.getLogger(__name__)
 
 #: Bytes read at a time while the next thing on the socket is a frame header or a small payload.
 SCRATCH_BYTES = 64 * 1024
@@ -473,7 +476,12 @@ class _Receiver(WebSocketsSansIOProtocol):
         take_now = cast("TakeNow | None", self._placement_extension.get("take_now"))
         if take_now is None or not self._app_waiting or not self.queue.empty() or len(message) >= LEND_MIN_BYTES:
             return False
-        return take_now(message)
+        try:
+            return take_now(message)
+        except Exception:  # the app failed on it, as it would in its task: 1011, and the client reconnects
+            log.exception("taking a message on the websocket's callback failed")
+            self._fail(CloseCode.INTERNAL_ERROR, "internal error")
+            return True
 
     async def receive(self) -> ASGIReceiveEvent:
         # The app asks for the next message, so it is done with the one before (lent, or not placed).
