@@ -512,11 +512,9 @@ class Session:
                 await self.encoder.send_chunk(message, header.size, payload, header.compressed)
                 self._payload_paths["copied"].inc()
             else:
-                self.encoder.send_shared_chunk(message, header.size, offset)
-                self._payload_paths["client_memory"].inc()
+                self._hand_shared(message, header, offset)
         except OSError:
-            # The encoder died; its exit fails the session and the client hears why.
-            self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
+            self._not_delivered(header)
 
     def take_now(self, message: bytes | memoryview) -> bool:
         """Take a chunk whose payload is in the client's shared memory at once, on the websocket's
@@ -543,11 +541,23 @@ class Session:
         self.last_activity = time.monotonic()
         self._count(header)
         try:
-            self.encoder.send_shared_chunk(message, header.size, offset)
-            self._payload_paths["client_memory"].inc()
+            self._hand_shared(message, header, offset)
         except OSError:
-            self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
+            self._not_delivered(header)
         return True
+
+    def _hand_shared(self, message: bytes | memoryview, header: protocol.ChunkHeader, offset: int) -> None:
+        """Hand the encoder a chunk whose payload is at ``offset`` of the client's shared memory.
+
+        Raises:
+            OSError: the encoder process is gone.
+        """
+        self.encoder.send_shared_chunk(message, header.size, offset)
+        self._payload_paths["client_memory"].inc()
+
+    def _not_delivered(self, header: protocol.ChunkHeader) -> None:
+        """The encoder died before a chunk reached it; its exit fails the session and the client hears why."""
+        self.log.debug("chunk %d not delivered, encoder gone", header.seq, stream=header.stream)
 
     def _resent(self, seq: int) -> None:
         """A resend of a chunk already taken: dropped, and if it is already written that is said
