@@ -18,6 +18,7 @@ gets (T, 3, H, W), the layout torchaudio's StreamWriter takes. Same pixels eithe
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.queues
 import queue
 import shutil
 import subprocess
@@ -134,6 +135,85 @@ def pyav_pipelined(frames_tchw: np.ndarray, path: Path | str, rate: int, options
     container.close()
     converter.join()
     return time.perf_counter() - t0
+
+
+#: Frames the websocket baseline's client sends ahead of their ACKs (the SDK's default window).
+WEBSOCKET_WINDOW = 8
+
+
+def _websocket_encoder(ports: multiprocessing.queues.Queue, path: str, rate: int, options: dict[str, str]) -> None:
+    """The websocket baseline's server (a process of its own): websockets' threaded server, one
+    connection. The first text message gives the frame size; each binary message after it is one
+    yuv420p frame, encoded with libx264 straight from the received bytes and answered with an
+    empty binary ACK; the text "end" flushes and closes the file, and is answered with "done"."""
+    from websockets.sync.server import ServerConnection, serve
+
+    def handle(ws: ServerConnection) -> None:
+        width, height = (int(v) for v in str(ws.recv()).split("x"))
+        container = av.open(path, "w")
+        stream = _video_stream(container, rate, width, height, options)
+        pts = 0
+        for message in ws:
+            if isinstance(message, str):
+                break
+            planes = np.frombuffer(message, np.uint8).reshape(height * 3 // 2, width)
+            frame = av.VideoFrame.from_numpy_buffer(planes, format="yuv420p")
+            frame.pts = pts
+            pts += 1
+            container.mux(stream.encode(frame))
+            ws.send(b"")
+        container.mux(stream.encode(None))
+        container.close()
+        ws.send("done")
+        threading.Thread(target=server.shutdown, daemon=True).start()  # one connection, then exit
+
+    with serve(handle, "127.0.0.1", 0, max_size=None, compression=None) as server:
+        ports.put(server.socket.getsockname()[1])
+        server.serve_forever()
+
+
+def pyav_websocket(frames_tchw: np.ndarray, path: Path | str, rate: int, options: dict[str, str]) -> float:
+    """The least a websocket design adds, for a client on another machine: this process converts
+    each (3, H, W) rgb24 frame to yuv420p with libyuv and sends it as one masked binary message
+    (websockets' client, as RFC 6455 asks of every client; the socket unpaced, as the SDK's), at
+    most ``WEBSOCKET_WINDOW`` frames ahead of their ACKs; a process with websockets' own server
+    encodes each as it comes (``_websocket_encoder``). No session, no checks, no shared memory.
+    Returns wall seconds from connecting to the file closed (the server process is started
+    before; its container is opened after the connection, inside the timing)."""
+    from websockets.sync.client import connect
+
+    from framecast import sockets, yuv
+
+    height, width = frames_tchw.shape[2:]
+    ctx = multiprocessing.get_context("spawn")
+    ports: multiprocessing.queues.Queue = ctx.Queue()
+    server = ctx.Process(target=_websocket_encoder, args=(ports, str(path), rate, options), daemon=True)
+    server.start()
+    try:
+        url = f"ws://127.0.0.1:{ports.get(timeout=60)}"
+        planes = np.empty((1, yuv.frame_bytes(width, height)), dtype=np.uint8)
+        t0 = time.perf_counter()
+        with connect(url, sock=sockets.loopback_socket(url, 10), max_size=None, compression=None) as ws:
+            ws.send(f"{width}x{height}")
+            acked = 0
+            for k in range(len(frames_tchw)):
+                while k - acked >= WEBSOCKET_WINDOW:
+                    ws.recv(timeout=60)
+                    acked += 1
+                yuv.rgb_to_i420_into(frames_tchw[k : k + 1], planes)
+                ws.send(planes.data.cast("B"))
+            for _ in range(len(frames_tchw) - acked):
+                ws.recv(timeout=60)
+            ws.send("end")
+            if ws.recv(timeout=60) != "done":
+                raise RuntimeError("the websocket baseline's server did not close its file")
+        seconds = time.perf_counter() - t0
+    finally:
+        server.join(30)
+        if server.is_alive():
+            server.kill()
+            server.join(5)
+    return seconds
 
 
 def pyav_encode(

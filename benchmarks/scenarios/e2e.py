@@ -5,7 +5,10 @@ The encoder alone is the limit of the job: PyAV in this process encoding frames 
 already (converted before the timing), with nothing else to do. Everything framecast adds (the
 RGB conversion, the transport, the session) is measured against it. Beside it, the least any
 design adds here: PyAV in-process with libyuv converting each frame on a second thread while x264
-encodes the one before (``baselines.pyav_pipelined``), the conversion and nothing else.
+encodes the one before (``baselines.pyav_pipelined``), the conversion and nothing else; and the
+least a websocket design adds, for a client on another machine: libyuv's frames sent as masked
+websocket messages, 8 ahead of their ACKs, to a process with websockets' own server encoding each
+as it comes (``baselines.pyav_websocket``), next to framecast with ``shared_memory=False``.
 
 The same precomputed frames (1280x720 rgb24, a moving pattern) are encoded with libx264
 preset=ultrafast into MP4, in rounds whose order rotates; each contender's median is reported.
@@ -49,6 +52,7 @@ from ..baselines import (
     ffmpeg_pipe_encode,
     pyav_encode,
     pyav_pipelined,
+    pyav_websocket,
     yuv420p_frames,
 )
 from ..measure import median, own_cpu_seconds, process_cpu_seconds
@@ -141,8 +145,19 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         "local_file": workdir / "e2e-framecast.mp4",
         "encoder": workdir / "e2e-encoder.mp4",
         "pipelined": workdir / "e2e-pipelined.mp4",
+        "pyav_websocket": workdir / "e2e-pyav-websocket.mp4",
     }
-    names = ("server_file", "websocket", "websocket_rgb", "local_file", "encoder", "pipelined", "pyav", "ffmpeg")
+    names = (
+        "server_file",
+        "websocket",
+        "websocket_rgb",
+        "local_file",
+        "encoder",
+        "pipelined",
+        "pyav_websocket",
+        "pyav",
+        "ffmpeg",
+    )
     times: dict[str, list[float]] = {k: [] for k in names}
     cores: list[dict[str, float]] = []
     cores_websocket: list[dict[str, float]] = []
@@ -158,6 +173,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         pyav_encode(thwc[:warm], workdir / "warm-pyav.mp4", rate, ULTRAFAST)
         encoder_alone(yuv_frames[:warm], workdir / "warm-encoder.mp4", rate, ULTRAFAST)
         pyav_pipelined(tchw[:warm], workdir / "warm-pipelined.mp4", rate, ULTRAFAST)
+        pyav_websocket(tchw[:warm], workdir / "warm-pyav-websocket.mp4", rate, ULTRAFAST)
         ffmpeg_pipe_encode(thwc[:warm], workdir / "warm-ffmpeg.mp4", rate, ULTRAFAST["preset"])
 
         def server_file() -> None:
@@ -185,6 +201,9 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
             "local_file": local_file,
             "encoder": lambda: times["encoder"].append(encoder_alone(yuv_frames, outputs["encoder"], rate, ULTRAFAST)),
             "pipelined": lambda: times["pipelined"].append(pyav_pipelined(tchw, outputs["pipelined"], rate, ULTRAFAST)),
+            "pyav_websocket": lambda: times["pyav_websocket"].append(
+                pyav_websocket(tchw, outputs["pyav_websocket"], rate, ULTRAFAST)
+            ),
             "pyav": lambda: times["pyav"].append(pyav_encode(thwc, outputs["pyav"], rate, ULTRAFAST)),
             "ffmpeg": lambda: times["ffmpeg"].append(
                 ffmpeg_pipe_encode(thwc, outputs["ffmpeg"], rate, ULTRAFAST["preset"])
@@ -228,6 +247,7 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     result.add("fps_local_file", "framecast -> local file, bytes back (fps)", fps["local_file"], "fps")
     result.add("fps_encoder", "the encoder alone: PyAV in-process, frames already yuv420p (fps)", fps["encoder"], "fps")
     result.add("fps_pipelined", "PyAV in-process, libyuv converting on a second thread (fps)", fps["pipelined"], "fps")
+    result.add("fps_pyav_websocket", "a websocket server with PyAV, nothing else (fps)", fps["pyav_websocket"], "fps")
     result.add("fps_pyav", "PyAV in-process (fps)", fps["pyav"], "fps")
     result.add("fps_ffmpeg", "ffmpeg pipe (fps)", fps["ffmpeg"], "fps")
     result.add("ratio_encoder", "framecast / the encoder alone", fps["server_file"] / fps["encoder"], "x", 2)
@@ -249,6 +269,20 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
         "ratio_pipelined_encoder",
         "PyAV with a conversion thread / the encoder alone (the least any design adds)",
         fps["pipelined"] / fps["encoder"],
+        "x",
+        2,
+    )
+    result.add(
+        "ratio_pyav_websocket_encoder",
+        "a websocket server with PyAV / the encoder alone (the least a websocket design adds)",
+        fps["pyav_websocket"] / fps["encoder"],
+        "x",
+        2,
+    )
+    result.add(
+        "ratio_websocket_pyav_websocket",
+        "framecast over the websocket / a websocket server with PyAV",
+        fps["websocket"] / fps["pyav_websocket"],
         "x",
         2,
     )
