@@ -1,4 +1,5 @@
-"""Fault injection for tests: a TCP proxy that cuts websocket connections at random points."""
+"""Fault injection for tests: a TCP proxy that cuts websocket connections at random points, or
+answers slowly."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ class CuttingProxy:
     Every connection whose request is for ``/stream`` (the chunk websocket) is cut, both ways at
     once, after a random number of client bytes between ``min_bytes`` and ``max_bytes``, until
     ``cuts`` cuts have been made; after that everything passes through. REST requests are
-    never cut. Only loopback is used, every socket has a timeout, and ``close()`` ends it all.
-    ``stream_bytes`` counts what clients sent on stream websockets: the bytes on the link.
+    never cut. With ``delay``, every connection's first bytes reach the upstream server that many
+    seconds after they came: a peer slow to answer (an RTMP handshake, say). Only loopback is
+    used, every socket has a timeout, and ``close()`` ends it all. ``stream_bytes`` counts what
+    clients sent on stream websockets: the bytes on the link.
     """
 
-    def __init__(self, upstream_port: int, cuts: int, min_bytes: int, max_bytes: int, seed: int = 0) -> None:
+    def __init__(
+        self, upstream_port: int, cuts: int, min_bytes: int, max_bytes: int, seed: int = 0, delay: float = 0.0
+    ) -> None:
         self.upstream_port = upstream_port
+        self.delay = delay
         self.target_cuts = cuts
         self.cuts = 0
         self.stream_bytes = 0
@@ -61,6 +67,8 @@ class CuttingProxy:
             with self._lock:
                 if self.cuts < self.target_cuts:
                     budget = self._random.randint(self.min_bytes, self.max_bytes)
+        if self._closed.wait(self.delay):
+            return
         upstream.sendall(first)
         done = threading.Event()
         threading.Thread(target=self._pump, args=(upstream, client, None, done), daemon=True).start()

@@ -20,6 +20,7 @@ import pytest
 import framecast
 from framecast import StreamWriter
 
+from .faults import CuttingProxy
 from .media import decode, dominant_frequency, patterns, psnr, read_stamp, sine
 from .peers import NginxRtmp, UdpTsReceiver
 
@@ -113,6 +114,24 @@ def test_rtmp_to_nginx(rtmp, server, video_chunk, audio_chunk):
     assert summary is not None
     assert summary["destination"]["url"] == f"rtmp://127.0.0.1:{rtmp.port}/live/****"
     assert summary["pacing"]["media_seconds"] >= seconds - 0.1
+
+
+def test_what_waits_for_a_slow_destination_leaves_paced_once_it_answers(rtmp, server):
+    """nginx-rtmp behind a proxy that holds the RTMP handshake for 2 s. The video the client
+    writes meanwhile waits in the session (the client's window holds it back), and once the
+    destination has answered it leaves at media time, not in a burst: for the schedule, a chunk
+    the server received before its encoder could read anything arrived when reading began."""
+    with CuttingProxy(rtmp.port, cuts=0, min_bytes=0, max_bytes=0, delay=2.0) as proxy:
+        writer = StreamWriter(f"rtmp://127.0.0.1:{proxy.port}/live/slow", server=server.url)
+        writer.add_video_stream(frame_rate=FPS, width=W, height=H)
+        with writer.open():
+            writer.write_video_chunk(0, patterns(2 * FPS, H, W))
+        assert rtmp.wait_closed("slow", timeout=10)
+    (video,) = decode(str(rtmp.recording("slow")))["streams"]
+    assert [read_stamp(f) for f in video["frames"]] == list(range(2 * FPS))
+    assert writer.summary is not None
+    # Scheduled from when the server received it, the first frame would have left 2 s late.
+    assert writer.summary["pacing"]["max_lateness_ms"] < 1000
 
 
 def test_udp_mpegts_to_a_receiver(server):

@@ -111,15 +111,15 @@ def test_control_records_round_trip(control: messages.Control) -> None:
 
 
 @pytest.mark.parametrize("where", [IN_RING, IN_CLIENT_MEMORY])
-def test_a_chunk_descriptor_carries_the_header_and_the_payloads_place(where: int) -> None:
+def test_a_chunk_descriptor_carries_the_header_the_payloads_place_and_when_it_came(where: int) -> None:
     array = np.zeros((2, 4, 6, 3), np.uint8)
     header, _ = protocol.encode_chunk(1, 99, array, pts=1.5)
-    got = decode_to_encoder(encode_chunk(header, 4096, where))
+    got = decode_to_encoder(encode_chunk(header, 4096, where, received=12345.678901))
     assert isinstance(got, ChunkDescriptor)
     assert (got.header.stream, got.header.seq, got.header.shape, got.header.pts) == (1, 99, (2, 4, 6, 3), 1.5)
-    assert (got.offset, got.where, got.size, got.mask) == (4096, where, 0, NO_MASK)
-    masked = decode_to_encoder(encode_chunk(header, 64, where, mask=b"\x01\x02\x03\x04"))
-    assert isinstance(masked, ChunkDescriptor) and masked.mask == b"\x01\x02\x03\x04"
+    assert (got.offset, got.where, got.size, got.mask, got.received) == (4096, where, 0, NO_MASK, 12345.678901)
+    masked = decode_to_encoder(encode_chunk(header, 64, where, mask=b"\x01\x02\x03\x04", received=1.0))
+    assert isinstance(masked, ChunkDescriptor) and masked.mask == b"\x01\x02\x03\x04" and masked.received == 1.0
 
 
 def test_empty_records_are_told_apart_by_type_not_by_equality() -> None:

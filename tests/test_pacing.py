@@ -1,11 +1,21 @@
-"""The pacer's schedule, driven by an explicit clock: when frames leave, and when the anchor moves."""
+"""The pacer's schedule, driven by an explicit clock: when frames leave, and when the anchor moves;
+then once end to end, a real server's real-time session whose encoder process was held up."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import statistics
+import threading
+import time
 from fractions import Fraction
 
 import av
+import httpx
+import numpy as np
 
+import framecast
 from framecast_server.encoder.pacing import Pacer
 
 
@@ -98,3 +108,80 @@ def test_acknowledgements_are_cumulative_and_in_order() -> None:
     clock.now += 1 / 30
     pacer.pop_due(clock.now)
     assert pacer.completed() == 1
+
+
+def test_frames_are_scheduled_from_when_the_server_had_them_not_when_a_busy_encoder_took_them() -> None:
+    """A real-time client: the server receives frame k at start + k/30. The encoder, busy, takes
+    the first 40 frames late (1.1 s for the first, catching up until frame 40), so its backlog
+    lasts past the first second of media, in which the anchor may still move. Scheduled by when
+    the server had them, the frames after the backlog leave as they come; scheduled by when the
+    encoder took them, every one of them would wait as long as frame 29 was late (0.3 s)."""
+    for by_arrival in (True, False):
+        clock = Clock()
+        pacer = Pacer(1, settle=1.0, clock=clock)
+        start = clock.now
+        held = []  # how long each frame waits in the pacer after the encoder took it
+        for k in range(90):
+            received = start + k / 30
+            clock.now = received + max(0.0, 1.1 * (1 - k / 40))  # when the encoder takes it
+            pacer.pop_due(clock.now)
+            pacer.add(0, frames(k, 1), seq=k, nbytes=1, arrived=received if by_arrival else None)
+            assert pacer.anchor is not None
+            held.append(max(0.0, pacer.anchor + k / 30 - clock.now))
+        assert pacer.anchor is not None
+        if by_arrival:
+            assert pacer.anchor == start
+            assert held == [0.0] * 90
+        else:
+            assert abs(pacer.anchor - (start + 1.1 * (1 - 29 / 40))) < 1e-9
+            assert min(held[40:]) > 0.3
+
+
+def test_an_arrival_is_never_later_than_the_pacers_own_clock() -> None:
+    clock = Clock()
+    pacer = Pacer(1, clock=clock)
+    pacer.add(0, frames(0, 1), seq=0, nbytes=1, arrived=clock.now + 5.0)  # a clock it cannot have
+    assert pacer.anchor == clock.now
+    assert [f.pts for _, f in pacer.pop_due(clock.now)] == [0]
+
+
+def test_a_session_whose_encoder_took_its_first_frames_late_does_not_stay_late(server):
+    """A real-time session's encoder process is stopped (SIGSTOP) for the first 1.5 s its client
+    writes, as a busy machine can hold up a process, and then goes on. Once it has caught up, each
+    frame is encoded as it comes: the schedule is the client's, as the server received it. Were it
+    anchored on when the held-up encoder took the frames, every frame after the backlog would wait
+    about half a second in the pacer, for the rest of the session."""
+    sent: dict[int, float] = {}
+    acked: dict[int, float] = {}
+    writer = framecast.StreamWriter(
+        framecast.Discard(encode=True),
+        server=server.url,
+        realtime=True,
+        event_hooks={
+            "send": [lambda seq, stream, seconds, t: sent.setdefault(seq, t)],
+            "ack": [lambda seq, t: acked.setdefault(seq, t)],
+        },
+    )
+    writer.add_video_stream(frame_rate=30, width=160, height=120)
+    writer.open()
+    pid = httpx.get(f"{server.url}/v1/sessions/{writer.session_id}", timeout=30).json()["encoder_pid"]
+    os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(1.5, os.kill, (pid, signal.SIGCONT))
+    resume.start()
+    try:
+        frame = np.zeros((1, 3, 120, 160), np.uint8)
+        start = time.monotonic()
+        for k in range(150):  # 5 s in real time; the writes wait while the window is full
+            time.sleep(max(0.0, start + k / 30 - time.monotonic()))
+            frame[:] = k % 256
+            writer.write_video_chunk(0, frame)
+        writer.close()
+    finally:
+        resume.cancel()
+        with contextlib.suppress(ProcessLookupError):  # (it exits once the session is closed)
+            os.kill(pid, signal.SIGCONT)
+    assert writer.summary is not None
+    assert writer.summary["streams"][0]["counters"]["packets"] == 150
+    # A chunk is acknowledged once its frame is encoded: the last 2 s, long after the backlog.
+    waits = [acked[seq] - sent[seq] for seq in sorted(sent)[-60:]]
+    assert statistics.median(waits) < 0.25, f"frames waited {statistics.median(waits):.3f} s (median)"

@@ -47,7 +47,7 @@ def test_payloads_wrap_around_and_wait_for_space() -> None:
         assert not third.done()  # full: it waits for the encoder to free the oldest
         ring.release()
         assert await asyncio.wait_for(third, 5) == 0  # wrapped to the start
-        descriptor = decode_to_encoder(encode_chunk(header, 0))
+        descriptor = decode_to_encoder(encode_chunk(header, 0, received=0.0))
         assert isinstance(descriptor, ChunkDescriptor) and descriptor.header.seq == 2
         assert np.array_equal(reader.array(descriptor.header, descriptor.offset), array)
         assert ring.in_flight == 2
@@ -127,7 +127,7 @@ def test_placed_regions_are_handed_on_or_cancelled_in_any_order() -> None:
         second.cancel()  # once only
         third.taken()
         assert ring.in_flight == 3
-        descriptor = decode_to_encoder(encode_chunk(header, 0))
+        descriptor = decode_to_encoder(encode_chunk(header, 0, received=0.0))
         assert isinstance(descriptor, ChunkDescriptor)
         assert np.array_equal(reader.array(descriptor.header, 0), array)
         ring.release()  # the encoder frees the first; the cancelled second goes with it

@@ -9,8 +9,8 @@ NamedTuples: cheap to pickle, immutable, and matched by ``match`` statements on 
 Server -> encoder (bytes, built by ``encode_chunk`` and ``encode_control``):
 
 - a chunk descriptor, the hot path: the CHUNK header as the client sent it (already checked by
-  the server), then where its payload lies in shared memory (``ring.py``). Binary, not pickled,
-  and told apart from the rest by the protocol's magic bytes.
+  the server), then where its payload lies in shared memory (``ring.py``) and when the server
+  received it. Binary, not pickled, and told apart from the rest by the protocol's magic bytes.
 - ``Watch(seconds)``: someone looks at this session's previews; make them for that long.
 - ``Finish()``: no more chunks; flush, write the trailer, close.
 - ``Stop(reason)``: the session's API key used up a quota; finalize now and stop.
@@ -328,13 +328,16 @@ class ChunkDescriptor(NamedTuple):
     """A chunk for the encoder: its header, and where its payload lies (``IN_RING`` or
     ``IN_CLIENT_MEMORY``) at ``offset``; ``size`` bytes of it, fewer than the array's when the
     header says it is compressed (0 when it is not); ``mask``, the websocket masking key the
-    payload still carries, for the encoder to undo (``unmasking.NO_MASK``: none)."""
+    payload still carries, for the encoder to undo (``unmasking.NO_MASK``: none); ``received``,
+    when the server had the whole chunk (``time.monotonic()``, one clock for every process on the
+    host): the pacer schedules by it, not by when a busy encoder got to the descriptor."""
 
     header: protocol.ChunkHeader
     offset: int
     where: int
     size: int = 0
     mask: bytes = NO_MASK
+    received: float = 0.0
 
 
 Control: TypeAlias = Watch | Finish | Stop
@@ -344,16 +347,23 @@ ToEncoder: TypeAlias = ChunkDescriptor | Control
 IN_RING, IN_CLIENT_MEMORY = 0, 1
 
 #: After the chunk header: the payload's offset, which memory it is in, its size if compressed,
-#: the mask it still carries.
-_TRAILER = struct.Struct("<QB3xI4s")
+#: the mask it still carries, when the server received it.
+_TRAILER = struct.Struct("<QB3xI4sd")
 
 
 def encode_chunk(
-    header: bytes | memoryview, offset: int, where: int = IN_RING, size: int = 0, mask: bytes = NO_MASK
+    header: bytes | memoryview,
+    offset: int,
+    where: int = IN_RING,
+    size: int = 0,
+    mask: bytes = NO_MASK,
+    *,
+    received: float,
 ) -> bytes:
     """A chunk descriptor: the header bytes as they arrived, then the payload's place (and, for a
-    compressed payload, its size; for a payload received still masked, the key)."""
-    return bytes(header) + _TRAILER.pack(offset, where, size, mask)
+    compressed payload, its size; for a payload received still masked, the key), then when the
+    server received the chunk (``time.monotonic()``)."""
+    return bytes(header) + _TRAILER.pack(offset, where, size, mask, received)
 
 
 def encode_control(message: Control) -> bytes:
@@ -367,8 +377,8 @@ def decode_to_encoder(data: bytes) -> ToEncoder:
     """
     if data[:2] == protocol.MAGIC:
         header = protocol.parse_chunk_header(data)
-        offset, where, size, mask = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
-        return ChunkDescriptor(header, offset, where, size, mask)
+        offset, where, size, mask, received = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
+        return ChunkDescriptor(header, offset, where, size, mask, received)
     message = pickle.loads(data)
     if not isinstance(message, Watch | Finish | Stop):
         raise TypeError(f"not a message for an encoder: {message!r}")

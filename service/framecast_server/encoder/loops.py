@@ -289,6 +289,9 @@ class PacedLoop:
         self.stats = StatsEvery()
         self.previewer = Previewer()
         self.held_since: float | None = None
+        # Chunks the server received before this loop could read them (while the output connected,
+        # or a "block" destination was down) arrived, for the schedule, when reading began.
+        self.reading_since = self.pacer.clock()
         self.finishing = False
 
     def run(self) -> None:
@@ -325,6 +328,7 @@ class PacedLoop:
         if self.held_since is not None:
             self.pacer.shift(now - self.held_since)
             self.held_since = None
+            self.reading_since = now
         return False
 
     def _release_due(self, now: float) -> None:
@@ -354,7 +358,8 @@ class PacedLoop:
                 array, memory = payload
                 # The pacer holds a gap's silence until it is due: bounded by FRAMECAST_MAX_PTS_GAP.
                 frames = list(self.writer.frames_for(header.stream, array, header.pts, memory))
-                self.pacer.add(header.stream, frames, header.seq, array.nbytes)
+                arrived = max(message.received, self.reading_since)
+                self.pacer.add(header.stream, frames, header.seq, array.nbytes, arrived)
                 if header.stream not in self.video:
                     self.previewer.offer_audio(header.stream, array)
                 in_ring = payload.in_ring

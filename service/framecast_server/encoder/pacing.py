@@ -3,14 +3,21 @@
 A live output must not get a minute of media in a second: receivers buffer a little and drop or
 stall on the rest. The ``Pacer`` holds built frames of every stream in one queue ordered by media
 time and releases each when the wall clock reaches it, measured from an anchor set by the first
-frame. Because the schedule is absolute (anchor + media time), sleeping late once does not add up:
-drift stays at scheduling jitter however long the stream runs.
+frame's arrival. Because the schedule is absolute (anchor + media time), sleeping late once does
+not add up: drift stays at scheduling jitter however long the stream runs.
 
-The first frame is often slow (a cold encoder, pages touched for the first time, a connection
-warming up), and an anchor set by it would add its delay to every frame after it. So during the
-first ``settle`` seconds of media the anchor may move earlier: when a frame arrives to an empty
-queue ahead of its slot, the client writes in real time and the schedule follows it. Only then:
-later, an empty queue also happens whenever a client waits for its ACKs between large chunks, and
+A chunk arrives when the server has it whole, not when the encoder gets to it (``arrived``): an
+encoder process that starts streaming on a busy machine may take its first descriptors a second
+late, all at once, and a schedule anchored on that would hold every frame after them by as much,
+for the rest of the session. Measured with 23 real-time sessions on two cores: the sessions that
+started last took their first frames 1.0-1.2 s after the server did, and then held every frame
+115-130 ms (BENCHMARKS.md, issue 18).
+
+The first frame is often slow to arrive too (a connection warming up, a client's first write),
+and an anchor set by it would add its delay to every frame after it. So during the first
+``settle`` seconds of media the anchor may move earlier: when a frame arrives to an empty queue
+ahead of its slot, the client writes in real time and the schedule follows it. Only then: later,
+an empty queue also happens whenever a client waits for its ACKs between large chunks, and
 following those arrivals would let the stream run ahead of real time a little every time.
 
 Ordering across streams is what makes audio and video interleave at the receiver whatever chunk
@@ -84,9 +91,10 @@ class Pacer:
         self._seqs: collections.deque[int] = collections.deque()
         self._bases: dict[int, tuple[int, int]] = {}  # each stream's time base, as a fraction
 
-    def add(self, stream: int, frames: list[Any], seq: int, nbytes: int) -> None:
-        """Queue the frames of chunk ``seq`` of ``stream`` (``nbytes`` of media in all). Every frame
-        of a stream has the same time base, its rate's: a frame's time is ``pts * time_base``."""
+    def add(self, stream: int, frames: list[Any], seq: int, nbytes: int, arrived: float | None = None) -> None:
+        """Queue the frames of chunk ``seq`` of ``stream`` (``nbytes`` of media in all), which
+        arrived at ``arrived`` (this pacer's clock; None: now, and never later than now). Every
+        frame of a stream has the same time base, its rate's: a frame's time is ``pts * time_base``."""
         heap = self._heap
         if frames:
             base = self._bases.get(stream)
@@ -94,10 +102,14 @@ class Pacer:
                 time_base = frames[0].time_base
                 base = self._bases[stream] = (time_base.numerator, time_base.denominator)
             num, den = base  # int / int: the float nearest the exact time, as float(Fraction) gives
-            if not heap and self.anchor is not None:
+            if not heap or self.anchor is None:
+                now = self.clock()
+                when = now if arrived is None else min(arrived, now)
                 first = min(frame.pts for frame in frames) * num / den
-                if first < self.settle:
-                    self.anchor = min(self.anchor, self.clock() - first)
+                if self.anchor is None:
+                    self.anchor = when - first
+                elif first < self.settle:
+                    self.anchor = min(self.anchor, when - first)
         self._seqs.append(seq)
         self._remaining[seq] = len(frames)
         self._active[stream] = True
@@ -140,10 +152,8 @@ class Pacer:
     def pop_due(self, now: float) -> list[tuple[int, Any]]:
         """Remove and return (stream, frame) for every frame due by ``now``, in media order."""
         out = []
-        while self._heap and (self.anchor is None or self.anchor + self._heap[0].t <= now):
-            item = heapq.heappop(self._heap)
-            if self.anchor is None:
-                self.anchor = now - item.t
+        while self._heap and self.anchor is not None and self.anchor + self._heap[0].t <= now:
+            item = heapq.heappop(self._heap)  # (``add`` set the anchor with the first frames)
             self.max_lateness = max(self.max_lateness, now - (self.anchor + item.t))
             self.released_media = max(self.released_media, item.t)
             self._pending[item.stream] -= 1

@@ -212,33 +212,42 @@ class EncoderProcess:
         self._channel.send(data)
 
     async def send_chunk(
-        self, message: bytes | memoryview, header_size: int, payload: memoryview, compressed: bool = False
+        self,
+        message: bytes | memoryview,
+        header_size: int,
+        payload: memoryview,
+        received: float,
+        compressed: bool = False,
     ) -> None:
-        """Hand one checked CHUNK message to the worker: the payload through the ring, the rest
-        through the pipe. Waits (without blocking the loop) while the ring is full.
+        """Hand one checked CHUNK message, which the server had whole at ``received``
+        (``time.monotonic()``), to the worker: the payload through the ring, the rest through the
+        pipe. Waits (without blocking the loop) while the ring is full.
 
         Raises:
             OSError: the encoder process is gone (``RingClosed`` is one).
         """
         assert self.ring is not None
         offset = await self.ring.write(payload)
-        self._send(encode_chunk(memoryview(message)[:header_size], offset, size=len(payload) if compressed else 0))
+        size = len(payload) if compressed else 0
+        self._send(encode_chunk(memoryview(message)[:header_size], offset, size=size, received=received))
 
-    def send_placed_chunk(self, message: bytes | memoryview, header_size: int, placed: Placed) -> None:
-        """Hand the worker a chunk whose payload the websocket received straight into the ring.
-
-        Raises:
-            OSError: the encoder process is gone.
-        """
-        self._send(encode_chunk(memoryview(message)[:header_size], placed.taken(), mask=placed.mask))
-
-    def send_shared_chunk(self, message: bytes | memoryview, header_size: int, offset: int) -> None:
-        """Hand the worker a chunk whose payload the client put into the session's shared memory.
+    def send_placed_chunk(self, message: bytes | memoryview, header_size: int, placed: Placed, received: float) -> None:
+        """Hand the worker a chunk whose payload the websocket received straight into the ring
+        (whole at ``received``).
 
         Raises:
             OSError: the encoder process is gone.
         """
-        self._send(encode_chunk(memoryview(message)[:header_size], offset, IN_CLIENT_MEMORY))
+        self._send(encode_chunk(memoryview(message)[:header_size], placed.taken(), mask=placed.mask, received=received))
+
+    def send_shared_chunk(self, message: bytes | memoryview, header_size: int, offset: int, received: float) -> None:
+        """Hand the worker a chunk whose payload the client put into the session's shared memory
+        (its message received at ``received``).
+
+        Raises:
+            OSError: the encoder process is gone.
+        """
+        self._send(encode_chunk(memoryview(message)[:header_size], offset, IN_CLIENT_MEMORY, received=received))
 
     def kill(self) -> None:
         if self.process is not None and self.process.is_alive():

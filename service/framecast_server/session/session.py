@@ -494,7 +494,7 @@ class Session:
                 payload = placed.view
         except ProtocolError as exc:
             raise InvalidChunk(f"malformed chunk: {exc}") from None
-        self.last_activity = time.monotonic()
+        received = self.last_activity = time.monotonic()
         if not self.state.taking_chunks:
             raise InvalidChunk(f"chunk {header.seq}: session is {self.state.value}; no more chunks are taken")
         if header.seq <= self.last_seq:
@@ -506,13 +506,13 @@ class Session:
         await self.outbox.wait_for_room(self.settings.max_queued_output_bytes)
         try:
             if placed is not None:
-                self.encoder.send_placed_chunk(message, header.size, placed)
+                self.encoder.send_placed_chunk(message, header.size, placed, received)
                 self._payload_paths["placed"].inc()
             elif offset is None:
-                await self.encoder.send_chunk(message, header.size, payload, header.compressed)
+                await self.encoder.send_chunk(message, header.size, payload, received, header.compressed)
                 self._payload_paths["copied"].inc()
             else:
-                self._hand_shared(message, header, offset)
+                self._hand_shared(message, header, offset, received)
         except OSError:
             self._not_delivered(header)
 
@@ -538,21 +538,24 @@ class Session:
         except InvalidChunk:
             return False
         assert offset is not None
-        self.last_activity = time.monotonic()
+        received = self.last_activity = time.monotonic()
         self._count(header)
         try:
-            self._hand_shared(message, header, offset)
+            self._hand_shared(message, header, offset, received)
         except OSError:
             self._not_delivered(header)
         return True
 
-    def _hand_shared(self, message: bytes | memoryview, header: protocol.ChunkHeader, offset: int) -> None:
-        """Hand the encoder a chunk whose payload is at ``offset`` of the client's shared memory.
+    def _hand_shared(
+        self, message: bytes | memoryview, header: protocol.ChunkHeader, offset: int, received: float
+    ) -> None:
+        """Hand the encoder a chunk whose payload is at ``offset`` of the client's shared memory
+        (its message received at ``received``).
 
         Raises:
             OSError: the encoder process is gone.
         """
-        self.encoder.send_shared_chunk(message, header.size, offset)
+        self.encoder.send_shared_chunk(message, header.size, offset, received)
         self._payload_paths["client_memory"].inc()
 
     def _not_delivered(self, header: protocol.ChunkHeader) -> None:
