@@ -23,6 +23,7 @@ def _e2e(ax: Any, r: ScenarioResult) -> None:
         ("local_file", "framecast\nlocal file", "C0"),
         ("encoder", "encoder\nalone", "C7"),
         ("pipelined", "PyAV +\nconv. thread", "C2"),
+        ("pyav_websocket", "websockets\n+ PyAV", "C2"),
         ("pyav", "PyAV\nin-process", "C2"),
         ("ffmpeg", "ffmpeg\npipe", "C1"),
     ]
@@ -35,6 +36,7 @@ def _e2e(ax: Any, r: ScenarioResult) -> None:
     ax.axhline(0.9 * fps["pyav"], color="C2", ls="--", lw=1, label="0.9 x PyAV")
     if "encoder" in fps:
         ax.axhline(0.85 * fps["encoder"], color="C7", ls=":", lw=1, label="0.85 x the encoder alone")
+        ax.axhline(0.7 * fps["encoder"], color="C9", ls=":", lw=1, label="0.7 x (over the websocket)")
     ax.set_ylabel("frames / s")
     ax.legend(loc="lower right", fontsize=8)
 
