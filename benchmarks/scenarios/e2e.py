@@ -250,48 +250,41 @@ def run(settings: Settings, workdir: Path) -> ScenarioResult:
     result.add("fps_pyav_websocket", "a websocket server with PyAV, nothing else (fps)", fps["pyav_websocket"], "fps")
     result.add("fps_pyav", "PyAV in-process (fps)", fps["pyav"], "fps")
     result.add("fps_ffmpeg", "ffmpeg pipe (fps)", fps["ffmpeg"], "fps")
-    result.add("ratio_encoder", "framecast / the encoder alone", fps["server_file"] / fps["encoder"], "x", 2)
-    result.add(
-        "ratio_websocket_encoder",
-        "framecast over the websocket / the encoder alone",
-        fps["websocket"] / fps["encoder"],
-        "x",
-        2,
+    ratios = (  # (key, label, numerator, denominator): contenders' fps, measured in the same rounds
+        ("ratio_encoder", "framecast / the encoder alone", "server_file", "encoder"),
+        ("ratio_websocket_encoder", "framecast over the websocket / the encoder alone", "websocket", "encoder"),
+        (
+            "ratio_websocket_rgb_encoder",
+            "framecast, RGB over the websocket / the encoder alone",
+            "websocket_rgb",
+            "encoder",
+        ),
+        (
+            "ratio_pipelined_encoder",
+            "PyAV with a conversion thread / the encoder alone (the least any design adds)",
+            "pipelined",
+            "encoder",
+        ),
+        (
+            "ratio_pyav_websocket_encoder",
+            "a websocket server with PyAV / the encoder alone (the least a websocket design adds)",
+            "pyav_websocket",
+            "encoder",
+        ),
+        (
+            "ratio_websocket_pyav_websocket",
+            "framecast over the websocket / a websocket server with PyAV",
+            "websocket",
+            "pyav_websocket",
+        ),
+        ("ratio_pipelined", "framecast / PyAV with a conversion thread", "server_file", "pipelined"),
+        ("ratio_pyav", "framecast / PyAV", "server_file", "pyav"),
+        ("ratio_ffmpeg", "framecast / ffmpeg pipe", "server_file", "ffmpeg"),
+        ("ratio_websocket_pyav", "framecast over the websocket / PyAV", "websocket", "pyav"),
+        ("ratio_local_pyav", "framecast (local file) / PyAV", "local_file", "pyav"),
     )
-    result.add(
-        "ratio_websocket_rgb_encoder",
-        "framecast, RGB over the websocket / the encoder alone",
-        fps["websocket_rgb"] / fps["encoder"],
-        "x",
-        2,
-    )
-    result.add(
-        "ratio_pipelined_encoder",
-        "PyAV with a conversion thread / the encoder alone (the least any design adds)",
-        fps["pipelined"] / fps["encoder"],
-        "x",
-        2,
-    )
-    result.add(
-        "ratio_pyav_websocket_encoder",
-        "a websocket server with PyAV / the encoder alone (the least a websocket design adds)",
-        fps["pyav_websocket"] / fps["encoder"],
-        "x",
-        2,
-    )
-    result.add(
-        "ratio_websocket_pyav_websocket",
-        "framecast over the websocket / a websocket server with PyAV",
-        fps["websocket"] / fps["pyav_websocket"],
-        "x",
-        2,
-    )
-    pipelined = fps["server_file"] / fps["pipelined"]
-    result.add("ratio_pipelined", "framecast / PyAV with a conversion thread", pipelined, "x", 2)
-    result.add("ratio_pyav", "framecast / PyAV", fps["server_file"] / fps["pyav"], "x", 2)
-    result.add("ratio_ffmpeg", "framecast / ffmpeg pipe", fps["server_file"] / fps["ffmpeg"], "x", 2)
-    result.add("ratio_websocket_pyav", "framecast over the websocket / PyAV", fps["websocket"] / fps["pyav"], "x", 2)
-    result.add("ratio_local_pyav", "framecast (local file) / PyAV", fps["local_file"] / fps["pyav"], "x", 2)
+    for key, label, numerator, denominator in ratios:
+        result.add(key, label, fps[numerator] / fps[denominator], "x", 2)
     for part in ("client", "server", "encoder"):
         result.add(f"cores_{part}", f"framecast cores used: {part}", median(c[part] for c in cores), "cores", 2)
     if cores_websocket:
