@@ -335,9 +335,9 @@ class ChunkDescriptor(NamedTuple):
     header: protocol.ChunkHeader
     offset: int
     where: int
+    received: float  # no default: a descriptor that came "at time 0" would pace nothing
     size: int = 0
     mask: bytes = NO_MASK
-    received: float = 0.0
 
 
 Control: TypeAlias = Watch | Finish | Stop
@@ -378,7 +378,7 @@ def decode_to_encoder(data: bytes) -> ToEncoder:
     if data[:2] == protocol.MAGIC:
         header = protocol.parse_chunk_header(data)
         offset, where, size, mask, received = _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
-        return ChunkDescriptor(header, offset, where, size, mask, received)
+        return ChunkDescriptor(header, offset, where, received, size, mask)
     message = pickle.loads(data)
     if not isinstance(message, Watch | Finish | Stop):
         raise TypeError(f"not a message for an encoder: {message!r}")
