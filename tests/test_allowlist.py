@@ -610,12 +610,18 @@ def test_lookalikes_are_allowed_and_encode_inside_the_output_dir(server, outside
     )
 
 
-def test_encoders_work_inside_the_output_dir(own_server, tmp_path):
+@pytest.mark.parametrize("realtime", [False, True], ids=["direct", "paced"])
+def test_encoders_work_inside_the_output_dir(own_server, tmp_path, realtime):
     """What an encoder still writes to a relative path (here x264's first-pass statistics, which an
-    operator allowed) lands in the output dir's .encoders, not in the server's working directory."""
+    operator allowed) lands in the output dir's .encoders, not in the server's working directory.
+
+    x264 gives the file its name only when the encoder is freed, so this also holds the encoder
+    process to freeing its encoders before it reports the session closed: before, they were freed
+    when the process exited, after the client had been told, and the file was sometimes not there
+    yet."""
     server = own_server(FRAMECAST_EXTRA_ENCODER_OPTIONS="flags.pass1")
     before = set(os.listdir(server.output_dir.parent))
-    w = framecast.StreamWriter(framecast.ServerFile("pass1.mkv"), server=server.url)
+    w = framecast.StreamWriter(framecast.ServerFile("pass1.mkv"), server=server.url, realtime=realtime)
     w.add_video_stream(30, 64, 48, encoder_option={"flags": "+pass1", "preset": "ultrafast"})
     with w.open():
         w.write_video_chunk(0, patterns(5, 48, 64))

@@ -49,13 +49,12 @@ def stats_of(writer: SessionWriter, pacer: Pacer | None = None) -> Stats:
     return Stats(writer.stats(), pacer.stats() if pacer is not None else None, writer.output_stats())
 
 
-def send_closed(pipe: Pipe, writer: SessionWriter, pacer: Pacer | None = None) -> None:
-    """The output is closed after a ``Finish``: ``Closed``, or ``Stopped`` if a quota ran out while
-    the filter chains flushed."""
+def closed_message(writer: SessionWriter, pacer: Pacer | None = None) -> Closed | Stopped:
+    """What the server is told once the output is closed after a ``Finish``: ``Closed``, or
+    ``Stopped`` if a quota ran out while the filter chains flushed."""
     if writer.stopped is not None:
-        pipe.send(Stopped(writer.stopped, stats_of(writer, pacer)))
-    else:
-        pipe.send(Closed(stats_of(writer, pacer)))
+        return Stopped(writer.stopped, stats_of(writer, pacer))
+    return Closed(stats_of(writer, pacer))
 
 
 class StatsEvery:
@@ -193,9 +192,11 @@ class DirectLoop:
         self.prepared: queue.Queue[_Item] = queue.Queue(maxsize=2)
         self.acks = AckCoalescer(pipe, writer, StatsEvery())
 
-    def run(self) -> None:
-        """Until the server says ``Finish`` (or goes away): then close the output."""
-        threading.Thread(target=self._prepare, daemon=True, name="prepare").start()
+    def run(self) -> Closed | Stopped | None:
+        """Until the server says ``Finish`` (or goes away): then close the output, and return what
+        the server is to be told (None: it went away)."""
+        preparing = threading.Thread(target=self._prepare, daemon=True, name="prepare")
+        preparing.start()
         while True:
             self._wait_for_destination()
             match self._next():
@@ -206,11 +207,11 @@ class DirectLoop:
                 case Finish():
                     self.acks.flush()
                     self.writer.close()
-                    send_closed(self.pipe, self.writer)
-                    return
+                    preparing.join()  # it ended at the Finish: it holds nothing more of the session
+                    return closed_message(self.writer)
                 case None:  # the server went away: finalize what we have
                     self.writer.close()
-                    return
+                    return None
                 case BaseException() as exc:
                     self.acks.flush()
                     raise exc
@@ -294,8 +295,9 @@ class PacedLoop:
         self.reading_since = self.pacer.clock()
         self.finishing = False
 
-    def run(self) -> None:
-        """Until the server says ``Finish`` (or goes away) and every frame has left."""
+    def run(self) -> Closed | Stopped:
+        """Until the server says ``Finish`` (or goes away) and every frame has left; then close the
+        output and return what the server is to be told."""
         pacer = self.pacer
         while True:
             now = pacer.clock()
@@ -304,8 +306,7 @@ class PacedLoop:
             self._release_due(now)
             if self.finishing and not len(pacer) and not self.writer.down:
                 self.writer.close()
-                send_closed(self.pipe, self.writer, pacer)
-                return
+                return closed_message(self.writer, pacer)
             wait = self._wait()
             if self.finishing or not pacer.wants_more(now):
                 time.sleep(wait if wait is not None else 0.01)

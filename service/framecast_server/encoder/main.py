@@ -12,6 +12,7 @@ talks to them through ``session/encoder_process.py``; what crosses the pipe is i
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 from multiprocessing import reduction
@@ -25,7 +26,7 @@ from framecast_server.encoder.loops import DirectLoop, PacedLoop, Payloads, stat
 from framecast_server.encoder.malloc import keep_frame_buffers
 from framecast_server.encoder.pipe import Pipe, PipeSink
 from framecast_server.encoder.writer import SessionWriter
-from framecast_server.messages import Assign, Failed, Ready, SetupFailed, Stopped
+from framecast_server.messages import Assign, Failed, FromEncoder, Ready, SetupFailed, Stopped
 from framecast_server.planning.plan import SessionPlan
 from framecast_server.quotas import QuotaReached
 from framecast_server.ring import RingReader
@@ -34,6 +35,9 @@ from framecast_server.ring import RingReader
 def worker_main(raw: Connection, plan: SessionPlan, ring: RingReader, client: RingReader | None) -> None:
     """Entry point of an encoder process: open the output, then encode until told to finish."""
     pipe = Pipe(raw)
+    # What is loaded by now lives as long as the process: the cyclic collector leaves it be, so the
+    # collection at the session's end (below) takes a fraction of a millisecond, not 20-30.
+    gc.freeze()
     budget.limit_address_space(plan.limits.memory_limit)  # first: a spare is handed its session's limit here
     keep_frame_buffers()
     scheduling.apply(plan.scheduling)  # before any thread starts: they inherit it
@@ -49,14 +53,22 @@ def worker_main(raw: Connection, plan: SessionPlan, ring: RingReader, client: Ri
     if writer is None:
         return
     pipe.send(Ready(writer.warnings))
+    last: FromEncoder | None
     try:
         writer.connect()  # network outputs; chunks queue up meanwhile, and then the client waits
         loop = PacedLoop if plan.realtime else DirectLoop
-        loop(pipe, writer, Payloads(ring, client)).run()
+        last = loop(pipe, writer, Payloads(ring, client)).run()
     except QuotaReached as exc:
-        _stop(pipe, writer, str(exc), exc.flush)
+        last = _stop(writer, str(exc), exc.flush)
     except Exception as exc:
-        _fail(pipe, writer, exc)
+        last = _fail(writer, exc)
+    # The session ends only once its encoders are freed: some finish their work only then (x264
+    # renames its first-pass statistics file), and the server takes the last message as the end.
+    del writer
+    gc.collect()  # in case anything of the session's is held in a reference cycle
+    if last is not None:
+        with contextlib.suppress(OSError):
+            pipe.send(last)
 
 
 def _open(pipe: Pipe, plan: SessionPlan) -> SessionWriter | None:
@@ -100,29 +112,26 @@ def _enter_workdir(path: str | None) -> None:
         os.chdir(path)
 
 
-def _stop(pipe: Pipe, writer: SessionWriter, reason: str, flush: bool) -> None:
-    """A quota ran out: finalize the output (playable up to here) and say why the session stops."""
+def _stop(writer: SessionWriter, reason: str, flush: bool) -> Stopped | Failed:
+    """A quota ran out: finalize the output (playable up to here); the server is told why the
+    session stops."""
     try:
         writer.finish_early(reason, flush)
     except Exception as exc:
-        with contextlib.suppress(OSError):
-            pipe.send(Failed(f"{reason}, but finalizing the output failed: {describe_error(exc)}"))
-        return
-    with contextlib.suppress(OSError):
-        pipe.send(Stopped(reason, stats_of(writer)))
+        return Failed(f"{reason}, but finalizing the output failed: {describe_error(exc)}")
+    return Stopped(reason, stats_of(writer))
 
 
-def _fail(pipe: Pipe, writer: SessionWriter, exc: Exception) -> None:
+def _fail(writer: SessionWriter, exc: Exception) -> Failed:
     """Encoding failed: keep what the output has (no flush: a filter chain may never finish
-    flushing) and tell the server why."""
+    flushing); the server is told why."""
     reason = describe_error(exc)
     memory_limit = writer.plan.limits.memory_limit
     if budget.out_of_memory(exc, reason, memory_limit):
         reason = f"{budget.oom_reason(memory_limit)} ({reason})"
     with contextlib.suppress(Exception):
         writer.finish_early(reason)
-    with contextlib.suppress(OSError):
-        pipe.send(Failed(reason))
+    return Failed(reason)
 
 
 def spare_main(raw: Connection) -> None:
